@@ -1,0 +1,146 @@
+//! Command-line arguments, and how they become config overrides and a log subscriber.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use figment::providers::Serialized;
+use figment::Figment;
+use tracing_subscriber::EnvFilter;
+
+/// Deploys a complete ECS Fargate platform (network, registries, cluster, load balancer, service
+/// discovery, IAM, secrets, logs, auto scaling) and keeps it converged. State lives in AWS (names
+/// and tags), never in a local file.
+#[derive(Debug, Parser)]
+#[command(name = "tap", version)]
+pub struct Cli {
+    /// Configuration file (default: ./tap.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Environment suffix carried by every resource name (config key `environment`).
+    #[arg(long = "env", global = true, value_name = "SUFFIX")]
+    pub environment: Option<String>,
+    /// AWS region (default: the AWS chain, e.g. AWS_REGION or the profile).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named AWS profile.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send AWS calls to this endpoint (e.g. a local emulator); AWS_ENDPOINT_URL works too.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Result format on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logs (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print the AWS calls made (total, mutating, per operation) to stderr at the end.
+    #[arg(long, global = true)]
+    pub stats: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create what is missing, fix what drifted, leave what matches.
+    Deploy {
+        /// Do not wait for the services to become stable (config key `deploy.wait`).
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the services to become stable (config key `deploy.timeout_seconds`).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Image tag for every service without its own (config key `image_tag`).
+        #[arg(long, value_name = "TAG")]
+        image_tag: Option<String>,
+    },
+    /// Show what deploy would create, update or delete; changes nothing.
+    Plan {
+        /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan for this image tag (config key `image_tag`).
+        #[arg(long, value_name = "TAG")]
+        image_tag: Option<String>,
+    },
+    /// Remove every resource of the environment, in dependency order.
+    Destroy {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print the stack outputs, read live from AWS.
+    Outputs,
+    /// Show each service's desired/running/pending tasks, rollout and target health.
+    Status,
+}
+
+/// Result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The flags that were given, as the top figment layer.
+    pub fn overrides(&self) -> Figment {
+        let mut f = Figment::new();
+        let mut set = |key: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                f = std::mem::take(&mut f).merge(Serialized::default(key, v));
+            }
+        };
+        set("environment", &self.environment);
+        set("aws.region", &self.region);
+        set("aws.profile", &self.profile);
+        set("aws.endpoint_url", &self.endpoint_url);
+        match &self.command {
+            Command::Deploy { image_tag, no_wait, timeout } => {
+                set("image_tag", image_tag);
+                if *no_wait {
+                    f = f.merge(Serialized::default("deploy.wait", false));
+                }
+                if let Some(t) = timeout {
+                    f = f.merge(Serialized::default("deploy.timeout_seconds", t));
+                }
+            }
+            Command::Plan { image_tag, .. } => set("image_tag", image_tag),
+            _ => {}
+        }
+        f
+    }
+}
+
+/// Logs to stderr: `RUST_LOG` when set, else `info` (or debug/trace with -v/-vv); the SDK's own
+/// chatter stays at warn unless asked for.
+pub fn init_logging(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn,hyper=warn",
+        1 => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info,rustls=info,h2=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::env::var_os("NO_COLOR").is_none() && is_terminal::is_terminal(std::io::stderr())).init(),
+    }
+}

@@ -1,0 +1,43 @@
+//! `tap`: deploys, plans, destroys and inspects a complete ECS Fargate platform on AWS.
+//!
+//! Results (plans, outputs, status, summaries) go to stdout — text, or one JSON document with
+//! `--output json` — and logs go to stderr through `tracing`.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod runner;
+mod steps;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        tokio::select! {
+            result = commands::run(&cli) => match result {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            _ = tokio::signal::ctrl_c() => {
+                // No local state exists: stopping between calls leaves only what AWS already
+                // holds, which the next deploy converges and destroy removes.
+                eprintln!("interrupted: run `tap deploy` again to finish, or `tap destroy` to remove what was made");
+                ExitCode::from(130)
+            }
+        }
+    })
+}

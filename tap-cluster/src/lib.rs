@@ -1,0 +1,588 @@
+//! `tap-cluster`: the environment's ECS cluster `tap-cluster-{s}`, with the FARGATE and
+//! FARGATE_SPOT capacity providers, a default strategy (FARGATE base `on_demand_base` weight
+//! `on_demand_weight` + FARGATE_SPOT weight `spot_weight`) and the Container Insights setting.
+//!
+//! - Reads from the [`Context`]: only the config (`cluster.*`) and the names.
+//! - Adds: [`ClusterOutputs`] — the cluster's name and ARN.
+//! - Finds the cluster by name with `DescribeClusters` (settings and tags included); an `INACTIVE`
+//!   cluster (what a deleted cluster looks like for a while) counts as missing and is created
+//!   again. Drift of the setting or of the capacity providers is repaired, and only then.
+//!
+//! ```no_run
+//! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! use tap_core::{Config, Context, Step};
+//! let step = tap_cluster::ClusterStep::from_clients(clients);
+//! let ctx = Context::new(Config::default());
+//! step.apply(&ctx).await?;
+//! println!("{}", ctx.get::<tap_core::outputs::ClusterOutputs>("demo")?.arn);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSetting, ClusterSettingName};
+use tap_core::config::ClusterSettings;
+use tap_core::naming::Tag;
+use tap_core::outputs::{ClusterOutputs, PENDING};
+use tap_core::step::{diff, OutputKind};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+
+/// Logical id of the cluster.
+pub const COMPONENT: &str = "cluster/ecs-cluster";
+/// The on-demand Fargate capacity provider.
+pub const FARGATE: &str = "FARGATE";
+/// The Fargate Spot capacity provider.
+pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
+/// Name of the Container Insights cluster setting.
+pub const CONTAINER_INSIGHTS: &str = "containerInsights";
+
+/// One entry of a capacity-provider strategy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StrategyItem {
+    /// Capacity provider name.
+    pub provider: String,
+    /// Tasks placed on this provider before weights apply.
+    pub base: i32,
+    /// Relative share of the tasks beyond the bases.
+    pub weight: i32,
+}
+
+/// What the cluster should look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Cluster name.
+    pub name: String,
+    /// `containerInsights` setting value: `enabled` or `disabled`.
+    pub container_insights: String,
+    /// Capacity providers, sorted.
+    pub capacity_providers: Vec<String>,
+    /// Default capacity-provider strategy, sorted by provider.
+    pub default_strategy: Vec<StrategyItem>,
+}
+
+impl ClusterSpec {
+    /// The cluster of the config's `cluster` settings, named `name`.
+    pub fn new(name: impl Into<String>, settings: &ClusterSettings) -> Self {
+        let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        ClusterSpec {
+            name: name.into(),
+            container_insights: if settings.container_insights { "enabled" } else { "disabled" }.into(),
+            capacity_providers: vec![FARGATE.into(), FARGATE_SPOT.into()],
+            default_strategy: vec![
+                StrategyItem {
+                    provider: FARGATE.into(),
+                    base: to_i32(settings.on_demand_base),
+                    weight: to_i32(settings.on_demand_weight),
+                },
+                StrategyItem { provider: FARGATE_SPOT.into(), base: 0, weight: to_i32(settings.spot_weight) },
+            ],
+        }
+    }
+}
+
+/// A cluster as ECS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedCluster {
+    /// Cluster name.
+    pub name: String,
+    /// Cluster ARN.
+    pub arn: String,
+    /// `ACTIVE`, `PROVISIONING`, `DEPROVISIONING`, `FAILED` or `INACTIVE`.
+    pub status: String,
+    /// The `containerInsights` setting, when reported.
+    pub container_insights: Option<String>,
+    /// Capacity providers, sorted.
+    pub capacity_providers: Vec<String>,
+    /// Default capacity-provider strategy, sorted by provider.
+    pub default_strategy: Vec<StrategyItem>,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+}
+
+/// The ECS calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait EcsApi: Send + Sync {
+    /// `DescribeClusters` (include SETTINGS and TAGS); `None` when ECS reports it missing.
+    async fn describe_cluster(&self, name: &str) -> Result<Option<ObservedCluster>, AwsError>;
+    /// `CreateCluster` with the setting, capacity providers, default strategy and tags.
+    async fn create_cluster(&self, spec: &ClusterSpec, tags: &[Tag]) -> Result<ObservedCluster, AwsError>;
+    /// `UpdateClusterSettings` for `containerInsights`.
+    async fn update_container_insights(&self, name: &str, value: &str) -> Result<(), AwsError>;
+    /// `PutClusterCapacityProviders`.
+    async fn put_capacity_providers(
+        &self,
+        name: &str,
+        providers: &[String],
+        strategy: &[StrategyItem],
+    ) -> Result<(), AwsError>;
+    /// `DeleteCluster`.
+    async fn delete_cluster(&self, name: &str) -> Result<(), AwsError>;
+}
+
+/// [`EcsApi`] over the real SDK client.
+#[derive(Debug, Clone)]
+pub struct SdkEcs(pub aws_sdk_ecs::Client);
+
+fn strategy_items(strategy: &[StrategyItem]) -> Result<Vec<CapacityProviderStrategyItem>, AwsError> {
+    strategy
+        .iter()
+        .map(|s| {
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider(&s.provider)
+                .base(s.base)
+                .weight(s.weight)
+                .build()
+                .map_err(|e| AwsError { code: None, message: format!("invalid request: {e}"), retryable: false })
+        })
+        .collect()
+}
+
+fn observed(c: &aws_sdk_ecs::types::Cluster) -> ObservedCluster {
+    let mut capacity_providers = c.capacity_providers().to_vec();
+    capacity_providers.sort();
+    let mut default_strategy: Vec<StrategyItem> = c
+        .default_capacity_provider_strategy()
+        .iter()
+        .map(|s| StrategyItem { provider: s.capacity_provider().to_owned(), base: s.base(), weight: s.weight() })
+        .collect();
+    default_strategy.sort();
+    ObservedCluster {
+        name: c.cluster_name().unwrap_or_default().to_owned(),
+        arn: c.cluster_arn().unwrap_or_default().to_owned(),
+        status: c.status().unwrap_or_default().to_owned(),
+        container_insights: c
+            .settings()
+            .iter()
+            .find(|s| s.name() == Some(&ClusterSettingName::ContainerInsights))
+            .and_then(|s| s.value().map(str::to_owned)),
+        capacity_providers,
+        default_strategy,
+        tags: c.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned()))).collect(),
+    }
+}
+
+fn insights(value: &str) -> ClusterSetting {
+    ClusterSetting::builder().name(ClusterSettingName::ContainerInsights).value(value).build()
+}
+
+#[async_trait]
+impl EcsApi for SdkEcs {
+    async fn describe_cluster(&self, name: &str) -> Result<Option<ObservedCluster>, AwsError> {
+        let out = self
+            .0
+            .describe_clusters()
+            .clusters(name)
+            .include(ClusterField::Settings)
+            .include(ClusterField::Tags)
+            .send()
+            .await?;
+        Ok(out.clusters().iter().map(observed).find(|c| c.name == name))
+    }
+
+    async fn create_cluster(&self, spec: &ClusterSpec, tags: &[Tag]) -> Result<ObservedCluster, AwsError> {
+        let tags = tags.iter().map(|(k, v)| aws_sdk_ecs::types::Tag::builder().key(k).value(v).build()).collect();
+        let out = self
+            .0
+            .create_cluster()
+            .cluster_name(&spec.name)
+            .settings(insights(&spec.container_insights))
+            .set_capacity_providers(Some(spec.capacity_providers.clone()))
+            .set_default_capacity_provider_strategy(Some(strategy_items(&spec.default_strategy)?))
+            .set_tags(Some(tags))
+            .send()
+            .await?;
+        out.cluster().map(observed).ok_or_else(|| AwsError::new("InvalidResponse", "CreateCluster returned no cluster"))
+    }
+
+    async fn update_container_insights(&self, name: &str, value: &str) -> Result<(), AwsError> {
+        self.0.update_cluster_settings().cluster(name).settings(insights(value)).send().await?;
+        Ok(())
+    }
+
+    async fn put_capacity_providers(
+        &self,
+        name: &str,
+        providers: &[String],
+        strategy: &[StrategyItem],
+    ) -> Result<(), AwsError> {
+        self.0
+            .put_cluster_capacity_providers()
+            .cluster(name)
+            .set_capacity_providers(Some(providers.to_vec()))
+            .set_default_capacity_provider_strategy(Some(strategy_items(strategy)?))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, name: &str) -> Result<(), AwsError> {
+        self.0.delete_cluster().cluster(name).send().await?;
+        Ok(())
+    }
+}
+
+/// The ECS cluster of an environment.
+pub struct ClusterStep {
+    api: Arc<dyn EcsApi>,
+}
+
+impl ClusterStep {
+    /// A step over any [`EcsApi`] (a mock in tests).
+    pub fn new(api: Arc<dyn EcsApi>) -> Self {
+        ClusterStep { api }
+    }
+
+    /// A step over the run's ECS client.
+    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
+        Self::new(Arc::new(SdkEcs(clients.ecs.clone())))
+    }
+
+    /// The cluster unless missing or `INACTIVE` (deleted).
+    async fn find(&self, name: &str) -> Result<Option<ObservedCluster>, StepError> {
+        let found = self.api.describe_cluster(name).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))?;
+        Ok(found.filter(|c| c.status != "INACTIVE"))
+    }
+
+    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let spec = ClusterSpec::new(ctx.names.cluster(), &ctx.config.cluster);
+        let (cluster, change) = match self.find(&spec.name).await? {
+            None if !mode.is_apply() => (
+                ClusterOutputs { name: spec.name.clone(), arn: PENDING.into() },
+                Some(Change::create(COMPONENT, &spec.name)),
+            ),
+            None => {
+                let tags = ctx.names.tags(COMPONENT, &spec.name);
+                let created =
+                    self.api.create_cluster(&spec, &tags).await.map_err(StepError::aws(COMPONENT, "CreateCluster"))?;
+                tracing::info!(cluster = %spec.name, "created");
+                // Read back what was created and correct what the create call did not store.
+                self.repair(&spec, &created, drift(&spec, &created)).await?;
+                (
+                    ClusterOutputs { name: spec.name.clone(), arn: created.arn },
+                    Some(Change::create(COMPONENT, &spec.name)),
+                )
+            }
+            Some(observed) => {
+                let attrs = drift(&spec, &observed);
+                let change = (!attrs.is_empty()).then(|| Change::update(COMPONENT, &spec.name, attrs.clone()));
+                if mode.is_apply() {
+                    self.repair(&spec, &observed, attrs).await?;
+                }
+                (ClusterOutputs { name: spec.name.clone(), arn: observed.arn }, change)
+            }
+        };
+        ctx.put(cluster);
+        Ok(change.into_iter().collect())
+    }
+
+    /// Makes the update calls for the attributes that differ, and only those.
+    async fn repair(
+        &self,
+        spec: &ClusterSpec,
+        observed: &ObservedCluster,
+        attrs: Vec<AttrChange>,
+    ) -> Result<(), StepError> {
+        let differs = |a: &str| attrs.iter().any(|c| c.attribute == a);
+        let settings = async {
+            if !differs("container_insights") {
+                return Ok(());
+            }
+            self.api
+                .update_container_insights(&spec.name, &spec.container_insights)
+                .await
+                .map_err(StepError::aws(COMPONENT, "UpdateClusterSettings"))
+        };
+        let providers = async {
+            if !differs("capacity_providers") && !differs("default_capacity_provider_strategy") {
+                return Ok(());
+            }
+            self.api
+                .put_capacity_providers(&spec.name, &spec.capacity_providers, &spec.default_strategy)
+                .await
+                .map_err(StepError::aws(COMPONENT, "PutClusterCapacityProviders"))
+        };
+        tokio::try_join!(settings, providers)?;
+        if !attrs.is_empty() {
+            tracing::info!(cluster = %observed.name, "updated");
+        }
+        Ok(())
+    }
+}
+
+/// The attributes of `observed` that differ from `spec`, ignoring the order of providers and
+/// strategy items. A cluster that reports no Container Insights setting has it disabled (the ECS
+/// default).
+fn drift(spec: &ClusterSpec, observed: &ObservedCluster) -> Vec<AttrChange> {
+    let mut attrs = Vec::new();
+    let insights = observed.container_insights.clone().unwrap_or_else(|| "disabled".into());
+    diff(&mut attrs, "container_insights", &insights, &spec.container_insights);
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    diff(&mut attrs, "capacity_providers", &sorted(&observed.capacity_providers), &sorted(&spec.capacity_providers));
+    let show = |s: &[StrategyItem]| {
+        sorted(&s.iter().map(|i| format!("{} base={} weight={}", i.provider, i.base, i.weight)).collect::<Vec<_>>())
+    };
+    diff(
+        &mut attrs,
+        "default_capacity_provider_strategy",
+        &show(&observed.default_strategy),
+        &show(&spec.default_strategy),
+    );
+    attrs
+}
+
+#[async_trait]
+impl Step for ClusterStep {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn needs(&self) -> &'static [OutputKind] {
+        &[]
+    }
+
+    fn produces(&self) -> OutputKind {
+        OutputKind::Cluster
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.plan")]
+    async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Plan).await
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.apply")]
+    async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Apply).await
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.destroy")]
+    async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        let name = ctx.names.cluster();
+        if self.find(&name).await?.is_none() {
+            return Ok(vec![]);
+        }
+        match self.api.delete_cluster(&name).await {
+            Ok(()) => {
+                tracing::info!(cluster = %name, "deleted");
+                Ok(vec![Change::delete(COMPONENT, name)])
+            }
+            Err(e) if e.is_not_found() => Ok(vec![]),
+            Err(e) => Err(StepError::aws(COMPONENT, "DeleteCluster")(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tap_core::{Action, Config};
+
+    fn ctx() -> Context {
+        Context::new(Config::default())
+    }
+
+    fn matching() -> ObservedCluster {
+        let spec = ClusterSpec::new("tap-cluster-dev", &ClusterSettings::default());
+        ObservedCluster {
+            name: spec.name,
+            arn: "arn:aws:ecs:us-east-1:123456789012:cluster/tap-cluster-dev".into(),
+            status: "ACTIVE".into(),
+            container_insights: Some("disabled".into()),
+            capacity_providers: spec.capacity_providers,
+            default_strategy: spec.default_strategy,
+            tags: vec![],
+        }
+    }
+
+    fn no_mutations(mock: &mut MockEcsApi) {
+        mock.expect_create_cluster().never();
+        mock.expect_update_container_insights().never();
+        mock.expect_put_capacity_providers().never();
+        mock.expect_delete_cluster().never();
+    }
+
+    #[test]
+    fn spec_is_20_percent_on_demand() {
+        let spec = ClusterSpec::new("c", &ClusterSettings::default());
+        assert_eq!(spec.capacity_providers, ["FARGATE", "FARGATE_SPOT"]);
+        assert_eq!(
+            spec.default_strategy,
+            [
+                StrategyItem { provider: "FARGATE".into(), base: 1, weight: 1 },
+                StrategyItem { provider: "FARGATE_SPOT".into(), base: 0, weight: 4 }
+            ]
+        );
+        assert_eq!(spec.container_insights, "disabled");
+    }
+
+    #[tokio::test]
+    async fn creates_the_cluster_with_providers_strategy_and_tags() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().withf(|n: &str| n == "tap-cluster-dev").times(1).returning(|_| Ok(None));
+        mock.expect_create_cluster()
+            .withf(|spec: &ClusterSpec, tags: &[Tag]| {
+                spec == &ClusterSpec::new("tap-cluster-dev", &ClusterSettings::default())
+                    && tags.contains(&("Environment".into(), "dev".into()))
+                    && tags.contains(&("Name".into(), "tap-cluster-dev".into()))
+                    && tags.contains(&("tap:component".into(), COMPONENT.into()))
+            })
+            .times(1)
+            .returning(|_, _| Ok(matching()));
+        mock.expect_update_container_insights().never();
+        mock.expect_put_capacity_providers().never();
+        let ctx = ctx();
+        let changes = ClusterStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(changes, vec![Change::create(COMPONENT, "tap-cluster-dev")]);
+        assert_eq!(ctx.get::<ClusterOutputs>("t").unwrap().arn, matching().arn);
+    }
+
+    #[tokio::test]
+    async fn create_that_drops_the_strategy_is_corrected_in_the_same_run() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(None));
+        mock.expect_create_cluster()
+            .times(1)
+            .returning(|_, _| Ok(ObservedCluster { default_strategy: vec![], ..matching() }));
+        mock.expect_put_capacity_providers().times(1).returning(|_, _, _| Ok(()));
+        mock.expect_update_container_insights().never();
+        let changes = ClusterStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn inactive_cluster_is_created_again() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster()
+            .returning(|_| Ok(Some(ObservedCluster { status: "INACTIVE".into(), ..matching() })));
+        mock.expect_create_cluster().times(1).returning(|_, _| Ok(matching()));
+        mock.expect_update_container_insights().never();
+        mock.expect_put_capacity_providers().never();
+        let changes = ClusterStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes[0].action, Action::Create);
+    }
+
+    #[tokio::test]
+    async fn matching_cluster_gets_no_mutating_call() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().times(1).returning(|_| Ok(Some(matching())));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        assert!(ClusterStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+        assert_eq!(ctx.get::<ClusterOutputs>("t").unwrap().name, "tap-cluster-dev");
+    }
+
+    #[tokio::test]
+    async fn strategy_order_does_not_matter() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| {
+            let mut c = matching();
+            c.default_strategy.reverse();
+            c.capacity_providers.reverse();
+            Ok(Some(c))
+        });
+        no_mutations(&mut mock);
+        assert!(ClusterStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn drifted_strategy_gets_exactly_one_put() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| {
+            let mut c = matching();
+            c.default_strategy[1].weight = 1;
+            Ok(Some(c))
+        });
+        mock.expect_put_capacity_providers()
+            .withf(|name: &str, providers: &[String], strategy: &[StrategyItem]| {
+                name == "tap-cluster-dev"
+                    && providers == ["FARGATE", "FARGATE_SPOT"]
+                    && strategy == ClusterSpec::new("x", &ClusterSettings::default()).default_strategy
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        mock.expect_create_cluster().never();
+        mock.expect_update_container_insights().never();
+        let changes = ClusterStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].attributes.len(), 1);
+        assert_eq!(changes[0].attributes[0].attribute, "default_capacity_provider_strategy");
+    }
+
+    #[tokio::test]
+    async fn container_insights_follows_the_config() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(Some(matching())));
+        mock.expect_update_container_insights()
+            .withf(|n: &str, v: &str| n == "tap-cluster-dev" && v == "enabled")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mock.expect_put_capacity_providers().never();
+        mock.expect_create_cluster().never();
+        let mut config = Config::default();
+        config.cluster.container_insights = true;
+        let changes = ClusterStep::new(Arc::new(mock)).apply(&Context::new(config)).await.unwrap();
+        assert_eq!(changes[0].attributes[0].attribute, "container_insights");
+    }
+
+    #[tokio::test]
+    async fn plan_makes_no_mutating_call() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(None));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        let changes = ClusterStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes, vec![Change::create(COMPONENT, "tap-cluster-dev")]);
+        assert_eq!(ctx.get::<ClusterOutputs>("t").unwrap().arn, PENDING);
+
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster()
+            .returning(|_| Ok(Some(ObservedCluster { capacity_providers: vec![], ..matching() })));
+        no_mutations(&mut mock);
+        let changes = ClusterStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes[0].action, Action::Update);
+    }
+
+    #[tokio::test]
+    async fn throttling_surfaces_as_retryable() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Err(AwsError::throttling()));
+        no_mutations(&mut mock);
+        let err = ClusterStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("DescribeClusters"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn destroy_on_an_empty_environment_succeeds() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(None));
+        no_mutations(&mut mock);
+        assert!(ClusterStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap().is_empty());
+
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster()
+            .returning(|_| Ok(Some(ObservedCluster { status: "INACTIVE".into(), ..matching() })));
+        no_mutations(&mut mock);
+        assert!(ClusterStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn destroy_deletes_and_treats_not_found_as_done() {
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(Some(matching())));
+        mock.expect_delete_cluster().withf(|n: &str| n == "tap-cluster-dev").times(1).returning(|_| Ok(()));
+        let changes = ClusterStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap();
+        assert_eq!(changes, vec![Change::delete(COMPONENT, "tap-cluster-dev")]);
+
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(|_| Ok(Some(matching())));
+        mock.expect_delete_cluster().times(1).returning(|_| Err(AwsError::new("ClusterNotFoundException", "gone")));
+        assert!(ClusterStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,188 @@
+//! The bundle of AWS SDK clients a run uses, built once from the standard AWS chain, and the
+//! interceptor that counts every call by service and operation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_types::SdkConfig;
+use serde::Serialize;
+
+use crate::config::AwsSettings;
+
+/// Whether an operation changes anything in AWS, judged by its name (`Describe*`, `List*`, `Get*`
+/// and a few other read verbs are read-only).
+pub fn is_mutating(operation: &str) -> bool {
+    const READ_PREFIXES: &[&str] = &["Describe", "List", "Get", "Discover", "Search", "Lookup", "BatchGet", "Check", "Filter"];
+    !READ_PREFIXES.iter().any(|p| operation.starts_with(p))
+}
+
+/// Counts AWS calls: one per operation executed (not per retry attempt) and one per attempt.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    inner: Arc<Mutex<CallCounts>>,
+}
+
+/// A snapshot of the counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounts {
+    /// Operations executed.
+    pub total: u64,
+    /// Operations that change something.
+    pub mutating: u64,
+    /// HTTP attempts, retries included.
+    pub attempts: u64,
+    /// `service:Operation` → operations executed.
+    pub by_operation: BTreeMap<String, u64>,
+}
+
+impl CallCounts {
+    /// The mutating operations and their counts.
+    pub fn mutating_operations(&self) -> BTreeMap<String, u64> {
+        self.by_operation
+            .iter()
+            .filter(|(op, _)| is_mutating(op.rsplit(':').next().unwrap_or(op)))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+impl CallCounter {
+    /// The counts so far.
+    pub fn snapshot(&self) -> CallCounts {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, service: &str, operation: &str) {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.total += 1;
+        if is_mutating(operation) {
+            c.mutating += 1;
+        }
+        *c.by_operation.entry(format!("{service}:{operation}")).or_default() += 1;
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "tap::CallCounter"
+    }
+
+    fn read_before_execution(&self, _ctx: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>() {
+            tracing::trace!(service = meta.service(), operation = meta.name(), "aws call");
+            self.record(meta.service(), meta.name());
+        }
+        Ok(())
+    }
+
+    fn read_before_transmit(&self, _ctx: &BeforeTransmitInterceptorContextRef<'_>, _rc: &RuntimeComponents, _cfg: &mut ConfigBag) -> Result<(), BoxError> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).attempts += 1;
+        Ok(())
+    }
+}
+
+/// One client per AWS service tap uses, all sharing one config and one [`CallCounter`].
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// The shared SDK config (region, credentials, retry, endpoint).
+    pub sdk_config: SdkConfig,
+    /// Counts every call made through these clients.
+    pub counter: CallCounter,
+    /// EC2 (VPC, subnets, NAT, security groups).
+    pub ec2: aws_sdk_ec2::Client,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// Secrets Manager.
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// Elastic Load Balancing v2.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// Cloud Map.
+    pub servicediscovery: aws_sdk_servicediscovery::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Application Auto Scaling.
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+}
+
+macro_rules! client {
+    ($sdk:ident, $config:expr, $counter:expr) => {
+        $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor($counter.clone()).build())
+    };
+}
+
+impl AwsClients {
+    /// Loads the standard AWS chain (env, profile, SSO, IMDS…) with the settings' overrides, the
+    /// standard retry mode (throttling and transient errors back off) and bounded timeouts.
+    pub async fn load(settings: &AwsSettings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts).with_initial_backoff(Duration::from_millis(200)))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        Self::from_sdk_config(loader.load().await)
+    }
+
+    /// Builds the clients from an already-loaded SDK config.
+    pub fn from_sdk_config(sdk_config: SdkConfig) -> Self {
+        let counter = CallCounter::default();
+        let c = &sdk_config;
+        AwsClients {
+            ec2: client!(aws_sdk_ec2, c, counter),
+            ecr: client!(aws_sdk_ecr, c, counter),
+            ecs: client!(aws_sdk_ecs, c, counter),
+            iam: client!(aws_sdk_iam, c, counter),
+            secrets: client!(aws_sdk_secretsmanager, c, counter),
+            elbv2: client!(aws_sdk_elasticloadbalancingv2, c, counter),
+            servicediscovery: client!(aws_sdk_servicediscovery, c, counter),
+            logs: client!(aws_sdk_cloudwatchlogs, c, counter),
+            autoscaling: client!(aws_sdk_applicationautoscaling, c, counter),
+            counter,
+            sdk_config,
+        }
+    }
+
+    /// The region the clients talk to.
+    pub fn region(&self) -> Option<&str> {
+        self.sdk_config.region().map(|r| r.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_verbs_are_not_mutating() {
+        assert!(!is_mutating("DescribeVpcs"));
+        assert!(!is_mutating("ListTagsForResource"));
+        assert!(!is_mutating("GetRandomPassword"));
+        assert!(is_mutating("CreateVpc"));
+        assert!(is_mutating("ModifyVpcAttribute"));
+        assert!(is_mutating("PutLifecyclePolicy"));
+    }
+}

@@ -1,0 +1,804 @@
+//! The typed configuration of one tap environment.
+//!
+//! [`Config::default`] is the platform of SPEC.md §1. [`Config::figment`] layers it with a TOML file,
+//! `TAP_*` environment variables (nested keys joined with `__`, e.g. `TAP_NETWORK__VPC_CIDR`) and
+//! command-line overrides; [`Config::validate`] then rejects anything AWS would refuse or that would
+//! build a broken platform, naming the field, the value and the rule — before any AWS call.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::naming::Names;
+
+/// Everything tap needs to know to build one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The environment suffix `{s}` carried by every name (`[a-z0-9-]`, e.g. `dev`, `pr-42`).
+    pub environment: String,
+    /// Image tag deployed for every service that does not set its own.
+    pub image_tag: String,
+    /// Where and how to reach AWS.
+    pub aws: AwsSettings,
+    /// How deploy waits for the services.
+    pub deploy: DeploySettings,
+    /// VPC, subnets and NAT layout.
+    pub network: NetworkSettings,
+    /// ECR repositories.
+    pub registry: RegistrySettings,
+    /// ECS cluster and capacity providers.
+    pub cluster: ClusterSettings,
+    /// Load balancer settings.
+    pub ingress: IngressSettings,
+    /// Cloud Map settings.
+    pub discovery: DiscoverySettings,
+    /// CloudWatch Logs settings.
+    pub logs: LogSettings,
+    /// Auto scaling of every service.
+    pub scaling: ScalingSettings,
+    /// Secrets Manager secrets; values are generated on first deploy and kept afterwards.
+    pub secrets: Vec<SecretSpec>,
+    /// The services of the platform: data, so a fourth service is a config change.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// AWS connection settings; credentials always come from the standard AWS chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// Region; the AWS chain (`AWS_REGION`, profile) decides when unset.
+    pub region: Option<String>,
+    /// Named profile of the shared AWS config files.
+    pub profile: Option<String>,
+    /// Endpoint override, e.g. a local emulator (`AWS_ENDPOINT_URL` works too).
+    pub endpoint_url: Option<String>,
+    /// Attempts per AWS call (standard retry mode: throttling and transient errors back off).
+    pub max_attempts: u32,
+}
+
+/// How `deploy` waits for the services to become stable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// Wait for every service's rollout to finish (`--no-wait` turns it off).
+    pub wait: bool,
+    /// Give up waiting after this many seconds (`--timeout`).
+    pub timeout_seconds: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings { wait: true, timeout_seconds: 900 }
+    }
+}
+
+/// How many NAT gateways the private subnets route through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMode {
+    /// One NAT gateway per availability zone (no cross-AZ single point of failure).
+    OnePerAz,
+    /// One NAT gateway shared by every private subnet (cheaper, for non-production).
+    Single,
+}
+
+/// VPC layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    /// The VPC's CIDR block.
+    pub vpc_cidr: String,
+    /// How many availability zones (the first ones available) to spread over.
+    pub az_count: usize,
+    /// One public subnet CIDR per AZ.
+    pub public_subnet_cidrs: Vec<String>,
+    /// One private subnet CIDR per AZ.
+    pub private_subnet_cidrs: Vec<String>,
+    /// NAT gateway layout.
+    pub nat_gateways: NatMode,
+}
+
+/// ECR settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// How many images the lifecycle policy keeps.
+    pub keep_images: u32,
+    /// Scan images on push.
+    pub scan_on_push: bool,
+    /// Image tags cannot be overwritten.
+    pub immutable_tags: bool,
+}
+
+/// ECS cluster settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// CloudWatch Container Insights.
+    pub container_insights: bool,
+    /// Tasks always placed on on-demand FARGATE before weights apply.
+    pub on_demand_base: u32,
+    /// Weight of FARGATE in the default strategy.
+    pub on_demand_weight: u32,
+    /// Weight of FARGATE_SPOT in the default strategy.
+    pub spot_weight: u32,
+}
+
+/// Load balancer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSettings {
+    /// ACM certificate ARN; when set, HTTPS :443 serves the routes and :80 redirects to it.
+    pub certificate_arn: Option<String>,
+    /// Consecutive successes before a target is healthy.
+    pub healthy_threshold: i32,
+    /// Consecutive failures before a target is unhealthy.
+    pub unhealthy_threshold: i32,
+    /// Seconds between health checks.
+    pub health_check_interval: i32,
+}
+
+/// Cloud Map settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySettings {
+    /// TTL of the A records, seconds.
+    pub dns_ttl: i64,
+    /// Failures before Cloud Map marks an instance unhealthy (custom health check).
+    pub failure_threshold: i32,
+}
+
+/// CloudWatch Logs settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Retention of every service's log group, days (a value CloudWatch accepts).
+    pub retention_days: i32,
+}
+
+/// Auto scaling of every service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingSettings {
+    /// Minimum tasks.
+    pub min_capacity: i32,
+    /// Maximum tasks.
+    pub max_capacity: i32,
+    /// Target average CPU utilization, percent.
+    pub cpu_target: f64,
+    /// Seconds between scale-in activities.
+    pub scale_in_cooldown: i32,
+    /// Seconds between scale-out activities.
+    pub scale_out_cooldown: i32,
+}
+
+/// A Secrets Manager secret `tap-{name}-{s}` holding a JSON object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Logical name, e.g. `db-credentials`.
+    pub name: String,
+    /// Fields with fixed, non-secret values (e.g. `username`).
+    #[serde(default)]
+    pub fixed_fields: BTreeMap<String, String>,
+    /// Fields whose values Secrets Manager generates once (e.g. `password`).
+    #[serde(default)]
+    pub generated_fields: Vec<String>,
+}
+
+/// How the load balancer reaches a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Short name used in the target group name `tap-{short}-{s}` (32-character limit).
+    pub short_name: String,
+    /// Listener path pattern; `None` makes this service the listener's default action.
+    #[serde(default)]
+    pub path_pattern: Option<String>,
+    /// Listener rule priority (unique per listener) when `path_pattern` is set.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Health check path.
+    pub health_check_path: String,
+}
+
+fn default_priority() -> i32 {
+    10
+}
+
+/// Extra permissions of a service's task role, on top of writing to its own log group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskPermission {
+    /// `servicediscovery:DiscoverInstances`, limited by condition to this environment's namespace.
+    DiscoverInstances,
+    /// Object access on the trade-data bucket `tap-trade-data-{s}` only.
+    TradeDataBucket,
+}
+
+/// One ECS service of the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Service name, e.g. `api-gateway` (names become `tap-{name}-{s}`).
+    pub name: String,
+    /// Fargate CPU units.
+    pub cpu: u32,
+    /// Fargate memory, MiB.
+    pub memory: u32,
+    /// Container port.
+    pub port: u16,
+    /// Tasks when the service is created (auto scaling owns the count afterwards).
+    #[serde(default = "default_desired")]
+    pub desired_count: i32,
+    /// Image tag of this service; falls back to the top-level `image_tag`.
+    #[serde(default)]
+    pub image_tag: Option<String>,
+    /// Plain environment variables. `{alb_dns}` and `{namespace}` are filled in at deploy time.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Environment variable name → logical secret name (from `secrets`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Reached through the load balancer.
+    #[serde(default)]
+    pub route: Option<RouteSpec>,
+    /// Registered in Cloud Map as `{name}.tap-{s}.local`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Services allowed to connect to this one's port; empty with a route means the ALB.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+    /// Extra task-role permissions.
+    #[serde(default)]
+    pub permissions: Vec<TaskPermission>,
+}
+
+fn default_desired() -> i32 {
+    2
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            environment: "dev".into(),
+            image_tag: "latest".into(),
+            aws: AwsSettings::default(),
+            deploy: DeploySettings::default(),
+            network: NetworkSettings::default(),
+            registry: RegistrySettings::default(),
+            cluster: ClusterSettings::default(),
+            ingress: IngressSettings::default(),
+            discovery: DiscoverySettings::default(),
+            logs: LogSettings::default(),
+            scaling: ScalingSettings::default(),
+            secrets: default_secrets(),
+            services: default_services(),
+        }
+    }
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings { region: None, profile: None, endpoint_url: None, max_attempts: 5 }
+    }
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            vpc_cidr: "10.0.0.0/16".into(),
+            az_count: 3,
+            public_subnet_cidrs: vec!["10.0.0.0/24".into(), "10.0.1.0/24".into(), "10.0.2.0/24".into()],
+            private_subnet_cidrs: vec!["10.0.10.0/24".into(), "10.0.11.0/24".into(), "10.0.12.0/24".into()],
+            nat_gateways: NatMode::OnePerAz,
+        }
+    }
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings { keep_images: 10, scan_on_push: true, immutable_tags: true }
+    }
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings { container_insights: false, on_demand_base: 1, on_demand_weight: 1, spot_weight: 4 }
+    }
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings { certificate_arn: None, healthy_threshold: 2, unhealthy_threshold: 3, health_check_interval: 30 }
+    }
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        DiscoverySettings { dns_ttl: 10, failure_threshold: 1 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { retention_days: 30 }
+    }
+}
+
+impl Default for ScalingSettings {
+    fn default() -> Self {
+        ScalingSettings { min_capacity: 2, max_capacity: 10, cpu_target: 70.0, scale_in_cooldown: 60, scale_out_cooldown: 60 }
+    }
+}
+
+fn default_secrets() -> Vec<SecretSpec> {
+    vec![
+        SecretSpec {
+            name: "db-credentials".into(),
+            fixed_fields: BTreeMap::from([("username".into(), "tap_admin".into())]),
+            generated_fields: vec!["password".into()],
+        },
+        SecretSpec { name: "api-keys".into(), fixed_fields: BTreeMap::new(), generated_fields: vec!["api_key".into()] },
+    ]
+}
+
+fn default_services() -> Vec<ServiceSpec> {
+    let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    vec![
+        ServiceSpec {
+            name: "frontend".into(),
+            cpu: 512,
+            memory: 1024,
+            port: 3000,
+            desired_count: 2,
+            image_tag: None,
+            environment: env(&[("NODE_ENV", "production"), ("API_ENDPOINT", "http://{alb_dns}/api")]),
+            secrets: BTreeMap::new(),
+            route: Some(RouteSpec { short_name: "fe".into(), path_pattern: None, priority: 10, health_check_path: "/".into() }),
+            discovery: false,
+            allow_from: vec![],
+            permissions: vec![],
+        },
+        ServiceSpec {
+            name: "api-gateway".into(),
+            cpu: 1024,
+            memory: 2048,
+            port: 8080,
+            desired_count: 2,
+            image_tag: None,
+            environment: env(&[("PROCESSING_SERVICE_URL", "http://processing-service.{namespace}:9000")]),
+            secrets: env(&[("DB_CREDENTIALS", "db-credentials"), ("API_KEYS", "api-keys")]),
+            route: Some(RouteSpec {
+                short_name: "api".into(),
+                path_pattern: Some("/api/*".into()),
+                priority: 10,
+                health_check_path: "/health".into(),
+            }),
+            discovery: false,
+            allow_from: vec![],
+            permissions: vec![TaskPermission::DiscoverInstances],
+        },
+        ServiceSpec {
+            name: "processing-service".into(),
+            cpu: 2048,
+            memory: 4096,
+            port: 9000,
+            desired_count: 2,
+            image_tag: None,
+            environment: env(&[("WORKER_THREADS", "4")]),
+            secrets: env(&[("DB_CREDENTIALS", "db-credentials")]),
+            route: None,
+            discovery: true,
+            allow_from: vec!["api-gateway".into()],
+            permissions: vec![TaskPermission::TradeDataBucket],
+        },
+    ]
+}
+
+/// Configuration that could not be loaded or is not valid. Names the field, the value and the rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, an environment variable or a flag could not be parsed into the typed config.
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value breaks a rule.
+    #[error("invalid configuration: `{field}` = {value:?}: {rule}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `services[1].cpu`.
+        field: String,
+        /// The offending value, as given.
+        value: String,
+        /// The rule it breaks.
+        rule: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, value: impl ToString, rule: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), value: value.to_string(), rule: rule.into() }
+}
+
+/// The CPU (units) → memory (MiB) pairs Fargate offers for Linux tasks.
+pub fn fargate_memory_options(cpu: u32) -> Option<Vec<u32>> {
+    let range = |from: u32, to: u32, step: u32| (from..=to).step_by(step as usize).collect();
+    Some(match cpu {
+        256 => vec![512, 1024, 2048],
+        512 => range(1024, 4096, 1024),
+        1024 => range(2048, 8192, 1024),
+        2048 => range(4096, 16384, 1024),
+        4096 => range(8192, 30720, 1024),
+        8192 => range(16384, 61440, 4096),
+        16384 => range(32768, 122880, 8192),
+        _ => return None,
+    })
+}
+
+/// Log retention values CloudWatch Logs accepts.
+pub const LOG_RETENTION_DAYS: &[i32] =
+    &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+
+impl Config {
+    /// The figment layering: defaults → `file` (or `tap.toml` when present) → `TAP_*` env vars →
+    /// `overrides` (the command-line flags that were given).
+    pub fn figment(file: Option<&Path>, overrides: Figment) -> Figment {
+        let toml = match file {
+            Some(path) => Toml::file_exact(path),
+            None => Toml::file("tap.toml"),
+        };
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(toml)
+            .merge(Env::prefixed("TAP_").split("__").ignore(&["config"]))
+            .merge(overrides)
+    }
+
+    /// Loads and validates the layered configuration.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Config, ConfigError> {
+        let config: Config = Self::figment(file, overrides).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The image tag a service deploys.
+    pub fn image_tag_of<'a>(&'a self, service: &'a ServiceSpec) -> &'a str {
+        service.image_tag.as_deref().unwrap_or(&self.image_tag)
+    }
+
+    /// Checks every rule; the first broken one is returned with its field, value and rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_environment()?;
+        self.validate_network()?;
+        self.validate_services()?;
+        self.validate_settings()?;
+        self.validate_name_lengths()?;
+        Ok(())
+    }
+
+    fn validate_environment(&self) -> Result<(), ConfigError> {
+        validate_label("environment", &self.environment)?;
+        if self.image_tag.is_empty() || !valid_image_tag(&self.image_tag) {
+            return Err(invalid("image_tag", &self.image_tag, "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("aws.endpoint_url", url, "must be an http:// or https:// URL"));
+            }
+        }
+        if !(1..=20).contains(&self.aws.max_attempts) {
+            return Err(invalid("aws.max_attempts", self.aws.max_attempts, "must be between 1 and 20"));
+        }
+        Ok(())
+    }
+
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        let n = &self.network;
+        let vpc: Ipv4Net = parse_cidr("network.vpc_cidr", &n.vpc_cidr)?;
+        if !(16..=28).contains(&vpc.prefix_len()) {
+            return Err(invalid("network.vpc_cidr", &n.vpc_cidr, "a VPC block must be between /16 and /28"));
+        }
+        if !(1..=6).contains(&n.az_count) {
+            return Err(invalid("network.az_count", n.az_count, "must be between 1 and 6"));
+        }
+        let mut seen: Vec<(String, Ipv4Net)> = Vec::new();
+        for (list_name, list) in [("public_subnet_cidrs", &n.public_subnet_cidrs), ("private_subnet_cidrs", &n.private_subnet_cidrs)] {
+            if list.len() != n.az_count {
+                return Err(invalid(
+                    format!("network.{list_name}"),
+                    format!("{list:?}"),
+                    format!("needs exactly one CIDR per availability zone (az_count = {})", n.az_count),
+                ));
+            }
+            for (i, cidr) in list.iter().enumerate() {
+                let field = format!("network.{list_name}[{i}]");
+                let net = parse_cidr(&field, cidr)?;
+                if !vpc.contains(&net) {
+                    return Err(invalid(&field, cidr, format!("subnet is outside the VPC {}", n.vpc_cidr)));
+                }
+                if !(16..=28).contains(&net.prefix_len()) {
+                    return Err(invalid(&field, cidr, "a subnet block must be between /16 and /28"));
+                }
+                if let Some((other, _)) = seen.iter().find(|(_, o)| o.contains(&net) || net.contains(o)) {
+                    return Err(invalid(&field, cidr, format!("overlaps {other}")));
+                }
+                seen.push((format!("{field} ({cidr})"), net));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        if self.services.is_empty() {
+            return Err(invalid("services", "[]", "at least one service is needed"));
+        }
+        let mut names = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        let mut short_names = BTreeSet::new();
+        let mut priorities = BTreeSet::new();
+        let mut defaults = 0;
+        let secret_names: BTreeSet<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
+        for (i, s) in self.services.iter().enumerate() {
+            let f = |k: &str| format!("services[{i}].{k}");
+            validate_label(&f("name"), &s.name)?;
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(f("name"), &s.name, "service names must be unique"));
+            }
+            if !ports.insert(s.port) {
+                return Err(invalid(f("port"), s.port, "service ports must be unique"));
+            }
+            if s.port == 0 {
+                return Err(invalid(f("port"), s.port, "must be between 1 and 65535"));
+            }
+            match fargate_memory_options(s.cpu) {
+                None => return Err(invalid(f("cpu"), s.cpu, "Fargate offers 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units")),
+                Some(options) if !options.contains(&s.memory) => {
+                    return Err(invalid(
+                        f("memory"),
+                        s.memory,
+                        format!("Fargate does not offer {} MiB with {} CPU units (allowed: {}..={} MiB in its steps)", s.memory, s.cpu, options[0], options[options.len() - 1]),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if s.desired_count < 0 {
+                return Err(invalid(f("desired_count"), s.desired_count, "must not be negative"));
+            }
+            if let Some(tag) = &s.image_tag {
+                if !valid_image_tag(tag) {
+                    return Err(invalid(f("image_tag"), tag, "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+                }
+            }
+            for (var, secret) in &s.secrets {
+                if !secret_names.contains(secret.as_str()) {
+                    return Err(invalid(format!("services[{i}].secrets.{var}"), secret, "names no secret in `secrets`"));
+                }
+            }
+            for from in &s.allow_from {
+                if !self.services.iter().any(|o| &o.name == from) {
+                    return Err(invalid(f("allow_from"), from, "names no service in `services`"));
+                }
+            }
+            if let Some(route) = &s.route {
+                validate_label(&f("route.short_name"), &route.short_name)?;
+                if !short_names.insert(route.short_name.as_str()) {
+                    return Err(invalid(f("route.short_name"), &route.short_name, "route short names must be unique"));
+                }
+                if !route.health_check_path.starts_with('/') {
+                    return Err(invalid(f("route.health_check_path"), &route.health_check_path, "must start with /"));
+                }
+                match &route.path_pattern {
+                    None => defaults += 1,
+                    Some(p) => {
+                        if !p.starts_with('/') {
+                            return Err(invalid(f("route.path_pattern"), p, "must start with /"));
+                        }
+                        if !(1..=50000).contains(&route.priority) || !priorities.insert(route.priority) {
+                            return Err(invalid(f("route.priority"), route.priority, "must be unique and between 1 and 50000"));
+                        }
+                    }
+                }
+            }
+        }
+        let routed = self.services.iter().filter(|s| s.route.is_some()).count();
+        if routed > 0 && defaults != 1 {
+            return Err(invalid("services[*].route.path_pattern", defaults, "exactly one routed service must have no path_pattern (the listener's default)"));
+        }
+        let mut secret_seen = BTreeSet::new();
+        for (i, s) in self.secrets.iter().enumerate() {
+            validate_label(&format!("secrets[{i}].name"), &s.name)?;
+            if !secret_seen.insert(&s.name) {
+                return Err(invalid(format!("secrets[{i}].name"), &s.name, "secret names must be unique"));
+            }
+            if s.generated_fields.is_empty() && s.fixed_fields.is_empty() {
+                return Err(invalid(format!("secrets[{i}]"), &s.name, "a secret needs at least one field"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_settings(&self) -> Result<(), ConfigError> {
+        let sc = &self.scaling;
+        if sc.min_capacity < 0 {
+            return Err(invalid("scaling.min_capacity", sc.min_capacity, "must not be negative"));
+        }
+        if sc.min_capacity > sc.max_capacity {
+            return Err(invalid("scaling.min_capacity", sc.min_capacity, format!("must not exceed scaling.max_capacity ({})", sc.max_capacity)));
+        }
+        if !(sc.cpu_target > 0.0 && sc.cpu_target <= 100.0) {
+            return Err(invalid("scaling.cpu_target", sc.cpu_target, "must be in (0, 100]"));
+        }
+        if sc.scale_in_cooldown < 0 || sc.scale_out_cooldown < 0 {
+            return Err(invalid("scaling.scale_in_cooldown", sc.scale_in_cooldown.min(sc.scale_out_cooldown), "cooldowns must not be negative"));
+        }
+        if !LOG_RETENTION_DAYS.contains(&self.logs.retention_days) {
+            return Err(invalid("logs.retention_days", self.logs.retention_days, format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}")));
+        }
+        if self.registry.keep_images == 0 {
+            return Err(invalid("registry.keep_images", 0, "must be at least 1"));
+        }
+        let c = &self.cluster;
+        if c.on_demand_weight + c.spot_weight == 0 {
+            return Err(invalid("cluster.spot_weight", c.spot_weight, "on_demand_weight and spot_weight cannot both be 0"));
+        }
+        if c.on_demand_base > 100_000 {
+            return Err(invalid("cluster.on_demand_base", c.on_demand_base, "must be at most 100000"));
+        }
+        let i = &self.ingress;
+        if !(2..=10).contains(&i.healthy_threshold) {
+            return Err(invalid("ingress.healthy_threshold", i.healthy_threshold, "must be between 2 and 10"));
+        }
+        if !(2..=10).contains(&i.unhealthy_threshold) {
+            return Err(invalid("ingress.unhealthy_threshold", i.unhealthy_threshold, "must be between 2 and 10"));
+        }
+        if !(5..=300).contains(&i.health_check_interval) {
+            return Err(invalid("ingress.health_check_interval", i.health_check_interval, "must be between 5 and 300 seconds"));
+        }
+        if let Some(arn) = &i.certificate_arn {
+            if !arn.starts_with("arn:") {
+                return Err(invalid("ingress.certificate_arn", arn, "must be an ACM certificate ARN (arn:...)"));
+            }
+        }
+        if !(0..=2_147_483_647).contains(&self.discovery.dns_ttl) {
+            return Err(invalid("discovery.dns_ttl", self.discovery.dns_ttl, "must be between 0 and 2147483647"));
+        }
+        if !(1..=10).contains(&self.discovery.failure_threshold) {
+            return Err(invalid("discovery.failure_threshold", self.discovery.failure_threshold, "must be between 1 and 10"));
+        }
+        Ok(())
+    }
+
+    fn validate_name_lengths(&self) -> Result<(), ConfigError> {
+        for (kind, name, limit) in Names::new(self).limited_names() {
+            if name.len() > limit {
+                return Err(invalid(
+                    "environment",
+                    &self.environment,
+                    format!("makes the {kind} name `{name}` {} characters long; AWS allows at most {limit}", name.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[a-z0-9-]+`, not starting or ending with `-`.
+fn validate_label(field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(field, value, "must not be empty"));
+    }
+    if !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err(invalid(field, value, "may contain only lowercase letters, digits and '-'"));
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(invalid(field, value, "must not start or end with '-'"));
+    }
+    Ok(())
+}
+
+fn valid_image_tag(tag: &str) -> bool {
+    (1..=128).contains(&tag.len())
+        && !tag.starts_with(['.', '-'])
+        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn parse_cidr(field: &str, value: &str) -> Result<Ipv4Net, ConfigError> {
+    let net: Ipv4Net = value.parse().map_err(|_| invalid(field, value, "must be an IPv4 CIDR block like 10.0.0.0/16"))?;
+    if net.trunc() != net {
+        return Err(invalid(field, value, format!("has host bits set; the block is {}", net.trunc())));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn no_overrides() -> Figment {
+        Figment::new()
+    }
+
+    #[test]
+    fn defaults_are_the_spec_and_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.network.vpc_cidr, "10.0.0.0/16");
+        assert_eq!(c.services.len(), 3);
+        assert_eq!((c.services[2].cpu, c.services[2].memory), (2048, 4096));
+        assert_eq!(c.logs.retention_days, 30);
+    }
+
+    #[test]
+    fn layering_defaults_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file("tap.toml", "environment = \"from-file\"\nimage_tag = \"v1\"\n[logs]\nretention_days = 60\n")?;
+            let c = Config::load(None, no_overrides()).unwrap();
+            assert_eq!((c.environment.as_str(), c.image_tag.as_str(), c.logs.retention_days), ("from-file", "v1", 60));
+
+            jail.set_env("TAP_ENVIRONMENT", "from-env");
+            jail.set_env("TAP_SCALING__MAX_CAPACITY", "12");
+            let c = Config::load(None, no_overrides()).unwrap();
+            assert_eq!((c.environment.as_str(), c.scaling.max_capacity, c.image_tag.as_str()), ("from-env", 12, "v1"));
+
+            let flags = Figment::from(Serialized::default("environment", "from-flag"));
+            let c = Config::load(None, flags).unwrap();
+            assert_eq!(c.environment, "from-flag");
+            assert_eq!(c.network.az_count, 3, "untouched keys keep their defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_config_file_must_exist_and_unknown_keys_are_rejected() {
+        Jail::expect_with(|jail| {
+            assert!(Config::load(Some(Path::new("missing.toml")), no_overrides()).is_err());
+            jail.create_file("typo.toml", "[network]\nvpc_cdir = \"10.0.0.0/16\"\n")?;
+            let err = Config::load(Some(Path::new("typo.toml")), no_overrides()).unwrap_err().to_string();
+            assert!(err.contains("vpc_cdir"), "{err}");
+            Ok(())
+        });
+    }
+
+    fn rejects(mutate: impl FnOnce(&mut Config), field: &str) {
+        let mut c = Config::default();
+        mutate(&mut c);
+        match c.validate() {
+            Err(ConfigError::Invalid { field: f, .. }) => assert!(f.starts_with(field), "expected field {field}, got {f}"),
+            other => panic!("expected {field} to be rejected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        rejects(|c| c.environment = "Bad_Suffix!".into(), "environment");
+        rejects(|c| c.environment = String::new(), "environment");
+        rejects(|c| c.environment = "-dev".into(), "environment");
+        rejects(|c| c.environment = "a".repeat(30), "environment");
+        rejects(|c| c.services[0].memory = 8192, "services[0].memory");
+        rejects(|c| c.services[1].cpu = 300, "services[1].cpu");
+        rejects(|c| c.network.vpc_cidr = "10.0.0.0/33".into(), "network.vpc_cidr");
+        rejects(|c| c.network.private_subnet_cidrs[0] = "10.0.1.0/24".into(), "network.private_subnet_cidrs[0]");
+        rejects(|c| c.network.public_subnet_cidrs[2] = "192.168.0.0/24".into(), "network.public_subnet_cidrs[2]");
+        rejects(|c| c.scaling.min_capacity = 11, "scaling.min_capacity");
+        rejects(|c| c.services[2].name = "frontend".into(), "services[2].name");
+        rejects(|c| c.services[2].port = 3000, "services[2].port");
+        rejects(|c| c.logs.retention_days = 31, "logs.retention_days");
+        rejects(|c| c.services[1].secrets.insert("X".into(), "nope".into()).map(|_| ()).unwrap_or(()), "services[1].secrets");
+    }
+
+    #[test]
+    fn long_suffix_error_names_the_limited_name() {
+        let mut c = Config::default();
+        c.environment = "abcdefghijklmnopqrstuvwxyz".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("environment") && err.contains("32"), "{err}");
+    }
+}

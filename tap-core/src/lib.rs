@@ -1,0 +1,36 @@
+//! `tap-core`: everything the tap concern crates share, and no AWS resource logic.
+//!
+//! - [`config`]: the typed [`Config`] (every setting of the SPEC as a default), layered with figment
+//!   (defaults → `tap.toml` → `TAP_*` env vars → flags) and validated before any AWS call.
+//! - [`naming`]: the one place that decides every resource name and tag set of an environment.
+//! - [`step`]: the [`Step`] contract (plan / apply / destroy) and the [`Change`] model plans are made of.
+//! - [`context`]: the [`Context`] steps read their inputs from and write their outputs to.
+//! - [`outputs`]: the plain data steps hand each other (subnet ids, SG ids, ARNs, …).
+//! - [`aws`]: the bundle of SDK clients built from the standard AWS chain, with the retry
+//!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]).
+//! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
+//! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
+//!
+//! ```
+//! use tap_core::{Config, naming::Names};
+//! let mut config = Config::default();
+//! config.environment = "dev".into();
+//! config.validate().unwrap();
+//! let names = Names::new(&config);
+//! assert_eq!(names.cluster(), "tap-cluster-dev");
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod aws;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod naming;
+pub mod outputs;
+pub mod step;
+pub mod wait;
+
+pub use config::Config;
+pub use context::Context;
+pub use error::{AwsError, StepError};
+pub use step::{Action, AttrChange, Change, Mode, Step};

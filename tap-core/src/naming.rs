@@ -1,0 +1,180 @@
+//! The one place that decides every name, logical id and tag set of an environment.
+//!
+//! State lives in AWS itself: a later run finds each resource again by its name or by the tags
+//! below (`Environment` + `tap:component`), never through a local state file.
+
+use crate::config::Config;
+
+/// Tag key carrying the project name (`tap`).
+pub const TAG_PROJECT: &str = "Project";
+/// Tag key carrying the environment suffix.
+pub const TAG_ENVIRONMENT: &str = "Environment";
+/// Tag key marking resources tap manages (`tap`).
+pub const TAG_MANAGED_BY: &str = "ManagedBy";
+/// Tag key carrying the resource's name.
+pub const TAG_NAME: &str = "Name";
+/// Tag key carrying the logical id, e.g. `network/subnet/private-1`.
+pub const TAG_COMPONENT: &str = "tap:component";
+/// Value of the `Project` and `ManagedBy` tags.
+pub const PROJECT: &str = "tap";
+
+/// One tag.
+pub type Tag = (String, String);
+
+/// Names and tags of one environment, derived from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    env: String,
+    services: Vec<String>,
+    route_short_names: Vec<String>,
+    secrets: Vec<String>,
+}
+
+impl Names {
+    /// The names of the environment `config` describes.
+    pub fn new(config: &Config) -> Self {
+        Names {
+            env: config.environment.clone(),
+            services: config.services.iter().map(|s| s.name.clone()).collect(),
+            route_short_names: config.services.iter().filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone())).collect(),
+            secrets: config.secrets.iter().map(|s| s.name.clone()).collect(),
+        }
+    }
+
+    /// The environment suffix `{s}`.
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    /// `tap-{base}-{s}`: the general shape of a name.
+    pub fn name(&self, base: &str) -> String {
+        format!("tap-{base}-{}", self.env)
+    }
+
+    /// The standard tags of a resource: Project, Environment, ManagedBy, Name and the logical id.
+    pub fn tags(&self, component: &str, name: &str) -> Vec<Tag> {
+        vec![
+            (TAG_PROJECT.into(), PROJECT.into()),
+            (TAG_ENVIRONMENT.into(), self.env.clone()),
+            (TAG_MANAGED_BY.into(), PROJECT.into()),
+            (TAG_NAME.into(), name.into()),
+            (TAG_COMPONENT.into(), component.into()),
+        ]
+    }
+
+    /// VPC name.
+    pub fn vpc(&self) -> String {
+        self.name("vpc")
+    }
+    /// ECS cluster name.
+    pub fn cluster(&self) -> String {
+        self.name("cluster")
+    }
+    /// ECR repository name of a service.
+    pub fn repository(&self, service: &str) -> String {
+        self.name(service)
+    }
+    /// Security group name of the load balancer.
+    pub fn alb_security_group(&self) -> String {
+        self.name("alb-sg")
+    }
+    /// Security group name of a service.
+    pub fn service_security_group(&self, service: &str) -> String {
+        self.name(&format!("{service}-sg"))
+    }
+    /// The task-execution role shared by all services.
+    pub fn execution_role(&self) -> String {
+        self.name("task-execution")
+    }
+    /// The task role of a service.
+    pub fn task_role(&self, service: &str) -> String {
+        self.name(&format!("{service}-task"))
+    }
+    /// Secrets Manager name of a logical secret (e.g. `db-credentials`).
+    pub fn secret(&self, logical: &str) -> String {
+        self.name(logical)
+    }
+    /// Load balancer name (32 characters at most).
+    pub fn load_balancer(&self) -> String {
+        self.name("alb")
+    }
+    /// Target group name of a routed service (32 characters at most).
+    pub fn target_group(&self, short_name: &str) -> String {
+        self.name(short_name)
+    }
+    /// Cloud Map private DNS namespace.
+    pub fn namespace(&self) -> String {
+        format!("tap-{}.local", self.env)
+    }
+    /// Log group of a service.
+    pub fn log_group(&self, service: &str) -> String {
+        format!("/ecs/tap-{service}-{}", self.env)
+    }
+    /// Task definition family of a service.
+    pub fn task_family(&self, service: &str) -> String {
+        self.name(service)
+    }
+    /// ECS service name of a service.
+    pub fn ecs_service(&self, service: &str) -> String {
+        self.name(service)
+    }
+    /// The trade-data bucket the processing service may use.
+    pub fn trade_data_bucket(&self) -> String {
+        self.name("trade-data")
+    }
+
+    /// Every generated name that has an AWS length limit: (what, name, limit).
+    pub fn limited_names(&self) -> Vec<(&'static str, String, usize)> {
+        let mut out = vec![
+            ("load balancer", self.load_balancer(), 32),
+            ("IAM role", self.execution_role(), 64),
+            ("S3 bucket", self.trade_data_bucket(), 63),
+            ("ECS cluster", self.cluster(), 255),
+            ("Cloud Map namespace", self.namespace(), 253),
+        ];
+        for short in &self.route_short_names {
+            out.push(("target group", self.target_group(short), 32));
+        }
+        for s in &self.services {
+            out.push(("IAM role", self.task_role(s), 64));
+            out.push(("ECR repository", self.repository(s), 256));
+            out.push(("ECS service", self.ecs_service(s), 255));
+            out.push(("log group", self.log_group(s), 512));
+            out.push(("security group", self.service_security_group(s), 255));
+            // Cloud Map service names are DNS labels.
+            out.push(("Cloud Map service", s.clone(), 63));
+        }
+        for s in &self.secrets {
+            out.push(("secret", self.secret(s), 512));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_spec() {
+        let mut c = Config::default();
+        c.environment = "pr-7".into();
+        let n = Names::new(&c);
+        assert_eq!(n.repository("api-gateway"), "tap-api-gateway-pr-7");
+        assert_eq!(n.load_balancer(), "tap-alb-pr-7");
+        assert_eq!(n.target_group("fe"), "tap-fe-pr-7");
+        assert_eq!(n.namespace(), "tap-pr-7.local");
+        assert_eq!(n.log_group("frontend"), "/ecs/tap-frontend-pr-7");
+        assert_eq!(n.secret("db-credentials"), "tap-db-credentials-pr-7");
+        assert_eq!(n.trade_data_bucket(), "tap-trade-data-pr-7");
+    }
+
+    #[test]
+    fn tags_carry_env_and_component() {
+        let n = Names::new(&Config::default());
+        let tags = n.tags("network/vpc", "tap-vpc-dev");
+        for (k, v) in [("Project", "tap"), ("Environment", "dev"), ("ManagedBy", "tap"), ("Name", "tap-vpc-dev"), ("tap:component", "network/vpc")] {
+            assert!(tags.contains(&(k.to_string(), v.to_string())), "missing {k}={v}");
+        }
+    }
+}

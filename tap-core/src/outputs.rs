@@ -1,0 +1,116 @@
+//! The plain data one step hands to the next. Every field is an AWS identifier; during `plan`, an
+//! identifier of a resource that does not exist yet is [`PENDING`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Stands in, during `plan`, for the id of a resource that deploy would create.
+pub const PENDING: &str = "(known after apply)";
+
+/// Whether `id` is a real identifier rather than [`PENDING`].
+pub fn is_known(id: &str) -> bool {
+    id != PENDING && !id.is_empty()
+}
+
+/// One subnet and its availability zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubnetRef {
+    /// Availability zone name.
+    pub az: String,
+    /// Subnet id.
+    pub id: String,
+}
+
+/// Written by the network step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkOutputs {
+    /// VPC id.
+    pub vpc_id: String,
+    /// Public subnets, one per AZ, in AZ order.
+    pub public_subnets: Vec<SubnetRef>,
+    /// Private subnets, one per AZ, in AZ order.
+    pub private_subnets: Vec<SubnetRef>,
+}
+
+/// One ECR repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repository {
+    /// Repository name.
+    pub name: String,
+    /// Repository ARN.
+    pub arn: String,
+    /// `<account>.dkr.ecr.<region>.amazonaws.com/<name>`.
+    pub uri: String,
+}
+
+/// Written by the registry step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryOutputs {
+    /// Service name → its repository.
+    pub repositories: BTreeMap<String, Repository>,
+}
+
+/// Written by the cluster step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterOutputs {
+    /// Cluster name.
+    pub name: String,
+    /// Cluster ARN.
+    pub arn: String,
+}
+
+/// Written by the security step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecurityOutputs {
+    /// Security group of the load balancer.
+    pub alb_security_group_id: String,
+    /// Service name → its security group id.
+    pub service_security_group_ids: BTreeMap<String, String>,
+    /// The shared task-execution role ARN.
+    pub execution_role_arn: String,
+    /// Service name → its task role ARN.
+    pub task_role_arns: BTreeMap<String, String>,
+    /// Logical secret name → secret ARN (never the value).
+    pub secret_arns: BTreeMap<String, String>,
+}
+
+/// Written by the ingress step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngressOutputs {
+    /// Load balancer ARN.
+    pub load_balancer_arn: String,
+    /// Load balancer DNS name.
+    pub dns_name: String,
+    /// Routed service name → target group ARN.
+    pub target_group_arns: BTreeMap<String, String>,
+}
+
+/// One Cloud Map service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscoveryService {
+    /// Service id.
+    pub id: String,
+    /// Service ARN (ECS `serviceRegistries` takes it).
+    pub arn: String,
+}
+
+/// Written by the discovery step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscoveryOutputs {
+    /// Namespace id.
+    pub namespace_id: String,
+    /// Namespace ARN.
+    pub namespace_arn: String,
+    /// Namespace DNS name, e.g. `tap-dev.local`.
+    pub namespace_name: String,
+    /// Service name → its Cloud Map service.
+    pub services: BTreeMap<String, DiscoveryService>,
+}
+
+/// Written by the services step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicesOutputs {
+    /// Service name → ECS service ARN.
+    pub service_arns: BTreeMap<String, String>,
+}

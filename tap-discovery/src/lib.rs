@@ -1,0 +1,1124 @@
+//! `tap-discovery`: the environment's Cloud Map private DNS namespace `tap-{s}.local` in its VPC,
+//! and one Cloud Map service per configured service with `discovery = true` (e.g.
+//! `processing-service`): A records with TTL `discovery.dns_ttl`, routing MULTIVALUE, and a custom
+//! health check (failure threshold `discovery.failure_threshold`), so ECS registers the tasks.
+//!
+//! - Reads from the [`Context`]: the config, the names, and [`NetworkOutputs`] for the VPC id.
+//! - Adds: [`DiscoveryOutputs`] — the namespace's id, ARN and name, and each service's id and ARN.
+//! - Finds the namespace by name among the private DNS namespaces (`ListNamespaces`) and the
+//!   services by name within it. Namespace creation and deletion are asynchronous in Cloud Map:
+//!   the step polls the operation until it succeeds (and fails clearly when it fails). A drifted
+//!   TTL is repaired with `UpdateService`; a routing policy or health-check type, which Cloud Map
+//!   cannot change in place, is reported as a conflict.
+//! - `destroy` deregisters any instance left, deletes the services, then the namespace.
+//!   (moto, the local emulator, leaves the namespace's Route 53 hosted zone behind; AWS does not.)
+//!
+//! ```no_run
+//! # async fn demo(clients: &tap_core::aws::AwsClients, ctx: &tap_core::Context) -> Result<(), tap_core::StepError> {
+//! use tap_core::Step;
+//! // The network step must have written its outputs (the VPC id) into `ctx` first.
+//! let step = tap_discovery::DiscoveryStep::from_clients(clients);
+//! step.apply(ctx).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_servicediscovery::operation::create_private_dns_namespace::CreatePrivateDnsNamespaceError;
+use aws_sdk_servicediscovery::operation::create_service::CreateServiceError;
+use aws_sdk_servicediscovery::operation::delete_namespace::DeleteNamespaceError;
+use aws_sdk_servicediscovery::types::{
+    DnsConfig, DnsConfigChange, DnsRecord, FilterCondition, HealthCheckCustomConfig, NamespaceFilter,
+    NamespaceFilterName, NamespaceType, RecordType, RoutingPolicy, ServiceChange, ServiceFilter, ServiceFilterName,
+};
+use futures::future::try_join_all;
+use tap_core::naming::Tag;
+use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, PENDING};
+use tap_core::step::OutputKind;
+use tap_core::wait::{poll_until, retry_while, Backoff};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+
+/// Logical id of the namespace.
+pub const NAMESPACE_COMPONENT: &str = "discovery/namespace";
+/// The routing policy of every service.
+pub const ROUTING_POLICY: &str = "MULTIVALUE";
+/// The record type of every service.
+pub const RECORD_TYPE: &str = "A";
+
+/// Logical id of a Cloud Map service.
+fn service_component(service: &str) -> String {
+    format!("discovery/service/{service}")
+}
+
+/// A namespace as Cloud Map reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedNamespace {
+    /// Namespace id (`ns-…`).
+    pub id: String,
+    /// Namespace ARN.
+    pub arn: String,
+    /// Namespace (domain) name.
+    pub name: String,
+}
+
+/// One DNS record template of a service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DnsRecordSpec {
+    /// Record type, e.g. `A`.
+    pub record_type: String,
+    /// TTL in seconds.
+    pub ttl: i64,
+}
+
+impl std::fmt::Display for DnsRecordSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ttl={}", self.record_type, self.ttl)
+    }
+}
+
+/// A Cloud Map service as Cloud Map reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedService {
+    /// Service id (`srv-…`).
+    pub id: String,
+    /// Service ARN.
+    pub arn: String,
+    /// Service name.
+    pub name: String,
+    /// The namespace it belongs to, when reported.
+    pub namespace_id: Option<String>,
+    /// Its DNS record templates.
+    pub dns_records: Vec<DnsRecordSpec>,
+    /// Its DNS routing policy, when it has a DNS config.
+    pub routing_policy: Option<String>,
+    /// `Some(threshold)` when it has a custom health check (`Some(None)`: no threshold reported).
+    pub custom_health_check: Option<Option<i32>>,
+}
+
+/// What one Cloud Map service should look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDefinition {
+    /// Service name (the DNS label).
+    pub name: String,
+    /// Namespace id.
+    pub namespace_id: String,
+    /// DNS record templates.
+    pub dns_records: Vec<DnsRecordSpec>,
+    /// Routing policy.
+    pub routing_policy: String,
+    /// Failure threshold of the custom health check.
+    pub failure_threshold: i32,
+    /// Idempotency token of the create call.
+    pub creator_request_id: String,
+}
+
+/// A Cloud Map asynchronous operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationState {
+    /// `SUBMITTED`, `PENDING`, `SUCCESS` or `FAIL`.
+    pub status: String,
+    /// Error code when it failed.
+    pub error_code: Option<String>,
+    /// Error message when it failed.
+    pub error_message: Option<String>,
+    /// Target type (`NAMESPACE`, `SERVICE`, `INSTANCE`) → id.
+    pub targets: BTreeMap<String, String>,
+}
+
+/// What `CreatePrivateDnsNamespace` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceCreation {
+    /// The creation runs as this operation (also when an identical request was already running).
+    Operation(String),
+    /// A namespace of that name already exists: its id.
+    Exists(String),
+}
+
+/// The Cloud Map calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait CloudMapApi: Send + Sync {
+    /// `ListNamespaces` filtered to private DNS namespaces, all pages.
+    async fn list_private_dns_namespaces(&self) -> Result<Vec<ObservedNamespace>, AwsError>;
+    /// `GetNamespace`; `None` when it does not exist.
+    async fn get_namespace(&self, id: &str) -> Result<Option<ObservedNamespace>, AwsError>;
+    /// `CreatePrivateDnsNamespace` in `vpc_id`.
+    async fn create_private_dns_namespace(
+        &self,
+        name: &str,
+        vpc_id: &str,
+        creator_request_id: &str,
+        tags: &[Tag],
+    ) -> Result<NamespaceCreation, AwsError>;
+    /// `GetOperation`.
+    async fn get_operation(&self, id: &str) -> Result<OperationState, AwsError>;
+    /// `ListServices` filtered to one namespace, all pages: (id, name) of each.
+    async fn list_services(&self, namespace_id: &str) -> Result<Vec<(String, String)>, AwsError>;
+    /// `GetService`; `None` when it does not exist.
+    async fn get_service(&self, id: &str) -> Result<Option<ObservedService>, AwsError>;
+    /// `CreateService` (an existing service of that name in the namespace is returned instead).
+    async fn create_service(&self, definition: &ServiceDefinition, tags: &[Tag]) -> Result<ObservedService, AwsError>;
+    /// `UpdateService` replacing the DNS record templates; the operation id.
+    async fn update_service_dns(&self, id: &str, records: &[DnsRecordSpec]) -> Result<String, AwsError>;
+    /// `ListInstances`: the instance ids of a service.
+    async fn list_instances(&self, service_id: &str) -> Result<Vec<String>, AwsError>;
+    /// `DeregisterInstance`; the operation id.
+    async fn deregister_instance(&self, service_id: &str, instance_id: &str) -> Result<String, AwsError>;
+    /// `DeleteService`.
+    async fn delete_service(&self, id: &str) -> Result<(), AwsError>;
+    /// `DeleteNamespace`; the operation id.
+    async fn delete_namespace(&self, id: &str) -> Result<String, AwsError>;
+}
+
+/// [`CloudMapApi`] over the real SDK client.
+#[derive(Debug, Clone)]
+pub struct SdkCloudMap(pub aws_sdk_servicediscovery::Client);
+
+fn build_error(e: impl std::fmt::Display) -> AwsError {
+    AwsError { code: None, message: format!("invalid request: {e}"), retryable: false }
+}
+
+fn sdk_tags(tags: &[Tag]) -> Result<Vec<aws_sdk_servicediscovery::types::Tag>, AwsError> {
+    tags.iter()
+        .map(|(k, v)| aws_sdk_servicediscovery::types::Tag::builder().key(k).value(v).build().map_err(build_error))
+        .collect()
+}
+
+fn sdk_records(records: &[DnsRecordSpec]) -> Result<Vec<DnsRecord>, AwsError> {
+    records
+        .iter()
+        .map(|r| {
+            DnsRecord::builder()
+                .r#type(RecordType::from(r.record_type.as_str()))
+                .ttl(r.ttl)
+                .build()
+                .map_err(build_error)
+        })
+        .collect()
+}
+
+// `FailureThreshold` is deprecated (AWS keeps it at 1) but still part of the API; the SPEC sets it.
+#[allow(deprecated)]
+fn observed_service(s: &aws_sdk_servicediscovery::types::Service) -> ObservedService {
+    let dns = s.dns_config();
+    ObservedService {
+        id: s.id().unwrap_or_default().to_owned(),
+        arn: s.arn().unwrap_or_default().to_owned(),
+        name: s.name().unwrap_or_default().to_owned(),
+        namespace_id: s.namespace_id().map(str::to_owned),
+        dns_records: dns
+            .map(|d| {
+                d.dns_records()
+                    .iter()
+                    .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
+        custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
+    }
+}
+
+#[async_trait]
+impl CloudMapApi for SdkCloudMap {
+    async fn list_private_dns_namespaces(&self) -> Result<Vec<ObservedNamespace>, AwsError> {
+        let filter = NamespaceFilter::builder()
+            .name(NamespaceFilterName::Type)
+            .values(NamespaceType::DnsPrivate.as_str())
+            .condition(FilterCondition::Eq)
+            .build()
+            .map_err(build_error)?;
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.0.list_namespaces().filters(filter.clone()).set_next_token(token).send().await?;
+            out.extend(page.namespaces().iter().filter(|n| n.r#type() == Some(&NamespaceType::DnsPrivate)).map(|n| {
+                ObservedNamespace {
+                    id: n.id().unwrap_or_default().to_owned(),
+                    arn: n.arn().unwrap_or_default().to_owned(),
+                    name: n.name().unwrap_or_default().to_owned(),
+                }
+            }));
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn get_namespace(&self, id: &str) -> Result<Option<ObservedNamespace>, AwsError> {
+        match self.0.get_namespace().id(id).send().await {
+            Ok(out) => Ok(out.namespace().map(|n| ObservedNamespace {
+                id: n.id().unwrap_or_default().to_owned(),
+                arn: n.arn().unwrap_or_default().to_owned(),
+                name: n.name().unwrap_or_default().to_owned(),
+            })),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn create_private_dns_namespace(
+        &self,
+        name: &str,
+        vpc_id: &str,
+        creator_request_id: &str,
+        tags: &[Tag],
+    ) -> Result<NamespaceCreation, AwsError> {
+        let result = self
+            .0
+            .create_private_dns_namespace()
+            .name(name)
+            .vpc(vpc_id)
+            .creator_request_id(creator_request_id)
+            .description("tap service discovery")
+            .set_tags(Some(sdk_tags(tags)?))
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .operation_id()
+                .map(|id| NamespaceCreation::Operation(id.to_owned()))
+                .ok_or_else(|| AwsError::new("InvalidResponse", "no OperationId")),
+            Err(e) => match e.as_service_error() {
+                Some(CreatePrivateDnsNamespaceError::DuplicateRequest(d)) if d.duplicate_operation_id().is_some() => {
+                    Ok(NamespaceCreation::Operation(d.duplicate_operation_id().unwrap_or_default().to_owned()))
+                }
+                Some(CreatePrivateDnsNamespaceError::NamespaceAlreadyExists(x)) if x.namespace_id().is_some() => {
+                    Ok(NamespaceCreation::Exists(x.namespace_id().unwrap_or_default().to_owned()))
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    async fn get_operation(&self, id: &str) -> Result<OperationState, AwsError> {
+        let out = self.0.get_operation().operation_id(id).send().await?;
+        let op =
+            out.operation().ok_or_else(|| AwsError::new("InvalidResponse", "GetOperation returned no operation"))?;
+        Ok(OperationState {
+            status: op.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            error_code: op.error_code().map(str::to_owned),
+            error_message: op.error_message().map(str::to_owned),
+            targets: op.targets().into_iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect(),
+        })
+    }
+
+    async fn list_services(&self, namespace_id: &str) -> Result<Vec<(String, String)>, AwsError> {
+        let filter = ServiceFilter::builder()
+            .name(ServiceFilterName::NamespaceId)
+            .values(namespace_id)
+            .condition(FilterCondition::Eq)
+            .build()
+            .map_err(build_error)?;
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.0.list_services().filters(filter.clone()).set_next_token(token).send().await?;
+            out.extend(
+                page.services()
+                    .iter()
+                    .map(|s| (s.id().unwrap_or_default().to_owned(), s.name().unwrap_or_default().to_owned())),
+            );
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn get_service(&self, id: &str) -> Result<Option<ObservedService>, AwsError> {
+        match self.0.get_service().id(id).send().await {
+            Ok(out) => Ok(out.service().map(observed_service)),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    // `FailureThreshold` is deprecated (AWS keeps it at 1) but still part of the API; the SPEC sets it.
+    #[allow(deprecated)]
+    async fn create_service(&self, definition: &ServiceDefinition, tags: &[Tag]) -> Result<ObservedService, AwsError> {
+        let dns = DnsConfig::builder()
+            .routing_policy(RoutingPolicy::from(definition.routing_policy.as_str()))
+            .set_dns_records(Some(sdk_records(&definition.dns_records)?))
+            .build()
+            .map_err(build_error)?;
+        let result = self
+            .0
+            .create_service()
+            .name(&definition.name)
+            .namespace_id(&definition.namespace_id)
+            .creator_request_id(&definition.creator_request_id)
+            .dns_config(dns)
+            .health_check_custom_config(
+                HealthCheckCustomConfig::builder().failure_threshold(definition.failure_threshold).build(),
+            )
+            .set_tags(Some(sdk_tags(tags)?))
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .service()
+                .map(observed_service)
+                .ok_or_else(|| AwsError::new("InvalidResponse", "CreateService returned no service")),
+            Err(e) => {
+                if let Some(CreateServiceError::ServiceAlreadyExists(x)) = e.as_service_error() {
+                    if let Some(existing) = self.get_service(x.service_id().unwrap_or_default()).await? {
+                        return Ok(existing);
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn update_service_dns(&self, id: &str, records: &[DnsRecordSpec]) -> Result<String, AwsError> {
+        let change =
+            DnsConfigChange::builder().set_dns_records(Some(sdk_records(records)?)).build().map_err(build_error)?;
+        let out =
+            self.0.update_service().id(id).service(ServiceChange::builder().dns_config(change).build()).send().await?;
+        out.operation_id().map(str::to_owned).ok_or_else(|| AwsError::new("InvalidResponse", "no OperationId"))
+    }
+
+    async fn list_instances(&self, service_id: &str) -> Result<Vec<String>, AwsError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.0.list_instances().service_id(service_id).set_next_token(token).send().await?;
+            out.extend(page.instances().iter().filter_map(|i| i.id().map(str::to_owned)));
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn deregister_instance(&self, service_id: &str, instance_id: &str) -> Result<String, AwsError> {
+        let out = self.0.deregister_instance().service_id(service_id).instance_id(instance_id).send().await?;
+        out.operation_id().map(str::to_owned).ok_or_else(|| AwsError::new("InvalidResponse", "no OperationId"))
+    }
+
+    async fn delete_service(&self, id: &str) -> Result<(), AwsError> {
+        self.0.delete_service().id(id).send().await?;
+        Ok(())
+    }
+
+    async fn delete_namespace(&self, id: &str) -> Result<String, AwsError> {
+        match self.0.delete_namespace().id(id).send().await {
+            Ok(out) => {
+                out.operation_id().map(str::to_owned).ok_or_else(|| AwsError::new("InvalidResponse", "no OperationId"))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(DeleteNamespaceError::DuplicateRequest(d)) if d.duplicate_operation_id().is_some() => {
+                    Ok(d.duplicate_operation_id().unwrap_or_default().to_owned())
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+}
+
+/// A deterministic idempotency token from `parts` (64 characters at most, Cloud Map's limit): the
+/// parts joined with `-` when that fits, else a readable prefix and a hash of the whole.
+pub fn creator_request_id(parts: &[&str]) -> String {
+    let joined = parts.join("-");
+    if joined.len() <= 64 {
+        return joined;
+    }
+    // FNV-1a: stable across Rust versions and platforms, unlike the std hasher.
+    let hash = joined.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let prefix: String = joined.chars().take(47).collect();
+    format!("{prefix}-{hash:016x}")
+}
+
+/// How long a Cloud Map operation may take.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The Cloud Map namespace and services of an environment.
+pub struct DiscoveryStep {
+    api: Arc<dyn CloudMapApi>,
+    backoff: Backoff,
+}
+
+impl DiscoveryStep {
+    /// A step over any [`CloudMapApi`] (a mock in tests).
+    pub fn new(api: Arc<dyn CloudMapApi>) -> Self {
+        DiscoveryStep { api, backoff: Backoff::with_timeout(OPERATION_TIMEOUT) }
+    }
+
+    /// A step over the run's Cloud Map client.
+    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
+        Self::new(Arc::new(SdkCloudMap(clients.servicediscovery.clone())))
+    }
+
+    /// Polls a Cloud Map operation until it succeeds; a failed operation is an error naming the
+    /// resource and the action that started it.
+    async fn wait_operation(
+        &self,
+        resource: &str,
+        action: &'static str,
+        operation_id: &str,
+    ) -> Result<OperationState, StepError> {
+        let what = format!("{action} on {resource} (Cloud Map operation {operation_id})");
+        poll_until(&what, self.backoff, || async {
+            let op = match self.api.get_operation(operation_id).await {
+                Ok(op) => op,
+                // Just started: not yet visible everywhere.
+                Err(e) if e.is("OperationNotFound") => return Ok(None),
+                Err(e) => return Err(StepError::aws(resource, "GetOperation")(e)),
+            };
+            match op.status.as_str() {
+                "SUCCESS" => Ok(Some(op)),
+                "FAIL" => {
+                    let code = op.error_code.clone().unwrap_or_else(|| "OperationFailed".into());
+                    let message = format!(
+                        "Cloud Map operation {operation_id} failed: {}",
+                        op.error_message.as_deref().unwrap_or("no reason given")
+                    );
+                    Err(StepError::aws(resource, action)(AwsError::new(&code, message)))
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// The private DNS namespaces named `name` (normally one).
+    async fn find_namespaces(&self, name: &str) -> Result<Vec<ObservedNamespace>, StepError> {
+        let all = self
+            .api
+            .list_private_dns_namespaces()
+            .await
+            .map_err(StepError::aws(NAMESPACE_COMPONENT, "ListNamespaces"))?;
+        Ok(all.into_iter().filter(|n| n.name.trim_end_matches('.') == name).collect())
+    }
+
+    /// The services of a namespace, read in full, by name.
+    async fn find_services(
+        &self,
+        namespace_id: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, ObservedService>, StepError> {
+        let listed =
+            self.api.list_services(namespace_id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "ListServices"))?;
+        let reads = listed.into_iter().filter(|(_, name)| wanted(name)).map(|(id, name)| async move {
+            self.api.get_service(&id).await.map_err(StepError::aws(service_component(&name), "GetService"))
+        });
+        let services = try_join_all(reads).await?;
+        Ok(services
+            .into_iter()
+            .flatten()
+            // The filter by namespace is the API's job; checking again keeps a namespace's services apart.
+            .filter(|s| s.namespace_id.as_deref().is_none_or(|ns| ns == namespace_id))
+            .map(|s| (s.name.clone(), s))
+            .collect())
+    }
+
+    async fn create_namespace(&self, ctx: &Context, name: &str, vpc_id: &str) -> Result<ObservedNamespace, StepError> {
+        let tags = ctx.names.tags(NAMESPACE_COMPONENT, name);
+        let token = creator_request_id(&["tap", ctx.names.env(), "namespace", vpc_id]);
+        let creation = self
+            .api
+            .create_private_dns_namespace(name, vpc_id, &token, &tags)
+            .await
+            .map_err(StepError::aws(NAMESPACE_COMPONENT, "CreatePrivateDnsNamespace"))?;
+        let id = match creation {
+            NamespaceCreation::Exists(id) => id,
+            NamespaceCreation::Operation(op_id) => {
+                let op = self.wait_operation(NAMESPACE_COMPONENT, "CreatePrivateDnsNamespace", &op_id).await?;
+                op.targets.get("NAMESPACE").cloned().ok_or_else(|| StepError::Conflict {
+                    resource: NAMESPACE_COMPONENT.into(),
+                    message: format!("Cloud Map operation {op_id} succeeded without naming the namespace it created"),
+                })?
+            }
+        };
+        let namespace =
+            self.api.get_namespace(&id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "GetNamespace"))?;
+        tracing::info!(namespace = name, id = %id, "created");
+        namespace.ok_or_else(|| StepError::Conflict {
+            resource: NAMESPACE_COMPONENT.into(),
+            message: format!("namespace {id} was created but cannot be read back; run deploy again"),
+        })
+    }
+
+    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let network = ctx.get::<NetworkOutputs>("discovery")?;
+        let ns_name = ctx.names.namespace();
+        let settings = &ctx.config.discovery;
+        let wanted: Vec<&str> = ctx.config.services.iter().filter(|s| s.discovery).map(|s| s.name.as_str()).collect();
+        let desired_records = vec![DnsRecordSpec { record_type: RECORD_TYPE.into(), ttl: settings.dns_ttl }];
+
+        let existing = if is_known(&network.vpc_id) {
+            self.find_namespaces(&ns_name).await?.into_iter().next()
+        } else if mode.is_apply() {
+            return Err(StepError::MissingOutput {
+                step: "discovery".into(),
+                output: OutputKind::Network.to_string(),
+                why: "its VPC id is not known yet (the network step has not created the VPC)".into(),
+            });
+        } else {
+            // The VPC does not exist yet, so neither can a namespace in it.
+            None
+        };
+
+        let mut changes = Vec::new();
+        let namespace = match existing {
+            Some(ns) => ns,
+            None if !mode.is_apply() => {
+                changes.push(Change::create(NAMESPACE_COMPONENT, &ns_name));
+                let mut services = BTreeMap::new();
+                for service in &wanted {
+                    changes.push(Change::create(service_component(service), *service));
+                    services.insert(service.to_string(), DiscoveryService { id: PENDING.into(), arn: PENDING.into() });
+                }
+                ctx.put(DiscoveryOutputs {
+                    namespace_id: PENDING.into(),
+                    namespace_arn: PENDING.into(),
+                    namespace_name: ns_name,
+                    services,
+                });
+                return Ok(changes);
+            }
+            None => {
+                changes.push(Change::create(NAMESPACE_COMPONENT, &ns_name));
+                self.create_namespace(ctx, &ns_name, &network.vpc_id).await?
+            }
+        };
+
+        let observed = self.find_services(&namespace.id, |name| wanted.contains(&name)).await?;
+        let converged = wanted.iter().map(|service| {
+            let definition = ServiceDefinition {
+                name: service.to_string(),
+                namespace_id: namespace.id.clone(),
+                dns_records: desired_records.clone(),
+                routing_policy: ROUTING_POLICY.into(),
+                failure_threshold: settings.failure_threshold,
+                creator_request_id: creator_request_id(&["tap", ctx.names.env(), service, &namespace.id]),
+            };
+            self.converge_service(ctx, definition, observed.get(*service), mode)
+        });
+        let mut services = BTreeMap::new();
+        for (service, (out, change)) in wanted.iter().zip(try_join_all(converged).await?) {
+            services.insert(service.to_string(), out);
+            changes.extend(change);
+        }
+        ctx.put(DiscoveryOutputs {
+            namespace_id: namespace.id,
+            namespace_arn: namespace.arn,
+            namespace_name: ns_name,
+            services,
+        });
+        Ok(changes)
+    }
+
+    async fn converge_service(
+        &self,
+        ctx: &Context,
+        definition: ServiceDefinition,
+        observed: Option<&ObservedService>,
+        mode: Mode,
+    ) -> Result<(DiscoveryService, Option<Change>), StepError> {
+        let component = service_component(&definition.name);
+        let Some(service) = observed else {
+            let change = Some(Change::create(&component, &definition.name));
+            if !mode.is_apply() {
+                return Ok((DiscoveryService { id: PENDING.into(), arn: PENDING.into() }, change));
+            }
+            let tags = ctx.names.tags(&component, &definition.name);
+            let created = self
+                .api
+                .create_service(&definition, &tags)
+                .await
+                .map_err(StepError::aws(&component, "CreateService"))?;
+            tracing::info!(service = %definition.name, id = %created.id, "created");
+            return Ok((DiscoveryService { id: created.id, arn: created.arn }, change));
+        };
+        let out = DiscoveryService { id: service.id.clone(), arn: service.arn.clone() };
+
+        // What Cloud Map cannot change on an existing service.
+        if service.routing_policy.as_deref() != Some(definition.routing_policy.as_str()) {
+            return Err(StepError::Conflict {
+                resource: component,
+                message: format!(
+                    "Cloud Map service {} ({}) has routing policy {:?}, the config wants {}; Cloud Map cannot change it in place: \
+                     delete the service (tap destroy, or DeleteService after removing its ECS service) and deploy again",
+                    definition.name,
+                    service.id,
+                    service.routing_policy.as_deref().unwrap_or("none"),
+                    definition.routing_policy
+                ),
+            });
+        }
+        match service.custom_health_check {
+            None => {
+                return Err(StepError::Conflict {
+                    resource: component,
+                    message: format!(
+                        "Cloud Map service {} ({}) has no custom health check, which ECS needs; Cloud Map cannot add it in place: \
+                         delete the service and deploy again",
+                        definition.name, service.id
+                    ),
+                })
+            }
+            Some(Some(threshold)) if threshold != definition.failure_threshold => {
+                // AWS keeps this value fixed (it is deprecated and always 1), so it is not drift tap can act on.
+                tracing::warn!(service = %definition.name, observed = threshold, configured = definition.failure_threshold, "custom health check failure threshold differs; Cloud Map cannot change it");
+            }
+            Some(_) => {}
+        }
+
+        let mut observed_records = service.dns_records.clone();
+        observed_records.sort();
+        let mut desired_records = definition.dns_records.clone();
+        desired_records.sort();
+        if observed_records == desired_records {
+            return Ok((out, None));
+        }
+        let show =
+            |records: &[DnsRecordSpec]| Some(records.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let attrs = vec![AttrChange::new("dns_records", show(&observed_records), show(&desired_records))];
+        if mode.is_apply() {
+            let op = self
+                .api
+                .update_service_dns(&service.id, &desired_records)
+                .await
+                .map_err(StepError::aws(&component, "UpdateService"))?;
+            self.wait_operation(&component, "UpdateService", &op).await?;
+            tracing::info!(service = %definition.name, "updated");
+        }
+        Ok((out, Some(Change::update(component, &definition.name, attrs))))
+    }
+
+    /// Deregisters what is left in a service, then deletes it.
+    async fn delete_service(&self, service: &ObservedService) -> Result<Option<Change>, StepError> {
+        let component = service_component(&service.name);
+        let instances = match self.api.list_instances(&service.id).await {
+            Ok(instances) => instances,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(StepError::aws(&component, "ListInstances")(e)),
+        };
+        let deregistrations = instances.iter().map(|instance| {
+            let component = &component;
+            async move {
+                match self.api.deregister_instance(&service.id, instance).await {
+                    Ok(op) => self.wait_operation(component, "DeregisterInstance", &op).await.map(|_| ()),
+                    Err(e) if e.is_not_found() => Ok(()),
+                    Err(e) => Err(StepError::aws(component.clone(), "DeregisterInstance")(e)),
+                }
+            }
+        });
+        try_join_all(deregistrations).await?;
+        // Deregistration settles shortly after its operation reports success.
+        let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));
+        let deleted = retry_while(&format!("DeleteService on {component}"), self.backoff, in_use, || async {
+            match self.api.delete_service(&service.id).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(StepError::aws(&component, "DeleteService")(e)),
+            }
+        })
+        .await?;
+        if deleted {
+            tracing::info!(service = %service.name, "deleted");
+        }
+        Ok(deleted.then(|| Change::delete(component, &service.name)))
+    }
+
+    /// Deletes a namespace's services, then the namespace, waiting for its deletion.
+    async fn delete_namespace(&self, namespace: &ObservedNamespace) -> Result<Vec<Change>, StepError> {
+        let services = self.find_services(&namespace.id, |_| true).await?;
+        let mut changes: Vec<Change> =
+            try_join_all(services.values().map(|s| self.delete_service(s))).await?.into_iter().flatten().collect();
+        let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));
+        let op = retry_while(&format!("DeleteNamespace on {}", namespace.name), self.backoff, in_use, || async {
+            match self.api.delete_namespace(&namespace.id).await {
+                Ok(op) => Ok(Some(op)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(StepError::aws(NAMESPACE_COMPONENT, "DeleteNamespace")(e)),
+            }
+        })
+        .await?;
+        if let Some(op) = op {
+            self.wait_operation(NAMESPACE_COMPONENT, "DeleteNamespace", &op).await?;
+            tracing::info!(namespace = %namespace.name, id = %namespace.id, "deleted");
+            changes.push(Change::delete(NAMESPACE_COMPONENT, &namespace.name));
+        }
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl Step for DiscoveryStep {
+    fn name(&self) -> &'static str {
+        "discovery"
+    }
+
+    fn needs(&self) -> &'static [OutputKind] {
+        &[OutputKind::Network]
+    }
+
+    fn produces(&self) -> OutputKind {
+        OutputKind::Discovery
+    }
+
+    #[tracing::instrument(skip_all, name = "discovery.plan")]
+    async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Plan).await
+    }
+
+    #[tracing::instrument(skip_all, name = "discovery.apply")]
+    async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Apply).await
+    }
+
+    #[tracing::instrument(skip_all, name = "discovery.destroy")]
+    async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        let namespaces = self.find_namespaces(&ctx.names.namespace()).await?;
+        let mut changes = Vec::new();
+        for namespace in &namespaces {
+            changes.extend(self.delete_namespace(namespace).await?);
+        }
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tap_core::outputs::SubnetRef;
+    use tap_core::{Action, Config};
+
+    fn ctx_with_vpc(vpc_id: &str) -> Context {
+        let ctx = Context::new(Config::default());
+        let subnet = |id: &str| SubnetRef { az: "us-east-1a".into(), id: id.into() };
+        ctx.put(NetworkOutputs {
+            vpc_id: vpc_id.into(),
+            public_subnets: vec![subnet("subnet-a")],
+            private_subnets: vec![subnet("subnet-b")],
+        });
+        ctx
+    }
+
+    fn ctx() -> Context {
+        ctx_with_vpc("vpc-123")
+    }
+
+    fn namespace() -> ObservedNamespace {
+        ObservedNamespace {
+            id: "ns-1".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:namespace/ns-1".into(),
+            name: "tap-dev.local".into(),
+        }
+    }
+
+    fn service(ttl: i64) -> ObservedService {
+        ObservedService {
+            id: "srv-1".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-1".into(),
+            name: "processing-service".into(),
+            namespace_id: Some("ns-1".into()),
+            dns_records: vec![DnsRecordSpec { record_type: "A".into(), ttl }],
+            routing_policy: Some("MULTIVALUE".into()),
+            custom_health_check: Some(Some(1)),
+        }
+    }
+
+    fn success(target: &str, id: &str) -> OperationState {
+        OperationState {
+            status: "SUCCESS".into(),
+            error_code: None,
+            error_message: None,
+            targets: BTreeMap::from([(target.into(), id.into())]),
+        }
+    }
+
+    fn no_mutations(mock: &mut MockCloudMapApi) {
+        mock.expect_create_private_dns_namespace().never();
+        mock.expect_create_service().never();
+        mock.expect_update_service_dns().never();
+        mock.expect_deregister_instance().never();
+        mock.expect_delete_service().never();
+        mock.expect_delete_namespace().never();
+    }
+
+    /// Namespace and service exist; `service` decides what the service looks like.
+    fn existing(mock: &mut MockCloudMapApi, svc: ObservedService) {
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| {
+            Ok(vec![
+                ObservedNamespace { name: "tap-other.local".into(), id: "ns-9".into(), arn: "x".into() },
+                namespace(),
+            ])
+        });
+        mock.expect_list_services().withf(|ns: &str| ns == "ns-1").times(1).returning(|_| {
+            Ok(vec![("srv-1".into(), "processing-service".into()), ("srv-7".into(), "not-configured".into())])
+        });
+        mock.expect_get_service().withf(|id: &str| id == "srv-1").times(1).returning(move |_| Ok(Some(svc.clone())));
+    }
+
+    #[test]
+    fn request_ids_are_deterministic_and_short() {
+        assert_eq!(creator_request_id(&["tap", "dev", "namespace", "vpc-1"]), "tap-dev-namespace-vpc-1");
+        let long = creator_request_id(&["tap", &"e".repeat(24), &"s".repeat(40), "ns-abcdefghijklmnop"]);
+        assert_eq!(long.len(), 64);
+        assert_eq!(long, creator_request_id(&["tap", &"e".repeat(24), &"s".repeat(40), "ns-abcdefghijklmnop"]));
+        assert_ne!(long, creator_request_id(&["tap", &"e".repeat(24), &"s".repeat(40), "ns-abcdefghijklmnoq"]));
+    }
+
+    #[tokio::test]
+    async fn creates_namespace_in_the_vpc_then_the_service() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+        mock.expect_create_private_dns_namespace()
+            .withf(|name: &str, vpc: &str, token: &str, tags: &[Tag]| {
+                name == "tap-dev.local"
+                    && vpc == "vpc-123"
+                    && token == "tap-dev-namespace-vpc-123"
+                    && tags.contains(&("Environment".into(), "dev".into()))
+                    && tags.contains(&("tap:component".into(), NAMESPACE_COMPONENT.into()))
+            })
+            .times(1)
+            .returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
+        let polls = AtomicUsize::new(0);
+        mock.expect_get_operation().withf(|id: &str| id == "op-1").times(2).returning(move |_| {
+            if polls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Ok(OperationState {
+                    status: "SUBMITTED".into(),
+                    error_code: None,
+                    error_message: None,
+                    targets: BTreeMap::new(),
+                })
+            } else {
+                Ok(success("NAMESPACE", "ns-1"))
+            }
+        });
+        mock.expect_get_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok(Some(namespace())));
+        mock.expect_list_services().times(1).returning(|_| Ok(vec![]));
+        mock.expect_create_service()
+            .withf(|d: &ServiceDefinition, tags: &[Tag]| {
+                d.name == "processing-service"
+                    && d.namespace_id == "ns-1"
+                    && d.dns_records == [DnsRecordSpec { record_type: "A".into(), ttl: 10 }]
+                    && d.routing_policy == "MULTIVALUE"
+                    && d.failure_threshold == 1
+                    && d.creator_request_id == "tap-dev-processing-service-ns-1"
+                    && tags.contains(&("Name".into(), "processing-service".into()))
+                    && tags.contains(&("tap:component".into(), "discovery/service/processing-service".into()))
+            })
+            .times(1)
+            .returning(|_, _| Ok(service(10)));
+        mock.expect_update_service_dns().never();
+        let ctx = ctx();
+        let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::create(NAMESPACE_COMPONENT, "tap-dev.local"),
+                Change::create("discovery/service/processing-service", "processing-service")
+            ]
+        );
+        let out = ctx.get::<DiscoveryOutputs>("t").unwrap();
+        assert_eq!((out.namespace_id.as_str(), out.namespace_name.as_str()), ("ns-1", "tap-dev.local"));
+        assert_eq!(out.services["processing-service"].id, "srv-1");
+        assert_eq!(out.services.len(), 1, "only services with discovery = true");
+    }
+
+    #[tokio::test]
+    async fn matching_namespace_and_service_get_no_mutating_call() {
+        let mut mock = MockCloudMapApi::new();
+        existing(&mut mock, service(10));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].arn, service(10).arn);
+    }
+
+    #[tokio::test]
+    async fn drifted_ttl_gets_exactly_one_update() {
+        let mut mock = MockCloudMapApi::new();
+        existing(&mut mock, service(60));
+        mock.expect_update_service_dns()
+            .withf(|id: &str, records: &[DnsRecordSpec]| {
+                id == "srv-1" && records == [DnsRecordSpec { record_type: "A".into(), ttl: 10 }]
+            })
+            .times(1)
+            .returning(|_, _| Ok("op-2".into()));
+        mock.expect_get_operation()
+            .withf(|id: &str| id == "op-2")
+            .times(1)
+            .returning(|_| Ok(success("SERVICE", "srv-1")));
+        mock.expect_create_private_dns_namespace().never();
+        mock.expect_create_service().never();
+        let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].action, Action::Update);
+        assert_eq!(
+            changes[0].attributes,
+            vec![AttrChange::new("dns_records", Some("A ttl=60".into()), Some("A ttl=10".into()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn routing_policy_cannot_be_changed_in_place() {
+        let mut mock = MockCloudMapApi::new();
+        existing(&mut mock, ObservedService { routing_policy: Some("WEIGHTED".into()), ..service(10) });
+        no_mutations(&mut mock);
+        let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+        assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("WEIGHTED"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn failed_operation_fails_clearly() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().returning(|| Ok(vec![]));
+        mock.expect_create_private_dns_namespace()
+            .returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
+        mock.expect_get_operation().returning(|_| {
+            Ok(OperationState {
+                status: "FAIL".into(),
+                error_code: Some("CANNOT_CREATE_HOSTED_ZONE".into()),
+                error_message: Some("the VPC has no DNS support".into()),
+                targets: BTreeMap::new(),
+            })
+        });
+        mock.expect_create_service().never();
+        let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("CreatePrivateDnsNamespace")
+                && err.contains("CANNOT_CREATE_HOSTED_ZONE")
+                && err.contains("DNS support"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_surfaces_as_retryable() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().returning(|| Err(AwsError::throttling()));
+        no_mutations(&mut mock);
+        let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("ListNamespaces"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn plan_makes_no_mutating_call() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.action == Action::Create));
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_id, PENDING);
+
+        let mut mock = MockCloudMapApi::new();
+        existing(&mut mock, service(300));
+        no_mutations(&mut mock);
+        let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].action, Action::Update);
+    }
+
+    #[tokio::test]
+    async fn plan_with_a_pending_vpc_calls_nothing() {
+        // No expectation at all: any call would fail the test.
+        let mock = MockCloudMapApi::new();
+        let ctx = ctx_with_vpc(PENDING);
+        let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes.len(), 2);
+        let out = ctx.get::<DiscoveryOutputs>("t").unwrap();
+        assert_eq!((out.namespace_id.as_str(), out.services["processing-service"].id.as_str()), (PENDING, PENDING));
+    }
+
+    #[tokio::test]
+    async fn apply_with_a_pending_vpc_is_refused() {
+        let mock = MockCloudMapApi::new();
+        let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx_with_vpc(PENDING)).await.unwrap_err();
+        assert!(matches!(err, StepError::MissingOutput { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn destroy_on_an_empty_environment_succeeds() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+        no_mutations(&mut mock);
+        // destroy reads no other step's outputs: a context without network outputs works.
+        let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+        assert!(changes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn destroy_deregisters_deletes_services_then_namespace() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        mock.expect_list_services()
+            .withf(|ns: &str| ns == "ns-1")
+            .times(1)
+            .returning(|_| Ok(vec![("srv-1".into(), "processing-service".into())]));
+        mock.expect_get_service().times(1).returning(|_| Ok(Some(service(10))));
+        mock.expect_list_instances()
+            .withf(|id: &str| id == "srv-1")
+            .times(1)
+            .returning(|_| Ok(vec!["10.0.10.5".into()]));
+        mock.expect_deregister_instance()
+            .withf(|srv: &str, inst: &str| srv == "srv-1" && inst == "10.0.10.5")
+            .times(1)
+            .returning(|_, _| Ok("op-d".into()));
+        mock.expect_get_operation()
+            .withf(|id: &str| id == "op-d")
+            .times(1)
+            .returning(|_| Ok(success("INSTANCE", "10.0.10.5")));
+        let in_use_once = AtomicUsize::new(0);
+        mock.expect_delete_service().withf(|id: &str| id == "srv-1").times(2).returning(move |_| {
+            if in_use_once.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(AwsError::new("ResourceInUse", "instances are still registered"))
+            } else {
+                Ok(())
+            }
+        });
+        mock.expect_delete_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok("op-n".into()));
+        mock.expect_get_operation()
+            .withf(|id: &str| id == "op-n")
+            .times(1)
+            .returning(|_| Ok(success("NAMESPACE", "ns-1")));
+        let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                Change::delete("discovery/service/processing-service", "processing-service"),
+                Change::delete(NAMESPACE_COMPONENT, "tap-dev.local")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn destroy_treats_not_found_as_done() {
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().returning(|| Ok(vec![namespace()]));
+        mock.expect_list_services().returning(|_| Ok(vec![("srv-1".into(), "processing-service".into())]));
+        mock.expect_get_service().returning(|_| Ok(Some(service(10))));
+        mock.expect_list_instances().returning(|_| Ok(vec![]));
+        mock.expect_delete_service().times(1).returning(|_| Err(AwsError::new("ServiceNotFound", "gone")));
+        mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
+        let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+        assert!(changes.is_empty());
+    }
+}

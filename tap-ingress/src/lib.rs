@@ -1,0 +1,853 @@
+//! `tap-ingress`: the internet-facing entry of a tap environment — one application load balancer,
+//! one target group per routed service, the HTTP :80 listener with its path rules, and, when a
+//! certificate is configured, an HTTPS :443 listener with :80 redirecting to it.
+//!
+//! - **Reads** from the [`Context`]: [`NetworkOutputs`] (VPC id, public subnets) and
+//!   [`SecurityOutputs`] (the ALB security group id); the config's `services[*].route` and
+//!   `ingress` settings.
+//! - **Adds**: [`IngressOutputs`] — load balancer ARN and DNS name, and routed service name →
+//!   target group ARN (`PENDING` in plan mode for what does not exist yet).
+//! - **Finds** everything by name (`tap-alb-{s}`, `tap-{short}-{s}`) and the listeners and rules
+//!   through the load balancer; tags everything at creation; a second deploy makes no mutating call.
+//!
+//! ```
+//! use tap_core::{Config, Context, Step};
+//! use tap_ingress::IngressStep;
+//!
+//! # async fn run(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! let ctx = Context::new(Config::default());
+//! // … the network and security steps write their outputs into `ctx` first …
+//! let step = IngressStep::from_clients(clients);
+//! for change in step.plan(&ctx).await? {
+//!     println!("{change}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod api;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::{try_join_all, BoxFuture, FutureExt};
+use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
+use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, PENDING};
+use tap_core::step::OutputKind;
+use tap_core::wait::{poll_until, retry_while, Backoff};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+
+#[cfg(any(test, feature = "test-util"))]
+pub use api::MockElbApi;
+pub use api::{
+    Condition, ElbApi, HealthCheck, ListenerAction, ListenerSpec, LoadBalancerSpec, ObservedListener,
+    ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, SdkElb, TargetGroupSpec,
+};
+
+/// The step's name.
+pub const STEP: &str = "ingress";
+/// Logical id of the load balancer.
+pub const LOAD_BALANCER_ID: &str = "ingress/load-balancer";
+/// The load balancer's scheme; always sent at creation.
+pub const SCHEME: &str = "internet-facing";
+/// The load balancer's type.
+pub const LOAD_BALANCER_TYPE: &str = "application";
+/// Security policy of the HTTPS listener.
+pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+/// HTTP codes a health check accepts.
+pub const HEALTH_MATCHER: &str = "200-399";
+
+/// Logical id of a target group.
+pub fn target_group_id(service: &str) -> String {
+    format!("ingress/target-group/{service}")
+}
+
+/// Logical id of a listener (`http` for :80, `https` for :443).
+pub fn listener_id(port: i32) -> String {
+    match port {
+        80 => "ingress/listener/http".into(),
+        443 => "ingress/listener/https".into(),
+        p => format!("ingress/listener/{p}"),
+    }
+}
+
+/// Logical id of a listener rule forwarding to `service`.
+pub fn rule_id(port: i32, service: &str) -> String {
+    format!("{}/rule/{service}", listener_id(port))
+}
+
+/// One service reached through the load balancer.
+#[derive(Debug, Clone)]
+struct Routed {
+    service: String,
+    target_group_name: String,
+    port: i32,
+    path_pattern: Option<String>,
+    priority: i32,
+    health_check: HealthCheck,
+}
+
+/// What the config asks for.
+#[derive(Debug, Clone)]
+struct Desired {
+    load_balancer: LoadBalancerSpec,
+    vpc_id: String,
+    routed: Vec<Routed>,
+    certificate_arn: Option<String>,
+}
+
+impl Desired {
+    fn new(ctx: &Context, network: &NetworkOutputs, security: &SecurityOutputs) -> Self {
+        let names = &ctx.names;
+        let ingress = &ctx.config.ingress;
+        let lb_name = names.load_balancer();
+        let routed = ctx
+            .config
+            .services
+            .iter()
+            .filter_map(|s| {
+                let route = s.route.as_ref()?;
+                Some(Routed {
+                    service: s.name.clone(),
+                    target_group_name: names.target_group(&route.short_name),
+                    port: i32::from(s.port),
+                    path_pattern: route.path_pattern.clone(),
+                    priority: route.priority,
+                    health_check: HealthCheck {
+                        path: route.health_check_path.clone(),
+                        healthy_threshold: ingress.healthy_threshold,
+                        unhealthy_threshold: ingress.unhealthy_threshold,
+                        interval_seconds: ingress.health_check_interval,
+                        matcher: HEALTH_MATCHER.into(),
+                    },
+                })
+            })
+            .collect();
+        Desired {
+            load_balancer: LoadBalancerSpec {
+                tags: names.tags(LOAD_BALANCER_ID, &lb_name),
+                name: lb_name,
+                scheme: SCHEME.into(),
+                subnet_ids: network.public_subnets.iter().map(|s| s.id.clone()).collect(),
+                security_group_ids: vec![security.alb_security_group_id.clone()],
+            },
+            vpc_id: network.vpc_id.clone(),
+            routed,
+            certificate_arn: ingress.certificate_arn.clone(),
+        }
+    }
+}
+
+/// The load balancer the listeners go on.
+#[derive(Debug, Clone)]
+struct LoadBalancerRef {
+    arn: String,
+    dns_name: String,
+    /// Created by this run (or to be created, in plan mode): it has no listeners yet.
+    created: bool,
+}
+
+/// One listener tap wants, with its rules.
+#[derive(Debug, Clone)]
+struct DesiredListener {
+    spec: ListenerSpec,
+    /// Routed service → its rule.
+    rules: Vec<(String, RuleSpec)>,
+}
+
+/// Sorted copy, for comparing id sets whose order AWS does not keep.
+fn sorted(ids: &[String]) -> Vec<String> {
+    let mut v = ids.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `[PENDING]` when any id is not known yet, else the sorted ids.
+fn desired_ids(ids: &[String]) -> Vec<String> {
+    if ids.is_empty() || ids.iter().any(|id| !is_known(id)) {
+        vec![PENDING.to_owned()]
+    } else {
+        sorted(ids)
+    }
+}
+
+fn show_actions(actions: &[ListenerAction]) -> String {
+    let parts: Vec<String> = actions
+        .iter()
+        .map(|a| match a {
+            ListenerAction::Forward { target_group_arn } => format!("forward to {target_group_arn}"),
+            ListenerAction::Redirect { protocol, port, status_code } => format!(
+                "redirect to {}:{} ({})",
+                protocol.as_deref().unwrap_or("#{protocol}"),
+                port.as_deref().unwrap_or("#{port}"),
+                status_code.as_deref().unwrap_or("?")
+            ),
+            ListenerAction::Other { kind } => kind.clone(),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn show_conditions(conditions: &[Condition]) -> String {
+    let parts: Vec<String> = conditions.iter().map(|c| format!("{} {}", c.field, c.values.join("|"))).collect();
+    parts.join(", ")
+}
+
+fn push_attr(attrs: &mut Vec<AttrChange>, attribute: &str, differs: bool, old: String, new: String) {
+    if differs {
+        attrs.push(AttrChange::new(attribute, Some(old), Some(new)));
+    }
+}
+
+fn ignore_not_found(result: Result<(), AwsError>) -> Result<bool, AwsError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
+    tags.iter().any(|(k, v)| k == key && v == value)
+}
+
+/// The ingress step: load balancer, target groups, listeners and rules.
+pub struct IngressStep {
+    api: Arc<dyn ElbApi>,
+    backoff: Backoff,
+}
+
+impl IngressStep {
+    /// A step over `api`.
+    pub fn new(api: Arc<dyn ElbApi>) -> Self {
+        IngressStep { api, backoff: Backoff::with_timeout(Duration::from_secs(600)) }
+    }
+
+    /// A step over the real ELBv2 client of `clients`.
+    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
+        Self::new(Arc::new(SdkElb(clients.elbv2.clone())))
+    }
+
+    /// Replaces how the step polls and retries (waiting for the load balancer to become active or
+    /// to disappear, retrying a target group still in use).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    async fn find_load_balancer(&self, name: &str) -> Result<Option<ObservedLoadBalancer>, StepError> {
+        self.api.find_load_balancer(name).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeLoadBalancers"))
+    }
+
+    /// Every existing target group among `names`: one call for all of them; when AWS answers
+    /// `TargetGroupNotFound` (some are missing), one call per name.
+    async fn find_target_groups(&self, names: &[String]) -> Result<Vec<ObservedTargetGroup>, StepError> {
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let err = |e| StepError::aws("ingress/target-groups", "DescribeTargetGroups")(e);
+        let found = match self.api.describe_target_groups(names).await {
+            Ok(groups) => groups,
+            Err(e) if e.is_not_found() && names.len() > 1 => {
+                let each = try_join_all(names.iter().map(|name| async move {
+                    match self.api.describe_target_groups(std::slice::from_ref(name)).await {
+                        Ok(groups) => Ok(groups),
+                        Err(e) if e.is_not_found() => Ok(vec![]),
+                        Err(e) => Err(err(e)),
+                    }
+                }))
+                .await?;
+                each.into_iter().flatten().collect()
+            }
+            Err(e) if e.is_not_found() => vec![],
+            Err(e) => return Err(err(e)),
+        };
+        Ok(found.into_iter().filter(|tg| names.contains(&tg.name)).collect())
+    }
+
+    async fn wait_until_active(&self, name: &str) -> Result<(), StepError> {
+        poll_until(&format!("load balancer {name} to become active"), self.backoff, || async {
+            match self.find_load_balancer(name).await? {
+                Some(lb) if lb.is_active() => Ok(Some(())),
+                Some(lb) if lb.state.as_deref() == Some("failed") => Err(StepError::Conflict {
+                    resource: LOAD_BALANCER_ID.into(),
+                    message: format!(
+                        "load balancer {name} is in state `failed`; delete it (tap destroy) and deploy again"
+                    ),
+                }),
+                Some(_) => Ok(None),
+                None => Err(StepError::Conflict {
+                    resource: LOAD_BALANCER_ID.into(),
+                    message: format!("load balancer {name} disappeared while waiting for it to become active"),
+                }),
+            }
+        })
+        .await
+    }
+
+    /// The load balancer: created when missing, subnets and security groups converged.
+    /// Its ARN and DNS name are `PENDING` in plan mode when it does not exist.
+    async fn converge_load_balancer(
+        &self,
+        desired: &Desired,
+        observed: Option<ObservedLoadBalancer>,
+        mode: Mode,
+    ) -> Result<(LoadBalancerRef, Vec<Change>), StepError> {
+        let spec = &desired.load_balancer;
+        let Some(lb) = observed else {
+            let change = Change::create(LOAD_BALANCER_ID, &spec.name);
+            if !mode.is_apply() {
+                let pending = LoadBalancerRef { arn: PENDING.into(), dns_name: PENDING.into(), created: true };
+                return Ok((pending, vec![change]));
+            }
+            let lb = self
+                .api
+                .create_load_balancer(spec)
+                .await
+                .map_err(StepError::aws(LOAD_BALANCER_ID, "CreateLoadBalancer"))?;
+            tracing::info!(name = %spec.name, arn = %lb.arn, "created load balancer");
+            return Ok((LoadBalancerRef { arn: lb.arn, dns_name: lb.dns_name, created: true }, vec![change]));
+        };
+        if let Some(scheme) = lb.scheme.as_deref().filter(|s| *s != SCHEME) {
+            return Err(StepError::Conflict {
+                resource: LOAD_BALANCER_ID.into(),
+                message: format!(
+                    "load balancer {} has scheme `{scheme}`, not `{SCHEME}`; the scheme cannot be changed in place: delete it (tap destroy) and deploy again",
+                    spec.name
+                ),
+            });
+        }
+        if let Some(kind) = lb.lb_type.as_deref().filter(|t| *t != LOAD_BALANCER_TYPE) {
+            return Err(StepError::Conflict {
+                resource: LOAD_BALANCER_ID.into(),
+                message: format!(
+                    "load balancer {} is of type `{kind}`, not `{LOAD_BALANCER_TYPE}`; the name is taken: delete it and deploy again",
+                    spec.name
+                ),
+            });
+        }
+        let (want_subnets, want_sgs) = (desired_ids(&spec.subnet_ids), desired_ids(&spec.security_group_ids));
+        let (have_subnets, have_sgs) = (sorted(&lb.subnet_ids), sorted(&lb.security_group_ids));
+        let mut attrs = Vec::new();
+        tap_core::step::diff(&mut attrs, "subnets", &have_subnets, &want_subnets);
+        tap_core::step::diff(&mut attrs, "security_groups", &have_sgs, &want_sgs);
+        let out = LoadBalancerRef { arn: lb.arn.clone(), dns_name: lb.dns_name.clone(), created: false };
+        if attrs.is_empty() {
+            return Ok((out, vec![]));
+        }
+        if mode.is_apply() {
+            if !lb.is_active() {
+                self.wait_until_active(&spec.name).await?;
+            }
+            if have_subnets != want_subnets {
+                self.api
+                    .set_subnets(&lb.arn, &spec.subnet_ids)
+                    .await
+                    .map_err(StepError::aws(LOAD_BALANCER_ID, "SetSubnets"))?;
+            }
+            if have_sgs != want_sgs {
+                self.api
+                    .set_security_groups(&lb.arn, &spec.security_group_ids)
+                    .await
+                    .map_err(StepError::aws(LOAD_BALANCER_ID, "SetSecurityGroups"))?;
+            }
+        }
+        Ok((out, vec![Change::update(LOAD_BALANCER_ID, &spec.name, attrs)]))
+    }
+
+    /// One target group: created when missing, health check converged. Returns its ARN.
+    async fn converge_target_group(
+        &self,
+        ctx: &Context,
+        desired: &Desired,
+        routed: &Routed,
+        observed: Option<&ObservedTargetGroup>,
+        mode: Mode,
+    ) -> Result<(String, Option<Change>), StepError> {
+        let id = target_group_id(&routed.service);
+        let name = &routed.target_group_name;
+        let Some(tg) = observed else {
+            let change = Change::create(&id, name);
+            if !mode.is_apply() {
+                return Ok((PENDING.into(), Some(change)));
+            }
+            let spec = TargetGroupSpec {
+                name: name.clone(),
+                port: routed.port,
+                vpc_id: desired.vpc_id.clone(),
+                health_check: routed.health_check.clone(),
+                tags: ctx.names.tags(&id, name),
+            };
+            let tg = self.api.create_target_group(&spec).await.map_err(StepError::aws(&id, "CreateTargetGroup"))?;
+            tracing::info!(name = %name, arn = %tg.arn, "created target group");
+            return Ok((tg.arn, Some(change)));
+        };
+        let mut fixed = Vec::new();
+        if tg.port != Some(routed.port) {
+            fixed.push(format!("port {:?} (wants {})", tg.port, routed.port));
+        }
+        if tg.protocol.as_deref() != Some("HTTP") {
+            fixed.push(format!("protocol {:?} (wants HTTP)", tg.protocol));
+        }
+        if tg.target_type.as_deref() != Some("ip") {
+            fixed.push(format!("target type {:?} (wants ip)", tg.target_type));
+        }
+        if is_known(&desired.vpc_id) && tg.vpc_id.as_deref().is_some_and(|v| v != desired.vpc_id) {
+            fixed.push(format!("VPC {:?} (wants {})", tg.vpc_id, desired.vpc_id));
+        }
+        if !fixed.is_empty() {
+            return Err(StepError::Conflict {
+                resource: id,
+                message: format!(
+                    "target group {name} has {}; these cannot be changed in place: delete it (tap destroy) and deploy again",
+                    fixed.join(", ")
+                ),
+            });
+        }
+        let (have, want) = (&tg.health_check, &routed.health_check);
+        let mut attrs = Vec::new();
+        tap_core::step::diff(&mut attrs, "health_check_path", &have.path, &want.path);
+        tap_core::step::diff(&mut attrs, "healthy_threshold", &have.healthy_threshold, &want.healthy_threshold);
+        tap_core::step::diff(&mut attrs, "unhealthy_threshold", &have.unhealthy_threshold, &want.unhealthy_threshold);
+        tap_core::step::diff(&mut attrs, "health_check_interval", &have.interval_seconds, &want.interval_seconds);
+        tap_core::step::diff(&mut attrs, "matcher", &have.matcher, &want.matcher);
+        if attrs.is_empty() {
+            return Ok((tg.arn.clone(), None));
+        }
+        if mode.is_apply() {
+            self.api.modify_target_group(&tg.arn, want).await.map_err(StepError::aws(&id, "ModifyTargetGroup"))?;
+        }
+        Ok((tg.arn.clone(), Some(Change::update(id, name, attrs))))
+    }
+
+    fn desired_listeners(
+        ctx: &Context,
+        desired: &Desired,
+        target_group_arns: &BTreeMap<String, String>,
+    ) -> Vec<DesiredListener> {
+        let lb_name = &desired.load_balancer.name;
+        let Some(default) = desired.routed.iter().find(|r| r.path_pattern.is_none()) else {
+            return vec![];
+        };
+        let arn_of = |service: &str| target_group_arns.get(service).cloned().unwrap_or_else(|| PENDING.into());
+        let forward_default = ListenerAction::forward(arn_of(&default.service));
+        let rules_on = |port: i32| -> Vec<(String, RuleSpec)> {
+            desired
+                .routed
+                .iter()
+                .filter_map(|r| {
+                    let pattern = r.path_pattern.clone()?;
+                    let id = rule_id(port, &r.service);
+                    let name = format!("{lb_name}:{port} {pattern}");
+                    Some((
+                        r.service.clone(),
+                        RuleSpec {
+                            priority: r.priority,
+                            path_pattern: pattern,
+                            target_group_arn: arn_of(&r.service),
+                            tags: ctx.names.tags(&id, &name),
+                        },
+                    ))
+                })
+                .collect()
+        };
+        let listener = |port: i32, protocol: &str, action: ListenerAction, https: bool, rules| {
+            let name = format!("{lb_name}:{port}");
+            DesiredListener {
+                spec: ListenerSpec {
+                    port,
+                    protocol: protocol.into(),
+                    certificate_arn: if https { desired.certificate_arn.clone() } else { None },
+                    ssl_policy: https.then(|| TLS_POLICY.to_owned()),
+                    default_action: action,
+                    tags: ctx.names.tags(&listener_id(port), &name),
+                },
+                rules,
+            }
+        };
+        match &desired.certificate_arn {
+            None => vec![listener(80, "HTTP", forward_default, false, rules_on(80))],
+            Some(_) => vec![
+                listener(80, "HTTP", ListenerAction::redirect_to_https(), false, vec![]),
+                listener(443, "HTTPS", forward_default, true, rules_on(443)),
+            ],
+        }
+    }
+
+    /// The listeners of the load balancer and their rules.
+    async fn converge_listeners(
+        &self,
+        ctx: &Context,
+        lb_name: &str,
+        lb: &LoadBalancerRef,
+        wanted: &[DesiredListener],
+        mode: Mode,
+    ) -> Result<Vec<Change>, StepError> {
+        let lb_arn = lb.arn.as_str();
+        let observed = if lb.created || !is_known(lb_arn) {
+            vec![]
+        } else {
+            self.api.list_listeners(lb_arn).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners"))?
+        };
+        let wanted_ports: BTreeSet<i32> = wanted.iter().map(|l| l.spec.port).collect();
+        let extra: Vec<&ObservedListener> = observed
+            .iter()
+            .filter(|l| l.port.is_some_and(|p| (p == 80 || p == 443) && !wanted_ports.contains(&p)))
+            .collect();
+        let mut changes = Vec::new();
+        for l in extra {
+            let port = l.port.unwrap_or_default();
+            let id = listener_id(port);
+            if mode.is_apply() {
+                ignore_not_found(self.api.delete_listener(&l.arn).await)
+                    .map_err(StepError::aws(&id, "DeleteListener"))?;
+            }
+            changes.push(Change::delete(id, format!("{lb_name}:{port}")));
+        }
+        let per_listener = try_join_all(wanted.iter().map(|w| {
+            let found = observed.iter().find(|l| l.port == Some(w.spec.port));
+            self.converge_listener(ctx, lb_name, lb_arn, w, found, mode)
+        }))
+        .await?;
+        changes.extend(per_listener.into_iter().flatten());
+        Ok(changes)
+    }
+
+    async fn converge_listener(
+        &self,
+        ctx: &Context,
+        lb_name: &str,
+        lb_arn: &str,
+        wanted: &DesiredListener,
+        observed: Option<&ObservedListener>,
+        mode: Mode,
+    ) -> Result<Vec<Change>, StepError> {
+        let spec = &wanted.spec;
+        let id = listener_id(spec.port);
+        let name = format!("{lb_name}:{}", spec.port);
+        let Some(listener) = observed else {
+            let mut changes = vec![Change::create(&id, &name)];
+            changes.extend(wanted.rules.iter().map(|(service, rule)| {
+                Change::create(rule_id(spec.port, service), format!("{name} {}", rule.path_pattern))
+            }));
+            if mode.is_apply() {
+                let arn =
+                    self.api.create_listener(lb_arn, spec).await.map_err(StepError::aws(&id, "CreateListener"))?;
+                tracing::info!(listener = %name, arn = %arn, "created listener");
+                try_join_all(wanted.rules.iter().map(|(service, rule)| {
+                    let rid = rule_id(spec.port, service);
+                    let arn = arn.clone();
+                    async move { self.api.create_rule(&arn, rule).await.map_err(StepError::aws(rid, "CreateRule")) }
+                }))
+                .await?;
+            }
+            return Ok(changes);
+        };
+        let mut attrs = Vec::new();
+        push_attr(
+            &mut attrs,
+            "protocol",
+            listener.protocol.as_deref() != Some(spec.protocol.as_str()),
+            listener.protocol.clone().unwrap_or_default(),
+            spec.protocol.clone(),
+        );
+        let want_actions = vec![spec.default_action.clone()];
+        push_attr(
+            &mut attrs,
+            "default_action",
+            listener.default_actions != want_actions,
+            show_actions(&listener.default_actions),
+            show_actions(&want_actions),
+        );
+        if spec.protocol == "HTTPS" {
+            push_attr(
+                &mut attrs,
+                "certificate",
+                listener.certificate_arn != spec.certificate_arn,
+                listener.certificate_arn.clone().unwrap_or_default(),
+                spec.certificate_arn.clone().unwrap_or_default(),
+            );
+            push_attr(
+                &mut attrs,
+                "ssl_policy",
+                listener.ssl_policy != spec.ssl_policy,
+                listener.ssl_policy.clone().unwrap_or_default(),
+                spec.ssl_policy.clone().unwrap_or_default(),
+            );
+        }
+        let mut changes = Vec::new();
+        if !attrs.is_empty() {
+            if mode.is_apply() {
+                self.api.modify_listener(&listener.arn, spec).await.map_err(StepError::aws(&id, "ModifyListener"))?;
+            }
+            changes.push(Change::update(&id, &name, attrs));
+        }
+        let rules = self.api.list_rules(&listener.arn).await.map_err(StepError::aws(&id, "DescribeRules"))?;
+        changes.extend(self.converge_rules(ctx, &name, spec.port, &listener.arn, wanted, &rules, mode).await?);
+        Ok(changes)
+    }
+
+    /// The path rules of one listener: matched by priority, modified when their path or target
+    /// differs, created when missing; rules tap created that the config no longer wants are deleted.
+    #[allow(clippy::too_many_arguments)]
+    async fn converge_rules(
+        &self,
+        ctx: &Context,
+        listener_name: &str,
+        port: i32,
+        listener_arn: &str,
+        wanted: &DesiredListener,
+        observed: &[ObservedRule],
+        mode: Mode,
+    ) -> Result<Vec<Change>, StepError> {
+        let listener = listener_id(port);
+        let existing: Vec<&ObservedRule> = observed.iter().filter(|r| !r.is_default && r.priority.is_some()).collect();
+        let wanted_priorities: BTreeSet<i32> = wanted.rules.iter().map(|(_, r)| r.priority).collect();
+        let extra: Vec<&ObservedRule> =
+            existing.iter().copied().filter(|r| r.priority.is_some_and(|p| !wanted_priorities.contains(&p))).collect();
+        let mut changes = Vec::new();
+
+        if !extra.is_empty() {
+            let arns: Vec<String> = extra.iter().map(|r| r.arn.clone()).collect();
+            let tags = self
+                .api
+                .describe_tags(&arns)
+                .await
+                .map_err(StepError::aws(format!("{listener}/rules"), "DescribeTags"))?;
+            let ours: Vec<(&ObservedRule, String)> = extra
+                .iter()
+                .filter_map(|r| {
+                    let t = tags.get(&r.arn)?;
+                    let mine = has_tag(t, TAG_ENVIRONMENT, ctx.names.env()) && has_tag(t, TAG_MANAGED_BY, PROJECT);
+                    let id = t
+                        .iter()
+                        .find(|(k, _)| k == TAG_COMPONENT)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_else(|| format!("{listener}/rule/priority-{}", r.priority.unwrap_or_default()));
+                    mine.then_some((*r, id))
+                })
+                .collect();
+            if mode.is_apply() {
+                try_join_all(ours.iter().map(|(r, id)| async move {
+                    ignore_not_found(self.api.delete_rule(&r.arn).await)
+                        .map_err(StepError::aws(id.clone(), "DeleteRule"))
+                }))
+                .await?;
+            }
+            for (r, id) in ours {
+                let what = show_conditions(&r.conditions);
+                changes.push(Change::delete(id, format!("{listener_name} {what}")));
+            }
+        }
+
+        let mut work: Vec<BoxFuture<'_, Result<(), StepError>>> = Vec::new();
+        for (service, spec) in &wanted.rules {
+            let id = rule_id(port, service);
+            let name = format!("{listener_name} {}", spec.path_pattern);
+            match existing.iter().find(|r| r.priority == Some(spec.priority)) {
+                None => {
+                    changes.push(Change::create(&id, &name));
+                    if mode.is_apply() {
+                        work.push(
+                            async move {
+                                self.api
+                                    .create_rule(listener_arn, spec)
+                                    .await
+                                    .map(|_| ())
+                                    .map_err(StepError::aws(id, "CreateRule"))
+                            }
+                            .boxed(),
+                        );
+                    }
+                }
+                Some(rule) => {
+                    let mut attrs = Vec::new();
+                    let (want_c, want_a) = (spec.conditions(), spec.actions());
+                    push_attr(
+                        &mut attrs,
+                        "conditions",
+                        rule.conditions != want_c,
+                        show_conditions(&rule.conditions),
+                        show_conditions(&want_c),
+                    );
+                    push_attr(
+                        &mut attrs,
+                        "actions",
+                        rule.actions != want_a,
+                        show_actions(&rule.actions),
+                        show_actions(&want_a),
+                    );
+                    if attrs.is_empty() {
+                        continue;
+                    }
+                    changes.push(Change::update(&id, &name, attrs));
+                    if mode.is_apply() {
+                        let rule_arn = rule.arn.clone();
+                        work.push(
+                            async move {
+                                self.api.modify_rule(&rule_arn, spec).await.map_err(StepError::aws(id, "ModifyRule"))
+                            }
+                            .boxed(),
+                        );
+                    }
+                }
+            }
+        }
+        try_join_all(work).await?;
+        Ok(changes)
+    }
+
+    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let network: NetworkOutputs = ctx.get(STEP)?;
+        let security: SecurityOutputs = ctx.get(STEP)?;
+        let desired = Desired::new(ctx, &network, &security);
+        let tg_names: Vec<String> = desired.routed.iter().map(|r| r.target_group_name.clone()).collect();
+
+        let (observed_lb, observed_tgs) =
+            tokio::try_join!(self.find_load_balancer(&desired.load_balancer.name), self.find_target_groups(&tg_names))?;
+
+        let target_groups = async {
+            let results = try_join_all(desired.routed.iter().map(|r| {
+                let found = observed_tgs.iter().find(|tg| tg.name == r.target_group_name);
+                self.converge_target_group(ctx, &desired, r, found, mode)
+            }))
+            .await?;
+            Ok::<_, StepError>(results)
+        };
+        let ((lb, mut changes), tg_results) =
+            tokio::try_join!(self.converge_load_balancer(&desired, observed_lb, mode), target_groups)?;
+
+        let mut target_group_arns = BTreeMap::new();
+        for (routed, (arn, change)) in desired.routed.iter().zip(tg_results) {
+            target_group_arns.insert(routed.service.clone(), arn);
+            changes.extend(change);
+        }
+
+        let wanted = Self::desired_listeners(ctx, &desired, &target_group_arns);
+        changes.extend(self.converge_listeners(ctx, &desired.load_balancer.name, &lb, &wanted, mode).await?);
+
+        ctx.put(IngressOutputs { load_balancer_arn: lb.arn, dns_name: lb.dns_name, target_group_arns });
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl Step for IngressStep {
+    fn name(&self) -> &'static str {
+        STEP
+    }
+
+    fn needs(&self) -> &'static [OutputKind] {
+        &[OutputKind::Network, OutputKind::Security]
+    }
+
+    fn produces(&self) -> OutputKind {
+        OutputKind::Ingress
+    }
+
+    #[tracing::instrument(name = "ingress.plan", skip_all)]
+    async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Plan).await
+    }
+
+    #[tracing::instrument(name = "ingress.apply", skip_all)]
+    async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Apply).await
+    }
+
+    /// Deletes rules and listeners, then the load balancer (waiting until it is gone), then the
+    /// target groups (retrying while AWS still reports them in use). Found by name only.
+    #[tracing::instrument(name = "ingress.destroy", skip_all)]
+    async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        let lb_name = ctx.names.load_balancer();
+        let routes: Vec<(String, String)> = ctx
+            .config
+            .services
+            .iter()
+            .filter_map(|s| s.route.as_ref().map(|r| (s.name.clone(), ctx.names.target_group(&r.short_name))))
+            .collect();
+        let tg_names: Vec<String> = routes.iter().map(|(_, n)| n.clone()).collect();
+        let mut changes = Vec::new();
+
+        if let Some(lb) = self.find_load_balancer(&lb_name).await? {
+            let listeners = match self.api.list_listeners(&lb.arn).await {
+                Ok(l) => l,
+                Err(e) if e.is_not_found() => vec![],
+                Err(e) => return Err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners")(e)),
+            };
+            let per_listener = try_join_all(listeners.iter().map(|l| {
+                let lb_name = &lb_name;
+                async move {
+                    let port = l.port.unwrap_or_default();
+                    let id = listener_id(port);
+                    let name = format!("{lb_name}:{port}");
+                    let rules = match self.api.list_rules(&l.arn).await {
+                        Ok(r) => r,
+                        Err(e) if e.is_not_found() => vec![],
+                        Err(e) => return Err(StepError::aws(&id, "DescribeRules")(e)),
+                    };
+                    let deleted = try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
+                        let rid = format!("{id}/rule/priority-{}", r.priority.unwrap_or_default());
+                        let rname = format!("{name} {}", show_conditions(&r.conditions));
+                        async move {
+                            let gone = ignore_not_found(self.api.delete_rule(&r.arn).await)
+                                .map_err(StepError::aws(&rid, "DeleteRule"))?;
+                            Ok::<_, StepError>(gone.then(|| Change::delete(rid, rname)))
+                        }
+                    }))
+                    .await?;
+                    let mut changes: Vec<Change> = deleted.into_iter().flatten().collect();
+                    if ignore_not_found(self.api.delete_listener(&l.arn).await)
+                        .map_err(StepError::aws(&id, "DeleteListener"))?
+                    {
+                        changes.push(Change::delete(id, name));
+                    }
+                    Ok::<_, StepError>(changes)
+                }
+            }))
+            .await?;
+            changes.extend(per_listener.into_iter().flatten());
+
+            if ignore_not_found(self.api.delete_load_balancer(&lb.arn).await)
+                .map_err(StepError::aws(LOAD_BALANCER_ID, "DeleteLoadBalancer"))?
+            {
+                changes.push(Change::delete(LOAD_BALANCER_ID, &lb_name));
+            }
+            poll_until(&format!("load balancer {lb_name} deletion"), self.backoff, || async {
+                Ok(self.find_load_balancer(&lb_name).await?.is_none().then_some(()))
+            })
+            .await?;
+            tracing::info!(name = %lb_name, "load balancer deleted");
+        }
+
+        let groups = self.find_target_groups(&tg_names).await?;
+        let deleted = try_join_all(groups.iter().map(|tg| {
+            let service =
+                routes.iter().find(|(_, n)| *n == tg.name).map(|(s, _)| s.as_str()).unwrap_or(tg.name.as_str());
+            let id = target_group_id(service);
+            async move {
+                let gone = retry_while(
+                    &format!("target group {} to be released", tg.name),
+                    self.backoff,
+                    |e| e.aws_error().is_some_and(|a| a.is("ResourceInUse")) || e.is_retryable(),
+                    || async {
+                        ignore_not_found(self.api.delete_target_group(&tg.arn).await)
+                            .map_err(StepError::aws(&id, "DeleteTargetGroup"))
+                    },
+                )
+                .await?;
+                Ok::<_, StepError>(gone.then(|| Change::delete(&id, &tg.name)))
+            }
+        }))
+        .await?;
+        changes.extend(deleted.into_iter().flatten());
+        Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,593 @@
+//! Unit tests of the ingress step over a mocked [`ElbApi`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tap_core::outputs::{IngressOutputs, NetworkOutputs, SecurityOutputs, SubnetRef, PENDING};
+use tap_core::wait::Backoff;
+use tap_core::{Action, AwsError, Config, Context, Step};
+
+use super::*;
+
+const LB_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:loadbalancer/app/tap-alb-dev/abc";
+const FE_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/tap-fe-dev/1";
+const API_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/tap-api-dev/2";
+const L80_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:listener/app/tap-alb-dev/abc/80";
+const L443_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:listener/app/tap-alb-dev/abc/443";
+const RULE_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:listener-rule/app/tap-alb-dev/abc/80/r1";
+const CERT: &str = "arn:aws:acm:us-east-1:123:certificate/cert-1";
+
+fn subnets() -> Vec<String> {
+    vec!["subnet-a".into(), "subnet-b".into(), "subnet-c".into()]
+}
+
+fn context_with(config: Config, known: bool) -> Context {
+    let ctx = Context::new(config);
+    let id = |s: &str| if known { s.to_owned() } else { PENDING.to_owned() };
+    ctx.put(NetworkOutputs {
+        vpc_id: id("vpc-1"),
+        public_subnets: ["a", "b", "c"]
+            .iter()
+            .map(|z| SubnetRef { az: format!("us-east-1{z}"), id: id(&format!("subnet-{z}")) })
+            .collect(),
+        private_subnets: vec![],
+    });
+    ctx.put(SecurityOutputs {
+        alb_security_group_id: id("sg-alb"),
+        service_security_group_ids: BTreeMap::new(),
+        execution_role_arn: id("arn:role"),
+        task_role_arns: BTreeMap::new(),
+        secret_arns: BTreeMap::new(),
+    });
+    ctx
+}
+
+fn context() -> Context {
+    context_with(Config::default(), true)
+}
+
+fn context_with_certificate() -> Context {
+    let mut config = Config::default();
+    config.ingress.certificate_arn = Some(CERT.into());
+    context_with(config, true)
+}
+
+fn fast() -> Backoff {
+    Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(4), timeout: Duration::from_secs(2) }
+}
+
+fn step(mock: MockElbApi) -> IngressStep {
+    IngressStep::new(Arc::new(mock)).with_backoff(fast())
+}
+
+fn not_found(code: &str) -> AwsError {
+    AwsError::new(code, "not found")
+}
+
+fn observed_lb() -> ObservedLoadBalancer {
+    ObservedLoadBalancer {
+        arn: LB_ARN.into(),
+        dns_name: "tap-alb-dev-1.us-east-1.elb.amazonaws.com".into(),
+        scheme: Some("internet-facing".into()),
+        lb_type: Some("application".into()),
+        state: Some("active".into()),
+        vpc_id: Some("vpc-1".into()),
+        subnet_ids: vec!["subnet-c".into(), "subnet-a".into(), "subnet-b".into()],
+        security_group_ids: vec!["sg-alb".into()],
+    }
+}
+
+fn health(path: &str) -> HealthCheck {
+    HealthCheck {
+        path: path.into(),
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+        interval_seconds: 30,
+        matcher: HEALTH_MATCHER.into(),
+    }
+}
+
+fn observed_tg(name: &str, arn: &str, port: i32, path: &str) -> ObservedTargetGroup {
+    ObservedTargetGroup {
+        arn: arn.into(),
+        name: name.into(),
+        port: Some(port),
+        protocol: Some("HTTP".into()),
+        target_type: Some("ip".into()),
+        vpc_id: Some("vpc-1".into()),
+        health_check: health(path),
+    }
+}
+
+fn observed_tgs() -> Vec<ObservedTargetGroup> {
+    vec![observed_tg("tap-api-dev", API_ARN, 8080, "/health"), observed_tg("tap-fe-dev", FE_ARN, 3000, "/")]
+}
+
+fn listener(arn: &str, port: i32, protocol: &str, action: ListenerAction) -> ObservedListener {
+    ObservedListener {
+        arn: arn.into(),
+        port: Some(port),
+        protocol: Some(protocol.into()),
+        certificate_arn: None,
+        ssl_policy: None,
+        default_actions: vec![action],
+    }
+}
+
+fn default_rule(listener_arn: &str, action: ListenerAction) -> ObservedRule {
+    ObservedRule {
+        arn: format!("{listener_arn}/default"),
+        priority: None,
+        is_default: true,
+        conditions: vec![],
+        actions: vec![action],
+    }
+}
+
+fn api_rule() -> ObservedRule {
+    ObservedRule {
+        arn: RULE_ARN.into(),
+        priority: Some(10),
+        is_default: false,
+        conditions: vec![Condition { field: "path-pattern".into(), values: vec!["/api/*".into()] }],
+        actions: vec![ListenerAction::forward(API_ARN)],
+    }
+}
+
+fn has(tags: &[Tag], k: &str, v: &str) -> bool {
+    tags.iter().any(|(a, b)| a == k && b == v)
+}
+
+/// Mocks the reads of a fully converged environment (HTTP only).
+fn converged() -> MockElbApi {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().withf(|n| n == "tap-alb-dev").returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups()
+        .withf(|names| names == ["tap-fe-dev".to_string(), "tap-api-dev".to_string()])
+        .times(1)
+        .returning(|_| Ok(observed_tgs()));
+    m.expect_list_listeners()
+        .withf(|arn| arn == LB_ARN)
+        .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules()
+        .withf(|arn| arn == L80_ARN)
+        .returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m
+}
+
+fn expect_no_mutation(m: &mut MockElbApi) {
+    m.expect_create_load_balancer().never();
+    m.expect_set_subnets().never();
+    m.expect_set_security_groups().never();
+    m.expect_delete_load_balancer().never();
+    m.expect_create_target_group().never();
+    m.expect_modify_target_group().never();
+    m.expect_delete_target_group().never();
+    m.expect_create_listener().never();
+    m.expect_modify_listener().never();
+    m.expect_delete_listener().never();
+    m.expect_create_rule().never();
+    m.expect_modify_rule().never();
+    m.expect_delete_rule().never();
+}
+
+/// Reads of an empty environment: no load balancer, no target group.
+fn empty_reads(m: &mut MockElbApi) {
+    m.expect_find_load_balancer().returning(|_| Ok(None));
+    m.expect_describe_target_groups().returning(|_| Err(not_found("TargetGroupNotFound")));
+}
+
+#[tokio::test]
+async fn creates_exactly_the_spec_from_nothing() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
+    // One call for both names, then one per name after TargetGroupNotFound.
+    m.expect_describe_target_groups().times(3).returning(|_| Err(not_found("TargetGroupNotFound")));
+    m.expect_create_load_balancer()
+        .withf(|s| {
+            s.name == "tap-alb-dev"
+                && s.scheme == "internet-facing"
+                && s.subnet_ids == subnets()
+                && s.security_group_ids == ["sg-alb".to_string()]
+                && has(&s.tags, "Environment", "dev")
+                && has(&s.tags, "Name", "tap-alb-dev")
+                && has(&s.tags, "tap:component", LOAD_BALANCER_ID)
+        })
+        .times(1)
+        .returning(|_| Ok(ObservedLoadBalancer { state: Some("provisioning".into()), ..observed_lb() }));
+    m.expect_create_target_group()
+        .withf(|s| {
+            s.name == "tap-fe-dev"
+                && s.port == 3000
+                && s.vpc_id == "vpc-1"
+                && s.health_check == health("/")
+                && has(&s.tags, "tap:component", "ingress/target-group/frontend")
+        })
+        .times(1)
+        .returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
+    m.expect_create_target_group()
+        .withf(|s| {
+            s.name == "tap-api-dev"
+                && s.port == 8080
+                && s.vpc_id == "vpc-1"
+                && s.health_check == health("/health")
+                && has(&s.tags, "Project", "tap")
+        })
+        .times(1)
+        .returning(|s| Ok(observed_tg(&s.name, API_ARN, s.port, &s.health_check.path)));
+    // A new load balancer has no listeners: they are created without listing, while it provisions.
+    m.expect_list_listeners().never();
+    m.expect_create_listener()
+        .withf(|lb, s| {
+            lb == LB_ARN
+                && s.port == 80
+                && s.protocol == "HTTP"
+                && s.certificate_arn.is_none()
+                && s.default_action == ListenerAction::forward(FE_ARN)
+                && has(&s.tags, "tap:component", "ingress/listener/http")
+        })
+        .times(1)
+        .returning(|_, _| Ok(L80_ARN.into()));
+    m.expect_create_rule()
+        .withf(|l, r| {
+            l == L80_ARN
+                && r.priority == 10
+                && r.path_pattern == "/api/*"
+                && r.target_group_arn == API_ARN
+                && has(&r.tags, "tap:component", "ingress/listener/http/rule/api-gateway")
+        })
+        .times(1)
+        .returning(|_, _| Ok(RULE_ARN.into()));
+    m.expect_set_subnets().never();
+    m.expect_set_security_groups().never();
+    m.expect_modify_target_group().never();
+    m.expect_modify_listener().never();
+    m.expect_modify_rule().never();
+
+    let ctx = context();
+    let changes = step(m).apply(&ctx).await.unwrap();
+    let mut created: Vec<&str> = changes.iter().map(|c| c.resource.as_str()).collect();
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            "ingress/listener/http",
+            "ingress/listener/http/rule/api-gateway",
+            "ingress/load-balancer",
+            "ingress/target-group/api-gateway",
+            "ingress/target-group/frontend",
+        ]
+    );
+    assert!(changes.iter().all(|c| c.action == Action::Create));
+    let out: IngressOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.load_balancer_arn, LB_ARN);
+    assert_eq!(out.dns_name, "tap-alb-dev-1.us-east-1.elb.amazonaws.com");
+    assert_eq!(
+        out.target_group_arns,
+        BTreeMap::from([
+            ("api-gateway".to_string(), API_ARN.to_string()),
+            ("frontend".to_string(), FE_ARN.to_string())
+        ])
+    );
+}
+
+#[tokio::test]
+async fn matching_environment_makes_no_mutating_call() {
+    let mut m = converged();
+    expect_no_mutation(&mut m);
+    m.expect_describe_tags().never();
+    let ctx = context();
+    let changes = step(m).apply(&ctx).await.unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+    let out: IngressOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.target_group_arns["frontend"], FE_ARN);
+}
+
+#[tokio::test]
+async fn health_check_path_drift_is_fixed_alone() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups().returning(|_| {
+        let mut tgs = observed_tgs();
+        tgs[0].health_check.path = "/drifted".into();
+        Ok(tgs)
+    });
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m.expect_modify_target_group()
+        .withf(|arn, hc| arn == API_ARN && *hc == health("/health"))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_create_load_balancer().never();
+    m.expect_set_subnets().never();
+    m.expect_set_security_groups().never();
+    m.expect_create_target_group().never();
+    m.expect_create_listener().never();
+    m.expect_modify_listener().never();
+    m.expect_create_rule().never();
+    m.expect_modify_rule().never();
+    m.expect_delete_rule().never();
+
+    let changes = step(m).apply(&context()).await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].resource, "ingress/target-group/api-gateway");
+    assert_eq!(changes[0].action, Action::Update);
+    assert_eq!(changes[0].attributes.len(), 1);
+    assert_eq!(changes[0].attributes[0].attribute, "health_check_path");
+}
+
+#[tokio::test]
+async fn security_group_drift_waits_for_active_then_is_fixed() {
+    let mut m = MockElbApi::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    m.expect_find_load_balancer().returning(move |_| {
+        let state = if c.fetch_add(1, Ordering::SeqCst) < 2 { "provisioning" } else { "active" };
+        Ok(Some(ObservedLoadBalancer {
+            state: Some(state.into()),
+            security_group_ids: vec!["sg-other".into()],
+            ..observed_lb()
+        }))
+    });
+    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m.expect_set_security_groups()
+        .withf(|arn, sgs| arn == LB_ARN && sgs == ["sg-alb".to_string()])
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_set_subnets().never();
+    m.expect_modify_target_group().never();
+    m.expect_modify_listener().never();
+
+    let changes = step(m).apply(&context()).await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].attributes[0].attribute, "security_groups");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "found once, then polled until active");
+}
+
+#[tokio::test]
+async fn listener_and_rule_drift_are_converged() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    // Default action points at the api TG; the api rule has the wrong path; a stale tap rule and a
+    // foreign rule sit at other priorities.
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
+    m.expect_list_rules().returning(|_| {
+        let mut wrong = api_rule();
+        wrong.conditions[0].values = vec!["/v1/*".into()];
+        let stale = ObservedRule { arn: "rule-stale".into(), priority: Some(20), ..api_rule() };
+        let foreign = ObservedRule { arn: "rule-foreign".into(), priority: Some(30), ..api_rule() };
+        Ok(vec![wrong, stale, foreign, default_rule(L80_ARN, ListenerAction::forward(API_ARN))])
+    });
+    m.expect_describe_tags()
+        .withf(|arns| arns == ["rule-stale".to_string(), "rule-foreign".to_string()])
+        .times(1)
+        .returning(|_| {
+            let names = tap_core::naming::Names::new(&Config::default());
+            Ok(BTreeMap::from([
+                ("rule-stale".to_string(), names.tags("ingress/listener/http/rule/old", "x")),
+                ("rule-foreign".to_string(), vec![("Owner".to_string(), "someone".to_string())]),
+            ]))
+        });
+    m.expect_modify_listener()
+        .withf(|arn, s| arn == L80_ARN && s.default_action == ListenerAction::forward(FE_ARN))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_modify_rule()
+        .withf(|arn, r| arn == RULE_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_delete_rule().withf(|arn| arn == "rule-stale").times(1).returning(|_| Ok(()));
+    m.expect_create_rule().never();
+    m.expect_create_listener().never();
+
+    let changes = step(m).apply(&context()).await.unwrap();
+    let summary: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert!(summary.contains(&("ingress/listener/http".into(), Action::Update)));
+    assert!(summary.contains(&("ingress/listener/http/rule/api-gateway".into(), Action::Update)));
+    assert!(summary.contains(&("ingress/listener/http/rule/old".into(), Action::Delete)));
+}
+
+#[tokio::test]
+async fn throttling_surfaces_as_retryable() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Err(AwsError::throttling()));
+    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    expect_no_mutation(&mut m);
+    let err = step(m).apply(&context()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("DescribeLoadBalancers"), "{err}");
+
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(None));
+    m.expect_describe_target_groups().returning(|_| Ok(vec![]));
+    m.expect_create_load_balancer().returning(|_| Err(AwsError::throttling()));
+    m.expect_create_target_group().returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
+    let err = step(m).apply(&context()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn plan_makes_no_mutating_call_and_writes_pending_outputs() {
+    let mut m = MockElbApi::new();
+    empty_reads(&mut m);
+    m.expect_list_listeners().never();
+    m.expect_list_rules().never();
+    expect_no_mutation(&mut m);
+    let ctx = context();
+    let changes = step(m).plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 5, "{changes:?}");
+    assert!(changes.iter().all(|c| c.action == Action::Create));
+    let out: IngressOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.load_balancer_arn, PENDING);
+    assert_eq!(out.dns_name, PENDING);
+    assert_eq!(out.target_group_arns["api-gateway"], PENDING);
+}
+
+#[tokio::test]
+async fn plan_of_drift_lists_it_without_fixing_it() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups().returning(|_| {
+        let mut tgs = observed_tgs();
+        tgs[0].health_check.path = "/drifted".into();
+        Ok(tgs)
+    });
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    expect_no_mutation(&mut m);
+    let changes = step(m).plan(&context()).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].attributes[0].new.as_deref(), Some("\"/health\""));
+}
+
+#[tokio::test]
+async fn plan_with_pending_inputs_plans_creates_without_using_them() {
+    let mut m = MockElbApi::new();
+    // Only lookups by name: nothing that would carry a PENDING id.
+    empty_reads(&mut m);
+    m.expect_list_listeners().never();
+    m.expect_list_rules().never();
+    m.expect_describe_tags().never();
+    expect_no_mutation(&mut m);
+    let ctx = context_with(Config::default(), false);
+    let changes = step(m).plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 5);
+    assert!(changes.iter().all(|c| c.action == Action::Create));
+}
+
+#[tokio::test]
+async fn destroy_on_empty_environment_succeeds() {
+    let mut m = MockElbApi::new();
+    empty_reads(&mut m);
+    expect_no_mutation(&mut m);
+    let changes = step(m).destroy(&Context::new(Config::default())).await.unwrap();
+    assert!(changes.is_empty());
+}
+
+#[tokio::test]
+async fn destroy_removes_rules_listeners_balancer_then_target_groups() {
+    let mut m = MockElbApi::new();
+    let gone = Arc::new(AtomicUsize::new(0));
+    let g = gone.clone();
+    m.expect_find_load_balancer().returning(move |_| {
+        // Found, then still there once after deletion, then gone.
+        Ok((g.fetch_add(1, Ordering::SeqCst) < 2).then(observed_lb))
+    });
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m.expect_delete_rule().withf(|arn| arn == RULE_ARN).times(1).returning(|_| Ok(()));
+    m.expect_delete_listener().withf(|arn| arn == L80_ARN).times(1).returning(|_| Ok(()));
+    m.expect_delete_load_balancer().withf(|arn| arn == LB_ARN).times(1).returning(|_| Ok(()));
+    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    let in_use = Arc::new(AtomicUsize::new(0));
+    let u = in_use.clone();
+    m.expect_delete_target_group().withf(|arn| arn == API_ARN).times(2).returning(move |_| {
+        if u.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(AwsError::new("ResourceInUse", "in use by a listener"))
+        } else {
+            Ok(())
+        }
+    });
+    m.expect_delete_target_group()
+        .withf(|arn| arn == FE_ARN)
+        .times(1)
+        .returning(|_| Err(not_found("TargetGroupNotFound")));
+
+    let changes = step(m).destroy(&Context::new(Config::default())).await.unwrap();
+    let deleted: Vec<&str> = changes.iter().map(|c| c.resource.as_str()).collect();
+    assert_eq!(
+        deleted,
+        [
+            "ingress/listener/http/rule/priority-10",
+            "ingress/listener/http",
+            "ingress/load-balancer",
+            "ingress/target-group/api-gateway",
+        ]
+    );
+    assert!(changes.iter().all(|c| c.action == Action::Delete));
+    assert_eq!(gone.load(Ordering::SeqCst), 3, "polled until the load balancer was gone");
+}
+
+#[tokio::test]
+async fn certificate_adds_https_listener_and_redirects_http() {
+    let mut m = MockElbApi::new();
+    empty_reads(&mut m);
+    m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
+    m.expect_create_target_group()
+        .times(1)
+        .withf(|s| s.name == "tap-fe-dev")
+        .returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
+    m.expect_create_target_group()
+        .times(1)
+        .withf(|s| s.name == "tap-api-dev")
+        .returning(|s| Ok(observed_tg(&s.name, API_ARN, s.port, &s.health_check.path)));
+    m.expect_create_listener()
+        .withf(|_, s| {
+            s.port == 80
+                && s.protocol == "HTTP"
+                && s.default_action
+                    == ListenerAction::Redirect {
+                        protocol: Some("HTTPS".into()),
+                        port: Some("443".into()),
+                        status_code: Some("HTTP_301".into()),
+                    }
+        })
+        .times(1)
+        .returning(|_, _| Ok(L80_ARN.into()));
+    m.expect_create_listener()
+        .withf(|_, s| {
+            s.port == 443
+                && s.protocol == "HTTPS"
+                && s.certificate_arn.as_deref() == Some(CERT)
+                && s.ssl_policy.as_deref() == Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
+                && s.default_action == ListenerAction::forward(FE_ARN)
+        })
+        .times(1)
+        .returning(|_, _| Ok(L443_ARN.into()));
+    // The path rule goes on :443 only.
+    m.expect_create_rule()
+        .withf(|l, r| l == L443_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .times(1)
+        .returning(|_, _| Ok(RULE_ARN.into()));
+    let changes = step(m).apply(&context_with_certificate()).await.unwrap();
+    let ids: Vec<&str> = changes.iter().map(|c| c.resource.as_str()).collect();
+    assert!(ids.contains(&"ingress/listener/https/rule/api-gateway"), "{ids:?}");
+    assert!(!ids.contains(&"ingress/listener/http/rule/api-gateway"), "{ids:?}");
+}
+
+#[tokio::test]
+async fn adding_a_certificate_converts_http_listener_to_redirect() {
+    let mut m = converged();
+    m.expect_describe_tags().times(1).returning(|arns| {
+        let names = tap_core::naming::Names::new(&Config::default());
+        Ok(arns.iter().map(|a| (a.clone(), names.tags("ingress/listener/http/rule/api-gateway", "r"))).collect())
+    });
+    m.expect_modify_listener()
+        .withf(|arn, s| arn == L80_ARN && s.default_action == ListenerAction::redirect_to_https())
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_delete_rule().withf(|arn| arn == RULE_ARN).times(1).returning(|_| Ok(()));
+    m.expect_create_listener()
+        .withf(|lb, s| lb == LB_ARN && s.port == 443 && s.certificate_arn.as_deref() == Some(CERT))
+        .times(1)
+        .returning(|_, _| Ok(L443_ARN.into()));
+    m.expect_create_rule().withf(|l, _| l == L443_ARN).times(1).returning(|_, _| Ok("rule-443".into()));
+    m.expect_create_load_balancer().never();
+    m.expect_create_target_group().never();
+    m.expect_modify_target_group().never();
+    m.expect_modify_rule().never();
+
+    let changes = step(m).apply(&context_with_certificate()).await.unwrap();
+    let summary: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(summary.len(), 4, "{summary:?}");
+    assert!(summary.contains(&("ingress/listener/http".into(), Action::Update)));
+    assert!(summary.contains(&("ingress/listener/http/rule/api-gateway".into(), Action::Delete)));
+    assert!(summary.contains(&("ingress/listener/https".into(), Action::Create)));
+    assert!(summary.contains(&("ingress/listener/https/rule/api-gateway".into(), Action::Create)));
+}

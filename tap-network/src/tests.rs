@@ -1,0 +1,735 @@
+//! Unit tests of the network step over a mocked [`Ec2Api`].
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tap_core::config::NatMode;
+use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_NAME};
+use tap_core::outputs::{NetworkOutputs, PENDING};
+use tap_core::wait::Backoff;
+use tap_core::{Action, AwsError, Change, Config, Context, Step};
+
+use crate::api::*;
+use crate::{NetworkStep, Waits};
+
+const AZS: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+const PUBLIC: [&str; 3] = ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"];
+const PRIVATE: [&str; 3] = ["10.0.10.0/24", "10.0.11.0/24", "10.0.12.0/24"];
+
+fn fast() -> Waits {
+    let b =
+        Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2), timeout: Duration::from_secs(2) };
+    Waits { nat: b, dependency: b }
+}
+
+fn step(mock: MockEc2Api) -> NetworkStep {
+    NetworkStep::new(Arc::new(mock)).with_waits(fast())
+}
+
+fn ctx_with(mode: NatMode) -> Context {
+    let mut config = Config::default();
+    config.network.nat_gateways = mode;
+    Context::new(config)
+}
+
+fn ctx() -> Context {
+    ctx_with(NatMode::OnePerAz)
+}
+
+fn tag<'a>(tags: &'a [Tag], key: &str) -> &'a str {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_default()
+}
+
+/// The last path segment of the `tap:component` tag: `network/subnet/public-1` → `public-1`.
+fn short(tags: &[Tag]) -> String {
+    tag(tags, TAG_COMPONENT).rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+fn comp(c: &str) -> Option<String> {
+    Some(c.to_owned())
+}
+
+fn route(destination: &str, target: RouteTarget) -> ObservedRoute {
+    ObservedRoute { destination: destination.into(), target: Some(target) }
+}
+
+fn association(id: &str, subnet: &str) -> ObservedAssociation {
+    ObservedAssociation { id: id.into(), subnet_id: Some(subnet.into()), main: false }
+}
+
+fn nat(n: usize, state: NatState) -> ObservedNat {
+    ObservedNat {
+        id: format!("nat-{n}"),
+        subnet_id: format!("subnet-public-{n}"),
+        state,
+        failure: None,
+        component: comp(&format!("network/nat/{n}")),
+    }
+}
+
+fn private_table(i: usize, nat_id: &str) -> ObservedRouteTable {
+    ObservedRouteTable {
+        id: format!("rtb-private-{i}"),
+        vpc_id: "vpc-1".into(),
+        routes: vec![
+            route("10.0.0.0/16", RouteTarget::Gateway("local".into())),
+            route("0.0.0.0/0", RouteTarget::NatGateway(nat_id.into())),
+        ],
+        associations: vec![association(&format!("rtbassoc-private-{i}"), &format!("subnet-private-{i}"))],
+        component: comp(&format!("network/route-table/private-{i}")),
+    }
+}
+
+/// What EC2 holds for the environment; installed into a mock as the answers of the read calls.
+#[derive(Debug, Clone, Default)]
+struct World {
+    vpcs: Vec<ObservedVpc>,
+    subnets: Vec<ObservedSubnet>,
+    igws: Vec<ObservedInternetGateway>,
+    addresses: Vec<ObservedAddress>,
+    nats: Vec<ObservedNat>,
+    tables: Vec<ObservedRouteTable>,
+    dns_hostnames: bool,
+}
+
+impl World {
+    /// Nothing deployed (a new VPC has DNS support on and hostnames off, as on AWS).
+    fn empty() -> World {
+        World::default()
+    }
+
+    /// Exactly what a deploy with `mode` builds.
+    fn deployed(mode: NatMode) -> World {
+        let nat_count = if mode == NatMode::Single { 1 } else { 3 };
+        let mut subnets = Vec::new();
+        for (tier, cidrs) in [("public", PUBLIC), ("private", PRIVATE)] {
+            for (i, (cidr, az)) in cidrs.iter().zip(AZS).enumerate() {
+                subnets.push(ObservedSubnet {
+                    id: format!("subnet-{tier}-{}", i + 1),
+                    vpc_id: "vpc-1".into(),
+                    cidr: (*cidr).into(),
+                    az: az.into(),
+                    component: comp(&format!("network/subnet/{tier}-{}", i + 1)),
+                });
+            }
+        }
+        let public = ObservedRouteTable {
+            id: "rtb-public".into(),
+            vpc_id: "vpc-1".into(),
+            routes: vec![
+                route("10.0.0.0/16", RouteTarget::Gateway("local".into())),
+                route("0.0.0.0/0", RouteTarget::Gateway("igw-1".into())),
+            ],
+            associations: (1..=3)
+                .map(|i| association(&format!("rtbassoc-public-{i}"), &format!("subnet-public-{i}")))
+                .collect(),
+            component: comp("network/route-table/public"),
+        };
+        let mut tables = vec![public];
+        tables.extend((1..=3).map(|i| private_table(i, &format!("nat-{}", if nat_count == 1 { 1 } else { i }))));
+        World {
+            vpcs: vec![ObservedVpc { id: "vpc-1".into(), cidr: "10.0.0.0/16".into(), component: comp("network/vpc") }],
+            subnets,
+            igws: vec![ObservedInternetGateway {
+                id: "igw-1".into(),
+                attached_vpcs: vec!["vpc-1".into()],
+                component: comp("network/igw"),
+            }],
+            addresses: (1..=nat_count)
+                .map(|i| ObservedAddress {
+                    allocation_id: format!("eipalloc-{i}"),
+                    association_id: Some(format!("eipassoc-{i}")),
+                    component: comp(&format!("network/eip/{i}")),
+                })
+                .collect(),
+            nats: (1..=nat_count).map(|i| nat(i, NatState::Available)).collect(),
+            tables,
+            dns_hostnames: true,
+        }
+    }
+
+    /// Answers every read call from this world except `nat_gateway(id)`.
+    fn install_reads(self, mock: &mut MockEc2Api) {
+        mock.expect_available_zones()
+            .returning(|| Ok(vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into(), "us-east-1d".into()]));
+        let w = self.clone();
+        mock.expect_find_vpcs().returning(move |_| Ok(w.vpcs.clone()));
+        let w = self.clone();
+        mock.expect_find_subnets().returning(move |_, _| Ok(w.subnets.clone()));
+        let w = self.clone();
+        mock.expect_find_internet_gateways().returning(move |_| Ok(w.igws.clone()));
+        let w = self.clone();
+        mock.expect_find_addresses().returning(move |_| Ok(w.addresses.clone()));
+        let w = self.clone();
+        mock.expect_find_nat_gateways().returning(move |_| Ok(w.nats.clone()));
+        let w = self.clone();
+        mock.expect_find_route_tables().returning(move |_, _| Ok(w.tables.clone()));
+        let hostnames = self.dns_hostnames;
+        mock.expect_vpc_attribute()
+            .returning(move |_, attribute| Ok(attribute == VpcAttribute::DnsSupport || hostnames));
+    }
+
+    /// Answers every read call from this world; NAT gateways read by id are `available`.
+    fn install(self, mock: &mut MockEc2Api) {
+        self.install_reads(mock);
+        mock.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
+    }
+}
+
+fn nat_in_state(id: &str, state: NatState) -> ObservedNat {
+    ObservedNat { id: id.into(), subnet_id: String::new(), state, failure: None, component: None }
+}
+
+/// Makes every mutating call fail the test.
+fn forbid_mutations(mock: &mut MockEc2Api) {
+    mock.expect_create_vpc().never();
+    mock.expect_set_vpc_attribute().never();
+    mock.expect_delete_vpc().never();
+    mock.expect_create_subnet().never();
+    mock.expect_delete_subnet().never();
+    mock.expect_create_internet_gateway().never();
+    mock.expect_attach_internet_gateway().never();
+    mock.expect_detach_internet_gateway().never();
+    mock.expect_delete_internet_gateway().never();
+    mock.expect_allocate_address().never();
+    mock.expect_release_address().never();
+    mock.expect_create_nat_gateway().never();
+    mock.expect_delete_nat_gateway().never();
+    mock.expect_create_route_table().never();
+    mock.expect_create_route().never();
+    mock.expect_replace_route().never();
+    mock.expect_associate_route_table().never();
+    mock.expect_replace_route_table_association().never();
+    mock.expect_disassociate_route_table().never();
+    mock.expect_delete_route_table().never();
+}
+
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+fn sorted<T: Ord + Clone>(log: &Log<T>) -> Vec<T> {
+    let mut v = log.lock().unwrap().clone();
+    v.sort();
+    v
+}
+
+/// What a full deploy from nothing created.
+#[derive(Default)]
+struct Created {
+    /// (vpc, cidr, az, name) of each subnet.
+    subnets: Log<(String, String, String, String)>,
+    /// (component, subnet, allocation) of each NAT gateway.
+    nats: Log<(String, String, String)>,
+    /// (route table, target) of each route.
+    routes: Log<(String, RouteTarget)>,
+    /// (route table, subnet) of each association.
+    associations: Log<(String, String)>,
+}
+
+/// Expects the creates of a full deploy from nothing with `nat_count` NAT gateways; ids are derived
+/// from the component tag (`subnet-public-1`, `nat-2`, `rtb-private-3`, …).
+fn expect_full_create(mock: &mut MockEc2Api, nat_count: usize) -> Created {
+    let created = Created::default();
+    mock.expect_create_vpc()
+        .withf(|cidr, tags| {
+            cidr == "10.0.0.0/16"
+                && tag(tags, TAG_COMPONENT) == "network/vpc"
+                && tag(tags, TAG_NAME) == "tap-vpc-dev"
+                && tag(tags, TAG_ENVIRONMENT) == "dev"
+        })
+        .times(1)
+        .returning(|_, _| Ok("vpc-1".into()));
+    mock.expect_set_vpc_attribute()
+        .withf(|vpc, attribute, value| vpc == "vpc-1" && *attribute == VpcAttribute::DnsHostnames && *value)
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+
+    let log = created.subnets.clone();
+    mock.expect_create_subnet().times(6).returning(move |vpc, cidr, az, tags| {
+        log.lock().unwrap().push((vpc.into(), cidr.into(), az.into(), tag(tags, TAG_NAME).into()));
+        Ok(format!("subnet-{}", short(tags)))
+    });
+
+    mock.expect_create_internet_gateway()
+        .withf(|tags| tag(tags, TAG_COMPONENT) == "network/igw")
+        .times(1)
+        .returning(|_| Ok("igw-1".into()));
+    mock.expect_attach_internet_gateway()
+        .withf(|igw, vpc| igw == "igw-1" && vpc == "vpc-1")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    mock.expect_allocate_address()
+        .withf(|tags| tag(tags, TAG_COMPONENT).starts_with("network/eip/"))
+        .times(nat_count)
+        .returning(|tags| Ok(format!("eipalloc-{}", short(tags))));
+
+    let log = created.nats.clone();
+    mock.expect_create_nat_gateway().times(nat_count).returning(move |subnet, allocation, token, tags| {
+        assert!(token.starts_with("tap-") && token.len() <= 64, "deterministic client token: {token}");
+        log.lock().unwrap().push((tag(tags, TAG_COMPONENT).into(), subnet.into(), allocation.into()));
+        Ok(format!("nat-{}", short(tags)))
+    });
+
+    mock.expect_create_route_table()
+        .withf(|vpc, _, _| vpc == "vpc-1")
+        .times(4)
+        .returning(|_, _, tags| Ok(format!("rtb-{}", short(tags))));
+    let log = created.routes.clone();
+    mock.expect_create_route().withf(|_, dest, _| dest == "0.0.0.0/0").times(4).returning(move |rt, _, target| {
+        log.lock().unwrap().push((rt.into(), target.clone()));
+        Ok(())
+    });
+    let log = created.associations.clone();
+    mock.expect_associate_route_table().times(6).returning(move |rt, subnet| {
+        log.lock().unwrap().push((rt.into(), subnet.into()));
+        Ok(format!("rtbassoc-{subnet}"))
+    });
+    created
+}
+
+fn creates(changes: &[Change]) -> BTreeSet<String> {
+    changes.iter().filter(|c| c.action == Action::Create).map(|c| c.resource.clone()).collect()
+}
+
+fn expected_creates(nat_count: usize) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> =
+        ["network/vpc", "network/igw", "network/route-table/public"].into_iter().map(String::from).collect();
+    for i in 1..=3 {
+        set.insert(format!("network/subnet/public-{i}"));
+        set.insert(format!("network/subnet/private-{i}"));
+        set.insert(format!("network/route-table/private-{i}"));
+    }
+    for i in 1..=nat_count {
+        set.insert(format!("network/eip/{i}"));
+        set.insert(format!("network/nat/{i}"));
+    }
+    set
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn from_nothing_creates_exactly_the_spec() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    let created = expect_full_create(&mut mock, 3);
+    let ctx = ctx();
+
+    let changes = step(mock).apply(&ctx).await.unwrap();
+
+    assert_eq!(changes.len(), 18, "{changes:#?}");
+    assert_eq!(creates(&changes), expected_creates(3));
+    let subnets = sorted(&created.subnets);
+    let mut expected: Vec<(String, String, String, String)> = Vec::new();
+    for (tier, cidrs) in [("public", PUBLIC), ("private", PRIVATE)] {
+        for (i, (cidr, az)) in cidrs.iter().zip(AZS).enumerate() {
+            expected.push(("vpc-1".into(), (*cidr).into(), az.into(), format!("tap-{tier}-{}-dev", i + 1)));
+        }
+    }
+    expected.sort();
+    assert_eq!(subnets, expected, "6 subnets, one public and one private per AZ");
+    assert_eq!(
+        sorted(&created.nats),
+        (1..=3)
+            .map(|i| (format!("network/nat/{i}"), format!("subnet-public-{i}"), format!("eipalloc-{i}")))
+            .collect::<Vec<_>>(),
+        "one NAT per AZ, in that AZ's public subnet, with its own EIP"
+    );
+    assert_eq!(
+        sorted(&created.routes),
+        vec![
+            ("rtb-private-1".into(), RouteTarget::NatGateway("nat-1".into())),
+            ("rtb-private-2".into(), RouteTarget::NatGateway("nat-2".into())),
+            ("rtb-private-3".into(), RouteTarget::NatGateway("nat-3".into())),
+            ("rtb-public".into(), RouteTarget::Gateway("igw-1".into())),
+        ]
+    );
+    let mut expected_assoc: Vec<(String, String)> =
+        (1..=3).map(|i| ("rtb-public".into(), format!("subnet-public-{i}"))).collect();
+    expected_assoc.extend((1..=3).map(|i| (format!("rtb-private-{i}"), format!("subnet-private-{i}"))));
+    expected_assoc.sort();
+    assert_eq!(sorted(&created.associations), expected_assoc);
+
+    let out: NetworkOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.vpc_id, "vpc-1");
+    let refs = |v: &[tap_core::outputs::SubnetRef]| v.iter().map(|s| (s.az.clone(), s.id.clone())).collect::<Vec<_>>();
+    assert_eq!(
+        refs(&out.public_subnets),
+        AZS.iter().enumerate().map(|(i, az)| (az.to_string(), format!("subnet-public-{}", i + 1))).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        refs(&out.private_subnets),
+        AZS.iter().enumerate().map(|(i, az)| (az.to_string(), format!("subnet-private-{}", i + 1))).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn single_nat_mode_creates_one_nat_and_routes_every_private_table_through_it() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    let created = expect_full_create(&mut mock, 1);
+    let ctx = ctx_with(NatMode::Single);
+
+    let changes = step(mock).apply(&ctx).await.unwrap();
+
+    assert_eq!(creates(&changes), expected_creates(1));
+    assert_eq!(sorted(&created.nats), vec![("network/nat/1".into(), "subnet-public-1".into(), "eipalloc-1".into())]);
+    let private: Vec<RouteTarget> =
+        sorted(&created.routes).into_iter().filter(|(rt, _)| rt.starts_with("rtb-private")).map(|(_, t)| t).collect();
+    assert_eq!(private, vec![RouteTarget::NatGateway("nat-1".into()); 3]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn matching_environment_makes_no_mutating_call() {
+    for mode in [NatMode::OnePerAz, NatMode::Single] {
+        let mut mock = MockEc2Api::new();
+        World::deployed(mode).install(&mut mock);
+        forbid_mutations(&mut mock);
+        let ctx = ctx_with(mode);
+        let changes = step(mock).apply(&ctx).await.unwrap();
+        assert!(changes.is_empty(), "{mode:?}: {changes:#?}");
+        let out: NetworkOutputs = ctx.get("test").unwrap();
+        assert_eq!(out.vpc_id, "vpc-1");
+        assert_eq!(out.private_subnets[2].id, "subnet-private-3");
+    }
+}
+
+/// Applies over `world` (the deployed one-NAT-per-AZ world changed by `drift`) and returns the
+/// changes; `expect` sets the only mutating calls allowed.
+async fn apply_drifted(drift: impl FnOnce(&mut World), expect: impl FnOnce(&mut MockEc2Api)) -> Vec<Change> {
+    let mut world = World::deployed(NatMode::OnePerAz);
+    drift(&mut world);
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    expect(&mut mock);
+    step(mock).apply(&ctx()).await.unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn deleted_route_is_recreated() {
+    let changes = apply_drifted(
+        |w| w.tables[2].routes.retain(|r| r.destination != "0.0.0.0/0"),
+        |m| {
+            m.expect_create_route()
+                .withf(|rt, dest, target| {
+                    rt == "rtb-private-2" && dest == "0.0.0.0/0" && *target == RouteTarget::NatGateway("nat-2".into())
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].resource.as_str(), changes[0].action), ("network/route-table/private-2", Action::Update));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn route_pointing_elsewhere_is_replaced() {
+    let changes = apply_drifted(
+        |w| w.tables[3] = private_table(3, "nat-1"),
+        |m| {
+            m.expect_replace_route()
+                .withf(|rt, dest, target| {
+                    rt == "rtb-private-3" && dest == "0.0.0.0/0" && *target == RouteTarget::NatGateway("nat-3".into())
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].attributes[0].old.as_deref(), Some("nat-1"));
+    assert_eq!(changes[0].attributes[0].new.as_deref(), Some("nat-3"));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn missing_association_is_added() {
+    let changes = apply_drifted(
+        |w| w.tables[0].associations.retain(|a| a.subnet_id.as_deref() != Some("subnet-public-2")),
+        |m| {
+            m.expect_associate_route_table()
+                .withf(|rt, subnet| rt == "rtb-public" && subnet == "subnet-public-2")
+                .times(1)
+                .returning(|_, _| Ok("a".into()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].resource, "network/route-table/public");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn subnet_associated_with_the_wrong_table_is_moved() {
+    let changes = apply_drifted(
+        |w| {
+            w.tables[1].associations.clear();
+            w.tables[2].associations.push(association("rtbassoc-stray", "subnet-private-1"));
+        },
+        |m| {
+            m.expect_replace_route_table_association()
+                .withf(|assoc, rt| assoc == "rtbassoc-stray" && rt == "rtb-private-1")
+                .times(1)
+                .returning(|_, _| Ok("b".into()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dns_hostnames_off_is_the_one_fix() {
+    let changes = apply_drifted(
+        |w| w.dns_hostnames = false,
+        |m| {
+            m.expect_set_vpc_attribute()
+                .withf(|vpc, attribute, value| vpc == "vpc-1" && *attribute == VpcAttribute::DnsHostnames && *value)
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].attributes[0].attribute, "enable_dns_hostnames");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn detached_internet_gateway_is_attached() {
+    let changes = apply_drifted(
+        |w| w.igws[0].attached_vpcs.clear(),
+        |m| {
+            m.expect_attach_internet_gateway()
+                .withf(|igw, vpc| igw == "igw-1" && vpc == "vpc-1")
+                .times(1)
+                .returning(|_, _| Ok(()));
+        },
+    )
+    .await;
+    assert_eq!(changes.len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn failed_nat_is_not_found_and_gets_replaced_with_a_fresh_token() {
+    let changes = apply_drifted(
+        |w| w.nats[1].state = NatState::Failed,
+        |m| {
+            let first_token =
+                crate::desired::client_token(&["dev", "network/nat/2", "subnet-public-2", "eipalloc-2", "0"]);
+            m.expect_create_nat_gateway()
+                .withf(move |subnet, alloc, token, tags| {
+                    subnet == "subnet-public-2"
+                        && alloc == "eipalloc-2"
+                        && token != first_token
+                        && tag(tags, TAG_COMPONENT) == "network/nat/2"
+                })
+                .times(1)
+                .returning(|_, _, _, _| Ok("nat-2b".into()));
+            m.expect_replace_route()
+                .withf(|rt, _, target| rt == "rtb-private-2" && *target == RouteTarget::NatGateway("nat-2b".into()))
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+        },
+    )
+    .await;
+    let kinds: BTreeSet<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            ("network/nat/2".into(), Action::Create),
+            ("network/route-table/private-2".into(), Action::Update)
+        ])
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn switching_to_single_nat_repoints_routes_then_removes_extra_nats_and_eips() {
+    let mut mock = MockEc2Api::new();
+    World::deployed(NatMode::OnePerAz).install_reads(&mut mock);
+    // Once deleted, NAT gateways 2 and 3 read back as `deleted`.
+    let deleted = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let gone = deleted.clone();
+    mock.expect_nat_gateway().returning(move |id| {
+        let state = if gone.lock().unwrap().contains(id) { NatState::Deleted } else { NatState::Available };
+        Ok(Some(nat_in_state(id, state)))
+    });
+    let order: Log<String> = Arc::default();
+    let log = order.clone();
+    mock.expect_replace_route()
+        .withf(|rt, _, target| {
+            (rt == "rtb-private-2" || rt == "rtb-private-3") && *target == RouteTarget::NatGateway("nat-1".into())
+        })
+        .times(2)
+        .returning(move |rt, _, _| {
+            log.lock().unwrap().push(format!("route {rt}"));
+            Ok(())
+        });
+    let (log, gone) = (order.clone(), deleted.clone());
+    mock.expect_delete_nat_gateway().withf(|id| id == "nat-2" || id == "nat-3").times(2).returning(move |id| {
+        log.lock().unwrap().push(format!("delete {id}"));
+        gone.lock().unwrap().insert(id.to_owned());
+        Ok(())
+    });
+    let log = order.clone();
+    mock.expect_release_address().withf(|id| id == "eipalloc-2" || id == "eipalloc-3").times(2).returning(move |id| {
+        log.lock().unwrap().push(format!("release {id}"));
+        Ok(())
+    });
+
+    let changes = step(mock).apply(&ctx_with(NatMode::Single)).await.unwrap();
+
+    let deletes: BTreeSet<String> =
+        changes.iter().filter(|c| c.action == Action::Delete).map(|c| c.name.clone()).collect();
+    assert_eq!(deletes, BTreeSet::from(["nat-2".into(), "nat-3".into(), "eipalloc-2".into(), "eipalloc-3".into()]));
+    let order = order.lock().unwrap().clone();
+    let last_route = order.iter().rposition(|e| e.starts_with("route")).unwrap();
+    let first_delete = order.iter().position(|e| e.starts_with("delete")).unwrap();
+    let last_delete = order.iter().rposition(|e| e.starts_with("delete")).unwrap();
+    let first_release = order.iter().position(|e| e.starts_with("release")).unwrap();
+    assert!(last_route < first_delete && last_delete < first_release, "routes move first, EIPs go last: {order:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn throttling_surfaces_as_a_retryable_error() {
+    let mut mock = MockEc2Api::new();
+    mock.expect_available_zones().returning(|| Ok(AZS.iter().map(|s| s.to_string()).collect()));
+    mock.expect_find_vpcs().returning(|_| Err(AwsError::throttling()));
+    forbid_mutations(&mut mock);
+    let err = step(mock).apply(&ctx()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("DescribeVpcs") && err.to_string().contains("network/vpc"), "{err}");
+
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    mock.expect_create_vpc().returning(|_, _| Err(AwsError::throttling()));
+    let err = step(mock).apply(&ctx()).await.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("CreateVpc"), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn plan_makes_no_mutating_call_and_reports_pending_ids() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    forbid_mutations(&mut mock);
+    let ctx = ctx();
+    let changes = step(mock).plan(&ctx).await.unwrap();
+    assert_eq!(creates(&changes), expected_creates(3));
+    assert_eq!(changes.len(), 18);
+    let out: NetworkOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.vpc_id, PENDING);
+    assert_eq!(out.public_subnets.len(), 3);
+    assert!(out.public_subnets.iter().chain(&out.private_subnets).all(|s| s.id == PENDING));
+    assert_eq!(out.private_subnets[1].az, "us-east-1b");
+
+    // Drift is planned, not fixed.
+    let mut world = World::deployed(NatMode::OnePerAz);
+    world.tables[1].routes.clear();
+    world.dns_hostnames = false;
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    forbid_mutations(&mut mock);
+    let changes = step(mock).plan(&ctx).await.unwrap();
+    let updated: BTreeSet<String> = changes.iter().map(|c| c.resource.clone()).collect();
+    assert_eq!(updated, BTreeSet::from(["network/vpc".into(), "network/route-table/private-1".into()]));
+    assert!(changes.iter().all(|c| c.action == Action::Update));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn destroy_on_an_empty_environment_succeeds() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    forbid_mutations(&mut mock);
+    let changes = step(mock).destroy(&ctx()).await.unwrap();
+    assert!(changes.is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn destroy_removes_everything_in_order_and_retries_dependency_violations() {
+    let world = World::deployed(NatMode::OnePerAz);
+    let mut mock = MockEc2Api::new();
+    world.install_reads(&mut mock);
+    let order: Log<String> = Arc::default();
+    let deleted = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+
+    let (log, gone) = (order.clone(), deleted.clone());
+    mock.expect_delete_nat_gateway().times(3).returning(move |id| {
+        log.lock().unwrap().push("nat".into());
+        gone.lock().unwrap().insert(id.to_owned());
+        Ok(())
+    });
+    let gone = deleted.clone();
+    mock.expect_nat_gateway().returning(move |id| {
+        let state = if gone.lock().unwrap().contains(id) { NatState::Deleted } else { NatState::Available };
+        Ok(Some(nat_in_state(id, state)))
+    });
+    let log = order.clone();
+    mock.expect_release_address().times(3).returning(move |_| {
+        log.lock().unwrap().push("eip".into());
+        Ok(())
+    });
+    mock.expect_disassociate_route_table().times(6).returning(|_| Ok(()));
+    let log = order.clone();
+    mock.expect_delete_route_table().times(4).returning(move |_| {
+        log.lock().unwrap().push("rtb".into());
+        Ok(())
+    });
+    let log = order.clone();
+    mock.expect_detach_internet_gateway().withf(|igw, vpc| igw == "igw-1" && vpc == "vpc-1").times(1).returning(
+        move |_, _| {
+            log.lock().unwrap().push("detach".into());
+            Ok(())
+        },
+    );
+    mock.expect_delete_internet_gateway().times(1).returning(|_| Ok(()));
+    // The first subnet delete meets an ENI still being released.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (log, n) = (order.clone(), attempts.clone());
+    mock.expect_delete_subnet().times(7).returning(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(AwsError::new("DependencyViolation", "The subnet has dependencies and cannot be deleted."));
+        }
+        log.lock().unwrap().push("subnet".into());
+        Ok(())
+    });
+    let vpc_attempts = Arc::new(AtomicUsize::new(0));
+    let (log, n) = (order.clone(), vpc_attempts.clone());
+    mock.expect_delete_vpc().withf(|id| id == "vpc-1").times(3).returning(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst) < 2 {
+            return Err(AwsError::new("DependencyViolation", "The vpc has dependencies and cannot be deleted."));
+        }
+        log.lock().unwrap().push("vpc".into());
+        Ok(())
+    });
+
+    let changes = step(mock).destroy(&ctx()).await.unwrap();
+
+    assert_eq!(changes.len(), 3 + 3 + 4 + 1 + 6 + 1, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.action == Action::Delete));
+    let order = order.lock().unwrap().clone();
+    let pos = |s: &str| order.iter().position(|e| e == s).unwrap();
+    let last = |s: &str| order.iter().rposition(|e| e == s).unwrap();
+    assert!(last("nat") < pos("eip"), "EIPs are released after the NATs are deleted: {order:?}");
+    assert!(last("rtb") < pos("subnet") && last("eip") < pos("detach") && pos("detach") < pos("subnet"), "{order:?}");
+    assert!(last("subnet") < pos("vpc"), "{order:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn destroy_gives_up_on_a_lasting_dependency_violation_naming_the_resource() {
+    let mut world = World::empty();
+    world.vpcs = World::deployed(NatMode::OnePerAz).vpcs;
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    mock.expect_delete_vpc().returning(|_| Err(AwsError::new("DependencyViolation", "has dependencies")));
+    let err = step(mock).destroy(&ctx()).await.unwrap_err();
+    assert!(err.to_string().contains("DeleteVpc") && err.to_string().contains("network/vpc"), "{err}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn destroy_treats_not_found_as_done() {
+    let mut world = World::empty();
+    world.subnets = World::deployed(NatMode::OnePerAz).subnets;
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    mock.expect_delete_subnet()
+        .times(6)
+        .returning(|id| Err(AwsError::new("InvalidSubnetID.NotFound", format!("{id} does not exist"))));
+    let changes = step(mock).destroy(&ctx()).await.unwrap();
+    assert!(changes.is_empty(), "nothing was deleted by this run: {changes:?}");
+}

@@ -1,0 +1,686 @@
+//! `tap-registry`: one ECR repository per configured service, with immutable tags, scan on push
+//! and a lifecycle policy that keeps the last `registry.keep_images` images.
+//!
+//! - Reads from the [`Context`]: only the config (`registry.*`, the service list) and the names.
+//! - Adds: [`RegistryOutputs`] — service name → repository name, ARN and URI.
+//! - Finds its repositories by name (`tap-{service}-{s}`) with one `DescribeRepositories`; on
+//!   `destroy` by the environment's tags, so repositories of services since removed from the
+//!   config go too. Drift of the tag mutability, the scan configuration or the lifecycle policy
+//!   (compared as JSON, not as text) is repaired.
+//!
+//! ```no_run
+//! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! use tap_core::{Config, Context, Step};
+//! let step = tap_registry::RegistryStep::from_clients(clients);
+//! let ctx = Context::new(Config::default());
+//! for change in step.plan(&ctx).await? {
+//!     println!("{change}");
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
+use futures::future::try_join_all;
+use serde_json::{json, Value};
+use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
+use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
+use tap_core::step::{diff, OutputKind};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+
+/// Logical-id prefix of every repository (`registry/repository/{service}`).
+const COMPONENT_PREFIX: &str = "registry/repository/";
+
+/// An ECR repository as AWS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRepository {
+    /// Repository name.
+    pub name: String,
+    /// Repository ARN.
+    pub arn: String,
+    /// Repository URI (`<account>.dkr.ecr.<region>.amazonaws.com/<name>`).
+    pub uri: String,
+    /// Tag mutability is `IMMUTABLE`.
+    pub immutable_tags: bool,
+    /// Images are scanned on push.
+    pub scan_on_push: bool,
+}
+
+/// The ECR calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait EcrApi: Send + Sync {
+    /// `DescribeRepositories` for exactly these names; fails with `RepositoryNotFoundException`
+    /// when any of them does not exist.
+    async fn describe_repositories(&self, names: &[String]) -> Result<Vec<ObservedRepository>, AwsError>;
+    /// Every repository of the registry (`DescribeRepositories` without names, all pages).
+    async fn list_repositories(&self) -> Result<Vec<ObservedRepository>, AwsError>;
+    /// `ListTagsForResource` of a repository.
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
+    /// `GetLifecyclePolicy`: the policy text, `None` when the repository has none.
+    async fn get_lifecycle_policy(&self, name: &str) -> Result<Option<String>, AwsError>;
+    /// `CreateRepository` with these settings and tags.
+    async fn create_repository(
+        &self,
+        name: &str,
+        immutable_tags: bool,
+        scan_on_push: bool,
+        tags: &[Tag],
+    ) -> Result<ObservedRepository, AwsError>;
+    /// `PutImageTagMutability`.
+    async fn put_image_tag_mutability(&self, name: &str, immutable_tags: bool) -> Result<(), AwsError>;
+    /// `PutImageScanningConfiguration`.
+    async fn put_image_scanning_configuration(&self, name: &str, scan_on_push: bool) -> Result<(), AwsError>;
+    /// `PutLifecyclePolicy`.
+    async fn put_lifecycle_policy(&self, name: &str, policy_text: &str) -> Result<(), AwsError>;
+    /// `DeleteRepository`; with `force` its images go too.
+    async fn delete_repository(&self, name: &str, force: bool) -> Result<(), AwsError>;
+}
+
+/// [`EcrApi`] over the real SDK client.
+#[derive(Debug, Clone)]
+pub struct SdkEcr(pub aws_sdk_ecr::Client);
+
+fn build_error(e: impl std::fmt::Display) -> AwsError {
+    AwsError { code: None, message: format!("invalid request: {e}"), retryable: false }
+}
+
+fn observed(r: &aws_sdk_ecr::types::Repository) -> ObservedRepository {
+    ObservedRepository {
+        name: r.repository_name().unwrap_or_default().to_owned(),
+        arn: r.repository_arn().unwrap_or_default().to_owned(),
+        uri: r.repository_uri().unwrap_or_default().to_owned(),
+        immutable_tags: r.image_tag_mutability() == Some(&ImageTagMutability::Immutable),
+        scan_on_push: r.image_scanning_configuration().is_some_and(|c| c.scan_on_push()),
+    }
+}
+
+fn mutability(immutable_tags: bool) -> ImageTagMutability {
+    if immutable_tags {
+        ImageTagMutability::Immutable
+    } else {
+        ImageTagMutability::Mutable
+    }
+}
+
+#[async_trait]
+impl EcrApi for SdkEcr {
+    async fn describe_repositories(&self, names: &[String]) -> Result<Vec<ObservedRepository>, AwsError> {
+        let out = self.0.describe_repositories().set_repository_names(Some(names.to_vec())).send().await?;
+        Ok(out.repositories().iter().map(observed).collect())
+    }
+
+    async fn list_repositories(&self) -> Result<Vec<ObservedRepository>, AwsError> {
+        let mut repos = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self.0.describe_repositories().set_next_token(token).send().await?;
+            repos.extend(out.repositories().iter().map(observed));
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(repos);
+            }
+        }
+    }
+
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self.0.list_tags_for_resource().resource_arn(arn).send().await?;
+        Ok(out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect())
+    }
+
+    async fn get_lifecycle_policy(&self, name: &str) -> Result<Option<String>, AwsError> {
+        match self.0.get_lifecycle_policy().repository_name(name).send().await {
+            Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_owned)),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is("LifecyclePolicyNotFoundException") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn create_repository(
+        &self,
+        name: &str,
+        immutable_tags: bool,
+        scan_on_push: bool,
+        tags: &[Tag],
+    ) -> Result<ObservedRepository, AwsError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ecr::types::Tag::builder().key(k).value(v).build().map_err(build_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .0
+            .create_repository()
+            .repository_name(name)
+            .image_tag_mutability(mutability(immutable_tags))
+            .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan_on_push).build())
+            .set_tags(Some(tags))
+            .send()
+            .await?;
+        out.repository()
+            .map(observed)
+            .ok_or_else(|| AwsError::new("InvalidResponse", "CreateRepository returned no repository"))
+    }
+
+    async fn put_image_tag_mutability(&self, name: &str, immutable_tags: bool) -> Result<(), AwsError> {
+        self.0
+            .put_image_tag_mutability()
+            .repository_name(name)
+            .image_tag_mutability(mutability(immutable_tags))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn put_image_scanning_configuration(&self, name: &str, scan_on_push: bool) -> Result<(), AwsError> {
+        self.0
+            .put_image_scanning_configuration()
+            .repository_name(name)
+            .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan_on_push).build())
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn put_lifecycle_policy(&self, name: &str, policy_text: &str) -> Result<(), AwsError> {
+        self.0.put_lifecycle_policy().repository_name(name).lifecycle_policy_text(policy_text).send().await?;
+        Ok(())
+    }
+
+    async fn delete_repository(&self, name: &str, force: bool) -> Result<(), AwsError> {
+        self.0.delete_repository().repository_name(name).force(force).send().await?;
+        Ok(())
+    }
+}
+
+/// The lifecycle policy that expires every image beyond the newest `keep`.
+pub fn lifecycle_policy(keep: u32) -> Value {
+    json!({
+        "rules": [{
+            "rulePriority": 1,
+            "description": format!("Keep the last {keep} images"),
+            "selection": {
+                "tagStatus": "any",
+                "countType": "imageCountMoreThan",
+                "countNumber": keep,
+            },
+            "action": { "type": "expire" },
+        }]
+    })
+}
+
+/// Whether the observed policy text means the same as `desired` (JSON, so formatting and key
+/// order do not matter; text that is not JSON never matches).
+fn policy_matches(observed: Option<&str>, desired: &Value) -> bool {
+    observed.and_then(|text| serde_json::from_str::<Value>(text).ok()).is_some_and(|v| &v == desired)
+}
+
+/// The ECR repositories of an environment.
+pub struct RegistryStep {
+    api: Arc<dyn EcrApi>,
+}
+
+impl RegistryStep {
+    /// A step over any [`EcrApi`] (a mock in tests).
+    pub fn new(api: Arc<dyn EcrApi>) -> Self {
+        RegistryStep { api }
+    }
+
+    /// A step over the run's ECR client.
+    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
+        Self::new(Arc::new(SdkEcr(clients.ecr.clone())))
+    }
+
+    /// The configured repositories that exist, found with one `DescribeRepositories`; when some
+    /// are missing (ECR then fails the whole call) each is described on its own.
+    async fn find(&self, names: &[String]) -> Result<BTreeMap<String, ObservedRepository>, StepError> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let found = match self.api.describe_repositories(names).await {
+            Ok(repos) => repos,
+            Err(e) if e.is("RepositoryNotFoundException") && names.len() > 1 => {
+                let each = names.iter().map(|name| async move {
+                    match self.api.describe_repositories(std::slice::from_ref(name)).await {
+                        Ok(repos) => Ok(repos),
+                        Err(e) if e.is("RepositoryNotFoundException") => Ok(vec![]),
+                        Err(e) => Err(StepError::aws(name.clone(), "DescribeRepositories")(e)),
+                    }
+                });
+                try_join_all(each).await?.into_iter().flatten().collect()
+            }
+            Err(e) if e.is("RepositoryNotFoundException") => vec![],
+            Err(e) => return Err(StepError::aws("registry/repositories", "DescribeRepositories")(e)),
+        };
+        Ok(found.into_iter().filter(|r| names.contains(&r.name)).map(|r| (r.name.clone(), r)).collect())
+    }
+
+    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let services: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<String> = services.iter().map(|s| ctx.names.repository(s)).collect();
+        let found = self.find(&names).await?;
+        let results = try_join_all(
+            services
+                .iter()
+                .zip(&names)
+                .map(|(service, name)| self.converge_one(ctx, service, name, found.get(name), mode)),
+        )
+        .await?;
+        let mut repositories = BTreeMap::new();
+        let mut changes = Vec::new();
+        for (service, (repo, change)) in services.iter().zip(results) {
+            repositories.insert(service.to_string(), repo);
+            changes.extend(change);
+        }
+        ctx.put(RegistryOutputs { repositories });
+        Ok(changes)
+    }
+
+    async fn converge_one(
+        &self,
+        ctx: &Context,
+        service: &str,
+        name: &str,
+        observed: Option<&ObservedRepository>,
+        mode: Mode,
+    ) -> Result<(Repository, Option<Change>), StepError> {
+        let settings = &ctx.config.registry;
+        let component = format!("{COMPONENT_PREFIX}{service}");
+        let policy = lifecycle_policy(settings.keep_images);
+        let policy_text = policy.to_string();
+        let Some(repo) = observed else {
+            if !mode.is_apply() {
+                let pending = Repository { name: name.into(), arn: PENDING.into(), uri: PENDING.into() };
+                return Ok((pending, Some(Change::create(component, name))));
+            }
+            let tags = ctx.names.tags(&component, name);
+            let created = self
+                .api
+                .create_repository(name, settings.immutable_tags, settings.scan_on_push, &tags)
+                .await
+                .map_err(StepError::aws(&component, "CreateRepository"))?;
+            self.api
+                .put_lifecycle_policy(name, &policy_text)
+                .await
+                .map_err(StepError::aws(&component, "PutLifecyclePolicy"))?;
+            tracing::info!(repository = name, "created");
+            let out = Repository { name: created.name, arn: created.arn, uri: created.uri };
+            return Ok((out, Some(Change::create(component, name))));
+        };
+
+        let observed_policy =
+            self.api.get_lifecycle_policy(name).await.map_err(StepError::aws(&component, "GetLifecyclePolicy"))?;
+        let mut attrs = Vec::new();
+        let mutability_of = |immutable: bool| if immutable { "IMMUTABLE" } else { "MUTABLE" };
+        diff(
+            &mut attrs,
+            "image_tag_mutability",
+            &mutability_of(repo.immutable_tags),
+            &mutability_of(settings.immutable_tags),
+        );
+        diff(&mut attrs, "scan_on_push", &repo.scan_on_push, &settings.scan_on_push);
+        let policy_ok = policy_matches(observed_policy.as_deref(), &policy);
+        if !policy_ok {
+            attrs.push(AttrChange::new("lifecycle_policy", observed_policy.clone(), Some(policy_text.clone())));
+        }
+        let out = Repository { name: repo.name.clone(), arn: repo.arn.clone(), uri: repo.uri.clone() };
+        if attrs.is_empty() {
+            return Ok((out, None));
+        }
+        if mode.is_apply() {
+            let mutability = async {
+                if repo.immutable_tags == settings.immutable_tags {
+                    return Ok(());
+                }
+                self.api
+                    .put_image_tag_mutability(name, settings.immutable_tags)
+                    .await
+                    .map_err(StepError::aws(&component, "PutImageTagMutability"))
+            };
+            let scanning = async {
+                if repo.scan_on_push == settings.scan_on_push {
+                    return Ok(());
+                }
+                self.api
+                    .put_image_scanning_configuration(name, settings.scan_on_push)
+                    .await
+                    .map_err(StepError::aws(&component, "PutImageScanningConfiguration"))
+            };
+            let lifecycle = async {
+                if policy_ok {
+                    return Ok(());
+                }
+                self.api
+                    .put_lifecycle_policy(name, &policy_text)
+                    .await
+                    .map_err(StepError::aws(&component, "PutLifecyclePolicy"))
+            };
+            tokio::try_join!(mutability, scanning, lifecycle)?;
+            tracing::info!(repository = name, "updated");
+        }
+        Ok((out, Some(Change::update(component, name, attrs))))
+    }
+
+    /// The repositories of this environment: named `tap-…-{s}` and tagged with this environment
+    /// and a registry component.
+    async fn owned(&self, ctx: &Context) -> Result<Vec<(String, ObservedRepository)>, StepError> {
+        let env = ctx.names.env();
+        let suffix = format!("-{env}");
+        let all = self
+            .api
+            .list_repositories()
+            .await
+            .map_err(StepError::aws("registry/repositories", "DescribeRepositories"))?;
+        let candidates: Vec<ObservedRepository> =
+            all.into_iter().filter(|r| r.name.starts_with("tap-") && r.name.ends_with(&suffix)).collect();
+        let checks = candidates.into_iter().map(|repo| async move {
+            let tags = match self.api.list_tags(&repo.arn).await {
+                Ok(tags) => tags,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(StepError::aws(repo.name.clone(), "ListTagsForResource")(e)),
+            };
+            let tag = |k: &str| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone());
+            let component = tag(TAG_COMPONENT).filter(|c| c.starts_with(COMPONENT_PREFIX));
+            Ok(component.filter(|_| tag(TAG_ENVIRONMENT).as_deref() == Some(env)).map(|c| (c, repo)))
+        });
+        Ok(try_join_all(checks).await?.into_iter().flatten().collect())
+    }
+}
+
+#[async_trait]
+impl Step for RegistryStep {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn needs(&self) -> &'static [OutputKind] {
+        &[]
+    }
+
+    fn produces(&self) -> OutputKind {
+        OutputKind::Registry
+    }
+
+    #[tracing::instrument(skip_all, name = "registry.plan")]
+    async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Plan).await
+    }
+
+    #[tracing::instrument(skip_all, name = "registry.apply")]
+    async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Apply).await
+    }
+
+    #[tracing::instrument(skip_all, name = "registry.destroy")]
+    async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        let repos = self.owned(ctx).await?;
+        let deletes = repos.into_iter().map(|(component, repo)| async move {
+            match self.api.delete_repository(&repo.name, true).await {
+                Ok(()) => {
+                    tracing::info!(repository = %repo.name, "deleted");
+                    Ok(Some(Change::delete(component, repo.name)))
+                }
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(StepError::aws(component, "DeleteRepository")(e)),
+            }
+        });
+        Ok(try_join_all(deletes).await?.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tap_core::naming::Names;
+    use tap_core::Config;
+
+    fn ctx() -> Context {
+        Context::new(Config::default())
+    }
+
+    fn repo(name: &str, immutable_tags: bool, scan_on_push: bool) -> ObservedRepository {
+        ObservedRepository {
+            name: name.into(),
+            arn: format!("arn:aws:ecr:us-east-1:123456789012:repository/{name}"),
+            uri: format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/{name}"),
+            immutable_tags,
+            scan_on_push,
+        }
+    }
+
+    const NAMES: [&str; 3] = ["tap-frontend-dev", "tap-api-gateway-dev", "tap-processing-service-dev"];
+
+    fn all_matching() -> Vec<ObservedRepository> {
+        NAMES.iter().map(|n| repo(n, true, true)).collect()
+    }
+
+    fn desired_policy_text() -> String {
+        // Other formatting and key order than tap's own text: the comparison is semantic.
+        r#"{ "rules": [ { "action": {"type": "expire"}, "selection": {"countNumber": 10, "countType": "imageCountMoreThan", "tagStatus": "any"},
+            "description": "Keep the last 10 images", "rulePriority": 1 } ] }"#
+            .into()
+    }
+
+    fn no_mutations(mock: &mut MockEcrApi) {
+        mock.expect_create_repository().never();
+        mock.expect_put_image_tag_mutability().never();
+        mock.expect_put_image_scanning_configuration().never();
+        mock.expect_put_lifecycle_policy().never();
+        mock.expect_delete_repository().never();
+    }
+
+    #[test]
+    fn policy_keeps_the_configured_count() {
+        let p = lifecycle_policy(10);
+        assert_eq!(p["rules"][0]["selection"]["countNumber"], 10);
+        assert_eq!(p["rules"][0]["selection"]["countType"], "imageCountMoreThan");
+        assert_eq!(p["rules"][0]["action"]["type"], "expire");
+        assert!(policy_matches(Some(&desired_policy_text()), &p));
+        assert!(!policy_matches(Some(&desired_policy_text().replace("10", "11")), &p));
+        assert!(!policy_matches(Some("not json"), &p));
+        assert!(!policy_matches(None, &p));
+    }
+
+    #[tokio::test]
+    async fn creates_every_repository_with_the_spec_settings() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories()
+            .withf(|names: &[String]| names.len() == 3)
+            .times(1)
+            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        mock.expect_describe_repositories()
+            .withf(|names: &[String]| names.len() == 1)
+            .times(3)
+            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        mock.expect_create_repository()
+            .withf(|name: &str, immutable: &bool, scan: &bool, tags: &[Tag]| {
+                let tag = |k: &str, v: &str| tags.contains(&(k.to_string(), v.to_string()));
+                NAMES.contains(&name)
+                    && *immutable
+                    && *scan
+                    && tag("Environment", "dev")
+                    && tag("Project", "tap")
+                    && tag("ManagedBy", "tap")
+                    && tag("Name", name)
+                    && tags.iter().any(|(k, v)| k == TAG_COMPONENT && v.starts_with(COMPONENT_PREFIX))
+            })
+            .times(3)
+            .returning(|name, i, s, _| Ok(repo(name, i, s)));
+        mock.expect_put_lifecycle_policy()
+            .withf(|name: &str, text: &str| {
+                NAMES.contains(&name) && serde_json::from_str::<Value>(text).unwrap() == lifecycle_policy(10)
+            })
+            .times(3)
+            .returning(|_, _| Ok(()));
+        mock.expect_get_lifecycle_policy().never();
+        mock.expect_put_image_tag_mutability().never();
+        mock.expect_put_image_scanning_configuration().never();
+        let ctx = ctx();
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(changes.len(), 3);
+        assert!(changes.iter().all(|c| c.action == tap_core::Action::Create));
+        let out = ctx.get::<RegistryOutputs>("test").unwrap();
+        assert_eq!(
+            out.repositories["api-gateway"].uri,
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/tap-api-gateway-dev"
+        );
+    }
+
+    #[tokio::test]
+    async fn finds_the_existing_ones_when_some_are_missing() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories()
+            .withf(|names: &[String]| names.len() == 3)
+            .times(1)
+            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        mock.expect_describe_repositories().withf(|names: &[String]| names.len() == 1).times(3).returning(|names| {
+            if names[0] == "tap-frontend-dev" {
+                Ok(vec![repo("tap-frontend-dev", true, true)])
+            } else {
+                Err(AwsError::new("RepositoryNotFoundException", "not found"))
+            }
+        });
+        mock.expect_get_lifecycle_policy().times(1).returning(|_| Ok(Some(desired_policy_text())));
+        mock.expect_create_repository()
+            .withf(|name: &str, _: &bool, _: &bool, _: &[Tag]| name != "tap-frontend-dev")
+            .times(2)
+            .returning(|n, i, s, _| Ok(repo(n, i, s)));
+        mock.expect_put_lifecycle_policy()
+            .withf(|name: &str, _: &str| name != "tap-frontend-dev")
+            .times(2)
+            .returning(|_, _| Ok(()));
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn matching_repositories_get_no_mutating_call() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories().times(1).returning(|_| Ok(all_matching()));
+        mock.expect_get_lifecycle_policy().times(3).returning(|_| Ok(Some(desired_policy_text())));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(ctx.get::<RegistryOutputs>("test").unwrap().repositories.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn removed_lifecycle_policy_is_put_back_and_nothing_else() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories().times(1).returning(|_| Ok(all_matching()));
+        mock.expect_get_lifecycle_policy()
+            .times(3)
+            .returning(|name| Ok((name != "tap-api-gateway-dev").then(desired_policy_text)));
+        mock.expect_put_lifecycle_policy()
+            .withf(|name: &str, text: &str| {
+                name == "tap-api-gateway-dev" && serde_json::from_str::<Value>(text).unwrap() == lifecycle_policy(10)
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mock.expect_create_repository().never();
+        mock.expect_put_image_tag_mutability().never();
+        mock.expect_put_image_scanning_configuration().never();
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].action, tap_core::Action::Update);
+        assert_eq!(changes[0].attributes[0].attribute, "lifecycle_policy");
+    }
+
+    #[tokio::test]
+    async fn mutable_tags_are_made_immutable() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories()
+            .times(1)
+            .returning(|_| Ok(NAMES.iter().map(|n| repo(n, *n != "tap-frontend-dev", true)).collect()));
+        mock.expect_get_lifecycle_policy().times(3).returning(|_| Ok(Some(desired_policy_text())));
+        mock.expect_put_image_tag_mutability()
+            .withf(|name: &str, immutable: &bool| name == "tap-frontend-dev" && *immutable)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mock.expect_create_repository().never();
+        mock.expect_put_lifecycle_policy().never();
+        mock.expect_put_image_scanning_configuration().never();
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].attributes[0].new.as_deref(), Some("\"IMMUTABLE\""));
+    }
+
+    #[tokio::test]
+    async fn plan_lists_drift_and_creates_without_mutating() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories()
+            .withf(|names: &[String]| names.len() == 3)
+            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "x")));
+        mock.expect_describe_repositories().withf(|names: &[String]| names.len() == 1).returning(|names| {
+            if names[0] == "tap-frontend-dev" {
+                Ok(vec![repo("tap-frontend-dev", true, false)])
+            } else {
+                Err(AwsError::new("RepositoryNotFoundException", "x"))
+            }
+        });
+        mock.expect_get_lifecycle_policy().returning(|_| Ok(None));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        let changes = RegistryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        assert_eq!(changes.iter().filter(|c| c.action == tap_core::Action::Create).count(), 2);
+        let update = changes.iter().find(|c| c.action == tap_core::Action::Update).unwrap();
+        let attrs: Vec<&str> = update.attributes.iter().map(|a| a.attribute.as_str()).collect();
+        assert_eq!(attrs, ["scan_on_push", "lifecycle_policy"]);
+        assert_eq!(ctx.get::<RegistryOutputs>("test").unwrap().repositories["api-gateway"].arn, PENDING);
+    }
+
+    #[tokio::test]
+    async fn throttling_surfaces_as_retryable() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_describe_repositories().returning(|_| Err(AwsError::throttling()));
+        no_mutations(&mut mock);
+        let err = RegistryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("DescribeRepositories"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn destroy_on_an_empty_registry_succeeds() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_list_repositories().times(1).returning(|| Ok(vec![]));
+        no_mutations(&mut mock);
+        let changes = RegistryStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap();
+        assert!(changes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn destroy_force_deletes_only_this_environments_repositories() {
+        let mut mock = MockEcrApi::new();
+        mock.expect_list_repositories().times(1).returning(|| {
+            Ok(vec![
+                repo("tap-frontend-dev", true, true),
+                repo("tap-old-service-dev", true, true),
+                repo("tap-frontend-x-dev", true, true),
+                repo("tap-frontend-prod", true, true),
+                repo("unrelated", true, true),
+            ])
+        });
+        mock.expect_list_tags().times(3).returning(|arn| {
+            let env = if arn.ends_with("x-dev") { "x-dev" } else { "dev" };
+            let name = arn.rsplit('/').next().unwrap();
+            Ok(Names::new(&Config { environment: env.into(), ..Config::default() }).tags("registry/repository/x", name))
+        });
+        mock.expect_delete_repository()
+            .withf(|name: &str, force: &bool| (name == "tap-frontend-dev" || name == "tap-old-service-dev") && *force)
+            .times(2)
+            .returning(|_, _| Ok(()));
+        let changes = RegistryStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.action == tap_core::Action::Delete));
+    }
+}

@@ -1,0 +1,614 @@
+//! Security groups: one for the load balancer (HTTP and HTTPS from anywhere) and one per service
+//! (its port from the load balancer's group when it is routed, and from the groups of the services
+//! in its `allow_from`). Rules converge exactly: missing rules are authorized and any other rule
+//! (someone opened port 22) is revoked. Egress is the default "all traffic to anywhere" rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, TagSpecification, UserIdGroupPair,
+};
+use futures::future::try_join_all;
+use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
+use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
+use tap_core::wait::{retry_while, Backoff};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+
+/// Where traffic of a rule comes from (ingress) or goes to (egress).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleSource {
+    /// An IPv4 CIDR block.
+    Cidr(String),
+    /// An IPv6 CIDR block.
+    Ipv6Cidr(String),
+    /// Another security group, by id.
+    Group(String),
+    /// A managed prefix list, by id.
+    PrefixList(String),
+}
+
+/// One security group rule: protocol, port range and one source.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    /// `tcp`, `udp`, `icmp`, … or `-1` for all traffic.
+    pub protocol: String,
+    /// First port (`None` for all traffic).
+    pub from_port: Option<i32>,
+    /// Last port (`None` for all traffic).
+    pub to_port: Option<i32>,
+    /// The peer.
+    pub source: RuleSource,
+}
+
+impl Rule {
+    /// TCP on one port from `source`.
+    pub fn tcp(port: u16, source: RuleSource) -> Self {
+        Rule { protocol: "tcp".into(), from_port: Some(port.into()), to_port: Some(port.into()), source }
+    }
+
+    /// All traffic to or from `source`.
+    pub fn all(source: RuleSource) -> Self {
+        Rule { protocol: "-1".into(), from_port: None, to_port: None, source }
+    }
+
+    /// A rule as EC2 describes it, in canonical form (protocol names, no ports for all traffic).
+    pub fn normalized(protocol: &str, from_port: Option<i32>, to_port: Option<i32>, source: RuleSource) -> Self {
+        let protocol = match protocol.to_ascii_lowercase().as_str() {
+            "6" => "tcp".to_string(),
+            "17" => "udp".to_string(),
+            "1" => "icmp".to_string(),
+            "all" => "-1".to_string(),
+            p => p.to_string(),
+        };
+        if protocol == "-1" {
+            Rule { protocol, from_port: None, to_port: None, source }
+        } else {
+            Rule { protocol, from_port, to_port, source }
+        }
+    }
+
+    fn references_group(&self) -> bool {
+        matches!(self.source, RuleSource::Group(_))
+    }
+}
+
+impl Rule {
+    /// `tcp 80`, `tcp 1024-2048`, `all traffic`.
+    pub fn ports(&self) -> String {
+        match (self.from_port, self.to_port) {
+            _ if self.protocol == "-1" => "all traffic".to_string(),
+            (Some(a), Some(b)) if a == b => format!("{} {a}", self.protocol),
+            (Some(a), Some(b)) => format!("{} {a}-{b}", self.protocol),
+            _ => self.protocol.clone(),
+        }
+    }
+
+    /// The CIDR, group id or prefix list id of the peer.
+    pub fn peer(&self) -> &str {
+        match &self.source {
+            RuleSource::Cidr(c) | RuleSource::Ipv6Cidr(c) => c,
+            RuleSource::Group(g) => g,
+            RuleSource::PrefixList(p) => p,
+        }
+    }
+
+    fn ingress_label(&self) -> String {
+        format!("{} from {}", self.ports(), self.peer())
+    }
+
+    fn egress_label(&self) -> String {
+        format!("{} to {}", self.ports(), self.peer())
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.ports(), self.peer())
+    }
+}
+
+/// A security group as `DescribeSecurityGroups` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedGroup {
+    /// Group id.
+    pub id: String,
+    /// Group name.
+    pub name: String,
+    /// Value of the `tap:component` tag.
+    pub component: Option<String>,
+    /// Ingress rules, one per source.
+    pub ingress: Vec<Rule>,
+    /// Egress rules, one per destination.
+    pub egress: Vec<Rule>,
+}
+
+/// The EC2 calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait Ec2Api: Send + Sync {
+    /// `DescribeSecurityGroups` filtered by tag `Environment` = `env` and, when given, the VPC.
+    async fn describe_security_groups(&self, env: &str, vpc_id: Option<String>)
+        -> Result<Vec<ObservedGroup>, AwsError>;
+    /// `CreateSecurityGroup` with `TagSpecifications`; returns the group id.
+    async fn create_security_group(
+        &self,
+        name: &str,
+        description: &str,
+        vpc_id: &str,
+        tags: &[Tag],
+    ) -> Result<String, AwsError>;
+    /// `AuthorizeSecurityGroupIngress`.
+    async fn authorize_ingress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError>;
+    /// `RevokeSecurityGroupIngress`.
+    async fn revoke_ingress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError>;
+    /// `AuthorizeSecurityGroupEgress`.
+    async fn authorize_egress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError>;
+    /// `RevokeSecurityGroupEgress`.
+    async fn revoke_egress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError>;
+    /// `DeleteSecurityGroup`.
+    async fn delete_security_group(&self, group_id: &str) -> Result<(), AwsError>;
+}
+
+/// [`Ec2Api`] over the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct SdkEc2(pub aws_sdk_ec2::Client);
+
+fn rules_of(permissions: &[IpPermission]) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for p in permissions {
+        let rule = |source| Rule::normalized(p.ip_protocol().unwrap_or("-1"), p.from_port(), p.to_port(), source);
+        rules.extend(p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).map(|c| rule(RuleSource::Cidr(c.into()))));
+        rules
+            .extend(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()).map(|c| rule(RuleSource::Ipv6Cidr(c.into()))));
+        rules.extend(
+            p.user_id_group_pairs().iter().filter_map(|g| g.group_id()).map(|g| rule(RuleSource::Group(g.into()))),
+        );
+        rules.extend(
+            p.prefix_list_ids()
+                .iter()
+                .filter_map(|l| l.prefix_list_id())
+                .map(|l| rule(RuleSource::PrefixList(l.into()))),
+        );
+    }
+    rules
+}
+
+fn permissions_of(rules: &[Rule]) -> Vec<IpPermission> {
+    rules
+        .iter()
+        .map(|r| {
+            let b = IpPermission::builder().ip_protocol(&r.protocol).set_from_port(r.from_port).set_to_port(r.to_port);
+            match &r.source {
+                RuleSource::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+                RuleSource::Ipv6Cidr(c) => b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+                RuleSource::Group(g) => b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build()),
+                RuleSource::PrefixList(l) => b.prefix_list_ids(PrefixListId::builder().prefix_list_id(l).build()),
+            }
+            .build()
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Ec2Api for SdkEc2 {
+    async fn describe_security_groups(
+        &self,
+        env: &str,
+        vpc_id: Option<String>,
+    ) -> Result<Vec<ObservedGroup>, AwsError> {
+        let mut filters = vec![Filter::builder().name(format!("tag:{TAG_ENVIRONMENT}")).values(env).build()];
+        if let Some(vpc) = vpc_id {
+            filters.push(Filter::builder().name("vpc-id").values(vpc).build());
+        }
+        let groups = self
+            .0
+            .describe_security_groups()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(groups
+            .into_iter()
+            .map(|g| ObservedGroup {
+                id: g.group_id().unwrap_or_default().to_string(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                component: g
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(TAG_COMPONENT))
+                    .and_then(|t| t.value())
+                    .map(str::to_owned),
+                ingress: rules_of(g.ip_permissions()),
+                egress: rules_of(g.ip_permissions_egress()),
+            })
+            .collect())
+    }
+
+    async fn create_security_group(
+        &self,
+        name: &str,
+        description: &str,
+        vpc_id: &str,
+        tags: &[Tag],
+    ) -> Result<String, AwsError> {
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::SecurityGroup)
+            .set_tags(Some(
+                tags.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect(),
+            ))
+            .build();
+        let out = self
+            .0
+            .create_security_group()
+            .group_name(name)
+            .description(description)
+            .vpc_id(vpc_id)
+            .tag_specifications(tags)
+            .send()
+            .await?;
+        Ok(out.group_id().unwrap_or_default().to_string())
+    }
+
+    async fn authorize_ingress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError> {
+        self.0
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions_of(rules)))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_ingress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError> {
+        self.0
+            .revoke_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions_of(rules)))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn authorize_egress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError> {
+        self.0
+            .authorize_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions_of(rules)))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_egress(&self, group_id: &str, rules: &[Rule]) -> Result<(), AwsError> {
+        self.0
+            .revoke_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(permissions_of(rules)))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_security_group(&self, group_id: &str) -> Result<(), AwsError> {
+        self.0.delete_security_group().group_id(group_id).send().await?;
+        Ok(())
+    }
+}
+
+/// Logical id of the load balancer's group.
+pub const ALB_COMPONENT: &str = "security/sg/alb";
+
+/// Logical id of a service's group.
+pub fn service_component(service: &str) -> String {
+    format!("security/sg/{service}")
+}
+
+/// Where a desired ingress rule comes from, before group ids are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Peer {
+    Anywhere,
+    /// The group with this logical id.
+    Group(String),
+}
+
+/// One desired security group.
+#[derive(Debug, Clone)]
+struct DesiredGroup {
+    component: String,
+    name: String,
+    description: String,
+    ingress: Vec<(u16, Peer)>,
+}
+
+fn desired_groups(ctx: &Context) -> Vec<DesiredGroup> {
+    let names = &ctx.names;
+    let mut groups = vec![DesiredGroup {
+        component: ALB_COMPONENT.into(),
+        name: names.alb_security_group(),
+        description: format!("tap {}: load balancer, HTTP and HTTPS from anywhere", names.env()),
+        ingress: vec![(80, Peer::Anywhere), (443, Peer::Anywhere)],
+    }];
+    for s in &ctx.config.services {
+        let mut ingress = Vec::new();
+        if s.route.is_some() {
+            ingress.push((s.port, Peer::Group(ALB_COMPONENT.into())));
+        }
+        for from in &s.allow_from {
+            ingress.push((s.port, Peer::Group(service_component(from))));
+        }
+        groups.push(DesiredGroup {
+            component: service_component(&s.name),
+            name: names.service_security_group(&s.name),
+            description: format!("tap {}: service {}", names.env(), s.name),
+            ingress,
+        });
+    }
+    groups
+}
+
+/// The security groups' ids and the changes.
+#[derive(Debug, Default)]
+pub struct GroupsResult {
+    /// The load balancer's group id ([`PENDING`] in plan mode when it would be created).
+    pub alb: String,
+    /// Service name → group id.
+    pub services: BTreeMap<String, String>,
+    /// Created and updated groups.
+    pub changes: Vec<Change>,
+}
+
+/// Makes the groups exist with exactly their rules.
+pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<GroupsResult, StepError> {
+    let network: NetworkOutputs = ctx.get("security")?;
+    let vpc = network.vpc_id;
+    let desired = desired_groups(ctx);
+    let observed = if is_known(&vpc) {
+        api.describe_security_groups(ctx.names.env(), Some(vpc.clone()))
+            .await
+            .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
+    } else {
+        Vec::new()
+    };
+    let find = |d: &DesiredGroup| {
+        observed
+            .iter()
+            .find(|g| g.component.as_deref() == Some(d.component.as_str()))
+            .or_else(|| observed.iter().find(|g| g.name == d.name))
+            .cloned()
+    };
+
+    // Phase one: every group exists (the rules reference each other's ids).
+    let found = try_join_all(desired.iter().map(|d| {
+        let existing = find(d);
+        let vpc = vpc.as_str();
+        async move {
+            match existing {
+                Some(g) => Ok::<_, StepError>((g.id.clone(), Some(g))),
+                None if mode.is_apply() => {
+                    let tags = ctx.names.tags(&d.component, &d.name);
+                    let id = api
+                        .create_security_group(&d.name, &d.description, vpc, &tags)
+                        .await
+                        .map_err(StepError::aws(&d.component, "CreateSecurityGroup"))?;
+                    Ok((id, None))
+                }
+                None => Ok((PENDING.to_string(), None)),
+            }
+        }
+    }))
+    .await?;
+    let ids: BTreeMap<&str, &str> =
+        desired.iter().zip(&found).map(|(d, (id, _))| (d.component.as_str(), id.as_str())).collect();
+    let labels: BTreeMap<&str, &str> = desired.iter().map(|d| (d.component.as_str(), d.name.as_str())).collect();
+
+    // Phase two: exactly the desired rules on every group.
+    let changes = try_join_all(desired.iter().zip(&found).map(|(d, (id, observed))| {
+        let rules: Vec<(Rule, String)> = d
+            .ingress
+            .iter()
+            .map(|(port, peer)| match peer {
+                Peer::Anywhere => {
+                    let rule = Rule::tcp(*port, RuleSource::Cidr("0.0.0.0/0".into()));
+                    let label = rule.ingress_label();
+                    (rule, label)
+                }
+                Peer::Group(c) => {
+                    let rule = Rule::tcp(
+                        *port,
+                        RuleSource::Group(ids.get(c.as_str()).copied().unwrap_or(PENDING).to_string()),
+                    );
+                    (rule, format!("tcp {port} from {}", labels.get(c.as_str()).copied().unwrap_or(c)))
+                }
+            })
+            .collect();
+        converge_rules(api, mode, d, id, observed.as_ref(), rules)
+    }))
+    .await?;
+
+    let mut result = GroupsResult { changes: changes.into_iter().flatten().collect(), ..Default::default() };
+    for (d, (id, _)) in desired.iter().zip(found) {
+        if d.component == ALB_COMPONENT {
+            result.alb = id;
+        } else if let Some(service) = d.component.strip_prefix("security/sg/") {
+            result.services.insert(service.to_string(), id);
+        }
+    }
+    Ok(result)
+}
+
+async fn converge_rules(
+    api: &dyn Ec2Api,
+    mode: Mode,
+    d: &DesiredGroup,
+    id: &str,
+    observed: Option<&ObservedGroup>,
+    desired: Vec<(Rule, String)>,
+) -> Result<Option<Change>, StepError> {
+    let cid = d.component.as_str();
+    let desired_egress = vec![Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))];
+    let Some(observed) = observed else {
+        // A new group: all its rules are added (AWS gives it the default egress rule).
+        let attributes =
+            desired.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))).collect();
+        if mode.is_apply() && !desired.is_empty() {
+            let rules: Vec<Rule> = desired.iter().map(|(r, _)| r.clone()).collect();
+            api.authorize_ingress(id, &rules).await.map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))?;
+        }
+        return Ok(Some(Change { attributes, ..Change::create(cid, &d.name) }));
+    };
+    let have: BTreeSet<&Rule> = observed.ingress.iter().collect();
+    let want: BTreeSet<&Rule> = desired.iter().map(|(r, _)| r).collect();
+    let authorize: Vec<&(Rule, String)> = desired.iter().filter(|(r, _)| !have.contains(r)).collect();
+    let revoke: Vec<Rule> =
+        observed.ingress.iter().filter(|r| !want.contains(r)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let have_egress: BTreeSet<&Rule> = observed.egress.iter().collect();
+    let authorize_egress: Vec<Rule> = desired_egress.iter().filter(|r| !have_egress.contains(r)).cloned().collect();
+    let revoke_egress: Vec<Rule> = observed
+        .egress
+        .iter()
+        .filter(|r| !desired_egress.contains(r))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+
+    let mut attributes: Vec<AttrChange> = Vec::new();
+    attributes.extend(authorize.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))));
+    attributes.extend(revoke.iter().map(|r| AttrChange::new("ingress", Some(r.ingress_label()), None)));
+    attributes.extend(authorize_egress.iter().map(|r| AttrChange::new("egress", None, Some(r.egress_label()))));
+    attributes.extend(revoke_egress.iter().map(|r| AttrChange::new("egress", Some(r.egress_label()), None)));
+    if attributes.is_empty() {
+        return Ok(None);
+    }
+    if mode.is_apply() {
+        let authorize: Vec<Rule> = authorize.iter().map(|(r, _)| r.clone()).collect();
+        let authorize = async {
+            if authorize.is_empty() {
+                Ok(())
+            } else {
+                api.authorize_ingress(id, &authorize)
+                    .await
+                    .map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))
+            }
+        };
+        let revoke = async {
+            if revoke.is_empty() {
+                Ok(())
+            } else {
+                api.revoke_ingress(id, &revoke).await.map_err(StepError::aws(cid, "RevokeSecurityGroupIngress"))
+            }
+        };
+        let authorize_egress = async {
+            if authorize_egress.is_empty() {
+                Ok(())
+            } else {
+                api.authorize_egress(id, &authorize_egress)
+                    .await
+                    .map_err(StepError::aws(cid, "AuthorizeSecurityGroupEgress"))
+            }
+        };
+        let revoke_egress = async {
+            if revoke_egress.is_empty() {
+                Ok(())
+            } else {
+                api.revoke_egress(id, &revoke_egress).await.map_err(StepError::aws(cid, "RevokeSecurityGroupEgress"))
+            }
+        };
+        tokio::try_join!(authorize, revoke, authorize_egress, revoke_egress)?;
+    }
+    Ok(Some(Change::update(cid, &d.name, attributes)))
+}
+
+/// How long a group deletion is retried while AWS still reports a dependency (the network
+/// interfaces of a just-deleted load balancer or of stopped tasks are released slowly).
+pub fn dependency_backoff() -> Backoff {
+    Backoff { initial: Duration::from_secs(2), max: Duration::from_secs(20), timeout: Duration::from_secs(900) }
+}
+
+/// Deletes every security group of the environment (found by tags): rules that reference other
+/// groups are revoked first, then each group is deleted, retrying while a dependency remains.
+pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Result<Vec<Change>, StepError> {
+    let groups: Vec<ObservedGroup> = api
+        .describe_security_groups(ctx.names.env(), None)
+        .await
+        .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
+        .into_iter()
+        .filter(|g| g.component.as_deref().is_some_and(|c| c.starts_with("security/sg/")))
+        .collect();
+    try_join_all(groups.iter().map(|g| async move {
+        let id = g.component.as_deref().unwrap_or("security/sg");
+        let ingress: Vec<Rule> = g.ingress.iter().filter(|r| r.references_group()).cloned().collect();
+        let egress: Vec<Rule> = g.egress.iter().filter(|r| r.references_group()).cloned().collect();
+        if !ingress.is_empty() {
+            ignore_not_found(api.revoke_ingress(&g.id, &ingress).await)
+                .map_err(StepError::aws(id, "RevokeSecurityGroupIngress"))?;
+        }
+        if !egress.is_empty() {
+            ignore_not_found(api.revoke_egress(&g.id, &egress).await)
+                .map_err(StepError::aws(id, "RevokeSecurityGroupEgress"))?;
+        }
+        Ok::<_, StepError>(())
+    }))
+    .await?;
+    let deleted = try_join_all(groups.iter().map(|g| async move {
+        let component = g.component.clone().unwrap_or_default();
+        let id = component.as_str();
+        let gone = retry_while(
+            &format!("security group {} to lose its dependencies", g.name),
+            backoff,
+            |e| e.aws_error().is_some_and(|a| a.is("DependencyViolation") || a.retryable),
+            || async {
+                match api.delete_security_group(&g.id).await {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.is_not_found() => Ok(false),
+                    Err(e) => Err(StepError::aws(id, "DeleteSecurityGroup")(e)),
+                }
+            },
+        )
+        .await?;
+        Ok::<_, StepError>(gone.then(|| Change::delete(component.clone(), g.name.clone())))
+    }))
+    .await?;
+    Ok(deleted.into_iter().flatten().collect())
+}
+
+fn ignore_not_found(result: Result<(), AwsError>) -> Result<(), AwsError> {
+    match result {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_are_normalized_and_shown() {
+        assert_eq!(
+            Rule::normalized("-1", Some(-1), Some(-1), RuleSource::Cidr("0.0.0.0/0".into())),
+            Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))
+        );
+        assert_eq!(
+            Rule::normalized("6", Some(22), Some(22), RuleSource::Cidr("0.0.0.0/0".into())),
+            Rule::tcp(22, RuleSource::Cidr("0.0.0.0/0".into()))
+        );
+        assert_eq!(Rule::tcp(22, RuleSource::Cidr("0.0.0.0/0".into())).to_string(), "tcp 22 0.0.0.0/0");
+        assert_eq!(Rule::all(RuleSource::Group("sg-1".into())).to_string(), "all traffic sg-1");
+    }
+
+    #[test]
+    fn sdk_permissions_round_trip() {
+        let rules = vec![
+            Rule::tcp(80, RuleSource::Cidr("0.0.0.0/0".into())),
+            Rule::tcp(9000, RuleSource::Group("sg-123".into())),
+            Rule::all(RuleSource::Ipv6Cidr("::/0".into())),
+        ];
+        assert_eq!(rules_of(&permissions_of(&rules)), rules);
+    }
+}

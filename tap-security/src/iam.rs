@@ -1,0 +1,434 @@
+//! IAM roles: the task-execution role shared by all services and one task role per service, each
+//! with the ECS tasks trust policy, exactly the managed policies it should have and exactly its
+//! inline policies (see [`crate::policy`] for the documents). Documents are compared semantically,
+//! so a role is only written to when its policy really differs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use tap_core::config::ServiceSpec;
+use tap_core::naming::Tag;
+use tap_core::outputs::{is_known, PENDING};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+
+use crate::policy::{self, ArnParts, PolicyDocument};
+
+/// A role as `GetRole` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRole {
+    /// Role ARN.
+    pub arn: String,
+    /// The trust policy as IAM returns it (URL-encoded JSON).
+    pub trust_policy: String,
+}
+
+/// The IAM calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait IamApi: Send + Sync {
+    /// `GetRole`; `None` when there is no such role.
+    async fn get_role(&self, name: &str) -> Result<Option<ObservedRole>, AwsError>;
+    /// `CreateRole` with its trust policy and tags; returns the ARN.
+    async fn create_role(&self, name: &str, trust_policy: &str, tags: &[Tag]) -> Result<String, AwsError>;
+    /// `UpdateAssumeRolePolicy`.
+    async fn update_assume_role_policy(&self, name: &str, trust_policy: &str) -> Result<(), AwsError>;
+    /// `ListAttachedRolePolicies`: the ARNs of the attached managed policies.
+    async fn list_attached_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
+    /// `AttachRolePolicy`.
+    async fn attach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
+    /// `DetachRolePolicy`.
+    async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
+    /// `ListRolePolicies`: the names of the inline policies.
+    async fn list_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
+    /// `GetRolePolicy`: the document as IAM returns it; `None` when there is no such policy.
+    async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError>;
+    /// `PutRolePolicy`.
+    async fn put_role_policy(&self, name: &str, policy_name: &str, document: &str) -> Result<(), AwsError>;
+    /// `DeleteRolePolicy`.
+    async fn delete_role_policy(&self, name: &str, policy_name: &str) -> Result<(), AwsError>;
+    /// `DeleteRole`.
+    async fn delete_role(&self, name: &str) -> Result<(), AwsError>;
+}
+
+/// [`IamApi`] over the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct SdkIam(pub aws_sdk_iam::Client);
+
+fn none_if_not_found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait]
+impl IamApi for SdkIam {
+    async fn get_role(&self, name: &str) -> Result<Option<ObservedRole>, AwsError> {
+        let out = none_if_not_found(self.0.get_role().role_name(name).send().await.map_err(AwsError::from))?;
+        Ok(out.and_then(|o| {
+            o.role().map(|r| ObservedRole {
+                arn: r.arn().to_string(),
+                trust_policy: r.assume_role_policy_document().unwrap_or_default().to_string(),
+            })
+        }))
+    }
+
+    async fn create_role(&self, name: &str, trust_policy: &str, tags: &[Tag]) -> Result<String, AwsError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| AwsError::new("InvalidTag", e.to_string()))?;
+        let out = self
+            .0
+            .create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust_policy)
+            .set_tags(Some(tags))
+            .send()
+            .await?;
+        Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
+    }
+
+    async fn update_assume_role_policy(&self, name: &str, trust_policy: &str) -> Result<(), AwsError> {
+        self.0.update_assume_role_policy().role_name(name).policy_document(trust_policy).send().await?;
+        Ok(())
+    }
+
+    async fn list_attached_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError> {
+        let policies =
+            self.0.list_attached_role_policies().role_name(name).into_paginator().items().send().try_collect().await?;
+        Ok(policies.iter().filter_map(|p| p.policy_arn()).map(str::to_owned).collect())
+    }
+
+    async fn attach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError> {
+        self.0.attach_role_policy().role_name(name).policy_arn(policy_arn).send().await?;
+        Ok(())
+    }
+
+    async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError> {
+        self.0.detach_role_policy().role_name(name).policy_arn(policy_arn).send().await?;
+        Ok(())
+    }
+
+    async fn list_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError> {
+        Ok(self.0.list_role_policies().role_name(name).into_paginator().items().send().try_collect().await?)
+    }
+
+    async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError> {
+        let out = none_if_not_found(
+            self.0.get_role_policy().role_name(name).policy_name(policy_name).send().await.map_err(AwsError::from),
+        )?;
+        Ok(out.map(|o| o.policy_document().to_string()))
+    }
+
+    async fn put_role_policy(&self, name: &str, policy_name: &str, document: &str) -> Result<(), AwsError> {
+        self.0.put_role_policy().role_name(name).policy_name(policy_name).policy_document(document).send().await?;
+        Ok(())
+    }
+
+    async fn delete_role_policy(&self, name: &str, policy_name: &str) -> Result<(), AwsError> {
+        self.0.delete_role_policy().role_name(name).policy_name(policy_name).send().await?;
+        Ok(())
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<(), AwsError> {
+        self.0.delete_role().role_name(name).send().await?;
+        Ok(())
+    }
+}
+
+/// Logical id of the execution role.
+pub const EXECUTION_COMPONENT: &str = "security/role/task-execution";
+
+/// Logical id of a service's task role.
+pub fn task_component(service: &str) -> String {
+    format!("security/role/{service}-task")
+}
+
+/// A role after its first phase: it exists (or, in plan mode, would be created), with its trust
+/// policy and managed attachments converged.
+#[derive(Debug, Clone)]
+pub struct RoleState {
+    /// Logical id.
+    pub component: String,
+    /// Role name.
+    pub name: String,
+    /// Role ARN ([`PENDING`] in plan mode when it would be created).
+    pub arn: String,
+    /// It did not exist: it was (or would be) created in this run.
+    pub created: bool,
+    /// What differed on an existing role.
+    pub attributes: Vec<AttrChange>,
+}
+
+impl RoleState {
+    /// The change this role contributes, if any.
+    pub fn change(self) -> Option<Change> {
+        if self.created {
+            Some(Change::create(self.component, self.name))
+        } else if self.attributes.is_empty() {
+            None
+        } else {
+            Some(Change::update(self.component, self.name, self.attributes))
+        }
+    }
+
+    fn arn_parts(&self, ctx: &Context) -> Result<ArnParts, StepError> {
+        ArnParts::from_role_arn(&self.arn, &ctx.region).ok_or_else(|| StepError::Conflict {
+            resource: self.component.clone(),
+            message: format!(
+                "IAM returned the role ARN {:?}, which is not arn:<partition>:iam::<account>:role/<name>",
+                self.arn
+            ),
+        })
+    }
+}
+
+/// Phase one of a role: find or create it, converge its trust policy and its managed attachments
+/// (`managed` gives the desired policy ARNs from the role's ARN parts).
+pub async fn ensure_role(
+    api: &dyn IamApi,
+    ctx: &Context,
+    mode: Mode,
+    component: String,
+    name: String,
+    managed: impl Fn(&ArnParts) -> Vec<String>,
+) -> Result<RoleState, StepError> {
+    let id = component.as_str();
+    let trust = policy::ecs_tasks_trust_policy();
+    let observed = api.get_role(&name).await.map_err(StepError::aws(id, "GetRole"))?;
+    let Some(observed) = observed else {
+        let mut state = RoleState {
+            component: component.clone(),
+            name: name.clone(),
+            arn: PENDING.into(),
+            created: true,
+            attributes: vec![],
+        };
+        if mode.is_apply() {
+            let tags = ctx.names.tags(id, &name);
+            state.arn =
+                api.create_role(&name, &trust.to_json(), &tags).await.map_err(StepError::aws(id, "CreateRole"))?;
+            let desired = managed(&state.arn_parts(ctx)?);
+            let n = name.as_str();
+            try_join_all(desired.iter().map(|arn| async move {
+                api.attach_role_policy(n, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
+            }))
+            .await?;
+        }
+        return Ok(state);
+    };
+    let mut state = RoleState {
+        component: component.clone(),
+        name: name.clone(),
+        arn: observed.arn,
+        created: false,
+        attributes: vec![],
+    };
+    let desired_managed: BTreeSet<String> = managed(&state.arn_parts(ctx)?).into_iter().collect();
+    let trust_ok = policy::same_policy(&observed.trust_policy, &trust);
+    let attached: BTreeSet<String> = api
+        .list_attached_role_policies(&name)
+        .await
+        .map_err(StepError::aws(id, "ListAttachedRolePolicies"))?
+        .into_iter()
+        .collect();
+    if !trust_ok {
+        let old = policy::decode_document(&observed.trust_policy)
+            .map(|v| v.to_string())
+            .unwrap_or(observed.trust_policy.clone());
+        state.attributes.push(AttrChange::new("assume_role_policy", Some(old), Some(trust.to_json())));
+    }
+    let to_attach: Vec<&String> = desired_managed.difference(&attached).collect();
+    let to_detach: Vec<&String> = attached.difference(&desired_managed).collect();
+    for arn in &to_attach {
+        state.attributes.push(AttrChange::new("managed_policy", None, Some(arn.to_string())));
+    }
+    for arn in &to_detach {
+        state.attributes.push(AttrChange::new("managed_policy", Some(arn.to_string()), None));
+    }
+    if mode.is_apply() {
+        let name = name.as_str();
+        let trust_json = trust.to_json();
+        let update_trust = async {
+            if !trust_ok {
+                api.update_assume_role_policy(name, &trust_json)
+                    .await
+                    .map_err(StepError::aws(id, "UpdateAssumeRolePolicy"))?;
+            }
+            Ok::<_, StepError>(())
+        };
+        let attach = try_join_all(to_attach.iter().map(|arn| async move {
+            api.attach_role_policy(name, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
+        }));
+        let detach = try_join_all(to_detach.iter().map(|arn| async move {
+            api.detach_role_policy(name, arn).await.map_err(StepError::aws(id, "DetachRolePolicy"))
+        }));
+        tokio::try_join!(update_trust, attach, detach)?;
+    }
+    Ok(state)
+}
+
+/// Phase two of a role: exactly the `desired` inline policies (name → document), compared
+/// semantically; extra inline policies are deleted.
+pub async fn converge_inline(
+    api: &dyn IamApi,
+    mode: Mode,
+    role: &mut RoleState,
+    desired: BTreeMap<String, PolicyDocument>,
+) -> Result<(), StepError> {
+    let (component, role_name) = (role.component.clone(), role.name.clone());
+    let (id, name) = (component.as_str(), role_name.as_str());
+    if role.created {
+        if mode.is_apply() {
+            try_join_all(desired.iter().map(|(policy_name, doc)| async move {
+                api.put_role_policy(name, policy_name, &doc.to_json())
+                    .await
+                    .map_err(StepError::aws(id, "PutRolePolicy"))
+            }))
+            .await?;
+        }
+        return Ok(());
+    }
+    let existing: BTreeSet<String> =
+        api.list_role_policies(name).await.map_err(StepError::aws(id, "ListRolePolicies"))?.into_iter().collect();
+    // Which desired policies are missing or differ.
+    let observed = try_join_all(desired.iter().map(|(policy_name, doc)| {
+        let present = existing.contains(policy_name);
+        async move {
+            let current = if present {
+                api.get_role_policy(name, policy_name).await.map_err(StepError::aws(id, "GetRolePolicy"))?
+            } else {
+                None
+            };
+            let same = current.as_deref().is_some_and(|raw| policy::same_policy(raw, doc));
+            let old = current.map(|raw| policy::decode_document(&raw).map(|v| v.to_string()).unwrap_or(raw));
+            Ok::<_, StepError>((policy_name, doc, same, old))
+        }
+    }))
+    .await?;
+    let to_put: Vec<_> = observed.into_iter().filter(|(_, _, same, _)| !same).collect();
+    let to_delete: Vec<&String> = existing.iter().filter(|p| !desired.contains_key(*p)).collect();
+    for (policy_name, doc, _, old) in &to_put {
+        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), old.clone(), Some(doc.to_json())));
+    }
+    for policy_name in &to_delete {
+        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), Some("(present)".into()), None));
+    }
+    if mode.is_apply() {
+        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
+            api.put_role_policy(name, policy_name, &doc.to_json()).await.map_err(StepError::aws(id, "PutRolePolicy"))
+        }));
+        let delete = try_join_all(to_delete.iter().map(|policy_name| async move {
+            api.delete_role_policy(name, policy_name).await.map_err(StepError::aws(id, "DeleteRolePolicy"))
+        }));
+        tokio::try_join!(put, delete)?;
+    }
+    Ok(())
+}
+
+/// Phase one of the execution role (it needs the secret ARNs only for phase two).
+pub async fn ensure_execution_role(api: &dyn IamApi, ctx: &Context, mode: Mode) -> Result<RoleState, StepError> {
+    ensure_role(api, ctx, mode, EXECUTION_COMPONENT.into(), ctx.names.execution_role(), |arn| {
+        vec![policy::execution_managed_policy_arn(&arn.partition)]
+    })
+    .await
+}
+
+/// Phase two of the execution role: its inline policy reads exactly `secret_arns`.
+pub async fn finish_execution_role(
+    api: &dyn IamApi,
+    mode: Mode,
+    mut role: RoleState,
+    secret_arns: &[String],
+) -> Result<RoleState, StepError> {
+    let desired = policy::execution_secrets_policy(secret_arns)
+        .map(|doc| BTreeMap::from([(policy::EXECUTION_SECRETS_POLICY.to_string(), doc)]))
+        .unwrap_or_default();
+    if mode.is_apply() && secret_arns.iter().any(|a| !is_known(a)) {
+        return Err(StepError::Conflict {
+            resource: role.component.clone(),
+            message: "a secret ARN is unknown after apply; the execution role policy cannot name it".into(),
+        });
+    }
+    converge_inline(api, mode, &mut role, desired).await?;
+    Ok(role)
+}
+
+/// Both phases of a service's task role.
+pub async fn converge_task_role(
+    api: &dyn IamApi,
+    ctx: &Context,
+    mode: Mode,
+    service: &ServiceSpec,
+) -> Result<RoleState, StepError> {
+    let mut role =
+        ensure_role(api, ctx, mode, task_component(&service.name), ctx.names.task_role(&service.name), |_| vec![])
+            .await?;
+    if role.created && !mode.is_apply() {
+        return Ok(role);
+    }
+    let doc = policy::task_policy(&ctx.names, service, &role.arn_parts(ctx)?);
+    converge_inline(api, mode, &mut role, BTreeMap::from([(policy::TASK_POLICY.to_string(), doc)])).await?;
+    Ok(role)
+}
+
+/// Every task role, concurrently.
+pub async fn converge_task_roles(
+    api: &dyn IamApi,
+    ctx: &Context,
+    mode: Mode,
+) -> Result<Vec<(String, RoleState)>, StepError> {
+    try_join_all(
+        ctx.config
+            .services
+            .iter()
+            .map(|s| async move { Ok::<_, StepError>((s.name.clone(), converge_task_role(api, ctx, mode, s).await?)) }),
+    )
+    .await
+}
+
+/// Deletes one role: managed policies detached, inline policies deleted, then the role.
+async fn destroy_role(api: &dyn IamApi, component: String, name: String) -> Result<Option<Change>, StepError> {
+    let id = component.as_str();
+    let n = name.as_str();
+    let attached = match api.list_attached_role_policies(n).await {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(StepError::aws(id, "ListAttachedRolePolicies")(e)),
+    };
+    let inline = match api.list_role_policies(n).await {
+        Ok(p) => p,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(StepError::aws(id, "ListRolePolicies")(e)),
+    };
+    let detach = try_join_all(attached.iter().map(|arn| async move {
+        match api.detach_role_policy(n, arn).await {
+            Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DetachRolePolicy")(e)),
+            _ => Ok(()),
+        }
+    }));
+    let delete_inline = try_join_all(inline.iter().map(|p| async move {
+        match api.delete_role_policy(n, p).await {
+            Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DeleteRolePolicy")(e)),
+            _ => Ok(()),
+        }
+    }));
+    tokio::try_join!(detach, delete_inline)?;
+    match api.delete_role(n).await {
+        Ok(()) => Ok(Some(Change::delete(component, name))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(StepError::aws(id, "DeleteRole")(e)),
+    }
+}
+
+/// Deletes the execution role and every task role of the environment (found by name).
+pub async fn destroy(api: &dyn IamApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
+    let mut roles = vec![(EXECUTION_COMPONENT.to_string(), ctx.names.execution_role())];
+    roles.extend(ctx.config.services.iter().map(|s| (task_component(&s.name), ctx.names.task_role(&s.name))));
+    let changes = try_join_all(roles.into_iter().map(|(component, name)| destroy_role(api, component, name))).await?;
+    Ok(changes.into_iter().flatten().collect())
+}

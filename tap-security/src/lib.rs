@@ -1,0 +1,151 @@
+//! `tap-security`: the security groups, IAM roles and Secrets Manager secrets of a tap environment.
+//!
+//! - [`groups`]: the load balancer's security group (TCP 80 and 443 from anywhere) and one group per
+//!   service (its port from the load balancer's group when routed, and from the groups of the
+//!   services in its `allow_from`); rules converge exactly, extra rules are revoked.
+//! - [`iam`] and [`policy`]: the shared task-execution role (managed
+//!   `AmazonECSTaskExecutionRolePolicy` + `secretsmanager:GetSecretValue` on exactly the secrets)
+//!   and one task role per service (its own log group, plus its `permissions`), all trusted by
+//!   `ecs-tasks.amazonaws.com`; typed policy documents compared semantically.
+//! - [`secrets`]: one secret per `config.secrets` entry, a JSON object of fixed and generated
+//!   fields, created once and never regenerated, read or printed afterwards.
+//!
+//! The three run concurrently; only the execution role's inline policy waits for the secret ARNs.
+//!
+//! **Reads** from the [`Context`]: `NetworkOutputs::vpc_id` (the VPC of the security groups).
+//! **Writes**: [`SecurityOutputs`] (group ids, role ARNs, secret ARNs; [`PENDING`](tap_core::outputs::PENDING) in plan mode for
+//! what deploy would create).
+//!
+//! ```no_run
+//! # async fn example(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! use tap_core::outputs::{NetworkOutputs, SecurityOutputs};
+//! use tap_core::{Config, Context, Step};
+//!
+//! let ctx = Context::new(Config::default());
+//! ctx.put(NetworkOutputs { vpc_id: "vpc-0abc".into(), public_subnets: vec![], private_subnets: vec![] });
+//! let step = tap_security::SecurityStep::from_clients(clients);
+//! for change in step.plan(&ctx).await? {
+//!     println!("{change}");
+//! }
+//! let outputs: SecurityOutputs = ctx.get("example")?;
+//! println!("execution role: {}", outputs.execution_role_arn);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod groups;
+pub mod iam;
+pub mod policy;
+pub mod secrets;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tap_core::aws::AwsClients;
+use tap_core::outputs::SecurityOutputs;
+use tap_core::step::OutputKind;
+use tap_core::wait::Backoff;
+use tap_core::{Change, Context, Mode, Step, StepError};
+
+pub use groups::{Ec2Api, SdkEc2};
+pub use iam::{IamApi, SdkIam};
+pub use secrets::{SdkSecrets, SecretValue, SecretsApi};
+
+/// The security step: security groups, IAM roles and secrets.
+pub struct SecurityStep {
+    ec2: Arc<dyn Ec2Api>,
+    iam: Arc<dyn IamApi>,
+    secrets: Arc<dyn SecretsApi>,
+    dependency_backoff: Backoff,
+}
+
+impl SecurityStep {
+    /// A step over these APIs.
+    pub fn new(ec2: Arc<dyn Ec2Api>, iam: Arc<dyn IamApi>, secrets: Arc<dyn SecretsApi>) -> Self {
+        SecurityStep { ec2, iam, secrets, dependency_backoff: groups::dependency_backoff() }
+    }
+
+    /// A step over the real SDK clients.
+    pub fn from_clients(clients: &AwsClients) -> Self {
+        Self::new(
+            Arc::new(SdkEc2(clients.ec2.clone())),
+            Arc::new(SdkIam(clients.iam.clone())),
+            Arc::new(SdkSecrets(clients.secrets.clone())),
+        )
+    }
+
+    /// How long `destroy` retries deleting a security group that still has dependencies.
+    pub fn with_dependency_backoff(mut self, backoff: Backoff) -> Self {
+        self.dependency_backoff = backoff;
+        self
+    }
+
+    /// The one code path of plan and apply: compares AWS with the config, changes it in
+    /// [`Mode::Apply`], writes [`SecurityOutputs`] and returns the changes.
+    #[tracing::instrument(name = "security", skip_all, fields(mode = ?mode))]
+    pub async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let groups = groups::converge(&*self.ec2, ctx, mode);
+        let task_roles = iam::converge_task_roles(&*self.iam, ctx, mode);
+        let execution = async {
+            let (secrets, role) = tokio::try_join!(
+                secrets::converge(&*self.secrets, ctx, mode),
+                iam::ensure_execution_role(&*self.iam, ctx, mode)
+            )?;
+            let arns: Vec<String> =
+                ctx.config.secrets.iter().filter_map(|s| secrets.arns.get(&s.name).cloned()).collect();
+            let role = iam::finish_execution_role(&*self.iam, mode, role, &arns).await?;
+            Ok::<_, StepError>((secrets, role))
+        };
+        let (groups, task_roles, (secrets, execution_role)) = tokio::try_join!(groups, task_roles, execution)?;
+
+        ctx.put(SecurityOutputs {
+            alb_security_group_id: groups.alb,
+            service_security_group_ids: groups.services,
+            execution_role_arn: execution_role.arn.clone(),
+            task_role_arns: task_roles.iter().map(|(service, role)| (service.clone(), role.arn.clone())).collect(),
+            secret_arns: secrets.arns,
+        });
+        let mut changes = groups.changes;
+        changes.extend(execution_role.change());
+        changes.extend(task_roles.into_iter().filter_map(|(_, role)| role.change()));
+        changes.extend(secrets.changes);
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl Step for SecurityStep {
+    fn name(&self) -> &'static str {
+        "security"
+    }
+
+    fn needs(&self) -> &'static [OutputKind] {
+        &[OutputKind::Network]
+    }
+
+    fn produces(&self) -> OutputKind {
+        OutputKind::Security
+    }
+
+    async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Plan).await
+    }
+
+    async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        self.converge(ctx, Mode::Apply).await
+    }
+
+    #[tracing::instrument(name = "security.destroy", skip_all)]
+    async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+        let (groups, roles, secrets) = tokio::try_join!(
+            groups::destroy(&*self.ec2, ctx, self.dependency_backoff),
+            iam::destroy(&*self.iam, ctx),
+            secrets::destroy(&*self.secrets, ctx),
+        )?;
+        Ok(groups.into_iter().chain(roles).chain(secrets).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,344 @@
+//! Secrets Manager secrets `tap-{name}-{s}`: a JSON object of fixed fields and fields whose values
+//! Secrets Manager generates. Created once and never regenerated or rewritten: later deploys only
+//! `DescribeSecret` (they never read the value), and a secret scheduled for deletion is restored.
+//!
+//! Secret values live only in [`SecretValue`], whose `Debug` and `Display` print `(redacted)`, so
+//! they cannot reach a log line, a plan or an error message.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use tap_core::config::SecretSpec;
+use tap_core::naming::Tag;
+use tap_core::outputs::PENDING;
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+
+/// Length of every generated value.
+pub const GENERATED_LENGTH: i64 = 32;
+
+/// Characters generated values never contain: quotes, whitespace and the characters that have a
+/// meaning in connection strings and URLs (`user:pass@host/db?x=y`, `key=value;…`).
+pub const EXCLUDED_CHARACTERS: &str = "\"'`\\/@:;?#[]{}()<>%&+=,|^~$! ";
+
+/// A secret value (a generated password or a whole secret document). Its `Debug` and `Display`
+/// print `(redacted)`; only [`SecretValue::expose`] gives the value, to send it to AWS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        SecretValue(value.into())
+    }
+
+    /// The value itself: only for the request that stores it in AWS.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+/// A secret as `DescribeSecret` shows it (metadata only, never the value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedSecret {
+    /// The full ARN (with Secrets Manager's random suffix).
+    pub arn: String,
+    /// `DeletedDate` is set: the secret is scheduled for deletion and can be restored.
+    pub scheduled_for_deletion: bool,
+}
+
+/// A `CreateSecret` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSecret {
+    /// Secret name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The JSON document (redacted in `Debug`).
+    pub value: SecretValue,
+    /// Idempotency token, derived from the environment and the logical name.
+    pub client_request_token: String,
+    /// Tags.
+    pub tags: Vec<Tag>,
+}
+
+/// The Secrets Manager calls this crate makes.
+#[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
+#[async_trait]
+pub trait SecretsApi: Send + Sync {
+    /// `DescribeSecret`; `None` when there is no such secret.
+    async fn describe_secret(&self, name: &str) -> Result<Option<ObservedSecret>, AwsError>;
+    /// `GetRandomPassword` of `length` characters without `exclude_characters`.
+    async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError>;
+    /// `CreateSecret`; returns the ARN.
+    async fn create_secret(&self, secret: &NewSecret) -> Result<String, AwsError>;
+    /// `RestoreSecret` (cancels a scheduled deletion).
+    async fn restore_secret(&self, name: &str) -> Result<(), AwsError>;
+    /// `DeleteSecret` with `ForceDeleteWithoutRecovery`.
+    async fn delete_secret(&self, name: &str) -> Result<(), AwsError>;
+}
+
+/// [`SecretsApi`] over the AWS SDK.
+#[derive(Debug, Clone)]
+pub struct SdkSecrets(pub aws_sdk_secretsmanager::Client);
+
+#[async_trait]
+impl SecretsApi for SdkSecrets {
+    async fn describe_secret(&self, name: &str) -> Result<Option<ObservedSecret>, AwsError> {
+        match self.0.describe_secret().secret_id(name).send().await {
+            Ok(out) => Ok(Some(ObservedSecret {
+                arn: out.arn().unwrap_or_default().to_string(),
+                scheduled_for_deletion: out.deleted_date().is_some(),
+            })),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError> {
+        let out = self
+            .0
+            .get_random_password()
+            .password_length(length)
+            .exclude_characters(exclude_characters)
+            .include_space(false)
+            .require_each_included_type(true)
+            .send()
+            .await?;
+        out.random_password()
+            .map(SecretValue::new)
+            .ok_or_else(|| AwsError::new("MissingRandomPassword", "GetRandomPassword returned no password"))
+    }
+
+    async fn create_secret(&self, secret: &NewSecret) -> Result<String, AwsError> {
+        let tags = secret
+            .tags
+            .iter()
+            .map(|(k, v)| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(v).build())
+            .collect::<Vec<_>>();
+        let out = self
+            .0
+            .create_secret()
+            .name(&secret.name)
+            .description(&secret.description)
+            .secret_string(secret.value.expose())
+            .client_request_token(&secret.client_request_token)
+            .set_tags(Some(tags))
+            .send()
+            .await?;
+        Ok(out.arn().unwrap_or_default().to_string())
+    }
+
+    async fn restore_secret(&self, name: &str) -> Result<(), AwsError> {
+        self.0.restore_secret().secret_id(name).send().await?;
+        Ok(())
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), AwsError> {
+        self.0.delete_secret().secret_id(name).force_delete_without_recovery(true).send().await?;
+        Ok(())
+    }
+}
+
+/// Logical id of a secret.
+pub fn component(logical: &str) -> String {
+    format!("security/secret/{logical}")
+}
+
+/// The `CreateSecret` idempotency token of a secret: the same for every run of the same
+/// environment, so a retried create does not make a second version (32-64 characters).
+pub fn client_request_token(env: &str, logical: &str) -> String {
+    let seed = format!("tap/{env}/secret/{logical}/initial-version");
+    format!(
+        "tap-{:016x}{:016x}",
+        fnv1a64(seed.as_bytes(), 0xcbf2_9ce4_8422_2325),
+        fnv1a64(seed.as_bytes(), 0x6c62_272e_07bb_0142)
+    )
+}
+
+// FNV-1a: small, stable across Rust releases (unlike `DefaultHasher`).
+fn fnv1a64(bytes: &[u8], offset: u64) -> u64 {
+    bytes.iter().fold(offset, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The secrets' ARNs by logical name, and the changes.
+#[derive(Debug, Default)]
+pub struct SecretsResult {
+    /// Logical name → ARN ([`PENDING`] in plan mode for a secret to create).
+    pub arns: BTreeMap<String, String>,
+    /// Created or restored secrets.
+    pub changes: Vec<Change>,
+}
+
+/// Makes every configured secret exist (never touching the value of one that does).
+pub async fn converge(api: &dyn SecretsApi, ctx: &Context, mode: Mode) -> Result<SecretsResult, StepError> {
+    let results = try_join_all(ctx.config.secrets.iter().map(|spec| converge_one(api, ctx, mode, spec))).await?;
+    let mut out = SecretsResult::default();
+    for (logical, arn, change) in results {
+        out.arns.insert(logical, arn);
+        out.changes.extend(change);
+    }
+    Ok(out)
+}
+
+async fn converge_one(
+    api: &dyn SecretsApi,
+    ctx: &Context,
+    mode: Mode,
+    spec: &SecretSpec,
+) -> Result<(String, String, Option<Change>), StepError> {
+    let name = ctx.names.secret(&spec.name);
+    let id = component(&spec.name);
+    let observed = api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))?;
+    match observed {
+        Some(secret) if !secret.scheduled_for_deletion => Ok((spec.name.clone(), secret.arn, None)),
+        Some(secret) => {
+            let change = Change::update(
+                &id,
+                &name,
+                vec![AttrChange::new("scheduled_for_deletion", Some("true".into()), Some("false".into()))],
+            );
+            if mode.is_apply() {
+                tracing::info!(secret = %name, "restoring secret scheduled for deletion");
+                api.restore_secret(&name).await.map_err(StepError::aws(&id, "RestoreSecret"))?;
+            }
+            Ok((spec.name.clone(), secret.arn, Some(change)))
+        }
+        None => {
+            let keys: Vec<&str> =
+                spec.fixed_fields.keys().chain(spec.generated_fields.iter()).map(String::as_str).collect();
+            let change = Change {
+                attributes: vec![AttrChange::new("keys", None, Some(keys.join(", ")))],
+                ..Change::create(&id, &name)
+            };
+            if !mode.is_apply() {
+                return Ok((spec.name.clone(), PENDING.to_string(), Some(change)));
+            }
+            let arn = create(api, ctx, spec, &name, &id).await?;
+            Ok((spec.name.clone(), arn, Some(change)))
+        }
+    }
+}
+
+async fn create(
+    api: &dyn SecretsApi,
+    ctx: &Context,
+    spec: &SecretSpec,
+    name: &str,
+    id: &str,
+) -> Result<String, StepError> {
+    let generated = try_join_all(spec.generated_fields.iter().map(|field| async move {
+        let value = api
+            .get_random_password(GENERATED_LENGTH, EXCLUDED_CHARACTERS)
+            .await
+            .map_err(StepError::aws(id, "GetRandomPassword"))?;
+        Ok::<_, StepError>((field.as_str(), value))
+    }))
+    .await?;
+    let value = document(spec, &generated);
+    let secret = NewSecret {
+        name: name.to_string(),
+        description: format!("tap {} of environment {}", spec.name, ctx.names.env()),
+        value,
+        client_request_token: client_request_token(ctx.names.env(), &spec.name),
+        tags: ctx.names.tags(id, name),
+    };
+    match api.create_secret(&secret).await {
+        Ok(arn) => Ok(arn),
+        // Created meanwhile (a concurrent or interrupted run): keep that one, never overwrite it.
+        Err(e) if e.is("ResourceExistsException") => {
+            let existing = api.describe_secret(name).await.map_err(StepError::aws(id, "DescribeSecret"))?;
+            existing.map(|s| s.arn).ok_or_else(|| StepError::aws(id, "CreateSecret")(e))
+        }
+        Err(e) => Err(StepError::aws(id, "CreateSecret")(e)),
+    }
+}
+
+/// The secret's JSON document: the fixed fields and the generated ones.
+fn document(spec: &SecretSpec, generated: &[(&str, SecretValue)]) -> SecretValue {
+    let mut fields: BTreeMap<&str, &str> = spec.fixed_fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for (field, value) in generated {
+        fields.insert(*field, value.expose());
+    }
+    // A map of strings always serializes.
+    SecretValue::new(serde_json::to_string(&fields).unwrap_or_default())
+}
+
+/// Deletes every configured secret of the environment without a recovery window.
+pub async fn destroy(api: &dyn SecretsApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
+    let changes = try_join_all(ctx.config.secrets.iter().map(|spec| async move {
+        let name = ctx.names.secret(&spec.name);
+        let id = component(&spec.name);
+        match api.delete_secret(&name).await {
+            Ok(()) => Ok(Some(Change::delete(id, name))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(StepError::aws(id, "DeleteSecret")(e)),
+        }
+    }))
+    .await?;
+    Ok(changes.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_value_never_prints() {
+        let v = SecretValue::new("hunter2-very-secret");
+        assert_eq!(format!("{v}"), "(redacted)");
+        assert_eq!(format!("{v:?}"), "(redacted)");
+        let req = NewSecret {
+            name: "tap-db-credentials-dev".into(),
+            description: "d".into(),
+            value: v.clone(),
+            client_request_token: "t".into(),
+            tags: vec![],
+        };
+        let shown = format!("{req:?} {req:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("(redacted)"));
+        assert_eq!(v.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn document_holds_fixed_and_generated_fields() {
+        let spec = SecretSpec {
+            name: "db-credentials".into(),
+            fixed_fields: BTreeMap::from([("username".into(), "tap_admin".into())]),
+            generated_fields: vec!["password".into()],
+        };
+        let doc = document(&spec, &[("password", SecretValue::new("pw"))]);
+        let parsed: serde_json::Value = serde_json::from_str(doc.expose()).unwrap();
+        assert_eq!(parsed, serde_json::json!({"username": "tap_admin", "password": "pw"}));
+        assert_eq!(format!("{doc:?}"), "(redacted)");
+    }
+
+    #[test]
+    fn request_token_is_deterministic_and_valid() {
+        let a = client_request_token("dev", "db-credentials");
+        assert_eq!(a, client_request_token("dev", "db-credentials"));
+        assert_ne!(a, client_request_token("dev", "api-keys"));
+        assert_ne!(a, client_request_token("prod", "db-credentials"));
+        assert!((32..=64).contains(&a.len()), "{a}");
+    }
+}

@@ -1,0 +1,651 @@
+//! Unit tests of the security step, driven through mocks of the three AWS APIs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tap_core::naming::Tag;
+use tap_core::outputs::{NetworkOutputs, SecurityOutputs, PENDING};
+use tap_core::wait::Backoff;
+use tap_core::{Action, AwsError, Config, Context, Step};
+
+use crate::groups::{MockEc2Api, ObservedGroup, Rule, RuleSource};
+use crate::iam::{MockIamApi, ObservedRole};
+use crate::policy::{self, ArnParts};
+use crate::secrets::{MockSecretsApi, NewSecret, ObservedSecret, SecretValue};
+use crate::SecurityStep;
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "eu-west-1";
+const MANAGED: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
+
+fn ctx() -> Context {
+    let ctx = Context::new(Config::default()).with_region(REGION);
+    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] });
+    ctx
+}
+
+fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/{name}")
+}
+
+fn secret_arn(name: &str) -> String {
+    format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf")
+}
+
+fn sg_id(name: &str) -> String {
+    // tap-api-gateway-sg-dev → sg-api-gateway
+    format!("sg-{}", name.trim_start_matches("tap-").trim_end_matches("-sg-dev"))
+}
+
+fn anywhere(port: u16) -> Rule {
+    Rule::tcp(port, RuleSource::Cidr("0.0.0.0/0".into()))
+}
+
+fn from_group(port: u16, group: &str) -> Rule {
+    Rule::tcp(port, RuleSource::Group(group.into()))
+}
+
+fn egress_all() -> Rule {
+    Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))
+}
+
+/// How IAM returns documents: URL-encoded.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn fast() -> Backoff {
+    Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2), timeout: Duration::from_secs(2) }
+}
+
+/// What AWS holds, for the read-only mock calls.
+#[derive(Clone, Default)]
+struct World {
+    groups: Vec<ObservedGroup>,
+    /// Role name → (role, attached managed ARNs, inline policy name → raw document).
+    roles: BTreeMap<String, (ObservedRole, Vec<String>, BTreeMap<String, String>)>,
+    secrets: BTreeMap<String, ObservedSecret>,
+}
+
+fn desired_task_policy(service: &str) -> policy::PolicyDocument {
+    let config = Config::default();
+    let names = tap_core::naming::Names::new(&config);
+    let parts = ArnParts::from_role_arn(&role_arn(&names.task_role(service)), REGION).unwrap();
+    policy::task_policy(&names, config.service(service).unwrap(), &parts)
+}
+
+fn secret_arns() -> Vec<String> {
+    vec![secret_arn("tap-db-credentials-dev"), secret_arn("tap-api-keys-dev")]
+}
+
+/// Everything exactly as the SPEC wants it.
+fn converged() -> World {
+    let group = |component: &str, name: &str, ingress: Vec<Rule>| ObservedGroup {
+        id: sg_id(name),
+        name: name.into(),
+        component: Some(component.into()),
+        ingress,
+        egress: vec![egress_all()],
+    };
+    let trust = url_encode(&policy::ecs_tasks_trust_policy().to_json());
+    let mut roles = BTreeMap::new();
+    let exec_policy = policy::execution_secrets_policy(&secret_arns()).unwrap();
+    roles.insert(
+        "tap-task-execution-dev".to_string(),
+        (
+            ObservedRole { arn: role_arn("tap-task-execution-dev"), trust_policy: trust.clone() },
+            vec![MANAGED.to_string()],
+            BTreeMap::from([("read-secrets".to_string(), url_encode(&exec_policy.to_json()))]),
+        ),
+    );
+    for s in SERVICES {
+        let name = format!("tap-{s}-task-dev");
+        roles.insert(
+            name.clone(),
+            (
+                ObservedRole { arn: role_arn(&name), trust_policy: trust.clone() },
+                vec![],
+                BTreeMap::from([("task-permissions".to_string(), url_encode(&desired_task_policy(s).to_json()))]),
+            ),
+        );
+    }
+    World {
+        groups: vec![
+            group("security/sg/alb", "tap-alb-sg-dev", vec![anywhere(80), anywhere(443)]),
+            group("security/sg/frontend", "tap-frontend-sg-dev", vec![from_group(3000, "sg-alb")]),
+            group("security/sg/api-gateway", "tap-api-gateway-sg-dev", vec![from_group(8080, "sg-alb")]),
+            group(
+                "security/sg/processing-service",
+                "tap-processing-service-sg-dev",
+                vec![from_group(9000, "sg-api-gateway")],
+            ),
+        ],
+        roles,
+        secrets: ["tap-db-credentials-dev", "tap-api-keys-dev"]
+            .into_iter()
+            .map(|n| (n.to_string(), ObservedSecret { arn: secret_arn(n), scheduled_for_deletion: false }))
+            .collect(),
+    }
+}
+
+struct Mocks {
+    ec2: MockEc2Api,
+    iam: MockIamApi,
+    secrets: MockSecretsApi,
+}
+
+impl Mocks {
+    /// Read-only calls answer from `world`; mutating calls have no expectation yet.
+    fn reading(world: &World) -> Self {
+        let mut ec2 = MockEc2Api::new();
+        let w = world.clone();
+        ec2.expect_describe_security_groups().returning(move |env, _| {
+            assert_eq!(env, "dev");
+            Ok(w.groups.clone())
+        });
+        let mut iam = MockIamApi::new();
+        let w = world.clone();
+        iam.expect_get_role().returning(move |name| Ok(w.roles.get(name).map(|r| r.0.clone())));
+        let w = world.clone();
+        iam.expect_list_attached_role_policies().returning(move |name| match w.roles.get(name) {
+            Some(r) => Ok(r.1.clone()),
+            None => Err(AwsError::new("NoSuchEntity", "no role")),
+        });
+        let w = world.clone();
+        iam.expect_list_role_policies().returning(move |name| match w.roles.get(name) {
+            Some(r) => Ok(r.2.keys().cloned().collect()),
+            None => Err(AwsError::new("NoSuchEntity", "no role")),
+        });
+        let w = world.clone();
+        iam.expect_get_role_policy()
+            .returning(move |name, policy| Ok(w.roles.get(name).and_then(|r| r.2.get(policy).cloned())));
+        let mut secrets = MockSecretsApi::new();
+        let w = world.clone();
+        secrets.expect_describe_secret().returning(move |name| Ok(w.secrets.get(name).cloned()));
+        Mocks { ec2, iam, secrets }
+    }
+
+    /// Every mutating call is forbidden.
+    fn forbid_mutations(mut self) -> Self {
+        self.ec2.expect_create_security_group().never();
+        self.ec2.expect_authorize_ingress().never();
+        self.ec2.expect_revoke_ingress().never();
+        self.ec2.expect_authorize_egress().never();
+        self.ec2.expect_revoke_egress().never();
+        self.ec2.expect_delete_security_group().never();
+        self.iam.expect_create_role().never();
+        self.iam.expect_update_assume_role_policy().never();
+        self.iam.expect_attach_role_policy().never();
+        self.iam.expect_detach_role_policy().never();
+        self.iam.expect_put_role_policy().never();
+        self.iam.expect_delete_role_policy().never();
+        self.iam.expect_delete_role().never();
+        self.secrets.expect_get_random_password().never();
+        self.secrets.expect_create_secret().never();
+        self.secrets.expect_restore_secret().never();
+        self.secrets.expect_delete_secret().never();
+        self
+    }
+
+    fn step(self) -> SecurityStep {
+        SecurityStep::new(Arc::new(self.ec2), Arc::new(self.iam), Arc::new(self.secrets))
+            .with_dependency_backoff(fast())
+    }
+}
+
+fn summary(changes: &[tap_core::Change]) -> Vec<(String, Action)> {
+    let mut v: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    v.sort();
+    v
+}
+
+fn all_resources(action: Action) -> Vec<(String, Action)> {
+    let mut v = vec![("security/sg/alb".to_string(), action)];
+    for s in SERVICES {
+        v.push((format!("security/sg/{s}"), action));
+        v.push((format!("security/role/{s}-task"), action));
+    }
+    v.push(("security/role/task-execution".into(), action));
+    v.push(("security/secret/db-credentials".into(), action));
+    v.push(("security/secret/api-keys".into(), action));
+    v.sort();
+    v
+}
+
+fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
+    tags.iter().any(|(k, v)| k == key && v == value)
+}
+
+#[tokio::test]
+async fn from_nothing_creates_exactly_the_spec_resources() {
+    let mut m = Mocks::reading(&World::default());
+    // Security groups, tagged, in the VPC.
+    m.ec2
+        .expect_create_security_group()
+        .withf(|name, description, vpc, tags| {
+            vpc == "vpc-1"
+                && !description.is_empty()
+                && has_tag(tags, "Environment", "dev")
+                && has_tag(tags, "Name", name)
+                && has_tag(tags, "ManagedBy", "tap")
+                && [
+                    ("tap-alb-sg-dev", "security/sg/alb"),
+                    ("tap-frontend-sg-dev", "security/sg/frontend"),
+                    ("tap-api-gateway-sg-dev", "security/sg/api-gateway"),
+                    ("tap-processing-service-sg-dev", "security/sg/processing-service"),
+                ]
+                .iter()
+                .any(|(n, c)| n == &name && has_tag(tags, "tap:component", c))
+        })
+        .times(4)
+        .returning(|name, _, _, _| Ok(sg_id(name)));
+    let rules = |group: &'static str, want: Vec<Rule>| move |g: &str, r: &[Rule]| g == group && r == want.as_slice();
+    m.ec2
+        .expect_authorize_ingress()
+        .withf(rules("sg-alb", vec![anywhere(80), anywhere(443)]))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.ec2
+        .expect_authorize_ingress()
+        .withf(rules("sg-frontend", vec![from_group(3000, "sg-alb")]))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.ec2
+        .expect_authorize_ingress()
+        .withf(rules("sg-api-gateway", vec![from_group(8080, "sg-alb")]))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.ec2
+        .expect_authorize_ingress()
+        .withf(rules("sg-processing-service", vec![from_group(9000, "sg-api-gateway")]))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.ec2.expect_revoke_ingress().never();
+    m.ec2.expect_authorize_egress().never();
+    m.ec2.expect_revoke_egress().never();
+
+    // Roles: ECS tasks trust, tags, the managed policy on the execution role only.
+    let trust = policy::ecs_tasks_trust_policy().to_value();
+    m.iam
+        .expect_create_role()
+        .withf(move |name, doc, tags| {
+            serde_json::from_str::<Value>(doc).unwrap() == trust
+                && has_tag(tags, "Environment", "dev")
+                && has_tag(tags, "Name", name)
+                && [
+                    "tap-task-execution-dev",
+                    "tap-frontend-task-dev",
+                    "tap-api-gateway-task-dev",
+                    "tap-processing-service-task-dev",
+                ]
+                .contains(&name)
+        })
+        .times(4)
+        .returning(|name, _, _| Ok(role_arn(name)));
+    m.iam
+        .expect_attach_role_policy()
+        .withf(|name, arn| name == "tap-task-execution-dev" && arn == MANAGED)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let exec_doc = policy::execution_secrets_policy(&secret_arns()).unwrap().to_value();
+    m.iam
+        .expect_put_role_policy()
+        .withf(move |name, policy, doc| {
+            name == "tap-task-execution-dev"
+                && policy == "read-secrets"
+                && serde_json::from_str::<Value>(doc).unwrap() == exec_doc
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    for s in SERVICES {
+        let want = desired_task_policy(s).to_value();
+        let role = format!("tap-{s}-task-dev");
+        m.iam
+            .expect_put_role_policy()
+            .withf(move |name, policy, doc| {
+                name == role && policy == "task-permissions" && serde_json::from_str::<Value>(doc).unwrap() == want
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+    }
+
+    // Secrets: generated values, JSON with the right keys, deterministic token, tags.
+    let n = Arc::new(Mutex::new(0));
+    m.secrets
+        .expect_get_random_password()
+        .withf(|len, exclude| {
+            *len == 32 && ['@', '/', ':', '"', '\'', '\\', '?', '#', '%', ' '].iter().all(|c| exclude.contains(*c))
+        })
+        .times(2)
+        .returning(move |_, _| {
+            let mut n = n.lock().unwrap();
+            *n += 1;
+            Ok(SecretValue::new(format!("GENERATED-SECRET-{n}")))
+        });
+    let created: Arc<Mutex<Vec<NewSecret>>> = Arc::default();
+    let log = created.clone();
+    m.secrets.expect_create_secret().times(2).returning(move |s| {
+        log.lock().unwrap().push(s.clone());
+        Ok(secret_arn(&s.name))
+    });
+    m.secrets.expect_restore_secret().never();
+
+    let ctx = ctx();
+    let changes = m.step().apply(&ctx).await.unwrap();
+    assert_eq!(summary(&changes), all_resources(Action::Create));
+
+    let created = created.lock().unwrap().clone();
+    let by_name: BTreeMap<&str, &NewSecret> = created.iter().map(|s| (s.name.as_str(), s)).collect();
+    let db = by_name["tap-db-credentials-dev"];
+    let db_json: Value = serde_json::from_str(db.value.expose()).unwrap();
+    assert_eq!(db_json["username"], "tap_admin");
+    assert!(db_json["password"].as_str().unwrap().starts_with("GENERATED-SECRET-"));
+    assert_eq!(db_json.as_object().unwrap().len(), 2);
+    let keys: Value = serde_json::from_str(by_name["tap-api-keys-dev"].value.expose()).unwrap();
+    assert_eq!(keys.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["api_key"]);
+    assert_eq!(db.client_request_token, crate::secrets::client_request_token("dev", "db-credentials"));
+    assert!(
+        has_tag(&db.tags, "tap:component", "security/secret/db-credentials") && has_tag(&db.tags, "Environment", "dev")
+    );
+
+    // No value reaches the changes, Debug or Display.
+    let shown = format!(
+        "{created:?} {changes:?} {} {}",
+        serde_json::to_string(&changes).unwrap(),
+        changes.iter().map(|c| c.to_string()).collect::<String>()
+    );
+    assert!(!shown.contains("GENERATED-SECRET"), "a secret value leaked: {shown}");
+
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.alb_security_group_id, "sg-alb");
+    assert_eq!(out.service_security_group_ids["processing-service"], "sg-processing-service");
+    assert_eq!(out.execution_role_arn, role_arn("tap-task-execution-dev"));
+    assert_eq!(out.task_role_arns["api-gateway"], role_arn("tap-api-gateway-task-dev"));
+    assert_eq!(out.secret_arns["db-credentials"], secret_arn("tap-db-credentials-dev"));
+    assert_eq!(out.secret_arns["api-keys"], secret_arn("tap-api-keys-dev"));
+}
+
+#[tokio::test]
+async fn converged_environment_makes_no_mutating_call() {
+    let ctx = ctx();
+    let step = Mocks::reading(&converged()).forbid_mutations().step();
+    assert_eq!(step.apply(&ctx).await.unwrap(), vec![]);
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.service_security_group_ids.len(), 3);
+    assert_eq!(out.task_role_arns.len(), 3);
+    assert!(out.secret_arns.values().all(|a| a.starts_with("arn:aws:secretsmanager:")));
+}
+
+#[tokio::test]
+async fn extra_ingress_rule_is_revoked_and_nothing_else() {
+    let mut world = converged();
+    world.groups[1].ingress.push(anywhere(22));
+    let mut m = Mocks::reading(&world);
+    m.ec2
+        .expect_revoke_ingress()
+        .withf(|group, rules| group == "sg-frontend" && rules == [anywhere(22)])
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].resource.as_str(), changes[0].action), ("security/sg/frontend", Action::Update));
+    assert_eq!(changes[0].attributes[0].old.as_deref(), Some("tcp 22 from 0.0.0.0/0"));
+    assert_eq!(changes[0].attributes[0].new, None);
+}
+
+#[tokio::test]
+async fn missing_rule_is_authorized() {
+    let mut world = converged();
+    world.groups[3].ingress.clear();
+    let mut m = Mocks::reading(&world);
+    m.ec2
+        .expect_authorize_ingress()
+        .withf(|group, rules| group == "sg-processing-service" && rules == [from_group(9000, "sg-api-gateway")])
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(summary(&changes), vec![("security/sg/processing-service".to_string(), Action::Update)]);
+    assert_eq!(changes[0].attributes[0].new.as_deref(), Some("tcp 9000 from tap-api-gateway-sg-dev"));
+}
+
+#[tokio::test]
+async fn drifted_task_policy_gets_exactly_one_put() {
+    let mut world = converged();
+    // Someone removed the namespace condition: the policy no longer matches.
+    let mut loose = desired_task_policy("api-gateway").to_value();
+    loose["Statement"][1].as_object_mut().unwrap().remove("Condition");
+    world
+        .roles
+        .get_mut("tap-api-gateway-task-dev")
+        .unwrap()
+        .2
+        .insert("task-permissions".into(), url_encode(&loose.to_string()));
+    let mut m = Mocks::reading(&world);
+    let want = desired_task_policy("api-gateway").to_value();
+    m.iam
+        .expect_put_role_policy()
+        .withf(move |role, name, doc| {
+            role == "tap-api-gateway-task-dev"
+                && name == "task-permissions"
+                && serde_json::from_str::<Value>(doc).unwrap() == want
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(summary(&changes), vec![("security/role/api-gateway-task".to_string(), Action::Update)]);
+}
+
+#[tokio::test]
+async fn policy_written_with_single_values_is_not_rewritten() {
+    let mut world = converged();
+    let mut doc = desired_task_policy("frontend").to_value();
+    doc["Statement"][0]["Action"] = json!(["logs:PutLogEvents", "logs:CreateLogStream"]);
+    doc["Statement"][0]["Resource"] = doc["Statement"][0]["Resource"][0].clone();
+    world
+        .roles
+        .get_mut("tap-frontend-task-dev")
+        .unwrap()
+        .2
+        .insert("task-permissions".into(), url_encode(&doc.to_string()));
+    let changes = Mocks::reading(&world).forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(changes, vec![]);
+}
+
+#[tokio::test]
+async fn unexpected_attachments_and_inline_policies_are_removed() {
+    let mut world = converged();
+    let trust_ec2 = url_encode(&policy::ecs_tasks_trust_policy().to_json().replace("ecs-tasks", "ec2"));
+    let frontend = world.roles.get_mut("tap-frontend-task-dev").unwrap();
+    frontend.1.push("arn:aws:iam::aws:policy/AdministratorAccess".into());
+    frontend.2.insert("debug".into(), url_encode(r#"{"Version":"2012-10-17","Statement":[]}"#));
+    world.roles.get_mut("tap-processing-service-task-dev").unwrap().0.trust_policy = trust_ec2;
+    let mut m = Mocks::reading(&world);
+    m.iam
+        .expect_detach_role_policy()
+        .withf(|role, arn| role == "tap-frontend-task-dev" && arn == "arn:aws:iam::aws:policy/AdministratorAccess")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.iam
+        .expect_delete_role_policy()
+        .withf(|role, p| role == "tap-frontend-task-dev" && p == "debug")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let trust = policy::ecs_tasks_trust_policy().to_value();
+    m.iam
+        .expect_update_assume_role_policy()
+        .withf(move |role, doc| {
+            role == "tap-processing-service-task-dev" && serde_json::from_str::<Value>(doc).unwrap() == trust
+        })
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(
+        summary(&changes),
+        vec![
+            ("security/role/frontend-task".to_string(), Action::Update),
+            ("security/role/processing-service-task".to_string(), Action::Update),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn secret_scheduled_for_deletion_is_restored_not_recreated() {
+    let mut world = converged();
+    world.secrets.get_mut("tap-api-keys-dev").unwrap().scheduled_for_deletion = true;
+    let mut m = Mocks::reading(&world);
+    m.secrets.expect_restore_secret().withf(|name| name == "tap-api-keys-dev").times(1).returning(|_| Ok(()));
+    let ctx = ctx();
+    let changes = m.forbid_mutations().step().apply(&ctx).await.unwrap();
+    assert_eq!(summary(&changes), vec![("security/secret/api-keys".to_string(), Action::Update)]);
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.secret_arns["api-keys"], secret_arn("tap-api-keys-dev"));
+}
+
+#[tokio::test]
+async fn secret_value_never_reaches_an_error() {
+    let mut fresh = Mocks::reading(&World { secrets: BTreeMap::new(), ..converged() });
+    fresh.secrets.expect_get_random_password().returning(|_, _| Ok(SecretValue::new("TOP-SECRET-VALUE")));
+    fresh
+        .secrets
+        .expect_create_secret()
+        .returning(|s| Err(AwsError::new("InvalidRequestException", format!("rejected {s:?}"))));
+    let err = fresh.step().apply(&ctx()).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("CreateSecret") && shown.contains("(redacted)"), "{shown}");
+    assert!(!shown.contains("TOP-SECRET-VALUE"), "{shown}");
+}
+
+#[tokio::test]
+async fn throttling_surfaces_as_retryable_error() {
+    let mut m = Mocks::reading(&converged());
+    m.ec2.checkpoint();
+    m.ec2.expect_describe_security_groups().returning(|_, _| Err(AwsError::throttling()));
+    let err = m.forbid_mutations().step().apply(&ctx()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("DescribeSecurityGroups"), "{err}");
+
+    let mut m = Mocks::reading(&converged());
+    m.iam.checkpoint();
+    m.iam.expect_get_role().returning(|_| Err(AwsError::throttling()));
+    let err = m.forbid_mutations().step().plan(&ctx()).await.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("GetRole"), "{err}");
+}
+
+#[tokio::test]
+async fn plan_from_nothing_lists_creates_without_mutating() {
+    let ctx = ctx();
+    let changes = Mocks::reading(&World::default()).forbid_mutations().step().plan(&ctx).await.unwrap();
+    assert_eq!(summary(&changes), all_resources(Action::Create));
+    let alb = changes.iter().find(|c| c.resource == "security/sg/alb").unwrap();
+    let rules: Vec<&str> = alb.attributes.iter().filter_map(|a| a.new.as_deref()).collect();
+    assert_eq!(rules, vec!["tcp 80 from 0.0.0.0/0", "tcp 443 from 0.0.0.0/0"]);
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.alb_security_group_id, PENDING);
+    assert_eq!(out.execution_role_arn, PENDING);
+    assert!(out
+        .task_role_arns
+        .values()
+        .chain(out.secret_arns.values())
+        .chain(out.service_security_group_ids.values())
+        .all(|v| v == PENDING));
+}
+
+#[tokio::test]
+async fn plan_with_pending_vpc_does_not_call_ec2_with_it() {
+    let ctx = ctx();
+    ctx.put(NetworkOutputs { vpc_id: PENDING.into(), public_subnets: vec![], private_subnets: vec![] });
+    let mut m = Mocks::reading(&World::default());
+    m.ec2.checkpoint();
+    m.ec2.expect_describe_security_groups().never();
+    let changes = m.forbid_mutations().step().plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 10);
+}
+
+#[tokio::test]
+async fn plan_lists_drift_without_fixing_it() {
+    let mut world = converged();
+    world.groups[0].ingress.push(anywhere(22));
+    world.secrets.get_mut("tap-db-credentials-dev").unwrap().scheduled_for_deletion = true;
+    world.roles.get_mut("tap-task-execution-dev").unwrap().1.clear();
+    let changes = Mocks::reading(&world).forbid_mutations().step().plan(&ctx()).await.unwrap();
+    assert_eq!(
+        summary(&changes),
+        vec![
+            ("security/role/task-execution".to_string(), Action::Update),
+            ("security/secret/db-credentials".to_string(), Action::Update),
+            ("security/sg/alb".to_string(), Action::Update),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn destroy_on_empty_environment_succeeds() {
+    let mut m = Mocks::reading(&World::default());
+    m.iam.expect_delete_role().never();
+    m.secrets
+        .expect_delete_secret()
+        .times(2)
+        .returning(|_| Err(AwsError::new("ResourceNotFoundException", "no secret")));
+    let changes = m.step().destroy(&ctx()).await.unwrap();
+    assert_eq!(changes, vec![]);
+}
+
+#[tokio::test]
+async fn destroy_revokes_cross_references_first_and_retries_dependencies() {
+    let world = converged();
+    let mut m = Mocks::reading(&world);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    m.ec2.expect_revoke_ingress().times(3).returning(move |g, rules| {
+        assert!(rules.iter().all(|r| matches!(r.source, RuleSource::Group(_))), "only cross-group rules: {rules:?}");
+        l.lock().unwrap().push(format!("revoke {g}"));
+        Ok(())
+    });
+    let l = log.clone();
+    let alb_tries = Arc::new(Mutex::new(0));
+    m.ec2.expect_delete_security_group().times(5).returning(move |g| {
+        l.lock().unwrap().push(format!("delete {g}"));
+        let mut t = alb_tries.lock().unwrap();
+        if g == "sg-alb" {
+            *t += 1;
+        }
+        // The ALB group is still held by a network interface on the first attempt.
+        if g == "sg-alb" && *t == 1 {
+            Err(AwsError::new("DependencyViolation", "resource sg-alb has a dependent object"))
+        } else {
+            Ok(())
+        }
+    });
+    m.iam
+        .expect_detach_role_policy()
+        .withf(|r, a| r == "tap-task-execution-dev" && a == MANAGED)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.iam.expect_delete_role_policy().times(4).returning(|_, _| Ok(()));
+    m.iam.expect_delete_role().times(4).returning(|_| Ok(()));
+    m.secrets.expect_delete_secret().times(2).returning(|_| Ok(()));
+    let changes = m.step().destroy(&ctx()).await.unwrap();
+    assert_eq!(summary(&changes), all_resources(Action::Delete));
+    let log = log.lock().unwrap().clone();
+    let last_revoke = log.iter().rposition(|l| l.starts_with("revoke")).unwrap();
+    let first_delete = log.iter().position(|l| l.starts_with("delete")).unwrap();
+    assert!(last_revoke < first_delete, "{log:?}");
+}
+
+#[tokio::test]
+async fn destroy_gives_up_on_a_lasting_dependency() {
+    let world = World { groups: converged().groups[..1].to_vec(), ..World::default() };
+    let mut m = Mocks::reading(&world);
+    m.ec2.expect_delete_security_group().returning(|_| Err(AwsError::new("DependencyViolation", "still in use")));
+    m.secrets.expect_delete_secret().returning(|_| Err(AwsError::new("ResourceNotFoundException", "gone")));
+    let err = m.step().destroy(&ctx()).await.unwrap_err();
+    assert!(err.to_string().contains("DependencyViolation"), "{err}");
+}

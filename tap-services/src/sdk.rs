@@ -1,0 +1,589 @@
+//! [`ServicesApi`] over the real AWS SDK clients.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use aws_sdk_applicationautoscaling as aas;
+use aws_sdk_cloudwatchlogs as logs;
+use aws_sdk_ecr as ecr;
+use aws_sdk_ecs as ecs;
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use tap_core::aws::AwsClients;
+use tap_core::naming::Tag;
+use tap_core::AwsError;
+
+use crate::api::{RevisionStatus, ServicesApi};
+use crate::logs::ObservedLogGroup;
+use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
+use crate::service::{
+    CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
+    StrategyItem,
+};
+use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
+
+/// The services step's AWS calls over the SDK clients of a run.
+#[derive(Debug, Clone)]
+pub struct SdkServices {
+    ecs: ecs::Client,
+    logs: logs::Client,
+    autoscaling: aas::Client,
+    ecr: ecr::Client,
+    elbv2: elbv2::Client,
+}
+
+impl SdkServices {
+    /// Uses the ECS, CloudWatch Logs, Application Auto Scaling, ECR and ELBv2 clients of `clients`.
+    pub fn from_clients(clients: &AwsClients) -> Self {
+        SdkServices {
+            ecs: clients.ecs.clone(),
+            logs: clients.logs.clone(),
+            autoscaling: clients.autoscaling.clone(),
+            ecr: clients.ecr.clone(),
+            elbv2: clients.elbv2.clone(),
+        }
+    }
+}
+
+/// A request tap could not even build (a required field missing): not retryable.
+fn invalid_request(e: impl std::fmt::Display) -> AwsError {
+    AwsError { code: Some("InvalidRequest".into()), message: e.to_string(), retryable: false }
+}
+
+fn ecs_tags(tags: &[Tag]) -> Vec<ecs::types::Tag> {
+    tags.iter().map(|(k, v)| ecs::types::Tag::builder().key(k).value(v).build()).collect()
+}
+
+fn strategy(items: &[StrategyItem]) -> Result<Vec<ecs::types::CapacityProviderStrategyItem>, AwsError> {
+    items
+        .iter()
+        .map(|i| {
+            ecs::types::CapacityProviderStrategyItem::builder()
+                .capacity_provider(&i.capacity_provider)
+                .base(i.base)
+                .weight(i.weight)
+                .build()
+                .map_err(invalid_request)
+        })
+        .collect()
+}
+
+fn network(n: &NetworkConfig) -> Result<ecs::types::NetworkConfiguration, AwsError> {
+    let assign = if n.assign_public_ip { ecs::types::AssignPublicIp::Enabled } else { ecs::types::AssignPublicIp::Disabled };
+    let vpc = ecs::types::AwsVpcConfiguration::builder()
+        .set_subnets(Some(n.subnets.clone()))
+        // Always sent, even empty: some endpoints fail without the key.
+        .set_security_groups(Some(n.security_groups.clone()))
+        .assign_public_ip(assign)
+        .build()
+        .map_err(invalid_request)?;
+    Ok(ecs::types::NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+}
+
+fn load_balancers(lbs: &[LoadBalancerRef]) -> Vec<ecs::types::LoadBalancer> {
+    lbs.iter()
+        .map(|l| {
+            ecs::types::LoadBalancer::builder()
+                .target_group_arn(&l.target_group_arn)
+                .container_name(&l.container_name)
+                .container_port(l.container_port)
+                .build()
+        })
+        .collect()
+}
+
+fn registries(arns: &[String]) -> Vec<ecs::types::ServiceRegistry> {
+    arns.iter().map(|a| ecs::types::ServiceRegistry::builder().registry_arn(a).build()).collect()
+}
+
+fn deployment_configuration(cb: CircuitBreaker) -> ecs::types::DeploymentConfiguration {
+    ecs::types::DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(
+            ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
+        )
+        .build()
+}
+
+fn observed_service(s: &ecs::types::Service) -> ObservedService {
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    ObservedService {
+        name: text(s.service_name()),
+        arn: text(s.service_arn()),
+        status: text(s.status()),
+        desired_count: s.desired_count(),
+        running_count: s.running_count(),
+        pending_count: s.pending_count(),
+        task_definition: s.task_definition().map(str::to_owned),
+        capacity_provider_strategy: s
+            .capacity_provider_strategy()
+            .iter()
+            .map(|i| StrategyItem { capacity_provider: i.capacity_provider().to_string(), base: i.base(), weight: i.weight() })
+            .collect(),
+        network: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|v| NetworkConfig {
+            subnets: v.subnets().to_vec(),
+            security_groups: v.security_groups().to_vec(),
+            assign_public_ip: v.assign_public_ip() == Some(&ecs::types::AssignPublicIp::Enabled),
+        }),
+        health_check_grace_period_seconds: s.health_check_grace_period_seconds(),
+        circuit_breaker: s
+            .deployment_configuration()
+            .and_then(|d| d.deployment_circuit_breaker())
+            .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
+        load_balancers: s
+            .load_balancers()
+            .iter()
+            .filter_map(|l| {
+                Some(LoadBalancerRef {
+                    target_group_arn: l.target_group_arn()?.to_string(),
+                    container_name: text(l.container_name()),
+                    container_port: l.container_port().unwrap_or_default(),
+                })
+            })
+            .collect(),
+        service_registries: s.service_registries().iter().filter_map(|r| r.registry_arn().map(str::to_owned)).collect(),
+        deployments: s
+            .deployments()
+            .iter()
+            .map(|d| ObservedDeployment {
+                status: text(d.status()),
+                rollout_state: d.rollout_state().map(|r| r.as_str().to_string()),
+                rollout_state_reason: d.rollout_state_reason().map(str::to_owned),
+                desired_count: d.desired_count(),
+                running_count: d.running_count(),
+                pending_count: d.pending_count(),
+                task_definition: d.task_definition().map(str::to_owned),
+            })
+            .collect(),
+    }
+}
+
+fn observed_task_definition(td: &ecs::types::TaskDefinition) -> ObservedTaskDefinition {
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    let containers = td
+        .container_definitions()
+        .iter()
+        .map(|c| {
+            let mut port_mappings: Vec<(i32, String)> = c
+                .port_mappings()
+                .iter()
+                .map(|p| {
+                    let protocol = p.protocol().map(|p| p.as_str().to_ascii_lowercase()).unwrap_or_else(|| "tcp".into());
+                    (p.container_port().unwrap_or_default(), protocol)
+                })
+                .collect();
+            port_mappings.sort();
+            ContainerSpec {
+                name: text(c.name()),
+                image: text(c.image()),
+                essential: c.essential().unwrap_or(true),
+                port_mappings,
+                environment: c
+                    .environment()
+                    .iter()
+                    .map(|kv| (text(kv.name()), text(kv.value())))
+                    .collect(),
+                secrets: c.secrets().iter().map(|s| (s.name().to_string(), s.value_from().to_string())).collect(),
+                log_driver: c.log_configuration().map(|l| l.log_driver().as_str().to_string()),
+                log_options: c
+                    .log_configuration()
+                    .and_then(|l| l.options())
+                    .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    ObservedTaskDefinition {
+        arn: text(td.task_definition_arn()),
+        revision: td.revision(),
+        active: td.status() == Some(&ecs::types::TaskDefinitionStatus::Active),
+        definition: TaskDefinitionSpec {
+            family: text(td.family()),
+            cpu: text(td.cpu()),
+            memory: text(td.memory()),
+            network_mode: td.network_mode().map(|m| m.as_str().to_string()).unwrap_or_default(),
+            requires_compatibilities: td.requires_compatibilities().iter().map(|c| c.as_str().to_string()).collect(),
+            execution_role_arn: text(td.execution_role_arn()),
+            task_role_arn: text(td.task_role_arn()),
+            containers,
+        },
+    }
+}
+
+fn container_definition(c: &ContainerSpec) -> Result<ecs::types::ContainerDefinition, AwsError> {
+    let mut builder = ecs::types::ContainerDefinition::builder().name(&c.name).image(&c.image).essential(c.essential);
+    for (port, protocol) in &c.port_mappings {
+        builder = builder.port_mappings(
+            ecs::types::PortMapping::builder()
+                .container_port(*port)
+                .protocol(ecs::types::TransportProtocol::from(protocol.as_str()))
+                .build(),
+        );
+    }
+    for (name, value) in &c.environment {
+        builder = builder.environment(ecs::types::KeyValuePair::builder().name(name).value(value).build());
+    }
+    for (name, from) in &c.secrets {
+        builder =
+            builder.secrets(ecs::types::Secret::builder().name(name).value_from(from).build().map_err(invalid_request)?);
+    }
+    if let Some(driver) = &c.log_driver {
+        let mut log = ecs::types::LogConfiguration::builder().log_driver(ecs::types::LogDriver::from(driver.as_str()));
+        for (k, v) in &c.log_options {
+            log = log.options(k, v);
+        }
+        builder = builder.log_configuration(log.build().map_err(invalid_request)?);
+    }
+    Ok(builder.build())
+}
+
+/// The family of a task definition ARN (`…:task-definition/<family>:<revision>`).
+fn family_of(arn: &str) -> &str {
+    let tail = arn.rsplit('/').next().unwrap_or(arn);
+    tail.rsplit_once(':').map_or(tail, |(family, _)| family)
+}
+
+const ECS_DIMENSION: aas::types::ScalableDimension = aas::types::ScalableDimension::EcsServiceDesiredCount;
+
+#[async_trait]
+impl ServicesApi for SdkServices {
+    async fn find_log_group(&self, name: &str) -> Result<Option<ObservedLogGroup>, AwsError> {
+        let mut token = None;
+        loop {
+            let out =
+                self.logs.describe_log_groups().log_group_name_prefix(name).set_next_token(token).send().await?;
+            if let Some(g) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) {
+                return Ok(Some(ObservedLogGroup { name: name.into(), retention_days: g.retention_in_days() }));
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    async fn create_log_group(&self, name: &str, tags: &[Tag]) -> Result<(), AwsError> {
+        let tags: HashMap<String, String> = tags.iter().cloned().collect();
+        self.logs.create_log_group().log_group_name(name).set_tags(Some(tags)).send().await?;
+        Ok(())
+    }
+
+    async fn put_retention_policy(&self, name: &str, days: i32) -> Result<(), AwsError> {
+        self.logs.put_retention_policy().log_group_name(name).retention_in_days(days).send().await?;
+        Ok(())
+    }
+
+    async fn delete_log_group(&self, name: &str) -> Result<(), AwsError> {
+        self.logs.delete_log_group().log_group_name(name).send().await?;
+        Ok(())
+    }
+
+    async fn describe_task_definition(&self, family: &str) -> Result<Option<ObservedTaskDefinition>, AwsError> {
+        match self.ecs.describe_task_definition().task_definition(family).send().await {
+            Ok(out) => Ok(out.task_definition().map(observed_task_definition)),
+            Err(e) => {
+                let e = AwsError::from(e);
+                // ECS answers an unknown family with a generic ClientException.
+                if e.is("ClientException") && e.message.contains("Unable to describe task definition") {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn register_task_definition(
+        &self,
+        definition: &TaskDefinitionSpec,
+        tags: &[Tag],
+    ) -> Result<ObservedTaskDefinition, AwsError> {
+        let containers =
+            definition.containers.iter().map(container_definition).collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .ecs
+            .register_task_definition()
+            .family(&definition.family)
+            .set_requires_compatibilities(Some(
+                definition.requires_compatibilities.iter().map(|c| ecs::types::Compatibility::from(c.as_str())).collect(),
+            ))
+            .network_mode(ecs::types::NetworkMode::from(definition.network_mode.as_str()))
+            .cpu(&definition.cpu)
+            .memory(&definition.memory)
+            .execution_role_arn(&definition.execution_role_arn)
+            .task_role_arn(&definition.task_role_arn)
+            .set_container_definitions(Some(containers))
+            .set_tags(Some(ecs_tags(tags)))
+            .send()
+            .await?;
+        out.task_definition()
+            .map(observed_task_definition)
+            .ok_or_else(|| invalid_request("RegisterTaskDefinition returned no task definition"))
+    }
+
+    async fn list_task_definitions(&self, family: &str, status: RevisionStatus) -> Result<Vec<String>, AwsError> {
+        let status = match status {
+            RevisionStatus::Active => ecs::types::TaskDefinitionStatus::Active,
+            RevisionStatus::Inactive => ecs::types::TaskDefinitionStatus::Inactive,
+        };
+        let mut arns = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .ecs
+                .list_task_definitions()
+                .family_prefix(family)
+                .status(status.clone())
+                .set_next_token(token)
+                .send()
+                .await?;
+            // familyPrefix is a prefix: keep exactly this family.
+            arns.extend(out.task_definition_arns().iter().filter(|a| family_of(a) == family).cloned());
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(arns),
+            }
+        }
+    }
+
+    async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError> {
+        self.ecs.deregister_task_definition().task_definition(arn).send().await?;
+        Ok(())
+    }
+
+    async fn delete_task_definitions(&self, arns: &[String]) -> Result<(), AwsError> {
+        let out = self.ecs.delete_task_definitions().set_task_definitions(Some(arns.to_vec())).send().await?;
+        for f in out.failures() {
+            tracing::debug!(arn = f.arn(), reason = f.reason(), "task definition not deleted");
+        }
+        Ok(())
+    }
+
+    async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ObservedService>, AwsError> {
+        let mut found = Vec::new();
+        for chunk in names.chunks(10) {
+            let out =
+                self.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send().await?;
+            found.extend(out.services().iter().map(observed_service));
+        }
+        Ok(found)
+    }
+
+    async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self.ecs.list_services().cluster(cluster).set_next_token(token).send().await?;
+            names.extend(out.service_arns().iter().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()));
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(names),
+            }
+        }
+    }
+
+    async fn create_service(&self, d: &DesiredService) -> Result<ObservedService, AwsError> {
+        let mut req = self
+            .ecs
+            .create_service()
+            .cluster(&d.cluster)
+            .service_name(&d.name)
+            .task_definition(&d.task_definition)
+            .desired_count(d.desired_count)
+            .set_capacity_provider_strategy(Some(strategy(&d.capacity_provider_strategy)?))
+            .network_configuration(network(&d.network)?)
+            .set_health_check_grace_period_seconds(d.health_check_grace_period_seconds)
+            .set_load_balancers(Some(load_balancers(&d.load_balancers)))
+            .set_service_registries(Some(registries(&d.service_registries)))
+            .deployment_configuration(deployment_configuration(d.circuit_breaker))
+            .scheduling_strategy(ecs::types::SchedulingStrategy::Replica)
+            .propagate_tags(ecs::types::PropagateTags::Service)
+            .enable_ecs_managed_tags(true)
+            .set_tags(Some(ecs_tags(&d.tags)))
+            .client_token(&d.client_token);
+        if d.load_balancers.is_empty() {
+            req = req.set_load_balancers(None);
+        }
+        if d.service_registries.is_empty() {
+            req = req.set_service_registries(None);
+        }
+        let out = req.send().await?;
+        out.service().map(observed_service).ok_or_else(|| invalid_request("CreateService returned no service"))
+    }
+
+    async fn update_service(&self, u: &ServiceUpdate) -> Result<ObservedService, AwsError> {
+        let mut req = self
+            .ecs
+            .update_service()
+            .cluster(&u.cluster)
+            .service(&u.service)
+            .set_task_definition(u.task_definition.clone())
+            .set_health_check_grace_period_seconds(u.health_check_grace_period_seconds)
+            .set_desired_count(u.desired_count);
+        if let Some(items) = &u.capacity_provider_strategy {
+            req = req.set_capacity_provider_strategy(Some(strategy(items)?));
+        }
+        if u.force_new_deployment {
+            req = req.force_new_deployment(true);
+        }
+        if let Some(cb) = u.circuit_breaker {
+            req = req.deployment_configuration(deployment_configuration(cb));
+        }
+        if let Some(n) = &u.network {
+            req = req.network_configuration(network(n)?);
+        }
+        if let Some(lbs) = &u.load_balancers {
+            req = req.set_load_balancers(Some(load_balancers(lbs)));
+        }
+        if let Some(arns) = &u.service_registries {
+            req = req.set_service_registries(Some(registries(arns)));
+        }
+        let out = req.send().await?;
+        out.service().map(observed_service).ok_or_else(|| invalid_request("UpdateService returned no service"))
+    }
+
+    async fn delete_service(&self, cluster: &str, name: &str) -> Result<(), AwsError> {
+        self.ecs.delete_service().cluster(cluster).service(name).force(true).send().await?;
+        Ok(())
+    }
+
+    async fn describe_scalable_target(&self, resource_id: &str) -> Result<Option<ObservedScalableTarget>, AwsError> {
+        let out = self
+            .autoscaling
+            .describe_scalable_targets()
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_ids(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .send()
+            .await?;
+        Ok(out
+            .scalable_targets()
+            .iter()
+            .find(|t| t.resource_id() == resource_id)
+            .map(|t| ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() }))
+    }
+
+    async fn register_scalable_target(&self, resource_id: &str, min: i32, max: i32) -> Result<(), AwsError> {
+        self.autoscaling
+            .register_scalable_target()
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .min_capacity(min)
+            .max_capacity(max)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn deregister_scalable_target(&self, resource_id: &str) -> Result<(), AwsError> {
+        self.autoscaling
+            .deregister_scalable_target()
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn describe_scaling_policies(&self, resource_id: &str) -> Result<Vec<ObservedScalingPolicy>, AwsError> {
+        let mut policies = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .autoscaling
+                .describe_scaling_policies()
+                .service_namespace(aas::types::ServiceNamespace::Ecs)
+                .resource_id(resource_id)
+                .scalable_dimension(ECS_DIMENSION)
+                .set_next_token(token)
+                .send()
+                .await?;
+            policies.extend(out.scaling_policies().iter().filter(|p| p.resource_id() == resource_id).map(|p| {
+                let tt = p.target_tracking_scaling_policy_configuration();
+                ObservedScalingPolicy {
+                    name: p.policy_name().to_string(),
+                    policy_type: p.policy_type().as_str().to_string(),
+                    metric: tt
+                        .and_then(|c| c.predefined_metric_specification())
+                        .map(|m| m.predefined_metric_type().as_str().to_string()),
+                    target_value: tt.map(|c| c.target_value()),
+                    scale_in_cooldown: tt.and_then(|c| c.scale_in_cooldown()),
+                    scale_out_cooldown: tt.and_then(|c| c.scale_out_cooldown()),
+                    disable_scale_in: tt.and_then(|c| c.disable_scale_in()).unwrap_or(false),
+                }
+            }));
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(policies),
+            }
+        }
+    }
+
+    async fn put_scaling_policy(&self, resource_id: &str, policy: &ScalingPolicySpec) -> Result<(), AwsError> {
+        let metric = aas::types::PredefinedMetricSpecification::builder()
+            .predefined_metric_type(aas::types::MetricType::from(policy.metric.as_str()))
+            .build()
+            .map_err(invalid_request)?;
+        let config = aas::types::TargetTrackingScalingPolicyConfiguration::builder()
+            .target_value(policy.target_value)
+            .predefined_metric_specification(metric)
+            .scale_in_cooldown(policy.scale_in_cooldown)
+            .scale_out_cooldown(policy.scale_out_cooldown)
+            .build()
+            .map_err(invalid_request)?;
+        self.autoscaling
+            .put_scaling_policy()
+            .policy_name(&policy.name)
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .policy_type(aas::types::PolicyType::TargetTrackingScaling)
+            .target_tracking_scaling_policy_configuration(config)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_scaling_policy(&self, resource_id: &str, name: &str) -> Result<(), AwsError> {
+        self.autoscaling
+            .delete_scaling_policy()
+            .policy_name(name)
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn image_exists(&self, repository: &str, tag: &str) -> Result<bool, AwsError> {
+        let result = self
+            .ecr
+            .describe_images()
+            .repository_name(repository)
+            .image_ids(ecr::types::ImageIdentifier::builder().image_tag(tag).build())
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(!out.image_details().is_empty()),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn target_health(&self, target_group_arn: &str) -> Result<BTreeMap<String, usize>, AwsError> {
+        let out = self.elbv2.describe_target_health().target_group_arn(target_group_arn).send().await?;
+        let mut counts = BTreeMap::new();
+        for d in out.target_health_descriptions() {
+            let state = d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string());
+            *counts.entry(state.unwrap_or_else(|| "unknown".into())).or_default() += 1;
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,499 @@
+//! ECS services: created with the full desired configuration, read back (an emulator or an older
+//! API may drop fields on create) and corrected in the same run; afterwards updated only when the
+//! task definition, capacity-provider strategy, grace period, deployment configuration, network
+//! configuration, load balancers or service registries differ. The desired count is set on create
+//! only: auto scaling owns it afterwards.
+
+use std::time::Duration;
+
+use tap_core::config::ServiceSpec;
+use tap_core::naming::Tag;
+use tap_core::outputs::{is_known, PENDING};
+use tap_core::step::{diff, AttrChange, OutputKind};
+use tap_core::wait::{poll_until, Backoff};
+use tap_core::{Change, Context, Mode, StepError};
+
+use crate::api::ServicesApi;
+use crate::{component, lookup, Inputs};
+
+/// One entry of a capacity-provider strategy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StrategyItem {
+    /// `FARGATE` or `FARGATE_SPOT`.
+    pub capacity_provider: String,
+    /// Tasks always placed on this provider first.
+    pub base: i32,
+    /// Relative share of the remaining tasks.
+    pub weight: i32,
+}
+
+/// The `awsvpc` network configuration of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Subnet ids.
+    pub subnets: Vec<String>,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// Whether tasks get a public IP.
+    pub assign_public_ip: bool,
+}
+
+impl NetworkConfig {
+    fn normalized(&self) -> NetworkConfig {
+        let mut n = self.clone();
+        n.subnets.sort();
+        n.security_groups.sort();
+        n
+    }
+}
+
+/// A target group a service registers its tasks in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LoadBalancerRef {
+    /// Target group ARN.
+    pub target_group_arn: String,
+    /// Container receiving the traffic.
+    pub container_name: String,
+    /// Its port.
+    pub container_port: i32,
+}
+
+/// The deployment circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Stop a failing deployment.
+    pub enable: bool,
+    /// Roll back to the last completed deployment.
+    pub rollback: bool,
+}
+
+/// Everything tap sets when it creates a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredService {
+    /// Cluster name.
+    pub cluster: String,
+    /// Service name, `tap-{service}-{s}`.
+    pub name: String,
+    /// Task definition revision ARN.
+    pub task_definition: String,
+    /// Tasks at creation (auto scaling owns the count afterwards).
+    pub desired_count: i32,
+    /// The cluster's capacity-provider strategy.
+    pub capacity_provider_strategy: Vec<StrategyItem>,
+    /// Private subnets, the service's security group, no public IP.
+    pub network: NetworkConfig,
+    /// Seconds the load balancer's health checks are ignored after a task starts (routed services).
+    pub health_check_grace_period_seconds: Option<i32>,
+    /// Target groups (routed services).
+    pub load_balancers: Vec<LoadBalancerRef>,
+    /// Cloud Map service ARNs (discovery services).
+    pub service_registries: Vec<String>,
+    /// Deployment circuit breaker.
+    pub circuit_breaker: CircuitBreaker,
+    /// Tags (propagated to tasks from the service, ECS-managed tags on).
+    pub tags: Vec<Tag>,
+    /// Idempotency token of the create call.
+    pub client_token: String,
+}
+
+/// One deployment of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedDeployment {
+    /// `PRIMARY`, `ACTIVE` or `INACTIVE`.
+    pub status: String,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    pub rollout_state: Option<String>,
+    /// Why the rollout is in that state.
+    pub rollout_state_reason: Option<String>,
+    /// Desired tasks.
+    pub desired_count: i32,
+    /// Running tasks.
+    pub running_count: i32,
+    /// Pending tasks.
+    pub pending_count: i32,
+    /// Its task definition.
+    pub task_definition: Option<String>,
+}
+
+/// A service as ECS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedService {
+    /// Service name.
+    pub name: String,
+    /// Service ARN.
+    pub arn: String,
+    /// `ACTIVE`, `DRAINING` or `INACTIVE`.
+    pub status: String,
+    /// Desired tasks.
+    pub desired_count: i32,
+    /// Running tasks.
+    pub running_count: i32,
+    /// Pending tasks.
+    pub pending_count: i32,
+    /// Task definition ARN.
+    pub task_definition: Option<String>,
+    /// Capacity-provider strategy (empty when the service uses a launch type).
+    pub capacity_provider_strategy: Vec<StrategyItem>,
+    /// `awsvpc` configuration.
+    pub network: Option<NetworkConfig>,
+    /// Health-check grace period.
+    pub health_check_grace_period_seconds: Option<i32>,
+    /// Deployment circuit breaker.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Target groups.
+    pub load_balancers: Vec<LoadBalancerRef>,
+    /// Cloud Map service ARNs.
+    pub service_registries: Vec<String>,
+    /// Deployments, PRIMARY first on AWS.
+    pub deployments: Vec<ObservedDeployment>,
+}
+
+impl ObservedService {
+    /// Whether the service is live (neither INACTIVE nor DRAINING).
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE"
+    }
+
+    /// The PRIMARY deployment.
+    pub fn primary_deployment(&self) -> Option<&ObservedDeployment> {
+        self.deployments.iter().find(|d| d.status == "PRIMARY")
+    }
+}
+
+/// An UpdateService call: only the fields that differ are set. It never sets the desired count
+/// except when destroy scales a service to zero.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceUpdate {
+    /// Cluster name.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+    /// New task definition ARN.
+    pub task_definition: Option<String>,
+    /// New capacity-provider strategy.
+    pub capacity_provider_strategy: Option<Vec<StrategyItem>>,
+    /// Start a new deployment (needed when the strategy changes).
+    pub force_new_deployment: bool,
+    /// New grace period.
+    pub health_check_grace_period_seconds: Option<i32>,
+    /// New circuit breaker.
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// New network configuration.
+    pub network: Option<NetworkConfig>,
+    /// New target groups.
+    pub load_balancers: Option<Vec<LoadBalancerRef>>,
+    /// New Cloud Map registries.
+    pub service_registries: Option<Vec<String>>,
+    /// New desired count (destroy only).
+    pub desired_count: Option<i32>,
+}
+
+/// What converging one ECS service did.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceOutcome {
+    /// Service ARN ([`PENDING`] when plan would create it).
+    pub arn: String,
+    /// Whether the service exists now (after apply) or already existed (plan).
+    pub exists: bool,
+    /// Changes made or planned.
+    pub changes: Vec<Change>,
+}
+
+/// A deterministic idempotency token (FNV-1a) from the parts, at most 36 characters.
+pub(crate) fn client_token(parts: &[&str]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.join("/").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("tap-{hash:016x}")
+}
+
+/// The service as the config and the other steps' outputs want it.
+pub(crate) fn desired(
+    ctx: &Context,
+    inputs: &Inputs,
+    service: &ServiceSpec,
+    task_definition: &str,
+) -> Result<DesiredService, StepError> {
+    let names = &ctx.names;
+    let name = names.ecs_service(&service.name);
+    let cluster_settings = &ctx.config.cluster;
+    let security_group =
+        lookup(&inputs.security.service_security_group_ids, &service.name, OutputKind::Security, "security group")?;
+    let load_balancers = match &service.route {
+        Some(_) => vec![LoadBalancerRef {
+            target_group_arn: lookup(&inputs.ingress.target_group_arns, &service.name, OutputKind::Ingress, "target group")?
+                .clone(),
+            container_name: service.name.clone(),
+            container_port: i32::from(service.port),
+        }],
+        None => vec![],
+    };
+    let service_registries = if service.discovery {
+        vec![lookup(&inputs.discovery.services, &service.name, OutputKind::Discovery, "Cloud Map service")?.arn.clone()]
+    } else {
+        vec![]
+    };
+    Ok(DesiredService {
+        cluster: inputs.cluster.name.clone(),
+        task_definition: task_definition.to_string(),
+        desired_count: service.desired_count,
+        capacity_provider_strategy: vec![
+            StrategyItem {
+                capacity_provider: "FARGATE".into(),
+                base: cluster_settings.on_demand_base as i32,
+                weight: cluster_settings.on_demand_weight as i32,
+            },
+            StrategyItem { capacity_provider: "FARGATE_SPOT".into(), base: 0, weight: cluster_settings.spot_weight as i32 },
+        ],
+        network: NetworkConfig {
+            subnets: inputs.network.private_subnets.iter().map(|s| s.id.clone()).collect(),
+            security_groups: vec![security_group.clone()],
+            assign_public_ip: false,
+        },
+        health_check_grace_period_seconds: service.route.as_ref().map(|_| 60),
+        load_balancers,
+        service_registries,
+        circuit_breaker: CircuitBreaker { enable: true, rollback: true },
+        tags: names.tags(&component("ecs-service", &service.name), &name),
+        client_token: client_token(&[names.env(), &service.name, task_definition]),
+        name,
+    })
+}
+
+fn sorted<T: Ord + Clone>(items: &[T]) -> Vec<T> {
+    let mut v = items.to_vec();
+    v.sort();
+    v
+}
+
+/// The UpdateService call that turns `observed` into `desired` (with the attributes that differ),
+/// or `None` when they match.
+pub(crate) fn update_for(desired: &DesiredService, observed: &ObservedService) -> Option<(ServiceUpdate, Vec<AttrChange>)> {
+    let mut attrs = Vec::new();
+    let mut update = ServiceUpdate { cluster: desired.cluster.clone(), service: desired.name.clone(), ..Default::default() };
+
+    let observed_td = observed.task_definition.clone().unwrap_or_default();
+    if observed_td != desired.task_definition {
+        diff(&mut attrs, "task_definition", &observed_td, &desired.task_definition);
+        update.task_definition = Some(desired.task_definition.clone());
+    }
+    let want_strategy = sorted(&desired.capacity_provider_strategy);
+    let have_strategy = sorted(&observed.capacity_provider_strategy);
+    if want_strategy != have_strategy {
+        diff(&mut attrs, "capacity_provider_strategy", &have_strategy, &want_strategy);
+        update.capacity_provider_strategy = Some(desired.capacity_provider_strategy.clone());
+        update.force_new_deployment = true;
+    }
+    if let Some(grace) = desired.health_check_grace_period_seconds {
+        if observed.health_check_grace_period_seconds.unwrap_or(0) != grace {
+            diff(&mut attrs, "health_check_grace_period_seconds", &observed.health_check_grace_period_seconds, &Some(grace));
+            update.health_check_grace_period_seconds = Some(grace);
+        }
+    }
+    if observed.circuit_breaker != Some(desired.circuit_breaker) {
+        diff(&mut attrs, "deployment_circuit_breaker", &observed.circuit_breaker, &Some(desired.circuit_breaker));
+        update.circuit_breaker = Some(desired.circuit_breaker);
+    }
+    let want_network = desired.network.normalized();
+    let have_network = observed.network.as_ref().map(NetworkConfig::normalized);
+    if have_network.as_ref() != Some(&want_network) {
+        diff(&mut attrs, "network_configuration", &have_network, &Some(want_network));
+        update.network = Some(desired.network.clone());
+    }
+    let want_lbs = sorted(&desired.load_balancers);
+    let have_lbs = sorted(&observed.load_balancers);
+    if want_lbs != have_lbs {
+        diff(&mut attrs, "load_balancers", &have_lbs, &want_lbs);
+        update.load_balancers = Some(desired.load_balancers.clone());
+    }
+    let want_registries = sorted(&desired.service_registries);
+    let have_registries = sorted(&observed.service_registries);
+    if want_registries != have_registries {
+        diff(&mut attrs, "service_registries", &have_registries, &want_registries);
+        update.service_registries = Some(desired.service_registries.clone());
+    }
+    (!attrs.is_empty()).then_some((update, attrs))
+}
+
+/// The service named `name` in `cluster`, any status; `None` when it or the cluster is missing.
+pub(crate) async fn find(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    resource: &str,
+) -> Result<Option<ObservedService>, StepError> {
+    match api.describe_services(cluster, &[name.to_string()]).await {
+        Ok(found) => Ok(found.into_iter().find(|s| s.name == name)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(StepError::aws(resource, "DescribeServices")(e)),
+    }
+}
+
+/// How long destroy and a DRAINING re-create wait for ECS to finish draining a service.
+fn drain_backoff() -> Backoff {
+    Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(10), timeout: Duration::from_secs(900) }
+}
+
+/// Waits until the service is INACTIVE or gone.
+async fn wait_inactive(api: &dyn ServicesApi, cluster: &str, name: &str, resource: &str) -> Result<(), StepError> {
+    poll_until(&format!("ECS service {name} to drain"), drain_backoff(), || async {
+        let found = find(api, cluster, name, resource).await?;
+        Ok(match found {
+            Some(s) if s.status != "INACTIVE" => {
+                tracing::info!(service = name, status = %s.status, running = s.running_count, "waiting for the service to drain");
+                None
+            }
+            _ => Some(()),
+        })
+    })
+    .await
+}
+
+/// Creates the service or corrects what differs.
+pub(crate) async fn converge(
+    api: &dyn ServicesApi,
+    ctx: &Context,
+    mode: Mode,
+    inputs: &Inputs,
+    service: &ServiceSpec,
+    task_definition: &str,
+) -> Result<ServiceOutcome, StepError> {
+    let resource = component("ecs-service", &service.name);
+    let desired = desired(ctx, inputs, service, task_definition)?;
+    let observed =
+        if is_known(&inputs.cluster.arn) { find(api, &desired.cluster, &desired.name, &resource).await? } else { None };
+    match observed {
+        Some(current) if current.is_active() => {
+            let Some((update, attrs)) = update_for(&desired, &current) else {
+                return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![] });
+            };
+            if mode.is_apply() {
+                api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
+            }
+            Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![Change::update(resource, desired.name, attrs)] })
+        }
+        current => {
+            let change = Change::create(&resource, &desired.name);
+            if !mode.is_apply() {
+                return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, changes: vec![change] });
+            }
+            if current.is_some_and(|s| s.status == "DRAINING") {
+                // ECS refuses a new service with the name of one that is still draining.
+                wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
+            }
+            let created = api.create_service(&desired).await.map_err(StepError::aws(&resource, "CreateService"))?;
+            tracing::info!(service = %desired.name, "created ECS service");
+            // Read back what was stored: fields dropped on create are set now, so one run converges.
+            let arn = created.arn.clone();
+            if let Some((update, attrs)) = update_for(&desired, &created) {
+                let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
+                tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
+                api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
+            }
+            Ok(ServiceOutcome { arn, exists: true, changes: vec![change] })
+        }
+    }
+}
+
+/// Scales the service to zero, deletes it and waits until it is INACTIVE or gone.
+pub(crate) async fn destroy(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    label: &str,
+) -> Result<Vec<Change>, StepError> {
+    let resource = component("ecs-service", label);
+    let Some(current) = find(api, cluster, name, &resource).await? else { return Ok(vec![]) };
+    if current.status == "INACTIVE" {
+        return Ok(vec![]);
+    }
+    let gone = |e: &tap_core::AwsError| e.is_not_found() || e.is("ServiceNotActiveException");
+    if current.is_active() {
+        let scale = ServiceUpdate {
+            cluster: cluster.into(),
+            service: name.into(),
+            desired_count: Some(0),
+            ..Default::default()
+        };
+        match api.update_service(&scale).await {
+            Ok(_) => {}
+            Err(e) if gone(&e) => return Ok(vec![]),
+            Err(e) => return Err(StepError::aws(&resource, "UpdateService")(e)),
+        }
+        match api.delete_service(cluster, name).await {
+            Ok(()) => {}
+            Err(e) if gone(&e) => return Ok(vec![]),
+            Err(e) => return Err(StepError::aws(&resource, "DeleteService")(e)),
+        }
+        tracing::info!(service = name, "deleted ECS service; waiting for it to drain");
+    }
+    wait_inactive(api, cluster, name, &resource).await?;
+    Ok(vec![Change::delete(resource, name)])
+}
+
+/// Where a service's rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Rollout {
+    /// The PRIMARY deployment completed and every desired task runs.
+    Stable,
+    /// Still rolling out (with a progress line).
+    InProgress(String),
+    /// The circuit breaker stopped the deployment and rolled back (with the reason).
+    Failed(String),
+}
+
+/// Classifies a service's PRIMARY deployment.
+pub(crate) fn rollout(service: &ObservedService) -> Rollout {
+    let Some(primary) = service.primary_deployment() else {
+        return Rollout::InProgress(format!("no PRIMARY deployment yet (status {})", service.status));
+    };
+    let state = primary.rollout_state.as_deref().unwrap_or("UNKNOWN");
+    let progress = format!(
+        "rollout {state}: {} running, {} pending of {} desired",
+        primary.running_count, primary.pending_count, primary.desired_count
+    );
+    match state {
+        "FAILED" => Rollout::Failed(primary.rollout_state_reason.clone().unwrap_or(progress)),
+        "COMPLETED" if service.running_count == service.desired_count => Rollout::Stable,
+        _ => Rollout::InProgress(progress),
+    }
+}
+
+/// Waits (bounded by `backoff.timeout`) until the service's PRIMARY deployment completed with
+/// every desired task running; a rollout the circuit breaker rolled back is an error.
+pub(crate) async fn wait_stable(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    label: &str,
+    backoff: Backoff,
+) -> Result<(), StepError> {
+    let resource = component("ecs-service", label);
+    poll_until(&format!("ECS service {name} to become stable"), backoff, || async {
+        let Some(current) = find(api, cluster, name, &resource).await? else {
+            return Err(StepError::Conflict {
+                resource: resource.clone(),
+                message: format!("ECS service {name} disappeared while waiting for its rollout"),
+            });
+        };
+        match rollout(&current) {
+            Rollout::Stable => {
+                tracing::info!(service = name, running = current.running_count, "service is stable");
+                Ok(Some(()))
+            }
+            Rollout::InProgress(progress) => {
+                tracing::info!(service = name, "{progress}");
+                Ok(None)
+            }
+            Rollout::Failed(reason) => Err(StepError::Conflict {
+                resource: resource.clone(),
+                message: format!(
+                    "the rollout of ECS service {name} failed and was rolled back by the deployment circuit breaker: {reason}"
+                ),
+            }),
+        }
+    })
+    .await
+}

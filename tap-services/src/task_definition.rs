@@ -1,0 +1,251 @@
+//! ECS task definitions: the desired definition of each service is rendered into a comparable
+//! [`TaskDefinitionSpec`], compared with the family's latest ACTIVE revision, and a new revision is
+//! registered only when something differs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tap_core::config::ServiceSpec;
+use tap_core::outputs::PENDING;
+use tap_core::step::{diff, AttrChange, OutputKind};
+use tap_core::{Change, Context, Mode, StepError};
+
+use crate::api::{RevisionStatus, ServicesApi};
+use crate::{component, lookup, Inputs};
+
+/// A task definition in a comparable form: what tap sets, nothing AWS adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskDefinitionSpec {
+    /// Family, `tap-{service}-{s}`.
+    pub family: String,
+    /// Fargate CPU units, as AWS stores them (a string).
+    pub cpu: String,
+    /// Memory in MiB, as AWS stores it (a string).
+    pub memory: String,
+    /// `awsvpc`.
+    pub network_mode: String,
+    /// `["FARGATE"]`.
+    pub requires_compatibilities: Vec<String>,
+    /// The shared task-execution role.
+    pub execution_role_arn: String,
+    /// The service's task role.
+    pub task_role_arn: String,
+    /// The containers (tap renders exactly one, named after the service).
+    pub containers: Vec<ContainerSpec>,
+}
+
+/// One container of a task definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// Container name (the service name).
+    pub name: String,
+    /// `<repository uri>:<tag>`.
+    pub image: String,
+    /// Whether the task stops when this container stops.
+    pub essential: bool,
+    /// Container ports with their protocol (`tcp`), sorted.
+    pub port_mappings: Vec<(i32, String)>,
+    /// Plain environment variables (sorted by name).
+    pub environment: BTreeMap<String, String>,
+    /// Variable name → secret ARN (sorted by name).
+    pub secrets: BTreeMap<String, String>,
+    /// Log driver, `awslogs`.
+    pub log_driver: Option<String>,
+    /// Log driver options.
+    pub log_options: BTreeMap<String, String>,
+}
+
+/// A registered revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedTaskDefinition {
+    /// Revision ARN (`…:task-definition/<family>:<revision>`).
+    pub arn: String,
+    /// Revision number.
+    pub revision: i32,
+    /// Whether the revision is ACTIVE (not deregistered).
+    pub active: bool,
+    /// Its settings.
+    pub definition: TaskDefinitionSpec,
+}
+
+impl TaskDefinitionSpec {
+    /// The RegisterTaskDefinition request this spec stands for, as ECS JSON.
+    pub fn to_json(&self) -> Value {
+        let containers: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "image": c.image,
+                    "essential": c.essential,
+                    "portMappings": c.port_mappings.iter()
+                        .map(|(port, protocol)| json!({"containerPort": port, "protocol": protocol}))
+                        .collect::<Vec<_>>(),
+                    "environment": c.environment.iter()
+                        .map(|(name, value)| json!({"name": name, "value": value}))
+                        .collect::<Vec<_>>(),
+                    "secrets": c.secrets.iter()
+                        .map(|(name, from)| json!({"name": name, "valueFrom": from}))
+                        .collect::<Vec<_>>(),
+                    "logConfiguration": {"logDriver": c.log_driver, "options": c.log_options},
+                })
+            })
+            .collect();
+        json!({
+            "family": self.family,
+            "requiresCompatibilities": self.requires_compatibilities,
+            "networkMode": self.network_mode,
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "executionRoleArn": self.execution_role_arn,
+            "taskRoleArn": self.task_role_arn,
+            "containerDefinitions": containers,
+        })
+    }
+
+    /// The attributes in which `observed` differs from this desired definition.
+    pub fn changes_from(&self, observed: &TaskDefinitionSpec) -> Vec<AttrChange> {
+        let mut attrs = Vec::new();
+        diff(&mut attrs, "cpu", &observed.cpu, &self.cpu);
+        diff(&mut attrs, "memory", &observed.memory, &self.memory);
+        diff(&mut attrs, "network_mode", &observed.network_mode, &self.network_mode);
+        diff(&mut attrs, "requires_compatibilities", &observed.requires_compatibilities, &self.requires_compatibilities);
+        diff(&mut attrs, "execution_role_arn", &observed.execution_role_arn, &self.execution_role_arn);
+        diff(&mut attrs, "task_role_arn", &observed.task_role_arn, &self.task_role_arn);
+        match (observed.containers.as_slice(), self.containers.as_slice()) {
+            ([o], [d]) => {
+                diff(&mut attrs, "container.name", &o.name, &d.name);
+                diff(&mut attrs, "container.image", &o.image, &d.image);
+                diff(&mut attrs, "container.essential", &o.essential, &d.essential);
+                diff(&mut attrs, "container.port_mappings", &o.port_mappings, &d.port_mappings);
+                diff(&mut attrs, "container.environment", &o.environment, &d.environment);
+                diff(&mut attrs, "container.secrets", &o.secrets, &d.secrets);
+                diff(&mut attrs, "container.log_driver", &o.log_driver, &d.log_driver);
+                diff(&mut attrs, "container.log_options", &o.log_options, &d.log_options);
+            }
+            (o, d) => diff(&mut attrs, "containers", &o, &d),
+        }
+        attrs
+    }
+}
+
+/// The task definition a service should run, from the config and the other steps' outputs.
+pub(crate) fn render(ctx: &Context, inputs: &Inputs, service: &ServiceSpec) -> Result<TaskDefinitionSpec, StepError> {
+    let names = &ctx.names;
+    let repository = lookup(&inputs.registry.repositories, &service.name, OutputKind::Registry, "repository")?;
+    let task_role = lookup(&inputs.security.task_role_arns, &service.name, OutputKind::Security, "task role")?;
+    let namespace = names.namespace();
+    let environment = service
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.replace("{alb_dns}", &inputs.ingress.dns_name).replace("{namespace}", &namespace)))
+        .collect();
+    let secrets = service
+        .secrets
+        .iter()
+        .map(|(var, logical)| {
+            lookup(&inputs.security.secret_arns, logical, OutputKind::Security, "secret").map(|arn| (var.clone(), arn.clone()))
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let log_options = BTreeMap::from([
+        ("awslogs-group".to_string(), names.log_group(&service.name)),
+        ("awslogs-region".to_string(), ctx.region.clone()),
+        ("awslogs-stream-prefix".to_string(), service.name.clone()),
+    ]);
+    Ok(TaskDefinitionSpec {
+        family: names.task_family(&service.name),
+        cpu: service.cpu.to_string(),
+        memory: service.memory.to_string(),
+        network_mode: "awsvpc".into(),
+        requires_compatibilities: vec!["FARGATE".into()],
+        execution_role_arn: inputs.security.execution_role_arn.clone(),
+        task_role_arn: task_role.clone(),
+        containers: vec![ContainerSpec {
+            name: service.name.clone(),
+            image: format!("{}:{}", repository.uri, ctx.config.image_tag_of(service)),
+            essential: true,
+            port_mappings: vec![(i32::from(service.port), "tcp".into())],
+            environment,
+            secrets,
+            log_driver: Some("awslogs".into()),
+            log_options,
+        }],
+    })
+}
+
+/// Registers a new revision when the latest ACTIVE one differs from the desired definition.
+/// Returns the ARN the service should run ([`PENDING`] when plan would register one).
+pub(crate) async fn converge(
+    api: &dyn ServicesApi,
+    ctx: &Context,
+    mode: Mode,
+    inputs: &Inputs,
+    service: &ServiceSpec,
+) -> Result<(String, Vec<Change>), StepError> {
+    let desired = render(ctx, inputs, service)?;
+    let family = desired.family.clone();
+    let resource = component("task-definition", &service.name);
+    let latest = api
+        .describe_task_definition(&family)
+        .await
+        .map_err(StepError::aws(&resource, "DescribeTaskDefinition"))?
+        .filter(|t| t.active);
+    let change = match &latest {
+        None => Change::create(&resource, &family),
+        Some(current) => {
+            let attrs = desired.changes_from(&current.definition);
+            if attrs.is_empty() {
+                return Ok((current.arn.clone(), vec![]));
+            }
+            Change::update(&resource, &family, attrs)
+        }
+    };
+    if !mode.is_apply() {
+        return Ok((PENDING.into(), vec![change]));
+    }
+    let registered = api
+        .register_task_definition(&desired, &ctx.names.tags(&resource, &family))
+        .await
+        .map_err(StepError::aws(&resource, "RegisterTaskDefinition"))?;
+    tracing::info!(family, revision = registered.revision, "registered task definition revision");
+    Ok((registered.arn, vec![change]))
+}
+
+/// Deregisters every ACTIVE revision of the service's family and deletes the deregistered ones.
+pub(crate) async fn destroy(api: &dyn ServicesApi, ctx: &Context, service: &str) -> Result<Vec<Change>, StepError> {
+    let family = ctx.names.task_family(service);
+    let resource = component("task-definition", service);
+    let active = api
+        .list_task_definitions(&family, RevisionStatus::Active)
+        .await
+        .map_err(StepError::aws(&resource, "ListTaskDefinitions"))?;
+    for arn in &active {
+        match api.deregister_task_definition(arn).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() || e.is("ClientException") => {
+                tracing::debug!(arn, error = %e, "task definition revision already gone")
+            }
+            Err(e) => return Err(StepError::aws(&resource, "DeregisterTaskDefinition")(e)),
+        }
+    }
+    let inactive = api
+        .list_task_definitions(&family, RevisionStatus::Inactive)
+        .await
+        .map_err(StepError::aws(&resource, "ListTaskDefinitions"))?;
+    let mut deleted = 0;
+    for chunk in inactive.chunks(10) {
+        match api.delete_task_definitions(chunk).await {
+            Ok(()) => deleted += chunk.len(),
+            Err(e) if e.retryable => return Err(StepError::aws(&resource, "DeleteTaskDefinitions")(e)),
+            // Deregistered revisions are harmless; an endpoint without DeleteTaskDefinitions keeps them.
+            Err(e) => tracing::warn!(family, error = %e, "could not delete deregistered task definition revisions"),
+        }
+    }
+    if active.is_empty() && deleted == 0 {
+        return Ok(vec![]);
+    }
+    let revisions = active.len().max(deleted);
+    Ok(vec![Change::delete(resource, format!("{family} ({revisions} revision(s))"))])
+}

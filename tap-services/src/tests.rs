@@ -1,0 +1,962 @@
+//! Unit tests of the services step, driven through a mocked [`ServicesApi`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tap_core::outputs::*;
+use tap_core::{Action, AwsError, Config, Context, Step};
+
+use super::*;
+use crate::api::{MockServicesApi, RevisionStatus};
+use crate::logs::ObservedLogGroup;
+use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
+use crate::service::{
+    CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
+    StrategyItem,
+};
+use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "eu-west-1";
+const ALB_DNS: &str = "tap-alb-dev-1234.eu-west-1.elb.amazonaws.com";
+const EXEC_ROLE: &str = "arn:aws:iam::123456789012:role/tap-task-execution-dev";
+const DB_SECRET: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tap-db-credentials-dev-AbCdEf";
+const KEYS_SECRET: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:tap-api-keys-dev-GhIjKl";
+const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
+
+fn task_role(service: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/tap-{service}-task-dev")
+}
+fn repo_uri(service: &str) -> String {
+    format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/tap-{service}-dev")
+}
+fn tg_arn(short: &str) -> String {
+    format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/tap-{short}-dev/0123456789abcdef")
+}
+const CLOUD_MAP_ARN: &str = "arn:aws:servicediscovery:eu-west-1:123456789012:service/srv-processing";
+fn td_arn(service: &str, revision: i32) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/tap-{service}-dev:{revision}")
+}
+fn service_arn(service: &str) -> String {
+    format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/tap-cluster-dev/tap-{service}-dev")
+}
+fn rid(service: &str) -> String {
+    format!("service/tap-cluster-dev/tap-{service}-dev")
+}
+
+fn config(wait: bool) -> Config {
+    let mut config = Config::default();
+    config.deploy.wait = wait;
+    config.deploy.timeout_seconds = 5;
+    config
+}
+
+/// A context holding every input as a deployed environment would.
+fn deployed_ctx(config: Config) -> Context {
+    let ctx = Context::new(config).with_region(REGION);
+    let subnets = |prefix: &str| {
+        ["a", "b", "c"].iter().map(|az| SubnetRef { az: format!("{REGION}{az}"), id: format!("{prefix}-{az}") }).collect()
+    };
+    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: subnets("subnet-pub"), private_subnets: subnets("subnet-priv") });
+    ctx.put(RegistryOutputs {
+        repositories: SERVICES
+            .iter()
+            .map(|s| {
+                let repo = Repository {
+                    name: format!("tap-{s}-dev"),
+                    arn: format!("arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tap-{s}-dev"),
+                    uri: repo_uri(s),
+                };
+                (s.to_string(), repo)
+            })
+            .collect(),
+    });
+    ctx.put(ClusterOutputs {
+        name: "tap-cluster-dev".into(),
+        arn: format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/tap-cluster-dev"),
+    });
+    ctx.put(SecurityOutputs {
+        alb_security_group_id: "sg-alb".into(),
+        service_security_group_ids: SERVICES.iter().map(|s| (s.to_string(), format!("sg-{s}"))).collect(),
+        execution_role_arn: EXEC_ROLE.into(),
+        task_role_arns: SERVICES.iter().map(|s| (s.to_string(), task_role(s))).collect(),
+        secret_arns: BTreeMap::from([("db-credentials".into(), DB_SECRET.into()), ("api-keys".into(), KEYS_SECRET.into())]),
+    });
+    ctx.put(IngressOutputs {
+        load_balancer_arn: format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/tap-alb-dev/1"),
+        dns_name: ALB_DNS.into(),
+        target_group_arns: BTreeMap::from([("frontend".into(), tg_arn("fe")), ("api-gateway".into(), tg_arn("api"))]),
+    });
+    ctx.put(DiscoveryOutputs {
+        namespace_id: "ns-1".into(),
+        namespace_arn: format!("arn:aws:servicediscovery:{REGION}:{ACCOUNT}:namespace/ns-1"),
+        namespace_name: "tap-dev.local".into(),
+        services: BTreeMap::from([(
+            "processing-service".into(),
+            DiscoveryService { id: "srv-processing".into(), arn: CLOUD_MAP_ARN.into() },
+        )]),
+    });
+    ctx
+}
+
+/// A context as `plan` sees it before anything exists: every id PENDING.
+fn pending_ctx() -> Context {
+    let ctx = Context::new(config(false)).with_region(REGION);
+    let p = || PENDING.to_string();
+    let subnets = || ["a", "b", "c"].iter().map(|az| SubnetRef { az: format!("{REGION}{az}"), id: p() }).collect();
+    ctx.put(NetworkOutputs { vpc_id: p(), public_subnets: subnets(), private_subnets: subnets() });
+    ctx.put(RegistryOutputs {
+        repositories: SERVICES
+            .iter()
+            .map(|s| (s.to_string(), Repository { name: format!("tap-{s}-dev"), arn: p(), uri: p() }))
+            .collect(),
+    });
+    ctx.put(ClusterOutputs { name: "tap-cluster-dev".into(), arn: p() });
+    ctx.put(SecurityOutputs {
+        alb_security_group_id: p(),
+        service_security_group_ids: SERVICES.iter().map(|s| (s.to_string(), p())).collect(),
+        execution_role_arn: p(),
+        task_role_arns: SERVICES.iter().map(|s| (s.to_string(), p())).collect(),
+        secret_arns: BTreeMap::from([("db-credentials".into(), p()), ("api-keys".into(), p())]),
+    });
+    ctx.put(IngressOutputs {
+        load_balancer_arn: p(),
+        dns_name: p(),
+        target_group_arns: BTreeMap::from([("frontend".into(), p()), ("api-gateway".into(), p())]),
+    });
+    ctx.put(DiscoveryOutputs {
+        namespace_id: p(),
+        namespace_arn: p(),
+        namespace_name: "tap-dev.local".into(),
+        services: BTreeMap::from([("processing-service".into(), DiscoveryService { id: p(), arn: p() })]),
+    });
+    ctx
+}
+
+fn spec<'a>(ctx: &'a Context, name: &str) -> &'a tap_core::config::ServiceSpec {
+    ctx.config.service(name).unwrap()
+}
+
+fn desired_td(ctx: &Context, service: &str) -> TaskDefinitionSpec {
+    task_definition::render(ctx, &Inputs::read(ctx).unwrap(), spec(ctx, service)).unwrap()
+}
+
+fn desired_service(ctx: &Context, service: &str, td: &str) -> DesiredService {
+    service::desired(ctx, &Inputs::read(ctx).unwrap(), spec(ctx, service), td).unwrap()
+}
+
+/// What ECS reports for a service that matches `desired` exactly.
+fn observed_from(desired: &DesiredService) -> ObservedService {
+    ObservedService {
+        name: desired.name.clone(),
+        arn: format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{}/{}", desired.cluster, desired.name),
+        status: "ACTIVE".into(),
+        desired_count: desired.desired_count,
+        running_count: 0,
+        pending_count: desired.desired_count,
+        task_definition: Some(desired.task_definition.clone()),
+        capacity_provider_strategy: desired.capacity_provider_strategy.clone(),
+        network: Some(desired.network.clone()),
+        health_check_grace_period_seconds: desired.health_check_grace_period_seconds.or(Some(0)),
+        circuit_breaker: Some(desired.circuit_breaker),
+        load_balancers: desired.load_balancers.clone(),
+        service_registries: desired.service_registries.clone(),
+        deployments: vec![ObservedDeployment {
+            status: "PRIMARY".into(),
+            rollout_state: Some("IN_PROGRESS".into()),
+            rollout_state_reason: None,
+            desired_count: desired.desired_count,
+            running_count: 0,
+            pending_count: desired.desired_count,
+            task_definition: Some(desired.task_definition.clone()),
+        }],
+    }
+}
+
+/// What moto's CreateService stores: no strategy (launch type EC2), grace period or deployment config.
+fn moto_created(desired: &DesiredService) -> ObservedService {
+    let mut s = observed_from(desired);
+    s.capacity_provider_strategy = vec![];
+    s.health_check_grace_period_seconds = None;
+    s.circuit_breaker = None;
+    s
+}
+
+fn matching_policy(ctx: &Context, service: &str) -> ObservedScalingPolicy {
+    ObservedScalingPolicy {
+        name: format!("tap-cpu-{service}-{}", ctx.names.env()),
+        policy_type: "TargetTrackingScaling".into(),
+        metric: Some("ECSServiceAverageCPUUtilization".into()),
+        target_value: Some(70.0),
+        scale_in_cooldown: Some(60),
+        scale_out_cooldown: Some(60),
+        disable_scale_in: false,
+    }
+}
+
+/// What AWS holds, keyed by name; the read-only calls of the mock answer from it.
+#[derive(Default, Clone)]
+struct World {
+    log_groups: BTreeMap<String, ObservedLogGroup>,
+    task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    services: BTreeMap<String, ObservedService>,
+    targets: BTreeMap<String, ObservedScalableTarget>,
+    policies: BTreeMap<String, Vec<ObservedScalingPolicy>>,
+    images: bool,
+    /// DescribeLogGroups answers with throttling.
+    throttle_log_groups: bool,
+    /// Counts DescribeServices calls.
+    describe_services_calls: Arc<Mutex<usize>>,
+}
+
+/// The world right after a converged deploy of the default config (revision 1 of every family).
+fn converged_world(ctx: &Context) -> World {
+    let mut w = World { images: true, ..Default::default() };
+    for s in SERVICES {
+        let log_group = ctx.names.log_group(s);
+        w.log_groups.insert(log_group.clone(), ObservedLogGroup { name: log_group, retention_days: Some(30) });
+        let family = ctx.names.task_family(s);
+        w.task_definitions.insert(
+            family,
+            ObservedTaskDefinition { arn: td_arn(s, 1), revision: 1, active: true, definition: desired_td(ctx, s) },
+        );
+        let svc = observed_from(&desired_service(ctx, s, &td_arn(s, 1)));
+        w.services.insert(svc.name.clone(), svc);
+        w.targets.insert(rid(s), ObservedScalableTarget { min_capacity: 2, max_capacity: 10 });
+        w.policies.insert(rid(s), vec![matching_policy(ctx, s)]);
+    }
+    w
+}
+
+/// A mock answering every read from `world`; mutating calls must be expected by each test.
+fn read_mock(world: World) -> MockServicesApi {
+    let mut api = MockServicesApi::new();
+    let w = Arc::new(world);
+    let w1 = w.clone();
+    api.expect_find_log_group().returning(move |name| {
+        if w1.throttle_log_groups {
+            return Err(AwsError::throttling());
+        }
+        Ok(w1.log_groups.get(name).cloned())
+    });
+    let w2 = w.clone();
+    api.expect_describe_task_definition().returning(move |family| Ok(w2.task_definitions.get(family).cloned()));
+    let w3 = w.clone();
+    api.expect_describe_services().returning(move |_, names| {
+        *w3.describe_services_calls.lock().unwrap() += 1;
+        Ok(names.iter().filter_map(|n| w3.services.get(n).cloned()).collect())
+    });
+    let w4 = w.clone();
+    api.expect_describe_scalable_target().returning(move |rid| Ok(w4.targets.get(rid).copied()));
+    let w5 = w.clone();
+    api.expect_describe_scaling_policies()
+        .returning(move |rid| Ok(w5.policies.get(rid).cloned().unwrap_or_default()));
+    let images = w.images;
+    api.expect_image_exists().returning(move |_, _| Ok(images));
+    api
+}
+
+fn no_mutations(api: &mut MockServicesApi) {
+    api.expect_create_log_group().never();
+    api.expect_put_retention_policy().never();
+    api.expect_delete_log_group().never();
+    api.expect_register_task_definition().never();
+    api.expect_deregister_task_definition().never();
+    api.expect_delete_task_definitions().never();
+    api.expect_create_service().never();
+    api.expect_update_service().never();
+    api.expect_delete_service().never();
+    api.expect_register_scalable_target().never();
+    api.expect_deregister_scalable_target().never();
+    api.expect_put_scaling_policy().never();
+    api.expect_delete_scaling_policy().never();
+}
+
+fn step(api: MockServicesApi) -> ServicesStep {
+    ServicesStep::new(Arc::new(api)).with_wait_poll(Duration::from_millis(1), Duration::from_millis(2))
+}
+
+fn expected_policy(service: &str) -> ScalingPolicySpec {
+    ScalingPolicySpec {
+        name: format!("tap-cpu-{service}-dev"),
+        metric: "ECSServiceAverageCPUUtilization".into(),
+        target_value: 70.0,
+        scale_in_cooldown: 60,
+        scale_out_cooldown: 60,
+    }
+}
+
+fn expected_task_definition_json(service: &str) -> serde_json::Value {
+    let log = |s: &str| {
+        json!({"logDriver": "awslogs", "options": {
+            "awslogs-group": format!("/ecs/tap-{s}-dev"),
+            "awslogs-region": REGION,
+            "awslogs-stream-prefix": s,
+        }})
+    };
+    let (cpu, memory, port, environment, secrets) = match service {
+        "frontend" => (
+            "512",
+            "1024",
+            3000,
+            json!([
+                {"name": "API_ENDPOINT", "value": format!("http://{ALB_DNS}/api")},
+                {"name": "NODE_ENV", "value": "production"},
+            ]),
+            json!([]),
+        ),
+        "api-gateway" => (
+            "1024",
+            "2048",
+            8080,
+            json!([{"name": "PROCESSING_SERVICE_URL", "value": "http://processing-service.tap-dev.local:9000"}]),
+            json!([
+                {"name": "API_KEYS", "valueFrom": KEYS_SECRET},
+                {"name": "DB_CREDENTIALS", "valueFrom": DB_SECRET},
+            ]),
+        ),
+        "processing-service" => (
+            "2048",
+            "4096",
+            9000,
+            json!([{"name": "WORKER_THREADS", "value": "4"}]),
+            json!([{"name": "DB_CREDENTIALS", "valueFrom": DB_SECRET}]),
+        ),
+        other => panic!("unknown service {other}"),
+    };
+    json!({
+        "family": format!("tap-{service}-dev"),
+        "requiresCompatibilities": ["FARGATE"],
+        "networkMode": "awsvpc",
+        "cpu": cpu,
+        "memory": memory,
+        "executionRoleArn": EXEC_ROLE,
+        "taskRoleArn": task_role(service),
+        "containerDefinitions": [{
+            "name": service,
+            "image": format!("{}:latest", repo_uri(service)),
+            "essential": true,
+            "portMappings": [{"containerPort": port, "protocol": "tcp"}],
+            "environment": environment,
+            "secrets": secrets,
+            "logConfiguration": log(service),
+        }],
+    })
+}
+
+fn short_of(service: &str) -> Option<&'static str> {
+    match service {
+        "frontend" => Some("fe"),
+        "api-gateway" => Some("api"),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn deploy_from_nothing_creates_the_spec_resources() {
+    let ctx = deployed_ctx(config(false));
+    let mut api = read_mock(World { images: true, ..Default::default() });
+
+    api.expect_create_log_group()
+        .withf(|name, tags| {
+            let service = name.strip_prefix("/ecs/tap-").and_then(|n| n.strip_suffix("-dev")).unwrap_or("");
+            SERVICES.contains(&service)
+                && tags.contains(&("Environment".into(), "dev".into()))
+                && tags.contains(&("Name".into(), name.into()))
+                && tags.contains(&("tap:component".into(), format!("services/log-group/{service}")))
+        })
+        .times(3)
+        .returning(|_, _| Ok(()));
+    api.expect_put_retention_policy().withf(|_, days| *days == 30).times(3).returning(|_, _| Ok(()));
+
+    let registered: Arc<Mutex<Vec<TaskDefinitionSpec>>> = Arc::default();
+    let reg = registered.clone();
+    api.expect_register_task_definition()
+        .withf(|_, tags| tags.contains(&("Project".into(), "tap".into())))
+        .times(3)
+        .returning(move |def, _| {
+            reg.lock().unwrap().push(def.clone());
+            let service = def.containers[0].name.clone();
+            Ok(ObservedTaskDefinition { arn: td_arn(&service, 1), revision: 1, active: true, definition: def.clone() })
+        });
+
+    let created: Arc<Mutex<Vec<DesiredService>>> = Arc::default();
+    let cr = created.clone();
+    api.expect_create_service().times(3).returning(move |d| {
+        cr.lock().unwrap().push(d.clone());
+        Ok(moto_created(d))
+    });
+    let updates: Arc<Mutex<Vec<ServiceUpdate>>> = Arc::default();
+    let up = updates.clone();
+    api.expect_update_service().times(3).returning(move |u| {
+        up.lock().unwrap().push(u.clone());
+        let d = created_for(&u.service);
+        Ok(observed_from(&d))
+    });
+    fn created_for(name: &str) -> DesiredService {
+        let ctx = deployed_ctx(config(false));
+        let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+        desired_service(&ctx, service, &td_arn(service, 1))
+    }
+
+    api.expect_register_scalable_target()
+        .withf(|rid, min, max| SERVICES.iter().any(|s| *rid == self::rid(s)) && *min == 2 && *max == 10)
+        .times(3)
+        .returning(|_, _, _| Ok(()));
+    api.expect_put_scaling_policy()
+        .withf(|rid, policy| SERVICES.iter().any(|s| *rid == self::rid(s) && *policy == expected_policy(s)))
+        .times(3)
+        .returning(|_, _| Ok(()));
+
+    let changes = step(api).apply(&ctx).await.unwrap();
+
+    // 3 × (log group, task definition, service, scalable target, policy), all creates.
+    assert_eq!(changes.len(), 15, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.action == Action::Create), "{changes:#?}");
+    for kind in ["log-group", "task-definition", "ecs-service", "scaling-target", "scaling-policy"] {
+        for s in SERVICES {
+            let id = format!("services/{kind}/{s}");
+            assert_eq!(changes.iter().filter(|c| c.resource == id).count(), 1, "{id}");
+        }
+    }
+
+    // The exact task definitions.
+    let registered = registered.lock().unwrap().clone();
+    assert_eq!(registered.len(), 3);
+    for s in SERVICES {
+        let def = registered.iter().find(|d| d.family == format!("tap-{s}-dev")).unwrap();
+        assert_eq!(def.to_json(), expected_task_definition_json(s), "task definition of {s}");
+    }
+
+    // The services as created.
+    let created = created.lock().unwrap().clone();
+    for s in SERVICES {
+        let d = created.iter().find(|d| d.name == format!("tap-{s}-dev")).unwrap();
+        assert_eq!(d.cluster, "tap-cluster-dev");
+        assert_eq!(d.task_definition, td_arn(s, 1));
+        assert_eq!(d.desired_count, 2);
+        assert_eq!(
+            d.capacity_provider_strategy,
+            vec![
+                StrategyItem { capacity_provider: "FARGATE".into(), base: 1, weight: 1 },
+                StrategyItem { capacity_provider: "FARGATE_SPOT".into(), base: 0, weight: 4 },
+            ]
+        );
+        assert_eq!(
+            d.network,
+            NetworkConfig {
+                subnets: vec!["subnet-priv-a".into(), "subnet-priv-b".into(), "subnet-priv-c".into()],
+                security_groups: vec![format!("sg-{s}")],
+                assign_public_ip: false,
+            }
+        );
+        assert_eq!(d.circuit_breaker, CircuitBreaker { enable: true, rollback: true });
+        assert!(d.tags.contains(&("Name".into(), format!("tap-{s}-dev"))));
+        assert!(d.tags.contains(&("tap:component".into(), format!("services/ecs-service/{s}"))));
+        match short_of(s) {
+            Some(short) => {
+                assert_eq!(d.health_check_grace_period_seconds, Some(60), "{s}");
+                let port = spec(&ctx, s).port as i32;
+                assert_eq!(
+                    d.load_balancers,
+                    vec![LoadBalancerRef { target_group_arn: tg_arn(short), container_name: s.into(), container_port: port }]
+                );
+                assert!(d.service_registries.is_empty());
+            }
+            None => {
+                assert_eq!(d.health_check_grace_period_seconds, None, "{s}");
+                assert!(d.load_balancers.is_empty());
+                assert_eq!(d.service_registries, vec![CLOUD_MAP_ARN.to_string()]);
+            }
+        }
+    }
+
+    // Exactly one UpdateService per service, setting only what CreateService dropped.
+    let updates = updates.lock().unwrap().clone();
+    for s in SERVICES {
+        let u = updates.iter().find(|u| u.service == format!("tap-{s}-dev")).unwrap();
+        assert_eq!(u.task_definition, None, "{s}");
+        assert_eq!(u.desired_count, None, "the desired count is never reset ({s})");
+        assert!(u.capacity_provider_strategy.is_some() && u.force_new_deployment, "{s}");
+        assert_eq!(u.circuit_breaker, Some(CircuitBreaker { enable: true, rollback: true }), "{s}");
+        assert_eq!(u.health_check_grace_period_seconds, short_of(s).map(|_| 60), "{s}");
+        assert_eq!((u.network.is_some(), u.load_balancers.is_some(), u.service_registries.is_some()), (false, false, false));
+    }
+
+    let outputs: ServicesOutputs = ctx.get("test").unwrap();
+    for s in SERVICES {
+        assert_eq!(outputs.service_arns[s], service_arn(s));
+    }
+}
+
+#[tokio::test]
+async fn create_that_stores_everything_needs_no_update() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.services.clear();
+    let mut api = read_mock(world);
+    api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
+    api.expect_update_service().never();
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|c| c.action == Action::Create && c.resource.starts_with("services/ecs-service/")));
+}
+
+#[tokio::test]
+async fn converged_environment_makes_no_mutating_call() {
+    let ctx = deployed_ctx(config(false));
+    let mut api = read_mock(converged_world(&ctx));
+    no_mutations(&mut api);
+    let step = step(api);
+    assert_eq!(step.apply(&ctx).await.unwrap(), vec![]);
+    assert_eq!(step.plan(&ctx).await.unwrap(), vec![]);
+    let outputs: ServicesOutputs = ctx.get("test").unwrap();
+    assert_eq!(outputs.service_arns["api-gateway"], service_arn("api-gateway"));
+}
+
+#[tokio::test]
+async fn no_new_revision_when_only_order_or_aws_defaults_differ() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    // AWS returns a running service with a scaled count and a grace period 0 on unrouted services:
+    // neither is drift.
+    for svc in world.services.values_mut() {
+        svc.desired_count = 7;
+        svc.capacity_provider_strategy.reverse();
+        svc.network.as_mut().unwrap().subnets.reverse();
+    }
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn drifted_settings_get_exactly_their_fix() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.log_groups.get_mut("/ecs/tap-frontend-dev").unwrap().retention_days = Some(7);
+    world.services.get_mut("tap-api-gateway-dev").unwrap().health_check_grace_period_seconds = Some(0);
+    world.targets.insert(rid("processing-service"), ObservedScalableTarget { min_capacity: 2, max_capacity: 5 });
+    world.policies.get_mut(&rid("frontend")).unwrap()[0].target_value = Some(50.0);
+    let mut api = read_mock(world);
+    api.expect_put_retention_policy()
+        .withf(|name, days| name == "/ecs/tap-frontend-dev" && *days == 30)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    api.expect_update_service()
+        .withf(|u| {
+            *u == ServiceUpdate {
+                cluster: "tap-cluster-dev".into(),
+                service: "tap-api-gateway-dev".into(),
+                health_check_grace_period_seconds: Some(60),
+                ..Default::default()
+            }
+        })
+        .times(1)
+        .returning(|_| {
+            let ctx = deployed_ctx(config(false));
+            Ok(observed_from(&desired_service(&ctx, "api-gateway", &td_arn("api-gateway", 1))))
+        });
+    api.expect_register_scalable_target()
+        .withf(|r, min, max| *r == rid("processing-service") && (*min, *max) == (2, 10))
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    api.expect_put_scaling_policy()
+        .withf(|r, p| *r == rid("frontend") && *p == expected_policy("frontend"))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    api.expect_create_log_group().never();
+    api.expect_register_task_definition().never();
+    api.expect_create_service().never();
+
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 4, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.action == Action::Update));
+    let grace = changes.iter().find(|c| c.resource == "services/ecs-service/api-gateway").unwrap();
+    assert_eq!(grace.attributes.len(), 1);
+    assert_eq!(grace.attributes[0].attribute, "health_check_grace_period_seconds");
+}
+
+#[tokio::test]
+async fn new_image_tag_registers_one_revision_and_updates_the_service() {
+    let mut config = config(false);
+    config.image_tag = "v2".into();
+    let ctx = deployed_ctx(config);
+    // The world was deployed with `latest`.
+    let world = converged_world(&deployed_ctx(self::config(false)));
+    let mut api = read_mock(world);
+    api.expect_register_task_definition()
+        .withf(|def, _| def.containers[0].image.ends_with(":v2"))
+        .times(3)
+        .returning(|def, _| {
+            let service = def.containers[0].name.clone();
+            Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+        });
+    api.expect_update_service()
+        .withf(|u| {
+            let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap_or("");
+            *u == ServiceUpdate {
+                cluster: "tap-cluster-dev".into(),
+                service: u.service.clone(),
+                task_definition: Some(td_arn(service, 2)),
+                ..Default::default()
+            }
+        })
+        .times(3)
+        .returning(|u| {
+            let ctx = deployed_ctx(self::config(false));
+            let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+            Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
+        });
+    api.expect_create_service().never();
+    api.expect_put_retention_policy().never();
+    api.expect_register_scalable_target().never();
+    api.expect_put_scaling_policy().never();
+
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 6, "{changes:#?}");
+    let td = changes.iter().find(|c| c.resource == "services/task-definition/frontend").unwrap();
+    assert_eq!(td.action, Action::Update);
+    assert_eq!(td.attributes.len(), 1);
+    assert_eq!(td.attributes[0].attribute, "container.image");
+}
+
+#[tokio::test]
+async fn an_inactive_latest_revision_or_service_counts_as_missing() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.task_definitions.get_mut("tap-frontend-dev").unwrap().active = false;
+    world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
+    let mut api = read_mock(world);
+    api.expect_register_task_definition().times(1).returning(|def, _| {
+        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_create_service()
+        .withf(|d| d.name == "tap-frontend-dev" && d.task_definition == td_arn("frontend", 2) && d.desired_count == 2)
+        .times(1)
+        .returning(|d| Ok(observed_from(d)));
+    api.expect_update_service().never();
+    let changes = step(api).apply(&ctx).await.unwrap();
+    let actions: BTreeSet<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(
+        actions,
+        BTreeSet::from([
+            ("services/task-definition/frontend".to_string(), Action::Create),
+            ("services/ecs-service/frontend".to_string(), Action::Create),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retryable_and_names_the_resource() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.throttle_log_groups = true;
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    let err = step(api).apply(&ctx).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("DescribeLogGroups") && err.to_string().contains("services/log-group/"), "{err}");
+}
+
+#[tokio::test]
+async fn throttled_update_service_is_retryable() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.services.get_mut("tap-frontend-dev").unwrap().circuit_breaker = None;
+    let mut api = read_mock(world);
+    api.expect_update_service().times(1).returning(|_| Err(AwsError::throttling()));
+    let err = step(api).apply(&ctx).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("UpdateService on services/ecs-service/frontend"), "{err}");
+}
+
+#[tokio::test]
+async fn plan_with_pending_inputs_creates_everything_without_using_pending_ids() {
+    let ctx = pending_ctx();
+    let mut api = MockServicesApi::new();
+    api.expect_find_log_group().times(3).returning(|_| Ok(None));
+    api.expect_describe_task_definition()
+        .withf(|family| !family.contains(PENDING))
+        .times(3)
+        .returning(|_| Ok(None));
+    api.expect_describe_services().never();
+    api.expect_describe_scalable_target().never();
+    api.expect_describe_scaling_policies().never();
+    api.expect_image_exists().never();
+    no_mutations(&mut api);
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 15);
+    assert!(changes.iter().all(|c| c.action == Action::Create));
+    let outputs: ServicesOutputs = ctx.get("test").unwrap();
+    assert!(outputs.service_arns.values().all(|a| a == PENDING) && outputs.service_arns.len() == 3);
+}
+
+#[tokio::test]
+async fn plan_on_drift_lists_the_changes_without_making_them() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.log_groups.clear();
+    world.services.get_mut("tap-frontend-dev").unwrap().network.as_mut().unwrap().assign_public_ip = true;
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(changes.iter().filter(|c| c.action == Action::Create).count(), 3);
+    let svc = changes.iter().find(|c| c.resource == "services/ecs-service/frontend").unwrap();
+    assert_eq!((svc.action, svc.attributes[0].attribute.as_str()), (Action::Update, "network_configuration"));
+}
+
+#[tokio::test]
+async fn missing_image_warns_and_is_not_waited_for() {
+    let ctx = deployed_ctx(config(true));
+    let mut world = converged_world(&ctx);
+    world.images = false;
+    let calls = world.describe_services_calls.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    // Rollouts never complete here: waiting would time out.
+    step(api).apply(&ctx).await.unwrap();
+    // One DescribeServices per service to converge, none to wait.
+    assert_eq!(*calls.lock().unwrap(), 3);
+}
+
+/// A world where every service reports `rollout` on its PRIMARY deployment with `running` tasks.
+fn rollout_mock(ctx: &Context, rollout: &'static str, running: i32) -> MockServicesApi {
+    let mut world = converged_world(ctx);
+    for svc in world.services.values_mut() {
+        svc.running_count = running;
+        svc.pending_count = svc.desired_count - running;
+        svc.deployments[0].rollout_state = Some(rollout.into());
+        svc.deployments[0].rollout_state_reason = Some(format!("ECS deployment {rollout}"));
+        svc.deployments[0].running_count = running;
+    }
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api
+}
+
+#[tokio::test]
+async fn wait_succeeds_once_rollouts_complete() {
+    let ctx = deployed_ctx(config(true));
+    assert_eq!(step(rollout_mock(&ctx, "COMPLETED", 2)).apply(&ctx).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn failed_rollout_is_an_error_saying_it_was_rolled_back() {
+    let ctx = deployed_ctx(config(true));
+    let err = step(rollout_mock(&ctx, "FAILED", 0)).apply(&ctx).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("failed") && msg.contains("rolled back"), "{msg}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn wait_times_out_naming_the_service() {
+    let mut config = config(true);
+    config.deploy.timeout_seconds = 0;
+    let ctx = deployed_ctx(config);
+    let err = step(rollout_mock(&ctx, "IN_PROGRESS", 0)).apply(&ctx).await.unwrap_err();
+    assert!(matches!(err, StepError::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("tap-"), "{err}");
+}
+
+#[tokio::test]
+async fn destroy_on_an_empty_environment_succeeds() {
+    let ctx = Context::new(config(false));
+    let mut api = MockServicesApi::new();
+    api.expect_list_services().times(1).returning(|_| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
+    api.expect_describe_services().never();
+    api.expect_describe_scaling_policies().times(3).returning(|_| Ok(vec![]));
+    api.expect_describe_scalable_target().times(3).returning(|_| Ok(None));
+    api.expect_list_task_definitions().times(6).returning(|_, _| Ok(vec![]));
+    api.expect_delete_log_group()
+        .times(3)
+        .returning(|_| Err(AwsError::new("ResourceNotFoundException", "The specified log group does not exist.")));
+    api.expect_create_log_group().never();
+    api.expect_update_service().never();
+    api.expect_delete_service().never();
+    api.expect_deregister_task_definition().never();
+    api.expect_delete_task_definitions().never();
+    api.expect_delete_scaling_policy().never();
+    api.expect_deregister_scalable_target().never();
+    assert_eq!(step(api).destroy(&ctx).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn destroy_removes_everything_of_the_environment() {
+    let ctx = deployed_ctx(config(false));
+    let world = converged_world(&ctx);
+    let mut api = MockServicesApi::new();
+    // The cluster also holds a service that is no longer configured.
+    api.expect_list_services().returning(|_| {
+        Ok(vec!["tap-frontend-dev".into(), "tap-api-gateway-dev".into(), "tap-processing-service-dev".into(), "tap-old-dev".into()])
+    });
+    let deleted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let (d1, d2) = (deleted.clone(), deleted.clone());
+    let services = world.services.clone();
+    api.expect_describe_services().returning(move |_, names| {
+        let gone = d1.lock().unwrap();
+        Ok(names
+            .iter()
+            .map(|n| {
+                let mut s = services.get(n).cloned().unwrap_or_else(|| {
+                    let mut s = services["tap-frontend-dev"].clone();
+                    s.name = n.clone();
+                    s
+                });
+                if gone.contains(n) {
+                    s.status = "INACTIVE".into();
+                }
+                s
+            })
+            .collect())
+    });
+    api.expect_update_service()
+        .withf(|u| u.desired_count == Some(0) && u.task_definition.is_none() && u.capacity_provider_strategy.is_none())
+        .times(4)
+        .returning(|u| {
+            let mut s = observed_from(&desired_service(&deployed_ctx(config(false)), "frontend", "td"));
+            s.name = u.service.clone();
+            Ok(s)
+        });
+    api.expect_delete_service().times(4).returning(move |_, name| {
+        d2.lock().unwrap().insert(name.to_string());
+        Ok(())
+    });
+    let policies = world.policies.clone();
+    api.expect_describe_scaling_policies().returning(move |r| Ok(policies.get(r).cloned().unwrap_or_default()));
+    api.expect_delete_scaling_policy()
+        .withf(|r, name| SERVICES.iter().any(|s| *r == rid(s) && name == format!("tap-cpu-{s}-dev")))
+        .times(3)
+        .returning(|_, _| Ok(()));
+    let targets = world.targets.clone();
+    api.expect_describe_scalable_target().returning(move |r| Ok(targets.get(r).copied()));
+    api.expect_deregister_scalable_target().times(3).returning(|_| Ok(()));
+    api.expect_list_task_definitions().returning(|family, status| {
+        let service = family.strip_prefix("tap-").and_then(|f| f.strip_suffix("-dev")).unwrap().to_string();
+        Ok(match status {
+            RevisionStatus::Active => vec![td_arn(&service, 1), td_arn(&service, 2)],
+            RevisionStatus::Inactive => vec![td_arn(&service, 1), td_arn(&service, 2)],
+        })
+    });
+    api.expect_deregister_task_definition().times(8).returning(|_| Ok(()));
+    api.expect_delete_task_definitions().withf(|arns| arns.len() == 2).times(4).returning(|_| Ok(()));
+    api.expect_delete_log_group().times(4).returning(|name| {
+        if name == "/ecs/tap-old-dev" {
+            Err(AwsError::new("ResourceNotFoundException", "gone"))
+        } else {
+            Ok(())
+        }
+    });
+
+    let changes = step(api).destroy(&ctx).await.unwrap();
+    assert!(changes.iter().all(|c| c.action == Action::Delete));
+    let count = |kind: &str| changes.iter().filter(|c| c.resource.starts_with(&format!("services/{kind}/"))).count();
+    assert_eq!(count("ecs-service"), 4);
+    assert_eq!(count("scaling-policy"), 3);
+    assert_eq!(count("scaling-target"), 3);
+    assert_eq!(count("task-definition"), 4);
+    assert_eq!(count("log-group"), 3);
+    assert!(changes.iter().any(|c| c.name == "tap-old-dev"));
+    assert_eq!(deleted.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn destroy_treats_not_found_as_gone() {
+    let ctx = Context::new(config(false));
+    let mut api = MockServicesApi::new();
+    api.expect_list_services().returning(|_| Ok(vec![]));
+    // The service vanishes between DescribeServices and UpdateService.
+    api.expect_describe_services().returning(|_, names| {
+        let ctx = deployed_ctx(config(false));
+        let mut s = observed_from(&desired_service(&ctx, "frontend", "td"));
+        s.name = names[0].clone();
+        Ok(vec![s])
+    });
+    api.expect_update_service().returning(|_| Err(AwsError::new("ServiceNotFoundException", "Service not found.")));
+    api.expect_delete_service().never();
+    api.expect_describe_scaling_policies().returning(|r| {
+        Ok(vec![ObservedScalingPolicy {
+            name: format!("tap-cpu-{}", r.rsplit('/').next().unwrap()),
+            policy_type: "TargetTrackingScaling".into(),
+            metric: None,
+            target_value: None,
+            scale_in_cooldown: None,
+            scale_out_cooldown: None,
+            disable_scale_in: false,
+        }])
+    });
+    api.expect_delete_scaling_policy()
+        .returning(|_, _| Err(AwsError::new("ValidationException", "No scaling policy found for service namespace: ecs")));
+    api.expect_describe_scalable_target().returning(|_| Ok(Some(ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })));
+    api.expect_deregister_scalable_target().returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
+    api.expect_list_task_definitions().returning(|_, _| Ok(vec![]));
+    api.expect_delete_log_group().returning(|_| Ok(()));
+    let changes = step(api).destroy(&ctx).await.unwrap();
+    assert!(changes.iter().all(|c| c.resource.starts_with("services/log-group/")), "{changes:#?}");
+}
+
+#[tokio::test]
+async fn status_reports_counts_rollout_revision_and_target_health() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.services.remove("tap-processing-service-dev");
+    let svc = world.services.get_mut("tap-frontend-dev").unwrap();
+    svc.running_count = 1;
+    svc.pending_count = 1;
+    let mut api = read_mock(world);
+    api.expect_target_health().times(2).returning(|arn| {
+        Ok(if arn.contains("tap-fe-") {
+            BTreeMap::from([("healthy".to_string(), 1), ("initial".to_string(), 1)])
+        } else {
+            BTreeMap::new()
+        })
+    });
+    let statuses = status::status(&api, &ctx).await.unwrap();
+    assert_eq!(statuses.len(), 3);
+    let fe = &statuses[0];
+    assert_eq!((fe.name.as_str(), fe.status.as_str(), fe.desired, fe.running, fe.pending), ("frontend", "ACTIVE", 2, 1, 1));
+    assert_eq!(fe.rollout_state.as_deref(), Some("IN_PROGRESS"));
+    assert_eq!((fe.task_definition.as_deref(), fe.revision), (Some("tap-frontend-dev:1"), Some(1)));
+    assert_eq!(fe.target_health.as_ref().unwrap()["healthy"], 1);
+    assert_eq!(statuses[2].status, "MISSING");
+    let table = status::render_table("dev", &statuses);
+    assert!(table.contains("frontend") && table.contains("healthy=1 initial=1") && table.contains("MISSING"), "{table}");
+    let json = serde_json::to_value(&statuses).unwrap();
+    assert_eq!(json[1]["name"], "api-gateway");
+    assert_eq!(json[1]["target_health"], json!({}));
+}
+
+#[tokio::test]
+async fn status_of_an_environment_without_cluster_is_all_missing() {
+    let ctx = Context::new(config(false));
+    let mut api = MockServicesApi::new();
+    api.expect_describe_services().returning(|_, _| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
+    api.expect_target_health().never();
+    let statuses = status::status(&api, &ctx).await.unwrap();
+    assert!(statuses.iter().all(|s| s.status == "MISSING"));
+}
+
+#[test]
+fn client_tokens_are_deterministic_and_short() {
+    let a = service::client_token(&["dev", "frontend", "arn:1"]);
+    assert_eq!(a, service::client_token(&["dev", "frontend", "arn:1"]));
+    assert_ne!(a, service::client_token(&["dev", "frontend", "arn:2"]));
+    assert!(a.len() <= 36);
+}
+
+#[test]
+fn rollout_classification() {
+    let ctx = deployed_ctx(config(false));
+    let mut svc = observed_from(&desired_service(&ctx, "frontend", "td"));
+    assert!(matches!(service::rollout(&svc), service::Rollout::InProgress(_)));
+    svc.deployments[0].rollout_state = Some("COMPLETED".into());
+    svc.running_count = 1;
+    assert!(matches!(service::rollout(&svc), service::Rollout::InProgress(_)), "COMPLETED but not all tasks running");
+    svc.running_count = 2;
+    assert_eq!(service::rollout(&svc), service::Rollout::Stable);
+    svc.deployments[0].rollout_state = Some("FAILED".into());
+    assert!(matches!(service::rollout(&svc), service::Rollout::Failed(_)));
+}

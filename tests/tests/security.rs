@@ -1,0 +1,357 @@
+//! End-to-end test of the security step: `tap deploy` against moto_server, read back with the AWS
+//! SDK (security group rules, IAM roles and policies, secrets), drift repair, secrets kept across
+//! deploys, and a destroy that leaves nothing of the environment behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
+use serde_json::{json, Value};
+use tests::TestEnv;
+
+const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
+const MANAGED: &str = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy";
+
+/// The mutating operations the security step makes.
+const SECURITY_MUTATIONS: &[&str] = &[
+    "CreateSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "RevokeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupEgress",
+    "CreateRole",
+    "UpdateAssumeRolePolicy",
+    "AttachRolePolicy",
+    "DetachRolePolicy",
+    "PutRolePolicy",
+    "DeleteRolePolicy",
+    "CreateSecret",
+    "RestoreSecret",
+    "PutSecretValue",
+    "UpdateSecret",
+];
+
+fn tap_json(env: &TestEnv, args: &[&str]) -> Value {
+    tap_run(env, args).0
+}
+
+/// `tap --output json <args>`: the JSON document and the log output (stderr).
+fn tap_run(env: &TestEnv, args: &[&str]) -> (Value, String) {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let run = env.tap(&all).success();
+    (run.json(), run.stderr)
+}
+
+/// (resource, action) of the security step's changes.
+fn security_changes(doc: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = doc["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["step"] == "security")
+        .map(|c| {
+            (
+                c["resource"].as_str().unwrap_or_default().to_string(),
+                c["action"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn security_mutations(doc: &Value) -> Vec<(String, u64)> {
+    doc["calls"]["by_operation"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(op, _)| SECURITY_MUTATIONS.contains(&op.rsplit(':').next().unwrap_or(op)))
+        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// IAM returns policy documents URL-encoded.
+fn decode_policy(raw: &str) -> Value {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("policy is not JSON ({e}): {raw}"))
+}
+
+/// A list whatever IAM gave back (a single string or a list), sorted.
+fn list(v: &Value) -> Vec<String> {
+    let mut items: Vec<String> = match v {
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+        Value::String(s) => vec![s.clone()],
+        other => panic!("not a string or list: {other}"),
+    };
+    items.sort();
+    items
+}
+
+fn statements(policy: &Value) -> Vec<Value> {
+    match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        single => vec![single.clone()],
+    }
+}
+
+fn assert_no_wildcard_action(policy: &Value) {
+    for s in statements(policy) {
+        assert!(!list(&s["Action"]).contains(&"*".to_string()), "Action * in {policy}");
+    }
+}
+
+/// Security group name → (id, ingress rules, egress rules); a rule is `proto from-to peer`.
+async fn groups(env: &TestEnv) -> BTreeMap<String, (String, BTreeSet<String>, BTreeSet<String>)> {
+    let clients = env.clients().await;
+    let out = clients
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("tag:Environment").values(&env.suffix).build())
+        .send()
+        .await
+        .unwrap();
+    let rules = |perms: &[IpPermission]| {
+        let mut set = BTreeSet::new();
+        for p in perms {
+            let ports = match p.ip_protocol() {
+                Some("-1") => "all".to_string(),
+                proto => {
+                    format!("{} {}-{}", proto.unwrap_or("?"), p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1))
+                }
+            };
+            for r in p.ip_ranges() {
+                set.insert(format!("{ports} {}", r.cidr_ip().unwrap()));
+            }
+            for r in p.ipv6_ranges() {
+                set.insert(format!("{ports} {}", r.cidr_ipv6().unwrap()));
+            }
+            for g in p.user_id_group_pairs() {
+                set.insert(format!("{ports} {}", g.group_id().unwrap()));
+            }
+        }
+        set
+    };
+    out.security_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.group_name().unwrap().to_string(),
+                (g.group_id().unwrap().to_string(), rules(g.ip_permissions()), rules(g.ip_permissions_egress())),
+            )
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+async fn secret_values(env: &TestEnv) -> BTreeMap<String, Value> {
+    let clients = env.clients().await;
+    let mut out = BTreeMap::new();
+    for logical in ["db-credentials", "api-keys"] {
+        let name = format!("tap-{logical}-{}", env.suffix);
+        let v = clients.secrets.get_secret_value().secret_id(&name).send().await.unwrap();
+        out.insert(logical.to_string(), serde_json::from_str(v.secret_string().unwrap()).unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn security_step_converges_keeps_secrets_and_destroys() {
+    let env = TestEnv::new("sec-e2e");
+    let s = env.suffix.clone();
+
+    // First deploy creates the 4 groups, 4 roles and 2 secrets.
+    let (first, first_logs) = tap_run(&env, &["deploy", "--no-wait"]);
+    let created = security_changes(&first);
+    assert_eq!(created.len(), 10, "{created:?}");
+    assert!(created.iter().all(|(_, a)| a == "create"), "{created:?}");
+
+    // Security groups: exactly the SPEC's rules.
+    let sgs = groups(&env).await;
+    let id = |name: &str| {
+        sgs.get(&format!("tap-{name}-sg-{s}")).unwrap_or_else(|| panic!("no group {name}: {sgs:?}")).0.clone()
+    };
+    let (alb, frontend, api, processing) = (id("alb"), id("frontend"), id("api-gateway"), id("processing-service"));
+    let expect = [
+        ("alb", set(&["tcp 80-80 0.0.0.0/0", "tcp 443-443 0.0.0.0/0"])),
+        ("frontend", set(&[&format!("tcp 3000-3000 {alb}")])),
+        ("api-gateway", set(&[&format!("tcp 8080-8080 {alb}")])),
+        ("processing-service", set(&[&format!("tcp 9000-9000 {api}")])),
+    ];
+    for (name, ingress) in &expect {
+        let (_, have_in, have_out) = &sgs[&format!("tap-{name}-sg-{s}")];
+        assert_eq!(have_in, ingress, "ingress of {name}");
+        assert_eq!(have_out, &set(&["all 0.0.0.0/0"]), "egress of {name}");
+    }
+    assert_ne!(frontend, processing);
+
+    // Secrets: JSON with the right keys, generated values.
+    let clients = env.clients().await;
+    let values = secret_values(&env).await;
+    assert_eq!(values["db-credentials"]["username"], "tap_admin");
+    let password = values["db-credentials"]["password"].as_str().unwrap();
+    assert_eq!(password.len(), 32);
+    assert!(!password.contains(['@', '/', ':', '"', '\'', '\\', '?', '#', '%', ' ']), "{password}");
+    assert_eq!(values["db-credentials"].as_object().unwrap().len(), 2);
+    assert_eq!(values["api-keys"].as_object().unwrap().keys().collect::<Vec<_>>(), vec!["api_key"]);
+    assert_eq!(values["api-keys"]["api_key"].as_str().unwrap().len(), 32);
+    let mut secret_arns = Vec::new();
+    for logical in ["db-credentials", "api-keys"] {
+        let d = clients.secrets.describe_secret().secret_id(format!("tap-{logical}-{s}")).send().await.unwrap();
+        assert!(d.tags().iter().any(|t| t.key() == Some("Environment") && t.value() == Some(s.as_str())));
+        secret_arns.push(d.arn().unwrap().to_string());
+    }
+    secret_arns.sort();
+
+    // Roles: trust, managed attachment, inline policies.
+    let trust_of = |doc: &Value| {
+        let st = statements(doc);
+        assert_eq!(st.len(), 1, "{doc}");
+        (list(&st[0]["Principal"]["Service"]), list(&st[0]["Action"]))
+    };
+    let role = |name: String| {
+        let iam = clients.iam.clone();
+        async move {
+            let r = iam.get_role().role_name(&name).send().await.unwrap_or_else(|e| panic!("GetRole {name}: {e:?}"));
+            let r = r.role().unwrap().clone();
+            let attached: Vec<String> = iam
+                .list_attached_role_policies()
+                .role_name(&name)
+                .send()
+                .await
+                .unwrap()
+                .attached_policies()
+                .iter()
+                .map(|p| p.policy_arn().unwrap().to_string())
+                .collect();
+            let mut inline = BTreeMap::new();
+            for p in iam.list_role_policies().role_name(&name).send().await.unwrap().policy_names() {
+                let doc = iam.get_role_policy().role_name(&name).policy_name(p).send().await.unwrap();
+                inline.insert(p.clone(), decode_policy(doc.policy_document()));
+            }
+            (r, attached, inline)
+        }
+    };
+    let (exec, exec_attached, exec_inline) = role(format!("tap-task-execution-{s}")).await;
+    assert_eq!(
+        trust_of(&decode_policy(exec.assume_role_policy_document().unwrap())),
+        (vec!["ecs-tasks.amazonaws.com".to_string()], vec!["sts:AssumeRole".to_string()])
+    );
+    assert!(exec.tags().iter().any(|t| t.key() == "Environment" && t.value() == s));
+    assert_eq!(exec_attached, vec![MANAGED.to_string()]);
+    assert_eq!(exec_inline.keys().collect::<Vec<_>>(), vec!["read-secrets"]);
+    let read = statements(&exec_inline["read-secrets"]);
+    assert_eq!(read.len(), 1);
+    assert_eq!(list(&read[0]["Action"]), vec!["secretsmanager:GetSecretValue"]);
+    assert_eq!(list(&read[0]["Resource"]), secret_arns, "exactly the two secret ARNs");
+    assert_no_wildcard_action(&exec_inline["read-secrets"]);
+
+    let account = exec.arn().split(':').nth(4).unwrap().to_string();
+    for service in SERVICES {
+        let (r, attached, inline) = role(format!("tap-{service}-task-{s}")).await;
+        assert_eq!(
+            trust_of(&decode_policy(r.assume_role_policy_document().unwrap())).0,
+            vec!["ecs-tasks.amazonaws.com".to_string()]
+        );
+        assert!(attached.is_empty(), "{service}: {attached:?}");
+        assert_eq!(inline.keys().collect::<Vec<_>>(), vec!["task-permissions"], "{service}");
+        let doc = &inline["task-permissions"];
+        assert_no_wildcard_action(doc);
+        let st = statements(doc);
+        assert_eq!(list(&st[0]["Action"]), vec!["logs:CreateLogStream", "logs:PutLogEvents"]);
+        assert_eq!(
+            list(&st[0]["Resource"]),
+            vec![format!("arn:aws:logs:{}:{account}:log-group:/ecs/tap-{service}-{s}:*", env.region)]
+        );
+        match service {
+            "frontend" => assert_eq!(st.len(), 1),
+            "api-gateway" => {
+                assert_eq!(st.len(), 2);
+                assert_eq!(list(&st[1]["Action"]), vec!["servicediscovery:DiscoverInstances"]);
+                assert_eq!(list(&st[1]["Resource"]), vec!["*"]);
+                assert_eq!(
+                    list(&st[1]["Condition"]["StringEquals"]["servicediscovery:NamespaceName"]),
+                    vec![format!("tap-{s}.local")]
+                );
+            }
+            _ => {
+                assert_eq!(st.len(), 3);
+                assert_eq!(list(&st[1]["Action"]), vec!["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]);
+                assert_eq!(list(&st[1]["Resource"]), vec![format!("arn:aws:s3:::tap-trade-data-{s}/*")]);
+                assert_eq!(
+                    st[2],
+                    json!({"Sid": "TradeDataList", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [format!("arn:aws:s3:::tap-trade-data-{s}")]})
+                );
+            }
+        }
+    }
+
+    // Drift: someone opens SSH on the frontend group; the next deploy revokes exactly that.
+    clients
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&frontend)
+        .ip_permissions(
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(groups(&env).await[&format!("tap-frontend-sg-{s}")].1.contains("tcp 22-22 0.0.0.0/0"));
+    let (second, second_logs) = tap_run(&env, &["deploy", "--no-wait"]);
+    assert_eq!(security_changes(&second), vec![("security/sg/frontend".to_string(), "update".to_string())]);
+    assert_eq!(groups(&env).await[&format!("tap-frontend-sg-{s}")].1, set(&[&format!("tcp 3000-3000 {alb}")]));
+
+    // Secrets are never regenerated or rewritten.
+    assert_eq!(secret_values(&env).await, values, "secret values changed across deploys");
+    let stdout_and_logs = format!("{first}{first_logs}{second}{second_logs}");
+    assert!(!stdout_and_logs.contains(password), "a secret value was printed");
+
+    // A third deploy changes nothing of the security step.
+    let third = tap_json(&env, &["deploy", "--no-wait"]);
+    assert_eq!(security_changes(&third), vec![]);
+    assert_eq!(security_mutations(&third), vec![], "security mutating calls on a converged environment");
+    assert_eq!(secret_values(&env).await, values);
+
+    // Destroy leaves no group, role or secret of the environment.
+    let destroyed = tap_json(&env, &["destroy", "--yes"]);
+    let deleted = security_changes(&destroyed);
+    assert_eq!(deleted.len(), 10, "{deleted:?}");
+    assert!(deleted.iter().all(|(_, a)| a == "delete"), "{deleted:?}");
+    assert!(groups(&env).await.keys().all(|n| !n.ends_with(&format!("-sg-{s}"))), "security groups left behind");
+    let mut roles = vec![format!("tap-task-execution-{s}")];
+    roles.extend(SERVICES.iter().map(|svc| format!("tap-{svc}-task-{s}")));
+    for name in roles {
+        let err = clients.iam.get_role().role_name(&name).send().await.expect_err(&name);
+        assert!(tap_core::AwsError::from(err).is_not_found(), "role {name} left behind");
+    }
+    for logical in ["db-credentials", "api-keys"] {
+        let name = format!("tap-{logical}-{s}");
+        match clients.secrets.describe_secret().secret_id(&name).send().await {
+            Err(e) => assert!(tap_core::AwsError::from(e).is_not_found(), "{name}"),
+            Ok(d) => panic!("secret {name} left behind (deleted date {:?})", d.deleted_date()),
+        }
+    }
+
+    // Destroying again is a no-op.
+    let again = tap_json(&env, &["destroy", "--yes"]);
+    assert_eq!(security_changes(&again), vec![]);
+}
