@@ -74,7 +74,16 @@ async fn execute(cli: &Cli, ctx: &Context, runner: &Runner, clients: &AwsClients
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => {
-            bail!("`tap status` needs the services step, which this build does not include yet")
+            let api = tap_services::SdkServices::from_clients(clients);
+            let services = tap_services::status::status(&api, ctx).await?;
+            match cli.output {
+                OutputFormat::Json => {
+                    let doc = json!({"environment": ctx.names.env(), "services": services});
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                }
+                OutputFormat::Text => print!("{}", tap_services::status::render_table(ctx.names.env(), &services)),
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

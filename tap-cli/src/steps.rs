@@ -13,6 +13,11 @@ pub fn all(clients: &AwsClients) -> Vec<Arc<dyn Step>> {
         // One line per concern crate, e.g.:
         // Arc::new(tap_network::NetworkStep::from_clients(clients)),
         Arc::new(tap_network::NetworkStep::from_clients(clients)),
+        Arc::new(tap_security::SecurityStep::from_clients(clients)),
         Arc::new(tap_ingress::IngressStep::from_clients(clients)),
+        Arc::new(tap_registry::RegistryStep::from_clients(clients)),
+        Arc::new(tap_cluster::ClusterStep::from_clients(clients)),
+        Arc::new(tap_discovery::DiscoveryStep::from_clients(clients)),
+        Arc::new(tap_services::ServicesStep::from_clients(clients)),
     ]
 }

@@ -450,7 +450,7 @@ async fn converge_rules(
     desired: Vec<(Rule, String)>,
 ) -> Result<Option<Change>, StepError> {
     let cid = d.component.as_str();
-    let desired_egress = vec![Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))];
+    let desired_egress = [Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))];
     let Some(observed) = observed else {
         // A new group: all its rules are added (AWS gives it the default egress rule).
         let attributes =

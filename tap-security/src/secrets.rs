@@ -283,16 +283,28 @@ fn document(spec: &SecretSpec, generated: &[(&str, SecretValue)]) -> SecretValue
     SecretValue::new(serde_json::to_string(&fields).unwrap_or_default())
 }
 
-/// Deletes every configured secret of the environment without a recovery window.
+/// Deletes every configured secret of the environment without a recovery window. Secrets Manager
+/// accepts a forced delete of a secret that does not exist, so each one is looked up first (only
+/// what existed is reported); one already scheduled for deletion is deleted at once.
 pub async fn destroy(api: &dyn SecretsApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
     let changes = try_join_all(ctx.config.secrets.iter().map(|spec| async move {
         let name = ctx.names.secret(&spec.name);
         let id = component(&spec.name);
+        let Some(secret) = api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))? else {
+            return Ok(None);
+        };
         match api.delete_secret(&name).await {
-            Ok(()) => Ok(Some(Change::delete(id, name))),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(StepError::aws(id, "DeleteSecret")(e)),
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(None),
+            // Some endpoints refuse to act on a secret that is scheduled for deletion: restore it
+            // first, then delete it for good.
+            Err(e) if secret.scheduled_for_deletion && e.is("InvalidRequestException") => {
+                api.restore_secret(&name).await.map_err(StepError::aws(&id, "RestoreSecret"))?;
+                api.delete_secret(&name).await.map_err(StepError::aws(&id, "DeleteSecret"))?;
+            }
+            Err(e) => return Err(StepError::aws(id, "DeleteSecret")(e)),
         }
+        Ok(Some(Change::delete(id, name)))
     }))
     .await?;
     Ok(changes.into_iter().flatten().collect())

@@ -66,12 +66,15 @@ fn fast() -> Backoff {
     Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2), timeout: Duration::from_secs(2) }
 }
 
+/// A role, its attached managed policy ARNs and its inline policies (name → raw document).
+type RoleRecord = (ObservedRole, Vec<String>, BTreeMap<String, String>);
+
 /// What AWS holds, for the read-only mock calls.
 #[derive(Clone, Default)]
 struct World {
     groups: Vec<ObservedGroup>,
-    /// Role name → (role, attached managed ARNs, inline policy name → raw document).
-    roles: BTreeMap<String, (ObservedRole, Vec<String>, BTreeMap<String, String>)>,
+    /// Role name → its record.
+    roles: BTreeMap<String, RoleRecord>,
     secrets: BTreeMap<String, ObservedSecret>,
 }
 
@@ -590,12 +593,42 @@ async fn plan_lists_drift_without_fixing_it() {
 async fn destroy_on_empty_environment_succeeds() {
     let mut m = Mocks::reading(&World::default());
     m.iam.expect_delete_role().never();
-    m.secrets
-        .expect_delete_secret()
-        .times(2)
-        .returning(|_| Err(AwsError::new("ResourceNotFoundException", "no secret")));
-    let changes = m.step().destroy(&ctx()).await.unwrap();
+    let changes = m.forbid_mutations().step().destroy(&ctx()).await.unwrap();
     assert_eq!(changes, vec![]);
+}
+
+#[tokio::test]
+async fn destroy_deletes_a_secret_scheduled_for_deletion_for_good() {
+    let mut world = World { secrets: converged().secrets, ..World::default() };
+    world.secrets.get_mut("tap-api-keys-dev").unwrap().scheduled_for_deletion = true;
+    let mut m = Mocks::reading(&world);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (l1, l2) = (log.clone(), log.clone());
+    m.secrets.expect_delete_secret().withf(|n| n == "tap-db-credentials-dev").times(1).returning(|_| Ok(()));
+    let refused = Arc::new(Mutex::new(false));
+    m.secrets.expect_delete_secret().withf(|n| n == "tap-api-keys-dev").times(2).returning(move |_| {
+        l1.lock().unwrap().push("delete".to_string());
+        let mut refused = refused.lock().unwrap();
+        if *refused {
+            Ok(())
+        } else {
+            *refused = true;
+            Err(AwsError::new("InvalidRequestException", "the secret is scheduled for deletion"))
+        }
+    });
+    m.secrets.expect_restore_secret().withf(|n| n == "tap-api-keys-dev").times(1).returning(move |_| {
+        l2.lock().unwrap().push("restore".to_string());
+        Ok(())
+    });
+    let changes = m.forbid_mutations().step().destroy(&ctx()).await.unwrap();
+    assert_eq!(
+        summary(&changes),
+        vec![
+            ("security/secret/api-keys".to_string(), Action::Delete),
+            ("security/secret/db-credentials".to_string(), Action::Delete)
+        ]
+    );
+    assert_eq!(*log.lock().unwrap(), vec!["delete", "restore", "delete"]);
 }
 
 #[tokio::test]
@@ -645,7 +678,6 @@ async fn destroy_gives_up_on_a_lasting_dependency() {
     let world = World { groups: converged().groups[..1].to_vec(), ..World::default() };
     let mut m = Mocks::reading(&world);
     m.ec2.expect_delete_security_group().returning(|_| Err(AwsError::new("DependencyViolation", "still in use")));
-    m.secrets.expect_delete_secret().returning(|_| Err(AwsError::new("ResourceNotFoundException", "gone")));
     let err = m.step().destroy(&ctx()).await.unwrap_err();
     assert!(err.to_string().contains("DependencyViolation"), "{err}");
 }

@@ -54,9 +54,9 @@ use tap_core::step::OutputKind;
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
-pub use api::ServicesApi;
 #[cfg(any(test, feature = "test-util"))]
 pub use api::MockServicesApi;
+pub use api::ServicesApi;
 pub use sdk::SdkServices;
 
 const STEP: &str = "services";
@@ -188,10 +188,9 @@ impl ServicesStep {
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
         let inputs = Inputs::read(ctx)?;
         let converged =
-            try_join_all(ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, spec))).await?;
-        ctx.put(ServicesOutputs {
-            service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect(),
-        });
+            try_join_all(ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, spec)))
+                .await?;
+        ctx.put(ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() });
         if mode.is_apply() && ctx.config.deploy.wait {
             let backoff = Backoff {
                 initial: self.wait_poll.0,
@@ -227,7 +226,8 @@ impl ServicesStep {
         let suffix = format!("-{}", ctx.names.env());
         for name in listed {
             if seen.insert(name.clone()) {
-                let label = name.strip_prefix("tap-").and_then(|n| n.strip_suffix(&suffix)).unwrap_or(&name).to_string();
+                let label =
+                    name.strip_prefix("tap-").and_then(|n| n.strip_suffix(&suffix)).unwrap_or(&name).to_string();
                 out.push((name, label));
             }
         }
@@ -286,10 +286,9 @@ impl Step for ServicesStep {
     #[tracing::instrument(name = "services", skip_all)]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let (services, cluster_exists) = self.services_to_destroy(ctx).await?;
-        let removed = try_join_all(
-            services.iter().map(|(name, label)| self.destroy_service(ctx, name, label, cluster_exists)),
-        )
-        .await?;
+        let removed =
+            try_join_all(services.iter().map(|(name, label)| self.destroy_service(ctx, name, label, cluster_exists)))
+                .await?;
         Ok(removed.into_iter().flatten().collect())
     }
 }

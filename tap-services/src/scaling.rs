@@ -143,7 +143,9 @@ pub(crate) async fn converge(
     };
     if let Some(change) = policy_change {
         if mode.is_apply() {
-            api.put_scaling_policy(&rid, &policy).await.map_err(StepError::aws(&policy_resource, "PutScalingPolicy"))?;
+            api.put_scaling_policy(&rid, &policy)
+                .await
+                .map_err(StepError::aws(&policy_resource, "PutScalingPolicy"))?;
         }
         changes.push(change);
     }
@@ -177,8 +179,10 @@ pub(crate) async fn destroy(
             Err(e) => return Err(StepError::aws(&policy_resource, "DeleteScalingPolicy")(e)),
         }
     }
-    let target =
-        api.describe_scalable_target(&rid).await.map_err(StepError::aws(&target_resource, "DescribeScalableTargets"))?;
+    let target = api
+        .describe_scalable_target(&rid)
+        .await
+        .map_err(StepError::aws(&target_resource, "DescribeScalableTargets"))?;
     if target.is_some() {
         match api.deregister_scalable_target(&rid).await {
             Ok(()) => changes.push(Change::delete(&target_resource, &rid)),

@@ -68,7 +68,8 @@ fn strategy(items: &[StrategyItem]) -> Result<Vec<ecs::types::CapacityProviderSt
 }
 
 fn network(n: &NetworkConfig) -> Result<ecs::types::NetworkConfiguration, AwsError> {
-    let assign = if n.assign_public_ip { ecs::types::AssignPublicIp::Enabled } else { ecs::types::AssignPublicIp::Disabled };
+    let assign =
+        if n.assign_public_ip { ecs::types::AssignPublicIp::Enabled } else { ecs::types::AssignPublicIp::Disabled };
     let vpc = ecs::types::AwsVpcConfiguration::builder()
         .set_subnets(Some(n.subnets.clone()))
         // Always sent, even empty: some endpoints fail without the key.
@@ -116,7 +117,11 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
         capacity_provider_strategy: s
             .capacity_provider_strategy()
             .iter()
-            .map(|i| StrategyItem { capacity_provider: i.capacity_provider().to_string(), base: i.base(), weight: i.weight() })
+            .map(|i| StrategyItem {
+                capacity_provider: i.capacity_provider().to_string(),
+                base: i.base(),
+                weight: i.weight(),
+            })
             .collect(),
         network: s.network_configuration().and_then(|n| n.awsvpc_configuration()).map(|v| NetworkConfig {
             subnets: v.subnets().to_vec(),
@@ -166,7 +171,8 @@ fn observed_task_definition(td: &ecs::types::TaskDefinition) -> ObservedTaskDefi
                 .port_mappings()
                 .iter()
                 .map(|p| {
-                    let protocol = p.protocol().map(|p| p.as_str().to_ascii_lowercase()).unwrap_or_else(|| "tcp".into());
+                    let protocol =
+                        p.protocol().map(|p| p.as_str().to_ascii_lowercase()).unwrap_or_else(|| "tcp".into());
                     (p.container_port().unwrap_or_default(), protocol)
                 })
                 .collect();
@@ -176,11 +182,7 @@ fn observed_task_definition(td: &ecs::types::TaskDefinition) -> ObservedTaskDefi
                 image: text(c.image()),
                 essential: c.essential().unwrap_or(true),
                 port_mappings,
-                environment: c
-                    .environment()
-                    .iter()
-                    .map(|kv| (text(kv.name()), text(kv.value())))
-                    .collect(),
+                environment: c.environment().iter().map(|kv| (text(kv.name()), text(kv.value()))).collect(),
                 secrets: c.secrets().iter().map(|s| (s.name().to_string(), s.value_from().to_string())).collect(),
                 log_driver: c.log_configuration().map(|l| l.log_driver().as_str().to_string()),
                 log_options: c
@@ -222,8 +224,8 @@ fn container_definition(c: &ContainerSpec) -> Result<ecs::types::ContainerDefini
         builder = builder.environment(ecs::types::KeyValuePair::builder().name(name).value(value).build());
     }
     for (name, from) in &c.secrets {
-        builder =
-            builder.secrets(ecs::types::Secret::builder().name(name).value_from(from).build().map_err(invalid_request)?);
+        builder = builder
+            .secrets(ecs::types::Secret::builder().name(name).value_from(from).build().map_err(invalid_request)?);
     }
     if let Some(driver) = &c.log_driver {
         let mut log = ecs::types::LogConfiguration::builder().log_driver(ecs::types::LogDriver::from(driver.as_str()));
@@ -248,8 +250,7 @@ impl ServicesApi for SdkServices {
     async fn find_log_group(&self, name: &str) -> Result<Option<ObservedLogGroup>, AwsError> {
         let mut token = None;
         loop {
-            let out =
-                self.logs.describe_log_groups().log_group_name_prefix(name).set_next_token(token).send().await?;
+            let out = self.logs.describe_log_groups().log_group_name_prefix(name).set_next_token(token).send().await?;
             if let Some(g) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) {
                 return Ok(Some(ObservedLogGroup { name: name.into(), retention_days: g.retention_in_days() }));
             }
@@ -296,14 +297,17 @@ impl ServicesApi for SdkServices {
         definition: &TaskDefinitionSpec,
         tags: &[Tag],
     ) -> Result<ObservedTaskDefinition, AwsError> {
-        let containers =
-            definition.containers.iter().map(container_definition).collect::<Result<Vec<_>, _>>()?;
+        let containers = definition.containers.iter().map(container_definition).collect::<Result<Vec<_>, _>>()?;
         let out = self
             .ecs
             .register_task_definition()
             .family(&definition.family)
             .set_requires_compatibilities(Some(
-                definition.requires_compatibilities.iter().map(|c| ecs::types::Compatibility::from(c.as_str())).collect(),
+                definition
+                    .requires_compatibilities
+                    .iter()
+                    .map(|c| ecs::types::Compatibility::from(c.as_str()))
+                    .collect(),
             ))
             .network_mode(ecs::types::NetworkMode::from(definition.network_mode.as_str()))
             .cpu(&definition.cpu)
@@ -360,8 +364,7 @@ impl ServicesApi for SdkServices {
     async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ObservedService>, AwsError> {
         let mut found = Vec::new();
         for chunk in names.chunks(10) {
-            let out =
-                self.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send().await?;
+            let out = self.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send().await?;
             found.extend(out.services().iter().map(observed_service));
         }
         Ok(found)

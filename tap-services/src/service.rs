@@ -223,8 +223,13 @@ pub(crate) fn desired(
         lookup(&inputs.security.service_security_group_ids, &service.name, OutputKind::Security, "security group")?;
     let load_balancers = match &service.route {
         Some(_) => vec![LoadBalancerRef {
-            target_group_arn: lookup(&inputs.ingress.target_group_arns, &service.name, OutputKind::Ingress, "target group")?
-                .clone(),
+            target_group_arn: lookup(
+                &inputs.ingress.target_group_arns,
+                &service.name,
+                OutputKind::Ingress,
+                "target group",
+            )?
+            .clone(),
             container_name: service.name.clone(),
             container_port: i32::from(service.port),
         }],
@@ -245,7 +250,11 @@ pub(crate) fn desired(
                 base: cluster_settings.on_demand_base as i32,
                 weight: cluster_settings.on_demand_weight as i32,
             },
-            StrategyItem { capacity_provider: "FARGATE_SPOT".into(), base: 0, weight: cluster_settings.spot_weight as i32 },
+            StrategyItem {
+                capacity_provider: "FARGATE_SPOT".into(),
+                base: 0,
+                weight: cluster_settings.spot_weight as i32,
+            },
         ],
         network: NetworkConfig {
             subnets: inputs.network.private_subnets.iter().map(|s| s.id.clone()).collect(),
@@ -270,9 +279,13 @@ fn sorted<T: Ord + Clone>(items: &[T]) -> Vec<T> {
 
 /// The UpdateService call that turns `observed` into `desired` (with the attributes that differ),
 /// or `None` when they match.
-pub(crate) fn update_for(desired: &DesiredService, observed: &ObservedService) -> Option<(ServiceUpdate, Vec<AttrChange>)> {
+pub(crate) fn update_for(
+    desired: &DesiredService,
+    observed: &ObservedService,
+) -> Option<(ServiceUpdate, Vec<AttrChange>)> {
     let mut attrs = Vec::new();
-    let mut update = ServiceUpdate { cluster: desired.cluster.clone(), service: desired.name.clone(), ..Default::default() };
+    let mut update =
+        ServiceUpdate { cluster: desired.cluster.clone(), service: desired.name.clone(), ..Default::default() };
 
     let observed_td = observed.task_definition.clone().unwrap_or_default();
     if observed_td != desired.task_definition {
@@ -288,7 +301,12 @@ pub(crate) fn update_for(desired: &DesiredService, observed: &ObservedService) -
     }
     if let Some(grace) = desired.health_check_grace_period_seconds {
         if observed.health_check_grace_period_seconds.unwrap_or(0) != grace {
-            diff(&mut attrs, "health_check_grace_period_seconds", &observed.health_check_grace_period_seconds, &Some(grace));
+            diff(
+                &mut attrs,
+                "health_check_grace_period_seconds",
+                &observed.health_check_grace_period_seconds,
+                &Some(grace),
+            );
             update.health_check_grace_period_seconds = Some(grace);
         }
     }
@@ -372,7 +390,11 @@ pub(crate) async fn converge(
             if mode.is_apply() {
                 api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
             }
-            Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![Change::update(resource, desired.name, attrs)] })
+            Ok(ServiceOutcome {
+                arn: current.arn,
+                exists: true,
+                changes: vec![Change::update(resource, desired.name, attrs)],
+            })
         }
         current => {
             let change = Change::create(&resource, &desired.name);

@@ -111,7 +111,12 @@ impl TaskDefinitionSpec {
         diff(&mut attrs, "cpu", &observed.cpu, &self.cpu);
         diff(&mut attrs, "memory", &observed.memory, &self.memory);
         diff(&mut attrs, "network_mode", &observed.network_mode, &self.network_mode);
-        diff(&mut attrs, "requires_compatibilities", &observed.requires_compatibilities, &self.requires_compatibilities);
+        diff(
+            &mut attrs,
+            "requires_compatibilities",
+            &observed.requires_compatibilities,
+            &self.requires_compatibilities,
+        );
         diff(&mut attrs, "execution_role_arn", &observed.execution_role_arn, &self.execution_role_arn);
         diff(&mut attrs, "task_role_arn", &observed.task_role_arn, &self.task_role_arn);
         match (observed.containers.as_slice(), self.containers.as_slice()) {
@@ -146,7 +151,8 @@ pub(crate) fn render(ctx: &Context, inputs: &Inputs, service: &ServiceSpec) -> R
         .secrets
         .iter()
         .map(|(var, logical)| {
-            lookup(&inputs.security.secret_arns, logical, OutputKind::Security, "secret").map(|arn| (var.clone(), arn.clone()))
+            lookup(&inputs.security.secret_arns, logical, OutputKind::Security, "secret")
+                .map(|arn| (var.clone(), arn.clone()))
         })
         .collect::<Result<BTreeMap<_, _>, _>>()?;
     let log_options = BTreeMap::from([

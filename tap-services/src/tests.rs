@@ -57,9 +57,16 @@ fn config(wait: bool) -> Config {
 fn deployed_ctx(config: Config) -> Context {
     let ctx = Context::new(config).with_region(REGION);
     let subnets = |prefix: &str| {
-        ["a", "b", "c"].iter().map(|az| SubnetRef { az: format!("{REGION}{az}"), id: format!("{prefix}-{az}") }).collect()
+        ["a", "b", "c"]
+            .iter()
+            .map(|az| SubnetRef { az: format!("{REGION}{az}"), id: format!("{prefix}-{az}") })
+            .collect()
     };
-    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: subnets("subnet-pub"), private_subnets: subnets("subnet-priv") });
+    ctx.put(NetworkOutputs {
+        vpc_id: "vpc-1".into(),
+        public_subnets: subnets("subnet-pub"),
+        private_subnets: subnets("subnet-priv"),
+    });
     ctx.put(RegistryOutputs {
         repositories: SERVICES
             .iter()
@@ -82,7 +89,10 @@ fn deployed_ctx(config: Config) -> Context {
         service_security_group_ids: SERVICES.iter().map(|s| (s.to_string(), format!("sg-{s}"))).collect(),
         execution_role_arn: EXEC_ROLE.into(),
         task_role_arns: SERVICES.iter().map(|s| (s.to_string(), task_role(s))).collect(),
-        secret_arns: BTreeMap::from([("db-credentials".into(), DB_SECRET.into()), ("api-keys".into(), KEYS_SECRET.into())]),
+        secret_arns: BTreeMap::from([
+            ("db-credentials".into(), DB_SECRET.into()),
+            ("api-keys".into(), KEYS_SECRET.into()),
+        ]),
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/tap-alb-dev/1"),
@@ -251,8 +261,7 @@ fn read_mock(world: World) -> MockServicesApi {
     let w4 = w.clone();
     api.expect_describe_scalable_target().returning(move |rid| Ok(w4.targets.get(rid).copied()));
     let w5 = w.clone();
-    api.expect_describe_scaling_policies()
-        .returning(move |rid| Ok(w5.policies.get(rid).cloned().unwrap_or_default()));
+    api.expect_describe_scaling_policies().returning(move |rid| Ok(w5.policies.get(rid).cloned().unwrap_or_default()));
     let images = w.images;
     api.expect_image_exists().returning(move |_, _| Ok(images));
     api
@@ -461,7 +470,11 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
                 let port = spec(&ctx, s).port as i32;
                 assert_eq!(
                     d.load_balancers,
-                    vec![LoadBalancerRef { target_group_arn: tg_arn(short), container_name: s.into(), container_port: port }]
+                    vec![LoadBalancerRef {
+                        target_group_arn: tg_arn(short),
+                        container_name: s.into(),
+                        container_port: port
+                    }]
                 );
                 assert!(d.service_registries.is_empty());
             }
@@ -482,7 +495,10 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
         assert!(u.capacity_provider_strategy.is_some() && u.force_new_deployment, "{s}");
         assert_eq!(u.circuit_breaker, Some(CircuitBreaker { enable: true, rollback: true }), "{s}");
         assert_eq!(u.health_check_grace_period_seconds, short_of(s).map(|_| 60), "{s}");
-        assert_eq!((u.network.is_some(), u.load_balancers.is_some(), u.service_registries.is_some()), (false, false, false));
+        assert_eq!(
+            (u.network.is_some(), u.load_balancers.is_some(), u.service_registries.is_some()),
+            (false, false, false)
+        );
     }
 
     let outputs: ServicesOutputs = ctx.get("test").unwrap();
@@ -587,13 +603,12 @@ async fn new_image_tag_registers_one_revision_and_updates_the_service() {
     // The world was deployed with `latest`.
     let world = converged_world(&deployed_ctx(self::config(false)));
     let mut api = read_mock(world);
-    api.expect_register_task_definition()
-        .withf(|def, _| def.containers[0].image.ends_with(":v2"))
-        .times(3)
-        .returning(|def, _| {
+    api.expect_register_task_definition().withf(|def, _| def.containers[0].image.ends_with(":v2")).times(3).returning(
+        |def, _| {
             let service = def.containers[0].name.clone();
             Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
-        });
+        },
+    );
     api.expect_update_service()
         .withf(|u| {
             let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap_or("");
@@ -678,10 +693,7 @@ async fn plan_with_pending_inputs_creates_everything_without_using_pending_ids()
     let ctx = pending_ctx();
     let mut api = MockServicesApi::new();
     api.expect_find_log_group().times(3).returning(|_| Ok(None));
-    api.expect_describe_task_definition()
-        .withf(|family| !family.contains(PENDING))
-        .times(3)
-        .returning(|_| Ok(None));
+    api.expect_describe_task_definition().withf(|family| !family.contains(PENDING)).times(3).returning(|_| Ok(None));
     api.expect_describe_services().never();
     api.expect_describe_scalable_target().never();
     api.expect_describe_scaling_policies().never();
@@ -766,7 +778,9 @@ async fn wait_times_out_naming_the_service() {
 async fn destroy_on_an_empty_environment_succeeds() {
     let ctx = Context::new(config(false));
     let mut api = MockServicesApi::new();
-    api.expect_list_services().times(1).returning(|_| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
+    api.expect_list_services()
+        .times(1)
+        .returning(|_| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
     api.expect_describe_services().never();
     api.expect_describe_scaling_policies().times(3).returning(|_| Ok(vec![]));
     api.expect_describe_scalable_target().times(3).returning(|_| Ok(None));
@@ -791,7 +805,12 @@ async fn destroy_removes_everything_of_the_environment() {
     let mut api = MockServicesApi::new();
     // The cluster also holds a service that is no longer configured.
     api.expect_list_services().returning(|_| {
-        Ok(vec!["tap-frontend-dev".into(), "tap-api-gateway-dev".into(), "tap-processing-service-dev".into(), "tap-old-dev".into()])
+        Ok(vec![
+            "tap-frontend-dev".into(),
+            "tap-api-gateway-dev".into(),
+            "tap-processing-service-dev".into(),
+            "tap-old-dev".into(),
+        ])
     });
     let deleted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let (d1, d2) = (deleted.clone(), deleted.clone());
@@ -888,9 +907,11 @@ async fn destroy_treats_not_found_as_gone() {
             disable_scale_in: false,
         }])
     });
-    api.expect_delete_scaling_policy()
-        .returning(|_, _| Err(AwsError::new("ValidationException", "No scaling policy found for service namespace: ecs")));
-    api.expect_describe_scalable_target().returning(|_| Ok(Some(ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })));
+    api.expect_delete_scaling_policy().returning(|_, _| {
+        Err(AwsError::new("ValidationException", "No scaling policy found for service namespace: ecs"))
+    });
+    api.expect_describe_scalable_target()
+        .returning(|_| Ok(Some(ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })));
     api.expect_deregister_scalable_target().returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
     api.expect_list_task_definitions().returning(|_, _| Ok(vec![]));
     api.expect_delete_log_group().returning(|_| Ok(()));
@@ -917,13 +938,19 @@ async fn status_reports_counts_rollout_revision_and_target_health() {
     let statuses = status::status(&api, &ctx).await.unwrap();
     assert_eq!(statuses.len(), 3);
     let fe = &statuses[0];
-    assert_eq!((fe.name.as_str(), fe.status.as_str(), fe.desired, fe.running, fe.pending), ("frontend", "ACTIVE", 2, 1, 1));
+    assert_eq!(
+        (fe.name.as_str(), fe.status.as_str(), fe.desired, fe.running, fe.pending),
+        ("frontend", "ACTIVE", 2, 1, 1)
+    );
     assert_eq!(fe.rollout_state.as_deref(), Some("IN_PROGRESS"));
     assert_eq!((fe.task_definition.as_deref(), fe.revision), (Some("tap-frontend-dev:1"), Some(1)));
     assert_eq!(fe.target_health.as_ref().unwrap()["healthy"], 1);
     assert_eq!(statuses[2].status, "MISSING");
     let table = status::render_table("dev", &statuses);
-    assert!(table.contains("frontend") && table.contains("healthy=1 initial=1") && table.contains("MISSING"), "{table}");
+    assert!(
+        table.contains("frontend") && table.contains("healthy=1 initial=1") && table.contains("MISSING"),
+        "{table}"
+    );
     let json = serde_json::to_value(&statuses).unwrap();
     assert_eq!(json[1]["name"], "api-gateway");
     assert_eq!(json[1]["target_health"], json!({}));
@@ -933,7 +960,8 @@ async fn status_reports_counts_rollout_revision_and_target_health() {
 async fn status_of_an_environment_without_cluster_is_all_missing() {
     let ctx = Context::new(config(false));
     let mut api = MockServicesApi::new();
-    api.expect_describe_services().returning(|_, _| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
+    api.expect_describe_services()
+        .returning(|_, _| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
     api.expect_target_health().never();
     let statuses = status::status(&api, &ctx).await.unwrap();
     assert!(statuses.iter().all(|s| s.status == "MISSING"));

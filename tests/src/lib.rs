@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tap_core::aws::AwsClients;
-use tap_core::config::AwsSettings;
 
 pub use tap_moto::Moto;
 
@@ -25,32 +24,40 @@ pub fn moto() -> &'static Moto {
     })
 }
 
-/// The `tap` binary, built on first use with the same cargo and target dir as this test.
+/// The `tap` binary of this build (`TAP_BIN` overrides).
+///
+/// `cargo test --workspace` builds it before any test runs (tap-cli's own integration test needs
+/// it); when running only this package, build it first: `cargo build -p tap-cli`. Building it from
+/// here is not an option: cargo holds the build lock while tests run.
 pub fn tap_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("TAP_BIN") {
-            return PathBuf::from(bin);
-        }
-        // target/<profile>/deps/<this test> → target/<profile>/tap
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
-        let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .args(["build", "--quiet", "--package", "tap-cli", "--bin", "tap"])
-            .current_dir(tap_moto::workspace_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p tap-cli failed");
-        profile_dir.join("tap")
-    })
-    .clone()
+    if let Some(bin) = std::env::var_os("TAP_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/<this test> → target/<profile>/tap
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("tap");
+    assert!(bin.is_file(), "{} is missing: run `cargo build -p tap-cli` first (cargo xtask ci does)", bin.display());
+    bin
 }
 
 /// Regions moto knows; each test takes the next one.
 const REGIONS: &[&str] = &[
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1",
-    "eu-north-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-south-1",
-    "ca-central-1", "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-south-1",
+    "ca-central-1",
+    "sa-east-1",
 ];
 
 /// The outcome of one `tap` run.
@@ -75,7 +82,14 @@ impl Run {
 
     /// Panics with both streams unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
-        assert_eq!(self.code, Some(code), "tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(code),
+            "tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -86,7 +100,8 @@ impl Run {
 
     /// Stdout parsed as one JSON document.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n--- stderr\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n--- stderr\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -137,14 +152,12 @@ impl TestEnv {
 
     /// SDK clients for this environment's region on the emulator, to read back what tap built.
     pub async fn clients(&self) -> AwsClients {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        AwsClients::load(&AwsSettings {
-            region: Some(self.region.clone()),
-            profile: None,
-            endpoint_url: Some(self.endpoint.clone()),
-            max_attempts: 3,
-        })
-        .await
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tap-tests"))
+            .load()
+            .await;
+        AwsClients::from_sdk_config(config)
     }
 }
