@@ -56,6 +56,9 @@ pub enum Command {
         /// Seconds to wait for the services to become stable (config key `deploy.timeout_seconds`).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
+        /// Wait up to this many seconds for another run holding the environment lock.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
         /// Image tag for every service without its own (config key `image_tag`).
         #[arg(long, value_name = "TAG")]
         image_tag: Option<String>,
@@ -74,7 +77,12 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Wait up to this many seconds for another run holding the environment lock.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        lock_timeout: u64,
     },
+    /// Remove a stale environment lock left by a run that crashed (shows who held it).
+    Unlock,
     /// Print the stack outputs, read live from AWS.
     Outputs,
     /// Show each service's desired/running/pending tasks, rollout and target health.
@@ -113,7 +121,7 @@ impl Cli {
         set("aws.profile", &self.profile);
         set("aws.endpoint_url", &self.endpoint_url);
         match &self.command {
-            Command::Deploy { image_tag, no_wait, timeout } => {
+            Command::Deploy { image_tag, no_wait, timeout, .. } => {
                 set("image_tag", image_tag);
                 if *no_wait {
                     f = f.merge(Serialized::default("deploy.wait", false));
@@ -141,6 +149,8 @@ pub fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::env::var_os("NO_COLOR").is_none() && is_terminal::is_terminal(std::io::stderr())).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::env::var_os("NO_COLOR").is_none() && is_terminal::is_terminal(std::io::stderr()))
+            .init(),
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
@@ -14,13 +14,14 @@ use tap_core::outputs::{is_known, ClusterOutputs, IngressOutputs, NetworkOutputs
 use tap_core::{Action, Change, Config, Context};
 
 use crate::cli::{Cli, Command, OutputFormat};
+use crate::lock::EnvLock;
 use crate::runner::{Operation, RunError, Runner, StepReport};
 use crate::steps;
 
 /// Runs the command line; the exit code on success (plan's detailed exit code may be 2).
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
-    if let Command::Destroy { yes: false } = cli.command {
+    if let Command::Destroy { yes: false, .. } = cli.command {
         confirm_destroy(&config.environment)?;
     }
     let clients = AwsClients::load(&config.aws).await;
@@ -30,7 +31,27 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let ctx = Context::new(config).with_region(region);
     let runner = Runner::new(steps::all(&clients))?;
     let start = Instant::now();
-    let result = execute(cli, &ctx, &runner, &clients).await;
+    let lock = match cli.command {
+        Command::Deploy { lock_timeout, .. } | Command::Destroy { lock_timeout, .. } => {
+            let lock = EnvLock::new(&clients, ctx.names.env(), command_name(&cli.command));
+            lock.acquire(Duration::from_secs(lock_timeout)).await?;
+            Some(lock)
+        }
+        _ => None,
+    };
+    let result = tokio::select! {
+        result = execute(cli, &ctx, &runner, &clients) => result,
+        _ = tokio::signal::ctrl_c() => {
+            // No local state exists: stopping between calls leaves only what AWS already holds,
+            // which the next deploy converges and destroy removes.
+            Err(anyhow::anyhow!("interrupted: run `tap deploy` again to finish, or `tap destroy` to remove what was made"))
+        }
+    };
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "could not release the environment lock; `tap unlock` removes it");
+        }
+    }
     if cli.stats {
         print_stats(&clients.counter.snapshot(), start.elapsed().as_millis());
     }
@@ -70,6 +91,22 @@ async fn execute(cli: &Cli, ctx: &Context, runner: &Runner, clients: &AwsClients
                         println!("{k} = {shown}");
                     }
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unlock => {
+            let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
+            match lock.holder().await? {
+                Some(holder) => {
+                    lock.release().await?;
+                    println!(
+                        "Removed the lock of environment `{}` held by {} ({} s old).",
+                        ctx.names.env(),
+                        holder.holder,
+                        holder.age_seconds
+                    );
+                }
+                None => println!("Environment `{}` is not locked.", ctx.names.env()),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -235,6 +272,17 @@ fn stack_outputs(ctx: &Context) -> Result<Value> {
         bail!("environment `{env}` is not fully deployed (missing: {missing:?}): run `tap deploy` first");
     }
     Ok(doc)
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Deploy { .. } => "deploy",
+        Command::Plan { .. } => "plan",
+        Command::Destroy { .. } => "destroy",
+        Command::Outputs => "outputs",
+        Command::Status => "status",
+        Command::Unlock => "unlock",
+    }
 }
 
 fn confirm_destroy(env: &str) -> Result<()> {

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod lock;
 mod runner;
 mod steps;
 
@@ -24,19 +25,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        tokio::select! {
-            result = commands::run(&cli) => match result {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            },
-            _ = tokio::signal::ctrl_c() => {
-                // No local state exists: stopping between calls leaves only what AWS already
-                // holds, which the next deploy converges and destroy removes.
-                eprintln!("interrupted: run `tap deploy` again to finish, or `tap destroy` to remove what was made");
-                ExitCode::from(130)
+        match commands::run(&cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
             }
         }
     })

@@ -121,7 +121,12 @@ impl Runner {
             let Some((i, name, elapsed, result)) = running.next().await else { break };
             match result {
                 Ok(changes) => {
-                    tracing::info!(step = name, changes = changes.len(), elapsed_ms = elapsed.as_millis() as u64, "done");
+                    tracing::info!(
+                        step = name,
+                        changes = changes.len(),
+                        elapsed_ms = elapsed.as_millis() as u64,
+                        "done"
+                    );
                     done.insert(i);
                     reports.push(StepReport { step: name, changes, elapsed });
                 }
@@ -192,14 +197,20 @@ mod tests {
         }
     }
 
-    fn fake(name: &'static str, needs: &'static [OutputKind], produces: OutputKind, log: &Arc<Mutex<Vec<String>>>) -> Arc<dyn Step> {
+    fn fake(
+        name: &'static str,
+        needs: &'static [OutputKind],
+        produces: OutputKind,
+        log: &Arc<Mutex<Vec<String>>>,
+    ) -> Arc<dyn Step> {
         Arc::new(Fake { name, needs, produces, log: log.clone(), fail: false })
     }
 
     #[test]
     fn unproduced_input_names_step_and_output() {
         let log = Arc::default();
-        let err = Runner::new(vec![fake("services", &[OutputKind::Ingress], OutputKind::Services, &log)]).err().unwrap();
+        let err =
+            Runner::new(vec![fake("services", &[OutputKind::Ingress], OutputKind::Services, &log)]).err().unwrap();
         let msg = err.to_string();
         assert!(msg.contains("services") && msg.contains("ingress"), "{msg}");
     }
@@ -239,7 +250,8 @@ mod tests {
         let log = Arc::new(Mutex::new(vec![]));
         let failing: Arc<dyn Step> =
             Arc::new(Fake { name: "network", needs: &[], produces: OutputKind::Network, log: log.clone(), fail: true });
-        let runner = Runner::new(vec![failing, fake("security", &[OutputKind::Network], OutputKind::Security, &log)]).unwrap();
+        let runner =
+            Runner::new(vec![failing, fake("security", &[OutputKind::Network], OutputKind::Security, &log)]).unwrap();
         let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
         assert_eq!(err.failures.len(), 1);
         assert!(!log.lock().unwrap().iter().any(|l| l.contains("security")));

@@ -4,12 +4,14 @@
 //! so a role is only written to when its policy really differs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::{is_known, PENDING};
+use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
 
 use crate::policy::{self, ArnParts, PolicyDocument};
@@ -214,8 +216,10 @@ pub async fn ensure_role(
                 api.create_role(&name, &trust.to_json(), &tags).await.map_err(StepError::aws(id, "CreateRole"))?;
             let desired = managed(&state.arn_parts(ctx)?);
             let n = name.as_str();
-            try_join_all(desired.iter().map(|arn| async move {
-                api.attach_role_policy(n, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
+            try_join_all(desired.iter().map(|arn| {
+                while_new_role_propagates(id, || async move {
+                    api.attach_role_policy(n, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
+                })
             }))
             .await?;
         }
@@ -272,6 +276,23 @@ pub async fn ensure_role(
     Ok(state)
 }
 
+/// IAM is eventually consistent: a role created a moment ago may still be unknown to the call
+/// that attaches a policy to it. Retries `op` while it says `NoSuchEntity` (or is throttled).
+async fn while_new_role_propagates<F, Fut>(id: &str, op: F) -> Result<(), StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StepError>>,
+{
+    let transient = |e: &StepError| e.aws_error().is_some_and(|a| a.is_not_found() || a.retryable);
+    retry_while(
+        &format!("new IAM role {id} to propagate"),
+        Backoff::with_timeout(Duration::from_secs(60)),
+        transient,
+        op,
+    )
+    .await
+}
+
 /// Phase two of a role: exactly the `desired` inline policies (name → document), compared
 /// semantically; extra inline policies are deleted.
 pub async fn converge_inline(
@@ -284,10 +305,14 @@ pub async fn converge_inline(
     let (id, name) = (component.as_str(), role_name.as_str());
     if role.created {
         if mode.is_apply() {
-            try_join_all(desired.iter().map(|(policy_name, doc)| async move {
-                api.put_role_policy(name, policy_name, &doc.to_json())
-                    .await
-                    .map_err(StepError::aws(id, "PutRolePolicy"))
+            try_join_all(desired.iter().map(|(policy_name, doc)| {
+                let json = doc.to_json();
+                while_new_role_propagates(id, move || {
+                    let json = json.clone();
+                    async move {
+                        api.put_role_policy(name, policy_name, &json).await.map_err(StepError::aws(id, "PutRolePolicy"))
+                    }
+                })
             }))
             .await?;
         }

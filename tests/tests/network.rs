@@ -41,7 +41,9 @@ fn network_changes(doc: &Value) -> BTreeSet<(String, String)> {
         .into_iter()
         .flatten()
         .filter(|c| c["step"] == "network")
-        .map(|c| (c["resource"].as_str().unwrap_or_default().to_owned(), c["action"].as_str().unwrap_or_default().to_owned()))
+        .map(|c| {
+            (c["resource"].as_str().unwrap_or_default().to_owned(), c["action"].as_str().unwrap_or_default().to_owned())
+        })
         .collect()
 }
 
@@ -72,17 +74,28 @@ impl Network {
     async fn read(ec2: &Client, suffix: &str) -> Network {
         let vpcs = ec2.describe_vpcs().filters(env_filter(suffix)).send().await.unwrap().vpcs().to_vec();
         let subnets = ec2.describe_subnets().filters(env_filter(suffix)).send().await.unwrap().subnets().to_vec();
-        let igws = ec2.describe_internet_gateways().filters(env_filter(suffix)).send().await.unwrap().internet_gateways().to_vec();
+        let igws = ec2
+            .describe_internet_gateways()
+            .filters(env_filter(suffix))
+            .send()
+            .await
+            .unwrap()
+            .internet_gateways()
+            .to_vec();
         let nats = ec2.describe_nat_gateways().filter(env_filter(suffix)).send().await.unwrap().nat_gateways().to_vec();
         let addresses = ec2.describe_addresses().filters(env_filter(suffix)).send().await.unwrap().addresses().to_vec();
-        let tables = ec2.describe_route_tables().filters(env_filter(suffix)).send().await.unwrap().route_tables().to_vec();
+        let tables =
+            ec2.describe_route_tables().filters(env_filter(suffix)).send().await.unwrap().route_tables().to_vec();
         Network {
             vpcs: vpcs.into_iter().filter(|v| of_env(v.tags(), suffix)).collect(),
             subnets: subnets.into_iter().filter(|s| of_env(s.tags(), suffix)).collect(),
             igws: igws.into_iter().filter(|g| of_env(g.tags(), suffix)).collect(),
             nats: nats
                 .into_iter()
-                .filter(|n| of_env(n.tags(), suffix) && !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Failed)))
+                .filter(|n| {
+                    of_env(n.tags(), suffix)
+                        && !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Failed))
+                })
                 .collect(),
             addresses: addresses.into_iter().filter(|a| of_env(a.tags(), suffix)).collect(),
             tables: tables.into_iter().filter(|t| of_env(t.tags(), suffix)).collect(),
@@ -90,7 +103,12 @@ impl Network {
     }
 
     fn is_empty(&self) -> bool {
-        self.vpcs.is_empty() && self.subnets.is_empty() && self.igws.is_empty() && self.nats.is_empty() && self.addresses.is_empty() && self.tables.is_empty()
+        self.vpcs.is_empty()
+            && self.subnets.is_empty()
+            && self.igws.is_empty()
+            && self.nats.is_empty()
+            && self.addresses.is_empty()
+            && self.tables.is_empty()
     }
 
     fn vpc_id(&self) -> String {
@@ -100,13 +118,18 @@ impl Network {
 
     /// The route table associated with `subnet_id`.
     fn table_of(&self, subnet_id: &str) -> &RouteTable {
-        let found: Vec<&RouteTable> = self.tables.iter().filter(|t| t.associations().iter().any(|a| a.subnet_id() == Some(subnet_id))).collect();
+        let found: Vec<&RouteTable> =
+            self.tables.iter().filter(|t| t.associations().iter().any(|a| a.subnet_id() == Some(subnet_id))).collect();
         assert_eq!(found.len(), 1, "subnet {subnet_id} has exactly one route table association");
         found[0]
     }
 
     fn component_id<'a>(&'a self, component: &str) -> &'a str {
-        self.tables.iter().find(|t| tag(t.tags(), "tap:component") == Some(component)).and_then(|t| t.route_table_id()).unwrap()
+        self.tables
+            .iter()
+            .find(|t| tag(t.tags(), "tap:component") == Some(component))
+            .and_then(|t| t.route_table_id())
+            .unwrap()
     }
 }
 
@@ -125,7 +148,9 @@ async fn assert_network_is_the_spec(ec2: &Client, suffix: &str) -> Network {
     let net = Network::read(ec2, suffix).await;
     let vpc_id = net.vpc_id();
     assert_eq!(net.vpcs[0].cidr_block(), Some("10.0.0.0/16"));
-    for (attribute, name) in [(VpcAttributeName::EnableDnsSupport, "support"), (VpcAttributeName::EnableDnsHostnames, "hostnames")] {
+    for (attribute, name) in
+        [(VpcAttributeName::EnableDnsSupport, "support"), (VpcAttributeName::EnableDnsHostnames, "hostnames")]
+    {
         let out = ec2.describe_vpc_attribute().vpc_id(&vpc_id).attribute(attribute).send().await.unwrap();
         let value = out.enable_dns_support().or(out.enable_dns_hostnames()).and_then(|v| v.value());
         assert_eq!(value, Some(true), "DNS {name} is on");
@@ -133,7 +158,8 @@ async fn assert_network_is_the_spec(ec2: &Client, suffix: &str) -> Network {
 
     assert_eq!(net.subnets.len(), 6, "{:?}", net.subnets);
     assert!(net.subnets.iter().all(|s| s.vpc_id() == Some(vpc_id.as_str())));
-    let by_cidr: BTreeMap<&str, &aws_sdk_ec2::types::Subnet> = net.subnets.iter().map(|s| (s.cidr_block().unwrap(), s)).collect();
+    let by_cidr: BTreeMap<&str, &aws_sdk_ec2::types::Subnet> =
+        net.subnets.iter().map(|s| (s.cidr_block().unwrap(), s)).collect();
     let cidrs: BTreeSet<&str> = by_cidr.keys().copied().collect();
     assert_eq!(cidrs, PUBLIC.iter().chain(&PRIVATE).copied().collect());
     let az = |cidr: &str| by_cidr[cidr].availability_zone().unwrap().to_owned();
@@ -142,7 +168,8 @@ async fn assert_network_is_the_spec(ec2: &Client, suffix: &str) -> Network {
     for (public, private) in PUBLIC.iter().zip(PRIVATE) {
         assert_eq!(az(public), az(private), "one public and one private subnet per AZ");
     }
-    let public_ids: BTreeMap<String, String> = PUBLIC.iter().map(|c| (by_cidr[c].subnet_id().unwrap().to_owned(), az(c))).collect();
+    let public_ids: BTreeMap<String, String> =
+        PUBLIC.iter().map(|c| (by_cidr[c].subnet_id().unwrap().to_owned(), az(c))).collect();
 
     assert_eq!(net.igws.len(), 1);
     let igw_id = net.igws[0].internet_gateway_id().unwrap().to_owned();
@@ -155,22 +182,34 @@ async fn assert_network_is_the_spec(ec2: &Client, suffix: &str) -> Network {
     for nat in &net.nats {
         assert_eq!(nat.state(), Some(&NatGatewayState::Available));
         let subnet = nat.subnet_id().unwrap();
-        let az = public_ids.get(subnet).unwrap_or_else(|| panic!("NAT {:?} is in a public subnet", nat.nat_gateway_id()));
+        let az =
+            public_ids.get(subnet).unwrap_or_else(|| panic!("NAT {:?} is in a public subnet", nat.nat_gateway_id()));
         assert!(nat_by_az.insert(az.clone(), nat.nat_gateway_id().unwrap().to_owned()).is_none(), "one NAT per AZ");
         let allocation = nat.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap();
-        assert!(net.addresses.iter().any(|a| a.allocation_id() == Some(allocation)), "NAT uses one of the environment's EIPs");
+        assert!(
+            net.addresses.iter().any(|a| a.allocation_id() == Some(allocation)),
+            "NAT uses one of the environment's EIPs"
+        );
     }
 
     assert_eq!(net.tables.len(), 4, "1 public + 3 private route tables");
     for cidr in PUBLIC {
         let table = net.table_of(by_cidr[cidr].subnet_id().unwrap());
-        assert_eq!(default_route(table), (Some(igw_id.clone()), None), "public subnet {cidr} routes 0.0.0.0/0 to the IGW");
+        assert_eq!(
+            default_route(table),
+            (Some(igw_id.clone()), None),
+            "public subnet {cidr} routes 0.0.0.0/0 to the IGW"
+        );
     }
     let mut private_tables = BTreeSet::new();
     for cidr in PRIVATE {
         let table = net.table_of(by_cidr[cidr].subnet_id().unwrap());
         private_tables.insert(table.route_table_id().unwrap().to_owned());
-        assert_eq!(default_route(table), (None, Some(nat_by_az[&az(cidr)].clone())), "private subnet {cidr} routes 0.0.0.0/0 to its AZ's NAT");
+        assert_eq!(
+            default_route(table),
+            (None, Some(nat_by_az[&az(cidr)].clone())),
+            "private subnet {cidr} routes 0.0.0.0/0 to its AZ's NAT"
+        );
     }
     assert_eq!(private_tables.len(), 3, "one private route table per AZ");
     net
@@ -196,13 +235,23 @@ async fn network_deploy_builds_the_spec_is_idempotent_repairs_routes_and_destroy
     tap_json(&env, &["plan", "--detailed-exitcode"], 0);
 
     // Drift: one private route deleted, another pointed at the wrong NAT.
-    let (rt1, rt2) = (net.component_id("network/route-table/private-1"), net.component_id("network/route-table/private-2"));
+    let (rt1, rt2) =
+        (net.component_id("network/route-table/private-1"), net.component_id("network/route-table/private-2"));
     let nat_of_rt1 = default_route(net.tables.iter().find(|t| t.route_table_id() == Some(rt1)).unwrap()).1.unwrap();
     ec2.delete_route().route_table_id(rt1).destination_cidr_block("0.0.0.0/0").send().await.unwrap();
-    ec2.replace_route().route_table_id(rt2).destination_cidr_block("0.0.0.0/0").nat_gateway_id(&nat_of_rt1).send().await.unwrap();
+    ec2.replace_route()
+        .route_table_id(rt2)
+        .destination_cidr_block("0.0.0.0/0")
+        .nat_gateway_id(&nat_of_rt1)
+        .send()
+        .await
+        .unwrap();
     let drift = tap_json(&env, &["plan", "--detailed-exitcode"], 2);
     let expected: BTreeSet<(String, String)> =
-        [("network/route-table/private-1", "update"), ("network/route-table/private-2", "update")].iter().map(|(r, a)| (r.to_string(), a.to_string())).collect();
+        [("network/route-table/private-1", "update"), ("network/route-table/private-2", "update")]
+            .iter()
+            .map(|(r, a)| (r.to_string(), a.to_string()))
+            .collect();
     assert_eq!(network_changes(&drift), expected);
     let repair = tap_json(&env, &["deploy", "--no-wait"], 0);
     assert_eq!(network_changes(&repair), expected);
@@ -215,9 +264,14 @@ async fn network_deploy_builds_the_spec_is_idempotent_repairs_routes_and_destroy
     tap_json(&env, &["destroy", "--yes"], 0);
 
     // The call counts, checked last so that a broken counter does not hide the checks above.
-    assert!(first["calls"]["total"].as_u64().unwrap_or(0) > 0, "the call counter recorded no call of the first deploy: {}", first["calls"]);
+    assert!(
+        first["calls"]["total"].as_u64().unwrap_or(0) > 0,
+        "the call counter recorded no call of the first deploy: {}",
+        first["calls"]
+    );
     assert_eq!(second["calls"]["mutating"], 0, "second deploy makes no mutating call: {:?}", mutating_calls(&second));
-    let repaired: BTreeMap<String, u64> = mutating_calls(&repair).into_iter().filter(|(op, _)| op.starts_with("EC2:")).collect();
+    let repaired: BTreeMap<String, u64> =
+        mutating_calls(&repair).into_iter().filter(|(op, _)| op.starts_with("EC2:")).collect();
     assert_eq!(
         repaired,
         BTreeMap::from([("EC2:CreateRoute".to_owned(), 1), ("EC2:ReplaceRoute".to_owned(), 1)]),

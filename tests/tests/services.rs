@@ -402,7 +402,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     let (first, logs) = tap_run(&env, &["deploy", "--no-wait"]);
     assert_eq!(services_changes(&first), planned, "deploy does what plan showed");
     let ops = calls(&first);
-    assert_eq!(ops.get("ECS:RegisterTaskDefinition"), Some(&3));
+    assert_eq!(ops.get("ECS:RegisterTaskDefinition"), Some(&3), "{ops:?}");
     assert_eq!(ops.get("ECS:CreateService"), Some(&3));
     // moto's CreateService drops the strategy, grace period and deployment configuration: one
     // UpdateService per service sets them in the same run.
