@@ -76,7 +76,15 @@ impl Intercept for CallCounter {
         "tap::CallCounter"
     }
 
-    fn read_before_execution(&self, _ctx: &BeforeSerializationInterceptorContextRef<'_>, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+    // Once per operation, like `read_before_execution`, but after the operation's own config (which
+    // holds its `Metadata`) is in the bag: a client-level interceptor's `read_before_execution` runs
+    // before that, so it never saw the operation name and counted nothing.
+    fn read_before_serialization(
+        &self,
+        _ctx: &BeforeSerializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             tracing::trace!(service = meta.service(), operation = meta.name(), "aws call");
             self.record(meta.service(), meta.name());

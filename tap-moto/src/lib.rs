@@ -4,7 +4,8 @@
 //! [`moto_server_path`] finds the emulator (`MOTO_SERVER`, the project-local venv `.tap/moto-venv`,
 //! or `PATH`) and installs it into that venv with pip when it is missing. [`Moto::start`] runs it on
 //! a free 127.0.0.1 port with IAM's managed policies loaded, waits until it answers, and stops it on
-//! drop.
+//! drop. [`proxy::Proxy`] sits in front of it to add latency or inject faults (throttling, lost
+//! responses, a stall at call N).
 //!
 //! ```no_run
 //! let moto = tap_moto::Moto::start().unwrap();
@@ -12,6 +13,8 @@
 //! moto.reset().unwrap();
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod proxy;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -33,7 +36,8 @@ pub fn venv_dir() -> PathBuf {
 }
 
 fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
 }
 
 /// Finds `moto_server`, installing it into [`venv_dir`] with pip when it is nowhere to be found.
@@ -57,7 +61,12 @@ pub fn install() -> io::Result<()> {
     let venv = venv_dir();
     eprintln!("moto_server not found: installing {MOTO_REQUIREMENT} into {}", venv.display());
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", "--disable-pip-version-check", MOTO_REQUIREMENT]))
+    run(Command::new(venv.join("bin").join("pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MOTO_REQUIREMENT,
+    ]))
 }
 
 fn run(cmd: &mut Command) -> io::Result<()> {
@@ -153,7 +162,11 @@ impl Moto {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port)?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         response

@@ -173,7 +173,7 @@ async fn ingress_step_builds_the_spec_repairs_drift_and_destroys() {
 
     let repair = tap_json(&env, &["deploy", "--no-wait"], 0);
     assert_eq!(ingress_changes(&repair), [("ingress/target-group/api-gateway".to_string(), "update".to_string())]);
-    eprintln!("TEMP repair calls {}", repair["calls"]);
+    assert_eq!(elb_mutations(&repair), [("ModifyTargetGroup".to_string(), 1)], "{}", repair["calls"]);
     assert_eq!(target_group(elb, &api_name).await.unwrap().health_check_path(), Some("/health"));
 
     // A deploy right after makes no mutating ELB call and changes nothing.

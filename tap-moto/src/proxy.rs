@@ -1,0 +1,297 @@
+//! A small loopback HTTP proxy in front of `moto_server` that injects what real AWS does to a
+//! client: latency, throttling, responses lost after the request took effect, and a stall that
+//! lets a test kill the client at an exact call.
+//!
+//! Each client connection carries one request: the proxy answers with `Connection: close`, so the
+//! SDK opens a new connection per call and every call passes through here on its own.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// What to do to the calls passing through.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added to every call before it is forwarded.
+    pub latency: Duration,
+    /// Percentage (0-100) of calls answered with the protocol's throttling error, not forwarded.
+    pub throttle_percent: u32,
+    /// Percentage (0-100) of create-like calls forwarded (so they take effect) whose response is
+    /// then dropped: the client sees the connection close without an answer.
+    pub drop_create_response_percent: u32,
+    /// After this many calls, every further call is held without an answer (the client hangs
+    /// there, for a test to kill it at that exact point).
+    pub stall_after: Option<u64>,
+}
+
+/// One call seen by the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenCall {
+    /// The operation (`Action=` of query protocols, or the `X-Amz-Target` operation).
+    pub operation: String,
+    /// What the proxy did with it.
+    pub fate: Fate,
+}
+
+/// What the proxy did with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Forwarded and answered.
+    Forwarded,
+    /// Answered with a throttling error, not forwarded.
+    Throttled,
+    /// Forwarded, then the response was dropped.
+    ResponseDropped,
+    /// Held without an answer.
+    Stalled,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: u16,
+    faults: Mutex<Faults>,
+    calls: Mutex<Vec<SeenCall>>,
+    counter: AtomicU64,
+    rng: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// A running proxy; stops accepting when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free 127.0.0.1 port forwarding to `127.0.0.1:upstream_port`.
+    pub fn start(upstream_port: u16, faults: Faults) -> io::Result<Proxy> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            upstream: upstream_port,
+            faults: Mutex::new(faults),
+            calls: Mutex::new(Vec::new()),
+            counter: AtomicU64::new(0),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            stopped: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shared.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let s = accept_shared.clone();
+                    thread::spawn(move || {
+                        let _ = handle(stream, &s);
+                    });
+                }
+            }
+        });
+        Ok(Proxy { port, shared })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the faults (e.g. to stop injecting them).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Every call seen so far.
+    pub fn calls(&self) -> Vec<SeenCall> {
+        self.shared.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many calls have arrived.
+    pub fn call_count(&self) -> u64 {
+        self.shared.counter.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+    }
+}
+
+/// A deterministic pseudo-random percentage (xorshift), so fault runs are reproducible.
+fn roll(shared: &Shared) -> u32 {
+    let mut x = shared.rng.load(Ordering::SeqCst);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    shared.rng.store(x, Ordering::SeqCst);
+    (x % 100) as u32
+}
+
+/// Whether an operation creates something (its lost response could make a naive client create twice).
+pub fn is_create(operation: &str) -> bool {
+    ["Create", "Allocate", "Register", "Put", "Run", "Associate", "Attach", "Authorize"]
+        .iter()
+        .any(|p| operation.starts_with(p))
+}
+
+struct Request {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    target: Option<String>,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let mut head = Vec::new();
+    let mut content_length = 0usize;
+    let mut target = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("connection:") {
+            continue; // replaced by `Connection: close` below
+        }
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("x-amz-target:") {
+            target = line.split_once(':').map(|(_, v)| v.trim().rsplit('.').next().unwrap_or("").to_owned());
+        }
+        if line == "\r\n" {
+            head.extend_from_slice(b"Connection: close\r\n\r\n");
+            break;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(Request { head, body, target }))
+}
+
+fn operation(req: &Request) -> String {
+    if let Some(t) = &req.target {
+        return t.clone();
+    }
+    let body = String::from_utf8_lossy(&req.body);
+    body.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(str::to_owned).unwrap_or_else(|| {
+        // REST protocols: method and path.
+        String::from_utf8_lossy(&req.head).lines().next().unwrap_or("").to_owned()
+    })
+}
+
+fn throttling_response(req: &Request) -> Vec<u8> {
+    let body_text = String::from_utf8_lossy(&req.body);
+    let (content_type, body) = if req.target.is_some() {
+        ("application/x-amz-json-1.1", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned())
+    } else if body_text.contains("Version=2016-11-15") {
+        (
+            "text/xml",
+            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>".to_owned(),
+        )
+    } else {
+        (
+            "text/xml",
+            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>tap-proxy</RequestId></ErrorResponse>".to_owned(),
+        )
+    };
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let Some(req) = read_request(&mut reader)? else { return Ok(()) };
+    let op = operation(&req);
+    let n = shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
+    let faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let record =
+        |fate| shared.calls.lock().unwrap_or_else(|e| e.into_inner()).push(SeenCall { operation: op.clone(), fate });
+    let mut client = client;
+    if faults.stall_after.is_some_and(|limit| n > limit) {
+        record(Fate::Stalled);
+        // Hold the call until the client goes away.
+        let _ = client.read(&mut [0u8; 1]);
+        return Ok(());
+    }
+    if !faults.latency.is_zero() {
+        thread::sleep(faults.latency);
+    }
+    if faults.throttle_percent > 0 && roll(shared) < faults.throttle_percent {
+        record(Fate::Throttled);
+        client.write_all(&throttling_response(&req))?;
+        return client.shutdown(Shutdown::Both);
+    }
+    let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
+    upstream.write_all(&req.head)?;
+    upstream.write_all(&req.body)?;
+    let mut response = Vec::new();
+    upstream.read_to_end(&mut response)?;
+    if faults.drop_create_response_percent > 0 && is_create(&op) && roll(shared) < faults.drop_create_response_percent {
+        record(Fate::ResponseDropped);
+        return client.shutdown(Shutdown::Both);
+    }
+    record(Fate::Forwarded);
+    client.write_all(&response)?;
+    client.shutdown(Shutdown::Both)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_like_operations() {
+        assert!(is_create("CreateVpc") && is_create("AllocateAddress") && is_create("PutLifecyclePolicy"));
+        assert!(!is_create("DescribeVpcs") && !is_create("DeleteVpc"));
+    }
+
+    #[test]
+    fn forwards_throttles_and_drops() {
+        // A one-shot upstream that answers 200 to every connection.
+        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let up_port = upstream.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for s in upstream.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let _ = read_request(&mut r);
+                let mut s = s;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        let proxy = Proxy::start(up_port, Faults::default()).unwrap();
+        let call = |body: &str| {
+            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port)).unwrap();
+            write!(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        };
+        assert!(call("Action=DescribeVpcs&Version=2016-11-15").ends_with("ok"));
+        proxy.set_faults(Faults { throttle_percent: 100, ..Faults::default() });
+        assert!(call("Action=DescribeVpcs&Version=2016-11-15").contains("RequestLimitExceeded"));
+        assert!(call("Action=CreateRole&Version=2010-05-08").contains("<Code>Throttling</Code>"));
+        proxy.set_faults(Faults { drop_create_response_percent: 100, ..Faults::default() });
+        assert_eq!(call("Action=CreateVpc&Version=2016-11-15"), "");
+        assert!(call("Action=DescribeVpcs&Version=2016-11-15").ends_with("ok"), "reads are never dropped");
+        let fates: Vec<Fate> = proxy.calls().into_iter().map(|c| c.fate).collect();
+        assert_eq!(
+            fates,
+            vec![Fate::Forwarded, Fate::Throttled, Fate::Throttled, Fate::ResponseDropped, Fate::Forwarded]
+        );
+    }
+}
