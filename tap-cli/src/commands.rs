@@ -189,6 +189,7 @@ fn render_changes(
                     .collect::<Vec<_>>(),
                 "calls": clients.counter.snapshot(),
                 "elapsed_ms": start.elapsed().as_millis() as u64,
+                "peak_rss_kb": peak_rss_kb(),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
@@ -225,6 +226,15 @@ fn render_changes(
         }
     }
     Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), for the benchmark.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn capitalize(s: &str) -> String {

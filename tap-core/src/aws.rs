@@ -3,16 +3,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::{BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef};
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use aws_types::SdkConfig;
 use serde::Serialize;
 
@@ -21,14 +23,31 @@ use crate::config::AwsSettings;
 /// Whether an operation changes anything in AWS, judged by its name (`Describe*`, `List*`, `Get*`
 /// and a few other read verbs are read-only).
 pub fn is_mutating(operation: &str) -> bool {
-    const READ_PREFIXES: &[&str] = &["Describe", "List", "Get", "Discover", "Search", "Lookup", "BatchGet", "Check", "Filter"];
+    const READ_PREFIXES: &[&str] =
+        &["Describe", "List", "Get", "Discover", "Search", "Lookup", "BatchGet", "Check", "Filter"];
     !READ_PREFIXES.iter().any(|p| operation.starts_with(p))
 }
 
-/// Counts AWS calls: one per operation executed (not per retry attempt) and one per attempt.
+/// Counts AWS calls: one per operation executed (not per retry attempt) and one per attempt, and
+/// times each operation to find the run's critical path.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
-    inner: Arc<Mutex<CallCounts>>,
+    inner: Arc<Mutex<CounterState>>,
+}
+
+#[derive(Debug, Default)]
+struct CounterState {
+    counts: CallCounts,
+    /// Start and end of every operation, in start order.
+    spans: Vec<(Instant, Option<Instant>)>,
+}
+
+/// Index of the current operation's span, kept in the operation's config bag.
+#[derive(Debug, Clone, Copy)]
+struct SpanIndex(usize);
+
+impl Storable for SpanIndex {
+    type Storer = StoreReplace<Self>;
 }
 
 /// A snapshot of the counts.
@@ -42,6 +61,9 @@ pub struct CallCounts {
     pub attempts: u64,
     /// `service:Operation` → operations executed.
     pub by_operation: BTreeMap<String, u64>,
+    /// The longest chain of operations that ran one after another (each started after the
+    /// previous one ended): the run's critical path, in calls.
+    pub critical_path: u64,
 }
 
 impl CallCounts {
@@ -58,17 +80,35 @@ impl CallCounts {
 impl CallCounter {
     /// The counts so far.
     pub fn snapshot(&self) -> CallCounts {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        CallCounts { critical_path: longest_chain(&state.spans), ..state.counts.clone() }
     }
 
-    fn record(&self, service: &str, operation: &str) {
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    fn record(&self, service: &str, operation: &str) -> usize {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.spans.push((Instant::now(), None));
+        let index = state.spans.len() - 1;
+        let c = &mut state.counts;
         c.total += 1;
         if is_mutating(operation) {
             c.mutating += 1;
         }
         *c.by_operation.entry(format!("{service}:{operation}")).or_default() += 1;
+        index
     }
+}
+
+/// The longest chain of spans each starting after the previous one ended.
+fn longest_chain(spans: &[(Instant, Option<Instant>)]) -> u64 {
+    let done: Vec<(Instant, Instant)> = spans.iter().filter_map(|&(s, e)| e.map(|e| (s, e))).collect();
+    let mut order: Vec<usize> = (0..done.len()).collect();
+    order.sort_by_key(|&i| done[i].0);
+    let mut chain = vec![0u64; done.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        let before = order[..pos].iter().filter(|&&j| done[j].1 <= done[i].0).map(|&j| chain[j]).max().unwrap_or(0);
+        chain[i] = before + 1;
+    }
+    chain.into_iter().max().unwrap_or(0)
 }
 
 impl Intercept for CallCounter {
@@ -87,13 +127,34 @@ impl Intercept for CallCounter {
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             tracing::trace!(service = meta.service(), operation = meta.name(), "aws call");
-            self.record(meta.service(), meta.name());
+            let index = self.record(meta.service(), meta.name());
+            cfg.interceptor_state().store_put(SpanIndex(index));
         }
         Ok(())
     }
 
-    fn read_before_transmit(&self, _ctx: &BeforeTransmitInterceptorContextRef<'_>, _rc: &RuntimeComponents, _cfg: &mut ConfigBag) -> Result<(), BoxError> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).attempts += 1;
+    fn read_after_execution(
+        &self,
+        _ctx: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(&SpanIndex(i)) = cfg.load::<SpanIndex>() {
+            let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(span) = state.spans.get_mut(i) {
+                span.1 = Some(Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.attempts += 1;
         Ok(())
     }
 }
@@ -136,7 +197,11 @@ impl AwsClients {
     /// standard retry mode (throttling and transient errors back off) and bounded timeouts.
     pub async fn load(settings: &AwsSettings) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts).with_initial_backoff(Duration::from_millis(200)))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(settings.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
@@ -183,6 +248,16 @@ impl AwsClients {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn critical_path_is_the_longest_sequential_chain() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        // a(0-10) → b(10-20) → d(25-30); c(0-30) runs alongside.
+        let spans = vec![(at(0), Some(at(10))), (at(10), Some(at(20))), (at(0), Some(at(30))), (at(25), Some(at(30)))];
+        assert_eq!(longest_chain(&spans), 3);
+        assert_eq!(longest_chain(&[]), 0);
+    }
 
     #[test]
     fn read_verbs_are_not_mutating() {

@@ -52,6 +52,14 @@ fn missing(what: &str) -> AwsError {
     AwsError { code: None, message: format!("EC2 returned no {what}"), retryable: false }
 }
 
+fn unsupported_target(id: &str) -> AwsError {
+    AwsError {
+        code: None,
+        message: format!("tap routes only to internet and NAT gateways, not to {id}"),
+        retryable: false,
+    }
+}
+
 fn sdk_attribute(attribute: VpcAttribute) -> VpcAttributeName {
     match attribute {
         VpcAttribute::DnsSupport => VpcAttributeName::EnableDnsSupport,
@@ -415,7 +423,8 @@ impl Ec2Api for SdkEc2 {
         let req = self.0.create_route().route_table_id(route_table_id).destination_cidr_block(destination);
         let req = match target {
             RouteTarget::NatGateway(id) => req.nat_gateway_id(id),
-            RouteTarget::Gateway(id) | RouteTarget::Other(id) => req.gateway_id(id),
+            RouteTarget::Gateway(id) => req.gateway_id(id),
+            RouteTarget::Other(id) => return Err(unsupported_target(id)),
         };
         req.send().await?;
         Ok(())
@@ -430,7 +439,8 @@ impl Ec2Api for SdkEc2 {
         let req = self.0.replace_route().route_table_id(route_table_id).destination_cidr_block(destination);
         let req = match target {
             RouteTarget::NatGateway(id) => req.nat_gateway_id(id),
-            RouteTarget::Gateway(id) | RouteTarget::Other(id) => req.gateway_id(id),
+            RouteTarget::Gateway(id) => req.gateway_id(id),
+            RouteTarget::Other(id) => return Err(unsupported_target(id)),
         };
         req.send().await?;
         Ok(())

@@ -426,6 +426,9 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
                 }
             })
             .collect();
+        // A service listed twice in `allow_from` is one rule (EC2 rejects duplicates).
+        let mut seen = BTreeSet::new();
+        let rules = rules.into_iter().filter(|(r, _)| seen.insert(r.clone())).collect();
         converge_rules(api, mode, d, id, observed.as_ref(), rules)
     }))
     .await?;

@@ -217,7 +217,7 @@ pub async fn ensure_role(
             let desired = managed(&state.arn_parts(ctx)?);
             let n = name.as_str();
             try_join_all(desired.iter().map(|arn| {
-                while_new_role_propagates(id, || async move {
+                while_new_role_propagates(id, move || async move {
                     api.attach_role_policy(n, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
                 })
             }))

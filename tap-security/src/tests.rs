@@ -693,16 +693,18 @@ async fn policy_of_a_new_role_waits_for_iam_propagation() {
         .times(1)
         .returning(|name, _, _| Ok(role_arn(name)));
     let calls = Arc::new(Mutex::new(0));
-    m.iam.expect_put_role_policy().withf(|role, _, _| role == "tap-frontend-task-dev").times(2).returning(move |_, _, _| {
-        let mut n = calls.lock().unwrap();
-        *n += 1;
-        // The role was created a moment ago and IAM does not know it everywhere yet.
-        if *n == 1 {
-            Err(AwsError::new("NoSuchEntity", "The role with name tap-frontend-task-dev cannot be found."))
-        } else {
-            Ok(())
-        }
-    });
+    m.iam.expect_put_role_policy().withf(|role, _, _| role == "tap-frontend-task-dev").times(2).returning(
+        move |_, _, _| {
+            let mut n = calls.lock().unwrap();
+            *n += 1;
+            // The role was created a moment ago and IAM does not know it everywhere yet.
+            if *n == 1 {
+                Err(AwsError::new("NoSuchEntity", "The role with name tap-frontend-task-dev cannot be found."))
+            } else {
+                Ok(())
+            }
+        },
+    );
     let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
     assert_eq!(summary(&changes), vec![("security/role/frontend-task".to_string(), Action::Create)]);
 }

@@ -73,11 +73,13 @@ pub async fn status(api: &dyn ServicesApi, ctx: &Context) -> Result<Vec<ServiceS
                 });
             };
             let mut target_health: Option<BTreeMap<String, usize>> = None;
-            for lb in &svc.load_balancers {
-                let health = api
-                    .target_health(&lb.target_group_arn)
-                    .await
-                    .map_err(StepError::aws(&lb.target_group_arn, "DescribeTargetHealth"))?;
+            // An INACTIVE service still names the target groups it had, which may be gone.
+            for lb in svc.load_balancers.iter().filter(|_| svc.is_active()) {
+                let health = match api.target_health(&lb.target_group_arn).await {
+                    Ok(health) => health,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(StepError::aws(&lb.target_group_arn, "DescribeTargetHealth")(e)),
+                };
                 let total = target_health.get_or_insert_with(BTreeMap::new);
                 for (state, n) in health {
                     *total.entry(state).or_default() += n;

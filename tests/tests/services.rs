@@ -217,7 +217,10 @@ async fn assert_services_are_the_spec(aws: &Aws, outputs: &Value, tag: &str, rev
         );
         assert_eq!(vpc.security_groups(), [aws.security_group(&format!("tap-{svc}-sg-{s}")).await], "{svc}");
         assert_eq!(vpc.assign_public_ip().map(|a| a.as_str()), Some("DISABLED"), "{svc}");
-        assert!(ecs.tags().iter().any(|t| t.key() == Some("Environment") && t.value() == Some(s.as_str())), "{svc}");
+        let tags = aws.c.ecs.list_tags_for_resource().resource_arn(ecs.service_arn().unwrap()).send().await.unwrap();
+        for (k, v) in [("Environment", s.as_str()), ("Name", name.as_str()), ("ManagedBy", "tap")] {
+            assert!(tags.tags().iter().any(|t| t.key() == Some(k) && t.value() == Some(v)), "{svc}: tag {k}={v}");
+        }
         match svc {
             "processing-service" => {
                 assert!(ecs.load_balancers().is_empty());

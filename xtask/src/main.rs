@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N]>");
+            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N]>");
             std::process::exit(2)
         }
     }
@@ -42,7 +42,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn display(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn ci() -> Result<()> {
@@ -87,10 +91,98 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+/// Bench options: `--runs N`, `--latency-ms N`, `--services N`.
+struct BenchOptions {
+    runs: usize,
+    latency_ms: u64,
+    services: usize,
+}
+
+impl BenchOptions {
+    fn parse(args: &[String]) -> Result<BenchOptions> {
+        let value = |flag: &str, default: u64| -> Result<u64> {
+            match args.iter().position(|a| a == flag) {
+                Some(i) => args
+                    .get(i + 1)
+                    .with_context(|| format!("{flag} needs a number"))?
+                    .parse()
+                    .with_context(|| format!("{flag} needs a number")),
+                None => Ok(default),
+            }
+        };
+        let options = BenchOptions {
+            runs: value("--runs", 3)? as usize,
+            latency_ms: value("--latency-ms", 0)?,
+            services: value("--services", 3)? as usize,
+        };
+        if options.runs == 0 || options.services == 0 || options.services > 200 {
+            bail!("--runs must be at least 1 and --services between 1 and 200");
+        }
+        Ok(options)
+    }
+}
+
+/// A `tap.toml` with the three default services plus generated ones, up to `count` services.
+fn services_config(count: usize) -> String {
+    let mut toml = String::from(
+        r#"[[services]]
+name = "frontend"
+cpu = 512
+memory = 1024
+port = 3000
+environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
+route = { short_name = "fe", health_check_path = "/" }
+
+[[services]]
+name = "api-gateway"
+cpu = 1024
+memory = 2048
+port = 8080
+environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
+secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
+route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
+permissions = ["discover-instances"]
+
+[[services]]
+name = "processing-service"
+cpu = 2048
+memory = 4096
+port = 9000
+environment = { WORKER_THREADS = "4" }
+secrets = { DB_CREDENTIALS = "db-credentials" }
+discovery = true
+allow_from = ["api-gateway"]
+permissions = ["trade-data-bucket"]
+"#,
+    );
+    for i in 3..count {
+        toml.push_str(&format!(
+            "\n[[services]]\nname = \"worker-{i}\"\ncpu = 256\nmemory = 512\nport = {}\nallow_from = [\"api-gateway\"]\ndiscovery = true\n",
+            10000 + i
+        ));
+    }
+    if count < 3 {
+        keep_first_services(&mut toml, count);
+    }
+    toml
+}
+
+/// Keeps only the first `count` default services (routed ones first, so the listener keeps its default).
+fn keep_first_services(toml: &mut String, count: usize) {
+    let parts: Vec<&str> = toml.split("[[services]]").filter(|p| !p.trim().is_empty()).collect();
+    *toml = parts.iter().take(count).map(|p| format!("[[services]]{p}")).collect();
+}
+
 /// One measured `tap` run: its JSON document.
-fn measured(bin: &Path, moto: &Moto, args: &[&str]) -> Result<Value> {
-    let mut cmd = tap(bin, moto, "bench", "us-east-1");
-    cmd.args(["--output", "json"]).args(args).stderr(Stdio::null());
+fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str]) -> Result<Value> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--env", "bench", "--region", "us-east-1", "--endpoint-url", endpoint, "--output", "json"])
+        .args(args)
+        .current_dir(workdir)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env_remove("AWS_PROFILE")
+        .stderr(Stdio::null());
     let out = cmd.output().with_context(|| display(&cmd))?;
     if !out.status.success() && out.status.code() != Some(2) {
         bail!("`{}` failed: {}", display(&cmd), out.status);
@@ -104,12 +196,17 @@ fn median(mut v: Vec<u64>) -> u64 {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    let runs: usize = match args.iter().position(|a| a == "--runs") {
-        Some(i) => args.get(i + 1).context("--runs needs a number")?.parse()?,
-        None => 3,
-    };
+    let options = BenchOptions::parse(args)?;
     let bin = build_tap()?;
     let moto = Moto::start().context("starting moto_server")?;
+    let proxy = tap_moto::proxy::Proxy::start(
+        moto.port(),
+        tap_moto::proxy::Faults { latency: std::time::Duration::from_millis(options.latency_ms), ..Default::default() },
+    )?;
+    let endpoint = if options.latency_ms > 0 { proxy.endpoint() } else { moto.endpoint() };
+    let workdir = std::env::temp_dir().join(format!("tap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir)?;
+    std::fs::write(workdir.join("tap.toml"), services_config(options.services))?;
     let phases: [(&str, &[&str]); 4] = [
         ("deploy from empty", &["deploy", "--no-wait"]),
         ("no-op redeploy", &["deploy", "--no-wait"]),
@@ -117,21 +214,52 @@ fn bench(args: &[String]) -> Result<()> {
         ("destroy", &["destroy", "--yes"]),
     ];
     let mut samples: Vec<Vec<Value>> = vec![Vec::new(); phases.len()];
-    for _ in 0..runs {
+    for run in 0..options.runs {
         moto.reset()?;
-        for (i, (_, a)) in phases.iter().enumerate() {
-            samples[i].push(measured(&bin, &moto, a)?);
+        for (i, (name, a)) in phases.iter().enumerate() {
+            eprintln!("run {}/{}: {name}", run + 1, options.runs);
+            samples[i].push(measured(&bin, &endpoint, &workdir, a)?);
         }
     }
+    let _ = std::fs::remove_dir_all(&workdir);
+    println!(
+        "services: {}, latency: {} ms/call, runs: {} (medians)\n{:<18} {:>9} {:>6} {:>9} {:>9} {:>13} {:>9} {:>9}",
+        options.services,
+        options.latency_ms,
+        options.runs,
+        "phase",
+        "wall ms",
+        "calls",
+        "mutating",
+        "critical",
+        "crit×latency",
+        "wall/crit",
+        "rss MiB"
+    );
     let mut rows = Vec::new();
-    println!("{:<20} {:>10} {:>8} {:>9}", "phase", "wall ms", "calls", "mutating");
     for ((name, _), runs) in phases.iter().zip(&samples) {
-        let wall = median(runs.iter().map(|r| r["elapsed_ms"].as_u64().unwrap_or(0)).collect());
-        let calls = median(runs.iter().map(|r| r["calls"]["total"].as_u64().unwrap_or(0)).collect());
-        let mutating = median(runs.iter().map(|r| r["calls"]["mutating"].as_u64().unwrap_or(0)).collect());
-        println!("{name:<20} {wall:>10} {calls:>8} {mutating:>9}");
-        rows.push(json!({"phase": name, "wall_ms_median": wall, "calls": calls, "mutating_calls": mutating, "runs": runs.len()}));
+        let pick = |f: &dyn Fn(&Value) -> u64| median(runs.iter().map(f).collect());
+        let wall = pick(&|r| r["elapsed_ms"].as_u64().unwrap_or(0));
+        let calls = pick(&|r| r["calls"]["total"].as_u64().unwrap_or(0));
+        let mutating = pick(&|r| r["calls"]["mutating"].as_u64().unwrap_or(0));
+        let critical = pick(&|r| r["calls"]["critical_path"].as_u64().unwrap_or(0));
+        let rss_kb = pick(&|r| r["peak_rss_kb"].as_u64().unwrap_or(0));
+        let floor = critical * options.latency_ms;
+        let ratio = if floor > 0 { format!("{:.2}", wall as f64 / floor as f64) } else { "-".into() };
+        println!(
+            "{name:<18} {wall:>9} {calls:>6} {mutating:>9} {critical:>9} {floor:>13} {ratio:>9} {:>9.1}",
+            rss_kb as f64 / 1024.0
+        );
+        rows.push(json!({
+            "phase": name, "wall_ms": wall, "calls": calls, "mutating_calls": mutating,
+            "critical_path_calls": critical, "critical_path_x_latency_ms": floor, "peak_rss_kb": rss_kb,
+        }));
     }
-    println!("{}", serde_json::to_string(&json!({"bench": rows}))?);
+    println!(
+        "{}",
+        serde_json::to_string(
+            &json!({"services": options.services, "latency_ms": options.latency_ms, "runs": options.runs, "phases": rows})
+        )?
+    );
     Ok(())
 }
