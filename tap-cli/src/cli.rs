@@ -1,11 +1,14 @@
 //! Command-line arguments, and how they become config overrides and a log subscriber.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use figment::providers::Serialized;
 use figment::Figment;
 use tracing_subscriber::EnvFilter;
+
+use crate::progress::{LogWriterMaker, ProgressMode};
 
 /// Deploys a complete ECS Fargate platform (network, registries, cluster, load balancer, service
 /// discovery, IAM, secrets, logs, auto scaling) and keeps it converged. State lives in AWS (names
@@ -40,6 +43,14 @@ pub struct Cli {
     /// Print the AWS calls made (total, mutating, per operation) to stderr at the end.
     #[arg(long, global = true)]
     pub stats: bool,
+    /// Progress of deploy, plan and destroy on stderr: a live view on a terminal, plain lines
+    /// otherwise (auto), or always one of them, or none.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressArg::Auto)]
+    pub progress: ProgressArg,
+    /// Color the plan on stdout: when stdout is a terminal and NO_COLOR is unset (auto), always
+    /// or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -87,6 +98,63 @@ pub enum Command {
     Outputs,
     /// Show each service's desired/running/pending tasks, rollout and target health.
     Status,
+    /// Print a service's logs (its CloudWatch Logs group), oldest first.
+    Logs {
+        /// The service, e.g. `frontend` (a name from the `services` config).
+        service: String,
+        /// How far back to start: 30s, 10m, 2h, 1d.
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        since: String,
+        /// Keep printing new events until Ctrl-C (with --output json: one JSON object per line).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print a shell completion script, e.g. `tap completions bash > ~/.local/share/bash-completion/completions/tap`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Deploy { .. } => "deploy",
+            Command::Plan { .. } => "plan",
+            Command::Destroy { .. } => "destroy",
+            Command::Unlock => "unlock",
+            Command::Outputs => "outputs",
+            Command::Status => "status",
+            Command::Logs { .. } => "logs",
+            Command::Completions { .. } => "completions",
+        }
+    }
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressArg {
+    /// Live on a terminal, plain lines otherwise.
+    Auto,
+    /// Spinners redrawn in place.
+    Live,
+    /// One line per event.
+    Plain,
+    /// No progress.
+    None,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Result format.
@@ -108,6 +176,36 @@ pub enum LogFormat {
 }
 
 impl Cli {
+    /// How this run shows progress: only deploy, plan and destroy have any; `auto` is live when
+    /// stderr is a terminal (and TERM is not `dumb`), plain lines otherwise.
+    pub fn progress_mode(&self) -> ProgressMode {
+        if !matches!(self.command, Command::Deploy { .. } | Command::Plan { .. } | Command::Destroy { .. }) {
+            return ProgressMode::Off;
+        }
+        match self.progress {
+            ProgressArg::Live => ProgressMode::Live,
+            ProgressArg::Plain => ProgressMode::Plain,
+            ProgressArg::None => ProgressMode::Off,
+            ProgressArg::Auto => {
+                let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+                if std::io::stderr().is_terminal() && !dumb {
+                    ProgressMode::Live
+                } else {
+                    ProgressMode::Plain
+                }
+            }
+        }
+    }
+
+    /// Whether to color stdout.
+    pub fn color(&self) -> bool {
+        match self.color {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        }
+    }
+
     /// The flags that were given, as the top figment layer.
     pub fn overrides(&self) -> Figment {
         let mut f = Figment::new();
@@ -138,15 +236,18 @@ impl Cli {
 }
 
 /// Logs to stderr: `RUST_LOG` when set, else `info` (or debug/trace with -v/-vv); the SDK's own
-/// chatter stays at warn unless asked for.
+/// chatter stays at warn unless asked for. While progress is shown (deploy, plan, destroy), the
+/// default is `warn`: the progress view already tells what info logs would, and the runner's own
+/// step lines are left out.
 pub fn init_logging(cli: &Cli) {
-    let default = match cli.verbose {
-        0 => "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn,hyper=warn",
-        1 => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info,rustls=info,h2=info",
+    let default = match (cli.verbose, cli.progress_mode()) {
+        (0, ProgressMode::Live | ProgressMode::Plain) => "warn,tap::runner=off",
+        (0, ProgressMode::Off) => "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn,hyper=warn",
+        (1, _) => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info,rustls=info,h2=info",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriterMaker).with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder

@@ -1,26 +1,40 @@
 //! The commands: load and validate the config (before any AWS call), build the clients and steps,
 //! run them, and render the result.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use serde::Serialize;
+use clap::CommandFactory;
 use serde_json::{json, Value};
 use tap_core::aws::{AwsClients, CallCounts};
 use tap_core::outputs::{is_known, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
-use tap_core::{Action, Change, Config, Context};
+use tap_core::{Config, Context};
 
 use crate::cli::{Cli, Command, OutputFormat};
 use crate::lock::EnvLock;
-use crate::runner::{Operation, RunError, Runner, StepReport};
-use crate::steps;
+use crate::progress::Progress;
+use crate::render::{self, ChangesDoc, Style, Summary};
+use crate::runner::{NoObserver, Operation, RunError, RunObserver, Runner, StepReport};
+use crate::{errors, logs, steps};
+
+/// The environment of this run, once the config is loaded (for error documents).
+static ENVIRONMENT: OnceLock<String> = OnceLock::new();
 
 /// Runs the command line; the exit code on success (plan's detailed exit code may be 2).
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "tap", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
+    let _ = ENVIRONMENT.set(config.environment.clone());
+    if let Some(region) = &config.aws.region {
+        check_region_name(region)?;
+    }
     if let Command::Destroy { yes: false, .. } = cli.command {
         confirm_destroy(&config.environment)?;
     }
@@ -28,25 +42,35 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let region = clients.region().map(str::to_owned).context(
         "no AWS region: pass --region, set AWS_REGION, or set `aws.region` in tap.toml (or a region in your profile)",
     )?;
-    let ctx = Context::new(config).with_region(region);
-    let runner = Runner::new(steps::all(&clients))?;
+    let steps = steps::all(&clients);
+    let order: Vec<&'static str> = steps.iter().map(|s| s.name()).collect();
+    let op = operation(&cli.command).unwrap_or(Operation::Plan);
+    let progress = Arc::new(Progress::new(cli.progress_mode(), op));
+    let ctx = Context::new(config).with_region(region).with_progress(progress.clone());
+    let runner = Runner::new(steps)?;
     let start = Instant::now();
     let lock = match cli.command {
         Command::Deploy { lock_timeout, .. } | Command::Destroy { lock_timeout, .. } => {
-            let lock = EnvLock::new(&clients, ctx.names.env(), command_name(&cli.command));
+            let lock = EnvLock::new(&clients, ctx.names.env(), cli.command.name());
             lock.acquire(Duration::from_secs(lock_timeout)).await?;
             Some(lock)
         }
         _ => None,
     };
+    let run = Run { cli, ctx: &ctx, runner: &runner, clients: &clients, progress: &progress, order: &order, start };
     let result = tokio::select! {
-        result = execute(cli, &ctx, &runner, &clients) => result,
+        result = run.execute() => result,
         _ = tokio::signal::ctrl_c() => {
-            // No local state exists: stopping between calls leaves only what AWS already holds,
-            // which the next deploy converges and destroy removes.
-            Err(anyhow::anyhow!("interrupted: run `tap deploy` again to finish, or `tap destroy` to remove what was made"))
+            if matches!(cli.command, Command::Logs { .. }) {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                // No local state exists: stopping between calls leaves only what AWS already
+                // holds, which the next deploy converges and destroy removes.
+                Err(anyhow::anyhow!("interrupted: run `tap deploy` again to finish, or `tap destroy` to remove what was made"))
+            }
         }
     };
+    progress.finish(None);
     if let Some(lock) = lock {
         if let Err(e) = lock.release().await {
             tracing::warn!(error = %e, "could not release the environment lock; `tap unlock` removes it");
@@ -58,75 +82,179 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     result
 }
 
-async fn execute(cli: &Cli, ctx: &Context, runner: &Runner, clients: &AwsClients) -> Result<ExitCode> {
-    let start = Instant::now();
-    match &cli.command {
-        Command::Deploy { .. } => {
-            let reports = run_steps(runner, ctx, Operation::Apply).await?;
-            render_changes(cli, ctx, "deploy", &reports, clients, start)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Plan { detailed_exitcode, .. } => {
-            let reports = run_steps(runner, ctx, Operation::Plan).await?;
-            render_changes(cli, ctx, "plan", &reports, clients, start)?;
-            let changed = reports.iter().any(|r| !r.changes.is_empty());
-            Ok(if *detailed_exitcode && changed { ExitCode::from(2) } else { ExitCode::SUCCESS })
-        }
-        Command::Destroy { .. } => {
-            let reports = run_steps(runner, ctx, Operation::Destroy).await?;
-            render_changes(cli, ctx, "destroy", &reports, clients, start)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Outputs => {
-            run_steps(runner, ctx, Operation::Plan).await?;
-            let outputs = stack_outputs(ctx)?;
-            match cli.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outputs)?),
-                OutputFormat::Text => {
-                    for (k, v) in outputs.as_object().into_iter().flatten() {
-                        let shown = match v {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        };
-                        println!("{k} = {shown}");
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Unlock => {
-            let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
-            match lock.holder().await? {
-                Some(holder) => {
-                    lock.release().await?;
-                    println!(
-                        "Removed the lock of environment `{}` held by {} ({} s old).",
-                        ctx.names.env(),
-                        holder.holder,
-                        holder.age_seconds
-                    );
-                }
-                None => println!("Environment `{}` is not locked.", ctx.names.env()),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status => {
-            let api = tap_services::SdkServices::from_clients(clients);
-            let services = tap_services::status::status(&api, ctx).await?;
-            match cli.output {
-                OutputFormat::Json => {
-                    let doc = json!({"environment": ctx.names.env(), "services": services});
-                    println!("{}", serde_json::to_string_pretty(&doc)?);
-                }
-                OutputFormat::Text => print!("{}", tap_services::status::render_table(ctx.names.env(), &services)),
-            }
-            Ok(ExitCode::SUCCESS)
+/// Shows an error of the run: on stderr for people (resource, action, AWS code and message, and
+/// hints), and with `--output json` also as one JSON document on stdout.
+pub fn report_error(cli: &Cli, err: &anyhow::Error) {
+    eprint!("{}", errors::render_text(cli.command.name(), err));
+    if cli.output == OutputFormat::Json && !matches!(cli.command, Command::Completions { .. }) {
+        let doc = errors::render_json(cli.command.name(), ENVIRONMENT.get().map(String::as_str), err);
+        if let Ok(text) = serde_json::to_string_pretty(&doc) {
+            println!("{text}");
         }
     }
 }
 
-async fn run_steps(runner: &Runner, ctx: &Context, op: Operation) -> Result<Vec<StepReport>> {
-    runner.run(ctx, op).await.map_err(|e: RunError| {
+/// The runner operation of a command that runs the steps.
+fn operation(command: &Command) -> Option<Operation> {
+    match command {
+        Command::Deploy { .. } => Some(Operation::Apply),
+        Command::Plan { .. } => Some(Operation::Plan),
+        Command::Destroy { .. } => Some(Operation::Destroy),
+        _ => None,
+    }
+}
+
+/// Rejects a region that cannot be an AWS region name (`eu-west-1`, `us-gov-east-1`, …) before
+/// any call, instead of failing later on an endpoint that does not resolve.
+fn check_region_name(region: &str) -> Result<()> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+    if !ok {
+        bail!(
+            "`{region}` is not an AWS region name (like eu-west-1 or us-east-2): check --region, AWS_REGION or `aws.region`"
+        );
+    }
+    Ok(())
+}
+
+/// One run of a command, with everything it needs.
+struct Run<'a> {
+    cli: &'a Cli,
+    ctx: &'a Context,
+    runner: &'a Runner,
+    clients: &'a AwsClients,
+    progress: &'a Arc<Progress>,
+    order: &'a [&'static str],
+    start: Instant,
+}
+
+impl Run<'_> {
+    async fn execute(&self) -> Result<ExitCode> {
+        let (cli, ctx, clients) = (self.cli, self.ctx, self.clients);
+        match &cli.command {
+            Command::Deploy { .. } | Command::Destroy { .. } => {
+                let op = operation(&cli.command).unwrap_or(Operation::Apply);
+                self.changes(op).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Plan { detailed_exitcode, .. } => {
+                let summary = self.changes(Operation::Plan).await?;
+                Ok(if *detailed_exitcode && summary.changed() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            }
+            Command::Outputs => {
+                run_steps(self.runner, ctx, Operation::Plan, &NoObserver).await?;
+                let outputs = stack_outputs(ctx)?;
+                match cli.output {
+                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outputs)?),
+                    OutputFormat::Text => {
+                        for (k, v) in outputs.as_object().into_iter().flatten() {
+                            let shown = match v {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            println!("{k} = {shown}");
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Unlock => {
+                let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
+                let holder = lock.holder().await?;
+                if holder.is_some() {
+                    lock.release().await?;
+                }
+                match cli.output {
+                    OutputFormat::Json => {
+                        let doc = json!({
+                            "environment": ctx.names.env(),
+                            "removed": holder.is_some(),
+                            "holder": holder.as_ref().map(|h| json!({"holder": h.holder, "age_seconds": h.age_seconds})),
+                        });
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
+                    OutputFormat::Text => match holder {
+                        Some(holder) => println!(
+                            "Removed the lock of environment `{}` held by {} ({} s old).",
+                            ctx.names.env(),
+                            holder.holder,
+                            holder.age_seconds
+                        ),
+                        None => println!("Environment `{}` is not locked.", ctx.names.env()),
+                    },
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Status => {
+                let api = tap_services::SdkServices::from_clients(clients);
+                let services = tap_services::status::status(&api, ctx).await?;
+                match cli.output {
+                    OutputFormat::Json => {
+                        let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "services": services});
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
+                    OutputFormat::Text => print!("{}", tap_services::status::render_table(ctx.names.env(), &services)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Logs { service, since, follow } => {
+                let since = logs::parse_since(since)?;
+                logs::run(&clients.logs, ctx, service, since, *follow, cli.output).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+        }
+    }
+
+    /// Runs the steps for `op` with progress, then prints the changes and the totals.
+    async fn changes(&self, op: Operation) -> Result<Summary> {
+        let (cli, ctx) = (self.cli, self.ctx);
+        let started = Instant::now();
+        let reports = run_steps(self.runner, ctx, op, self.progress.as_ref()).await?;
+        let steps_elapsed = started.elapsed();
+        let ordered = render::ordered(&reports, self.order);
+        let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), self.progress.unchanged());
+        let calls = self.clients.counter.snapshot();
+        let total = render::total_line(op, ctx.names.env(), &summary, &calls, self.start.elapsed());
+        // The totals close the progress on stderr too, unless stdout shows them on the same terminal.
+        let stdout_shows_it = cli.output == OutputFormat::Text && std::io::stdout().is_terminal();
+        self.progress.finish((!stdout_shows_it).then_some(total.as_str()));
+
+        let mut out = std::io::stdout().lock();
+        match cli.output {
+            OutputFormat::Json => {
+                let unchanged = self.progress.unchanged_by_step();
+                let doc = render::changes_json(&ChangesDoc {
+                    command: cli.command.name(),
+                    environment: ctx.names.env(),
+                    region: &ctx.region,
+                    reports: &ordered,
+                    summary,
+                    unchanged_by_step: &unchanged,
+                    calls: &calls,
+                    elapsed: steps_elapsed,
+                    peak_rss_kb: peak_rss_kb(),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            }
+            OutputFormat::Text => {
+                write!(out, "{}", render::changes_text(&ordered, Style { color: cli.color() }))?;
+                if summary.changed() {
+                    writeln!(out)?;
+                }
+                writeln!(out, "{total}")?;
+            }
+        }
+        Ok(summary)
+    }
+}
+
+async fn run_steps(runner: &Runner, ctx: &Context, op: Operation, observer: &dyn RunObserver) -> Result<Vec<StepReport>> {
+    runner.run_observed(ctx, op, observer).await.map_err(|e: RunError| {
         for report in &e.completed {
             for change in &report.changes {
                 tracing::info!(step = report.step, "{change}");
@@ -136,98 +264,6 @@ async fn run_steps(runner: &Runner, ctx: &Context, op: Operation) -> Result<Vec<
     })
 }
 
-/// Counts of created, updated and deleted resources.
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    create: usize,
-    update: usize,
-    delete: usize,
-}
-
-fn summarize<'a>(changes: impl Iterator<Item = &'a Change>) -> Summary {
-    let mut s = Summary::default();
-    for c in changes {
-        match c.action {
-            Action::Create => s.create += 1,
-            Action::Update => s.update += 1,
-            Action::Delete => s.delete += 1,
-        }
-    }
-    s
-}
-
-fn render_changes(
-    cli: &Cli,
-    ctx: &Context,
-    command: &str,
-    reports: &[StepReport],
-    clients: &AwsClients,
-    start: Instant,
-) -> Result<()> {
-    let summary = summarize(reports.iter().flat_map(|r| r.changes.iter()));
-    let mut out = std::io::stdout().lock();
-    match cli.output {
-        OutputFormat::Json => {
-            let changes: Vec<Value> = reports
-                .iter()
-                .flat_map(|r| {
-                    r.changes.iter().map(move |c| {
-                        let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-                        v["step"] = json!(r.step);
-                        v
-                    })
-                })
-                .collect();
-            let doc = json!({
-                "command": command,
-                "environment": ctx.names.env(),
-                "changes": changes,
-                "summary": summary,
-                "steps": reports
-                    .iter()
-                    .map(|r| json!({"step": r.step, "elapsed_ms": r.elapsed.as_millis() as u64, "changes": r.changes.len()}))
-                    .collect::<Vec<_>>(),
-                "calls": clients.counter.snapshot(),
-                "elapsed_ms": start.elapsed().as_millis() as u64,
-                "peak_rss_kb": peak_rss_kb(),
-            });
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-        }
-        OutputFormat::Text => {
-            let mut by_step: BTreeMap<&str, &Vec<Change>> = BTreeMap::new();
-            for r in reports.iter().filter(|r| !r.changes.is_empty()) {
-                by_step.insert(r.step, &r.changes);
-            }
-            for (step, changes) in by_step {
-                writeln!(out, "{step}")?;
-                for c in changes {
-                    writeln!(out, "  {}", c.to_string().replace('\n', "\n  "))?;
-                }
-            }
-            let verbs = match command {
-                "plan" => ("to create", "to update", "to delete"),
-                _ => ("created", "updated", "deleted"),
-            };
-            if summary.create + summary.update + summary.delete == 0 {
-                writeln!(out, "No changes: environment `{}` matches the configuration.", ctx.names.env())?;
-            } else {
-                writeln!(
-                    out,
-                    "{}: {} {}, {} {}, {} {}.",
-                    capitalize(command),
-                    summary.create,
-                    verbs.0,
-                    summary.update,
-                    verbs.1,
-                    summary.delete,
-                    verbs.2
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Peak resident memory of this process (Linux `VmHWM`), for the benchmark.
 fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -235,11 +271,6 @@ fn peak_rss_kb() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
 /// The 12 stack outputs of SPEC.md §1, from what a read-only pass found in AWS.
@@ -282,17 +313,6 @@ fn stack_outputs(ctx: &Context) -> Result<Value> {
         bail!("environment `{env}` is not fully deployed (missing: {missing:?}): run `tap deploy` first");
     }
     Ok(doc)
-}
-
-fn command_name(command: &Command) -> &'static str {
-    match command {
-        Command::Deploy { .. } => "deploy",
-        Command::Plan { .. } => "plan",
-        Command::Destroy { .. } => "destroy",
-        Command::Outputs => "outputs",
-        Command::Status => "status",
-        Command::Unlock => "unlock",
-    }
 }
 
 fn confirm_destroy(env: &str) -> Result<()> {

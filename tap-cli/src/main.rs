@@ -6,7 +6,11 @@
 
 mod cli;
 mod commands;
+mod errors;
 mod lock;
+mod logs;
+mod progress;
+mod render;
 mod runner;
 mod steps;
 
@@ -28,7 +32,7 @@ fn main() -> ExitCode {
         match commands::run(&cli).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                commands::report_error(&cli, &e);
                 ExitCode::FAILURE
             }
         }

@@ -57,6 +57,25 @@ pub struct RunError {
     pub completed: Vec<StepReport>,
 }
 
+/// Told when each step starts and finishes, e.g. to draw progress. Both methods default to
+/// doing nothing.
+pub trait RunObserver: Send + Sync {
+    /// `step` starts.
+    fn step_started(&self, step: &'static str) {
+        let _ = step;
+    }
+    /// `step` finished after `elapsed`, with the changes it returned or its error.
+    fn step_finished(&self, step: &'static str, result: Result<&[Change], &StepError>, elapsed: Duration) {
+        let _ = (step, result, elapsed);
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl RunObserver for NoObserver {}
+
 /// The registered steps, checked to form a graph.
 pub struct Runner {
     steps: Vec<Arc<dyn Step>>,
@@ -93,6 +112,16 @@ impl Runner {
     /// Runs every step, each as soon as its blockers are done. After a failure no new step
     /// starts, the running ones finish, and every failure is returned.
     pub async fn run(&self, ctx: &Context, op: Operation) -> Result<Vec<StepReport>, RunError> {
+        self.run_observed(ctx, op, &NoObserver).await
+    }
+
+    /// [`Runner::run`], telling `observer` when each step starts and finishes.
+    pub async fn run_observed(
+        &self,
+        ctx: &Context,
+        op: Operation,
+        observer: &dyn RunObserver,
+    ) -> Result<Vec<StepReport>, RunError> {
         let blockers: Vec<BTreeSet<usize>> = (0..self.steps.len()).map(|i| self.blockers(i, op)).collect();
         let mut done = BTreeSet::new();
         let mut started = BTreeSet::new();
@@ -108,6 +137,7 @@ impl Runner {
                         running.push(async move {
                             let start = Instant::now();
                             tracing::info!(step = step.name(), "{}", verb(op));
+                            observer.step_started(step.name());
                             let result = match op {
                                 Operation::Plan => step.plan(ctx).await,
                                 Operation::Apply => step.apply(ctx).await,
@@ -119,6 +149,7 @@ impl Runner {
                 }
             }
             let Some((i, name, elapsed, result)) = running.next().await else { break };
+            observer.step_finished(name, result.as_ref().map(Vec::as_slice), elapsed);
             match result {
                 Ok(changes) => {
                     tracing::info!(
@@ -255,5 +286,37 @@ mod tests {
         let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
         assert_eq!(err.failures.len(), 1);
         assert!(!log.lock().unwrap().iter().any(|l| l.contains("security")));
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl RunObserver for Recorder {
+        fn step_started(&self, step: &'static str) {
+            self.0.lock().unwrap().push(format!("started {step}"));
+        }
+        fn step_finished(&self, step: &'static str, result: Result<&[Change], &StepError>, _: Duration) {
+            let outcome = match result {
+                Ok(changes) => format!("{} change(s)", changes.len()),
+                Err(_) => "failed".into(),
+            };
+            self.0.lock().unwrap().push(format!("finished {step}: {outcome}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn observer_sees_each_step_start_and_finish() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let failing: Arc<dyn Step> =
+            Arc::new(Fake { name: "registry", needs: &[], produces: OutputKind::Registry, log: log.clone(), fail: true });
+        let runner = Runner::new(vec![fake("network", &[], OutputKind::Network, &log), failing]).unwrap();
+        let observer = Recorder::default();
+        runner.run_observed(&Context::new(Config::default()), Operation::Apply, &observer).await.unwrap_err();
+        let seen = observer.0.lock().unwrap().clone();
+        for line in ["started network", "started registry", "finished network: 1 change(s)", "finished registry: failed"] {
+            assert!(seen.contains(&line.to_string()), "{line} in {seen:?}");
+        }
+        let pos = |s: &str| seen.iter().position(|l| l == s).unwrap();
+        assert!(pos("started network") < pos("finished network: 1 change(s)"));
     }
 }

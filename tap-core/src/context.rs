@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::StepError;
 use crate::naming::Names;
 use crate::outputs::*;
+use crate::progress::{ProgressEvent, ProgressSink};
 use crate::step::OutputKind;
 
 /// Everything a step reads besides AWS itself.
@@ -19,6 +20,17 @@ pub struct Context {
     /// The AWS region the run talks to (for ARNs the steps build, e.g. log group ARNs).
     pub region: String,
     outputs: RwLock<Outputs>,
+    progress: ProgressSlot,
+}
+
+/// The optional progress sink (a newtype only to give it a `Debug`).
+#[derive(Default, Clone)]
+struct ProgressSlot(Option<Arc<dyn ProgressSink>>);
+
+impl std::fmt::Debug for ProgressSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(ProgressSink)" } else { "None" })
+    }
 }
 
 /// The outputs written so far.
@@ -64,7 +76,21 @@ impl Context {
     pub fn new(config: Config) -> Self {
         let names = Names::new(&config);
         let region = config.aws.region.clone().unwrap_or_else(|| "us-east-1".into());
-        Context { config: Arc::new(config), names, region, outputs: RwLock::default() }
+        Context { config: Arc::new(config), names, region, outputs: RwLock::default(), progress: ProgressSlot::default() }
+    }
+
+    /// Installs a sink for the [`ProgressEvent`]s steps report (see [`crate::progress`]).
+    pub fn with_progress(mut self, sink: Arc<dyn ProgressSink>) -> Self {
+        self.progress = ProgressSlot(Some(sink));
+        self
+    }
+
+    /// Reports a progress event to the installed sink, if any (steps MAY call this; it is a no-op
+    /// without a sink).
+    pub fn progress(&self, event: ProgressEvent<'_>) {
+        if let Some(sink) = &self.progress.0 {
+            sink.event(event);
+        }
     }
 
     /// Sets the region the clients resolved (from the AWS chain when the config names none).

@@ -10,6 +10,7 @@
 //!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]).
 //! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
+//! - [`progress`]: live progress events steps may report through the [`Context`].
 //!
 //! ```
 //! use tap_core::{Config, naming::Names};
@@ -27,6 +28,7 @@ pub mod context;
 pub mod error;
 pub mod naming;
 pub mod outputs;
+pub mod progress;
 pub mod step;
 pub mod wait;
 

@@ -36,6 +36,7 @@ use async_trait::async_trait;
 use futures::future::{try_join_all, BoxFuture, FutureExt};
 use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, PENDING};
+use tap_core::progress::ProgressEvent;
 use tap_core::step::OutputKind;
 use tap_core::wait::{poll_until, retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
@@ -547,6 +548,7 @@ impl IngressStep {
             }
             return Ok(changes);
         };
+        ctx.progress(ProgressEvent::Found { step: STEP, resource: &id });
         let mut attrs = Vec::new();
         push_attr(
             &mut attrs,
@@ -665,6 +667,7 @@ impl IngressStep {
                     }
                 }
                 Some(rule) => {
+                    ctx.progress(ProgressEvent::Found { step: STEP, resource: &id });
                     let mut attrs = Vec::new();
                     let (want_c, want_a) = (spec.conditions(), spec.actions());
                     push_attr(
@@ -709,6 +712,12 @@ impl IngressStep {
 
         let (observed_lb, observed_tgs) =
             tokio::try_join!(self.find_load_balancer(&desired.load_balancer.name), self.find_target_groups(&tg_names))?;
+        if observed_lb.is_some() {
+            ctx.progress(ProgressEvent::Found { step: STEP, resource: LOAD_BALANCER_ID });
+        }
+        for r in desired.routed.iter().filter(|r| observed_tgs.iter().any(|tg| tg.name == r.target_group_name)) {
+            ctx.progress(ProgressEvent::Found { step: STEP, resource: &target_group_id(&r.service) });
+        }
 
         let target_groups = async {
             let results = try_join_all(desired.routed.iter().map(|r| {

@@ -591,3 +591,37 @@ async fn adding_a_certificate_converts_http_listener_to_redirect() {
     assert!(summary.contains(&("ingress/listener/https".into(), Action::Create)));
     assert!(summary.contains(&("ingress/listener/https/rule/api-gateway".into(), Action::Create)));
 }
+
+/// Collects the resources reported found.
+#[derive(Default)]
+struct Found(std::sync::Mutex<Vec<String>>);
+
+impl tap_core::progress::ProgressSink for Found {
+    fn event(&self, event: tap_core::progress::ProgressEvent<'_>) {
+        if let tap_core::progress::ProgressEvent::Found { step, resource } = event {
+            assert_eq!(step, "ingress");
+            self.0.lock().unwrap().push(resource.to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn progress_reports_every_existing_resource_as_found() {
+    let mut m = converged();
+    expect_no_mutation(&mut m);
+    let found = Arc::new(Found::default());
+    let config = Config::default();
+    let ctx = context_with(config, true).with_progress(found.clone());
+    step(m).apply(&ctx).await.unwrap();
+    let mut seen = found.0.lock().unwrap().clone();
+    seen.sort();
+    let mut expected = vec![
+        LOAD_BALANCER_ID.to_owned(),
+        target_group_id("frontend"),
+        target_group_id("api-gateway"),
+        listener_id(80),
+        rule_id(80, "api-gateway"),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+}

@@ -10,8 +10,9 @@ use tap_core::aws::AwsClients;
 use tap_core::naming::Names;
 use tap_core::outputs::{is_known, NetworkOutputs, SubnetRef, PENDING};
 use tap_core::step::{diff, OutputKind};
+use tap_core::progress::ProgressEvent;
 use tap_core::wait::{poll_until, retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
 use crate::api::*;
 use crate::desired::*;
@@ -44,6 +45,9 @@ impl Default for Waits {
     }
 }
 
+/// The step's name, in progress events.
+const STEP: &str = "network";
+
 /// The network step: VPC, subnets, internet gateway, Elastic IPs, NAT gateways and route tables.
 pub struct NetworkStep {
     api: Arc<dyn Ec2Api>,
@@ -68,7 +72,7 @@ impl NetworkStep {
     }
 
     fn pass<'a>(&'a self, ctx: &'a Context, mode: Mode) -> Pass<'a> {
-        Pass { api: self.api.as_ref(), waits: self.waits, mode, names: &ctx.names, changes: Changes::default() }
+        Pass { ctx, api: self.api.as_ref(), waits: self.waits, mode, names: &ctx.names, changes: Changes::default() }
     }
 
     #[tracing::instrument(name = "network", skip_all, fields(env = ctx.names.env(), ?mode))]
@@ -90,7 +94,7 @@ impl NetworkStep {
 #[async_trait]
 impl Step for NetworkStep {
     fn name(&self) -> &'static str {
-        "network"
+        STEP
     }
 
     fn needs(&self) -> &'static [OutputKind] {
@@ -230,6 +234,7 @@ fn route_table_fixes(
 
 /// One converge or destroy pass over the environment.
 struct Pass<'a> {
+    ctx: &'a Context,
     api: &'a dyn Ec2Api,
     waits: Waits,
     mode: Mode,
@@ -240,6 +245,17 @@ struct Pass<'a> {
 impl Pass<'_> {
     fn env(&self) -> &str {
         self.names.env()
+    }
+
+    /// Records a change and reports it as progress.
+    fn record(&self, change: Change) {
+        self.ctx.progress(ProgressEvent::Changed { step: STEP, change: &change });
+        self.changes.push(change);
+    }
+
+    /// Reports that the step waits for `what`.
+    fn waiting(&self, what: &str) {
+        self.ctx.progress(ProgressEvent::Waiting { step: STEP, what });
     }
 
     /// Keeps `existing`, or records the creation and, in apply mode, runs `create`.
@@ -256,14 +272,19 @@ impl Pass<'_> {
         Fut: Future<Output = Result<String, AwsError>>,
     {
         if let Some(id) = existing {
+            self.ctx.progress(ProgressEvent::Found { step: STEP, resource: component });
             return Ok(Ensured { id: id.to_owned(), created: false });
         }
-        self.changes.push(Change::create(component, name));
+        let change = Change::create(component, name);
+        self.changes.push(change.clone());
         if !self.mode.is_apply() {
+            self.ctx.progress(ProgressEvent::Changed { step: STEP, change: &change });
             return Ok(Ensured { id: PENDING.into(), created: true });
         }
+        self.ctx.progress(ProgressEvent::Working { step: STEP, resource: component, action: Action::Create });
         let id = create().await.map_err(StepError::aws(component, action))?;
         tracing::debug!(resource = component, id, "created");
+        self.ctx.progress(ProgressEvent::Changed { step: STEP, change: &change });
         Ok(Ensured { id, created: true })
     }
 
@@ -407,7 +428,7 @@ impl Pass<'_> {
             }
         }
         if !attrs.is_empty() && !vpc.created {
-            self.changes.push(Change::update(VPC, self.names.vpc(), attrs));
+            self.record(Change::update(VPC, self.names.vpc(), attrs));
         }
         Ok(())
     }
@@ -463,7 +484,7 @@ impl Pass<'_> {
             });
         }
         if !igw.created {
-            self.changes.push(Change::update(
+            self.record(Change::update(
                 INTERNET_GATEWAY,
                 &name,
                 vec![AttrChange::new("attached_vpc", None, Some(vpc_id.to_owned()))],
@@ -539,7 +560,9 @@ impl Pass<'_> {
     }
 
     async fn wait_nat_available(&self, component: &str, nat_id: &str) -> Result<(), StepError> {
-        poll_until(&format!("NAT gateway {nat_id} ({component}) to become available"), self.waits.nat, || async {
+        let what = format!("NAT gateway {nat_id} ({component}) to become available");
+        self.waiting(&what);
+        poll_until(&what, self.waits.nat, || async {
             let nat = self.api.nat_gateway(nat_id).await.map_err(StepError::aws(component, "DescribeNatGateways"))?;
             match nat.map(|n| (n.state, n.failure)) {
                 Some((NatState::Available, _)) => Ok(Some(())),
@@ -606,7 +629,7 @@ impl Pass<'_> {
             .await?;
         let (fixes, attrs) = route_table_fixes(existing, &observed.route_tables, &target, &subnets);
         if !table.created && !attrs.is_empty() {
-            self.changes.push(Change::update(&spec.component, &spec.name, attrs));
+            self.record(Change::update(&spec.component, &spec.name, attrs));
         }
         if !self.mode.is_apply() {
             return Ok(());
@@ -673,7 +696,7 @@ impl Pass<'_> {
     async fn delete_nat_gateway(&self, nat: &ObservedNat) -> Result<(), StepError> {
         let component = nat.component.as_deref().unwrap_or("network/nat");
         if nat.state != NatState::Deleting {
-            self.changes.push(Change::delete(component, &nat.id));
+            self.record(Change::delete(component, &nat.id));
             if !self.mode.is_apply() {
                 return Ok(());
             }
@@ -683,7 +706,9 @@ impl Pass<'_> {
         if !self.mode.is_apply() {
             return Ok(());
         }
-        poll_until(&format!("NAT gateway {} ({component}) to be deleted", nat.id), self.waits.nat, || async {
+        let what = format!("NAT gateway {} ({component}) to be deleted", nat.id);
+        self.waiting(&what);
+        poll_until(&what, self.waits.nat, || async {
             let now = self.api.nat_gateway(&nat.id).await.map_err(StepError::aws(component, "DescribeNatGateways"))?;
             Ok(now.is_none_or(|n| matches!(n.state, NatState::Deleted | NatState::Failed)).then_some(()))
         })
@@ -692,7 +717,7 @@ impl Pass<'_> {
 
     async fn release_address(&self, address: &ObservedAddress) -> Result<(), StepError> {
         let component = address.component.as_deref().unwrap_or("network/eip");
-        self.changes.push(Change::delete(component, &address.allocation_id));
+        self.record(Change::delete(component, &address.allocation_id));
         if self.mode.is_apply() {
             gone_ok(self.api.release_address(&address.allocation_id).await)
                 .map_err(StepError::aws(component, "ReleaseAddress"))?;
@@ -755,7 +780,7 @@ impl Pass<'_> {
             let component = s.component.as_deref().unwrap_or("network/subnet");
             async move {
                 if self.delete_retrying(component, &s.id, "DeleteSubnet", || self.api.delete_subnet(&s.id)).await? {
-                    self.changes.push(Change::delete(component, &s.id));
+                    self.record(Change::delete(component, &s.id));
                 }
                 Ok::<_, StepError>(())
             }
@@ -767,7 +792,7 @@ impl Pass<'_> {
             let component = v.component.as_deref().unwrap_or(VPC);
             async move {
                 if self.delete_retrying(component, &v.id, "DeleteVpc", || self.api.delete_vpc(&v.id)).await? {
-                    self.changes.push(Change::delete(component, &v.id));
+                    self.record(Change::delete(component, &v.id));
                 }
                 Ok::<_, StepError>(())
             }
@@ -796,7 +821,7 @@ impl Pass<'_> {
             .delete_retrying(component, &table.id, "DeleteRouteTable", || self.api.delete_route_table(&table.id))
             .await?
         {
-            self.changes.push(Change::delete(component, &table.id));
+            self.record(Change::delete(component, &table.id));
         }
         Ok(())
     }
@@ -815,7 +840,7 @@ impl Pass<'_> {
             .delete_retrying(component, &igw.id, "DeleteInternetGateway", || self.api.delete_internet_gateway(&igw.id))
             .await?
         {
-            self.changes.push(Change::delete(component, &igw.id));
+            self.record(Change::delete(component, &igw.id));
         }
         Ok(())
     }

@@ -733,3 +733,51 @@ async fn destroy_treats_not_found_as_done() {
     let changes = step(mock).destroy(&ctx()).await.unwrap();
     assert!(changes.is_empty(), "nothing was deleted by this run: {changes:?}");
 }
+
+/// Collects the progress events a pass reports.
+#[derive(Default)]
+struct Events(Mutex<Vec<String>>);
+
+impl tap_core::progress::ProgressSink for Events {
+    fn event(&self, event: tap_core::progress::ProgressEvent<'_>) {
+        self.0.lock().unwrap().push(event.to_string());
+    }
+}
+
+impl Events {
+    fn with(&self, prefix: &str) -> BTreeSet<String> {
+        self.0.lock().unwrap().iter().filter(|e| e.starts_with(prefix)).cloned().collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn progress_reports_every_resource_found_when_nothing_changes() {
+    let mut mock = MockEc2Api::new();
+    World::deployed(NatMode::OnePerAz).install(&mut mock);
+    forbid_mutations(&mut mock);
+    let events = Arc::new(Events::default());
+    let ctx = Context::new(Config::default()).with_progress(events.clone());
+    step(mock).apply(&ctx).await.unwrap();
+    let found: BTreeSet<String> =
+        expected_creates(3).into_iter().map(|r| format!("network: found {r}")).collect();
+    assert_eq!(events.with("network: found"), found, "all 18 resources are reported found");
+    assert!(events.with("network: +").is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn progress_reports_each_create_as_it_happens_and_the_nat_waits() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    expect_full_create(&mut mock, 1);
+    let events = Arc::new(Events::default());
+    let ctx = ctx_with(NatMode::Single).with_progress(events.clone());
+    let changes = step(mock).apply(&ctx).await.unwrap();
+    let log = events.0.lock().unwrap().clone();
+    for c in &changes {
+        let working = format!("network: + {} …", c.resource);
+        let done = format!("network: + {} ({})", c.resource, c.name);
+        let (w, d) = (log.iter().position(|e| *e == working), log.iter().position(|e| *e == done));
+        assert!(w.is_some() && d.is_some() && w < d, "{working} before {done}: {log:#?}");
+    }
+    assert_eq!(events.with("network: waiting for NAT gateway").len(), 1, "{log:#?}");
+}

@@ -708,3 +708,15 @@ async fn policy_of_a_new_role_waits_for_iam_propagation() {
     let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
     assert_eq!(summary(&changes), vec![("security/role/frontend-task".to_string(), Action::Create)]);
 }
+
+#[tokio::test]
+async fn a_service_listed_twice_in_allow_from_is_one_rule() {
+    let mut config = Config::default();
+    config.services[2].allow_from = vec!["api-gateway".into(), "api-gateway".into()];
+    let ctx = Context::new(config).with_region(REGION);
+    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] });
+    let changes = Mocks::reading(&World::default()).forbid_mutations().step().plan(&ctx).await.unwrap();
+    let processing = changes.iter().find(|c| c.resource == "security/sg/processing-service").unwrap();
+    let rules: Vec<&str> = processing.attributes.iter().filter_map(|a| a.new.as_deref()).collect();
+    assert_eq!(rules, vec!["tcp 9000 from tap-api-gateway-sg-dev"]);
+}

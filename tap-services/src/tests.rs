@@ -988,3 +988,19 @@ fn rollout_classification() {
     svc.deployments[0].rollout_state = Some("FAILED".into());
     assert!(matches!(service::rollout(&svc), service::Rollout::Failed(_)));
 }
+
+#[tokio::test]
+async fn status_after_destroy_skips_target_groups_that_are_gone() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
+    let mut api = read_mock(world);
+    // Only the ACTIVE routed service is asked; its target group was deleted meanwhile.
+    api.expect_target_health()
+        .withf(|arn| arn.contains("tap-api-"))
+        .times(1)
+        .returning(|_| Err(AwsError::new("TargetGroupNotFound", "One or more target groups not found")));
+    let statuses = status::status(&api, &ctx).await.unwrap();
+    assert_eq!(statuses[0].status, "INACTIVE");
+    assert!(statuses.iter().all(|s| s.target_health.is_none()));
+}

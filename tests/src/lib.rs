@@ -161,3 +161,325 @@ impl TestEnv {
         AwsClients::from_sdk_config(config)
     }
 }
+
+/// A fault-injecting proxy in front of the shared emulator (see [`tap_moto::proxy`]); point tap at
+/// it with [`TestEnv::with_endpoint`]`(&proxy.endpoint())`.
+pub fn proxy(faults: Faults) -> Proxy {
+    Proxy::start(moto().port(), faults).expect("start the fault proxy")
+}
+
+pub use tap_moto::proxy::{Fate, Faults, Proxy};
+
+impl TestEnv {
+    /// The same environment, with `tap` sent to `endpoint` (e.g. a [`Proxy`] in front of the
+    /// emulator). Read back with the original environment's [`TestEnv::clients`], which talk to
+    /// the emulator directly.
+    pub fn with_endpoint(&self, endpoint: &str) -> TestEnv {
+        TestEnv { endpoint: endpoint.into(), ..self.clone() }
+    }
+
+    /// Counts, with the SDK, every resource of this environment by kind (see [`Inventory`]).
+    pub async fn inventory(&self) -> Inventory {
+        Inventory::read(&self.clients().await, &self.suffix).await
+    }
+}
+
+/// Resource kinds of an environment and how many of each the SPEC's default platform (three
+/// services, two of them behind the load balancer, one in Cloud Map) has.
+pub const SPEC_COUNTS: &[(&str, usize)] = &[
+    ("ec2:vpc", 1),
+    ("ec2:subnet", 6),
+    ("ec2:internet-gateway", 1),
+    ("ec2:nat-gateway", 3),
+    ("ec2:elastic-ip", 3),
+    ("ec2:route-table", 4),
+    ("ec2:security-group", 4),
+    ("iam:role", 4),
+    ("secretsmanager:secret", 2),
+    ("ecr:repository", 3),
+    ("ecs:cluster", 1),
+    ("servicediscovery:namespace", 1),
+    ("servicediscovery:service", 1),
+    ("elbv2:load-balancer", 1),
+    ("elbv2:target-group", 2),
+    ("elbv2:listener", 1),
+    ("elbv2:rule", 1),
+    ("logs:log-group", 3),
+    ("ecs:task-definition-family", 3),
+    ("ecs:service", 3),
+    ("autoscaling:scalable-target", 3),
+    ("autoscaling:scaling-policy", 3),
+    ("logs:lock", 0),
+];
+
+/// How many resources of each kind an environment holds, counted with the SDK straight from the
+/// emulator: EC2 resources by their `Environment` tag (NAT gateways not `deleted`/`failed`, the
+/// VPC's default security group and main route table are not tap's), everything else by the names
+/// tap gives them (`tap-…-{suffix}`, `/ecs/tap-…-{suffix}`, `tap-{suffix}.local`), clusters and ECS
+/// services only while ACTIVE, task definition families with an ACTIVE revision. Listeners and
+/// rules are those of the environment's load balancers (rules without the default one); Cloud Map
+/// services those of its namespaces plus any whose namespace is gone; scaling targets and policies
+/// those of its cluster's services; `logs:lock` is the environment lock's log group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    /// Kind → count, for every kind of [`SPEC_COUNTS`].
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl Inventory {
+    /// What the SPEC's default platform holds.
+    pub fn spec() -> Inventory {
+        Inventory { counts: SPEC_COUNTS.iter().copied().collect() }
+    }
+
+    /// Nothing at all.
+    pub fn empty() -> Inventory {
+        Inventory { counts: SPEC_COUNTS.iter().map(|&(k, _)| (k, 0)).collect() }
+    }
+
+    /// The kinds whose count differs from `expected`: (kind, found, expected).
+    pub fn differences(&self, expected: &Inventory) -> Vec<(&'static str, usize, usize)> {
+        self.counts
+            .iter()
+            .filter_map(|(&k, &n)| {
+                let want = expected.counts.get(k).copied().unwrap_or(0);
+                (n != want).then_some((k, n, want))
+            })
+            .collect()
+    }
+
+    /// Panics, listing every difference, unless this is exactly the SPEC's platform.
+    pub fn assert_spec(&self, context: &str) {
+        let diff = self.differences(&Inventory::spec());
+        assert!(diff.is_empty(), "{context}: not exactly the SPEC's resources; (kind, found, expected): {diff:#?}");
+    }
+
+    /// Panics, listing what is left, unless the environment holds nothing.
+    pub fn assert_empty(&self, context: &str) {
+        let diff = self.differences(&Inventory::empty());
+        assert!(diff.is_empty(), "{context}: resources left behind; (kind, found, expected): {diff:#?}");
+    }
+
+    /// Counts the resources of environment `suffix` through `clients`.
+    pub async fn read(clients: &AwsClients, suffix: &str) -> Inventory {
+        use aws_sdk_ec2::types::{Filter, NatGatewayState, Tag};
+
+        let named = |name: &str| name.starts_with("tap-") && name.ends_with(&format!("-{suffix}"));
+        let env_filter = || Filter::builder().name("tag:Environment").values(suffix).build();
+        let ours = |tags: &[Tag]| tags.iter().any(|t| t.key() == Some("Environment") && t.value() == Some(suffix));
+        let mut counts = std::collections::BTreeMap::new();
+        let ec2 = &clients.ec2;
+
+        let vpcs = ec2.describe_vpcs().filters(env_filter()).send().await.expect("DescribeVpcs");
+        counts.insert("ec2:vpc", vpcs.vpcs().iter().filter(|v| ours(v.tags())).count());
+        let subnets = ec2.describe_subnets().filters(env_filter()).send().await.expect("DescribeSubnets");
+        counts.insert("ec2:subnet", subnets.subnets().iter().filter(|s| ours(s.tags())).count());
+        let igws =
+            ec2.describe_internet_gateways().filters(env_filter()).send().await.expect("DescribeInternetGateways");
+        counts.insert("ec2:internet-gateway", igws.internet_gateways().iter().filter(|g| ours(g.tags())).count());
+        let nats = ec2.describe_nat_gateways().filter(env_filter()).send().await.expect("DescribeNatGateways");
+        let live_nat = |n: &&aws_sdk_ec2::types::NatGateway| {
+            !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Failed))
+        };
+        counts.insert("ec2:nat-gateway", nats.nat_gateways().iter().filter(|n| ours(n.tags())).filter(live_nat).count());
+        let addresses = ec2.describe_addresses().filters(env_filter()).send().await.expect("DescribeAddresses");
+        counts.insert("ec2:elastic-ip", addresses.addresses().iter().filter(|a| ours(a.tags())).count());
+        let tables = ec2.describe_route_tables().filters(env_filter()).send().await.expect("DescribeRouteTables");
+        counts.insert("ec2:route-table", tables.route_tables().iter().filter(|t| ours(t.tags())).count());
+        let groups = ec2.describe_security_groups().filters(env_filter()).send().await.expect("DescribeSecurityGroups");
+        counts.insert(
+            "ec2:security-group",
+            groups.security_groups().iter().filter(|g| ours(g.tags()) && g.group_name() != Some("default")).count(),
+        );
+
+        let roles: Vec<_> =
+            clients.iam.list_roles().into_paginator().items().send().try_collect().await.expect("ListRoles");
+        counts.insert("iam:role", roles.iter().filter(|r| named(r.role_name())).count());
+        let pages: Vec<_> =
+            clients.secrets.list_secrets().into_paginator().send().try_collect().await.expect("ListSecrets");
+        let secrets: Vec<_> = pages.iter().flat_map(|p| p.secret_list()).collect();
+        counts.insert(
+            "secretsmanager:secret",
+            secrets.iter().filter(|s| s.name().is_some_and(named) && s.deleted_date().is_none()).count(),
+        );
+        let repos: Vec<_> = clients
+            .ecr
+            .describe_repositories()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeRepositories");
+        counts.insert("ecr:repository", repos.iter().filter(|r| r.repository_name().is_some_and(named)).count());
+
+        let cluster_arns: Vec<String> =
+            clients.ecs.list_clusters().into_paginator().items().send().try_collect().await.expect("ListClusters");
+        let clusters = if cluster_arns.is_empty() {
+            vec![]
+        } else {
+            let out =
+                clients.ecs.describe_clusters().set_clusters(Some(cluster_arns)).send().await.expect("DescribeClusters");
+            out.clusters().to_vec()
+        };
+        let active_clusters: Vec<&aws_sdk_ecs::types::Cluster> = clusters
+            .iter()
+            .filter(|c| c.cluster_name().is_some_and(named) && c.status() == Some("ACTIVE"))
+            .collect();
+        counts.insert("ecs:cluster", active_clusters.len());
+        let mut ecs_services = Vec::new();
+        for cluster in &active_clusters {
+            let arn = cluster.cluster_arn().unwrap_or_default();
+            let arns: Vec<String> = clients
+                .ecs
+                .list_services()
+                .cluster(arn)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .expect("ListServices");
+            for chunk in arns.chunks(10) {
+                let out = clients
+                    .ecs
+                    .describe_services()
+                    .cluster(arn)
+                    .set_services(Some(chunk.to_vec()))
+                    .send()
+                    .await
+                    .expect("DescribeServices");
+                ecs_services.extend(out.services().iter().filter(|s| s.status() == Some("ACTIVE")).cloned());
+            }
+        }
+        counts.insert("ecs:service", ecs_services.len());
+        let families: Vec<String> = clients
+            .ecs
+            .list_task_definition_families()
+            .family_prefix("tap-")
+            .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("ListTaskDefinitionFamilies");
+        counts.insert("ecs:task-definition-family", families.iter().filter(|f| named(f)).count());
+
+        let pages: Vec<_> =
+            clients.servicediscovery.list_namespaces().into_paginator().send().try_collect().await.expect("ListNamespaces");
+        let namespaces: Vec<_> = pages.iter().flat_map(|p| p.namespaces()).collect();
+        let namespace_name = format!("tap-{suffix}.local");
+        let all_namespace_ids: Vec<String> = namespaces.iter().filter_map(|n| n.id().map(str::to_owned)).collect();
+        let env_namespace_ids: Vec<String> = namespaces
+            .iter()
+            .filter(|n| n.name() == Some(namespace_name.as_str()))
+            .filter_map(|n| n.id().map(str::to_owned))
+            .collect();
+        counts.insert("servicediscovery:namespace", env_namespace_ids.len());
+        let pages: Vec<_> = clients
+            .servicediscovery
+            .list_services()
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .expect("ListServices (Cloud Map)");
+        let sd_services: Vec<_> = pages.iter().flat_map(|p| p.services()).collect();
+        let mut sd_count = 0;
+        for s in &sd_services {
+            let id = s.id().unwrap_or_default();
+            let detail = clients.servicediscovery.get_service().id(id).send().await.expect("GetService (Cloud Map)");
+            let ns = detail.service().and_then(|d| d.namespace_id()).unwrap_or_default().to_owned();
+            if env_namespace_ids.contains(&ns) || !all_namespace_ids.contains(&ns) {
+                sd_count += 1;
+            }
+        }
+        counts.insert("servicediscovery:service", sd_count);
+
+        let elbv2 = &clients.elbv2;
+        let lbs: Vec<_> =
+            elbv2.describe_load_balancers().into_paginator().items().send().try_collect().await.expect("DescribeLoadBalancers");
+        let env_lbs: Vec<_> = lbs.iter().filter(|l| l.load_balancer_name().is_some_and(named)).collect();
+        counts.insert("elbv2:load-balancer", env_lbs.len());
+        let tgs: Vec<_> =
+            elbv2.describe_target_groups().into_paginator().items().send().try_collect().await.expect("DescribeTargetGroups");
+        counts.insert("elbv2:target-group", tgs.iter().filter(|t| t.target_group_name().is_some_and(named)).count());
+        let (mut listeners, mut rules) = (0, 0);
+        for lb in env_lbs {
+            let out = elbv2
+                .describe_listeners()
+                .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
+                .send()
+                .await
+                .expect("DescribeListeners");
+            for listener in out.listeners() {
+                listeners += 1;
+                let r = elbv2
+                    .describe_rules()
+                    .listener_arn(listener.listener_arn().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DescribeRules");
+                rules += r.rules().iter().filter(|r| r.is_default() != Some(true)).count();
+            }
+        }
+        counts.insert("elbv2:listener", listeners);
+        counts.insert("elbv2:rule", rules);
+
+        let groups: Vec<_> = clients
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix("/ecs/tap-")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeLogGroups");
+        let log_group_suffix = format!("-{suffix}");
+        counts.insert(
+            "logs:log-group",
+            groups.iter().filter(|g| g.log_group_name().is_some_and(|n| n.ends_with(&log_group_suffix))).count(),
+        );
+        let lock_name = format!("/tap/locks/{suffix}");
+        let locks =
+            clients.logs.describe_log_groups().log_group_name_prefix(&lock_name).send().await.expect("DescribeLogGroups");
+        counts.insert(
+            "logs:lock",
+            locks.log_groups().iter().filter(|g| g.log_group_name() == Some(lock_name.as_str())).count(),
+        );
+
+        use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+        let resource_prefix = format!("service/tap-cluster-{suffix}/");
+        let targets: Vec<_> = clients
+            .autoscaling
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeScalableTargets");
+        counts.insert(
+            "autoscaling:scalable-target",
+            targets.iter().filter(|t| t.resource_id().starts_with(&resource_prefix)).count(),
+        );
+        let policies: Vec<_> = clients
+            .autoscaling
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Ecs)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeScalingPolicies");
+        counts.insert(
+            "autoscaling:scaling-policy",
+            policies.iter().filter(|p| p.resource_id().starts_with(&resource_prefix)).count(),
+        );
+        Inventory { counts }
+    }
+}

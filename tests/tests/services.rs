@@ -470,6 +470,10 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     }
     assert!(aws.scalable_targets().await.is_empty(), "no scalable target");
 
+    // Status still answers: no service is ACTIVE any more.
+    let (status, _) = tap_run(&env, &["status"]);
+    assert!(status["services"].as_array().unwrap().iter().all(|s| s["status"] != "ACTIVE"), "{status}");
+
     // Destroying again is a no-op.
     let (again, _) = tap_run(&env, &["destroy", "--yes"]);
     assert_eq!(services_changes(&again), vec![]);

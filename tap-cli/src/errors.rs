@@ -1,0 +1,335 @@
+//! Errors people can act on: every AWS failure is shown with the resource, the action, AWS's
+//! error code and message, and a hint where the cause is known (missing credentials, a wrong
+//! region, the ECS service-linked role missing on a new account, a name still scheduled for
+//! deletion, missing permissions, …).
+//!
+//! [`report`] renders any error of a run on stderr, and as one JSON document on stdout with
+//! `--output json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tap_core::{AwsError, StepError};
+
+use crate::lock::LockError;
+use crate::runner::RunError;
+
+/// One failure, taken apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    /// The step that failed, when a step did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The resource (logical id or AWS name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The AWS operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// AWS's error code (none when the request never got an answer).
+    pub code: Option<String>,
+    /// AWS's message, or the error.
+    pub message: String,
+    /// What to do about it, when known.
+    pub hint: Option<String>,
+}
+
+impl Diagnosis {
+    fn plain(step: Option<&str>, message: String) -> Self {
+        Diagnosis { step: step.map(str::to_owned), resource: None, action: None, code: None, message, hint: None }
+    }
+}
+
+/// Takes a step error apart and adds a hint.
+pub fn diagnose_step(step: Option<&str>, err: &StepError) -> Diagnosis {
+    match err {
+        StepError::Aws { resource, action, source } => Diagnosis {
+            step: step.map(str::to_owned),
+            resource: Some(resource.clone()),
+            action: Some((*action).to_owned()),
+            code: source.code.clone(),
+            message: source.message.clone(),
+            hint: hint(action, Some(resource), source),
+        },
+        StepError::Timeout { .. } => Diagnosis {
+            hint: Some(
+                "AWS is still working on it; nothing is lost: run the same command again to continue (`tap status` \
+                 shows the services)"
+                    .into(),
+            ),
+            ..Diagnosis::plain(step, err.to_string())
+        },
+        StepError::Conflict { resource, message } => Diagnosis {
+            resource: Some(resource.clone()),
+            ..Diagnosis::plain(step, message.clone())
+        },
+        StepError::MissingOutput { .. } => Diagnosis::plain(step, err.to_string()),
+    }
+}
+
+/// A hint for an AWS error of `action` on `resource`, when the cause is recognisable.
+pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<String> {
+    let code = err.code.as_deref().unwrap_or_default();
+    let msg = err.message.to_ascii_lowercase();
+    if err.code.is_none()
+        && (msg.contains("no credentials") || msg.contains("credential provider") || msg.contains("credentialsnotloaded"))
+    {
+        return Some(
+            "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile NAME \
+             (or set AWS_PROFILE), or run `aws sso login --profile NAME` first"
+                .into(),
+        );
+    }
+    if err.code.is_none()
+        && (msg.contains("dns error") || msg.contains("failed to lookup address") || msg.contains("name or service not known"))
+    {
+        return Some(
+            "the AWS endpoint could not be resolved: check the region (--region, AWS_REGION or `aws.region`; e.g. \
+             eu-west-1) and, if you use one, --endpoint-url"
+                .into(),
+        );
+    }
+    if err.code.is_none() && (msg.contains("connection refused") || msg.contains("connect")) {
+        return Some(
+            "AWS could not be reached: check the network, a proxy, or --endpoint-url / AWS_ENDPOINT_URL if you point \
+             tap at an emulator"
+                .into(),
+        );
+    }
+    if matches!(code, "UnrecognizedClientException" | "InvalidClientTokenId" | "AuthFailure" | "OptInRequired")
+        || (code == "InvalidSignatureException" && msg.contains("region"))
+    {
+        return Some(
+            "AWS does not accept these credentials here: they may be expired or wrong, or the region may be one your \
+             account has not enabled (opt-in regions); check --region and `aws sts get-caller-identity`"
+                .into(),
+        );
+    }
+    if matches!(code, "SignatureDoesNotMatch" | "InvalidSignatureException") {
+        return Some("the request signature was refused: check the secret access key and the region".into());
+    }
+    if matches!(code, "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired") {
+        return Some(
+            "the session has expired (or the clock is off): refresh the credentials (e.g. `aws sso login`) and \
+             check the system clock"
+                .into(),
+        );
+    }
+    if msg.contains("service linked role") || msg.contains("service-linked role") {
+        let service = if action.contains("Scal") || msg.contains("autoscaling") {
+            "ecs.application-autoscaling.amazonaws.com"
+        } else if msg.contains("elasticloadbalancing") {
+            "elasticloadbalancing.amazonaws.com"
+        } else {
+            "ecs.amazonaws.com"
+        };
+        return Some(format!(
+            "the account lacks the service-linked role AWS needs here (usual on a new account): create it once with \
+             `aws iam create-service-linked-role --aws-service-name {service}`, wait a minute, then run deploy again"
+        ));
+    }
+    if msg.contains("scheduled for deletion") || msg.contains("pending deletion") || msg.contains("marked for deletion")
+    {
+        let name = resource.unwrap_or("the resource");
+        let how = if action.contains("Secret") {
+            format!(
+                "restore it with `aws secretsmanager restore-secret --secret-id <name>` (its value is kept), or \
+                 remove it for good with `aws secretsmanager delete-secret --secret-id <name> \
+                 --force-delete-without-recovery`, then run deploy again (resource {name})"
+            )
+        } else {
+            format!("wait until AWS has finished deleting {name} (or restore it), then run deploy again")
+        };
+        return Some(format!("a resource of the same name is still scheduled for deletion: {how}"));
+    }
+    if matches!(code, "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" | "Forbidden")
+        || code.ends_with("AccessDenied")
+    {
+        return Some(format!(
+            "the identity may not call {action}: grant it that permission (the README lists the services tap uses), \
+             or use another profile"
+        ));
+    }
+    if err.retryable && tap_core::error::THROTTLING_CODES.contains(&code) {
+        return Some(
+            "AWS kept throttling after every retry: run the command again, or raise `aws.max_attempts` \
+             (TAP_AWS__MAX_ATTEMPTS)"
+                .into(),
+        );
+    }
+    if matches!(code, "LimitExceededException" | "AddressLimitExceeded" | "NatGatewayLimitExceeded" | "VpcLimitExceeded")
+        || code.ends_with("LimitExceeded")
+    {
+        return Some(
+            "an account quota is reached: free some of it, request an increase in Service Quotas, or use \
+             `network.nat_gateways = \"single\"` to need fewer Elastic IPs and NAT gateways"
+                .into(),
+        );
+    }
+    None
+}
+
+/// Every failure inside `err`, taken apart.
+pub fn diagnose(err: &anyhow::Error) -> Vec<Diagnosis> {
+    if let Some(run) = err.downcast_ref::<RunError>() {
+        return run.failures.iter().map(|(step, e)| diagnose_step(Some(step), e)).collect();
+    }
+    if let Some(step) = err.downcast_ref::<StepError>() {
+        return vec![diagnose_step(None, step)];
+    }
+    if let Some(LockError::Aws { name, source }) = err.downcast_ref::<LockError>() {
+        return vec![Diagnosis {
+            step: None,
+            resource: Some(name.clone()),
+            action: Some("environment lock".into()),
+            code: source.code.clone(),
+            message: source.message.clone(),
+            hint: hint("CreateLogGroup", Some(name), source),
+        }];
+    }
+    vec![]
+}
+
+/// The error for people (stderr): what failed, then each failure's resource, action, code,
+/// message, and the distinct hints at the end.
+pub fn render_text(command: &str, err: &anyhow::Error) -> String {
+    let failures = diagnose(err);
+    if failures.is_empty() {
+        return format!("error: {err:#}\n");
+    }
+    let mut out = String::new();
+    let what = if failures.len() == 1 { "1 failure".to_owned() } else { format!("{} failures", failures.len()) };
+    let _ = writeln!(out, "error: {command} failed ({what})");
+    let mut hints: Vec<&str> = Vec::new();
+    for d in &failures {
+        let head = match (&d.step, &d.action, &d.resource) {
+            (Some(step), Some(action), Some(resource)) => format!("{step}: {action} on {resource}"),
+            (None, Some(action), Some(resource)) => format!("{action} on {resource}"),
+            (Some(step), _, Some(resource)) => format!("{step}: {resource}"),
+            (Some(step), _, None) => step.clone(),
+            (None, _, Some(resource)) => resource.clone(),
+            (None, _, None) => "tap".into(),
+        };
+        let _ = writeln!(out, "  {head}");
+        if let Some(resource) = &d.resource {
+            let _ = writeln!(out, "    resource: {resource}");
+        }
+        if let Some(action) = &d.action {
+            let _ = writeln!(out, "    action:   {action}");
+        }
+        if d.action.is_some() {
+            let code = d.code.as_deref().unwrap_or("(none: no answer from AWS)");
+            let _ = writeln!(out, "    code:     {code}");
+        }
+        let _ = writeln!(out, "    message:  {}", d.message.replace('\n', "\n              "));
+        if let Some(h) = &d.hint {
+            if !hints.contains(&h.as_str()) {
+                hints.push(h);
+            }
+        }
+    }
+    for h in hints {
+        let _ = writeln!(out, "hint: {h}");
+    }
+    out
+}
+
+/// The error as one JSON document (stdout with `--output json`).
+pub fn render_json(command: &str, environment: Option<&str>, err: &anyhow::Error) -> Value {
+    let completed: Vec<Value> = err
+        .downcast_ref::<RunError>()
+        .map(|run| {
+            run.completed
+                .iter()
+                .flat_map(|r| {
+                    r.changes.iter().map(move |c| {
+                        let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+                        v["step"] = json!(r.step);
+                        v
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "command": command,
+        "environment": environment,
+        "error": {
+            "message": format!("{err:#}"),
+            "failures": diagnose(err),
+        },
+        "changes": completed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(code: Option<&str>, message: &str) -> AwsError {
+        AwsError { code: code.map(str::to_owned), message: message.into(), retryable: false }
+    }
+
+    fn hint_of(action: &str, code: Option<&str>, message: &str) -> String {
+        hint(action, Some("x/y"), &aws(code, message)).unwrap_or_default()
+    }
+
+    #[test]
+    fn known_causes_get_hints() {
+        let creds = "dispatch failure: other: the credential provider was not enabled: no credentials found in chain";
+        assert!(hint_of("DescribeVpcs", None, creds).contains("AWS_ACCESS_KEY_ID"));
+        let dns = "dispatch failure: io error: client error (Connect): dns error: failed to lookup address information";
+        assert!(hint_of("DescribeVpcs", None, dns).contains("--region"));
+        assert!(hint_of("DescribeVpcs", Some("AuthFailure"), "AWS was not able to validate").contains("region"));
+        let slr = "Unable to assume the service linked role. Please verify that the ECS service linked role exists.";
+        let h = hint_of("CreateCluster", Some("InvalidParameterException"), slr);
+        assert!(h.contains("aws iam create-service-linked-role --aws-service-name ecs.amazonaws.com"), "{h}");
+        let deleting =
+            "You can't create this secret because a secret with this name is already scheduled for deletion.";
+        let h = hint_of("CreateSecret", Some("InvalidRequestException"), deleting);
+        assert!(h.contains("restore-secret") && h.contains("force-delete-without-recovery"), "{h}");
+        assert!(hint_of("CreateVpc", Some("UnauthorizedOperation"), "no").contains("CreateVpc"));
+        assert!(hint_of("AllocateAddress", Some("AddressLimitExceeded"), "too many").contains("single"));
+        assert_eq!(hint_of("CreateVpc", Some("InvalidParameterValue"), "bad cidr"), "");
+    }
+
+    #[test]
+    fn a_run_error_shows_resource_action_code_message_and_one_hint() {
+        let creds = "no credentials found in chain";
+        let run = RunError {
+            failures: vec![
+                ("network", StepError::aws("network/vpc", "DescribeVpcs")(aws(None, creds))),
+                ("registry", StepError::aws("registry/repositories", "DescribeRepositories")(aws(None, creds))),
+            ],
+            completed: vec![],
+        };
+        let err = anyhow::Error::new(run);
+        let text = render_text("deploy", &err);
+        assert!(text.starts_with("error: deploy failed (2 failures)"), "{text}");
+        for needle in ["network: DescribeVpcs on network/vpc", "resource: registry/repositories", "code:     (none"] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(text.matches("hint: ").count(), 1, "the same hint is given once: {text}");
+
+        let secret = StepError::aws("security/secret/db-credentials", "CreateSecret")(aws(
+            Some("InvalidRequestException"),
+            "a secret with this name is already scheduled for deletion",
+        ));
+        let err = anyhow::Error::new(secret);
+        let doc = render_json("deploy", Some("dev"), &err);
+        let f = &doc["error"]["failures"][0];
+        assert_eq!(f["resource"], "security/secret/db-credentials");
+        assert_eq!(f["action"], "CreateSecret");
+        assert_eq!(f["code"], "InvalidRequestException");
+        assert!(f["hint"].as_str().unwrap().contains("restore-secret"));
+        assert_eq!(doc["environment"], "dev");
+    }
+
+    #[test]
+    fn other_errors_are_shown_whole() {
+        let err = anyhow::anyhow!("environment `x` has no network yet");
+        assert_eq!(render_text("outputs", &err), "error: environment `x` has no network yet\n");
+        assert_eq!(render_json("outputs", None, &err)["error"]["failures"], json!([]));
+    }
+}
