@@ -17,7 +17,7 @@ use crate::cli::{Cli, Command, OutputFormat};
 use crate::lock::EnvLock;
 use crate::progress::Progress;
 use crate::render::{self, ChangesDoc, Style, Summary};
-use crate::runner::{NoObserver, Operation, RunError, RunObserver, Runner, StepReport};
+use crate::runner::{Operation, RunError, RunObserver, Runner, StepReport};
 use crate::{errors, logs, steps};
 
 /// The environment of this run, once the config is loaded (for error documents).
@@ -27,8 +27,12 @@ static ENVIRONMENT: OnceLock<String> = OnceLock::new();
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     if let Command::Completions { shell } = cli.command {
         let mut command = Cli::command();
-        clap_complete::generate(shell, &mut command, "tap", &mut std::io::stdout());
-        return Ok(ExitCode::SUCCESS);
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "tap", &mut script);
+        match std::io::stdout().lock().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => return Ok(ExitCode::SUCCESS),
+        }
     }
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
     let _ = ENVIRONMENT.set(config.environment.clone());
@@ -146,7 +150,7 @@ impl Run<'_> {
                 Ok(if *detailed_exitcode && summary.changed() { ExitCode::from(2) } else { ExitCode::SUCCESS })
             }
             Command::Outputs => {
-                run_steps(self.runner, ctx, Operation::Plan, &NoObserver).await?;
+                self.runner.run(ctx, Operation::Plan).await?;
                 let outputs = stack_outputs(ctx)?;
                 match cli.output {
                     OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outputs)?),

@@ -110,7 +110,7 @@ fn line(e: &LogEvent) -> String {
     format!("{} {} {}", e.time, e.stream, e.message)
 }
 
-/// Prints the service's log events; with `follow`, keeps polling every `poll` until interrupted.
+/// Prints the service's log events; with `follow`, keeps polling every 2 s until interrupted.
 pub async fn run(
     client: &Client,
     ctx: &Context,

@@ -86,7 +86,6 @@ pub struct LogWriterMaker;
 /// What one step did, as far as progress knows.
 #[derive(Debug)]
 struct StepState {
-    started: Instant,
     bar: Option<ProgressBar>,
     /// Resources a change was seen for (reported live or returned).
     changed: BTreeSet<String>,
@@ -151,11 +150,6 @@ impl Progress {
         }
     }
 
-    /// How progress is shown.
-    pub fn mode(&self) -> ProgressMode {
-        self.mode
-    }
-
     /// Resources steps found and left unchanged, per step.
     pub fn unchanged_by_step(&self) -> BTreeMap<String, usize> {
         lock(&self.steps).iter().map(|(s, st)| (s.clone(), st.unchanged())).collect()
@@ -205,10 +199,10 @@ impl Progress {
         (fresh && self.shows_changes()).then(|| self.change_line(step, change))
     }
 
-    /// Ends the live view; prints `summary` (when given) as the last line.
+    /// Ends the live view (again is fine); prints `summary` (when given) as the last line.
     pub fn finish(&self, summary: Option<&str>) {
-        if let Some(multi) = &self.multi {
-            let _ = multi.clear();
+        if self.multi.is_some() {
+            // The finished step lines stay on screen as the record of the run.
             *lock(&ACTIVE) = None;
         }
         if let (Some(summary), true) = (summary, self.mode != ProgressMode::Off) {
@@ -229,10 +223,17 @@ impl Progress {
     }
 }
 
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.multi.is_some() {
+            *lock(&ACTIVE) = None;
+        }
+    }
+}
+
 impl StepState {
     fn new(bar: Option<ProgressBar>) -> Self {
         StepState {
-            started: Instant::now(),
             bar,
             changed: BTreeSet::new(),
             shown: BTreeSet::new(),

@@ -114,9 +114,10 @@ pub fn total_line(op: Operation, environment: &str, s: &Summary, calls: &CallCou
     let counts = counts_phrase(op, s.create, s.update, s.delete, s.unchanged);
     let calls_and_time = format!("{} AWS calls ({} mutating), {:.1}s", calls.total, calls.mutating, wall.as_secs_f64());
     match op {
-        Operation::Plan if !s.changed() => {
-            format!("No changes: environment `{environment}` matches the configuration ({counts}; {calls_and_time}).")
-        }
+        Operation::Plan if !s.changed() => format!(
+            "No changes: environment `{environment}` matches the configuration ({} unchanged; {calls_and_time}).",
+            s.unchanged
+        ),
         Operation::Plan => format!("Plan: {counts} ({calls_and_time})."),
         Operation::Apply => format!(
             "Deploy complete: {} created, {} updated, {} deleted, {} unchanged; {calls_and_time}.",

@@ -130,8 +130,8 @@ impl Runner {
         let mut failures = Vec::new();
         loop {
             if failures.is_empty() {
-                for i in 0..self.steps.len() {
-                    if !started.contains(&i) && blockers[i].is_subset(&done) {
+                for (i, needs) in blockers.iter().enumerate() {
+                    if !started.contains(&i) && needs.is_subset(&done) {
                         started.insert(i);
                         let step = self.steps[i].clone();
                         running.push(async move {

@@ -718,6 +718,8 @@ fn parse_cidr(field: &str, value: &str) -> Result<Ipv4Net, ConfigError> {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -796,8 +798,7 @@ mod tests {
 
     #[test]
     fn long_suffix_error_names_the_limited_name() {
-        let mut c = Config::default();
-        c.environment = "abcdefghijklmnopqrstuvwxyz".into();
+        let c = Config { environment: "abcdefghijklmnopqrstuvwxyz".into(), ..Config::default() };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("environment") && err.contains("32"), "{err}");
     }

@@ -69,7 +69,22 @@ impl AwsError {
 
     /// Whether the code says the resource does not exist (`…NotFound…`, `NoSuchEntity`, …).
     pub fn is_not_found(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| c.contains("NotFound") || c.contains("NoSuch") || c == "ResourceNotFoundException")
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.contains("NotFound") || c.contains("NoSuch") || c == "ResourceNotFoundException")
+    }
+}
+
+impl AwsError {
+    /// Whether AWS answered with a throttling code.
+    pub fn is_throttling(&self) -> bool {
+        self.code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c))
+    }
+
+    /// Whether the call may or may not have taken effect: no answer came back (the connection
+    /// failed, the response was lost, or the attempt timed out).
+    pub fn outcome_unknown(&self) -> bool {
+        self.retryable && self.code.is_none()
     }
 }
 

@@ -10,6 +10,7 @@
 //!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]).
 //! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
+//! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.
 //! - [`progress`]: live progress events steps may report through the [`Context`].
 //!
 //! ```
@@ -26,6 +27,7 @@ pub mod aws;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod idempotent;
 pub mod naming;
 pub mod outputs;
 pub mod progress;

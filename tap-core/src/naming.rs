@@ -157,8 +157,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_spec() {
-        let mut c = Config::default();
-        c.environment = "pr-7".into();
+        let c = Config { environment: "pr-7".into(), ..Config::default() };
         let n = Names::new(&c);
         assert_eq!(n.repository("api-gateway"), "tap-api-gateway-pr-7");
         assert_eq!(n.load_balancer(), "tap-alb-pr-7");

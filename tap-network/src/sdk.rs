@@ -5,6 +5,7 @@ use aws_sdk_ec2::types::{
     self as ec2, DomainType, Filter, NatGatewayState, ResourceType, TagSpecification, VpcAttributeName,
 };
 use aws_sdk_ec2::Client;
+use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::AwsError;
 
@@ -13,6 +14,13 @@ use crate::api::*;
 /// [`Ec2Api`] over the SDK client.
 #[derive(Debug, Clone)]
 pub struct SdkEc2(pub Client);
+
+/// For creates that EC2 does not make idempotent (or that moto does not, despite a client token):
+/// the SDK must not resend them when their answer is lost; the step looks the resource up first
+/// (see `tap_core::idempotent`).
+fn no_blind_retry() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::Config::builder().retry_classifier(NoBlindRetry)
+}
 
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
@@ -170,8 +178,15 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn create_vpc(&self, cidr: &str, tags: &[Tag]) -> Result<String, AwsError> {
-        let out =
-            self.0.create_vpc().cidr_block(cidr).tag_specifications(tag_spec(ResourceType::Vpc, tags)).send().await?;
+        let out = self
+            .0
+            .create_vpc()
+            .cidr_block(cidr)
+            .tag_specifications(tag_spec(ResourceType::Vpc, tags))
+            .customize()
+            .config_override(no_blind_retry())
+            .send()
+            .await?;
         out.vpc().and_then(|v| v.vpc_id()).map(str::to_owned).ok_or_else(|| missing("VPC id"))
     }
 
@@ -227,6 +242,8 @@ impl Ec2Api for SdkEc2 {
             .cidr_block(cidr)
             .availability_zone(az)
             .tag_specifications(tag_spec(ResourceType::Subnet, tags))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.subnet().and_then(|sn| sn.subnet_id()).map(str::to_owned).ok_or_else(|| missing("subnet id"))
@@ -271,6 +288,8 @@ impl Ec2Api for SdkEc2 {
             .0
             .create_internet_gateway()
             .tag_specifications(tag_spec(ResourceType::InternetGateway, tags))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.internet_gateway()
@@ -280,7 +299,14 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn attach_internet_gateway(&self, igw_id: &str, vpc_id: &str) -> Result<(), AwsError> {
-        self.0.attach_internet_gateway().internet_gateway_id(igw_id).vpc_id(vpc_id).send().await?;
+        self.0
+            .attach_internet_gateway()
+            .internet_gateway_id(igw_id)
+            .vpc_id(vpc_id)
+            .customize()
+            .config_override(no_blind_retry())
+            .send()
+            .await?;
         Ok(())
     }
 
@@ -315,6 +341,8 @@ impl Ec2Api for SdkEc2 {
             .allocate_address()
             .domain(DomainType::Vpc)
             .tag_specifications(tag_spec(ResourceType::ElasticIp, tags))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.allocation_id().map(str::to_owned).ok_or_else(|| missing("allocation id"))
@@ -368,6 +396,8 @@ impl Ec2Api for SdkEc2 {
             .connectivity_type(ec2::ConnectivityType::Public)
             .client_token(client_token)
             .tag_specifications(tag_spec(ResourceType::Natgateway, tags))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.nat_gateway().and_then(|n| n.nat_gateway_id()).map(str::to_owned).ok_or_else(|| missing("NAT gateway id"))
@@ -409,6 +439,8 @@ impl Ec2Api for SdkEc2 {
             .vpc_id(vpc_id)
             .client_token(client_token)
             .tag_specifications(tag_spec(ResourceType::RouteTable, tags))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.route_table().and_then(|rt| rt.route_table_id()).map(str::to_owned).ok_or_else(|| missing("route table id"))
@@ -426,7 +458,7 @@ impl Ec2Api for SdkEc2 {
             RouteTarget::Gateway(id) => req.gateway_id(id),
             RouteTarget::Other(id) => return Err(unsupported_target(id)),
         };
-        req.send().await?;
+        req.customize().config_override(no_blind_retry()).send().await?;
         Ok(())
     }
 
@@ -447,7 +479,15 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn associate_route_table(&self, route_table_id: &str, subnet_id: &str) -> Result<String, AwsError> {
-        let out = self.0.associate_route_table().route_table_id(route_table_id).subnet_id(subnet_id).send().await?;
+        let out = self
+            .0
+            .associate_route_table()
+            .route_table_id(route_table_id)
+            .subnet_id(subnet_id)
+            .customize()
+            .config_override(no_blind_retry())
+            .send()
+            .await?;
         out.association_id().map(str::to_owned).ok_or_else(|| missing("association id"))
     }
 

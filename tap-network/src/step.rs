@@ -7,10 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::aws::AwsClients;
+use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Names;
 use tap_core::outputs::{is_known, NetworkOutputs, SubnetRef, PENDING};
-use tap_core::step::{diff, OutputKind};
 use tap_core::progress::ProgressEvent;
+use tap_core::step::{diff, OutputKind};
 use tap_core::wait::{poll_until, retry_while, Backoff};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
@@ -288,6 +289,30 @@ impl Pass<'_> {
         Ok(Ensured { id, created: true })
     }
 
+    /// Runs a create whose answer may be lost: the SDK does not resend it blindly (see
+    /// `sdk.rs`), so a lost answer (or an "already exists" code in `exists`) makes this look the
+    /// resource up with `find` (by its tags) and adopt it, creating again only when nothing is there.
+    async fn create_once<T, F, FFut, C, CFut>(
+        &self,
+        component: &str,
+        exists: &[&str],
+        find: F,
+        create: C,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> FFut,
+        FFut: Future<Output = Result<Option<T>, AwsError>>,
+        C: FnMut() -> CFut,
+        CFut: Future<Output = Result<T, AwsError>>,
+    {
+        create_or_adopt(component, Recovery::default(), |e| exists.iter().any(|code| e.is(code)), find, create).await
+    }
+
+    /// The id of the environment's resource carrying the logical id `component`, among `found`.
+    fn component_id<T: Tagged>(found: Vec<T>, component: &str, id: impl Fn(&T) -> &str) -> Option<String> {
+        by_component(&found, component).map(|r| id(r).to_owned())
+    }
+
     async fn converge(&self, settings: &tap_core::config::NetworkSettings) -> Result<NetworkOutputs, StepError> {
         let (azs, vpcs) = tokio::try_join!(self.zones(settings.az_count), async {
             self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))
@@ -399,7 +424,15 @@ impl Pass<'_> {
         }
         let name = self.names.vpc();
         let tags = self.names.tags(VPC, &name);
-        self.ensure(existing.map(|v| v.id.as_str()), VPC, &name, "CreateVpc", || self.api.create_vpc(cidr, &tags)).await
+        self.ensure(existing.map(|v| v.id.as_str()), VPC, &name, "CreateVpc", || {
+            self.create_once(
+                VPC,
+                &[],
+                || async { Ok(Self::component_id(self.api.find_vpcs(self.env()).await?, VPC, |v| &v.id)) },
+                || self.api.create_vpc(cidr, &tags),
+            )
+        })
+        .await
     }
 
     /// DNS support and DNS hostnames on: read both, then modify only what is off, one attribute
@@ -457,7 +490,15 @@ impl Pass<'_> {
         let tags = self.names.tags(&spec.component, &spec.name);
         let subnet = self
             .ensure(existing.map(|s| s.id.as_str()), &spec.component, &spec.name, "CreateSubnet", || {
-                self.api.create_subnet(vpc_id, &spec.cidr, &spec.az, &tags)
+                self.create_once(
+                    &spec.component,
+                    &["InvalidSubnet.Conflict"],
+                    || async {
+                        let found = self.api.find_subnets(self.env(), Some(vpc_id)).await?;
+                        Ok(Self::component_id(found, &spec.component, |s| &s.id))
+                    },
+                    || self.api.create_subnet(vpc_id, &spec.cidr, &spec.az, &tags),
+                )
             })
             .await?;
         Ok(subnet.id)
@@ -470,7 +511,15 @@ impl Pass<'_> {
         let tags = self.names.tags(INTERNET_GATEWAY, &name);
         let igw = self
             .ensure(existing.map(|g| g.id.as_str()), INTERNET_GATEWAY, &name, "CreateInternetGateway", || {
-                self.api.create_internet_gateway(&tags)
+                self.create_once(
+                    INTERNET_GATEWAY,
+                    &[],
+                    || async {
+                        let found = self.api.find_internet_gateways(self.env()).await?;
+                        Ok(Self::component_id(found, INTERNET_GATEWAY, |g| &g.id))
+                    },
+                    || self.api.create_internet_gateway(&tags),
+                )
             })
             .await?;
         let attached: &[String] = existing.map(|g| g.attached_vpcs.as_slice()).unwrap_or_default();
@@ -491,10 +540,15 @@ impl Pass<'_> {
             ));
         }
         if self.mode.is_apply() {
-            self.api
-                .attach_internet_gateway(&igw.id, vpc_id)
-                .await
-                .map_err(StepError::aws(INTERNET_GATEWAY, "AttachInternetGateway"))?;
+            let attached_here = || async {
+                let found = self.api.find_internet_gateways(self.env()).await?;
+                Ok(found.iter().any(|g| g.id == igw.id && g.attached_vpcs.iter().any(|v| v == vpc_id)).then_some(()))
+            };
+            self.create_once(INTERNET_GATEWAY, &["Resource.AlreadyAssociated"], attached_here, || {
+                self.api.attach_internet_gateway(&igw.id, vpc_id)
+            })
+            .await
+            .map_err(StepError::aws(INTERNET_GATEWAY, "AttachInternetGateway"))?;
         }
         Ok(igw.id)
     }
@@ -510,7 +564,17 @@ impl Pass<'_> {
                     &spec.eip_component,
                     &spec.eip_name,
                     "AllocateAddress",
-                    || self.api.allocate_address(&tags),
+                    || {
+                        self.create_once(
+                            &spec.eip_component,
+                            &[],
+                            || async {
+                                let found = self.api.find_addresses(self.env()).await?;
+                                Ok(Self::component_id(found, &spec.eip_component, |a| &a.allocation_id))
+                            },
+                            || self.api.allocate_address(&tags),
+                        )
+                    },
                 )
                 .await?;
             Ok(eip.id)
@@ -549,7 +613,18 @@ impl Pass<'_> {
         let tags = self.names.tags(&spec.component, &spec.name);
         let nat = self
             .ensure(existing.map(|n| n.id.as_str()), &spec.component, &spec.name, "CreateNatGateway", || {
-                self.api.create_nat_gateway(subnet_id, allocation_id, &token, &tags)
+                self.create_once(
+                    &spec.component,
+                    &[],
+                    || async {
+                        let found = self.api.find_nat_gateways(self.env()).await?;
+                        Ok(found
+                            .into_iter()
+                            .find(|n| n.component.as_deref() == Some(spec.component.as_str()) && n.state.is_usable())
+                            .map(|n| n.id))
+                    },
+                    || self.api.create_nat_gateway(subnet_id, allocation_id, &token, &tags),
+                )
             })
             .await?;
         let ready = existing.is_some_and(|n| n.state == NatState::Available);
@@ -624,7 +699,15 @@ impl Pass<'_> {
         let tags = self.names.tags(&spec.component, &spec.name);
         let table = self
             .ensure(existing.map(|t| t.id.as_str()), &spec.component, &spec.name, "CreateRouteTable", || {
-                self.api.create_route_table(vpc_id, &token, &tags)
+                self.create_once(
+                    &spec.component,
+                    &[],
+                    || async {
+                        let found = self.api.find_route_tables(self.env(), Some(vpc_id)).await?;
+                        Ok(Self::component_id(found, &spec.component, |t| &t.id))
+                    },
+                    || self.api.create_route_table(vpc_id, &token, &tags),
+                )
             })
             .await?;
         let (fixes, attrs) = route_table_fixes(existing, &observed.route_tables, &target, &subnets);
@@ -635,14 +718,31 @@ impl Pass<'_> {
             return Ok(());
         }
         let component = spec.component.as_str();
+        // The table as AWS holds it now, for adopting a route or association whose create lost
+        // its answer.
+        let current = || async {
+            let found = self.api.find_route_tables(self.env(), Some(vpc_id)).await?;
+            Ok::<_, AwsError>(found.into_iter().find(|t| t.id == table.id))
+        };
         let (route_fixes, association_fixes): (Vec<RouteFix>, Vec<RouteFix>) =
             fixes.into_iter().partition(|f| matches!(f, RouteFix::CreateRoute | RouteFix::ReplaceRoute));
         for fix in route_fixes {
             if fix == RouteFix::CreateRoute {
-                self.api
-                    .create_route(&table.id, DEFAULT_ROUTE, &target)
-                    .await
-                    .map_err(StepError::aws(component, "CreateRoute"))?;
+                let routed = || async {
+                    Ok(current()
+                        .await?
+                        .is_some_and(|t| {
+                            t.routes
+                                .iter()
+                                .any(|r| r.destination == DEFAULT_ROUTE && r.target.as_ref() == Some(&target))
+                        })
+                        .then_some(()))
+                };
+                self.create_once(component, &["RouteAlreadyExists"], routed, || {
+                    self.api.create_route(&table.id, DEFAULT_ROUTE, &target)
+                })
+                .await
+                .map_err(StepError::aws(component, "CreateRoute"))?;
             } else {
                 self.api
                     .replace_route(&table.id, DEFAULT_ROUTE, &target)
@@ -654,11 +754,21 @@ impl Pass<'_> {
             let table_id = table.id.as_str();
             async move {
                 match fix {
-                    RouteFix::Associate { subnet_id } => self
-                        .api
-                        .associate_route_table(table_id, &subnet_id)
+                    RouteFix::Associate { subnet_id } => {
+                        let associated = || async {
+                            Ok(current().await?.and_then(|t| {
+                                t.associations
+                                    .into_iter()
+                                    .find(|a| !a.main && a.subnet_id.as_deref() == Some(subnet_id.as_str()))
+                                    .map(|a| a.id)
+                            }))
+                        };
+                        self.create_once(component, &["Resource.AlreadyAssociated"], associated, || {
+                            self.api.associate_route_table(table_id, &subnet_id)
+                        })
                         .await
-                        .map_err(StepError::aws(component, "AssociateRouteTable")),
+                        .map_err(StepError::aws(component, "AssociateRouteTable"))
+                    }
                     RouteFix::MoveAssociation { association_id } => self
                         .api
                         .replace_route_table_association(&association_id, table_id)

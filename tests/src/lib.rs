@@ -281,7 +281,8 @@ impl Inventory {
         let live_nat = |n: &&aws_sdk_ec2::types::NatGateway| {
             !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Failed))
         };
-        counts.insert("ec2:nat-gateway", nats.nat_gateways().iter().filter(|n| ours(n.tags())).filter(live_nat).count());
+        counts
+            .insert("ec2:nat-gateway", nats.nat_gateways().iter().filter(|n| ours(n.tags())).filter(live_nat).count());
         let addresses = ec2.describe_addresses().filters(env_filter()).send().await.expect("DescribeAddresses");
         counts.insert("ec2:elastic-ip", addresses.addresses().iter().filter(|a| ours(a.tags())).count());
         let tables = ec2.describe_route_tables().filters(env_filter()).send().await.expect("DescribeRouteTables");
@@ -318,14 +319,17 @@ impl Inventory {
         let clusters = if cluster_arns.is_empty() {
             vec![]
         } else {
-            let out =
-                clients.ecs.describe_clusters().set_clusters(Some(cluster_arns)).send().await.expect("DescribeClusters");
+            let out = clients
+                .ecs
+                .describe_clusters()
+                .set_clusters(Some(cluster_arns))
+                .send()
+                .await
+                .expect("DescribeClusters");
             out.clusters().to_vec()
         };
-        let active_clusters: Vec<&aws_sdk_ecs::types::Cluster> = clusters
-            .iter()
-            .filter(|c| c.cluster_name().is_some_and(named) && c.status() == Some("ACTIVE"))
-            .collect();
+        let active_clusters: Vec<&aws_sdk_ecs::types::Cluster> =
+            clusters.iter().filter(|c| c.cluster_name().is_some_and(named) && c.status() == Some("ACTIVE")).collect();
         counts.insert("ecs:cluster", active_clusters.len());
         let mut ecs_services = Vec::new();
         for cluster in &active_clusters {
@@ -366,8 +370,14 @@ impl Inventory {
             .expect("ListTaskDefinitionFamilies");
         counts.insert("ecs:task-definition-family", families.iter().filter(|f| named(f)).count());
 
-        let pages: Vec<_> =
-            clients.servicediscovery.list_namespaces().into_paginator().send().try_collect().await.expect("ListNamespaces");
+        let pages: Vec<_> = clients
+            .servicediscovery
+            .list_namespaces()
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .expect("ListNamespaces");
         let namespaces: Vec<_> = pages.iter().flat_map(|p| p.namespaces()).collect();
         let namespace_name = format!("tap-{suffix}.local");
         let all_namespace_ids: Vec<String> = namespaces.iter().filter_map(|n| n.id().map(str::to_owned)).collect();
@@ -398,12 +408,24 @@ impl Inventory {
         counts.insert("servicediscovery:service", sd_count);
 
         let elbv2 = &clients.elbv2;
-        let lbs: Vec<_> =
-            elbv2.describe_load_balancers().into_paginator().items().send().try_collect().await.expect("DescribeLoadBalancers");
+        let lbs: Vec<_> = elbv2
+            .describe_load_balancers()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeLoadBalancers");
         let env_lbs: Vec<_> = lbs.iter().filter(|l| l.load_balancer_name().is_some_and(named)).collect();
         counts.insert("elbv2:load-balancer", env_lbs.len());
-        let tgs: Vec<_> =
-            elbv2.describe_target_groups().into_paginator().items().send().try_collect().await.expect("DescribeTargetGroups");
+        let tgs: Vec<_> = elbv2
+            .describe_target_groups()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeTargetGroups");
         counts.insert("elbv2:target-group", tgs.iter().filter(|t| t.target_group_name().is_some_and(named)).count());
         let (mut listeners, mut rules) = (0, 0);
         for lb in env_lbs {
@@ -443,8 +465,13 @@ impl Inventory {
             groups.iter().filter(|g| g.log_group_name().is_some_and(|n| n.ends_with(&log_group_suffix))).count(),
         );
         let lock_name = format!("/tap/locks/{suffix}");
-        let locks =
-            clients.logs.describe_log_groups().log_group_name_prefix(&lock_name).send().await.expect("DescribeLogGroups");
+        let locks = clients
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&lock_name)
+            .send()
+            .await
+            .expect("DescribeLogGroups");
         counts.insert(
             "logs:lock",
             locks.log_groups().iter().filter(|g| g.log_group_name() == Some(lock_name.as_str())).count(),

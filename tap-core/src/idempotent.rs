@@ -1,0 +1,267 @@
+//! Creates that happen exactly once, even when AWS's answer is lost.
+//!
+//! A create whose response never arrived (connection reset, timeout) may or may not have taken
+//! effect. The SDK's standard retry mode would send it again, which for a call without an
+//! idempotency token (`CreateVpc`, `AllocateAddress`, …) makes a second resource, and for a named
+//! one (`CreateSubnet`, `CreateTargetGroup`, …) fails with "already exists" or a conflict. So:
+//!
+//! - [`NoBlindRetry`], attached to such an operation (`.customize().config_override(…)`), stops the
+//!   SDK from resending it when the outcome is unknown; throttling and other errors AWS answered
+//!   with are still retried by the standard retry mode as usual.
+//! - [`create_or_adopt`] then looks the resource up (by its tags or name, with a short bounded poll
+//!   for eventual consistency) and adopts what it finds; only when nothing is there does it create
+//!   again. An "already exists" answer is handled the same way: the resource found is adopted (the
+//!   lookup only returns resources of this environment), anything else stays an error.
+//!
+//! ```
+//! use tap_core::idempotent::{create_or_adopt, Recovery};
+//! use tap_core::AwsError;
+//! # async fn run() -> Result<(), AwsError> {
+//! let id = create_or_adopt(
+//!     "network/vpc",
+//!     Recovery::default(),
+//!     |e: &AwsError| e.is("InvalidVpc.Duplicate"),
+//!     || async { Ok::<_, AwsError>(None::<String>) }, // find by tags
+//!     || async { Ok("vpc-1".to_owned()) },             // create, tagged
+//! )
+//! .await?;
+//! assert_eq!(id, "vpc-1");
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
+
+use crate::error::AwsError;
+
+/// A retry classifier that forbids the SDK to resend a call when no answer came back (the
+/// response was lost, the connection failed, the attempt timed out): the call may have taken
+/// effect. It runs after the SDK's own classifiers and only overrides them for those transport
+/// failures; throttling and other errors AWS answered with keep their standard retries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBlindRetry;
+
+impl ClassifyRetry for NoBlindRetry {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.output_or_error() {
+            Some(Err(e)) if e.is_response_error() || e.is_timeout_error() || e.as_connector_error().is_some() => {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "tap::NoBlindRetry"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
+/// How [`create_or_adopt`] recovers.
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery {
+    /// Creates tried at most, the first included.
+    pub attempts: u32,
+    /// After a create with an unknown outcome, how long to keep looking for the resource before
+    /// creating again (AWS's read-after-create is eventually consistent).
+    pub lookup: Duration,
+    /// First delay between lookups (doubling).
+    pub lookup_delay: Duration,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery { attempts: 4, lookup: Duration::from_secs(3), lookup_delay: Duration::from_millis(100) }
+    }
+}
+
+/// Creates a resource exactly once: runs `create`; when its outcome is unknown
+/// ([`AwsError::outcome_unknown`]) or AWS says it already exists (`exists`), looks it up with
+/// `find` (which must return only resources of this environment, found by tags or name) and adopts
+/// it; creates again only when nothing is found, at most [`Recovery::attempts`] times. Any other
+/// error is returned as it is.
+pub async fn create_or_adopt<T, F, FFut, C, CFut>(
+    what: &str,
+    recovery: Recovery,
+    exists: impl Fn(&AwsError) -> bool,
+    mut find: F,
+    mut create: C,
+) -> Result<T, AwsError>
+where
+    F: FnMut() -> FFut,
+    FFut: Future<Output = Result<Option<T>, AwsError>>,
+    C: FnMut() -> CFut,
+    CFut: Future<Output = Result<T, AwsError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let err = match create().await {
+            Ok(created) => return Ok(created),
+            Err(e) => e,
+        };
+        if exists(&err) {
+            tracing::info!(resource = what, error = %err, "already exists; adopting it if it is ours");
+            return match find().await? {
+                Some(found) => Ok(found),
+                None => Err(err),
+            };
+        }
+        if !err.outcome_unknown() {
+            return Err(err);
+        }
+        tracing::warn!(resource = what, error = %err, attempt, "no answer to the create; looking it up before creating again");
+        if let Some(found) = look_up(recovery, &mut find).await? {
+            tracing::info!(resource = what, "the lost create had taken effect; adopting its resource");
+            return Ok(found);
+        }
+        if attempt >= recovery.attempts {
+            return Err(err);
+        }
+        attempt += 1;
+    }
+}
+
+/// `find` until it finds something or [`Recovery::lookup`] has passed.
+async fn look_up<T, F, FFut>(recovery: Recovery, find: &mut F) -> Result<Option<T>, AwsError>
+where
+    F: FnMut() -> FFut,
+    FFut: Future<Output = Result<Option<T>, AwsError>>,
+{
+    let start = Instant::now();
+    let mut delay = recovery.lookup_delay;
+    loop {
+        if let Some(found) = find().await? {
+            return Ok(Some(found));
+        }
+        if start.elapsed() + delay > recovery.lookup {
+            return Ok(None);
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    fn lost() -> AwsError {
+        AwsError { code: None, message: "connection closed before message completed".into(), retryable: true }
+    }
+
+    fn fast() -> Recovery {
+        Recovery { attempts: 3, lookup: Duration::from_millis(20), lookup_delay: Duration::from_millis(1) }
+    }
+
+    #[tokio::test]
+    async fn a_lost_create_that_took_effect_is_adopted_not_repeated() {
+        let store = Mutex::new(Vec::<String>::new());
+        let creates = AtomicU32::new(0);
+        let id = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(store.lock().unwrap().first().cloned()) },
+            || async {
+                creates.fetch_add(1, Ordering::SeqCst);
+                store.lock().unwrap().push("r-1".into());
+                Err(lost())
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst), store.lock().unwrap().len()), ("r-1", 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_lost_create_that_did_not_happen_is_sent_again() {
+        let creates = AtomicU32::new(0);
+        let id = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(None) },
+            || async {
+                if creates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(lost())
+                } else {
+                    Ok("r-2".to_owned())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst)), ("r-2", 2));
+    }
+
+    #[tokio::test]
+    async fn already_exists_adopts_ours_and_fails_otherwise() {
+        let dup = || AwsError::new("Duplicate", "exists");
+        let r = create_or_adopt("x", fast(), |e| e.is("Duplicate"), || async { Ok(Some(7)) }, || async { Err(dup()) });
+        assert_eq!(r.await.unwrap(), 7);
+        let r =
+            create_or_adopt("x", fast(), |e| e.is("Duplicate"), || async { Ok(None::<i32>) }, || async { Err(dup()) });
+        assert!(r.await.unwrap_err().is("Duplicate"));
+    }
+
+    #[tokio::test]
+    async fn other_errors_and_exhausted_attempts_surface() {
+        let creates = AtomicU32::new(0);
+        let r = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(None::<i32>) },
+            || async {
+                creates.fetch_add(1, Ordering::SeqCst);
+                Err(lost())
+            },
+        );
+        assert!(r.await.unwrap_err().outcome_unknown());
+        assert_eq!(creates.load(Ordering::SeqCst), 3);
+        let r = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(Some(1)) },
+            || async { Err::<i32, _>(AwsError::new("AccessDenied", "no")) },
+        );
+        assert!(r.await.unwrap_err().is("AccessDenied"), "a refused create is not looked up");
+    }
+
+    #[test]
+    fn the_classifier_forbids_resending_only_when_no_answer_came() {
+        use aws_smithy_runtime_api::client::interceptors::context::{Error, Input};
+        use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let classify = |outcome: Result<(), OrchestratorError<Error>>| {
+            let mut ctx = InterceptorContext::new(Input::erase(()));
+            ctx.set_output_or_error(outcome.map(aws_smithy_runtime_api::client::interceptors::context::Output::erase));
+            NoBlindRetry.classify_retry(&ctx)
+        };
+        assert_eq!(classify(Err(OrchestratorError::response("connection closed".into()))), RetryAction::RetryForbidden);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            classify(Err(OrchestratorError::connector(ConnectorError::io(io.into())))),
+            RetryAction::RetryForbidden
+        );
+        let throttled = OrchestratorError::operation(Error::erase(AwsError::throttling()));
+        assert_eq!(classify(Err(throttled)), RetryAction::NoActionIndicated, "answered errors keep their retries");
+        assert_eq!(classify(Ok(())), RetryAction::NoActionIndicated);
+    }
+
+    #[test]
+    fn classification() {
+        assert!(lost().outcome_unknown());
+        assert!(!AwsError::throttling().outcome_unknown() && AwsError::throttling().is_throttling());
+        assert!(!AwsError::new("InvalidParameter", "x").outcome_unknown());
+    }
+}
