@@ -257,7 +257,12 @@ impl Run<'_> {
     }
 }
 
-async fn run_steps(runner: &Runner, ctx: &Context, op: Operation, observer: &dyn RunObserver) -> Result<Vec<StepReport>> {
+async fn run_steps(
+    runner: &Runner,
+    ctx: &Context,
+    op: Operation,
+    observer: &dyn RunObserver,
+) -> Result<Vec<StepReport>> {
     runner.run_observed(ctx, op, observer).await.map_err(|e: RunError| {
         for report in &e.completed {
             for change in &report.changes {

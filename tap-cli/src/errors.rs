@@ -60,10 +60,9 @@ pub fn diagnose_step(step: Option<&str>, err: &StepError) -> Diagnosis {
             ),
             ..Diagnosis::plain(step, err.to_string())
         },
-        StepError::Conflict { resource, message } => Diagnosis {
-            resource: Some(resource.clone()),
-            ..Diagnosis::plain(step, message.clone())
-        },
+        StepError::Conflict { resource, message } => {
+            Diagnosis { resource: Some(resource.clone()), ..Diagnosis::plain(step, message.clone()) }
+        }
         StepError::MissingOutput { .. } => Diagnosis::plain(step, err.to_string()),
     }
 }
@@ -73,7 +72,9 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
     let code = err.code.as_deref().unwrap_or_default();
     let msg = err.message.to_ascii_lowercase();
     if err.code.is_none()
-        && (msg.contains("no credentials") || msg.contains("credential provider") || msg.contains("credentialsnotloaded"))
+        && (msg.contains("no credentials")
+            || msg.contains("credential provider")
+            || msg.contains("credentialsnotloaded"))
     {
         return Some(
             "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile NAME \
@@ -82,7 +83,9 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
         );
     }
     if err.code.is_none()
-        && (msg.contains("dns error") || msg.contains("failed to lookup address") || msg.contains("name or service not known"))
+        && (msg.contains("dns error")
+            || msg.contains("failed to lookup address")
+            || msg.contains("name or service not known"))
     {
         return Some(
             "the AWS endpoint could not be resolved: check the region (--region, AWS_REGION or `aws.region`; e.g. \
@@ -158,8 +161,10 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
                 .into(),
         );
     }
-    if matches!(code, "LimitExceededException" | "AddressLimitExceeded" | "NatGatewayLimitExceeded" | "VpcLimitExceeded")
-        || code.ends_with("LimitExceeded")
+    if matches!(
+        code,
+        "LimitExceededException" | "AddressLimitExceeded" | "NatGatewayLimitExceeded" | "VpcLimitExceeded"
+    ) || code.ends_with("LimitExceeded")
     {
         return Some(
             "an account quota is reached: free some of it, request an increase in Service Quotas, or use \

@@ -61,12 +61,7 @@ pub fn rfc3339(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn now_ms() -> i64 {
@@ -159,7 +154,13 @@ pub async fn run(
 
 /// Prints `first`, then polls for newer events forever (the caller stops it on Ctrl-C). JSON
 /// output is one event object per line here, since the stream has no end.
-async fn follow_from(client: &Client, group: &str, first: Vec<LogEvent>, start: i64, output: OutputFormat) -> Result<()> {
+async fn follow_from(
+    client: &Client,
+    group: &str,
+    first: Vec<LogEvent>,
+    start: i64,
+    output: OutputFormat,
+) -> Result<()> {
     let show = |e: &LogEvent| -> Result<()> {
         let mut out = std::io::stdout().lock();
         match output {

@@ -186,8 +186,12 @@ impl Progress {
 
     fn change_line(&self, step: &str, change: &Change) -> String {
         match self.mode {
-            ProgressMode::Live => format!("  {} {} ({})  {}", change.action.symbol(), change.resource, change.name, self.stamp()),
-            _ => format!("{} {step:<10} {} {} ({})", self.stamp(), change.action.symbol(), change.resource, change.name),
+            ProgressMode::Live => {
+                format!("  {} {} ({})  {}", change.action.symbol(), change.resource, change.name, self.stamp())
+            }
+            _ => {
+                format!("{} {step:<10} {} {} ({})", self.stamp(), change.action.symbol(), change.resource, change.name)
+            }
         }
     }
 

@@ -102,7 +102,13 @@ pub fn changes_text(reports: &[&StepReport], style: Style) -> String {
             for a in &c.attributes {
                 let old = a.old.as_deref().unwrap_or("(none)");
                 let new = a.new.as_deref().unwrap_or("(none)");
-                let _ = writeln!(out, "      {}: {} → {}", a.attribute, style.action(Action::Delete, old), style.action(Action::Create, new));
+                let _ = writeln!(
+                    out,
+                    "      {}: {} → {}",
+                    a.attribute,
+                    style.action(Action::Delete, old),
+                    style.action(Action::Create, new)
+                );
             }
         }
     }
@@ -264,11 +270,26 @@ mod tests {
             elapsed: Duration::from_millis(12),
             peak_rss_kb: Some(1),
         });
-        for key in ["format_version", "command", "environment", "region", "changed", "changes", "summary", "steps", "calls", "elapsed_ms", "peak_rss_kb"] {
+        for key in [
+            "format_version",
+            "command",
+            "environment",
+            "region",
+            "changed",
+            "changes",
+            "summary",
+            "steps",
+            "calls",
+            "elapsed_ms",
+            "peak_rss_kb",
+        ] {
             assert!(doc.get(key).is_some(), "{key} in {doc}");
         }
         assert_eq!(doc["summary"], json!({"create": 1, "update": 1, "delete": 1, "unchanged": 4}));
-        assert_eq!(doc["changes"][1]["attributes"][0], json!({"attribute": "route 0.0.0.0/0", "old": "nat-1", "new": "nat-2"}));
+        assert_eq!(
+            doc["changes"][1]["attributes"][0],
+            json!({"attribute": "route 0.0.0.0/0", "old": "nat-1", "new": "nat-2"})
+        );
         assert_eq!(doc["changes"][0]["step"], "network");
         assert_eq!(doc["steps"][0], json!({"step": "network", "elapsed_ms": 7, "changes": 2, "unchanged": 4}));
         assert!(doc["changes"][0].get("attributes").is_none(), "empty attribute lists are left out");

@@ -307,13 +307,20 @@ mod tests {
     #[tokio::test]
     async fn observer_sees_each_step_start_and_finish() {
         let log = Arc::new(Mutex::new(vec![]));
-        let failing: Arc<dyn Step> =
-            Arc::new(Fake { name: "registry", needs: &[], produces: OutputKind::Registry, log: log.clone(), fail: true });
+        let failing: Arc<dyn Step> = Arc::new(Fake {
+            name: "registry",
+            needs: &[],
+            produces: OutputKind::Registry,
+            log: log.clone(),
+            fail: true,
+        });
         let runner = Runner::new(vec![fake("network", &[], OutputKind::Network, &log), failing]).unwrap();
         let observer = Recorder::default();
         runner.run_observed(&Context::new(Config::default()), Operation::Apply, &observer).await.unwrap_err();
         let seen = observer.0.lock().unwrap().clone();
-        for line in ["started network", "started registry", "finished network: 1 change(s)", "finished registry: failed"] {
+        for line in
+            ["started network", "started registry", "finished network: 1 change(s)", "finished registry: failed"]
+        {
             assert!(seen.contains(&line.to_string()), "{line} in {seen:?}");
         }
         let pos = |s: &str| seen.iter().position(|l| l == s).unwrap();

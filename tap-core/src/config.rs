@@ -315,7 +315,12 @@ impl Default for ClusterSettings {
 
 impl Default for IngressSettings {
     fn default() -> Self {
-        IngressSettings { certificate_arn: None, healthy_threshold: 2, unhealthy_threshold: 3, health_check_interval: 30 }
+        IngressSettings {
+            certificate_arn: None,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            health_check_interval: 30,
+        }
     }
 }
 
@@ -333,7 +338,13 @@ impl Default for LogSettings {
 
 impl Default for ScalingSettings {
     fn default() -> Self {
-        ScalingSettings { min_capacity: 2, max_capacity: 10, cpu_target: 70.0, scale_in_cooldown: 60, scale_out_cooldown: 60 }
+        ScalingSettings {
+            min_capacity: 2,
+            max_capacity: 10,
+            cpu_target: 70.0,
+            scale_in_cooldown: 60,
+            scale_out_cooldown: 60,
+        }
     }
 }
 
@@ -360,7 +371,12 @@ fn default_services() -> Vec<ServiceSpec> {
             image_tag: None,
             environment: env(&[("NODE_ENV", "production"), ("API_ENDPOINT", "http://{alb_dns}/api")]),
             secrets: BTreeMap::new(),
-            route: Some(RouteSpec { short_name: "fe".into(), path_pattern: None, priority: 10, health_check_path: "/".into() }),
+            route: Some(RouteSpec {
+                short_name: "fe".into(),
+                path_pattern: None,
+                priority: 10,
+                health_check_path: "/".into(),
+            }),
             discovery: false,
             allow_from: vec![],
             permissions: vec![],
@@ -486,7 +502,11 @@ impl Config {
     fn validate_environment(&self) -> Result<(), ConfigError> {
         validate_label("environment", &self.environment)?;
         if self.image_tag.is_empty() || !valid_image_tag(&self.image_tag) {
-            return Err(invalid("image_tag", &self.image_tag, "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+            return Err(invalid(
+                "image_tag",
+                &self.image_tag,
+                "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
+            ));
         }
         if let Some(url) = &self.aws.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -509,7 +529,9 @@ impl Config {
             return Err(invalid("network.az_count", n.az_count, "must be between 1 and 6"));
         }
         let mut seen: Vec<(String, Ipv4Net)> = Vec::new();
-        for (list_name, list) in [("public_subnet_cidrs", &n.public_subnet_cidrs), ("private_subnet_cidrs", &n.private_subnet_cidrs)] {
+        for (list_name, list) in
+            [("public_subnet_cidrs", &n.public_subnet_cidrs), ("private_subnet_cidrs", &n.private_subnet_cidrs)]
+        {
             if list.len() != n.az_count {
                 return Err(invalid(
                     format!("network.{list_name}"),
@@ -558,12 +580,24 @@ impl Config {
                 return Err(invalid(f("port"), s.port, "must be between 1 and 65535"));
             }
             match fargate_memory_options(s.cpu) {
-                None => return Err(invalid(f("cpu"), s.cpu, "Fargate offers 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units")),
+                None => {
+                    return Err(invalid(
+                        f("cpu"),
+                        s.cpu,
+                        "Fargate offers 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units",
+                    ))
+                }
                 Some(options) if !options.contains(&s.memory) => {
                     return Err(invalid(
                         f("memory"),
                         s.memory,
-                        format!("Fargate does not offer {} MiB with {} CPU units (allowed: {}..={} MiB in its steps)", s.memory, s.cpu, options[0], options[options.len() - 1]),
+                        format!(
+                            "Fargate does not offer {} MiB with {} CPU units (allowed: {}..={} MiB in its steps)",
+                            s.memory,
+                            s.cpu,
+                            options[0],
+                            options[options.len() - 1]
+                        ),
                     ))
                 }
                 Some(_) => {}
@@ -573,12 +607,20 @@ impl Config {
             }
             if let Some(tag) = &s.image_tag {
                 if !valid_image_tag(tag) {
-                    return Err(invalid(f("image_tag"), tag, "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+                    return Err(invalid(
+                        f("image_tag"),
+                        tag,
+                        "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
+                    ));
                 }
             }
             for (var, secret) in &s.secrets {
                 if !secret_names.contains(secret.as_str()) {
-                    return Err(invalid(format!("services[{i}].secrets.{var}"), secret, "names no secret in `secrets`"));
+                    return Err(invalid(
+                        format!("services[{i}].secrets.{var}"),
+                        secret,
+                        "names no secret in `secrets`",
+                    ));
                 }
             }
             for from in &s.allow_from {
@@ -601,7 +643,11 @@ impl Config {
                             return Err(invalid(f("route.path_pattern"), p, "must start with /"));
                         }
                         if !(1..=50000).contains(&route.priority) || !priorities.insert(route.priority) {
-                            return Err(invalid(f("route.priority"), route.priority, "must be unique and between 1 and 50000"));
+                            return Err(invalid(
+                                f("route.priority"),
+                                route.priority,
+                                "must be unique and between 1 and 50000",
+                            ));
                         }
                     }
                 }
@@ -609,7 +655,11 @@ impl Config {
         }
         let routed = self.services.iter().filter(|s| s.route.is_some()).count();
         if routed > 0 && defaults != 1 {
-            return Err(invalid("services[*].route.path_pattern", defaults, "exactly one routed service must have no path_pattern (the listener's default)"));
+            return Err(invalid(
+                "services[*].route.path_pattern",
+                defaults,
+                "exactly one routed service must have no path_pattern (the listener's default)",
+            ));
         }
         let mut secret_seen = BTreeSet::new();
         for (i, s) in self.secrets.iter().enumerate() {
@@ -630,23 +680,39 @@ impl Config {
             return Err(invalid("scaling.min_capacity", sc.min_capacity, "must not be negative"));
         }
         if sc.min_capacity > sc.max_capacity {
-            return Err(invalid("scaling.min_capacity", sc.min_capacity, format!("must not exceed scaling.max_capacity ({})", sc.max_capacity)));
+            return Err(invalid(
+                "scaling.min_capacity",
+                sc.min_capacity,
+                format!("must not exceed scaling.max_capacity ({})", sc.max_capacity),
+            ));
         }
         if !(sc.cpu_target > 0.0 && sc.cpu_target <= 100.0) {
             return Err(invalid("scaling.cpu_target", sc.cpu_target, "must be in (0, 100]"));
         }
         if sc.scale_in_cooldown < 0 || sc.scale_out_cooldown < 0 {
-            return Err(invalid("scaling.scale_in_cooldown", sc.scale_in_cooldown.min(sc.scale_out_cooldown), "cooldowns must not be negative"));
+            return Err(invalid(
+                "scaling.scale_in_cooldown",
+                sc.scale_in_cooldown.min(sc.scale_out_cooldown),
+                "cooldowns must not be negative",
+            ));
         }
         if !LOG_RETENTION_DAYS.contains(&self.logs.retention_days) {
-            return Err(invalid("logs.retention_days", self.logs.retention_days, format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}")));
+            return Err(invalid(
+                "logs.retention_days",
+                self.logs.retention_days,
+                format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}"),
+            ));
         }
         if self.registry.keep_images == 0 {
             return Err(invalid("registry.keep_images", 0, "must be at least 1"));
         }
         let c = &self.cluster;
         if c.on_demand_weight + c.spot_weight == 0 {
-            return Err(invalid("cluster.spot_weight", c.spot_weight, "on_demand_weight and spot_weight cannot both be 0"));
+            return Err(invalid(
+                "cluster.spot_weight",
+                c.spot_weight,
+                "on_demand_weight and spot_weight cannot both be 0",
+            ));
         }
         if c.on_demand_base > 100_000 {
             return Err(invalid("cluster.on_demand_base", c.on_demand_base, "must be at most 100000"));
@@ -659,7 +725,11 @@ impl Config {
             return Err(invalid("ingress.unhealthy_threshold", i.unhealthy_threshold, "must be between 2 and 10"));
         }
         if !(5..=300).contains(&i.health_check_interval) {
-            return Err(invalid("ingress.health_check_interval", i.health_check_interval, "must be between 5 and 300 seconds"));
+            return Err(invalid(
+                "ingress.health_check_interval",
+                i.health_check_interval,
+                "must be between 5 and 300 seconds",
+            ));
         }
         if let Some(arn) = &i.certificate_arn {
             if !arn.starts_with("arn:") {
@@ -670,7 +740,11 @@ impl Config {
             return Err(invalid("discovery.dns_ttl", self.discovery.dns_ttl, "must be between 0 and 2147483647"));
         }
         if !(1..=10).contains(&self.discovery.failure_threshold) {
-            return Err(invalid("discovery.failure_threshold", self.discovery.failure_threshold, "must be between 1 and 10"));
+            return Err(invalid(
+                "discovery.failure_threshold",
+                self.discovery.failure_threshold,
+                "must be between 1 and 10",
+            ));
         }
         Ok(())
     }
@@ -681,7 +755,10 @@ impl Config {
                 return Err(invalid(
                     "environment",
                     &self.environment,
-                    format!("makes the {kind} name `{name}` {} characters long; AWS allows at most {limit}", name.len()),
+                    format!(
+                        "makes the {kind} name `{name}` {} characters long; AWS allows at most {limit}",
+                        name.len()
+                    ),
                 ));
             }
         }
@@ -710,7 +787,8 @@ fn valid_image_tag(tag: &str) -> bool {
 }
 
 fn parse_cidr(field: &str, value: &str) -> Result<Ipv4Net, ConfigError> {
-    let net: Ipv4Net = value.parse().map_err(|_| invalid(field, value, "must be an IPv4 CIDR block like 10.0.0.0/16"))?;
+    let net: Ipv4Net =
+        value.parse().map_err(|_| invalid(field, value, "must be an IPv4 CIDR block like 10.0.0.0/16"))?;
     if net.trunc() != net {
         return Err(invalid(field, value, format!("has host bits set; the block is {}", net.trunc())));
     }
@@ -741,7 +819,10 @@ mod tests {
     #[test]
     fn layering_defaults_file_env_flags() {
         Jail::expect_with(|jail| {
-            jail.create_file("tap.toml", "environment = \"from-file\"\nimage_tag = \"v1\"\n[logs]\nretention_days = 60\n")?;
+            jail.create_file(
+                "tap.toml",
+                "environment = \"from-file\"\nimage_tag = \"v1\"\n[logs]\nretention_days = 60\n",
+            )?;
             let c = Config::load(None, no_overrides()).unwrap();
             assert_eq!((c.environment.as_str(), c.image_tag.as_str(), c.logs.retention_days), ("from-file", "v1", 60));
 
@@ -773,7 +854,9 @@ mod tests {
         let mut c = Config::default();
         mutate(&mut c);
         match c.validate() {
-            Err(ConfigError::Invalid { field: f, .. }) => assert!(f.starts_with(field), "expected field {field}, got {f}"),
+            Err(ConfigError::Invalid { field: f, .. }) => {
+                assert!(f.starts_with(field), "expected field {field}, got {f}")
+            }
             other => panic!("expected {field} to be rejected, got {other:?}"),
         }
     }
@@ -793,7 +876,10 @@ mod tests {
         rejects(|c| c.services[2].name = "frontend".into(), "services[2].name");
         rejects(|c| c.services[2].port = 3000, "services[2].port");
         rejects(|c| c.logs.retention_days = 31, "logs.retention_days");
-        rejects(|c| c.services[1].secrets.insert("X".into(), "nope".into()).map(|_| ()).unwrap_or(()), "services[1].secrets");
+        rejects(
+            |c| c.services[1].secrets.insert("X".into(), "nope".into()).map(|_| ()).unwrap_or(()),
+            "services[1].secrets",
+        );
     }
 
     #[test]

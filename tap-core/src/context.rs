@@ -76,7 +76,13 @@ impl Context {
     pub fn new(config: Config) -> Self {
         let names = Names::new(&config);
         let region = config.aws.region.clone().unwrap_or_else(|| "us-east-1".into());
-        Context { config: Arc::new(config), names, region, outputs: RwLock::default(), progress: ProgressSlot::default() }
+        Context {
+            config: Arc::new(config),
+            names,
+            region,
+            outputs: RwLock::default(),
+            progress: ProgressSlot::default(),
+        }
     }
 
     /// Installs a sink for the [`ProgressEvent`]s steps report (see [`crate::progress`]).

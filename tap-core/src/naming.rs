@@ -36,7 +36,11 @@ impl Names {
         Names {
             env: config.environment.clone(),
             services: config.services.iter().map(|s| s.name.clone()).collect(),
-            route_short_names: config.services.iter().filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone())).collect(),
+            route_short_names: config
+                .services
+                .iter()
+                .filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone()))
+                .collect(),
             secrets: config.secrets.iter().map(|s| s.name.clone()).collect(),
         }
     }
@@ -172,7 +176,13 @@ mod tests {
     fn tags_carry_env_and_component() {
         let n = Names::new(&Config::default());
         let tags = n.tags("network/vpc", "tap-vpc-dev");
-        for (k, v) in [("Project", "tap"), ("Environment", "dev"), ("ManagedBy", "tap"), ("Name", "tap-vpc-dev"), ("tap:component", "network/vpc")] {
+        for (k, v) in [
+            ("Project", "tap"),
+            ("Environment", "dev"),
+            ("ManagedBy", "tap"),
+            ("Name", "tap-vpc-dev"),
+            ("tap:component", "network/vpc"),
+        ] {
             assert!(tags.contains(&(k.to_string(), v.to_string())), "missing {k}={v}");
         }
     }

@@ -157,7 +157,13 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} ({})", self.action.symbol(), self.resource, self.name)?;
         for a in &self.attributes {
-            write!(f, "\n    {}: {} -> {}", a.attribute, a.old.as_deref().unwrap_or("(none)"), a.new.as_deref().unwrap_or("(none)"))?;
+            write!(
+                f,
+                "\n    {}: {} -> {}",
+                a.attribute,
+                a.old.as_deref().unwrap_or("(none)"),
+                a.new.as_deref().unwrap_or("(none)")
+            )?;
         }
         Ok(())
     }

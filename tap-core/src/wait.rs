@@ -85,13 +85,19 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn fast() -> Backoff {
-        Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(4), timeout: Duration::from_millis(200) }
+        Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+            timeout: Duration::from_millis(200),
+        }
     }
 
     #[tokio::test]
     async fn polls_until_ready() {
         let n = AtomicU32::new(0);
-        let v = poll_until("thing", fast(), || async { Ok((n.fetch_add(1, Ordering::SeqCst) >= 3).then_some(7)) }).await.unwrap();
+        let v = poll_until("thing", fast(), || async { Ok((n.fetch_add(1, Ordering::SeqCst) >= 3).then_some(7)) })
+            .await
+            .unwrap();
         assert_eq!((v, n.load(Ordering::SeqCst)), (7, 4));
     }
 
@@ -104,18 +110,26 @@ mod tests {
     #[tokio::test]
     async fn retries_only_transient_errors() {
         let n = AtomicU32::new(0);
-        let r = retry_while("role", fast(), |e| e.is_retryable(), || async {
-            if n.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(StepError::aws("r", "X")(crate::AwsError::throttling()))
-            } else {
-                Ok(1)
-            }
-        })
+        let r = retry_while(
+            "role",
+            fast(),
+            |e| e.is_retryable(),
+            || async {
+                if n.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(StepError::aws("r", "X")(crate::AwsError::throttling()))
+                } else {
+                    Ok(1)
+                }
+            },
+        )
         .await;
         assert_eq!(r.unwrap(), 1);
-        let r: Result<(), _> = retry_while("role", fast(), |e| e.is_retryable(), || async {
-            Err(StepError::aws("r", "X")(crate::AwsError::new("AccessDenied", "no")))
-        })
+        let r: Result<(), _> = retry_while(
+            "role",
+            fast(),
+            |e| e.is_retryable(),
+            || async { Err(StepError::aws("r", "X")(crate::AwsError::new("AccessDenied", "no"))) },
+        )
         .await;
         assert!(r.is_err());
     }

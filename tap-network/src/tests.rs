@@ -758,8 +758,7 @@ async fn progress_reports_every_resource_found_when_nothing_changes() {
     let events = Arc::new(Events::default());
     let ctx = Context::new(Config::default()).with_progress(events.clone());
     step(mock).apply(&ctx).await.unwrap();
-    let found: BTreeSet<String> =
-        expected_creates(3).into_iter().map(|r| format!("network: found {r}")).collect();
+    let found: BTreeSet<String> = expected_creates(3).into_iter().map(|r| format!("network: found {r}")).collect();
     assert_eq!(events.with("network: found"), found, "all 18 resources are reported found");
     assert!(events.with("network: +").is_empty());
 }

@@ -40,11 +40,10 @@ pub fn tap_binary() -> PathBuf {
     bin
 }
 
-/// Regions moto knows; each test takes the next one.
+/// Regions where moto has at least three availability zones; each test takes the next one.
 const REGIONS: &[&str] = &[
     "us-east-1",
     "us-east-2",
-    "us-west-1",
     "us-west-2",
     "eu-west-1",
     "eu-west-2",
@@ -58,6 +57,11 @@ const REGIONS: &[&str] = &[
     "ap-south-1",
     "ca-central-1",
     "sa-east-1",
+    "ap-northeast-3",
+    "eu-south-1",
+    "af-south-1",
+    "me-south-1",
+    "ap-east-1",
 ];
 
 /// The outcome of one `tap` run.

@@ -8,7 +8,8 @@ async fn scratch_drop() {
     let tap = env.with_endpoint(&p.endpoint());
     let run = tap.tap(&["--output", "json", "deploy", "--no-wait"]);
     eprintln!("code {:?}\nSTDERR\n{}", run.code, run.stderr);
-    let dropped: Vec<_> = p.calls().into_iter().filter(|c| c.fate == tests::Fate::ResponseDropped).map(|c| c.operation).collect();
+    let dropped: Vec<_> =
+        p.calls().into_iter().filter(|c| c.fate == tests::Fate::ResponseDropped).map(|c| c.operation).collect();
     eprintln!("dropped: {dropped:?}");
     let inv = env.inventory().await;
     eprintln!("{:#?}", inv.differences(&tests::Inventory::spec()));
