@@ -53,7 +53,9 @@ fn ci() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     let moto = tap_moto::moto_server_path().context("installing moto_server")?;
-    run(cargo().args(["build", "--package", "tap-cli", "--bin", "tap"]))?;
+    // `cargo test --workspace` builds the `tap` binary too (tap-cli's integration test needs it),
+    // with the same features as the tests: a separate `cargo build -p tap-cli` would compile the
+    // AWS SDK crates a second time with another feature set.
     run(cargo().args(["test", "--workspace"]).env("MOTO_SERVER", moto))?;
     Ok(())
 }
