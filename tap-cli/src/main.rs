@@ -1,7 +1,23 @@
 //! `tap`: deploys, plans, destroys and inspects a complete ECS Fargate platform on AWS.
 //!
 //! Results (plans, outputs, status, summaries) go to stdout — text, or one JSON document with
-//! `--output json` — and logs go to stderr through `tracing`.
+//! `--output json` — and progress and logs go to stderr.
+//!
+//! - [`cli`]: the arguments, the config overrides they make, the log subscriber.
+//! - [`commands`]: load and validate the config, build the clients and steps, run, render.
+//! - [`runner`]: the steps as a dependency graph (concurrent where independent; reversed for
+//!   destroy), telling a [`runner::RunObserver`] when each step starts and ends.
+//! - [`progress`]: the live (indicatif) or plain-line progress view and the "unchanged" count.
+//! - [`render`]: plan / deploy / destroy results as grouped text or the JSON document.
+//! - [`errors`]: errors with the resource, action, AWS code and message, and hints.
+//! - [`logs`]: `tap logs`; [`lock`]: the environment lock; [`steps`]: the registered steps.
+//!
+//! ```sh
+//! tap --env dev --region eu-west-1 plan --detailed-exitcode   # 0: nothing to do, 2: changes
+//! tap --env dev --output json deploy --no-wait | jq .summary
+//! tap --env dev logs frontend --since 30m --follow
+//! tap completions zsh > "${fpath[1]}/_tap"
+//! ```
 #![forbid(unsafe_code)]
 
 mod cli;

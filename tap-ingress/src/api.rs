@@ -10,6 +10,7 @@ use elbv2::types::{
     PathPatternConditionConfig, ProtocolEnum, RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition,
     TargetTypeEnum,
 };
+use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::AwsError;
 
@@ -399,6 +400,12 @@ fn observed_listener(l: &elbv2::types::Listener) -> ObservedListener {
     }
 }
 
+/// Creates the SDK must not resend blindly when their answer is lost: the step looks the resource
+/// up first (see `tap_core::idempotent`).
+fn no_blind_retry() -> elbv2::config::Builder {
+    elbv2::Config::builder().retry_classifier(NoBlindRetry)
+}
+
 #[async_trait]
 impl ElbApi for SdkElb {
     async fn find_load_balancer(&self, name: &str) -> Result<Option<ObservedLoadBalancer>, AwsError> {
@@ -430,6 +437,8 @@ impl ElbApi for SdkElb {
             .set_subnets(Some(spec.subnet_ids.clone()))
             .set_security_groups(Some(spec.security_group_ids.clone()))
             .set_tags(Some(sdk_tags(&spec.tags)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.load_balancers()
@@ -500,6 +509,8 @@ impl ElbApi for SdkElb {
             .unhealthy_threshold_count(hc.unhealthy_threshold)
             .matcher(Matcher::builder().http_code(&hc.matcher).build())
             .set_tags(Some(sdk_tags(&spec.tags)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.target_groups()
@@ -560,6 +571,8 @@ impl ElbApi for SdkElb {
             .set_ssl_policy(spec.ssl_policy.clone())
             .default_actions(sdk_action(&spec.default_action))
             .set_tags(Some(sdk_tags(&spec.tags)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.listeners()
@@ -618,6 +631,8 @@ impl ElbApi for SdkElb {
             .conditions(sdk_path_condition(&spec.path_pattern))
             .actions(sdk_action(&ListenerAction::forward(&spec.target_group_arn)))
             .set_tags(Some(sdk_tags(&spec.tags)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.rules()

@@ -24,6 +24,19 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Logical ids (what plans and progress show) are stable and computable without AWS:
+//!
+//! ```
+//! assert_eq!(tap_ingress::listener_id(443), "ingress/listener/https");
+//! assert_eq!(tap_ingress::target_group_id("frontend"), "ingress/target-group/frontend");
+//! ```
+//!
+//! A complete run against a local emulator, with the VPC and security group made by the EC2 SDK
+//! instead of the other steps: `cargo run -p tap-ingress --example ingress_alone`. The step
+//! reports every existing resource it checks through
+//! [`Context::progress`](tap_core::Context::progress), so progress views can count what stayed
+//! unchanged.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -34,6 +47,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::{try_join_all, BoxFuture, FutureExt};
+use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
@@ -240,6 +254,84 @@ impl IngressStep {
         self
     }
 
+    // ----- creates whose answer may be lost -----
+    //
+    // `SdkElb` stops the SDK from resending these when no answer came back; a lost answer or a
+    // "duplicate" code makes the step look the resource up by name (the listener by port, the
+    // rule by priority and content) and adopt it, creating again only when nothing is there.
+
+    async fn create_load_balancer_once(&self, spec: &LoadBalancerSpec) -> Result<ObservedLoadBalancer, AwsError> {
+        create_or_adopt(
+            LOAD_BALANCER_ID,
+            Recovery::default(),
+            |e| e.is("DuplicateLoadBalancerName"),
+            || self.api.find_load_balancer(&spec.name),
+            || self.api.create_load_balancer(spec),
+        )
+        .await
+    }
+
+    async fn create_target_group_once(
+        &self,
+        id: &str,
+        spec: &TargetGroupSpec,
+    ) -> Result<ObservedTargetGroup, AwsError> {
+        let find = || async {
+            match self.api.describe_target_groups(std::slice::from_ref(&spec.name)).await {
+                Ok(groups) => Ok(groups.into_iter().find(|tg| tg.name == spec.name)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        create_or_adopt(
+            id,
+            Recovery::default(),
+            |e| e.is("DuplicateTargetGroupName"),
+            find,
+            || self.api.create_target_group(spec),
+        )
+        .await
+    }
+
+    async fn create_listener_once(&self, id: &str, lb_arn: &str, spec: &ListenerSpec) -> Result<String, AwsError> {
+        let find = || async {
+            let listeners = self.api.list_listeners(lb_arn).await?;
+            Ok(listeners.into_iter().find(|l| l.port == Some(spec.port)).map(|l| l.arn))
+        };
+        create_or_adopt(
+            id,
+            Recovery::default(),
+            |e| e.is("DuplicateListener"),
+            find,
+            || self.api.create_listener(lb_arn, spec),
+        )
+        .await
+    }
+
+    /// A rule at the same priority is adopted only when it is the one wanted (same conditions and
+    /// actions): another rule there is a conflict, reported as AWS's `PriorityInUse`.
+    async fn create_rule_once(&self, id: &str, listener_arn: &str, spec: &RuleSpec) -> Result<String, AwsError> {
+        let find = || async {
+            let rules = self.api.list_rules(listener_arn).await?;
+            Ok(rules
+                .into_iter()
+                .find(|r| {
+                    r.priority == Some(spec.priority)
+                        && r.conditions == spec.conditions()
+                        && r.actions == spec.actions()
+                })
+                .map(|r| r.arn))
+        };
+        create_or_adopt(
+            id,
+            Recovery::default(),
+            |e| e.is("PriorityInUse"),
+            find,
+            || self.api.create_rule(listener_arn, spec),
+        )
+        .await
+    }
+
     async fn find_load_balancer(&self, name: &str) -> Result<Option<ObservedLoadBalancer>, StepError> {
         self.api.find_load_balancer(name).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeLoadBalancers"))
     }
@@ -306,8 +398,7 @@ impl IngressStep {
                 return Ok((pending, vec![change]));
             }
             let lb = self
-                .api
-                .create_load_balancer(spec)
+                .create_load_balancer_once(spec)
                 .await
                 .map_err(StepError::aws(LOAD_BALANCER_ID, "CreateLoadBalancer"))?;
             tracing::info!(name = %spec.name, arn = %lb.arn, "created load balancer");
@@ -383,7 +474,8 @@ impl IngressStep {
                 health_check: routed.health_check.clone(),
                 tags: ctx.names.tags(&id, name),
             };
-            let tg = self.api.create_target_group(&spec).await.map_err(StepError::aws(&id, "CreateTargetGroup"))?;
+            let tg =
+                self.create_target_group_once(&id, &spec).await.map_err(StepError::aws(&id, "CreateTargetGroup"))?;
             tracing::info!(name = %name, arn = %tg.arn, "created target group");
             return Ok((tg.arn, Some(change)));
         };
@@ -536,13 +628,17 @@ impl IngressStep {
                 Change::create(rule_id(spec.port, service), format!("{name} {}", rule.path_pattern))
             }));
             if mode.is_apply() {
-                let arn =
-                    self.api.create_listener(lb_arn, spec).await.map_err(StepError::aws(&id, "CreateListener"))?;
+                let arn = self
+                    .create_listener_once(&id, lb_arn, spec)
+                    .await
+                    .map_err(StepError::aws(&id, "CreateListener"))?;
                 tracing::info!(listener = %name, arn = %arn, "created listener");
                 try_join_all(wanted.rules.iter().map(|(service, rule)| {
                     let rid = rule_id(spec.port, service);
                     let arn = arn.clone();
-                    async move { self.api.create_rule(&arn, rule).await.map_err(StepError::aws(rid, "CreateRule")) }
+                    async move {
+                        self.create_rule_once(&rid, &arn, rule).await.map_err(StepError::aws(rid.clone(), "CreateRule"))
+                    }
                 }))
                 .await?;
             }
@@ -656,11 +752,10 @@ impl IngressStep {
                     if mode.is_apply() {
                         work.push(
                             async move {
-                                self.api
-                                    .create_rule(listener_arn, spec)
+                                self.create_rule_once(&id, listener_arn, spec)
                                     .await
                                     .map(|_| ())
-                                    .map_err(StepError::aws(id, "CreateRule"))
+                                    .map_err(StepError::aws(id.clone(), "CreateRule"))
                             }
                             .boxed(),
                         );

@@ -625,3 +625,69 @@ async fn progress_reports_every_existing_resource_as_found() {
     expected.sort();
     assert_eq!(seen, expected);
 }
+
+/// Creates whose answer was lost (or that AWS says already exist) are looked up and adopted: one
+/// of each, never a second create.
+#[tokio::test]
+async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
+    m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
+    // Three reads find nothing; the fourth, after `DuplicateTargetGroupName`, finds the group
+    // whose earlier create took effect.
+    let reads = AtomicUsize::new(0);
+    m.expect_describe_target_groups().times(4).returning(move |names| {
+        if reads.fetch_add(1, Ordering::SeqCst) < 3 {
+            return Err(not_found("TargetGroupNotFound"));
+        }
+        assert_eq!(names, ["tap-api-dev".to_string()]);
+        Ok(vec![observed_tg("tap-api-dev", API_ARN, 8080, "/health")])
+    });
+    m.expect_create_target_group()
+        .withf(|s| s.name == "tap-fe-dev")
+        .times(1)
+        .returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
+    m.expect_create_target_group()
+        .withf(|s| s.name == "tap-api-dev")
+        .times(1)
+        .returning(|_| Err(AwsError::new("DuplicateTargetGroupName", "exists")));
+    // The listener was made but its answer lost: found by port and adopted.
+    m.expect_create_listener().times(1).returning(|_, _| {
+        Err(AwsError { code: None, message: "connection closed before message completed".into(), retryable: true })
+    });
+    m.expect_list_listeners()
+        .times(1)
+        .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_create_rule().withf(|l, _| l == L80_ARN).times(1).returning(|_, _| Ok(RULE_ARN.into()));
+
+    let ctx = context();
+    let changes = step(m).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 5, "{changes:#?}");
+    let out: IngressOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.target_group_arns["api-gateway"], API_ARN);
+}
+
+/// A rule at the wanted priority that is not the wanted rule is not adopted.
+#[tokio::test]
+async fn a_foreign_rule_at_the_priority_is_a_conflict() {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    let foreign = ObservedRule {
+        conditions: vec![Condition { field: "path-pattern".into(), values: vec!["/other/*".into()] }],
+        ..api_rule()
+    };
+    let calls = AtomicUsize::new(0);
+    m.expect_list_rules().returning(move |_| {
+        // Empty when the step looks, taken by someone else by the time it creates.
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            Ok(vec![default_rule(L80_ARN, ListenerAction::forward(FE_ARN))])
+        } else {
+            Ok(vec![foreign.clone(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))])
+        }
+    });
+    m.expect_create_rule().times(1).returning(|_, _| Err(AwsError::new("PriorityInUse", "in use")));
+    let err = step(m).apply(&context()).await.unwrap_err();
+    assert!(err.to_string().contains("PriorityInUse"), "{err}");
+}

@@ -34,6 +34,28 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The desired layout is plain data, so what a setting means can be checked without AWS — here the
+//! `single` NAT mode: one NAT gateway, and every private route table pointing at it.
+//!
+//! ```
+//! use tap_core::{config::NatMode, naming::Names, Config};
+//! use tap_network::desired::{DefaultRoute, Layout};
+//!
+//! let mut config = Config::default();
+//! config.network.nat_gateways = NatMode::Single;
+//! let azs = vec!["eu-west-1a".to_string(), "eu-west-1b".into(), "eu-west-1c".into()];
+//! let layout = Layout::new(&config.network, &Names::new(&config), azs);
+//! assert_eq!(layout.nats.len(), 1);
+//! assert_eq!(layout.subnets.len(), 6);
+//! assert!(layout.route_tables[1..].iter().all(|t| t.default_route == DefaultRoute::Nat(0)));
+//! ```
+//!
+//! A complete run against a local emulator (it starts `moto_server`, deploys, plans again,
+//! destroys): `cargo run -p tap-network --example network_alone`.
+//!
+//! While it works, the step reports progress through [`Context::progress`](tap_core::Context::progress):
+//! each resource found, each one created / updated / deleted, and the NAT gateway waits.
 #![forbid(unsafe_code)]
 
 pub mod api;

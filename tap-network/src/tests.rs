@@ -230,7 +230,6 @@ struct Created {
 /// Expects the creates of a full deploy from nothing with `nat_count` NAT gateways; ids are derived
 /// from the component tag (`subnet-public-1`, `nat-2`, `rtb-private-3`, …).
 fn expect_full_create(mock: &mut MockEc2Api, nat_count: usize) -> Created {
-    let created = Created::default();
     mock.expect_create_vpc()
         .withf(|cidr, tags| {
             cidr == "10.0.0.0/16"
@@ -240,6 +239,12 @@ fn expect_full_create(mock: &mut MockEc2Api, nat_count: usize) -> Created {
         })
         .times(1)
         .returning(|_, _| Ok("vpc-1".into()));
+    expect_full_create_but_the_vpc(mock, nat_count)
+}
+
+/// [`expect_full_create`] without the VPC's creation.
+fn expect_full_create_but_the_vpc(mock: &mut MockEc2Api, nat_count: usize) -> Created {
+    let created = Created::default();
     mock.expect_set_vpc_attribute()
         .withf(|vpc, attribute, value| vpc == "vpc-1" && *attribute == VpcAttribute::DnsHostnames && *value)
         .times(1)
@@ -779,4 +784,40 @@ async fn progress_reports_each_create_as_it_happens_and_the_nat_waits() {
         assert!(w.is_some() && d.is_some() && w < d, "{working} before {done}: {log:#?}");
     }
     assert_eq!(events.with("network: waiting for NAT gateway").len(), 1, "{log:#?}");
+}
+
+/// A create whose answer was lost (the SDK does not resend it) is looked up by its tags; when it
+/// took effect it is adopted, never created a second time.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lost_create_answer_is_adopted_not_repeated() {
+    let mut mock = MockEc2Api::new();
+    let vpcs: Log<ObservedVpc> = Arc::default();
+    mock.expect_available_zones().returning(|| Ok(AZS.iter().map(|z| z.to_string()).collect()));
+    let seen = vpcs.clone();
+    mock.expect_find_vpcs().returning(move |_| Ok(seen.lock().unwrap().clone()));
+    mock.expect_find_subnets().returning(|_, _| Ok(vec![]));
+    mock.expect_find_internet_gateways().returning(|_| Ok(vec![]));
+    mock.expect_find_addresses().returning(|_| Ok(vec![]));
+    mock.expect_find_nat_gateways().returning(|_| Ok(vec![]));
+    mock.expect_find_route_tables().returning(|_, _| Ok(vec![]));
+    mock.expect_vpc_attribute().returning(|_, attribute| Ok(attribute == VpcAttribute::DnsSupport));
+    mock.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
+    let made = vpcs.clone();
+    mock.expect_create_vpc().times(1).returning(move |cidr, tags| {
+        // EC2 made the VPC, then the connection dropped before its answer arrived.
+        made.lock().unwrap().push(ObservedVpc {
+            id: "vpc-1".into(),
+            cidr: cidr.into(),
+            component: Some(tag(tags, TAG_COMPONENT).into()),
+        });
+        Err(AwsError { code: None, message: "connection closed before message completed".into(), retryable: true })
+    });
+    expect_full_create_but_the_vpc(&mut mock, 3);
+    let ctx = ctx();
+
+    let changes = step(mock).apply(&ctx).await.unwrap();
+
+    assert_eq!(vpcs.lock().unwrap().len(), 1, "exactly one VPC");
+    assert_eq!(ctx.get::<NetworkOutputs>("test").unwrap().vpc_id, "vpc-1", "the lost VPC was adopted");
+    assert_eq!(creates(&changes), expected_creates(3));
 }

@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, TagSpecification, UserIdGroupPair,
 };
 use futures::future::try_join_all;
+use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
 use tap_core::wait::{retry_while, Backoff};
@@ -192,6 +193,12 @@ fn permissions_of(rules: &[Rule]) -> Vec<IpPermission> {
         .collect()
 }
 
+/// Creates the SDK must not resend blindly when their answer is lost (the step looks first; see
+/// `tap_core::idempotent`).
+fn no_blind_retry() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::Config::builder().retry_classifier(NoBlindRetry)
+}
+
 #[async_trait]
 impl Ec2Api for SdkEc2 {
     async fn describe_security_groups(
@@ -249,6 +256,8 @@ impl Ec2Api for SdkEc2 {
             .description(description)
             .vpc_id(vpc_id)
             .tag_specifications(tags)
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         Ok(out.group_id().unwrap_or_default().to_string())
@@ -259,6 +268,8 @@ impl Ec2Api for SdkEc2 {
             .authorize_security_group_ingress()
             .group_id(group_id)
             .set_ip_permissions(Some(permissions_of(rules)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         Ok(())
@@ -279,6 +290,8 @@ impl Ec2Api for SdkEc2 {
             .authorize_security_group_egress()
             .group_id(group_id)
             .set_ip_permissions(Some(permissions_of(rules)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         Ok(())
@@ -391,8 +404,7 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
                 Some(g) => Ok::<_, StepError>((g.id.clone(), Some(g))),
                 None if mode.is_apply() => {
                     let tags = ctx.names.tags(&d.component, &d.name);
-                    let id = api
-                        .create_security_group(&d.name, &d.description, vpc, &tags)
+                    let id = create_group_once(api, ctx.names.env(), vpc, d, &tags)
                         .await
                         .map_err(StepError::aws(&d.component, "CreateSecurityGroup"))?;
                     Ok((id, None))
@@ -429,7 +441,7 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
         // A service listed twice in `allow_from` is one rule (EC2 rejects duplicates).
         let mut seen = BTreeSet::new();
         let rules = rules.into_iter().filter(|(r, _)| seen.insert(r.clone())).collect();
-        converge_rules(api, mode, d, id, observed.as_ref(), rules)
+        converge_rules(api, ctx.names.env(), mode, d, id, observed.as_ref(), rules)
     }))
     .await?;
 
@@ -444,8 +456,69 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
     Ok(result)
 }
 
+/// Creates a group exactly once: the SDK does not resend a create whose answer was lost; the group
+/// is then looked up (by its component tag, or its name among the environment's groups) and
+/// adopted, as it is when EC2 answers `InvalidGroup.Duplicate` for a group of this environment.
+async fn create_group_once(
+    api: &dyn Ec2Api,
+    env: &str,
+    vpc: &str,
+    d: &DesiredGroup,
+    tags: &[Tag],
+) -> Result<String, AwsError> {
+    let find = || async {
+        let groups = api.describe_security_groups(env, Some(vpc.to_owned())).await?;
+        let found = groups
+            .iter()
+            .find(|g| g.component.as_deref() == Some(d.component.as_str()))
+            .or_else(|| groups.iter().find(|g| g.name == d.name));
+        Ok(found.map(|g| g.id.clone()))
+    };
+    create_or_adopt(
+        &d.component,
+        Recovery::default(),
+        |e| e.is("InvalidGroup.Duplicate"),
+        find,
+        || api.create_security_group(&d.name, &d.description, vpc, tags),
+    )
+    .await
+}
+
+/// Adds ingress (or egress) rules exactly once: after a lost answer, or `InvalidPermission.Duplicate`,
+/// the group is read again and the rules count as added when all of them are there.
+async fn authorize_once(
+    api: &dyn Ec2Api,
+    env: &str,
+    group_id: &str,
+    rules: &[Rule],
+    egress: bool,
+) -> Result<(), AwsError> {
+    let present = || async {
+        let groups = api.describe_security_groups(env, None).await?;
+        Ok(groups.into_iter().find(|g| g.id == group_id).and_then(|g| {
+            let have = if egress { g.egress } else { g.ingress };
+            rules.iter().all(|r| have.contains(r)).then_some(())
+        }))
+    };
+    create_or_adopt(
+        group_id,
+        Recovery::default(),
+        |e| e.is("InvalidPermission.Duplicate"),
+        present,
+        || async {
+            if egress {
+                api.authorize_egress(group_id, rules).await
+            } else {
+                api.authorize_ingress(group_id, rules).await
+            }
+        },
+    )
+    .await
+}
+
 async fn converge_rules(
     api: &dyn Ec2Api,
+    env: &str,
     mode: Mode,
     d: &DesiredGroup,
     id: &str,
@@ -460,7 +533,9 @@ async fn converge_rules(
             desired.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))).collect();
         if mode.is_apply() && !desired.is_empty() {
             let rules: Vec<Rule> = desired.iter().map(|(r, _)| r.clone()).collect();
-            api.authorize_ingress(id, &rules).await.map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))?;
+            authorize_once(api, env, id, &rules, false)
+                .await
+                .map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))?;
         }
         return Ok(Some(Change { attributes, ..Change::create(cid, &d.name) }));
     };
@@ -494,7 +569,7 @@ async fn converge_rules(
             if authorize.is_empty() {
                 Ok(())
             } else {
-                api.authorize_ingress(id, &authorize)
+                authorize_once(api, env, id, &authorize, false)
                     .await
                     .map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))
             }
@@ -510,7 +585,7 @@ async fn converge_rules(
             if authorize_egress.is_empty() {
                 Ok(())
             } else {
-                api.authorize_egress(id, &authorize_egress)
+                authorize_once(api, env, id, &authorize_egress, true)
                     .await
                     .map_err(StepError::aws(cid, "AuthorizeSecurityGroupEgress"))
             }

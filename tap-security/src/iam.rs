@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::ServiceSpec;
+use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::{is_known, PENDING};
 use tap_core::wait::{retry_while, Backoff};
@@ -89,6 +90,8 @@ impl IamApi for SdkIam {
             .role_name(name)
             .assume_role_policy_document(trust_policy)
             .set_tags(Some(tags))
+            .customize()
+            .config_override(aws_sdk_iam::Config::builder().retry_classifier(NoBlindRetry))
             .send()
             .await?;
         Ok(out.role().map(|r| r.arn().to_string()).unwrap_or_default())
@@ -212,8 +215,18 @@ pub async fn ensure_role(
         };
         if mode.is_apply() {
             let tags = ctx.names.tags(id, &name);
-            state.arn =
-                api.create_role(&name, &trust.to_json(), &tags).await.map_err(StepError::aws(id, "CreateRole"))?;
+            // A lost answer or `EntityAlreadyExists` (the role of this environment's name was made
+            // by a run whose answer was lost): adopt the role by its name.
+            let trust_json = trust.to_json();
+            state.arn = create_or_adopt(
+                id,
+                Recovery::default(),
+                |e| e.is("EntityAlreadyExists"),
+                || async { Ok(api.get_role(&name).await?.map(|r| r.arn)) },
+                || api.create_role(&name, &trust_json, &tags),
+            )
+            .await
+            .map_err(StepError::aws(id, "CreateRole"))?;
             let desired = managed(&state.arn_parts(ctx)?);
             let n = name.as_str();
             try_join_all(desired.iter().map(|arn| {

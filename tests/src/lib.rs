@@ -142,6 +142,8 @@ impl TestEnv {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_ENDPOINT_URL")
+            // `TAP_*` variables are configuration to tap; this one only tells the harness where tap is.
+            .env_remove("TAP_BIN")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .current_dir(std::env::temp_dir())
@@ -372,7 +374,23 @@ impl Inventory {
             .try_collect()
             .await
             .expect("ListTaskDefinitionFamilies");
-        counts.insert("ecs:task-definition-family", families.iter().filter(|f| named(f)).count());
+        // moto keeps a family listed (ignoring the status filter) after its revisions are deleted,
+        // so a family counts only while it has an ACTIVE revision.
+        let mut active_families = 0;
+        for family in families.iter().filter(|f| named(f)) {
+            let active = clients
+                .ecs
+                .list_task_definitions()
+                .family_prefix(family)
+                .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+                .send()
+                .await
+                .expect("ListTaskDefinitions");
+            if !active.task_definition_arns().is_empty() {
+                active_families += 1;
+            }
+        }
+        counts.insert("ecs:task-definition-family", active_families);
 
         let pages: Vec<_> = clients
             .servicediscovery

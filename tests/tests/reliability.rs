@@ -1,0 +1,226 @@
+//! Reliability under the faults real AWS produces, injected by a loopback proxy in front of
+//! moto_server (`tap_moto::proxy`):
+//!
+//! - 10 % of all calls throttled: deploy still succeeds (the SDK's standard retry mode backs off)
+//!   and the stack is exactly the SPEC's.
+//! - the answer of 30 % of create calls dropped after moto executed them: deploy and a rerun end
+//!   with exactly one of each resource (creates are not resent blindly; a lost create is looked up
+//!   and adopted).
+//! - `tap deploy` SIGKILLed at five points (after N calls): after `tap unlock` (the killed run's
+//!   lock names it), the next deploy completes the SPEC stack, one of each, and destroy removes
+//!   everything.
+//! - a second deploy while one runs is refused naming the holder, or waits with `--lock-timeout`.
+//!
+//! Each test has its own environment and region; the stack is counted kind by kind with the SDK
+//! ([`tests::Inventory`]).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{proxy, Fate, Faults, Proxy, Run, TestEnv};
+
+/// `tap --output json deploy --no-wait` against `env`'s endpoint; must succeed.
+fn deploy(env: &TestEnv) -> Value {
+    env.tap(&["--output", "json", "deploy", "--no-wait"]).success().json()
+}
+
+/// `plan --detailed-exitcode` straight against moto: exit 0 means every resource and setting
+/// matches the SPEC.
+fn assert_no_changes(env: &TestEnv, context: &str) {
+    let run = env.tap(&["--output", "json", "plan", "--detailed-exitcode"]);
+    assert_eq!(run.code, Some(0), "{context}: plan wants changes:\n{}\n--- stderr\n{}", run.stdout, run.stderr);
+}
+
+/// Destroy straight against moto, then nothing of the environment may be left.
+async fn destroy_and_assert_empty(env: &TestEnv, context: &str) {
+    env.tap(&["destroy", "--yes"]).success();
+    env.inventory().await.assert_empty(context);
+}
+
+fn fates(proxy: &Proxy, fate: Fate) -> Vec<String> {
+    proxy.calls().into_iter().filter(|c| c.fate == fate).map(|c| c.operation).collect()
+}
+
+/// Starts `tap deploy` through `proxy`, which holds every call after the first `n`; returns the
+/// child once call `n + 1` has arrived (so exactly `n` calls were answered).
+fn deploy_stalled_after(env: &TestEnv, proxy: &Proxy, n: u64) -> Child {
+    proxy.set_faults(Faults { stall_after: Some(n), ..Faults::default() });
+    let mut child = env
+        .with_endpoint(&proxy.endpoint())
+        .command()
+        .args(["--output", "json", "deploy", "--no-wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tap deploy");
+    let start = Instant::now();
+    while proxy.call_count() <= n {
+        if let Some(status) = child.try_wait().expect("poll tap") {
+            panic!("tap deploy ended ({status}) after {} calls, before call {}", proxy.call_count(), n + 1);
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "tap made only {} calls", proxy.call_count());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn kill(mut child: Child) {
+    child.kill().expect("SIGKILL tap");
+    child.wait().expect("reap tap");
+}
+
+#[tokio::test]
+async fn deploy_succeeds_with_ten_percent_of_calls_throttled() {
+    let env = TestEnv::new("rel-throttle");
+    let proxy = proxy(Faults { throttle_percent: 10, ..Faults::default() });
+    let doc = deploy(&env.with_endpoint(&proxy.endpoint()));
+
+    let throttled = fates(&proxy, Fate::Throttled).len();
+    let seen = proxy.calls().len();
+    assert!(throttled * 100 >= seen * 5, "the proxy throttled {throttled} of {seen} calls");
+    let calls = &doc["calls"];
+    assert!(calls["attempts"].as_u64() > calls["total"].as_u64(), "throttled calls were retried: {calls}");
+    env.inventory().await.assert_spec("after a throttled deploy");
+    assert_no_changes(&env, "after a throttled deploy");
+    destroy_and_assert_empty(&env, "after destroy").await;
+}
+
+#[tokio::test]
+async fn lost_create_responses_make_no_duplicates() {
+    let env = TestEnv::new("rel-lost");
+    let proxy = proxy(Faults { drop_create_response_percent: 30, ..Faults::default() });
+    let through_proxy = env.with_endpoint(&proxy.endpoint());
+
+    deploy(&through_proxy);
+    let dropped = fates(&proxy, Fate::ResponseDropped);
+    assert!(dropped.len() >= 10, "the proxy dropped only {dropped:?}");
+    env.inventory().await.assert_spec("after a deploy that lost create answers");
+
+    // A rerun under the same faults adds nothing and changes nothing.
+    let rerun = deploy(&through_proxy);
+    let summary = &rerun["summary"];
+    assert_eq!(
+        (&summary["create"], &summary["update"], &summary["delete"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{rerun}"
+    );
+    env.inventory().await.assert_spec("after a rerun");
+    assert_no_changes(&env, "after a rerun");
+    destroy_and_assert_empty(&env, "after destroy").await;
+}
+
+/// The calls a full deploy makes through the proxy (the lock's included), measured once.
+fn calls_of_a_full_deploy(env: &TestEnv) -> u64 {
+    let proxy = proxy(Faults::default());
+    deploy(&env.with_endpoint(&proxy.endpoint()));
+    let n = proxy.call_count();
+    env.tap(&["destroy", "--yes"]).success();
+    n
+}
+
+#[tokio::test]
+async fn a_deploy_killed_at_any_point_is_finished_by_the_next_one() {
+    let probe = TestEnv::new("rel-kill-probe");
+    let total = calls_of_a_full_deploy(&probe);
+    assert!(total > 50, "a full deploy makes {total} calls");
+    // Early (lock, first lookups), while creating the network, the middle, late, and near the end.
+    let points: Vec<u64> = [3, 20, 40, 65, 90].iter().map(|pct| total * pct / 100).collect();
+    let env = probe.sibling("rel-kill");
+    let proxy = proxy(Faults::default());
+    for (i, &n) in points.iter().enumerate() {
+        let context = format!("kill point {} (after {n} of {total} calls)", i + 1);
+        let child = deploy_stalled_after(&env, &proxy, n);
+        let pid = child.id();
+        kill(child);
+
+        // The killed run's lock is still there and names it; the next deploy is refused until
+        // `tap unlock` removes it.
+        let refused = env.tap(&["deploy", "--no-wait"]).expect_code(1);
+        assert!(refused.stderr.contains(&format!("pid {pid} (deploy)")), "{context}: {}", refused.stderr);
+        env.tap(&["unlock"]).success();
+
+        let next = env.tap(&["--output", "json", "deploy", "--no-wait"]);
+        let next = expect_success(next, &context);
+        assert!(next.json()["summary"]["delete"] == 0, "{context}: {}", next.stdout);
+        env.inventory().await.assert_spec(&context);
+        assert_no_changes(&env, &context);
+        destroy_and_assert_empty(&env, &format!("{context}: destroy")).await;
+    }
+}
+
+fn expect_success(run: Run, context: &str) -> Run {
+    assert_eq!(
+        run.code,
+        Some(0),
+        "{context}: tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        run.code,
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_cleanly_releasing_the_lock() {
+    let env = TestEnv::new("rel-int");
+    let proxy = proxy(Faults::default());
+    let mut child = deploy_stalled_after(&env, &proxy, 60);
+    // Calls from now on go through again (the stalled ones stay held), so the interrupted run
+    // can release its lock.
+    proxy.set_faults(Faults::default());
+    let start = Instant::now();
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "tap did not stop within 20 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!exited.success(), "an interrupted deploy does not report success");
+    assert_eq!(env.inventory().await.counts["logs:lock"], 0, "the lock was released");
+
+    // The next deploy needs no unlock and finishes the stack.
+    deploy(&env);
+    env.inventory().await.assert_spec("after the deploy that followed Ctrl-C");
+    destroy_and_assert_empty(&env, "after destroy").await;
+}
+
+#[tokio::test]
+async fn a_second_deploy_is_refused_or_waits_while_one_runs() {
+    let env = TestEnv::new("rel-lock");
+    let proxy = proxy(Faults::default());
+    let first = deploy_stalled_after(&env, &proxy, 30);
+    let holder = format!("pid {} (deploy)", first.id());
+
+    // Refused at once, naming the running deploy.
+    let refused = env.tap(&["deploy", "--no-wait"]).expect_code(1);
+    assert!(refused.stderr.contains(&holder), "holder named: {}", refused.stderr);
+    assert!(refused.stderr.contains("--lock-timeout"), "the way to wait is named: {}", refused.stderr);
+
+    // With --lock-timeout it waits, and goes ahead once the lock is released.
+    let mut second = env
+        .command()
+        .args(["--output", "json", "deploy", "--no-wait", "--lock-timeout", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the waiting deploy");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(second.try_wait().unwrap().is_none(), "the second deploy waits for the lock");
+    kill(first);
+    env.tap(&["unlock"]).success();
+    let out = second.wait_with_output().expect("waiting deploy");
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    let run = expect_success(run, "the waiting deploy");
+    assert_eq!(run.json()["command"], "deploy");
+
+    env.inventory().await.assert_spec("after the waiting deploy");
+    destroy_and_assert_empty(&env, "after destroy").await;
+}
