@@ -1,5 +1,12 @@
-//! Runs the registered steps as a small dependency graph: every step whose inputs are ready starts
-//! at once (like cargo's job queue), and destroy walks the graph in reverse.
+//! Runs the registered steps as a dependency graph.
+//!
+//! Plan and apply start every step at once: a step reads its inputs with
+//! [`Context::wait`](tap_core::Context::wait) right where it needs them, and producers write their
+//! outputs as soon as they are known, so the graph is one of resources, not of steps (security
+//! groups start when the VPC exists, not when the NAT gateways are up; IAM, ECR and log groups
+//! start at once). When a step ends without its output, the steps waiting for it fail naming it.
+//! Destroy walks the step graph in reverse: a step starts when every step reading its output is
+//! done.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -98,19 +105,18 @@ impl Runner {
         Ok(Runner { steps })
     }
 
-    /// Indices of the steps `i` must wait for: its producers, or for destroy its consumers.
+    /// Indices of the steps `i` must wait for before it starts: none for plan and apply (inputs
+    /// are awaited inside the steps), its consumers for destroy.
     fn blockers(&self, i: usize, op: Operation) -> BTreeSet<usize> {
         let step = &self.steps[i];
         (0..self.steps.len())
-            .filter(|&j| match op {
-                Operation::Destroy => self.steps[j].needs().contains(&step.produces()),
-                _ => step.needs().contains(&self.steps[j].produces()),
-            })
+            .filter(|&j| op == Operation::Destroy && self.steps[j].needs().contains(&step.produces()))
             .collect()
     }
 
     /// Runs every step, each as soon as its blockers are done. After a failure no new step
-    /// starts, the running ones finish, and every failure is returned.
+    /// starts, the running ones finish (those waiting for the failed step's output fail too), and
+    /// every failure is returned.
     pub async fn run(&self, ctx: &Context, op: Operation) -> Result<Vec<StepReport>, RunError> {
         self.run_observed(ctx, op, &NoObserver).await
     }
@@ -128,6 +134,9 @@ impl Runner {
         let mut running = FuturesUnordered::new();
         let mut reports = Vec::new();
         let mut failures = Vec::new();
+        if op != Operation::Destroy {
+            ctx.expect(self.steps.iter().map(|s| s.produces()));
+        }
         loop {
             if failures.is_empty() {
                 for (i, needs) in blockers.iter().enumerate() {
@@ -143,6 +152,10 @@ impl Runner {
                                 Operation::Apply => step.apply(ctx).await,
                                 Operation::Destroy => step.destroy(ctx).await,
                             };
+                            if op != Operation::Destroy {
+                                let failure = result.as_ref().err().map(ToString::to_string);
+                                ctx.close(step.produces(), failure);
+                            }
                             (i, step.name(), start.elapsed(), result)
                         });
                     }
@@ -188,6 +201,7 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use std::sync::Mutex;
+    use tap_core::outputs::{NetworkOutputs, RegistryOutputs, SecurityOutputs};
     use tap_core::Config;
 
     struct Fake {
@@ -213,12 +227,28 @@ mod tests {
             self.log.lock().unwrap().push(format!("plan {}", self.name));
             Ok(vec![])
         }
-        async fn apply(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+        /// Waits for its inputs, logs "start", yields, logs "end", then fails or writes its output.
+        async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            for &input in self.needs {
+                match input {
+                    OutputKind::Network => ctx.wait::<NetworkOutputs>(self.name).await.map(drop)?,
+                    OutputKind::Security => ctx.wait::<SecurityOutputs>(self.name).await.map(drop)?,
+                    other => panic!("fake steps do not read {other}"),
+                }
+            }
             self.log.lock().unwrap().push(format!("start {}", self.name));
             tokio::task::yield_now().await;
             self.log.lock().unwrap().push(format!("end {}", self.name));
             if self.fail {
                 return Err(StepError::Timeout { what: self.name.into(), seconds: 1 });
+            }
+            match self.produces {
+                OutputKind::Network => {
+                    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] })
+                }
+                OutputKind::Registry => ctx.put(RegistryOutputs { repositories: Default::default() }),
+                // Security is read by nothing here: leaving it unwritten exercises `close`.
+                _ => {}
             }
             Ok(vec![Change::create(self.name, self.name)])
         }
@@ -284,8 +314,10 @@ mod tests {
         let runner =
             Runner::new(vec![failing, fake("security", &[OutputKind::Network], OutputKind::Security, &log)]).unwrap();
         let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
-        assert_eq!(err.failures.len(), 1);
-        assert!(!log.lock().unwrap().iter().any(|l| l.contains("security")));
+        let failed: Vec<_> = err.failures.iter().map(|(step, e)| format!("{step}: {e}")).collect();
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert!(failed[1].starts_with("security") && failed[1].contains("network"), "{failed:?}");
+        assert!(!log.lock().unwrap().iter().any(|l| l.contains("security")), "security never ran its work");
     }
 
     #[derive(Default)]

@@ -1,7 +1,16 @@
 //! The [`Context`] a run shares between steps: the validated config, the names derived from it,
 //! and the outputs steps write for each other.
+//!
+//! Outputs are the edges of the run's dependency graph, at resource level rather than step level:
+//! a step reads an input with [`Context::wait`] right where it needs it, and a producer may write
+//! its output as soon as the resources it describes exist (the network step writes the VPC and
+//! subnets before its NAT gateways are up). So the runner can start every step at once and each
+//! call still starts as soon as its inputs are known.
 
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::error::StepError;
@@ -20,7 +29,18 @@ pub struct Context {
     /// The AWS region the run talks to (for ARNs the steps build, e.g. log group ARNs).
     pub region: String,
     outputs: RwLock<Outputs>,
+    arrivals: Mutex<Arrivals>,
+    published: Notify,
     progress: ProgressSlot,
+}
+
+/// Which outputs are still to come in this run, and which will never come.
+#[derive(Debug, Default)]
+struct Arrivals {
+    /// Outputs a running step will write: [`Context::wait`] waits for these.
+    coming: BTreeSet<OutputKind>,
+    /// Outputs whose producer ended without writing them, and why.
+    missing: BTreeMap<OutputKind, String>,
 }
 
 /// The optional progress sink (a newtype only to give it a `Debug`).
@@ -81,6 +101,8 @@ impl Context {
             names,
             region,
             outputs: RwLock::default(),
+            arrivals: Mutex::default(),
+            published: Notify::new(),
             progress: ProgressSlot::default(),
         }
     }
@@ -121,16 +143,134 @@ impl Context {
         T::slot(&mut outputs).clone()
     }
 
-    /// Writes this step's output.
+    /// Writes this step's output (it may do so before it ends, as soon as the output is known),
+    /// waking the steps [waiting](Context::wait) for it.
     pub fn put<T: StepOutput>(&self, value: T) {
         let mut outputs = self.outputs.write().unwrap_or_else(|e| e.into_inner());
         *T::slot(&mut outputs) = Some(value);
+        drop(outputs);
+        self.published.notify_waiters();
+    }
+
+    /// Declares outputs that steps of this run will write (the runner calls this before starting
+    /// them): [`Context::wait`] waits for those and fails at once for any other missing output.
+    pub fn expect(&self, kinds: impl IntoIterator<Item = OutputKind>) {
+        self.arrivals().coming.extend(kinds);
+    }
+
+    /// The producer of `kind` has ended (`failure` says why, when it failed). If it never wrote
+    /// the output, every step waiting for it gets an error naming the reason instead of waiting on.
+    pub fn close(&self, kind: OutputKind, failure: Option<String>) {
+        let mut arrivals = self.arrivals();
+        arrivals.coming.remove(&kind);
+        if self.has(kind) {
+            return;
+        }
+        let why = match failure {
+            Some(error) => format!("the step producing it failed ({error})"),
+            None => "the step producing it ended without writing it".into(),
+        };
+        arrivals.missing.insert(kind, why);
+        drop(arrivals);
+        self.published.notify_waiters();
+    }
+
+    /// Reads an input, waiting while a running step is still to write it; `reader` is the
+    /// reading step, named in the error when the input will never come.
+    pub async fn wait<T: StepOutput>(&self, reader: &str) -> Result<T, StepError> {
+        loop {
+            // Registered before looking, so a `put` between the look and the await is not lost.
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            if let Some(value) = self.try_get::<T>() {
+                return Ok(value);
+            }
+            {
+                let arrivals = self.arrivals();
+                if let Some(why) = arrivals.missing.get(&T::KIND) {
+                    return Err(StepError::MissingOutput {
+                        step: reader.into(),
+                        output: T::KIND.to_string(),
+                        why: why.clone(),
+                    });
+                }
+                if !arrivals.coming.contains(&T::KIND) {
+                    return self.get(reader);
+                }
+            }
+            published.await;
+        }
+    }
+
+    fn has(&self, kind: OutputKind) -> bool {
+        let outputs = self.outputs.read().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            OutputKind::Network => outputs.network.is_some(),
+            OutputKind::Registry => outputs.registry.is_some(),
+            OutputKind::Cluster => outputs.cluster.is_some(),
+            OutputKind::Security => outputs.security.is_some(),
+            OutputKind::Ingress => outputs.ingress.is_some(),
+            OutputKind::Discovery => outputs.discovery.is_some(),
+            OutputKind::Services => outputs.services.is_some(),
+        }
+    }
+
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
+        self.arrivals.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn network() -> NetworkOutputs {
+        NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] }
+    }
+
+    #[tokio::test]
+    async fn wait_returns_an_output_written_later_by_a_running_step() {
+        let ctx = Arc::new(Context::new(Config::default()));
+        ctx.expect([OutputKind::Network]);
+        let reader = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.wait::<NetworkOutputs>("security").await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!reader.is_finished(), "the reader waits while the producer runs");
+        ctx.put(network());
+        let got = tokio::time::timeout(Duration::from_secs(5), reader).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.vpc_id, "vpc-1");
+    }
+
+    #[tokio::test]
+    async fn wait_fails_when_the_producer_fails_or_nobody_produces_it() {
+        let ctx = Arc::new(Context::new(Config::default()));
+        ctx.expect([OutputKind::Network]);
+        let reader = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.wait::<NetworkOutputs>("security").await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ctx.close(OutputKind::Network, Some("CreateVpc on network/vpc failed".into()));
+        let err = tokio::time::timeout(Duration::from_secs(5), reader).await.unwrap().unwrap().unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("security") && err.contains("network") && err.contains("CreateVpc"), "{err}");
+
+        let err = ctx.wait::<ClusterOutputs>("services").await.unwrap_err().to_string();
+        assert!(err.contains("services") && err.contains("cluster"), "not expected: fails at once: {err}");
+    }
+
+    #[tokio::test]
+    async fn closing_after_the_output_was_written_changes_nothing() {
+        let ctx = Context::new(Config::default());
+        ctx.expect([OutputKind::Network]);
+        ctx.put(network());
+        ctx.close(OutputKind::Network, Some("a later part failed".into()));
+        assert_eq!(ctx.wait::<NetworkOutputs>("security").await.unwrap().vpc_id, "vpc-1");
+    }
 
     #[test]
     fn missing_output_names_reader_and_output() {

@@ -6,7 +6,11 @@
 //! - Reads from the [`Context`]: the config, the names, and [`NetworkOutputs`] for the VPC id.
 //! - Adds: [`DiscoveryOutputs`] — the namespace's id, ARN and name, and each service's id and ARN.
 //! - Finds the namespace by name among the private DNS namespaces (`ListNamespaces`) and the
-//!   services by name within it. Namespace creation and deletion are asynchronous in Cloud Map:
+//!   services by name within it (`ListServices` filtered by the namespace). A listed service whose
+//!   description names this namespace (tap writes it on create) is compared as listed; any other
+//!   service of a wanted name (one created before tap wrote descriptions, or one an endpoint that
+//!   ignores the filter lists from another namespace) is read with `GetService` and kept only when
+//!   it is in this namespace. Namespace creation and deletion are asynchronous in Cloud Map:
 //!   the step polls the operation until it succeeds (and fails clearly when it fails). A drifted
 //!   TTL is repaired with `UpdateService`; a routing policy or health-check type, which Cloud Map
 //!   cannot change in place, is reported as a conflict.
@@ -97,6 +101,8 @@ pub struct ObservedService {
     pub routing_policy: Option<String>,
     /// `Some(threshold)` when it has a custom health check (`Some(None)`: no threshold reported).
     pub custom_health_check: Option<Option<i32>>,
+    /// Its description.
+    pub description: Option<String>,
 }
 
 /// What one Cloud Map service should look like.
@@ -114,6 +120,14 @@ pub struct ServiceDefinition {
     pub failure_threshold: i32,
     /// Idempotency token of the create call.
     pub creator_request_id: String,
+    /// Description: [`service_description`] of the namespace, so a listing shows which namespace
+    /// the service belongs to.
+    pub description: String,
+}
+
+/// The description tap gives a Cloud Map service of the namespace `namespace_id`.
+pub fn service_description(namespace_id: &str) -> String {
+    format!("tap service discovery in namespace {namespace_id}")
 }
 
 /// A Cloud Map asynchronous operation.
@@ -156,8 +170,9 @@ pub trait CloudMapApi: Send + Sync {
     ) -> Result<NamespaceCreation, AwsError>;
     /// `GetOperation`.
     async fn get_operation(&self, id: &str) -> Result<OperationState, AwsError>;
-    /// `ListServices` filtered to one namespace, all pages: (id, name) of each.
-    async fn list_services(&self, namespace_id: &str) -> Result<Vec<(String, String)>, AwsError>;
+    /// `ListServices` filtered to one namespace, all pages, as listed (the summaries carry no
+    /// namespace id: `namespace_id` is `None`).
+    async fn list_services(&self, namespace_id: &str) -> Result<Vec<ObservedService>, AwsError>;
     /// `GetService`; `None` when it does not exist.
     async fn get_service(&self, id: &str) -> Result<Option<ObservedService>, AwsError>;
     /// `CreateService` (an existing service of that name in the namespace is returned instead).
@@ -220,6 +235,30 @@ fn observed_service(s: &aws_sdk_servicediscovery::types::Service) -> ObservedSer
             .unwrap_or_default(),
         routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
         custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
+        description: s.description().map(str::to_owned),
+    }
+}
+
+/// A service as `ListServices` summarizes it: the same settings, without the namespace id.
+#[allow(deprecated)]
+fn listed_service(s: &aws_sdk_servicediscovery::types::ServiceSummary) -> ObservedService {
+    let dns = s.dns_config();
+    ObservedService {
+        id: s.id().unwrap_or_default().to_owned(),
+        arn: s.arn().unwrap_or_default().to_owned(),
+        name: s.name().unwrap_or_default().to_owned(),
+        namespace_id: None,
+        dns_records: dns
+            .map(|d| {
+                d.dns_records()
+                    .iter()
+                    .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
+        custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
+        description: s.description().map(str::to_owned),
     }
 }
 
@@ -314,7 +353,7 @@ impl CloudMapApi for SdkCloudMap {
         })
     }
 
-    async fn list_services(&self, namespace_id: &str) -> Result<Vec<(String, String)>, AwsError> {
+    async fn list_services(&self, namespace_id: &str) -> Result<Vec<ObservedService>, AwsError> {
         let filter = ServiceFilter::builder()
             .name(ServiceFilterName::NamespaceId)
             .values(namespace_id)
@@ -325,11 +364,7 @@ impl CloudMapApi for SdkCloudMap {
         let mut token = None;
         loop {
             let page = self.0.list_services().filters(filter.clone()).set_next_token(token).send().await?;
-            out.extend(
-                page.services()
-                    .iter()
-                    .map(|s| (s.id().unwrap_or_default().to_owned(), s.name().unwrap_or_default().to_owned())),
-            );
+            out.extend(page.services().iter().map(listed_service));
             token = page.next_token().map(str::to_owned);
             if token.is_none() {
                 return Ok(out);
@@ -365,6 +400,7 @@ impl CloudMapApi for SdkCloudMap {
             .name(&definition.name)
             .namespace_id(&definition.namespace_id)
             .creator_request_id(&definition.creator_request_id)
+            .description(&definition.description)
             .dns_config(dns)
             .health_check_custom_config(
                 HealthCheckCustomConfig::builder().failure_threshold(definition.failure_threshold).build(),
@@ -509,7 +545,10 @@ impl DiscoveryStep {
         Ok(all.into_iter().filter(|n| n.name.trim_end_matches('.') == name).collect())
     }
 
-    /// The services of a namespace, read in full, by name.
+    /// The services of a namespace, by name. A listed service whose description names this
+    /// namespace is taken as listed; `GetService` reads any other service of a wanted name, which is
+    /// kept only when it is in this namespace (the filter by namespace is the API's job, but a
+    /// listing that ignored it must not mix up two environments' services of the same name).
     async fn find_services(
         &self,
         namespace_id: &str,
@@ -517,17 +556,25 @@ impl DiscoveryStep {
     ) -> Result<BTreeMap<String, ObservedService>, StepError> {
         let listed =
             self.api.list_services(namespace_id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "ListServices"))?;
-        let reads = listed.into_iter().filter(|(_, name)| wanted(name)).map(|(id, name)| async move {
-            self.api.get_service(&id).await.map_err(StepError::aws(service_component(&name), "GetService"))
-        });
-        let services = try_join_all(reads).await?;
-        Ok(services
+        let marker = service_description(namespace_id);
+        let (marked, unmarked): (Vec<ObservedService>, Vec<ObservedService>) = listed
             .into_iter()
-            .flatten()
-            // The filter by namespace is the API's job; checking again keeps a namespace's services apart.
-            .filter(|s| s.namespace_id.as_deref().is_none_or(|ns| ns == namespace_id))
-            .map(|s| (s.name.clone(), s))
-            .collect())
+            .filter(|s| wanted(&s.name))
+            .partition(|s| s.description.as_deref() == Some(marker.as_str()));
+        let mut found: BTreeMap<String, ObservedService> = marked
+            .into_iter()
+            .map(|s| (s.name.clone(), ObservedService { namespace_id: Some(namespace_id.to_owned()), ..s }))
+            .collect();
+        let reads = unmarked.into_iter().filter(|s| !found.contains_key(&s.name)).map(|s| async move {
+            self.api.get_service(&s.id).await.map_err(StepError::aws(service_component(&s.name), "GetService"))
+        });
+        let read = try_join_all(reads).await?;
+        for service in read.into_iter().flatten() {
+            if service.namespace_id.as_deref().is_none_or(|ns| ns == namespace_id) {
+                found.insert(service.name.clone(), service);
+            }
+        }
+        Ok(found)
     }
 
     async fn create_namespace(&self, ctx: &Context, name: &str, vpc_id: &str) -> Result<ObservedNamespace, StepError> {
@@ -558,7 +605,7 @@ impl DiscoveryStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let network = ctx.get::<NetworkOutputs>("discovery")?;
+        let network = ctx.wait::<NetworkOutputs>("discovery").await?;
         let ns_name = ctx.names.namespace();
         let settings = &ctx.config.discovery;
         let wanted: Vec<&str> = ctx.config.services.iter().filter(|s| s.discovery).map(|s| s.name.as_str()).collect();
@@ -610,6 +657,7 @@ impl DiscoveryStep {
                 routing_policy: ROUTING_POLICY.into(),
                 failure_threshold: settings.failure_threshold,
                 creator_request_id: creator_request_id(&["tap", ctx.names.env(), service, &namespace.id]),
+                description: service_description(&namespace.id),
             };
             self.converge_service(ctx, definition, observed.get(*service), mode)
         });
@@ -837,6 +885,22 @@ mod tests {
             dns_records: vec![DnsRecordSpec { record_type: "A".into(), ttl }],
             routing_policy: Some("MULTIVALUE".into()),
             custom_health_check: Some(Some(1)),
+            description: Some(service_description("ns-1")),
+        }
+    }
+
+    /// How `ListServices` shows a service: no namespace id.
+    fn listed(svc: ObservedService) -> ObservedService {
+        ObservedService { namespace_id: None, ..svc }
+    }
+
+    /// Another environment's service of the same name, in namespace `ns-9`.
+    fn foreign() -> ObservedService {
+        ObservedService {
+            id: "srv-9".into(),
+            namespace_id: Some("ns-9".into()),
+            description: Some(service_description("ns-9")),
+            ..service(10)
         }
     }
 
@@ -858,7 +922,8 @@ mod tests {
         mock.expect_delete_namespace().never();
     }
 
-    /// Namespace and service exist; `service` decides what the service looks like.
+    /// Namespace and service exist; `service` decides what the service looks like. The listing
+    /// carries everything compared, so no `GetService` is made.
     fn existing(mock: &mut MockCloudMapApi, svc: ObservedService) {
         mock.expect_list_private_dns_namespaces().times(1).returning(|| {
             Ok(vec![
@@ -866,10 +931,12 @@ mod tests {
                 namespace(),
             ])
         });
-        mock.expect_list_services().withf(|ns: &str| ns == "ns-1").times(1).returning(|_| {
-            Ok(vec![("srv-1".into(), "processing-service".into()), ("srv-7".into(), "not-configured".into())])
-        });
-        mock.expect_get_service().withf(|id: &str| id == "srv-1").times(1).returning(move |_| Ok(Some(svc.clone())));
+        let other = ObservedService { id: "srv-7".into(), name: "not-configured".into(), ..listed(service(10)) };
+        mock.expect_list_services()
+            .withf(|ns: &str| ns == "ns-1")
+            .times(1)
+            .returning(move |_| Ok(vec![listed(svc.clone()), other.clone()]));
+        mock.expect_get_service().never();
     }
 
     #[test]
@@ -918,6 +985,7 @@ mod tests {
                     && d.routing_policy == "MULTIVALUE"
                     && d.failure_threshold == 1
                     && d.creator_request_id == "tap-dev-processing-service-ns-1"
+                    && d.description == service_description("ns-1")
                     && tags.contains(&("Name".into(), "processing-service".into()))
                     && tags.contains(&("tap:component".into(), "discovery/service/processing-service".into()))
             })
@@ -947,6 +1015,52 @@ mod tests {
         let ctx = ctx();
         assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
         assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].arn, service(10).arn);
+    }
+
+    #[tokio::test]
+    async fn a_listed_service_without_the_description_is_read_with_get_service() {
+        // Created before tap described its services: GetService tells its namespace.
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        mock.expect_list_services()
+            .times(1)
+            .returning(|_| Ok(vec![ObservedService { description: None, ..listed(service(10)) }]));
+        mock.expect_get_service()
+            .withf(|id: &str| id == "srv-1")
+            .times(1)
+            .returning(|_| Ok(Some(ObservedService { description: None, ..service(10) })));
+        no_mutations(&mut mock);
+        let ctx = ctx();
+        assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
+    }
+
+    #[tokio::test]
+    async fn another_namespaces_service_in_the_listing_is_not_taken_for_ours() {
+        // An endpoint that ignores the namespace filter lists another environment's service.
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        mock.expect_list_services().times(1).returning(|_| Ok(vec![listed(foreign())]));
+        mock.expect_get_service().withf(|id: &str| id == "srv-9").times(1).returning(|_| Ok(Some(foreign())));
+        mock.expect_create_service()
+            .withf(|d: &ServiceDefinition, _: &[Tag]| d.namespace_id == "ns-1")
+            .times(1)
+            .returning(|_, _| Ok(service(10)));
+        mock.expect_update_service_dns().never();
+        let ctx = ctx();
+        let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(changes, vec![Change::create("discovery/service/processing-service", "processing-service")]);
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
+
+        // Both listed: ours is recognized by its description, the other one is not even read.
+        let mut mock = MockCloudMapApi::new();
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        mock.expect_list_services().times(1).returning(|_| Ok(vec![listed(foreign()), listed(service(10))]));
+        mock.expect_get_service().never();
+        no_mutations(&mut mock);
+        let ctx = ctx_with_vpc("vpc-123");
+        assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
     }
 
     #[tokio::test]
@@ -1072,8 +1186,8 @@ mod tests {
         mock.expect_list_services()
             .withf(|ns: &str| ns == "ns-1")
             .times(1)
-            .returning(|_| Ok(vec![("srv-1".into(), "processing-service".into())]));
-        mock.expect_get_service().times(1).returning(|_| Ok(Some(service(10))));
+            .returning(|_| Ok(vec![listed(service(10))]));
+        mock.expect_get_service().never();
         mock.expect_list_instances()
             .withf(|id: &str| id == "srv-1")
             .times(1)
@@ -1113,7 +1227,8 @@ mod tests {
     async fn destroy_treats_not_found_as_done() {
         let mut mock = MockCloudMapApi::new();
         mock.expect_list_private_dns_namespaces().returning(|| Ok(vec![namespace()]));
-        mock.expect_list_services().returning(|_| Ok(vec![("srv-1".into(), "processing-service".into())]));
+        mock.expect_list_services()
+            .returning(|_| Ok(vec![ObservedService { description: None, ..listed(service(10)) }]));
         mock.expect_get_service().returning(|_| Ok(Some(service(10))));
         mock.expect_list_instances().returning(|_| Ok(vec![]));
         mock.expect_delete_service().times(1).returning(|_| Err(AwsError::new("ServiceNotFound", "gone")));

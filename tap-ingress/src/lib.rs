@@ -800,8 +800,8 @@ impl IngressStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let network: NetworkOutputs = ctx.get(STEP)?;
-        let security: SecurityOutputs = ctx.get(STEP)?;
+        let network: NetworkOutputs = ctx.wait(STEP).await?;
+        let security: SecurityOutputs = ctx.wait(STEP).await?;
         let desired = Desired::new(ctx, &network, &security);
         let tg_names: Vec<String> = desired.routed.iter().map(|r| r.target_group_name.clone()).collect();
 

@@ -25,9 +25,16 @@ use std::time::{Duration, Instant};
 /// The moto version the project is tested with.
 pub const MOTO_REQUIREMENT: &str = "moto[server]>=5.1,<6";
 
-/// The workspace root (where `.tap/` lives).
+/// The workspace root (where `.tap/` lives): the parent of the running package's directory.
+///
+/// `cargo run` and `cargo test` set `CARGO_MANIFEST_DIR` for the process they start; that is
+/// preferred to the compile-time value, which a binary reused from a shared target directory may
+/// have taken from another checkout.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The project-local virtualenv moto is installed into when the machine lacks it.

@@ -168,6 +168,28 @@ fn is_dependency_violation(e: &StepError) -> bool {
     e.aws_error().is_some_and(|a| a.is("DependencyViolation"))
 }
 
+/// The zones of the layout's AZ positions, read from the subnets that exist: `Some` only when every
+/// subnet of the layout exists (found by its logical id), the public and private subnet of each
+/// position share a zone, and the positions' zones are distinct.
+fn zones_of_subnets(
+    settings: &tap_core::config::NetworkSettings,
+    names: &Names,
+    subnets: &[ObservedSubnet],
+) -> Option<Vec<String>> {
+    let positions = Layout::new(settings, names, vec![String::new(); settings.az_count]);
+    let mut zones: Vec<Option<String>> = vec![None; settings.az_count];
+    for spec in &positions.subnets {
+        let az = &by_component(subnets, &spec.component)?.az;
+        match &zones[spec.index] {
+            Some(known) if known != az => return None,
+            _ => zones[spec.index] = Some(az.clone()),
+        }
+    }
+    let zones: Vec<String> = zones.into_iter().collect::<Option<_>>()?;
+    let distinct: std::collections::BTreeSet<&String> = zones.iter().collect();
+    (distinct.len() == zones.len()).then_some(zones)
+}
+
 /// A change to the route table's default route or subnet associations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RouteFix {
@@ -314,12 +336,23 @@ impl Pass<'_> {
     }
 
     async fn converge(&self, settings: &tap_core::config::NetworkSettings) -> Result<NetworkOutputs, StepError> {
-        let (azs, vpcs) = tokio::try_join!(self.zones(settings.az_count), async {
-            self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))
-        })?;
+        let vpcs = self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))?;
+        // An existing VPC is observed first: when all its subnets exist they name the zones, and
+        // DescribeAvailabilityZones is only asked when a subnet is still to be placed.
+        let early = match by_component(&vpcs, VPC) {
+            Some(existing) => Some(self.observe(&existing.id).await?),
+            None => None,
+        };
+        let azs = match early.as_ref().and_then(|o| zones_of_subnets(settings, self.names, &o.subnets)) {
+            Some(azs) => azs,
+            None => self.zones(settings.az_count).await?,
+        };
         let layout = Layout::new(settings, self.names, azs);
         let vpc = self.ensure_vpc(&vpcs, &settings.vpc_cidr).await?;
-        let observed = self.observe(&vpc.id).await?;
+        let observed = match early {
+            Some(observed) => observed,
+            None => self.observe(&vpc.id).await?,
+        };
 
         let (subnet_ids, igw_id, eip_ids, ()) = tokio::try_join!(
             self.ensure_subnets(&vpc.id, &layout, &observed),
@@ -327,17 +360,6 @@ impl Pass<'_> {
             self.ensure_addresses(&layout, &observed),
             self.ensure_dns(&vpc),
         )?;
-        let public_ids: Vec<String> = layout
-            .subnets
-            .iter()
-            .zip(&subnet_ids)
-            .filter(|(s, _)| s.tier == Tier::Public)
-            .map(|(_, id)| id.clone())
-            .collect();
-        let nat_ids = self.ensure_nat_gateways(&layout, &observed, &public_ids, &eip_ids).await?;
-        self.ensure_route_tables(&vpc.id, &layout, &observed, &subnet_ids, &igw_id, &nat_ids).await?;
-        self.remove_extra_nat_gateways(&layout, &observed).await?;
-
         let refs = |tier: Tier| -> Vec<SubnetRef> {
             layout
                 .subnets
@@ -347,11 +369,20 @@ impl Pass<'_> {
                 .map(|(s, id)| SubnetRef { az: s.az.clone(), id: id.clone() })
                 .collect()
         };
-        Ok(NetworkOutputs {
+        let outputs = NetworkOutputs {
             vpc_id: vpc.id.clone(),
             public_subnets: refs(Tier::Public),
             private_subnets: refs(Tier::Private),
-        })
+        };
+        // The VPC and subnets are all other steps read: publish them now, so security groups, the
+        // load balancer and Cloud Map start while the NAT gateways (minutes on AWS) come up.
+        self.ctx.put(outputs.clone());
+
+        let public_ids: Vec<String> = outputs.public_subnets.iter().map(|s| s.id.clone()).collect();
+        let nat_ids = self.ensure_nat_gateways(&layout, &observed, &public_ids, &eip_ids).await?;
+        self.ensure_route_tables(&vpc.id, &layout, &observed, &subnet_ids, &igw_id, &nat_ids).await?;
+        self.remove_extra_nat_gateways(&layout, &observed).await?;
+        Ok(outputs)
     }
 
     /// The first `count` available zones, by name.

@@ -92,6 +92,10 @@ struct World {
     nats: Vec<ObservedNat>,
     tables: Vec<ObservedRouteTable>,
     dns_hostnames: bool,
+    /// `Some(n)`: DescribeAvailabilityZones must be called exactly `n` times.
+    zones_asked: Option<usize>,
+    /// Every other read must be made exactly as often as a no-op deploy makes it.
+    exact_reads: bool,
 }
 
 impl World {
@@ -147,27 +151,35 @@ impl World {
             nats: (1..=nat_count).map(|i| nat(i, NatState::Available)).collect(),
             tables,
             dns_hostnames: true,
+            ..World::default()
         }
     }
 
     /// Answers every read call from this world except `nat_gateway(id)`.
     fn install_reads(self, mock: &mut MockEc2Api) {
-        mock.expect_available_zones()
+        let zones = mock
+            .expect_available_zones()
             .returning(|| Ok(vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into(), "us-east-1d".into()]));
+        if let Some(n) = self.zones_asked {
+            zones.times(n);
+        }
+        let once = if self.exact_reads { 1..2 } else { 0..usize::MAX };
         let w = self.clone();
-        mock.expect_find_vpcs().returning(move |_| Ok(w.vpcs.clone()));
+        mock.expect_find_vpcs().times(once.clone()).returning(move |_| Ok(w.vpcs.clone()));
         let w = self.clone();
-        mock.expect_find_subnets().returning(move |_, _| Ok(w.subnets.clone()));
+        mock.expect_find_subnets().times(once.clone()).returning(move |_, _| Ok(w.subnets.clone()));
         let w = self.clone();
-        mock.expect_find_internet_gateways().returning(move |_| Ok(w.igws.clone()));
+        mock.expect_find_internet_gateways().times(once.clone()).returning(move |_| Ok(w.igws.clone()));
         let w = self.clone();
-        mock.expect_find_addresses().returning(move |_| Ok(w.addresses.clone()));
+        mock.expect_find_addresses().times(once.clone()).returning(move |_| Ok(w.addresses.clone()));
         let w = self.clone();
-        mock.expect_find_nat_gateways().returning(move |_| Ok(w.nats.clone()));
+        mock.expect_find_nat_gateways().times(once.clone()).returning(move |_| Ok(w.nats.clone()));
         let w = self.clone();
-        mock.expect_find_route_tables().returning(move |_, _| Ok(w.tables.clone()));
+        mock.expect_find_route_tables().times(once).returning(move |_, _| Ok(w.tables.clone()));
         let hostnames = self.dns_hostnames;
+        let twice = if self.exact_reads { 2..3 } else { 0..usize::MAX };
         mock.expect_vpc_attribute()
+            .times(twice)
             .returning(move |_, attribute| Ok(attribute == VpcAttribute::DnsSupport || hostnames));
     }
 
@@ -396,6 +408,54 @@ async fn matching_environment_makes_no_mutating_call() {
         assert_eq!(out.vpc_id, "vpc-1");
         assert_eq!(out.private_subnets[2].id, "subnet-private-3");
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn matching_environment_makes_exactly_the_expected_reads() {
+    for mode in [NatMode::OnePerAz, NatMode::Single] {
+        // One call per kind, two VPC attributes, and no DescribeAvailabilityZones: the subnets
+        // that exist name the zones.
+        let world = World { zones_asked: Some(0), exact_reads: true, ..World::deployed(mode) };
+        let mut mock = MockEc2Api::new();
+        world.install(&mut mock);
+        forbid_mutations(&mut mock);
+        let ctx = ctx_with(mode);
+        let changes = step(mock).apply(&ctx).await.unwrap();
+        assert!(changes.is_empty(), "{mode:?}: {changes:#?}");
+        let out: NetworkOutputs = ctx.get("test").unwrap();
+        let azs: Vec<&str> = out.private_subnets.iter().map(|s| s.az.as_str()).collect();
+        assert_eq!(azs, AZS);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn availability_zones_are_asked_when_a_subnet_is_missing() {
+    let mut world = World { zones_asked: Some(1), ..World::deployed(NatMode::OnePerAz) };
+    world.subnets.retain(|s| s.id != "subnet-private-2");
+    world.tables[2].associations.clear();
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    mock.expect_create_subnet()
+        .withf(|vpc, cidr, az, tags| {
+            vpc == "vpc-1" && cidr == "10.0.11.0/24" && az == "us-east-1b" && short(tags) == "private-2"
+        })
+        .times(1)
+        .returning(|_, _, _, _| Ok("subnet-private-2".into()));
+    mock.expect_associate_route_table()
+        .withf(|rt, subnet| rt == "rtb-private-2" && subnet == "subnet-private-2")
+        .times(1)
+        .returning(|_, _| Ok("rtbassoc-new".into()));
+    let changes = step(mock).apply(&ctx()).await.unwrap();
+    assert_eq!(creates(&changes), BTreeSet::from(["network/subnet/private-2".to_string()]));
+
+    // Subnets that disagree about a position's zone do not name it either.
+    let mut world = World { zones_asked: Some(1), ..World::deployed(NatMode::OnePerAz) };
+    world.subnets.iter_mut().find(|s| s.id == "subnet-private-2").unwrap().az = "us-east-1d".into();
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    forbid_mutations(&mut mock);
+    let err = step(mock).plan(&ctx()).await.unwrap_err();
+    assert!(err.to_string().contains("subnet-private-2"), "{err}");
 }
 
 /// Applies over `world` (the deployed one-NAT-per-AZ world changed by `drift`) and returns the

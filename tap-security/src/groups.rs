@@ -377,7 +377,7 @@ pub struct GroupsResult {
 
 /// Makes the groups exist with exactly their rules.
 pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<GroupsResult, StepError> {
-    let network: NetworkOutputs = ctx.get("security")?;
+    let network: NetworkOutputs = ctx.wait("security").await?;
     let vpc = network.vpc_id;
     let desired = desired_groups(ctx);
     let observed = if is_known(&vpc) {

@@ -1,7 +1,12 @@
 //! IAM roles: the task-execution role shared by all services and one task role per service, each
-//! with the ECS tasks trust policy, exactly the managed policies it should have and exactly its
-//! inline policies (see [`crate::policy`] for the documents). Documents are compared semantically,
-//! so a role is only written to when its policy really differs.
+//! with the ECS tasks trust policy, exactly the managed policies it should have and its inline
+//! policies (see [`crate::policy`] for the documents). Documents are compared semantically, so a
+//! role is only written to when its policy really differs.
+//!
+//! tap knows the name of every inline policy it sets, so deploy reads each one by name with
+//! `GetRolePolicy` (`NoSuchEntity`: missing) instead of listing them first: an edited or deleted
+//! policy of tap's is repaired, but an inline policy someone added under another name is not seen
+//! by deploy or plan (destroy lists and deletes every inline policy of the role).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -42,7 +47,8 @@ pub trait IamApi: Send + Sync {
     async fn attach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
     /// `DetachRolePolicy`.
     async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
-    /// `ListRolePolicies`: the names of the inline policies.
+    /// `ListRolePolicies`: the names of the inline policies (destroy deletes them all; deploy reads
+    /// tap's own policies by name instead).
     async fn list_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
     /// `GetRolePolicy`: the document as IAM returns it; `None` when there is no such policy.
     async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError>;
@@ -306,8 +312,9 @@ where
     .await
 }
 
-/// Phase two of a role: exactly the `desired` inline policies (name → document), compared
-/// semantically; extra inline policies are deleted.
+/// Phase two of a role: the `desired` inline policies (name → document), each read by its name and
+/// compared semantically; a missing or different one is put. Inline policies of other names are
+/// not listed (see the module docs).
 pub async fn converge_inline(
     api: &dyn IamApi,
     mode: Mode,
@@ -331,39 +338,23 @@ pub async fn converge_inline(
         }
         return Ok(());
     }
-    let existing: BTreeSet<String> =
-        api.list_role_policies(name).await.map_err(StepError::aws(id, "ListRolePolicies"))?.into_iter().collect();
-    // Which desired policies are missing or differ.
-    let observed = try_join_all(desired.iter().map(|(policy_name, doc)| {
-        let present = existing.contains(policy_name);
-        async move {
-            let current = if present {
-                api.get_role_policy(name, policy_name).await.map_err(StepError::aws(id, "GetRolePolicy"))?
-            } else {
-                None
-            };
-            let same = current.as_deref().is_some_and(|raw| policy::same_policy(raw, doc));
-            let old = current.map(|raw| policy::decode_document(&raw).map(|v| v.to_string()).unwrap_or(raw));
-            Ok::<_, StepError>((policy_name, doc, same, old))
-        }
+    // Which desired policies are missing (`GetRolePolicy` says NoSuchEntity) or differ.
+    let observed = try_join_all(desired.iter().map(|(policy_name, doc)| async move {
+        let current = api.get_role_policy(name, policy_name).await.map_err(StepError::aws(id, "GetRolePolicy"))?;
+        let same = current.as_deref().is_some_and(|raw| policy::same_policy(raw, doc));
+        let old = current.map(|raw| policy::decode_document(&raw).map(|v| v.to_string()).unwrap_or(raw));
+        Ok::<_, StepError>((policy_name, doc, same, old))
     }))
     .await?;
     let to_put: Vec<_> = observed.into_iter().filter(|(_, _, same, _)| !same).collect();
-    let to_delete: Vec<&String> = existing.iter().filter(|p| !desired.contains_key(*p)).collect();
     for (policy_name, doc, _, old) in &to_put {
         role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), old.clone(), Some(doc.to_json())));
     }
-    for policy_name in &to_delete {
-        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), Some("(present)".into()), None));
-    }
     if mode.is_apply() {
-        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
+        try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
             api.put_role_policy(name, policy_name, &doc.to_json()).await.map_err(StepError::aws(id, "PutRolePolicy"))
-        }));
-        let delete = try_join_all(to_delete.iter().map(|policy_name| async move {
-            api.delete_role_policy(name, policy_name).await.map_err(StepError::aws(id, "DeleteRolePolicy"))
-        }));
-        tokio::try_join!(put, delete)?;
+        }))
+        .await?;
     }
     Ok(())
 }

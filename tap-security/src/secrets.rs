@@ -1,6 +1,13 @@
 //! Secrets Manager secrets `tap-{name}-{s}`: a JSON object of fixed fields and fields whose values
 //! Secrets Manager generates. Created once and never regenerated or rewritten: later deploys only
-//! `DescribeSecret` (they never read the value), and a secret scheduled for deletion is restored.
+//! look at their metadata (they never read the value), and a secret scheduled for deletion is
+//! restored.
+//!
+//! The environment's secrets are found with one `ListSecrets` filtered by their names (a prefix
+//! filter, so the answer is narrowed to the exact names), secrets scheduled for deletion included.
+//! `ListSecrets` may lag a few minutes behind changes, so a configured secret it does not show is
+//! looked up with `DescribeSecret` before it is created. (The other way round, a secret deleted in
+//! the last few minutes may still be listed; a deploy after that window creates it again.)
 //!
 //! Secret values live only in [`SecretValue`], whose `Debug` and `Display` print `(redacted)`, so
 //! they cannot reach a log line, a plan or an error message.
@@ -51,7 +58,7 @@ impl fmt::Display for SecretValue {
     }
 }
 
-/// A secret as `DescribeSecret` shows it (metadata only, never the value).
+/// A secret as `DescribeSecret` or `ListSecrets` shows it (metadata only, never the value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedSecret {
     /// The full ARN (with Secrets Manager's random suffix).
@@ -81,6 +88,9 @@ pub struct NewSecret {
 pub trait SecretsApi: Send + Sync {
     /// `DescribeSecret`; `None` when there is no such secret.
     async fn describe_secret(&self, name: &str) -> Result<Option<ObservedSecret>, AwsError>;
+    /// `ListSecrets` filtered by `names` (scheduled deletions included, all pages): the secrets named
+    /// exactly one of `names`, by name.
+    async fn list_secrets(&self, names: &[String]) -> Result<BTreeMap<String, ObservedSecret>, AwsError>;
     /// `GetRandomPassword` of `length` characters without `exclude_characters`.
     async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError>;
     /// `CreateSecret`; returns the ARN.
@@ -112,6 +122,40 @@ impl SecretsApi for SdkSecrets {
                 }
             }
         }
+    }
+
+    async fn list_secrets(&self, names: &[String]) -> Result<BTreeMap<String, ObservedSecret>, AwsError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let mut found = BTreeMap::new();
+        // A filter takes at most 10 values; each value matches names that start with it.
+        for chunk in names.chunks(10) {
+            let filter = Filter::builder().key(FilterNameStringType::Name).set_values(Some(chunk.to_vec())).build();
+            let mut token = None;
+            loop {
+                let page = self
+                    .0
+                    .list_secrets()
+                    .filters(filter.clone())
+                    .include_planned_deletion(true)
+                    .set_next_token(token)
+                    .send()
+                    .await?;
+                for entry in page.secret_list() {
+                    if let Some(name) = entry.name().filter(|n| chunk.iter().any(|c| c == n)) {
+                        let secret = ObservedSecret {
+                            arn: entry.arn().unwrap_or_default().to_string(),
+                            scheduled_for_deletion: entry.deleted_date().is_some(),
+                        };
+                        found.insert(name.to_string(), secret);
+                    }
+                }
+                token = page.next_token().map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError> {
@@ -191,7 +235,16 @@ pub struct SecretsResult {
 
 /// Makes every configured secret exist (never touching the value of one that does).
 pub async fn converge(api: &dyn SecretsApi, ctx: &Context, mode: Mode) -> Result<SecretsResult, StepError> {
-    let results = try_join_all(ctx.config.secrets.iter().map(|spec| converge_one(api, ctx, mode, spec))).await?;
+    let names: Vec<String> = ctx.config.secrets.iter().map(|s| ctx.names.secret(&s.name)).collect();
+    let listed = if names.is_empty() {
+        BTreeMap::new()
+    } else {
+        api.list_secrets(&names).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))?
+    };
+    let results = try_join_all(
+        ctx.config.secrets.iter().zip(&names).map(|(spec, name)| converge_one(api, ctx, mode, spec, listed.get(name))),
+    )
+    .await?;
     let mut out = SecretsResult::default();
     for (logical, arn, change) in results {
         out.arns.insert(logical, arn);
@@ -200,15 +253,21 @@ pub async fn converge(api: &dyn SecretsApi, ctx: &Context, mode: Mode) -> Result
     Ok(out)
 }
 
+/// One secret; `listed` is what `ListSecrets` showed of it.
 async fn converge_one(
     api: &dyn SecretsApi,
     ctx: &Context,
     mode: Mode,
     spec: &SecretSpec,
+    listed: Option<&ObservedSecret>,
 ) -> Result<(String, String, Option<Change>), StepError> {
     let name = ctx.names.secret(&spec.name);
     let id = component(&spec.name);
-    let observed = api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))?;
+    let observed = match listed {
+        Some(secret) => Some(secret.clone()),
+        // Not listed: missing, or created too recently for ListSecrets to show it.
+        None => api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))?,
+    };
     match observed {
         Some(secret) if !secret.scheduled_for_deletion => Ok((spec.name.clone(), secret.arn, None)),
         Some(secret) => {

@@ -139,6 +139,11 @@ fn converged() -> World {
     }
 }
 
+/// What `ListSecrets` filtered by `names` shows of `world`.
+fn listed(world: &World, names: &[String]) -> BTreeMap<String, ObservedSecret> {
+    world.secrets.iter().filter(|(n, _)| names.contains(n)).map(|(n, s)| (n.clone(), s.clone())).collect()
+}
+
 struct Mocks {
     ec2: MockEc2Api,
     iam: MockIamApi,
@@ -171,6 +176,8 @@ impl Mocks {
         iam.expect_get_role_policy()
             .returning(move |name, policy| Ok(w.roles.get(name).and_then(|r| r.2.get(policy).cloned())));
         let mut secrets = MockSecretsApi::new();
+        let w = world.clone();
+        secrets.expect_list_secrets().returning(move |names| Ok(listed(&w, names)));
         let w = world.clone();
         secrets.expect_describe_secret().returning(move |name| Ok(w.secrets.get(name).cloned()));
         Mocks { ec2, iam, secrets }
@@ -388,6 +395,44 @@ async fn converged_environment_makes_no_mutating_call() {
 }
 
 #[tokio::test]
+async fn converged_environment_makes_exactly_the_expected_iam_and_secrets_reads() {
+    let world = converged();
+    let mut m = Mocks::reading(&world);
+    m.iam.checkpoint();
+    m.secrets.checkpoint();
+    // Per role (execution + 3 task roles): GetRole, ListAttachedRolePolicies, and GetRolePolicy of
+    // the one inline policy tap sets, read by its name (no ListRolePolicies).
+    let w = world.clone();
+    m.iam.expect_get_role().times(4).returning(move |name| Ok(w.roles.get(name).map(|r| r.0.clone())));
+    let w = world.clone();
+    m.iam.expect_list_attached_role_policies().times(4).returning(move |name| Ok(w.roles[name].1.clone()));
+    let w = world.clone();
+    m.iam
+        .expect_get_role_policy()
+        .withf(|role, policy| {
+            (role == "tap-task-execution-dev" && policy == "read-secrets")
+                || (role.ends_with("-task-dev") && policy == "task-permissions")
+        })
+        .times(4)
+        .returning(move |name, policy| Ok(w.roles[name].2.get(policy).cloned()));
+    m.iam.expect_list_role_policies().never();
+    // Both secrets from one ListSecrets filtered by their names; no DescribeSecret.
+    let w = world.clone();
+    m.secrets
+        .expect_list_secrets()
+        .withf(|names| names == ["tap-db-credentials-dev", "tap-api-keys-dev"])
+        .times(1)
+        .returning(move |names| Ok(listed(&w, names)));
+    m.secrets.expect_describe_secret().never();
+    let ctx = ctx();
+    assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.service_security_group_ids.len(), 3);
+    assert_eq!(out.task_role_arns.len(), 3);
+    assert!(out.secret_arns.values().all(|a| a.starts_with("arn:aws:secretsmanager:")));
+}
+
+#[tokio::test]
 async fn extra_ingress_rule_is_revoked_and_nothing_else() {
     let mut world = converged();
     world.groups[1].ingress.push(anywhere(22));
@@ -463,22 +508,20 @@ async fn policy_written_with_single_values_is_not_rewritten() {
 }
 
 #[tokio::test]
-async fn unexpected_attachments_and_inline_policies_are_removed() {
+async fn unexpected_attachments_and_trust_are_repaired() {
     let mut world = converged();
     let trust_ec2 = url_encode(&policy::ecs_tasks_trust_policy().to_json().replace("ecs-tasks", "ec2"));
     let frontend = world.roles.get_mut("tap-frontend-task-dev").unwrap();
     frontend.1.push("arn:aws:iam::aws:policy/AdministratorAccess".into());
+    // An inline policy of another name is not listed by deploy (it reads tap's policies by name):
+    // it is left alone, and only destroy removes it.
     frontend.2.insert("debug".into(), url_encode(r#"{"Version":"2012-10-17","Statement":[]}"#));
     world.roles.get_mut("tap-processing-service-task-dev").unwrap().0.trust_policy = trust_ec2;
     let mut m = Mocks::reading(&world);
+    m.iam.expect_list_role_policies().never();
     m.iam
         .expect_detach_role_policy()
         .withf(|role, arn| role == "tap-frontend-task-dev" && arn == "arn:aws:iam::aws:policy/AdministratorAccess")
-        .times(1)
-        .returning(|_, _| Ok(()));
-    m.iam
-        .expect_delete_role_policy()
-        .withf(|role, p| role == "tap-frontend-task-dev" && p == "debug")
         .times(1)
         .returning(|_, _| Ok(()));
     let trust = policy::ecs_tasks_trust_policy().to_value();
@@ -508,6 +551,50 @@ async fn secret_scheduled_for_deletion_is_restored_not_recreated() {
     let ctx = ctx();
     let changes = m.forbid_mutations().step().apply(&ctx).await.unwrap();
     assert_eq!(summary(&changes), vec![("security/secret/api-keys".to_string(), Action::Update)]);
+    let out: SecurityOutputs = ctx.get("test").unwrap();
+    assert_eq!(out.secret_arns["api-keys"], secret_arn("tap-api-keys-dev"));
+}
+
+#[tokio::test]
+async fn deleted_inline_policy_is_put_back() {
+    let mut world = converged();
+    world.roles.get_mut("tap-task-execution-dev").unwrap().2.clear();
+    let mut m = Mocks::reading(&world);
+    let want = policy::execution_secrets_policy(&secret_arns()).unwrap().to_value();
+    m.iam
+        .expect_put_role_policy()
+        .withf(move |role, name, doc| {
+            role == "tap-task-execution-dev"
+                && name == "read-secrets"
+                && serde_json::from_str::<Value>(doc).unwrap() == want
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(summary(&changes), vec![("security/role/task-execution".to_string(), Action::Update)]);
+    assert_eq!(changes[0].attributes[0].attribute, "inline_policy.read-secrets");
+    assert_eq!(changes[0].attributes[0].old, None);
+}
+
+#[tokio::test]
+async fn secret_not_yet_listed_is_described_not_recreated() {
+    // ListSecrets lags behind a create by up to a few minutes: it shows only one of the two.
+    let world = converged();
+    let mut m = Mocks::reading(&world);
+    m.secrets.checkpoint();
+    let w = world.clone();
+    m.secrets
+        .expect_list_secrets()
+        .times(1)
+        .returning(move |names| Ok(listed(&w, names).into_iter().filter(|(n, _)| n != "tap-api-keys-dev").collect()));
+    let w = world.clone();
+    m.secrets
+        .expect_describe_secret()
+        .withf(|name| name == "tap-api-keys-dev")
+        .times(1)
+        .returning(move |name| Ok(w.secrets.get(name).cloned()));
+    let ctx = ctx();
+    assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
     let out: SecurityOutputs = ctx.get("test").unwrap();
     assert_eq!(out.secret_arns["api-keys"], secret_arn("tap-api-keys-dev"));
 }

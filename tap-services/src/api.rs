@@ -1,16 +1,19 @@
 //! The narrow seam between the services step and AWS: exactly the SDK calls this crate makes,
-//! returning small domain types (not SDK types) so unit tests can mock them.
+//! returning small domain types (not SDK types) so unit tests can mock them, and `Observed`, the
+//! batched read of the environment that every service's converge shares.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
-use tap_core::AwsError;
+use tap_core::outputs::is_known;
+use tap_core::{AwsError, Context, StepError};
 
 use crate::logs::ObservedLogGroup;
-use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
+use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
+use crate::{component, Inputs};
 
 /// Which revisions of a task definition family to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +28,9 @@ pub enum RevisionStatus {
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait ServicesApi: Send + Sync {
-    /// The log group named exactly `name`, if it exists.
-    async fn find_log_group(&self, name: &str) -> Result<Option<ObservedLogGroup>, AwsError>;
+    /// The log groups among `names` that exist, keyed by name: one paged DescribeLogGroups over the
+    /// names' common prefix, keeping exactly these names.
+    async fn find_log_groups(&self, names: &[String]) -> Result<BTreeMap<String, ObservedLogGroup>, AwsError>;
     /// Creates a log group with tags.
     async fn create_log_group(&self, name: &str, tags: &[Tag]) -> Result<(), AwsError>;
     /// Sets a log group's retention.
@@ -49,7 +53,8 @@ pub trait ServicesApi: Send + Sync {
     /// Deletes deregistered revisions (at most 10 per call).
     async fn delete_task_definitions(&self, arns: &[String]) -> Result<(), AwsError>;
 
-    /// The services of `cluster` among `names` (any status); missing ones are left out.
+    /// The services of `cluster` among `names` (any status, up to 10 per DescribeServices call);
+    /// missing ones are left out.
     async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ObservedService>, AwsError>;
     /// Names of every service in `cluster`.
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError>;
@@ -60,14 +65,21 @@ pub trait ServicesApi: Send + Sync {
     /// Deletes a service (`force`).
     async fn delete_service(&self, cluster: &str, name: &str) -> Result<(), AwsError>;
 
-    /// The `ecs:service:DesiredCount` scalable target of `resource_id` (`service/<cluster>/<service>`).
-    async fn describe_scalable_target(&self, resource_id: &str) -> Result<Option<ObservedScalableTarget>, AwsError>;
+    /// The `ecs:service:DesiredCount` scalable targets among `resource_ids` (`service/<cluster>/<service>`),
+    /// keyed by resource id: one paged DescribeScalableTargets for up to 50 ids.
+    async fn describe_scalable_targets(
+        &self,
+        resource_ids: &[String],
+    ) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError>;
     /// Registers (or updates) the scalable target.
     async fn register_scalable_target(&self, resource_id: &str, min: i32, max: i32) -> Result<(), AwsError>;
     /// Deregisters the scalable target.
     async fn deregister_scalable_target(&self, resource_id: &str) -> Result<(), AwsError>;
-    /// The scaling policies of exactly `resource_id`.
+    /// The scaling policies of exactly `resource_id`, whatever their names.
     async fn describe_scaling_policies(&self, resource_id: &str) -> Result<Vec<ObservedScalingPolicy>, AwsError>;
+    /// The ECS desired-count scaling policies named one of `names` (one paged DescribeScalingPolicies
+    /// for up to 50 names), on whichever resource: callers match [`ObservedScalingPolicy::resource_id`].
+    async fn describe_named_scaling_policies(&self, names: &[String]) -> Result<Vec<ObservedScalingPolicy>, AwsError>;
     /// Creates or replaces a target-tracking policy.
     async fn put_scaling_policy(&self, resource_id: &str, policy: &ScalingPolicySpec) -> Result<(), AwsError>;
     /// Deletes a scaling policy.
@@ -78,4 +90,83 @@ pub trait ServicesApi: Send + Sync {
 
     /// Target health of a target group: state (`healthy`, `unhealthy`, `initial`, …) → count.
     async fn target_health(&self, target_group_arn: &str) -> Result<BTreeMap<String, usize>, AwsError>;
+}
+
+/// What one batched read found of the configured services' log groups, ECS services, scalable
+/// targets and scaling policies. It is read once per run ([`Observed::read`]) and shared by every
+/// service's converge, so a converged environment costs one call per kind, not one per service.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observed {
+    /// Log group name → log group.
+    pub log_groups: BTreeMap<String, ObservedLogGroup>,
+    /// ECS service name → service (any status).
+    pub services: BTreeMap<String, ObservedService>,
+    /// Resource id → scalable target.
+    pub scalable_targets: BTreeMap<String, ObservedScalableTarget>,
+    /// (Resource id, policy name) → scaling policy.
+    pub scaling_policies: BTreeMap<(String, String), ObservedScalingPolicy>,
+}
+
+impl Observed {
+    /// Reads, concurrently, the log groups, ECS services, scalable targets and scaling policies of
+    /// every configured service. While the cluster is still to be created (plan), no service or
+    /// scaling call is made: nothing of it can exist yet.
+    pub(crate) async fn read(api: &dyn ServicesApi, ctx: &Context, inputs: &Inputs) -> Result<Observed, StepError> {
+        let specs = &ctx.config.services;
+        let cluster = inputs.cluster.name.as_str();
+        let cluster_known = is_known(&inputs.cluster.arn);
+        let log_names: Vec<String> = specs.iter().map(|s| ctx.names.log_group(&s.name)).collect();
+        let ecs_names: Vec<String> = specs.iter().map(|s| ctx.names.ecs_service(&s.name)).collect();
+        let resource_ids: Vec<String> = ecs_names.iter().map(|n| resource_id(cluster, n)).collect();
+        let policy_names: Vec<String> = specs.iter().map(|s| desired_policy(ctx, &s.name).name).collect();
+
+        let log_groups = async {
+            if log_names.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            api.find_log_groups(&log_names)
+                .await
+                .map_err(StepError::aws(component("log-group", "*"), "DescribeLogGroups"))
+        };
+        let services = async {
+            if !cluster_known || ecs_names.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            match api.describe_services(cluster, &ecs_names).await {
+                Ok(found) => {
+                    Ok(found.into_iter().filter(|s| ecs_names.contains(&s.name)).map(|s| (s.name.clone(), s)).collect())
+                }
+                // The cluster is gone: so are its services.
+                Err(e) if e.is_not_found() => Ok(BTreeMap::new()),
+                Err(e) => Err(StepError::aws(component("ecs-service", "*"), "DescribeServices")(e)),
+            }
+        };
+        let scalable_targets = async {
+            if !cluster_known || resource_ids.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let found = api
+                .describe_scalable_targets(&resource_ids)
+                .await
+                .map_err(StepError::aws(component("scaling-target", "*"), "DescribeScalableTargets"))?;
+            Ok(found.into_iter().filter(|(rid, _)| resource_ids.contains(rid)).collect())
+        };
+        let scaling_policies = async {
+            if !cluster_known || policy_names.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let found = api
+                .describe_named_scaling_policies(&policy_names)
+                .await
+                .map_err(StepError::aws(component("scaling-policy", "*"), "DescribeScalingPolicies"))?;
+            Ok(found
+                .into_iter()
+                .filter(|p| resource_ids.contains(&p.resource_id) && policy_names.contains(&p.name))
+                .map(|p| ((p.resource_id.clone(), p.name.clone()), p))
+                .collect())
+        };
+        let (log_groups, services, scalable_targets, scaling_policies) =
+            tokio::try_join!(log_groups, services, scalable_targets, scaling_policies)?;
+        Ok(Observed { log_groups, services, scalable_targets, scaling_policies })
+    }
 }

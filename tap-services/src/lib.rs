@@ -92,6 +92,8 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
+    /// Reads every input that was already written (unit tests render from a prepared context).
+    #[cfg(test)]
     fn read(ctx: &Context) -> Result<Self, StepError> {
         Ok(Inputs {
             network: ctx.get(STEP)?,
@@ -100,6 +102,18 @@ impl Inputs {
             security: ctx.get(STEP)?,
             ingress: ctx.get(STEP)?,
             discovery: ctx.get(STEP)?,
+        })
+    }
+
+    /// Waits for every input (each is written by a step running concurrently with this one).
+    async fn wait(ctx: &Context) -> Result<Self, StepError> {
+        Ok(Inputs {
+            network: ctx.wait(STEP).await?,
+            registry: ctx.wait(STEP).await?,
+            cluster: ctx.wait(STEP).await?,
+            security: ctx.wait(STEP).await?,
+            ingress: ctx.wait(STEP).await?,
+            discovery: ctx.wait(STEP).await?,
         })
     }
 }
@@ -141,18 +155,23 @@ impl ServicesStep {
         ctx: &Context,
         mode: Mode,
         inputs: &Inputs,
+        observed: &api::Observed,
         spec: &ServiceSpec,
     ) -> Result<Converged, StepError> {
         let api = self.api.as_ref();
         let (mut changes, (task_definition, td_changes)) = tokio::try_join!(
-            logs::converge(api, ctx, mode, spec),
+            logs::converge(api, ctx, mode, spec, observed),
             task_definition::converge(api, ctx, mode, inputs, spec),
         )?;
         changes.extend(td_changes);
-        let svc = service::converge(api, ctx, mode, inputs, spec, &task_definition).await?;
+        let svc = service::converge(api, ctx, mode, inputs, spec, &task_definition, observed).await?;
         changes.extend(svc.changes);
-        changes.extend(scaling::converge(api, ctx, mode, &inputs.cluster.name, spec, svc.exists).await?);
-        let wait = mode.is_apply() && self.check_image(ctx, inputs, spec).await?;
+        changes.extend(scaling::converge(api, ctx, mode, &inputs.cluster.name, spec, svc.exists, observed).await?);
+        // The image check decides whether to wait for the rollout, and warns when the image is
+        // missing: a no-op under `--no-wait` needs neither.
+        let wait = mode.is_apply()
+            && (ctx.config.deploy.wait || !changes.is_empty())
+            && self.check_image(ctx, inputs, spec).await?;
         Ok(Converged { name: spec.name.clone(), arn: svc.arn, changes, wait })
     }
 
@@ -186,10 +205,13 @@ impl ServicesStep {
 
     #[tracing::instrument(name = "services", skip_all, fields(mode = ?mode))]
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let inputs = Inputs::read(ctx)?;
-        let converged =
-            try_join_all(ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, spec)))
-                .await?;
+        let inputs = Inputs::wait(ctx).await?;
+        // One batched read of every service's log group, ECS service and auto scaling, shared below.
+        let observed = api::Observed::read(self.api.as_ref(), ctx, &inputs).await?;
+        let converged = try_join_all(
+            ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, &observed, spec)),
+        )
+        .await?;
         ctx.put(ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() });
         if mode.is_apply() && ctx.config.deploy.wait {
             let backoff = Backoff {

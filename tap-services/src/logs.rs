@@ -5,7 +5,7 @@ use tap_core::config::ServiceSpec;
 use tap_core::step::{diff, AttrChange};
 use tap_core::{Change, Context, Mode, StepError};
 
-use crate::api::ServicesApi;
+use crate::api::{Observed, ServicesApi};
 use crate::component;
 
 /// A log group as AWS reports it.
@@ -17,18 +17,18 @@ pub struct ObservedLogGroup {
     pub retention_days: Option<i32>,
 }
 
-/// Creates the service's log group or fixes its retention.
+/// Creates the service's log group or fixes its retention; `observed` is the run's batched read.
 pub(crate) async fn converge(
     api: &dyn ServicesApi,
     ctx: &Context,
     mode: Mode,
     service: &ServiceSpec,
+    observed: &Observed,
 ) -> Result<Vec<Change>, StepError> {
     let name = ctx.names.log_group(&service.name);
     let resource = component("log-group", &service.name);
     let days = ctx.config.logs.retention_days;
-    let observed = api.find_log_group(&name).await.map_err(StepError::aws(&resource, "DescribeLogGroups"))?;
-    match observed {
+    match observed.log_groups.get(&name) {
         None => {
             if mode.is_apply() {
                 match api.create_log_group(&name, &ctx.names.tags(&resource, &name)).await {

@@ -6,7 +6,7 @@ use tap_core::config::ServiceSpec;
 use tap_core::step::{diff, AttrChange};
 use tap_core::{AwsError, Change, Context, Mode, StepError};
 
-use crate::api::ServicesApi;
+use crate::api::{Observed, ServicesApi};
 use crate::component;
 
 /// The predefined metric tap tracks.
@@ -41,6 +41,8 @@ pub struct ScalingPolicySpec {
 pub struct ObservedScalingPolicy {
     /// Policy name.
     pub name: String,
+    /// The resource it scales, `service/<cluster>/<service>`.
+    pub resource_id: String,
     /// `TargetTrackingScaling`, `StepScaling`, …
     pub policy_type: String,
     /// The predefined metric, when there is one.
@@ -86,7 +88,8 @@ fn policy_changes(observed: &ObservedScalingPolicy, desired: &ScalingPolicySpec)
 }
 
 /// Registers the scalable target and puts the CPU policy, each only when missing or different.
-/// `service_exists` is false when plan would create the service (nothing to look up then).
+/// `service_exists` is false when plan would create the service (nothing to look up then);
+/// `observed` is the run's batched read.
 pub(crate) async fn converge(
     api: &dyn ServicesApi,
     ctx: &Context,
@@ -94,6 +97,7 @@ pub(crate) async fn converge(
     cluster: &str,
     service: &ServiceSpec,
     service_exists: bool,
+    observed: &Observed,
 ) -> Result<Vec<Change>, StepError> {
     let rid = resource_id(cluster, &ctx.names.ecs_service(&service.name));
     let target_resource = component("scaling-target", &service.name);
@@ -102,11 +106,7 @@ pub(crate) async fn converge(
     let policy = desired_policy(ctx, &service.name);
     let mut changes = Vec::new();
 
-    let target = if service_exists {
-        api.describe_scalable_target(&rid).await.map_err(StepError::aws(&target_resource, "DescribeScalableTargets"))?
-    } else {
-        None
-    };
+    let target = if service_exists { observed.scalable_targets.get(&rid).copied() } else { None };
     let target_change = match target {
         None => Some(Change::create(&target_resource, &rid)),
         Some(t) => {
@@ -125,19 +125,12 @@ pub(crate) async fn converge(
         changes.push(change);
     }
 
-    let observed = if target.is_some() {
-        api.describe_scaling_policies(&rid)
-            .await
-            .map_err(StepError::aws(&policy_resource, "DescribeScalingPolicies"))?
-            .into_iter()
-            .find(|p| p.name == policy.name)
-    } else {
-        None
-    };
-    let policy_change = match observed {
+    let current =
+        if target.is_some() { observed.scaling_policies.get(&(rid.clone(), policy.name.clone())) } else { None };
+    let policy_change = match current {
         None => Some(Change::create(&policy_resource, &policy.name)),
         Some(o) => {
-            let attrs = policy_changes(&o, &policy);
+            let attrs = policy_changes(o, &policy);
             (!attrs.is_empty()).then(|| Change::update(&policy_resource, &policy.name, attrs))
         }
     };
@@ -179,11 +172,11 @@ pub(crate) async fn destroy(
             Err(e) => return Err(StepError::aws(&policy_resource, "DeleteScalingPolicy")(e)),
         }
     }
-    let target = api
-        .describe_scalable_target(&rid)
+    let targets = api
+        .describe_scalable_targets(std::slice::from_ref(&rid))
         .await
         .map_err(StepError::aws(&target_resource, "DescribeScalableTargets"))?;
-    if target.is_some() {
+    if targets.contains_key(&rid) {
         match api.deregister_scalable_target(&rid).await {
             Ok(()) => changes.push(Change::delete(&target_resource, &rid)),
             Err(e) if already_gone(&e) => {}

@@ -245,18 +245,66 @@ fn family_of(arn: &str) -> &str {
 
 const ECS_DIMENSION: aas::types::ScalableDimension = aas::types::ScalableDimension::EcsServiceDesiredCount;
 
+/// Most items an Application Auto Scaling filter list (`ResourceIds`, `PolicyNames`) takes.
+const MAX_FILTER_ITEMS: usize = 50;
+
+/// The longest prefix all `names` share (on a character boundary).
+pub(crate) fn common_prefix(names: &[String]) -> &str {
+    let Some(first) = names.first() else { return "" };
+    let mut len = first.len();
+    for name in &names[1..] {
+        len = len.min(first.bytes().zip(name.bytes()).take_while(|(a, b)| a == b).count());
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    &first[..len]
+}
+
+fn observed_policy(p: &aas::types::ScalingPolicy) -> ObservedScalingPolicy {
+    let tt = p.target_tracking_scaling_policy_configuration();
+    ObservedScalingPolicy {
+        name: p.policy_name().to_string(),
+        resource_id: p.resource_id().to_string(),
+        policy_type: p.policy_type().as_str().to_string(),
+        metric: tt
+            .and_then(|c| c.predefined_metric_specification())
+            .map(|m| m.predefined_metric_type().as_str().to_string()),
+        target_value: tt.map(|c| c.target_value()),
+        scale_in_cooldown: tt.and_then(|c| c.scale_in_cooldown()),
+        scale_out_cooldown: tt.and_then(|c| c.scale_out_cooldown()),
+        disable_scale_in: tt.and_then(|c| c.disable_scale_in()).unwrap_or(false),
+    }
+}
+
 #[async_trait]
 impl ServicesApi for SdkServices {
-    async fn find_log_group(&self, name: &str) -> Result<Option<ObservedLogGroup>, AwsError> {
+    async fn find_log_groups(&self, names: &[String]) -> Result<BTreeMap<String, ObservedLogGroup>, AwsError> {
+        let mut found = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(found);
+        }
+        // Every group of the environment starts with this prefix; other groups sharing it are skipped.
+        let prefix = common_prefix(names);
         let mut token = None;
         loop {
-            let out = self.logs.describe_log_groups().log_group_name_prefix(name).set_next_token(token).send().await?;
-            if let Some(g) = out.log_groups().iter().find(|g| g.log_group_name() == Some(name)) {
-                return Ok(Some(ObservedLogGroup { name: name.into(), retention_days: g.retention_in_days() }));
+            let out = self
+                .logs
+                .describe_log_groups()
+                .set_log_group_name_prefix((!prefix.is_empty()).then(|| prefix.to_string()))
+                .set_next_token(token)
+                .send()
+                .await?;
+            for g in out.log_groups() {
+                if let Some(name) = g.log_group_name().filter(|n| names.iter().any(|w| w == n)) {
+                    let group = ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days() };
+                    found.insert(name.to_string(), group);
+                }
             }
             match out.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(None),
+                // Found them all: no need to page through the rest of the prefix.
+                Some(t) if found.len() < names.len() => token = Some(t.to_string()),
+                _ => return Ok(found),
             }
         }
     }
@@ -448,20 +496,37 @@ impl ServicesApi for SdkServices {
         Ok(())
     }
 
-    async fn describe_scalable_target(&self, resource_id: &str) -> Result<Option<ObservedScalableTarget>, AwsError> {
-        let out = self
-            .autoscaling
-            .describe_scalable_targets()
-            .service_namespace(aas::types::ServiceNamespace::Ecs)
-            .resource_ids(resource_id)
-            .scalable_dimension(ECS_DIMENSION)
-            .send()
-            .await?;
-        Ok(out
-            .scalable_targets()
-            .iter()
-            .find(|t| t.resource_id() == resource_id)
-            .map(|t| ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() }))
+    async fn describe_scalable_targets(
+        &self,
+        resource_ids: &[String],
+    ) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError> {
+        let mut found = BTreeMap::new();
+        for chunk in resource_ids.chunks(MAX_FILTER_ITEMS) {
+            let mut token = None;
+            loop {
+                let out = self
+                    .autoscaling
+                    .describe_scalable_targets()
+                    .service_namespace(aas::types::ServiceNamespace::Ecs)
+                    .set_resource_ids(Some(chunk.to_vec()))
+                    .scalable_dimension(ECS_DIMENSION)
+                    .set_next_token(token)
+                    .send()
+                    .await?;
+                for t in out.scalable_targets() {
+                    if chunk.iter().any(|r| r == t.resource_id()) && t.scalable_dimension() == &ECS_DIMENSION {
+                        let target =
+                            ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() };
+                        found.insert(t.resource_id().to_string(), target);
+                    }
+                }
+                match out.next_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn register_scalable_target(&self, resource_id: &str, min: i32, max: i32) -> Result<(), AwsError> {
@@ -501,25 +566,49 @@ impl ServicesApi for SdkServices {
                 .set_next_token(token)
                 .send()
                 .await?;
-            policies.extend(out.scaling_policies().iter().filter(|p| p.resource_id() == resource_id).map(|p| {
-                let tt = p.target_tracking_scaling_policy_configuration();
-                ObservedScalingPolicy {
-                    name: p.policy_name().to_string(),
-                    policy_type: p.policy_type().as_str().to_string(),
-                    metric: tt
-                        .and_then(|c| c.predefined_metric_specification())
-                        .map(|m| m.predefined_metric_type().as_str().to_string()),
-                    target_value: tt.map(|c| c.target_value()),
-                    scale_in_cooldown: tt.and_then(|c| c.scale_in_cooldown()),
-                    scale_out_cooldown: tt.and_then(|c| c.scale_out_cooldown()),
-                    disable_scale_in: tt.and_then(|c| c.disable_scale_in()).unwrap_or(false),
-                }
-            }));
+            policies.extend(
+                out.scaling_policies()
+                    .iter()
+                    .filter(|p| p.resource_id() == resource_id && p.scalable_dimension() == &ECS_DIMENSION)
+                    .map(observed_policy),
+            );
             match out.next_token() {
                 Some(t) => token = Some(t.to_string()),
                 None => return Ok(policies),
             }
         }
+    }
+
+    async fn describe_named_scaling_policies(&self, names: &[String]) -> Result<Vec<ObservedScalingPolicy>, AwsError> {
+        let mut policies = Vec::new();
+        for chunk in names.chunks(MAX_FILTER_ITEMS) {
+            let mut token = None;
+            loop {
+                // No ResourceId: the names select the policies across this environment's services
+                // (ScalableDimension may only be sent with a ResourceId, so it is checked here).
+                let out = self
+                    .autoscaling
+                    .describe_scaling_policies()
+                    .service_namespace(aas::types::ServiceNamespace::Ecs)
+                    .set_policy_names(Some(chunk.to_vec()))
+                    .set_next_token(token)
+                    .send()
+                    .await?;
+                policies.extend(
+                    out.scaling_policies()
+                        .iter()
+                        .filter(|p| {
+                            chunk.iter().any(|n| n == p.policy_name()) && p.scalable_dimension() == &ECS_DIMENSION
+                        })
+                        .map(observed_policy),
+                );
+                match out.next_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+        }
+        Ok(policies)
     }
 
     async fn put_scaling_policy(&self, resource_id: &str, policy: &ScalingPolicySpec) -> Result<(), AwsError> {

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
-use tap_core::outputs::{is_known, PENDING};
+use tap_core::outputs::PENDING;
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{Change, Context, Mode, StepError};
 
-use crate::api::ServicesApi;
+use crate::api::{Observed, ServicesApi};
 use crate::{component, lookup, Inputs};
 
 /// One entry of a capacity-provider strategy.
@@ -369,7 +369,8 @@ async fn wait_inactive(api: &dyn ServicesApi, cluster: &str, name: &str, resourc
     .await
 }
 
-/// Creates the service or corrects what differs.
+/// Creates the service or corrects what differs; `observed` is the run's batched read (which holds
+/// no service while the cluster is still to be created).
 pub(crate) async fn converge(
     api: &dyn ServicesApi,
     ctx: &Context,
@@ -377,12 +378,11 @@ pub(crate) async fn converge(
     inputs: &Inputs,
     service: &ServiceSpec,
     task_definition: &str,
+    observed: &Observed,
 ) -> Result<ServiceOutcome, StepError> {
     let resource = component("ecs-service", &service.name);
     let desired = desired(ctx, inputs, service, task_definition)?;
-    let observed =
-        if is_known(&inputs.cluster.arn) { find(api, &desired.cluster, &desired.name, &resource).await? } else { None };
-    match observed {
+    match observed.services.get(&desired.name).cloned() {
         Some(current) if current.is_active() => {
             let Some((update, attrs)) = update_for(&desired, &current) else {
                 return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![] });

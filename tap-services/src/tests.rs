@@ -197,6 +197,7 @@ fn moto_created(desired: &DesiredService) -> ObservedService {
 fn matching_policy(ctx: &Context, service: &str) -> ObservedScalingPolicy {
     ObservedScalingPolicy {
         name: format!("tap-cpu-{service}-{}", ctx.names.env()),
+        resource_id: rid(service),
         policy_type: "TargetTrackingScaling".into(),
         metric: Some("ECSServiceAverageCPUUtilization".into()),
         target_value: Some(70.0),
@@ -242,26 +243,58 @@ fn converged_world(ctx: &Context) -> World {
 
 /// A mock answering every read from `world`; mutating calls must be expected by each test.
 fn read_mock(world: World) -> MockServicesApi {
+    mock_reads(world, None)
+}
+
+/// Like [`read_mock`]; with `Some(runs)`, each batched read (DescribeLogGroups, DescribeServices,
+/// DescribeScalableTargets, DescribeScalingPolicies by name) must happen exactly `runs` times, each
+/// time for exactly the three services of the default config, and DescribeTaskDefinition
+/// `3 × runs` times. The per-resource-id DescribeScalingPolicies (destroy's) is not expected at all.
+fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     let mut api = MockServicesApi::new();
     let w = Arc::new(world);
+    let exactly = |names: &[String], want: &dyn Fn(&str) -> String| {
+        names.len() == SERVICES.len() && SERVICES.iter().all(|s| names.contains(&want(s)))
+    };
     let w1 = w.clone();
-    api.expect_find_log_group().returning(move |name| {
+    let e = api.expect_find_log_groups();
+    if let Some(n) = runs {
+        e.withf(move |names| exactly(names, &|s| format!("/ecs/tap-{s}-dev"))).times(n);
+    }
+    e.returning(move |names| {
         if w1.throttle_log_groups {
             return Err(AwsError::throttling());
         }
-        Ok(w1.log_groups.get(name).cloned())
+        Ok(names.iter().filter_map(|n| w1.log_groups.get(n).map(|g| (n.clone(), g.clone()))).collect())
     });
     let w2 = w.clone();
-    api.expect_describe_task_definition().returning(move |family| Ok(w2.task_definitions.get(family).cloned()));
+    let e = api.expect_describe_task_definition();
+    if let Some(n) = runs {
+        e.times(3 * n);
+    }
+    e.returning(move |family| Ok(w2.task_definitions.get(family).cloned()));
     let w3 = w.clone();
-    api.expect_describe_services().returning(move |_, names| {
+    let e = api.expect_describe_services();
+    if let Some(n) = runs {
+        e.withf(move |cluster, names| cluster == "tap-cluster-dev" && exactly(names, &|s| format!("tap-{s}-dev")))
+            .times(n);
+    }
+    e.returning(move |_, names| {
         *w3.describe_services_calls.lock().unwrap() += 1;
         Ok(names.iter().filter_map(|n| w3.services.get(n).cloned()).collect())
     });
     let w4 = w.clone();
-    api.expect_describe_scalable_target().returning(move |rid| Ok(w4.targets.get(rid).copied()));
+    let e = api.expect_describe_scalable_targets();
+    if let Some(n) = runs {
+        e.withf(move |rids| exactly(rids, &|s| rid(s))).times(n);
+    }
+    e.returning(move |rids| Ok(rids.iter().filter_map(|r| w4.targets.get(r).map(|t| (r.clone(), *t))).collect()));
     let w5 = w.clone();
-    api.expect_describe_scaling_policies().returning(move |rid| Ok(w5.policies.get(rid).cloned().unwrap_or_default()));
+    let e = api.expect_describe_named_scaling_policies();
+    if let Some(n) = runs {
+        e.withf(move |names| exactly(names, &|s| format!("tap-cpu-{s}-dev"))).times(n);
+    }
+    e.returning(move |names| Ok(w5.policies.values().flatten().filter(|p| names.contains(&p.name)).cloned().collect()));
     let images = w.images;
     api.expect_image_exists().returning(move |_, _| Ok(images));
     api
@@ -521,15 +554,44 @@ async fn create_that_stores_everything_needs_no_update() {
 }
 
 #[tokio::test]
-async fn converged_environment_makes_no_mutating_call() {
+async fn converged_environment_makes_no_mutating_call_and_one_batched_read_per_kind() {
+    for mode in [Mode::Apply, Mode::Plan] {
+        let ctx = deployed_ctx(config(false));
+        // Exactly one DescribeLogGroups, DescribeServices, DescribeScalableTargets and
+        // DescribeScalingPolicies for all three services, plus one DescribeTaskDefinition each.
+        let mut api = mock_reads(converged_world(&ctx), Some(1));
+        no_mutations(&mut api);
+        // Under `--no-wait` there is nothing to wait for, so no image check either.
+        api.expect_image_exists().never();
+        let step = step(api);
+        let changes = match mode {
+            Mode::Apply => step.apply(&ctx).await.unwrap(),
+            Mode::Plan => step.plan(&ctx).await.unwrap(),
+        };
+        assert_eq!(changes, vec![], "{mode:?}");
+        let outputs: ServicesOutputs = ctx.get("test").unwrap();
+        assert_eq!(outputs.service_arns["api-gateway"], service_arn("api-gateway"));
+    }
+}
+
+#[tokio::test]
+async fn only_this_environments_policy_on_this_service_counts() {
     let ctx = deployed_ctx(config(false));
-    let mut api = read_mock(converged_world(&ctx));
-    no_mutations(&mut api);
-    let step = step(api);
-    assert_eq!(step.apply(&ctx).await.unwrap(), vec![]);
-    assert_eq!(step.plan(&ctx).await.unwrap(), vec![]);
-    let outputs: ServicesOutputs = ctx.get("test").unwrap();
-    assert_eq!(outputs.service_arns["api-gateway"], service_arn("api-gateway"));
+    let mut world = converged_world(&ctx);
+    // The frontend's policy name is found, but on another resource id (e.g. another cluster):
+    // it is not this service's policy, so the policy is put.
+    world.policies.get_mut(&rid("frontend")).unwrap()[0].resource_id = "service/other/tap-frontend-dev".into();
+    let mut api = mock_reads(world, Some(1));
+    api.expect_put_scaling_policy()
+        .withf(|r, p| *r == rid("frontend") && *p == expected_policy("frontend"))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    api.expect_register_scalable_target().never();
+    api.expect_put_retention_policy().never();
+    api.expect_update_service().never();
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!((changes[0].resource.as_str(), changes[0].action), ("services/scaling-policy/frontend", Action::Create));
 }
 
 #[tokio::test]
@@ -692,10 +754,11 @@ async fn throttled_update_service_is_retryable() {
 async fn plan_with_pending_inputs_creates_everything_without_using_pending_ids() {
     let ctx = pending_ctx();
     let mut api = MockServicesApi::new();
-    api.expect_find_log_group().times(3).returning(|_| Ok(None));
+    api.expect_find_log_groups().times(1).returning(|_| Ok(BTreeMap::new()));
     api.expect_describe_task_definition().withf(|family| !family.contains(PENDING)).times(3).returning(|_| Ok(None));
     api.expect_describe_services().never();
-    api.expect_describe_scalable_target().never();
+    api.expect_describe_scalable_targets().never();
+    api.expect_describe_named_scaling_policies().never();
     api.expect_describe_scaling_policies().never();
     api.expect_image_exists().never();
     no_mutations(&mut api);
@@ -730,8 +793,8 @@ async fn missing_image_warns_and_is_not_waited_for() {
     no_mutations(&mut api);
     // Rollouts never complete here: waiting would time out.
     step(api).apply(&ctx).await.unwrap();
-    // One DescribeServices per service to converge, none to wait.
-    assert_eq!(*calls.lock().unwrap(), 3);
+    // One DescribeServices for all services to converge, none to wait.
+    assert_eq!(*calls.lock().unwrap(), 1);
 }
 
 /// A world where every service reports `rollout` on its PRIMARY deployment with `running` tasks.
@@ -783,7 +846,7 @@ async fn destroy_on_an_empty_environment_succeeds() {
         .returning(|_| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
     api.expect_describe_services().never();
     api.expect_describe_scaling_policies().times(3).returning(|_| Ok(vec![]));
-    api.expect_describe_scalable_target().times(3).returning(|_| Ok(None));
+    api.expect_describe_scalable_targets().withf(|rids| rids.len() == 1).times(3).returning(|_| Ok(BTreeMap::new()));
     api.expect_list_task_definitions().times(6).returning(|_, _| Ok(vec![]));
     api.expect_delete_log_group()
         .times(3)
@@ -851,7 +914,8 @@ async fn destroy_removes_everything_of_the_environment() {
         .times(3)
         .returning(|_, _| Ok(()));
     let targets = world.targets.clone();
-    api.expect_describe_scalable_target().returning(move |r| Ok(targets.get(r).copied()));
+    api.expect_describe_scalable_targets()
+        .returning(move |rids| Ok(rids.iter().filter_map(|r| targets.get(r).map(|t| (r.clone(), *t))).collect()));
     api.expect_deregister_scalable_target().times(3).returning(|_| Ok(()));
     api.expect_list_task_definitions().returning(|family, status| {
         let service = family.strip_prefix("tap-").and_then(|f| f.strip_suffix("-dev")).unwrap().to_string();
@@ -899,6 +963,7 @@ async fn destroy_treats_not_found_as_gone() {
     api.expect_describe_scaling_policies().returning(|r| {
         Ok(vec![ObservedScalingPolicy {
             name: format!("tap-cpu-{}", r.rsplit('/').next().unwrap()),
+            resource_id: r.to_string(),
             policy_type: "TargetTrackingScaling".into(),
             metric: None,
             target_value: None,
@@ -910,8 +975,9 @@ async fn destroy_treats_not_found_as_gone() {
     api.expect_delete_scaling_policy().returning(|_, _| {
         Err(AwsError::new("ValidationException", "No scaling policy found for service namespace: ecs"))
     });
-    api.expect_describe_scalable_target()
-        .returning(|_| Ok(Some(ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })));
+    api.expect_describe_scalable_targets().returning(|rids| {
+        Ok(rids.iter().map(|r| (r.clone(), ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })).collect())
+    });
     api.expect_deregister_scalable_target().returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
     api.expect_list_task_definitions().returning(|_, _| Ok(vec![]));
     api.expect_delete_log_group().returning(|_| Ok(()));
@@ -1003,4 +1069,15 @@ async fn status_after_destroy_skips_target_groups_that_are_gone() {
     let statuses = status::status(&api, &ctx).await.unwrap();
     assert_eq!(statuses[0].status, "INACTIVE");
     assert!(statuses.iter().all(|s| s.target_health.is_none()));
+}
+
+#[test]
+fn log_groups_are_read_under_their_common_prefix() {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let all = names(&["/ecs/tap-frontend-dev", "/ecs/tap-api-gateway-dev", "/ecs/tap-processing-service-dev"]);
+    assert_eq!(sdk::common_prefix(&all), "/ecs/tap-");
+    assert_eq!(sdk::common_prefix(&names(&["/ecs/tap-frontend-dev"])), "/ecs/tap-frontend-dev");
+    assert_eq!(sdk::common_prefix(&[]), "");
+    // Never splits a character.
+    assert_eq!(sdk::common_prefix(&names(&["/ecs/é", "/ecs/è"])), "/ecs/");
 }

@@ -175,21 +175,38 @@ fn keep_first_services(toml: &mut String, count: usize) {
     *toml = parts.iter().take(count).map(|p| format!("[[services]]{p}")).collect();
 }
 
-/// One measured `tap` run: its JSON document.
-fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str]) -> Result<Value> {
+/// `tap --env <env>` against the bench endpoint, in the bench's working directory.
+fn bench_tap(bin: &Path, endpoint: &str, workdir: &Path, env: &str) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(["--env", "bench", "--region", "us-east-1", "--endpoint-url", endpoint, "--output", "json"])
-        .args(args)
+    cmd.args(["--env", env, "--region", "us-east-1", "--endpoint-url", endpoint])
         .current_dir(workdir)
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env_remove("AWS_PROFILE")
         .stderr(Stdio::null());
+    cmd
+}
+
+/// One measured `tap` run: its JSON document.
+fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str]) -> Result<Value> {
+    let mut cmd = bench_tap(bin, endpoint, workdir, "bench");
+    cmd.args(["--output", "json"]).args(args);
     let out = cmd.output().with_context(|| display(&cmd))?;
     if !out.status.success() && out.status.code() != Some(2) {
         bail!("`{}` failed: {}", display(&cmd), out.status);
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// An unmeasured `tap plan` of the environment `warm-up`, which touches every service tap uses.
+fn warm_up(bin: &Path, endpoint: &str, workdir: &Path) -> Result<()> {
+    let mut cmd = bench_tap(bin, endpoint, workdir, "warm-up");
+    cmd.arg("plan").stderr(Stdio::piped());
+    let out = cmd.output().with_context(|| display(&cmd))?;
+    if !out.status.success() {
+        bail!("`{}` failed: {}\n{}", display(&cmd), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -199,7 +216,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 fn bench(args: &[String]) -> Result<()> {
     let options = BenchOptions::parse(args)?;
-    let bin = build_tap()?;
+    let bin = std::env::var_os("XTASK_TAP_BIN").map(PathBuf::from).map_or_else(build_tap, Ok)?;
     let moto = Moto::start().context("starting moto_server")?;
     let proxy = tap_moto::proxy::Proxy::start(
         moto.port(),
@@ -218,6 +235,9 @@ fn bench(args: &[String]) -> Result<()> {
     let mut samples: Vec<Vec<Value>> = vec![Vec::new(); phases.len()];
     for run in 0..options.runs {
         moto.reset()?;
+        // moto builds each service's backend on the first call in a region (EC2 alone takes
+        // seconds); real AWS has no such cost, so an unmeasured plan of another environment pays it.
+        warm_up(&bin, &endpoint, &workdir)?;
         for (i, (name, a)) in phases.iter().enumerate() {
             eprintln!("run {}/{}: {name}", run + 1, options.runs);
             samples[i].push(measured(&bin, &endpoint, &workdir, a)?);
@@ -255,6 +275,10 @@ fn bench(args: &[String]) -> Result<()> {
         rows.push(json!({
             "phase": name, "wall_ms": wall, "calls": calls, "mutating_calls": mutating,
             "critical_path_calls": critical, "critical_path_x_latency_ms": floor, "peak_rss_kb": rss_kb,
+            // Where the time went in the last run: each step's wall time (steps overlap).
+            "step_ms": runs.last().map(|r| r["steps"].as_array().into_iter().flatten()
+                .map(|s| (s["step"].as_str().unwrap_or("?").to_owned(), s["elapsed_ms"].clone()))
+                .collect::<serde_json::Map<_, _>>()),
         }));
     }
     println!(
