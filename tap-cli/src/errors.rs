@@ -234,6 +234,9 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
             }
         }
     }
+    if let Some(run) = err.downcast_ref::<RunError>().filter(|r| !r.not_run.is_empty()) {
+        let _ = writeln!(out, "  not run (an input they need failed): {}", run.not_run.join(", "));
+    }
     for h in hints {
         let _ = writeln!(out, "hint: {h}");
     }
@@ -263,6 +266,7 @@ pub fn render_json(command: &str, environment: Option<&str>, err: &anyhow::Error
         "error": {
             "message": format!("{err:#}"),
             "failures": diagnose(err),
+            "not_run": err.downcast_ref::<RunError>().map(|r| r.not_run.clone()).unwrap_or_default(),
         },
         "changes": completed,
     })
@@ -307,6 +311,7 @@ mod tests {
                 ("network", StepError::aws("network/vpc", "DescribeVpcs")(aws(None, creds))),
                 ("registry", StepError::aws("registry/repositories", "DescribeRepositories")(aws(None, creds))),
             ],
+            not_run: vec!["services"],
             completed: vec![],
         };
         let err = anyhow::Error::new(run);
@@ -316,6 +321,8 @@ mod tests {
             assert!(text.contains(needle), "{needle} in {text}");
         }
         assert_eq!(text.matches("hint: ").count(), 1, "the same hint is given once: {text}");
+        assert!(text.contains("not run (an input they need failed): services"), "{text}");
+        assert_eq!(render_json("deploy", Some("dev"), &err)["error"]["not_run"], json!(["services"]));
 
         let secret = StepError::aws("security/secret/db-credentials", "CreateSecret")(aws(
             Some("InvalidRequestException"),

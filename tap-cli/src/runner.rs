@@ -60,6 +60,8 @@ pub enum GraphError {
 pub struct RunError {
     /// Step name → its error.
     pub failures: Vec<(&'static str, StepError)>,
+    /// Steps that stopped because an input they wait for was never written (its step failed).
+    pub not_run: Vec<&'static str>,
     /// What the steps that finished did.
     pub completed: Vec<StepReport>,
 }
@@ -183,7 +185,16 @@ impl Runner {
         if failures.is_empty() {
             Ok(reports)
         } else {
-            Err(RunError { failures, completed: reports })
+            // A step that stopped only because an input's producer failed is not a failure of
+            // its own: it is reported as not run, next to the root causes.
+            let (blocked, roots): (Vec<_>, Vec<_>) =
+                failures.into_iter().partition(|(_, e)| matches!(e, StepError::MissingOutput { .. }));
+            let (failures, not_run) = if roots.is_empty() {
+                (blocked, vec![])
+            } else {
+                (roots, blocked.into_iter().map(|(step, _)| step).collect())
+            };
+            Err(RunError { failures, not_run, completed: reports })
         }
     }
 }
@@ -315,8 +326,9 @@ mod tests {
             Runner::new(vec![failing, fake("security", &[OutputKind::Network], OutputKind::Security, &log)]).unwrap();
         let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
         let failed: Vec<_> = err.failures.iter().map(|(step, e)| format!("{step}: {e}")).collect();
-        assert_eq!(failed.len(), 2, "{failed:?}");
-        assert!(failed[1].starts_with("security") && failed[1].contains("network"), "{failed:?}");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].starts_with("network"), "{failed:?}");
+        assert_eq!(err.not_run, vec!["security"], "security stopped waiting for the network output");
         assert!(!log.lock().unwrap().iter().any(|l| l.contains("security")), "security never ran its work");
     }
 

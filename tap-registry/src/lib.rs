@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use futures::future::try_join_all;
 use serde_json::{json, Value};
+use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
 use tap_core::step::{diff, OutputKind};
@@ -303,11 +304,28 @@ impl RegistryStep {
                 return Ok((pending, Some(Change::create(component, name))));
             }
             let tags = ctx.names.tags(&component, name);
-            let created = self
-                .api
-                .create_repository(name, settings.immutable_tags, settings.scan_on_push, &tags)
-                .await
-                .map_err(StepError::aws(&component, "CreateRepository"))?;
+            // A create whose answer was lost and was sent again answers "already exists": the
+            // repository is adopted when it carries this environment's tag.
+            let find = || async {
+                let found = match self.api.describe_repositories(&[name.to_owned()]).await {
+                    Ok(mut repos) => repos.pop(),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e),
+                };
+                let Some(repo) = found else { return Ok(None) };
+                let tags = self.api.list_tags(&repo.arn).await?;
+                let ours = tags.iter().any(|(k, v)| k == TAG_ENVIRONMENT && v == ctx.names.env());
+                Ok(ours.then_some(repo))
+            };
+            let created = create_or_adopt(
+                &component,
+                Recovery::default(),
+                |e| e.is("RepositoryAlreadyExistsException"),
+                find,
+                || self.api.create_repository(name, settings.immutable_tags, settings.scan_on_push, &tags),
+            )
+            .await
+            .map_err(StepError::aws(&component, "CreateRepository"))?;
             self.api
                 .put_lifecycle_policy(name, &policy_text)
                 .await
@@ -533,6 +551,46 @@ mod tests {
             out.repositories["api-gateway"].uri,
             "123456789012.dkr.ecr.us-east-1.amazonaws.com/tap-api-gateway-dev"
         );
+    }
+
+    /// The first create's answer was lost and the retry says "already exists": the repository is
+    /// adopted when it carries this environment's tag, and refused (AWS's error) otherwise.
+    #[tokio::test]
+    async fn a_repository_that_already_exists_is_adopted_only_when_ours() {
+        for (env_tag, adopted) in [("dev", true), ("someone-else", false)] {
+            let mut mock = MockEcrApi::new();
+            let found = std::sync::atomic::AtomicBool::new(false);
+            mock.expect_describe_repositories().returning(move |names| {
+                if names.len() == 1
+                    && names[0] == "tap-frontend-dev"
+                    && found.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    Ok(vec![repo("tap-frontend-dev", true, true)])
+                } else {
+                    Err(AwsError::new("RepositoryNotFoundException", "not found"))
+                }
+            });
+            mock.expect_create_repository().returning(|name, i, s, _| {
+                if name == "tap-frontend-dev" {
+                    Err(AwsError::new("RepositoryAlreadyExistsException", "exists"))
+                } else {
+                    Ok(repo(name, i, s))
+                }
+            });
+            let tag = env_tag.to_string();
+            mock.expect_list_tags().times(1).returning(move |_| Ok(vec![(TAG_ENVIRONMENT.to_string(), tag.clone())]));
+            mock.expect_put_lifecycle_policy().returning(|_, _| Ok(()));
+            let ctx = ctx();
+            let result = RegistryStep::new(Arc::new(mock)).apply(&ctx).await;
+            if adopted {
+                assert_eq!(result.unwrap().len(), 3);
+                let out = ctx.get::<RegistryOutputs>("test").unwrap();
+                assert!(out.repositories["frontend"].arn.contains("tap-frontend-dev"));
+            } else {
+                let err = result.unwrap_err().to_string();
+                assert!(err.contains("RepositoryAlreadyExistsException"), "{err}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
-use tap_core::outputs::is_known;
+use tap_core::outputs::{is_known, ClusterOutputs};
 use tap_core::{AwsError, Context, StepError};
 
+use crate::component;
 use crate::logs::ObservedLogGroup;
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
-use crate::{component, Inputs};
 
 /// Which revisions of a task definition family to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +111,14 @@ impl Observed {
     /// Reads, concurrently, the log groups, ECS services, scalable targets and scaling policies of
     /// every configured service. While the cluster is still to be created (plan), no service or
     /// scaling call is made: nothing of it can exist yet.
-    pub(crate) async fn read(api: &dyn ServicesApi, ctx: &Context, inputs: &Inputs) -> Result<Observed, StepError> {
+    pub(crate) async fn read(
+        api: &dyn ServicesApi,
+        ctx: &Context,
+        cluster: &ClusterOutputs,
+    ) -> Result<Observed, StepError> {
         let specs = &ctx.config.services;
-        let cluster = inputs.cluster.name.as_str();
-        let cluster_known = is_known(&inputs.cluster.arn);
+        let cluster_known = is_known(&cluster.arn);
+        let cluster = cluster.name.as_str();
         let log_names: Vec<String> = specs.iter().map(|s| ctx.names.log_group(&s.name)).collect();
         let ecs_names: Vec<String> = specs.iter().map(|s| ctx.names.ecs_service(&s.name)).collect();
         let resource_ids: Vec<String> = ecs_names.iter().map(|n| resource_id(cluster, n)).collect();

@@ -205,9 +205,13 @@ impl ServicesStep {
 
     #[tracing::instrument(name = "services", skip_all, fields(mode = ?mode))]
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let inputs = Inputs::wait(ctx).await?;
-        // One batched read of every service's log group, ECS service and auto scaling, shared below.
-        let observed = api::Observed::read(self.api.as_ref(), ctx, &inputs).await?;
+        // One batched read of every service's log group, ECS service and auto scaling, shared
+        // below. It needs only the cluster, so it runs while the other inputs are still coming.
+        let observed = async {
+            let cluster: ClusterOutputs = ctx.wait(STEP).await?;
+            api::Observed::read(self.api.as_ref(), ctx, &cluster).await
+        };
+        let (inputs, observed) = tokio::try_join!(Inputs::wait(ctx), observed)?;
         let converged = try_join_all(
             ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, &observed, spec)),
         )
