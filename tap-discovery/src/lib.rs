@@ -40,6 +40,7 @@ use aws_sdk_servicediscovery::types::{
     NamespaceFilterName, NamespaceType, RecordType, RoutingPolicy, ServiceChange, ServiceFilter, ServiceFilterName,
 };
 use futures::future::try_join_all;
+use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, PENDING};
 use tap_core::step::OutputKind;
@@ -262,6 +263,52 @@ fn listed_service(s: &aws_sdk_servicediscovery::types::ServiceSummary) -> Observ
     }
 }
 
+impl SdkCloudMap {
+    // `FailureThreshold` is deprecated (AWS keeps it at 1) but still part of the API; the SPEC sets it.
+    #[allow(deprecated)]
+    async fn create_service_once(
+        &self,
+        definition: &ServiceDefinition,
+        tags: &[Tag],
+    ) -> Result<ObservedService, AwsError> {
+        let dns = DnsConfig::builder()
+            .routing_policy(RoutingPolicy::from(definition.routing_policy.as_str()))
+            .set_dns_records(Some(sdk_records(&definition.dns_records)?))
+            .build()
+            .map_err(build_error)?;
+        let result = self
+            .0
+            .create_service()
+            .name(&definition.name)
+            .namespace_id(&definition.namespace_id)
+            .creator_request_id(&definition.creator_request_id)
+            .description(&definition.description)
+            .dns_config(dns)
+            .health_check_custom_config(
+                HealthCheckCustomConfig::builder().failure_threshold(definition.failure_threshold).build(),
+            )
+            .set_tags(Some(sdk_tags(tags)?))
+            .customize()
+            .config_override(aws_sdk_servicediscovery::Config::builder().retry_classifier(NoBlindRetry))
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .service()
+                .map(observed_service)
+                .ok_or_else(|| AwsError::new("InvalidResponse", "CreateService returned no service")),
+            Err(e) => {
+                if let Some(CreateServiceError::ServiceAlreadyExists(x)) = e.as_service_error() {
+                    if let Some(existing) = self.get_service(x.service_id().unwrap_or_default()).await? {
+                        return Ok(existing);
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl CloudMapApi for SdkCloudMap {
     async fn list_private_dns_namespaces(&self) -> Result<Vec<ObservedNamespace>, AwsError> {
@@ -386,42 +433,26 @@ impl CloudMapApi for SdkCloudMap {
         }
     }
 
-    // `FailureThreshold` is deprecated (AWS keeps it at 1) but still part of the API; the SPEC sets it.
-    #[allow(deprecated)]
+    /// `CreatorRequestId` makes a resent create idempotent on AWS, but not every endpoint honours
+    /// it (moto does not): the SDK does not resend a create whose answer was lost, and the service
+    /// is looked up in the namespace and adopted before creating again.
     async fn create_service(&self, definition: &ServiceDefinition, tags: &[Tag]) -> Result<ObservedService, AwsError> {
-        let dns = DnsConfig::builder()
-            .routing_policy(RoutingPolicy::from(definition.routing_policy.as_str()))
-            .set_dns_records(Some(sdk_records(&definition.dns_records)?))
-            .build()
-            .map_err(build_error)?;
-        let result = self
-            .0
-            .create_service()
-            .name(&definition.name)
-            .namespace_id(&definition.namespace_id)
-            .creator_request_id(&definition.creator_request_id)
-            .description(&definition.description)
-            .dns_config(dns)
-            .health_check_custom_config(
-                HealthCheckCustomConfig::builder().failure_threshold(definition.failure_threshold).build(),
-            )
-            .set_tags(Some(sdk_tags(tags)?))
-            .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .service()
-                .map(observed_service)
-                .ok_or_else(|| AwsError::new("InvalidResponse", "CreateService returned no service")),
-            Err(e) => {
-                if let Some(CreateServiceError::ServiceAlreadyExists(x)) = e.as_service_error() {
-                    if let Some(existing) = self.get_service(x.service_id().unwrap_or_default()).await? {
-                        return Ok(existing);
-                    }
-                }
-                Err(e.into())
-            }
-        }
+        let find = || async {
+            let listed = self.list_services(&definition.namespace_id).await?;
+            Ok(listed.into_iter().find(|s| {
+                s.name == definition.name
+                    && (s.namespace_id.as_deref() == Some(definition.namespace_id.as_str())
+                        || s.description.as_deref() == Some(definition.description.as_str()))
+            }))
+        };
+        create_or_adopt(
+            &format!("discovery/service/{}", definition.name),
+            Recovery::default(),
+            |_| false,
+            find,
+            || self.create_service_once(definition, tags),
+        )
+        .await
     }
 
     async fn update_service_dns(&self, id: &str, records: &[DnsRecordSpec]) -> Result<String, AwsError> {
