@@ -226,18 +226,19 @@ fn observed_service(s: &aws_sdk_servicediscovery::types::Service) -> ObservedSer
         arn: s.arn().unwrap_or_default().to_owned(),
         name: s.name().unwrap_or_default().to_owned(),
         namespace_id: s.namespace_id().map(str::to_owned),
-        dns_records: dns
-            .map(|d| {
-                d.dns_records()
-                    .iter()
-                    .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        dns_records: dns.map(records_of).unwrap_or_default(),
         routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
         custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
         description: s.description().map(str::to_owned),
     }
+}
+
+/// The DNS records of a service's DNS config, as tap compares them.
+fn records_of(dns: &aws_sdk_servicediscovery::types::DnsConfig) -> Vec<DnsRecordSpec> {
+    dns.dns_records()
+        .iter()
+        .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
+        .collect()
 }
 
 /// A service as `ListServices` summarizes it: the same settings, without the namespace id.
@@ -249,14 +250,7 @@ fn listed_service(s: &aws_sdk_servicediscovery::types::ServiceSummary) -> Observ
         arn: s.arn().unwrap_or_default().to_owned(),
         name: s.name().unwrap_or_default().to_owned(),
         namespace_id: None,
-        dns_records: dns
-            .map(|d| {
-                d.dns_records()
-                    .iter()
-                    .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        dns_records: dns.map(records_of).unwrap_or_default(),
         routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
         custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
         description: s.description().map(str::to_owned),

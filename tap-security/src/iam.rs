@@ -4,9 +4,9 @@
 //! role is only written to when its policy really differs.
 //!
 //! tap knows the name of every inline policy it sets, so deploy reads each one by name with
-//! `GetRolePolicy` (`NoSuchEntity`: missing) instead of listing them first: an edited or deleted
-//! policy of tap's is repaired, but an inline policy someone added under another name is not seen
-//! by deploy or plan (destroy lists and deletes every inline policy of the role).
+//! `GetRolePolicy` (`NoSuchEntity`: missing) while `ListRolePolicies` runs beside it: an edited or
+//! deleted policy of tap's is repaired, and an inline policy someone added under another name is
+//! deleted (the SPEC gives each role exactly its policies).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -47,8 +47,8 @@ pub trait IamApi: Send + Sync {
     async fn attach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
     /// `DetachRolePolicy`.
     async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
-    /// `ListRolePolicies`: the names of the inline policies (destroy deletes them all; deploy reads
-    /// tap's own policies by name instead).
+    /// `ListRolePolicies`: the names of the inline policies (deploy deletes those not tap's,
+    /// destroy all of them).
     async fn list_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
     /// `GetRolePolicy`: the document as IAM returns it; `None` when there is no such policy.
     async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError>;
@@ -312,9 +312,8 @@ where
     .await
 }
 
-/// Phase two of a role: the `desired` inline policies (name → document), each read by its name and
-/// compared semantically; a missing or different one is put. Inline policies of other names are
-/// not listed (see the module docs).
+/// Phase two of a role: exactly the `desired` inline policies (name → document), each read by its
+/// name and compared semantically; a missing or different one is put, one of another name deleted.
 pub async fn converge_inline(
     api: &dyn IamApi,
     mode: Mode,
@@ -338,23 +337,32 @@ pub async fn converge_inline(
         }
         return Ok(());
     }
-    // Which desired policies are missing (`GetRolePolicy` says NoSuchEntity) or differ.
+    // Which desired policies are missing (`GetRolePolicy` says NoSuchEntity) or differ, and which
+    // listed ones are not tap's; the list runs beside the reads, not before them.
     let observed = try_join_all(desired.iter().map(|(policy_name, doc)| async move {
         let current = api.get_role_policy(name, policy_name).await.map_err(StepError::aws(id, "GetRolePolicy"))?;
         let same = current.as_deref().is_some_and(|raw| policy::same_policy(raw, doc));
         let old = current.map(|raw| policy::decode_document(&raw).map(|v| v.to_string()).unwrap_or(raw));
         Ok::<_, StepError>((policy_name, doc, same, old))
-    }))
-    .await?;
+    }));
+    let listed = async { api.list_role_policies(name).await.map_err(StepError::aws(id, "ListRolePolicies")) };
+    let (observed, listed) = tokio::try_join!(observed, listed)?;
     let to_put: Vec<_> = observed.into_iter().filter(|(_, _, same, _)| !same).collect();
+    let to_delete: Vec<String> = listed.into_iter().filter(|p| !desired.contains_key(p)).collect();
     for (policy_name, doc, _, old) in &to_put {
         role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), old.clone(), Some(doc.to_json())));
     }
+    for policy_name in &to_delete {
+        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), Some("(present)".into()), None));
+    }
     if mode.is_apply() {
-        try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
+        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
             api.put_role_policy(name, policy_name, &doc.to_json()).await.map_err(StepError::aws(id, "PutRolePolicy"))
-        }))
-        .await?;
+        }));
+        let delete = try_join_all(to_delete.iter().map(|policy_name| async move {
+            api.delete_role_policy(name, policy_name).await.map_err(StepError::aws(id, "DeleteRolePolicy"))
+        }));
+        tokio::try_join!(put, delete)?;
     }
     Ok(())
 }

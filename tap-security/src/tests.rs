@@ -415,7 +415,8 @@ async fn converged_environment_makes_exactly_the_expected_iam_and_secrets_reads(
         })
         .times(4)
         .returning(move |name, policy| Ok(w.roles[name].2.get(policy).cloned()));
-    m.iam.expect_list_role_policies().never();
+    let w = world.clone();
+    m.iam.expect_list_role_policies().times(4).returning(move |name| Ok(w.roles[name].2.keys().cloned().collect()));
     // Both secrets from one ListSecrets filtered by their names; no DescribeSecret.
     let w = world.clone();
     m.secrets
@@ -513,12 +514,15 @@ async fn unexpected_attachments_and_trust_are_repaired() {
     let trust_ec2 = url_encode(&policy::ecs_tasks_trust_policy().to_json().replace("ecs-tasks", "ec2"));
     let frontend = world.roles.get_mut("tap-frontend-task-dev").unwrap();
     frontend.1.push("arn:aws:iam::aws:policy/AdministratorAccess".into());
-    // An inline policy of another name is not listed by deploy (it reads tap's policies by name):
-    // it is left alone, and only destroy removes it.
+    // An inline policy tap does not set is deleted: each role has exactly the SPEC's policies.
     frontend.2.insert("debug".into(), url_encode(r#"{"Version":"2012-10-17","Statement":[]}"#));
     world.roles.get_mut("tap-processing-service-task-dev").unwrap().0.trust_policy = trust_ec2;
     let mut m = Mocks::reading(&world);
-    m.iam.expect_list_role_policies().never();
+    m.iam
+        .expect_delete_role_policy()
+        .withf(|role, policy| role == "tap-frontend-task-dev" && policy == "debug")
+        .times(1)
+        .returning(|_, _| Ok(()));
     m.iam
         .expect_detach_role_policy()
         .withf(|role, arn| role == "tap-frontend-task-dev" && arn == "arn:aws:iam::aws:policy/AdministratorAccess")

@@ -502,27 +502,22 @@ impl ServicesApi for SdkServices {
     ) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError> {
         let mut found = BTreeMap::new();
         for chunk in resource_ids.chunks(MAX_FILTER_ITEMS) {
-            let mut token = None;
-            loop {
-                let out = self
-                    .autoscaling
-                    .describe_scalable_targets()
-                    .service_namespace(aas::types::ServiceNamespace::Ecs)
-                    .set_resource_ids(Some(chunk.to_vec()))
-                    .scalable_dimension(ECS_DIMENSION)
-                    .set_next_token(token)
-                    .send()
-                    .await?;
-                for t in out.scalable_targets() {
-                    if chunk.iter().any(|r| r == t.resource_id()) && t.scalable_dimension() == &ECS_DIMENSION {
-                        let target =
-                            ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() };
-                        found.insert(t.resource_id().to_string(), target);
-                    }
-                }
-                match out.next_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
+            let targets = self
+                .autoscaling
+                .describe_scalable_targets()
+                .service_namespace(aas::types::ServiceNamespace::Ecs)
+                .set_resource_ids(Some(chunk.to_vec()))
+                .scalable_dimension(ECS_DIMENSION)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await?;
+            for t in targets {
+                if chunk.iter().any(|r| r == t.resource_id()) && t.scalable_dimension() == &ECS_DIMENSION {
+                    let target =
+                        ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() };
+                    found.insert(t.resource_id().to_string(), target);
                 }
             }
         }
@@ -582,31 +577,24 @@ impl ServicesApi for SdkServices {
     async fn describe_named_scaling_policies(&self, names: &[String]) -> Result<Vec<ObservedScalingPolicy>, AwsError> {
         let mut policies = Vec::new();
         for chunk in names.chunks(MAX_FILTER_ITEMS) {
-            let mut token = None;
-            loop {
-                // No ResourceId: the names select the policies across this environment's services
-                // (ScalableDimension may only be sent with a ResourceId, so it is checked here).
-                let out = self
-                    .autoscaling
-                    .describe_scaling_policies()
-                    .service_namespace(aas::types::ServiceNamespace::Ecs)
-                    .set_policy_names(Some(chunk.to_vec()))
-                    .set_next_token(token)
-                    .send()
-                    .await?;
-                policies.extend(
-                    out.scaling_policies()
-                        .iter()
-                        .filter(|p| {
-                            chunk.iter().any(|n| n == p.policy_name()) && p.scalable_dimension() == &ECS_DIMENSION
-                        })
-                        .map(observed_policy),
-                );
-                match out.next_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
-                }
-            }
+            // No ResourceId: the names select the policies across this environment's services
+            // (ScalableDimension may only be sent with a ResourceId, so it is checked here).
+            let listed = self
+                .autoscaling
+                .describe_scaling_policies()
+                .service_namespace(aas::types::ServiceNamespace::Ecs)
+                .set_policy_names(Some(chunk.to_vec()))
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await?;
+            policies.extend(
+                listed
+                    .iter()
+                    .filter(|p| chunk.iter().any(|n| n == p.policy_name()) && p.scalable_dimension() == &ECS_DIMENSION)
+                    .map(observed_policy),
+            );
         }
         Ok(policies)
     }
