@@ -40,6 +40,8 @@ struct CounterState {
     counts: CallCounts,
     /// Start and end of every operation, in start order.
     spans: Vec<(Instant, Option<Instant>)>,
+    /// Operation names of the spans (`service:Operation`), for the call log.
+    names: Vec<String>,
 }
 
 /// Index of the current operation's span, kept in the operation's config bag.
@@ -87,6 +89,7 @@ impl CallCounter {
     fn record(&self, service: &str, operation: &str) -> usize {
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         state.spans.push((Instant::now(), None));
+        state.names.push(format!("{service}:{operation}"));
         let index = state.spans.len() - 1;
         let c = &mut state.counts;
         c.total += 1;
@@ -140,9 +143,13 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(&SpanIndex(i)) = cfg.load::<SpanIndex>() {
-            let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let state = &mut *guard;
             if let Some(span) = state.spans.get_mut(i) {
-                span.1 = Some(Instant::now());
+                let end = Instant::now();
+                span.1 = Some(end);
+                // The call log (`RUST_LOG=tap_core::aws=debug`): where a run's time went, call by call.
+                tracing::debug!(call = %state.names[i], index = i, ms = (end - span.0).as_millis() as u64, "aws call done");
             }
         }
         Ok(())

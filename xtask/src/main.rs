@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N]>");
+            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N] [--call-log DIR]>");
             std::process::exit(2)
         }
     }
@@ -98,6 +98,8 @@ struct BenchOptions {
     runs: usize,
     latency_ms: u64,
     services: usize,
+    /// `--call-log DIR`: each measured run's call log (every AWS call, its end time and duration).
+    call_log: Option<PathBuf>,
 }
 
 impl BenchOptions {
@@ -116,6 +118,7 @@ impl BenchOptions {
             runs: value("--runs", 3)? as usize,
             latency_ms: value("--latency-ms", 0)?,
             services: value("--services", 3)? as usize,
+            call_log: args.iter().position(|a| a == "--call-log").and_then(|i| args.get(i + 1)).map(PathBuf::from),
         };
         if options.runs == 0 || options.services == 0 || options.services > 200 {
             bail!("--runs must be at least 1 and --services between 1 and 200");
@@ -187,10 +190,13 @@ fn bench_tap(bin: &Path, endpoint: &str, workdir: &Path, env: &str) -> Command {
     cmd
 }
 
-/// One measured `tap` run: its JSON document.
-fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str]) -> Result<Value> {
+/// One measured `tap` run: its JSON document; its call log goes to `call_log` when given.
+fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str], call_log: Option<&Path>) -> Result<Value> {
     let mut cmd = bench_tap(bin, endpoint, workdir, "bench");
     cmd.args(["--output", "json"]).args(args);
+    if let Some(path) = call_log {
+        cmd.env("RUST_LOG", "warn,tap_core::aws=debug").stderr(std::fs::File::create(path)?);
+    }
     let out = cmd.output().with_context(|| display(&cmd))?;
     if !out.status.success() && out.status.code() != Some(2) {
         bail!("`{}` failed: {}", display(&cmd), out.status);
@@ -240,7 +246,12 @@ fn bench(args: &[String]) -> Result<()> {
         warm_up(&bin, &endpoint, &workdir)?;
         for (i, (name, a)) in phases.iter().enumerate() {
             eprintln!("run {}/{}: {name}", run + 1, options.runs);
-            samples[i].push(measured(&bin, &endpoint, &workdir, a)?);
+            let log =
+                options.call_log.as_ref().map(|dir| dir.join(format!("{}-{}.log", name.replace(' ', "-"), run + 1)));
+            if let Some(dir) = &options.call_log {
+                std::fs::create_dir_all(dir)?;
+            }
+            samples[i].push(measured(&bin, &endpoint, &workdir, a, log.as_deref())?);
         }
     }
     let _ = std::fs::remove_dir_all(&workdir);
