@@ -109,7 +109,6 @@ struct Routed {
 #[derive(Debug, Clone)]
 struct Desired {
     load_balancer: LoadBalancerSpec,
-    vpc_id: String,
     routed: Vec<Routed>,
     certificate_arn: Option<String>,
 }
@@ -117,10 +116,25 @@ struct Desired {
 impl Desired {
     fn new(ctx: &Context, network: &NetworkOutputs, security: &SecurityOutputs) -> Self {
         let names = &ctx.names;
-        let ingress = &ctx.config.ingress;
         let lb_name = names.load_balancer();
-        let routed = ctx
-            .config
+        Desired {
+            load_balancer: LoadBalancerSpec {
+                tags: names.tags(LOAD_BALANCER_ID, &lb_name),
+                name: lb_name,
+                scheme: SCHEME.into(),
+                subnet_ids: network.public_subnets.iter().map(|s| s.id.clone()).collect(),
+                security_group_ids: vec![security.alb_security_group_id.clone()],
+            },
+            routed: Self::routed(ctx),
+            certificate_arn: ctx.config.ingress.certificate_arn.clone(),
+        }
+    }
+
+    /// The routed services: known from the config alone, before any input arrives.
+    fn routed(ctx: &Context) -> Vec<Routed> {
+        let names = &ctx.names;
+        let ingress = &ctx.config.ingress;
+        ctx.config
             .services
             .iter()
             .filter_map(|s| {
@@ -140,19 +154,7 @@ impl Desired {
                     },
                 })
             })
-            .collect();
-        Desired {
-            load_balancer: LoadBalancerSpec {
-                tags: names.tags(LOAD_BALANCER_ID, &lb_name),
-                name: lb_name,
-                scheme: SCHEME.into(),
-                subnet_ids: network.public_subnets.iter().map(|s| s.id.clone()).collect(),
-                security_group_ids: vec![security.alb_security_group_id.clone()],
-            },
-            vpc_id: network.vpc_id.clone(),
-            routed,
-            certificate_arn: ingress.certificate_arn.clone(),
-        }
+            .collect()
     }
 }
 
@@ -455,7 +457,7 @@ impl IngressStep {
     async fn converge_target_group(
         &self,
         ctx: &Context,
-        desired: &Desired,
+        vpc_id: &str,
         routed: &Routed,
         observed: Option<&ObservedTargetGroup>,
         mode: Mode,
@@ -470,7 +472,7 @@ impl IngressStep {
             let spec = TargetGroupSpec {
                 name: name.clone(),
                 port: routed.port,
-                vpc_id: desired.vpc_id.clone(),
+                vpc_id: vpc_id.to_owned(),
                 health_check: routed.health_check.clone(),
                 tags: ctx.names.tags(&id, name),
             };
@@ -489,8 +491,8 @@ impl IngressStep {
         if tg.target_type.as_deref() != Some("ip") {
             fixed.push(format!("target type {:?} (wants ip)", tg.target_type));
         }
-        if is_known(&desired.vpc_id) && tg.vpc_id.as_deref().is_some_and(|v| v != desired.vpc_id) {
-            fixed.push(format!("VPC {:?} (wants {})", tg.vpc_id, desired.vpc_id));
+        if is_known(vpc_id) && tg.vpc_id.as_deref().is_some_and(|v| v != vpc_id) {
+            fixed.push(format!("VPC {:?} (wants {vpc_id})", tg.vpc_id));
         }
         if !fixed.is_empty() {
             return Err(StepError::Conflict {
@@ -800,30 +802,35 @@ impl IngressStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let network: NetworkOutputs = ctx.wait(STEP).await?;
-        let security: SecurityOutputs = ctx.wait(STEP).await?;
-        let desired = Desired::new(ctx, &network, &security);
-        let tg_names: Vec<String> = desired.routed.iter().map(|r| r.target_group_name.clone()).collect();
-
-        let (observed_lb, observed_tgs) =
-            tokio::try_join!(self.find_load_balancer(&desired.load_balancer.name), self.find_target_groups(&tg_names))?;
+        // The reads need only names, so they run while the inputs are still coming; the target
+        // groups then need only the VPC, the load balancer also its subnets and security group.
+        let routed = Desired::routed(ctx);
+        let tg_names: Vec<String> = routed.iter().map(|r| r.target_group_name.clone()).collect();
+        let lb_name = ctx.names.load_balancer();
+        let observe = async { tokio::try_join!(self.find_load_balancer(&lb_name), self.find_target_groups(&tg_names)) };
+        let ((observed_lb, observed_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
         if observed_lb.is_some() {
             ctx.progress(ProgressEvent::Found { step: STEP, resource: LOAD_BALANCER_ID });
         }
-        for r in desired.routed.iter().filter(|r| observed_tgs.iter().any(|tg| tg.name == r.target_group_name)) {
+        for r in routed.iter().filter(|r| observed_tgs.iter().any(|tg| tg.name == r.target_group_name)) {
             ctx.progress(ProgressEvent::Found { step: STEP, resource: &target_group_id(&r.service) });
         }
 
         let target_groups = async {
-            let results = try_join_all(desired.routed.iter().map(|r| {
+            let results = try_join_all(routed.iter().map(|r| {
                 let found = observed_tgs.iter().find(|tg| tg.name == r.target_group_name);
-                self.converge_target_group(ctx, &desired, r, found, mode)
+                self.converge_target_group(ctx, &network.vpc_id, r, found, mode)
             }))
             .await?;
             Ok::<_, StepError>(results)
         };
-        let ((lb, mut changes), tg_results) =
-            tokio::try_join!(self.converge_load_balancer(&desired, observed_lb, mode), target_groups)?;
+        let load_balancer = async {
+            let security: SecurityOutputs = ctx.wait(STEP).await?;
+            let desired = Desired::new(ctx, &network, &security);
+            let (lb, changes) = self.converge_load_balancer(&desired, observed_lb, mode).await?;
+            Ok::<_, StepError>((desired, lb, changes))
+        };
+        let ((desired, lb, mut changes), tg_results) = tokio::try_join!(load_balancer, target_groups)?;
 
         let mut target_group_arns = BTreeMap::new();
         for (routed, (arn, change)) in desired.routed.iter().zip(tg_results) {

@@ -178,6 +178,41 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>
     Ok(Some(Request { head, body, target }))
 }
 
+/// The upstream's whole response: up to the end of its `Content-Length` body, like any HTTP client
+/// (moto closes the connection some 10 ms after answering, a wait real AWS does not add), or to
+/// the end of the stream when there is no length.
+fn read_response(upstream: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut response = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) {
+            let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+            let length: Option<usize> =
+                head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+            match length {
+                Some(length) => {
+                    while response.len() < end + length {
+                        let n = upstream.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        response.extend_from_slice(&buf[..n]);
+                    }
+                }
+                None => {
+                    upstream.read_to_end(&mut response)?;
+                }
+            }
+            return Ok(response);
+        }
+        let n = upstream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(response);
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+}
+
 fn operation(req: &Request) -> String {
     if let Some(t) = &req.target {
         return t.clone();
@@ -242,8 +277,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
-    let mut response = Vec::new();
-    upstream.read_to_end(&mut response)?;
+    let response = read_response(&mut upstream)?;
     if faults.drop_create_response_percent > 0 && is_create(&op) && roll(shared) < faults.drop_create_response_percent {
         record(Fate::ResponseDropped);
         return client.shutdown(Shutdown::Both);

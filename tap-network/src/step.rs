@@ -150,6 +150,15 @@ struct Observed {
     route_tables: Vec<ObservedRouteTable>,
 }
 
+impl Observed {
+    /// Keeps only the subnets and route tables in the VPC `vpc_id`; none when there is no VPC yet.
+    fn in_vpc(mut self, vpc_id: Option<&str>) -> Observed {
+        self.subnets.retain(|s| vpc_id == Some(s.vpc_id.as_str()));
+        self.route_tables.retain(|t| vpc_id == Some(t.vpc_id.as_str()));
+        self
+    }
+}
+
 /// The first resource carrying the logical id `component`.
 fn by_component<'a, T: Tagged>(items: &'a [T], component: &str) -> Option<&'a T> {
     items.iter().find(|r| r.component() == Some(component))
@@ -188,6 +197,24 @@ fn zones_of_subnets(
     let zones: Vec<String> = zones.into_iter().collect::<Option<_>>()?;
     let distinct: std::collections::BTreeSet<&String> = zones.iter().collect();
     (distinct.len() == zones.len()).then_some(zones)
+}
+
+/// The step's outputs: the VPC and the subnets of `layout` (ids in layout order), by tier in AZ order.
+fn network_outputs(vpc_id: &str, layout: &Layout, subnet_ids: &[String]) -> NetworkOutputs {
+    let refs = |tier: Tier| -> Vec<SubnetRef> {
+        layout
+            .subnets
+            .iter()
+            .zip(subnet_ids)
+            .filter(|(s, _)| s.tier == tier)
+            .map(|(s, id)| SubnetRef { az: s.az.clone(), id: id.clone() })
+            .collect()
+    };
+    NetworkOutputs {
+        vpc_id: vpc_id.to_owned(),
+        public_subnets: refs(Tier::Public),
+        private_subnets: refs(Tier::Private),
+    }
 }
 
 /// A change to the route table's default route or subnet associations.
@@ -336,47 +363,54 @@ impl Pass<'_> {
     }
 
     async fn converge(&self, settings: &tap_core::config::NetworkSettings) -> Result<NetworkOutputs, StepError> {
-        let vpcs = self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))?;
-        // An existing VPC is observed first: when all its subnets exist they name the zones, and
-        // DescribeAvailabilityZones is only asked when a subnet is still to be placed.
-        let early = match by_component(&vpcs, VPC) {
-            Some(existing) => Some(self.observe(&existing.id).await?),
-            None => None,
+        // Round 1: the VPC and everything else of the environment, all found by tags at once.
+        // Without a VPC nothing of the layout exists yet: its creation and the zones (round 2)
+        // start as soon as DescribeVpcs answers, without waiting for the other lookups.
+        let vpc_first = async {
+            let vpcs = self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))?;
+            if by_component(&vpcs, VPC).is_some() {
+                return Ok::<_, StepError>((vpcs, None));
+            }
+            // Joined without cancelling: a zone error does not abandon a CreateVpc in flight.
+            let (vpc, azs) = tokio::join!(self.ensure_vpc(&vpcs, &settings.vpc_cidr), self.zones(settings.az_count));
+            Ok((vpcs, Some((vpc, azs))))
         };
-        let azs = match early.as_ref().and_then(|o| zones_of_subnets(settings, self.names, &o.subnets)) {
-            Some(azs) => azs,
-            None => self.zones(settings.az_count).await?,
+        let (first, observed) = tokio::join!(vpc_first, self.observe());
+        let ((vpcs, created), observed) = (first?, observed?);
+        // A VPC that does not exist holds nothing, and one created here is known to be empty: no
+        // lookup follows the CreateVpc.
+        let observed = observed.in_vpc(by_component(&vpcs, VPC).map(|v| v.id.as_str()));
+        let (vpc, azs) = match created {
+            Some((vpc, azs)) => (vpc?, azs?),
+            None => {
+                // An existing VPC: when every subnet exists they name the zones; only a subnet
+                // still to be placed needs DescribeAvailabilityZones.
+                let vpc = self.ensure_vpc(&vpcs, &settings.vpc_cidr).await?;
+                let azs = match zones_of_subnets(settings, self.names, &observed.subnets) {
+                    Some(azs) => azs,
+                    None => self.zones(settings.az_count).await?,
+                };
+                (vpc, azs)
+            }
         };
         let layout = Layout::new(settings, self.names, azs);
-        let vpc = self.ensure_vpc(&vpcs, &settings.vpc_cidr).await?;
-        let observed = match early {
-            Some(observed) => observed,
-            None => self.observe(&vpc.id).await?,
-        };
 
-        let (subnet_ids, igw_id, eip_ids, ()) = tokio::try_join!(
-            self.ensure_subnets(&vpc.id, &layout, &observed),
+        // Round 3: subnets, internet gateway, Elastic IPs and DNS attributes together. The VPC and
+        // subnets are all other steps read: they are published as soon as the subnets exist, so
+        // security groups, the load balancer and Cloud Map start while the rest (and then the NAT
+        // gateways, minutes on AWS) come up.
+        let publish = async {
+            let subnet_ids = self.ensure_subnets(&vpc.id, &layout, &observed).await?;
+            let outputs = network_outputs(&vpc.id, &layout, &subnet_ids);
+            self.ctx.put(outputs.clone());
+            Ok::<_, StepError>((subnet_ids, outputs))
+        };
+        let ((subnet_ids, outputs), igw_id, eip_ids, ()) = tokio::try_join!(
+            publish,
             self.ensure_internet_gateway(&vpc.id, &observed),
             self.ensure_addresses(&layout, &observed),
             self.ensure_dns(&vpc),
         )?;
-        let refs = |tier: Tier| -> Vec<SubnetRef> {
-            layout
-                .subnets
-                .iter()
-                .zip(&subnet_ids)
-                .filter(|(s, _)| s.tier == tier)
-                .map(|(s, id)| SubnetRef { az: s.az.clone(), id: id.clone() })
-                .collect()
-        };
-        let outputs = NetworkOutputs {
-            vpc_id: vpc.id.clone(),
-            public_subnets: refs(Tier::Public),
-            private_subnets: refs(Tier::Private),
-        };
-        // The VPC and subnets are all other steps read: publish them now, so security groups, the
-        // load balancer and Cloud Map start while the NAT gateways (minutes on AWS) come up.
-        self.ctx.put(outputs.clone());
 
         let public_ids: Vec<String> = outputs.public_subnets.iter().map(|s| s.id.clone()).collect();
         let nat_ids = self.ensure_nat_gateways(&layout, &observed, &public_ids, &eip_ids).await?;
@@ -404,20 +438,14 @@ impl Pass<'_> {
         Ok(zones.into_iter().take(count).collect())
     }
 
-    /// Everything of the environment a converge compares with; VPC-scoped lookups only when the
-    /// VPC exists.
-    async fn observe(&self, vpc_id: &str) -> Result<Observed, StepError> {
+    /// Everything of the environment a converge compares with, found by its tags alone (so the
+    /// lookups run at the same time as the VPC's); [`Observed::in_vpc`] then keeps what is in the
+    /// VPC.
+    async fn observe(&self) -> Result<Observed, StepError> {
         let env = self.env();
-        let known = is_known(vpc_id);
         let (subnets, internet_gateways, addresses, nats, route_tables) = tokio::try_join!(
             async {
-                if !known {
-                    return Ok(vec![]);
-                }
-                self.api
-                    .find_subnets(env, Some(vpc_id))
-                    .await
-                    .map_err(StepError::aws("network/subnet", "DescribeSubnets"))
+                self.api.find_subnets(env, None).await.map_err(StepError::aws("network/subnet", "DescribeSubnets"))
             },
             async {
                 self.api
@@ -430,11 +458,8 @@ impl Pass<'_> {
                 self.api.find_nat_gateways(env).await.map_err(StepError::aws("network/nat", "DescribeNatGateways"))
             },
             async {
-                if !known {
-                    return Ok(vec![]);
-                }
                 self.api
-                    .find_route_tables(env, Some(vpc_id))
+                    .find_route_tables(env, None)
                     .await
                     .map_err(StepError::aws("network/route-table", "DescribeRouteTables"))
             },
@@ -466,10 +491,21 @@ impl Pass<'_> {
         .await
     }
 
-    /// DNS support and DNS hostnames on: read both, then modify only what is off, one attribute
-    /// per call and support before hostnames (EC2 refuses hostnames without support).
+    /// DNS support and DNS hostnames on. For an existing VPC: read both, then modify only what is
+    /// off, one attribute per call and support before hostnames (EC2 refuses hostnames without
+    /// support). A VPC created by this pass is not read: a new VPC has DNS support on and DNS
+    /// hostnames off (on AWS and moto), so only hostnames is turned on (its create is the change).
     async fn ensure_dns(&self, vpc: &Ensured) -> Result<(), StepError> {
         if !is_known(&vpc.id) {
+            return Ok(());
+        }
+        if vpc.created {
+            if self.mode.is_apply() {
+                self.api
+                    .set_vpc_attribute(&vpc.id, VpcAttribute::DnsHostnames, true)
+                    .await
+                    .map_err(StepError::aws(VPC, "ModifyVpcAttribute"))?;
+            }
             return Ok(());
         }
         let observed = try_join_all(VpcAttribute::ALL.map(|attribute| async move {
@@ -491,7 +527,7 @@ impl Pass<'_> {
                     .map_err(StepError::aws(VPC, "ModifyVpcAttribute"))?;
             }
         }
-        if !attrs.is_empty() && !vpc.created {
+        if !attrs.is_empty() {
             self.record(Change::update(VPC, self.names.vpc(), attrs));
         }
         Ok(())

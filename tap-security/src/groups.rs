@@ -17,6 +17,7 @@ use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+use tokio::sync::oneshot;
 
 /// Where traffic of a rule comes from (ingress) or goes to (egress).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -118,6 +119,8 @@ pub struct ObservedGroup {
     pub id: String,
     /// Group name.
     pub name: String,
+    /// The VPC it is in.
+    pub vpc_id: String,
     /// Value of the `tap:component` tag.
     pub component: Option<String>,
     /// Ingress rules, one per source.
@@ -224,6 +227,7 @@ impl Ec2Api for SdkEc2 {
             .map(|g| ObservedGroup {
                 id: g.group_id().unwrap_or_default().to_string(),
                 name: g.group_name().unwrap_or_default().to_string(),
+                vpc_id: g.vpc_id().unwrap_or_default().to_string(),
                 component: g
                     .tags()
                     .iter()
@@ -364,29 +368,42 @@ fn desired_groups(ctx: &Context) -> Vec<DesiredGroup> {
     groups
 }
 
-/// The security groups' ids and the changes.
-#[derive(Debug, Default)]
-pub struct GroupsResult {
-    /// The load balancer's group id ([`PENDING`] in plan mode when it would be created).
+/// The security groups' ids ([`PENDING`] in plan mode for a group that would be created).
+#[derive(Debug, Clone, Default)]
+pub struct GroupIds {
+    /// The load balancer's group id.
     pub alb: String,
     /// Service name → group id.
     pub services: BTreeMap<String, String>,
+}
+
+/// The security groups' ids and the changes.
+#[derive(Debug, Default)]
+pub struct GroupsResult {
+    /// The groups' ids.
+    pub ids: GroupIds,
     /// Created and updated groups.
     pub changes: Vec<Change>,
 }
 
 /// Makes the groups exist with exactly their rules.
-pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<GroupsResult, StepError> {
-    let network: NetworkOutputs = ctx.wait("security").await?;
-    let vpc = network.vpc_id;
-    let desired = desired_groups(ctx);
-    let observed = if is_known(&vpc) {
-        api.describe_security_groups(ctx.names.env(), Some(vpc.clone()))
+pub async fn converge(
+    api: &dyn Ec2Api,
+    ctx: &Context,
+    mode: Mode,
+    ids_known: oneshot::Sender<GroupIds>,
+) -> Result<GroupsResult, StepError> {
+    // The environment's groups are read by tag while the VPC is still coming, then those of
+    // other VPCs are set aside (a VPC that does not exist yet has none).
+    let observe = async {
+        api.describe_security_groups(ctx.names.env(), None)
             .await
-            .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
-    } else {
-        Vec::new()
+            .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))
     };
+    let (observed, network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>("security"))?;
+    let vpc = network.vpc_id;
+    let observed: Vec<ObservedGroup> = observed.into_iter().filter(|g| is_known(&vpc) && g.vpc_id == vpc).collect();
+    let desired = desired_groups(ctx);
     let find = |d: &DesiredGroup| {
         observed
             .iter()
@@ -417,6 +434,16 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
     let ids: BTreeMap<&str, &str> =
         desired.iter().zip(&found).map(|(d, (id, _))| (d.component.as_str(), id.as_str())).collect();
     let labels: BTreeMap<&str, &str> = desired.iter().map(|d| (d.component.as_str(), d.name.as_str())).collect();
+    let mut group_ids = GroupIds::default();
+    for (d, (id, _)) in desired.iter().zip(&found) {
+        if d.component == ALB_COMPONENT {
+            group_ids.alb = id.clone();
+        } else if let Some(service) = d.component.strip_prefix("security/sg/") {
+            group_ids.services.insert(service.to_string(), id.clone());
+        }
+    }
+    // Nobody listening is fine (the receiver only speeds up the publishing of the outputs).
+    let _ = ids_known.send(group_ids.clone());
 
     // Phase two: exactly the desired rules on every group.
     let changes = try_join_all(desired.iter().zip(&found).map(|(d, (id, observed))| {
@@ -445,15 +472,7 @@ pub async fn converge(api: &dyn Ec2Api, ctx: &Context, mode: Mode) -> Result<Gro
     }))
     .await?;
 
-    let mut result = GroupsResult { changes: changes.into_iter().flatten().collect(), ..Default::default() };
-    for (d, (id, _)) in desired.iter().zip(found) {
-        if d.component == ALB_COMPONENT {
-            result.alb = id;
-        } else if let Some(service) = d.component.strip_prefix("security/sg/") {
-            result.services.insert(service.to_string(), id);
-        }
-    }
-    Ok(result)
+    Ok(GroupsResult { ids: group_ids, changes: changes.into_iter().flatten().collect() })
 }
 
 /// Creates a group exactly once: the SDK does not resend a create whose answer was lost; the group

@@ -3,10 +3,12 @@
 //! policies (see [`crate::policy`] for the documents). Documents are compared semantically, so a
 //! role is only written to when its policy really differs.
 //!
-//! tap knows the name of every inline policy it sets, so deploy reads each one by name with
-//! `GetRolePolicy` (`NoSuchEntity`: missing) while `ListRolePolicies` runs beside it: an edited or
-//! deleted policy of tap's is repaired, and an inline policy someone added under another name is
-//! deleted (the SPEC gives each role exactly its policies).
+//! Deploy and plan read every role of the environment at once, with one paginated
+//! `GetAccountAuthorizationDetails(Filter=Role)` ([`read_roles`]): it gives each role's ARN, trust
+//! policy, attached managed policies and inline policies with their documents. A missing role is
+//! created; an edited or deleted inline policy of tap's is repaired, and an inline policy someone
+//! added under another name is deleted (the SPEC gives each role exactly its policies). Destroy
+//! still lists each role's policies by name (`ListAttachedRolePolicies`, `ListRolePolicies`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -31,27 +33,41 @@ pub struct ObservedRole {
     pub trust_policy: String,
 }
 
+/// A role as `GetAccountAuthorizationDetails` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleDetail {
+    /// Role ARN.
+    pub arn: String,
+    /// The trust policy as IAM returns it (URL-encoded JSON).
+    pub trust_policy: String,
+    /// The ARNs of the attached managed policies.
+    pub attached: Vec<String>,
+    /// The inline policies: name → document as IAM returns it (URL-encoded JSON).
+    pub inline: BTreeMap<String, String>,
+}
+
 /// The IAM calls this crate makes.
 #[cfg_attr(any(test, feature = "test-util"), mockall::automock)]
 #[async_trait]
 pub trait IamApi: Send + Sync {
-    /// `GetRole`; `None` when there is no such role.
+    /// `GetRole`; `None` when there is no such role (used to adopt a role after a lost
+    /// `CreateRole` answer).
     async fn get_role(&self, name: &str) -> Result<Option<ObservedRole>, AwsError>;
+    /// One paginated `GetAccountAuthorizationDetails(Filter=Role)`, keeping only the roles of
+    /// `names` (role name → its detail; a role that does not exist is absent).
+    async fn role_details(&self, names: &[String]) -> Result<BTreeMap<String, RoleDetail>, AwsError>;
     /// `CreateRole` with its trust policy and tags; returns the ARN.
     async fn create_role(&self, name: &str, trust_policy: &str, tags: &[Tag]) -> Result<String, AwsError>;
     /// `UpdateAssumeRolePolicy`.
     async fn update_assume_role_policy(&self, name: &str, trust_policy: &str) -> Result<(), AwsError>;
-    /// `ListAttachedRolePolicies`: the ARNs of the attached managed policies.
+    /// `ListAttachedRolePolicies`: the ARNs of the attached managed policies (destroy).
     async fn list_attached_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
     /// `AttachRolePolicy`.
     async fn attach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
     /// `DetachRolePolicy`.
     async fn detach_role_policy(&self, name: &str, policy_arn: &str) -> Result<(), AwsError>;
-    /// `ListRolePolicies`: the names of the inline policies (deploy deletes those not tap's,
-    /// destroy all of them).
+    /// `ListRolePolicies`: the names of the inline policies (destroy deletes all of them).
     async fn list_role_policies(&self, name: &str) -> Result<Vec<String>, AwsError>;
-    /// `GetRolePolicy`: the document as IAM returns it; `None` when there is no such policy.
-    async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError>;
     /// `PutRolePolicy`.
     async fn put_role_policy(&self, name: &str, policy_name: &str, document: &str) -> Result<(), AwsError>;
     /// `DeleteRolePolicy`.
@@ -82,6 +98,45 @@ impl IamApi for SdkIam {
                 trust_policy: r.assume_role_policy_document().unwrap_or_default().to_string(),
             })
         }))
+    }
+
+    async fn role_details(&self, names: &[String]) -> Result<BTreeMap<String, RoleDetail>, AwsError> {
+        // MaxItems 1000 (the API's maximum) keeps it to one page on most accounts.
+        let pages: Vec<_> = self
+            .0
+            .get_account_authorization_details()
+            .filter(aws_sdk_iam::types::EntityType::Role)
+            .max_items(1000)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        Ok(pages
+            .iter()
+            .flat_map(|page| page.role_detail_list())
+            .filter_map(|role| {
+                let name = role.role_name().filter(|n| wanted.contains(n))?;
+                let detail = RoleDetail {
+                    arn: role.arn().unwrap_or_default().to_string(),
+                    trust_policy: role.assume_role_policy_document().unwrap_or_default().to_string(),
+                    attached: role
+                        .attached_managed_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_arn())
+                        .map(str::to_owned)
+                        .collect(),
+                    inline: role
+                        .role_policy_list()
+                        .iter()
+                        .filter_map(|p| {
+                            Some((p.policy_name()?.to_string(), p.policy_document().unwrap_or_default().to_string()))
+                        })
+                        .collect(),
+                };
+                Some((name.to_string(), detail))
+            })
+            .collect())
     }
 
     async fn create_role(&self, name: &str, trust_policy: &str, tags: &[Tag]) -> Result<String, AwsError> {
@@ -128,13 +183,6 @@ impl IamApi for SdkIam {
         Ok(self.0.list_role_policies().role_name(name).into_paginator().items().send().try_collect().await?)
     }
 
-    async fn get_role_policy(&self, name: &str, policy_name: &str) -> Result<Option<String>, AwsError> {
-        let out = none_if_not_found(
-            self.0.get_role_policy().role_name(name).policy_name(policy_name).send().await.map_err(AwsError::from),
-        )?;
-        Ok(out.map(|o| o.policy_document().to_string()))
-    }
-
     async fn put_role_policy(&self, name: &str, policy_name: &str, document: &str) -> Result<(), AwsError> {
         self.0.put_role_policy().role_name(name).policy_name(policy_name).policy_document(document).send().await?;
         Ok(())
@@ -154,9 +202,23 @@ impl IamApi for SdkIam {
 /// Logical id of the execution role.
 pub const EXECUTION_COMPONENT: &str = "security/role/task-execution";
 
+/// Logical id named by an error of the read of all roles ([`read_roles`]).
+pub const ROLES_COMPONENT: &str = "security/roles";
+
 /// Logical id of a service's task role.
 pub fn task_component(service: &str) -> String {
     format!("security/role/{service}-task")
+}
+
+/// Every role of the environment (the execution role and each service's task role) that exists,
+/// by name, from one paginated `GetAccountAuthorizationDetails(Filter=Role)`.
+///
+/// One call instead of four per role (`GetRole`, `ListAttachedRolePolicies`, `GetRolePolicy`,
+/// `ListRolePolicies`): a no-op deploy with 3 services makes 1 IAM call instead of 16.
+pub async fn read_roles(api: &dyn IamApi, ctx: &Context) -> Result<BTreeMap<String, RoleDetail>, StepError> {
+    let mut names = vec![ctx.names.execution_role()];
+    names.extend(ctx.config.services.iter().map(|s| ctx.names.task_role(&s.name)));
+    api.role_details(&names).await.map_err(StepError::aws(ROLES_COMPONENT, "GetAccountAuthorizationDetails"))
 }
 
 /// A role after its first phase: it exists (or, in plan mode, would be created), with its trust
@@ -173,6 +235,9 @@ pub struct RoleState {
     pub created: bool,
     /// What differed on an existing role.
     pub attributes: Vec<AttrChange>,
+    /// The inline policies the role had when read (name → document as IAM returns it); empty
+    /// when it is created.
+    pub observed_inline: BTreeMap<String, String>,
 }
 
 impl RoleState {
@@ -198,19 +263,20 @@ impl RoleState {
     }
 }
 
-/// Phase one of a role: find or create it, converge its trust policy and its managed attachments
-/// (`managed` gives the desired policy ARNs from the role's ARN parts).
+/// Phase one of a role: create it when `observed` (its detail from [`read_roles`]) is `None`,
+/// else converge its trust policy and its managed attachments (`managed` gives the desired policy
+/// ARNs from the role's ARN parts).
 pub async fn ensure_role(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
     component: String,
     name: String,
+    observed: Option<&RoleDetail>,
     managed: impl Fn(&ArnParts) -> Vec<String>,
 ) -> Result<RoleState, StepError> {
     let id = component.as_str();
     let trust = policy::ecs_tasks_trust_policy();
-    let observed = api.get_role(&name).await.map_err(StepError::aws(id, "GetRole"))?;
     let Some(observed) = observed else {
         let mut state = RoleState {
             component: component.clone(),
@@ -218,6 +284,7 @@ pub async fn ensure_role(
             arn: PENDING.into(),
             created: true,
             attributes: vec![],
+            observed_inline: BTreeMap::new(),
         };
         if mode.is_apply() {
             let tags = ctx.names.tags(id, &name);
@@ -247,18 +314,14 @@ pub async fn ensure_role(
     let mut state = RoleState {
         component: component.clone(),
         name: name.clone(),
-        arn: observed.arn,
+        arn: observed.arn.clone(),
         created: false,
         attributes: vec![],
+        observed_inline: observed.inline.clone(),
     };
     let desired_managed: BTreeSet<String> = managed(&state.arn_parts(ctx)?).into_iter().collect();
     let trust_ok = policy::same_policy(&observed.trust_policy, &trust);
-    let attached: BTreeSet<String> = api
-        .list_attached_role_policies(&name)
-        .await
-        .map_err(StepError::aws(id, "ListAttachedRolePolicies"))?
-        .into_iter()
-        .collect();
+    let attached: BTreeSet<String> = observed.attached.iter().cloned().collect();
     if !trust_ok {
         let old = policy::decode_document(&observed.trust_policy)
             .map(|v| v.to_string())
@@ -312,8 +375,9 @@ where
     .await
 }
 
-/// Phase two of a role: exactly the `desired` inline policies (name → document), each read by its
-/// name and compared semantically; a missing or different one is put, one of another name deleted.
+/// Phase two of a role: exactly the `desired` inline policies (name → document), each compared
+/// semantically with the one the role had when read ([`RoleState::observed_inline`]); a missing or
+/// different one is put, one of another name deleted.
 pub async fn converge_inline(
     api: &dyn IamApi,
     mode: Mode,
@@ -337,26 +401,28 @@ pub async fn converge_inline(
         }
         return Ok(());
     }
-    // Which desired policies are missing (`GetRolePolicy` says NoSuchEntity) or differ, and which
-    // listed ones are not tap's; the list runs beside the reads, not before them.
-    let observed = try_join_all(desired.iter().map(|(policy_name, doc)| async move {
-        let current = api.get_role_policy(name, policy_name).await.map_err(StepError::aws(id, "GetRolePolicy"))?;
-        let same = current.as_deref().is_some_and(|raw| policy::same_policy(raw, doc));
-        let old = current.map(|raw| policy::decode_document(&raw).map(|v| v.to_string()).unwrap_or(raw));
-        Ok::<_, StepError>((policy_name, doc, same, old))
-    }));
-    let listed = async { api.list_role_policies(name).await.map_err(StepError::aws(id, "ListRolePolicies")) };
-    let (observed, listed) = tokio::try_join!(observed, listed)?;
-    let to_put: Vec<_> = observed.into_iter().filter(|(_, _, same, _)| !same).collect();
-    let to_delete: Vec<String> = listed.into_iter().filter(|p| !desired.contains_key(p)).collect();
-    for (policy_name, doc, _, old) in &to_put {
+    // Which desired policies are missing or differ, and which present ones are not tap's.
+    let observed = std::mem::take(&mut role.observed_inline);
+    let to_put: Vec<_> = desired
+        .iter()
+        .filter_map(|(policy_name, doc)| {
+            let current = observed.get(policy_name);
+            if current.is_some_and(|raw| policy::same_policy(raw, doc)) {
+                return None;
+            }
+            let old = current.map(|raw| policy::decode_document(raw).map(|v| v.to_string()).unwrap_or(raw.clone()));
+            Some((policy_name, doc, old))
+        })
+        .collect();
+    let to_delete: Vec<String> = observed.into_keys().filter(|p| !desired.contains_key(p)).collect();
+    for (policy_name, doc, old) in &to_put {
         role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), old.clone(), Some(doc.to_json())));
     }
     for policy_name in &to_delete {
         role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), Some("(present)".into()), None));
     }
     if mode.is_apply() {
-        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _, _)| async move {
+        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _)| async move {
             api.put_role_policy(name, policy_name, &doc.to_json()).await.map_err(StepError::aws(id, "PutRolePolicy"))
         }));
         let delete = try_join_all(to_delete.iter().map(|policy_name| async move {
@@ -367,9 +433,17 @@ pub async fn converge_inline(
     Ok(())
 }
 
-/// Phase one of the execution role (it needs the secret ARNs only for phase two).
-pub async fn ensure_execution_role(api: &dyn IamApi, ctx: &Context, mode: Mode) -> Result<RoleState, StepError> {
-    ensure_role(api, ctx, mode, EXECUTION_COMPONENT.into(), ctx.names.execution_role(), |arn| {
+/// Phase one of the execution role (it needs the secret ARNs only for phase two); `roles` is
+/// what [`read_roles`] read.
+pub async fn ensure_execution_role(
+    api: &dyn IamApi,
+    ctx: &Context,
+    mode: Mode,
+    roles: &BTreeMap<String, RoleDetail>,
+) -> Result<RoleState, StepError> {
+    let name = ctx.names.execution_role();
+    let observed = roles.get(&name);
+    ensure_role(api, ctx, mode, EXECUTION_COMPONENT.into(), name, observed, |arn| {
         vec![policy::execution_managed_policy_arn(&arn.partition)]
     })
     .await
@@ -395,16 +469,16 @@ pub async fn finish_execution_role(
     Ok(role)
 }
 
-/// Both phases of a service's task role.
+/// Both phases of a service's task role; `observed` is its detail from [`read_roles`].
 pub async fn converge_task_role(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
     service: &ServiceSpec,
+    observed: Option<&RoleDetail>,
 ) -> Result<RoleState, StepError> {
-    let mut role =
-        ensure_role(api, ctx, mode, task_component(&service.name), ctx.names.task_role(&service.name), |_| vec![])
-            .await?;
+    let name = ctx.names.task_role(&service.name);
+    let mut role = ensure_role(api, ctx, mode, task_component(&service.name), name, observed, |_| vec![]).await?;
     if role.created && !mode.is_apply() {
         return Ok(role);
     }
@@ -413,18 +487,17 @@ pub async fn converge_task_role(
     Ok(role)
 }
 
-/// Every task role, concurrently.
+/// Every task role, concurrently; `roles` is what [`read_roles`] read.
 pub async fn converge_task_roles(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
+    roles: &BTreeMap<String, RoleDetail>,
 ) -> Result<Vec<(String, RoleState)>, StepError> {
-    try_join_all(
-        ctx.config
-            .services
-            .iter()
-            .map(|s| async move { Ok::<_, StepError>((s.name.clone(), converge_task_role(api, ctx, mode, s).await?)) }),
-    )
+    try_join_all(ctx.config.services.iter().map(|s| async move {
+        let observed = roles.get(&ctx.names.task_role(&s.name));
+        Ok::<_, StepError>((s.name.clone(), converge_task_role(api, ctx, mode, s, observed).await?))
+    }))
     .await
 }
 

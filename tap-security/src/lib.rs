@@ -85,27 +85,46 @@ impl SecurityStep {
     /// [`Mode::Apply`], writes [`SecurityOutputs`] and returns the changes.
     #[tracing::instrument(name = "security", skip_all, fields(mode = ?mode))]
     pub async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let groups = groups::converge(&*self.ec2, ctx, mode);
-        let task_roles = iam::converge_task_roles(&*self.iam, ctx, mode);
+        let (group_ids_tx, group_ids_rx) = tokio::sync::oneshot::channel();
+        let groups = groups::converge(&*self.ec2, ctx, mode, group_ids_tx);
+        // Every role of the environment from ONE IAM read, shared by the task roles and the
+        // execution role (whichever asks first makes it, beside the groups and the secrets).
+        let observed_roles = tokio::sync::OnceCell::new();
+        let roles = || observed_roles.get_or_try_init(|| iam::read_roles(&*self.iam, ctx));
+        let task_roles = async { iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?).await };
         let execution = async {
-            let (secrets, role) = tokio::try_join!(
-                secrets::converge(&*self.secrets, ctx, mode),
-                iam::ensure_execution_role(&*self.iam, ctx, mode)
-            )?;
+            let (secrets, role) = tokio::try_join!(secrets::converge(&*self.secrets, ctx, mode), async {
+                iam::ensure_execution_role(&*self.iam, ctx, mode, roles().await?).await
+            })?;
             let arns: Vec<String> =
                 ctx.config.secrets.iter().filter_map(|s| secrets.arns.get(&s.name).cloned()).collect();
             let role = iam::finish_execution_role(&*self.iam, mode, role, &arns).await?;
             Ok::<_, StepError>((secrets, role))
         };
-        let (groups, task_roles, (secrets, execution_role)) = tokio::try_join!(groups, task_roles, execution)?;
+        // Other steps read only ids: they are published once every group exists and the roles and
+        // secrets are done, while the groups' rules are still being written (the step still fails
+        // if those fail).
+        let publish = async {
+            let group_ids = async {
+                match group_ids_rx.await {
+                    Ok(ids) => Ok::<_, StepError>(ids),
+                    // The groups failed before their ids were known: their error ends the step.
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            let (group_ids, task_roles, (secrets, execution_role)) =
+                tokio::try_join!(group_ids, task_roles, execution)?;
+            ctx.put(SecurityOutputs {
+                alb_security_group_id: group_ids.alb,
+                service_security_group_ids: group_ids.services,
+                execution_role_arn: execution_role.arn.clone(),
+                task_role_arns: task_roles.iter().map(|(service, role)| (service.clone(), role.arn.clone())).collect(),
+                secret_arns: secrets.arns.clone(),
+            });
+            Ok::<_, StepError>((task_roles, secrets, execution_role))
+        };
+        let (groups, (task_roles, secrets, execution_role)) = tokio::try_join!(groups, publish)?;
 
-        ctx.put(SecurityOutputs {
-            alb_security_group_id: groups.alb,
-            service_security_group_ids: groups.services,
-            execution_role_arn: execution_role.arn.clone(),
-            task_role_arns: task_roles.iter().map(|(service, role)| (service.clone(), role.arn.clone())).collect(),
-            secret_arns: secrets.arns,
-        });
         let mut changes = groups.changes;
         changes.extend(execution_role.change());
         changes.extend(task_roles.into_iter().filter_map(|(_, role)| role.change()));

@@ -11,7 +11,7 @@ use tap_core::wait::Backoff;
 use tap_core::{Action, AwsError, Config, Context, Step};
 
 use crate::groups::{MockEc2Api, ObservedGroup, Rule, RuleSource};
-use crate::iam::{MockIamApi, ObservedRole};
+use crate::iam::{MockIamApi, ObservedRole, RoleDetail};
 use crate::policy::{self, ArnParts};
 use crate::secrets::{MockSecretsApi, NewSecret, ObservedSecret, SecretValue};
 use crate::SecurityStep;
@@ -94,6 +94,7 @@ fn converged() -> World {
     let group = |component: &str, name: &str, ingress: Vec<Rule>| ObservedGroup {
         id: sg_id(name),
         name: name.into(),
+        vpc_id: "vpc-1".into(),
         component: Some(component.into()),
         ingress,
         egress: vec![egress_all()],
@@ -139,6 +140,31 @@ fn converged() -> World {
     }
 }
 
+/// What `GetAccountAuthorizationDetails(Filter=Role)` kept to `names` shows of `world`.
+fn role_details(world: &World, names: &[String]) -> BTreeMap<String, RoleDetail> {
+    world
+        .roles
+        .iter()
+        .filter(|(n, _)| names.contains(n))
+        .map(|(n, (role, attached, inline))| {
+            let detail = RoleDetail {
+                arn: role.arn.clone(),
+                trust_policy: role.trust_policy.clone(),
+                attached: attached.clone(),
+                inline: inline.clone(),
+            };
+            (n.clone(), detail)
+        })
+        .collect()
+}
+
+/// The names of the environment's four roles, as the step asks for them.
+fn all_role_names() -> Vec<String> {
+    let mut names = vec!["tap-task-execution-dev".to_string()];
+    names.extend(SERVICES.iter().map(|s| format!("tap-{s}-task-dev")));
+    names
+}
+
 /// What `ListSecrets` filtered by `names` shows of `world`.
 fn listed(world: &World, names: &[String]) -> BTreeMap<String, ObservedSecret> {
     world.secrets.iter().filter(|(n, _)| names.contains(n)).map(|(n, s)| (n.clone(), s.clone())).collect()
@@ -173,8 +199,7 @@ impl Mocks {
             None => Err(AwsError::new("NoSuchEntity", "no role")),
         });
         let w = world.clone();
-        iam.expect_get_role_policy()
-            .returning(move |name, policy| Ok(w.roles.get(name).and_then(|r| r.2.get(policy).cloned())));
+        iam.expect_role_details().returning(move |names| Ok(role_details(&w, names)));
         let mut secrets = MockSecretsApi::new();
         let w = world.clone();
         secrets.expect_list_secrets().returning(move |names| Ok(listed(&w, names)));
@@ -400,23 +425,17 @@ async fn converged_environment_makes_exactly_the_expected_iam_and_secrets_reads(
     let mut m = Mocks::reading(&world);
     m.iam.checkpoint();
     m.secrets.checkpoint();
-    // Per role (execution + 3 task roles): GetRole, ListAttachedRolePolicies, and GetRolePolicy of
-    // the one inline policy tap sets, read by its name (no ListRolePolicies).
-    let w = world.clone();
-    m.iam.expect_get_role().times(4).returning(move |name| Ok(w.roles.get(name).map(|r| r.0.clone())));
-    let w = world.clone();
-    m.iam.expect_list_attached_role_policies().times(4).returning(move |name| Ok(w.roles[name].1.clone()));
+    // All four roles (execution + 3 task roles), with their trust, managed and inline policies,
+    // from one GetAccountAuthorizationDetails; no per-role read.
     let w = world.clone();
     m.iam
-        .expect_get_role_policy()
-        .withf(|role, policy| {
-            (role == "tap-task-execution-dev" && policy == "read-secrets")
-                || (role.ends_with("-task-dev") && policy == "task-permissions")
-        })
-        .times(4)
-        .returning(move |name, policy| Ok(w.roles[name].2.get(policy).cloned()));
-    let w = world.clone();
-    m.iam.expect_list_role_policies().times(4).returning(move |name| Ok(w.roles[name].2.keys().cloned().collect()));
+        .expect_role_details()
+        .withf(|names| names == all_role_names().as_slice())
+        .times(1)
+        .returning(move |names| Ok(role_details(&w, names)));
+    m.iam.expect_get_role().never();
+    m.iam.expect_list_attached_role_policies().never();
+    m.iam.expect_list_role_policies().never();
     // Both secrets from one ListSecrets filtered by their names; no DescribeSecret.
     let w = world.clone();
     m.secrets
@@ -628,9 +647,38 @@ async fn throttling_surfaces_as_retryable_error() {
 
     let mut m = Mocks::reading(&converged());
     m.iam.checkpoint();
-    m.iam.expect_get_role().returning(|_| Err(AwsError::throttling()));
+    m.iam.expect_role_details().returning(|_| Err(AwsError::throttling()));
     let err = m.forbid_mutations().step().plan(&ctx()).await.unwrap_err();
-    assert!(err.is_retryable() && err.to_string().contains("GetRole"), "{err}");
+    assert!(err.is_retryable() && err.to_string().contains("GetAccountAuthorizationDetails"), "{err}");
+}
+
+#[tokio::test]
+async fn all_four_roles_are_read_once_per_converge() {
+    // Plan and apply, from nothing (four creates) and converged (no change): each converge asks
+    // for the four roles in one `role_details` call and reads no role by itself.
+    for (world, apply) in [(World::default(), false), (converged(), false), (converged(), true)] {
+        let mut m = Mocks::reading(&world);
+        m.iam.checkpoint();
+        let asked: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let (log, w) = (asked.clone(), world.clone());
+        m.iam.expect_role_details().times(1).returning(move |names| {
+            log.lock().unwrap().push(names.to_vec());
+            Ok(role_details(&w, names))
+        });
+        m.iam.expect_get_role().never();
+        m.iam.expect_list_attached_role_policies().never();
+        m.iam.expect_list_role_policies().never();
+        let step = m.forbid_mutations().step();
+        let ctx = ctx();
+        let changes = if apply { step.apply(&ctx).await } else { step.plan(&ctx).await }.unwrap();
+        let roles = changes.iter().filter(|c| c.resource.starts_with("security/role/")).count();
+        assert_eq!(roles, if world.roles.is_empty() { 4 } else { 0 }, "{changes:?}");
+        let mut asked = asked.lock().unwrap().clone();
+        asked.iter_mut().for_each(|names| names.sort());
+        let mut want = all_role_names();
+        want.sort();
+        assert_eq!(asked, vec![want]);
+    }
 }
 
 #[tokio::test]
@@ -658,7 +706,9 @@ async fn plan_with_pending_vpc_does_not_call_ec2_with_it() {
     ctx.put(NetworkOutputs { vpc_id: PENDING.into(), public_subnets: vec![], private_subnets: vec![] });
     let mut m = Mocks::reading(&World::default());
     m.ec2.checkpoint();
-    m.ec2.expect_describe_security_groups().never();
+    // Read by tag only (never with the PENDING id); the groups of another VPC are not this one's.
+    let other_vpc = converged().groups;
+    m.ec2.expect_describe_security_groups().withf(|_, vpc| vpc.is_none()).returning(move |_, _| Ok(other_vpc.clone()));
     let changes = m.forbid_mutations().step().plan(&ctx).await.unwrap();
     assert_eq!(changes.len(), 10);
 }
@@ -677,6 +727,31 @@ async fn plan_lists_drift_without_fixing_it() {
             ("security/secret/db-credentials".to_string(), Action::Update),
             ("security/sg/alb".to_string(), Action::Update),
         ]
+    );
+}
+
+#[tokio::test]
+async fn plan_records_each_role_drift_as_an_attribute() {
+    let mut world = converged();
+    let exec = world.roles.get_mut("tap-task-execution-dev").unwrap();
+    exec.0.trust_policy = url_encode(&policy::ecs_tasks_trust_policy().to_json().replace("ecs-tasks", "ec2"));
+    exec.1.clear();
+    exec.2.insert("debug".into(), url_encode(r#"{"Version":"2012-10-17","Statement":[]}"#));
+    world.roles.get_mut("tap-frontend-task-dev").unwrap().2.insert("task-permissions".into(), "{}".into());
+    let changes = Mocks::reading(&world).forbid_mutations().step().plan(&ctx()).await.unwrap();
+    let attrs = |resource: &str| -> Vec<(String, Option<String>, bool)> {
+        let change = changes.iter().find(|c| c.resource == resource).unwrap();
+        assert_eq!(change.action, Action::Update);
+        change.attributes.iter().map(|a| (a.attribute.clone(), a.old.clone(), a.new.is_some())).collect()
+    };
+    let exec = attrs("security/role/task-execution");
+    assert_eq!(exec.len(), 3, "{exec:?}");
+    assert!(exec[0].0 == "assume_role_policy" && exec[0].1.as_deref().unwrap().contains("ec2.amazonaws.com"));
+    assert_eq!(exec[1], ("managed_policy".into(), None, true));
+    assert_eq!(exec[2], ("inline_policy.debug".into(), Some("(present)".into()), false));
+    assert_eq!(
+        attrs("security/role/frontend-task"),
+        vec![("inline_policy.task-permissions".into(), Some("{}".into()), true)]
     );
 }
 

@@ -105,6 +105,26 @@ pub(crate) struct Observed {
     pub scalable_targets: BTreeMap<String, ObservedScalableTarget>,
     /// (Resource id, policy name) → scaling policy.
     pub scaling_policies: BTreeMap<(String, String), ObservedScalingPolicy>,
+    /// Task family → its latest ACTIVE revision.
+    pub task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+}
+
+/// Every service's latest ACTIVE task definition revision, by family. It needs no input, so the
+/// step reads it at once, beside waiting for the others.
+pub(crate) async fn latest_task_definitions(
+    api: &dyn ServicesApi,
+    ctx: &Context,
+) -> Result<BTreeMap<String, ObservedTaskDefinition>, StepError> {
+    let found = futures::future::try_join_all(ctx.config.services.iter().map(|s| async move {
+        let family = ctx.names.task_family(&s.name);
+        let latest = api
+            .describe_task_definition(&family)
+            .await
+            .map_err(StepError::aws(component("task-definition", &s.name), "DescribeTaskDefinition"))?;
+        Ok::<_, StepError>((family, latest.filter(|t| t.active)))
+    }))
+    .await?;
+    Ok(found.into_iter().filter_map(|(family, latest)| latest.map(|t| (family, t))).collect())
 }
 
 impl Observed {
@@ -171,6 +191,6 @@ impl Observed {
         };
         let (log_groups, services, scalable_targets, scaling_policies) =
             tokio::try_join!(log_groups, services, scalable_targets, scaling_policies)?;
-        Ok(Observed { log_groups, services, scalable_targets, scaling_policies })
+        Ok(Observed { log_groups, services, scalable_targets, scaling_policies, task_definitions: BTreeMap::new() })
     }
 }

@@ -159,20 +159,47 @@ impl ServicesStep {
         spec: &ServiceSpec,
     ) -> Result<Converged, StepError> {
         let api = self.api.as_ref();
-        let (mut changes, (task_definition, td_changes)) = tokio::try_join!(
-            logs::converge(api, ctx, mode, spec, observed),
-            task_definition::converge(api, ctx, mode, inputs, spec),
-        )?;
-        changes.extend(td_changes);
-        let svc = service::converge(api, ctx, mode, inputs, spec, &task_definition, observed).await?;
-        changes.extend(svc.changes);
-        changes.extend(scaling::converge(api, ctx, mode, &inputs.cluster.name, spec, svc.exists, observed).await?);
+        let work = async {
+            let (mut changes, (task_definition, td_changes)) = tokio::try_join!(
+                logs::create(api, ctx, mode, spec, observed),
+                task_definition::converge(api, ctx, mode, inputs, spec, observed),
+            )?;
+            changes.extend(td_changes);
+            // The log group's retention is set beside the ECS service, which needs only the group.
+            let service_and_scaling = async {
+                let mut svc = service::converge(api, ctx, mode, inputs, spec, &task_definition, observed).await?;
+                let (scaling, ()) = tokio::try_join!(
+                    scaling::converge(api, ctx, mode, &inputs.cluster.name, spec, svc.exists, observed),
+                    service::finish(api, spec, svc.fix.take()),
+                )?;
+                Ok::<_, StepError>((svc, scaling))
+            };
+            let ((svc, scaling), retention) =
+                tokio::try_join!(service_and_scaling, logs::retention(api, ctx, mode, spec, observed))?;
+            changes.extend(retention);
+            changes.extend(svc.changes);
+            changes.extend(scaling);
+            Ok::<_, StepError>((svc.arn, changes))
+        };
         // The image check decides whether to wait for the rollout, and warns when the image is
-        // missing: a no-op under `--no-wait` needs neither.
+        // missing: a no-op under `--no-wait` needs neither. When the answer is sure to be needed
+        // (waiting, or a service still to create) it runs beside the service's calls, not after.
+        let creating = !observed.services.contains_key(&ctx.names.ecs_service(&spec.name));
+        let early = mode.is_apply() && (ctx.config.deploy.wait || creating);
+        let early_check = async {
+            match early {
+                true => self.check_image(ctx, inputs, spec).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (image_found, (arn, changes)) = tokio::try_join!(early_check, work)?;
         let wait = mode.is_apply()
             && (ctx.config.deploy.wait || !changes.is_empty())
-            && self.check_image(ctx, inputs, spec).await?;
-        Ok(Converged { name: spec.name.clone(), arn: svc.arn, changes, wait })
+            && match image_found {
+                Some(found) => found,
+                None => self.check_image(ctx, inputs, spec).await?,
+            };
+        Ok(Converged { name: spec.name.clone(), arn, changes, wait })
     }
 
     /// Whether the service's image is in ECR; warns with the push commands when it is not.
@@ -211,7 +238,9 @@ impl ServicesStep {
             let cluster: ClusterOutputs = ctx.wait(STEP).await?;
             api::Observed::read(self.api.as_ref(), ctx, &cluster).await
         };
-        let (inputs, observed) = tokio::try_join!(Inputs::wait(ctx), observed)?;
+        let task_definitions = api::latest_task_definitions(self.api.as_ref(), ctx);
+        let (inputs, mut observed, task_definitions) = tokio::try_join!(Inputs::wait(ctx), observed, task_definitions)?;
+        observed.task_definitions = task_definitions;
         let converged = try_join_all(
             ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, &observed, spec)),
         )

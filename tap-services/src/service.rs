@@ -197,6 +197,22 @@ pub(crate) struct ServiceOutcome {
     pub exists: bool,
     /// Changes made or planned.
     pub changes: Vec<Change>,
+    /// What CreateService did not store, to be set with [`finish`] (beside the scaling calls,
+    /// which need only the service to exist).
+    pub fix: Option<ServiceUpdate>,
+}
+
+/// Sets what CreateService did not store (see [`ServiceOutcome::fix`]).
+pub(crate) async fn finish(
+    api: &dyn ServicesApi,
+    service: &ServiceSpec,
+    fix: Option<ServiceUpdate>,
+) -> Result<(), StepError> {
+    if let Some(update) = fix {
+        let resource = component("ecs-service", &service.name);
+        api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
+    }
+    Ok(())
 }
 
 /// A deterministic idempotency token (FNV-1a) from the parts, at most 36 characters.
@@ -385,7 +401,7 @@ pub(crate) async fn converge(
     match observed.services.get(&desired.name).cloned() {
         Some(current) if current.is_active() => {
             let Some((update, attrs)) = update_for(&desired, &current) else {
-                return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![] });
+                return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![], fix: None });
             };
             if mode.is_apply() {
                 api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
@@ -394,12 +410,13 @@ pub(crate) async fn converge(
                 arn: current.arn,
                 exists: true,
                 changes: vec![Change::update(resource, desired.name, attrs)],
+                fix: None,
             })
         }
         current => {
             let change = Change::create(&resource, &desired.name);
             if !mode.is_apply() {
-                return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, changes: vec![change] });
+                return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, changes: vec![change], fix: None });
             }
             if current.is_some_and(|s| s.status == "DRAINING") {
                 // ECS refuses a new service with the name of one that is still draining.
@@ -407,14 +424,14 @@ pub(crate) async fn converge(
             }
             let created = api.create_service(&desired).await.map_err(StepError::aws(&resource, "CreateService"))?;
             tracing::info!(service = %desired.name, "created ECS service");
-            // Read back what was stored: fields dropped on create are set now, so one run converges.
+            // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
             let arn = created.arn.clone();
-            if let Some((update, attrs)) = update_for(&desired, &created) {
+            let fix = update_for(&desired, &created).map(|(update, attrs)| {
                 let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
                 tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
-                api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
-            }
-            Ok(ServiceOutcome { arn, exists: true, changes: vec![change] })
+                update
+            });
+            Ok(ServiceOutcome { arn, exists: true, changes: vec![change], fix })
         }
     }
 }

@@ -11,7 +11,7 @@ use tap_core::outputs::PENDING;
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::{Change, Context, Mode, StepError};
 
-use crate::api::{RevisionStatus, ServicesApi};
+use crate::api::{Observed, RevisionStatus, ServicesApi};
 use crate::{component, lookup, Inputs};
 
 /// A task definition in a comparable form: what tap sets, nothing AWS adds.
@@ -189,16 +189,12 @@ pub(crate) async fn converge(
     mode: Mode,
     inputs: &Inputs,
     service: &ServiceSpec,
+    observed: &Observed,
 ) -> Result<(String, Vec<Change>), StepError> {
     let desired = render(ctx, inputs, service)?;
     let family = desired.family.clone();
     let resource = component("task-definition", &service.name);
-    let latest = api
-        .describe_task_definition(&family)
-        .await
-        .map_err(StepError::aws(&resource, "DescribeTaskDefinition"))?
-        .filter(|t| t.active);
-    let change = match &latest {
+    let change = match observed.task_definitions.get(&family) {
         None => Change::create(&resource, &family),
         Some(current) => {
             let attrs = desired.changes_from(&current.definition);
