@@ -42,6 +42,8 @@ pub struct Repository {
     pub arn: String,
     /// `<account>.dkr.ecr.<region>.amazonaws.com/<name>`.
     pub uri: String,
+    /// Created by this run, so it holds no image yet (nobody needs to ask ECR).
+    pub created: bool,
 }
 
 /// Written by the registry step.

@@ -242,23 +242,19 @@ impl RegistryStep {
     }
 
     /// The configured repositories that exist, found with one `DescribeRepositories`; when some
-    /// are missing (ECR then fails the whole call) each is described on its own.
+    /// are missing (ECR then fails the whole call), one listing of the registry's repositories
+    /// (up to 1000 a page) finds the others, whatever the number of services.
     async fn find(&self, names: &[String]) -> Result<BTreeMap<String, ObservedRepository>, StepError> {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
         let found = match self.api.describe_repositories(names).await {
             Ok(repos) => repos,
-            Err(e) if e.is("RepositoryNotFoundException") && names.len() > 1 => {
-                let each = names.iter().map(|name| async move {
-                    match self.api.describe_repositories(std::slice::from_ref(name)).await {
-                        Ok(repos) => Ok(repos),
-                        Err(e) if e.is("RepositoryNotFoundException") => Ok(vec![]),
-                        Err(e) => Err(StepError::aws(name.clone(), "DescribeRepositories")(e)),
-                    }
-                });
-                try_join_all(each).await?.into_iter().flatten().collect()
-            }
+            Err(e) if e.is("RepositoryNotFoundException") && names.len() > 1 => self
+                .api
+                .list_repositories()
+                .await
+                .map_err(StepError::aws("registry/repositories", "DescribeRepositories"))?,
             Err(e) if e.is("RepositoryNotFoundException") => vec![],
             Err(e) => return Err(StepError::aws("registry/repositories", "DescribeRepositories")(e)),
         };
@@ -300,7 +296,7 @@ impl RegistryStep {
         let policy_text = policy.to_string();
         let Some(repo) = observed else {
             if !mode.is_apply() {
-                let pending = Repository { name: name.into(), arn: PENDING.into(), uri: PENDING.into() };
+                let pending = Repository { name: name.into(), arn: PENDING.into(), uri: PENDING.into(), created: true };
                 return Ok((pending, Some(Change::create(component, name))));
             }
             let tags = ctx.names.tags(&component, name);
@@ -331,7 +327,7 @@ impl RegistryStep {
                 .await
                 .map_err(StepError::aws(&component, "PutLifecyclePolicy"))?;
             tracing::info!(repository = name, "created");
-            let out = Repository { name: created.name, arn: created.arn, uri: created.uri };
+            let out = Repository { name: created.name, arn: created.arn, uri: created.uri, created: true };
             return Ok((out, Some(Change::create(component, name))));
         };
 
@@ -350,7 +346,7 @@ impl RegistryStep {
         if !policy_ok {
             attrs.push(AttrChange::new("lifecycle_policy", observed_policy.clone(), Some(policy_text.clone())));
         }
-        let out = Repository { name: repo.name.clone(), arn: repo.arn.clone(), uri: repo.uri.clone() };
+        let out = Repository { name: repo.name.clone(), arn: repo.arn.clone(), uri: repo.uri.clone(), created: false };
         if attrs.is_empty() {
             return Ok((out, None));
         }
@@ -515,10 +511,7 @@ mod tests {
             .withf(|names: &[String]| names.len() == 3)
             .times(1)
             .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
-        mock.expect_describe_repositories()
-            .withf(|names: &[String]| names.len() == 1)
-            .times(3)
-            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        mock.expect_list_repositories().times(1).returning(|| Ok(vec![]));
         mock.expect_create_repository()
             .withf(|name: &str, immutable: &bool, scan: &bool, tags: &[Tag]| {
                 let tag = |k: &str, v: &str| tags.contains(&(k.to_string(), v.to_string()));
@@ -559,17 +552,15 @@ mod tests {
     async fn a_repository_that_already_exists_is_adopted_only_when_ours() {
         for (env_tag, adopted) in [("dev", true), ("someone-else", false)] {
             let mut mock = MockEcrApi::new();
-            let found = std::sync::atomic::AtomicBool::new(false);
+            // Not found by the first look (the batch and the listing); found by the adoption's.
             mock.expect_describe_repositories().returning(move |names| {
-                if names.len() == 1
-                    && names[0] == "tap-frontend-dev"
-                    && found.swap(true, std::sync::atomic::Ordering::SeqCst)
-                {
+                if names.len() == 1 && names[0] == "tap-frontend-dev" {
                     Ok(vec![repo("tap-frontend-dev", true, true)])
                 } else {
                     Err(AwsError::new("RepositoryNotFoundException", "not found"))
                 }
             });
+            mock.expect_list_repositories().returning(|| Ok(vec![]));
             mock.expect_create_repository().returning(|name, i, s, _| {
                 if name == "tap-frontend-dev" {
                     Err(AwsError::new("RepositoryAlreadyExistsException", "exists"))
@@ -600,13 +591,10 @@ mod tests {
             .withf(|names: &[String]| names.len() == 3)
             .times(1)
             .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
-        mock.expect_describe_repositories().withf(|names: &[String]| names.len() == 1).times(3).returning(|names| {
-            if names[0] == "tap-frontend-dev" {
-                Ok(vec![repo("tap-frontend-dev", true, true)])
-            } else {
-                Err(AwsError::new("RepositoryNotFoundException", "not found"))
-            }
-        });
+        // One listing finds them (another environment's repository among them is ignored).
+        mock.expect_list_repositories()
+            .times(1)
+            .returning(|| Ok(vec![repo("tap-frontend-dev", true, true), repo("tap-frontend-prod", true, true)]));
         mock.expect_get_lifecycle_policy().times(1).returning(|_| Ok(Some(desired_policy_text())));
         mock.expect_create_repository()
             .withf(|name: &str, _: &bool, _: &bool, _: &[Tag]| name != "tap-frontend-dev")
@@ -679,13 +667,7 @@ mod tests {
         mock.expect_describe_repositories()
             .withf(|names: &[String]| names.len() == 3)
             .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "x")));
-        mock.expect_describe_repositories().withf(|names: &[String]| names.len() == 1).returning(|names| {
-            if names[0] == "tap-frontend-dev" {
-                Ok(vec![repo("tap-frontend-dev", true, false)])
-            } else {
-                Err(AwsError::new("RepositoryNotFoundException", "x"))
-            }
-        });
+        mock.expect_list_repositories().returning(|| Ok(vec![repo("tap-frontend-dev", true, false)]));
         mock.expect_get_lifecycle_policy().returning(|_| Ok(None));
         no_mutations(&mut mock);
         let ctx = ctx();

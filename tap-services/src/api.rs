@@ -48,6 +48,8 @@ pub trait ServicesApi: Send + Sync {
     ) -> Result<ObservedTaskDefinition, AwsError>;
     /// ARNs of the revisions of exactly `family` with this status.
     async fn list_task_definitions(&self, family: &str, status: RevisionStatus) -> Result<Vec<String>, AwsError>;
+    /// `ListTaskDefinitionFamilies` with ACTIVE revisions whose name starts with `prefix`, all pages.
+    async fn list_task_families(&self, prefix: &str) -> Result<Vec<String>, AwsError>;
     /// Deregisters one revision.
     async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError>;
     /// Deletes deregistered revisions (at most 10 per call).
@@ -110,21 +112,43 @@ pub(crate) struct Observed {
 }
 
 /// Every service's latest ACTIVE task definition revision, by family. It needs no input, so the
-/// step reads it at once, beside waiting for the others.
+/// step reads it at once, beside waiting for the others: one listing of the families, then one
+/// read per family that exists (none from empty, whatever the number of services).
 pub(crate) async fn latest_task_definitions(
     api: &dyn ServicesApi,
     ctx: &Context,
 ) -> Result<BTreeMap<String, ObservedTaskDefinition>, StepError> {
-    let found = futures::future::try_join_all(ctx.config.services.iter().map(|s| async move {
-        let family = ctx.names.task_family(&s.name);
+    let families: Vec<(String, &str)> =
+        ctx.config.services.iter().map(|s| (ctx.names.task_family(&s.name), s.name.as_str())).collect();
+    let Some(prefix) = common_prefix(families.iter().map(|(f, _)| f.as_str())) else { return Ok(BTreeMap::new()) };
+    let listed = api
+        .list_task_families(prefix)
+        .await
+        .map_err(StepError::aws(component("task-definition", "*"), "ListTaskDefinitionFamilies"))?;
+    let existing = families.iter().filter(|(family, _)| listed.contains(family));
+    let found = futures::future::try_join_all(existing.map(|(family, service)| async move {
         let latest = api
-            .describe_task_definition(&family)
+            .describe_task_definition(family)
             .await
-            .map_err(StepError::aws(component("task-definition", &s.name), "DescribeTaskDefinition"))?;
+            .map_err(StepError::aws(component("task-definition", service), "DescribeTaskDefinition"))?;
         Ok::<_, StepError>((family, latest.filter(|t| t.active)))
     }))
     .await?;
-    Ok(found.into_iter().filter_map(|(family, latest)| latest.map(|t| (family, t))).collect())
+    Ok(found.into_iter().filter_map(|(family, latest)| latest.map(|t| (family.clone(), t))).collect())
+}
+
+/// The longest prefix the names share (the family listing's filter); `None` without names.
+pub(crate) fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut prefix = names.next()?;
+    for name in names {
+        let shared = prefix
+            .char_indices()
+            .zip(name.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(prefix.len().min(name.len()), |((i, _), _)| i);
+        prefix = &prefix[..shared];
+    }
+    Some(prefix)
 }
 
 impl Observed {

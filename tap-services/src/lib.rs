@@ -209,11 +209,13 @@ impl ServicesStep {
             return Ok(false);
         }
         let tag = ctx.config.image_tag_of(spec);
-        let found = self
-            .api
-            .image_exists(&repo.name, tag)
-            .await
-            .map_err(StepError::aws(format!("registry/repository/{}", spec.name), "DescribeImages"))?;
+        // A repository made by this run holds no image yet.
+        let found = !repo.created
+            && self
+                .api
+                .image_exists(&repo.name, tag)
+                .await
+                .map_err(StepError::aws(format!("registry/repository/{}", spec.name), "DescribeImages"))?;
         if !found {
             let registry = repo.uri.split('/').next().unwrap_or(&repo.uri);
             tracing::warn!(

@@ -371,6 +371,19 @@ impl ServicesApi for SdkServices {
             .ok_or_else(|| invalid_request("RegisterTaskDefinition returned no task definition"))
     }
 
+    async fn list_task_families(&self, prefix: &str) -> Result<Vec<String>, AwsError> {
+        Ok(self
+            .ecs
+            .list_task_definition_families()
+            .set_family_prefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+            .status(ecs::types::TaskDefinitionFamilyStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await?)
+    }
+
     async fn list_task_definitions(&self, family: &str, status: RevisionStatus) -> Result<Vec<String>, AwsError> {
         let status = match status {
             RevisionStatus::Active => ecs::types::TaskDefinitionStatus::Active,

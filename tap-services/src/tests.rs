@@ -75,6 +75,7 @@ fn deployed_ctx(config: Config) -> Context {
                     name: format!("tap-{s}-dev"),
                     arn: format!("arn:aws:ecr:{REGION}:{ACCOUNT}:repository/tap-{s}-dev"),
                     uri: repo_uri(s),
+                    created: false,
                 };
                 (s.to_string(), repo)
             })
@@ -120,7 +121,7 @@ fn pending_ctx() -> Context {
     ctx.put(RegistryOutputs {
         repositories: SERVICES
             .iter()
-            .map(|s| (s.to_string(), Repository { name: format!("tap-{s}-dev"), arn: p(), uri: p() }))
+            .map(|s| (s.to_string(), Repository { name: format!("tap-{s}-dev"), arn: p(), uri: p(), created: false }))
             .collect(),
     });
     ctx.put(ClusterOutputs { name: "tap-cluster-dev".into(), arn: p() });
@@ -220,6 +221,8 @@ struct World {
     throttle_log_groups: bool,
     /// Counts DescribeServices calls.
     describe_services_calls: Arc<Mutex<usize>>,
+    /// Counts DescribeImages calls.
+    image_checks: Arc<Mutex<usize>>,
 }
 
 /// The world right after a converged deploy of the default config (revision 1 of every family).
@@ -267,6 +270,12 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         }
         Ok(names.iter().filter_map(|n| w1.log_groups.get(n).map(|g| (n.clone(), g.clone()))).collect())
     });
+    let listed: Vec<String> = w.task_definitions.keys().cloned().collect();
+    let e = api.expect_list_task_families();
+    if let Some(n) = runs {
+        e.withf(|prefix| prefix == "tap-").times(n);
+    }
+    e.returning(move |_| Ok(listed.clone()));
     let w2 = w.clone();
     let e = api.expect_describe_task_definition();
     if let Some(n) = runs {
@@ -295,8 +304,11 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         e.withf(move |names| exactly(names, &|s| format!("tap-cpu-{s}-dev"))).times(n);
     }
     e.returning(move |names| Ok(w5.policies.values().flatten().filter(|p| names.contains(&p.name)).cloned().collect()));
-    let images = w.images;
-    api.expect_image_exists().returning(move |_, _| Ok(images));
+    let w6 = w.clone();
+    api.expect_image_exists().returning(move |_, _| {
+        *w6.image_checks.lock().unwrap() += 1;
+        Ok(w6.images)
+    });
     api
 }
 
@@ -755,7 +767,9 @@ async fn plan_with_pending_inputs_creates_everything_without_using_pending_ids()
     let ctx = pending_ctx();
     let mut api = MockServicesApi::new();
     api.expect_find_log_groups().times(1).returning(|_| Ok(BTreeMap::new()));
-    api.expect_describe_task_definition().withf(|family| !family.contains(PENDING)).times(3).returning(|_| Ok(None));
+    // No family exists: one listing, no read per family.
+    api.expect_list_task_families().times(1).returning(|_| Ok(vec!["tap-frontend-prod".into()]));
+    api.expect_describe_task_definition().never();
     api.expect_describe_services().never();
     api.expect_describe_scalable_targets().never();
     api.expect_describe_named_scaling_policies().never();
@@ -795,6 +809,21 @@ async fn missing_image_warns_and_is_not_waited_for() {
     step(api).apply(&ctx).await.unwrap();
     // One DescribeServices for all services to converge, none to wait.
     assert_eq!(*calls.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_repository_made_by_this_run_is_not_asked_for_images() {
+    let ctx = deployed_ctx(config(true));
+    let mut registry: RegistryOutputs = ctx.get("test").unwrap();
+    registry.repositories.values_mut().for_each(|r| r.created = true);
+    ctx.put(registry);
+    let world = converged_world(&ctx);
+    let (checks, describes) = (world.image_checks.clone(), world.describe_services_calls.clone());
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    // A new repository holds no image: no DescribeImages, and no wait for a rollout that cannot start.
+    step(api).apply(&ctx).await.unwrap();
+    assert_eq!((*checks.lock().unwrap(), *describes.lock().unwrap()), (0, 1));
 }
 
 /// A world where every service reports `rollout` on its PRIMARY deployment with `running` tasks.
@@ -1080,4 +1109,13 @@ fn log_groups_are_read_under_their_common_prefix() {
     assert_eq!(sdk::common_prefix(&[]), "");
     // Never splits a character.
     assert_eq!(sdk::common_prefix(&names(&["/ecs/é", "/ecs/è"])), "/ecs/");
+}
+
+#[test]
+fn task_families_are_listed_under_their_common_prefix() {
+    use crate::api::common_prefix;
+    assert_eq!(common_prefix(["tap-frontend-dev", "tap-api-gateway-dev"].into_iter()), Some("tap-"));
+    assert_eq!(common_prefix(["tap-frontend-dev"].into_iter()), Some("tap-frontend-dev"));
+    assert_eq!(common_prefix(["tap-a-dev", "tap-a-dev-2"].into_iter()), Some("tap-a-dev"));
+    assert_eq!(common_prefix(std::iter::empty()), None);
 }

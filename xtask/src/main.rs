@@ -60,11 +60,17 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
-/// Builds `tap` and returns its path.
-fn build_tap() -> Result<PathBuf> {
-    run(cargo().args(["build", "--quiet", "--package", "tap-cli", "--bin", "tap"]))?;
+/// Builds `tap` (optimised for `release`, as the bench measures it: a debug build spends several
+/// times the CPU per call signing and parsing) and returns its path.
+fn build_tap(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--quiet", "--package", "tap-cli", "--bin", "tap"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
-    Ok(target.join("debug").join("tap"))
+    Ok(target.join(if release { "release" } else { "debug" }).join("tap"))
 }
 
 /// `tap` pointed at the emulator with dummy credentials.
@@ -78,7 +84,7 @@ fn tap(bin: &Path, moto: &Moto, env: &str, region: &str) -> Command {
 }
 
 fn demo() -> Result<()> {
-    let bin = build_tap()?;
+    let bin = build_tap(false)?;
     let moto = Moto::start().context("starting moto_server")?;
     eprintln!("moto_server listening on {}", moto.endpoint());
     let (env, region) = ("demo", "us-east-1");
@@ -222,7 +228,7 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 fn bench(args: &[String]) -> Result<()> {
     let options = BenchOptions::parse(args)?;
-    let bin = std::env::var_os("XTASK_TAP_BIN").map(PathBuf::from).map_or_else(build_tap, Ok)?;
+    let bin = std::env::var_os("XTASK_TAP_BIN").map(PathBuf::from).map_or_else(|| build_tap(true), Ok)?;
     let moto = Moto::start().context("starting moto_server")?;
     let proxy = tap_moto::proxy::Proxy::start(
         moto.port(),
