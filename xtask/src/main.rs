@@ -28,8 +28,32 @@ fn main() -> Result<()> {
     }
 }
 
+/// A nested `cargo`, with the environment a plain `cargo` in a shell has.
+///
+/// `cargo run` gives xtask its own package's variables (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …).
+/// Build scripts under the AWS SDK (aws-lc-sys, via rustls) rerun when those change, so a nested
+/// cargo that kept them rebuilt the whole SDK (tens of minutes) instead of sharing the compiled
+/// dependencies with a `cargo test` or `cargo build` run from a shell.
 fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (key, _) in std::env::vars_os() {
+        let Some(name) = key.to_str() else { continue };
+        let package_variable = name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            );
+        if package_variable {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
