@@ -605,11 +605,17 @@ impl DiscoveryStep {
     async fn create_namespace(&self, ctx: &Context, name: &str, vpc_id: &str) -> Result<ObservedNamespace, StepError> {
         let tags = ctx.names.tags(NAMESPACE_COMPONENT, name);
         let token = creator_request_id(&["tap", ctx.names.env(), "namespace", vpc_id]);
-        let creation = self
-            .api
-            .create_private_dns_namespace(name, vpc_id, &token, &tags)
-            .await
-            .map_err(StepError::aws(NAMESPACE_COMPONENT, "CreatePrivateDnsNamespace"))?;
+        let failed = StepError::aws(NAMESPACE_COMPONENT, "CreatePrivateDnsNamespace");
+        let creation = match self.api.create_private_dns_namespace(name, vpc_id, &token, &tags).await {
+            Ok(creation) => creation,
+            // A create whose answer was lost and was sent again (an emulator may not honour the
+            // CreatorRequestId) finds the environment's namespace already there: adopt it.
+            Err(e) if e.is("ConflictingDomainExists") => match self.find_namespaces(name).await?.into_iter().next() {
+                Some(namespace) => NamespaceCreation::Exists(namespace.id),
+                None => return Err(failed(e)),
+            },
+            Err(e) => return Err(failed(e)),
+        };
         let id = match creation {
             NamespaceCreation::Exists(id) => id,
             NamespaceCreation::Operation(op_id) => {
@@ -1183,6 +1189,25 @@ mod tests {
         let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].action, Action::Update);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_create_answer_was_lost_is_adopted() {
+        let mut mock = MockCloudMapApi::new();
+        let listed = AtomicUsize::new(0);
+        // Not there at the first look; there once the resent create says its domain exists.
+        mock.expect_list_private_dns_namespaces()
+            .times(2)
+            .returning(move || Ok(if listed.fetch_add(1, Ordering::SeqCst) == 0 { vec![] } else { vec![namespace()] }));
+        mock.expect_create_private_dns_namespace()
+            .times(1)
+            .returning(|_, _, _, _| Err(AwsError::new("ConflictingDomainExists", "vpc-123")));
+        mock.expect_get_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok(Some(namespace())));
+        mock.expect_list_services().never();
+        mock.expect_create_service().times(1).returning(|d, _| Ok(service(d.dns_records[0].ttl)));
+        let ctx = ctx_with_vpc("vpc-123");
+        DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_id, "ns-1");
     }
 
     #[tokio::test]
