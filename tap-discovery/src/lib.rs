@@ -684,9 +684,10 @@ impl DiscoveryStep {
 
         // A namespace created just now holds no services: nothing to list. (Should it be an older
         // one after all, a create of an existing service is adopted, see `converge_service`.)
-        let observed = match created {
-            true => BTreeMap::new(),
-            false => self.find_services(&namespace.id, |name| wanted.contains(&name)).await?,
+        let observed = if created {
+            BTreeMap::new()
+        } else {
+            self.find_services(&namespace.id, |name| wanted.contains(&name)).await?
         };
         let converged = wanted.iter().map(|service| {
             let definition = ServiceDefinition {

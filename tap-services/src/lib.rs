@@ -187,10 +187,10 @@ impl ServicesStep {
         let creating = !observed.services.contains_key(&ctx.names.ecs_service(&spec.name));
         let early = mode.is_apply() && (ctx.config.deploy.wait || creating);
         let early_check = async {
-            match early {
-                true => self.check_image(ctx, inputs, spec).await.map(Some),
-                false => Ok(None),
+            if early {
+                return self.check_image(ctx, inputs, spec).await.map(Some);
             }
+            Ok(None)
         };
         let (image_found, (arn, changes)) = tokio::try_join!(early_check, work)?;
         let wait = mode.is_apply()
