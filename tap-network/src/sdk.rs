@@ -57,15 +57,11 @@ fn s(value: Option<&str>) -> String {
 }
 
 fn missing(what: &str) -> AwsError {
-    AwsError { code: None, message: format!("EC2 returned no {what}"), retryable: false }
+    AwsError::local(format!("EC2 returned no {what}"))
 }
 
 fn unsupported_target(id: &str) -> AwsError {
-    AwsError {
-        code: None,
-        message: format!("tap routes only to internet and NAT gateways, not to {id}"),
-        retryable: false,
-    }
+    AwsError::local(format!("tap routes only to internet and NAT gateways, not to {id}"))
 }
 
 fn sdk_attribute(attribute: VpcAttribute) -> VpcAttributeName {
