@@ -165,6 +165,7 @@ async fn internal_errors_after_creates(seed: u64) {
     expect_success(deploy_through_proxy(), &format!("{context}: the first deploy"));
     let faulted = fates(&proxy, Fate::InternalErrorAfterEffect);
     assert!(faulted.len() >= 10, "{context}: the proxy answered only {faulted:?} with 500");
+    eprintln!("{context}: {} creates answered 500 after taking effect: {faulted:?}", faulted.len());
     env.inventory()
         .await
         .assert_spec(&format!("{context}: after a deploy whose creates were answered 500 ({faulted:?})"));
