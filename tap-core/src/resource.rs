@@ -506,9 +506,7 @@ mod tests {
     }
 
     fn ctx(env: &str) -> Context {
-        let mut config = Config::default();
-        config.environment = env.into();
-        Context::new(config)
+        Context::new(Config { environment: env.into(), ..Config::default() })
     }
 
     #[tokio::test]
@@ -571,8 +569,7 @@ mod tests {
         let left: Vec<String> = aws.records.lock().unwrap().keys().cloned().collect();
         assert_eq!(left, ["a", "data", "foreign", "other-env"]);
 
-        let mut config = Config::default();
-        config.environment = "dev".into();
+        let mut config = Config { environment: "dev".into(), ..Config::default() };
         config.deploy.prune_data = true;
         let (_, apply) = run(&aws, &Context::new(config), &[record("dev", "a", 1)]).await;
         assert_eq!(apply, vec![Change::delete("fake/record/data", "data")], "with consent, data goes too");
