@@ -279,7 +279,7 @@ impl Run<'_> {
                     writeln!(out)?;
                 }
                 if let Some(cost) = &cost {
-                    writeln!(out, "{}", cost.line(op == Operation::Apply))?;
+                    writeln!(out, "{}", cost.line())?;
                 }
                 writeln!(out, "{total}")?;
             }

@@ -512,8 +512,8 @@ impl Comparison {
         })
     }
 
-    /// The line plan and deploy print above their totals.
-    pub fn line(&self, deployed: bool) -> String {
+    /// The line plan and deploy print above their totals: before → after, and the difference.
+    pub fn line(&self) -> String {
         let (before, after) = (self.monthly_before(), self.monthly_after());
         let diff = cents(after - before);
         let sign = if diff > 0.0 {
@@ -523,13 +523,9 @@ impl Comparison {
         } else {
             "±"
         };
-        let verb = if deployed { "was" } else { "is" };
         let mut line = format!(
-            "Cost: ${:.2} a month → ${:.2} ({sign}${:.2}); {verb} ${:.2} before (estimate: {}; traffic not included, `tap cost` itemizes).",
-            before,
-            after,
+            "Cost: ${before:.2} → ${after:.2} a month ({sign}${:.2}); estimate from {}, traffic not included (`tap cost` itemizes).",
             diff.abs(),
-            before,
             self.source
         );
         if !self.unpriced.is_empty() {
@@ -646,7 +642,7 @@ mod tests {
         assert_eq!(doc["monthly_difference"], json!(-73.0));
         let nat2 = doc["items"].as_array().unwrap().iter().find(|i| i["resource"] == "network/nat/2").unwrap();
         assert_eq!((nat2["monthly"].as_f64(), nat2["monthly_before"].as_f64()), (Some(0.0), Some(32.85)));
-        assert!(cmp.line(false).contains("(-$73.00)"), "{}", cmp.line(false));
+        assert!(cmp.line().contains("(-$73.00)"), "{}", cmp.line());
     }
 
     #[test]
