@@ -13,6 +13,10 @@
 //! Secrets Manager secrets, CloudWatch Logs storage at the retention, the Cloud Map namespace's
 //! hosted zone and its registered instances. Everything driven by traffic is named in
 //! [`NOT_INCLUDED`] instead.
+//!
+//! A module of the binary rather than a crate of its own: its only user is `tap`, and a crate
+//! over `tap-core` (for `Config` and `Change`) would not be free of AWS anyway, since `tap-core`
+//! carries the SDK clients; the module keeps to plain data, so moving it out later is a copy.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
