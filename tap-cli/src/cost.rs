@@ -417,9 +417,9 @@ pub fn items(parts: &[Part], prices: &Prices) -> Vec<Item> {
     parts.iter().map(|p| price(p, prices)).collect()
 }
 
-/// The sum.
+/// The sum (0, not -0, for no items: an empty f64 sum is -0.0).
 pub fn total(items: &[Item]) -> f64 {
-    items.iter().map(|i| i.monthly).sum()
+    items.iter().map(|i| i.monthly).sum::<f64>() + 0.0
 }
 
 /// Whether the table holds `region`'s own list prices.
@@ -658,6 +658,9 @@ mod tests {
         let refs: Vec<&Change> = changes.iter().collect();
         let cmp = Comparison::of(&config, "us-east-1", &refs);
         assert_eq!(cmp.monthly_before(), 0.0);
+        assert!(cmp.monthly_before().is_sign_positive(), "shown as $0.00, not $-0.00");
+        assert!(cmp.line().starts_with("Cost: $0.00 → $320.29 a month (+$320.29)"), "{}", cmp.line());
+        assert_eq!(cmp.to_json()["monthly_before"].to_string(), "0.0");
         assert!(cmp.monthly_after() > 300.0);
         // Converged: nothing changes, before is after.
         let same = Comparison::of(&config, "us-east-1", &[]);
