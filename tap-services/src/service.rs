@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
+use tap_core::resource::{ActionError, Diff, During, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{Change, Context, Mode, StepError};
@@ -144,6 +146,8 @@ pub struct ObservedService {
     pub load_balancers: Vec<LoadBalancerRef>,
     /// Cloud Map service ARNs.
     pub service_registries: Vec<String>,
+    /// Its tags (DescribeServices with `include = TAGS`).
+    pub tags: Vec<Tag>,
     /// Deployments, PRIMARY first on AWS.
     pub deployments: Vec<ObservedDeployment>,
 }
@@ -371,7 +375,12 @@ fn drain_backoff() -> Backoff {
 }
 
 /// Waits until the service is INACTIVE or gone.
-async fn wait_inactive(api: &dyn ServicesApi, cluster: &str, name: &str, resource: &str) -> Result<(), StepError> {
+pub(crate) async fn wait_inactive(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    resource: &str,
+) -> Result<(), StepError> {
     poll_until(&format!("ECS service {name} to drain"), drain_backoff(), || async {
         let found = find(api, cluster, name, resource).await?;
         Ok(match found {
@@ -436,40 +445,69 @@ pub(crate) async fn converge(
     }
 }
 
-/// Scales the service to zero, deletes it and waits until it is INACTIVE or gone.
-pub(crate) async fn destroy(
-    api: &dyn ServicesApi,
-    cluster: &str,
-    name: &str,
-    label: &str,
-) -> Result<Vec<Change>, StepError> {
-    let resource = component("ecs-service", label);
-    let Some(current) = find(api, cluster, name, &resource).await? else { return Ok(vec![]) };
-    if current.status == "INACTIVE" {
-        return Ok(vec![]);
+/// The ECS service kind. Its delete scales the service to zero and deletes it; the caller then
+/// waits with [`wait_inactive`] until ECS has drained it (a removed service's Cloud Map service,
+/// target group, security group and role may only go after that).
+pub(crate) struct EcsService<'a> {
+    pub api: &'a dyn ServicesApi,
+    pub cluster: &'a str,
+}
+
+/// Whether ECS says the service is already gone (or already being deleted).
+fn gone(e: &tap_core::AwsError) -> bool {
+    e.is_not_found() || e.is("ServiceNotActiveException")
+}
+
+#[async_trait]
+impl Resource for EcsService<'_> {
+    type Desired = DesiredService;
+    type Observed = ObservedService;
+    type Update = ServiceUpdate;
+    const KIND: &'static str = "services/ecs-service";
+    const CREATE: &'static str = "CreateService";
+    const DELETE: &'static str = "DeleteService";
+
+    fn diff(&self, want: &DesiredService, have: &ObservedService) -> Result<Option<Diff<ServiceUpdate>>, String> {
+        Ok(update_for(want, have).map(|(update, attrs)| Diff::new(update, attrs)))
     }
-    let gone = |e: &tap_core::AwsError| e.is_not_found() || e.is("ServiceNotActiveException");
-    if current.is_active() {
+
+    async fn find(&self, want: &DesiredService) -> Result<Option<ObservedService>, tap_core::AwsError> {
+        match self.api.describe_services(&want.cluster, std::slice::from_ref(&want.name)).await {
+            Ok(found) => Ok(found.into_iter().find(|s| s.name == want.name && s.is_active())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, want: &DesiredService) -> Result<ObservedService, tap_core::AwsError> {
+        self.api.create_service(want).await
+    }
+
+    async fn update(&self, _have: &ObservedService, update: &ServiceUpdate) -> Result<(), ActionError> {
+        self.api.update_service(update).await.map(drop).during("UpdateService")
+    }
+
+    async fn delete(&self, have: &ObservedService) -> Result<(), ActionError> {
+        if !have.is_active() {
+            // DRAINING: already deleted, ECS is still draining it.
+            return Ok(());
+        }
         let scale = ServiceUpdate {
-            cluster: cluster.into(),
-            service: name.into(),
+            cluster: self.cluster.into(),
+            service: have.name.clone(),
             desired_count: Some(0),
             ..Default::default()
         };
-        match api.update_service(&scale).await {
+        match self.api.update_service(&scale).await {
             Ok(_) => {}
-            Err(e) if gone(&e) => return Ok(vec![]),
-            Err(e) => return Err(StepError::aws(&resource, "UpdateService")(e)),
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(ActionError { action: "UpdateService", source: e }),
         }
-        match api.delete_service(cluster, name).await {
-            Ok(()) => {}
-            Err(e) if gone(&e) => return Ok(vec![]),
-            Err(e) => return Err(StepError::aws(&resource, "DeleteService")(e)),
+        match self.api.delete_service(self.cluster, &have.name).await {
+            Err(e) if gone(&e) => Ok(()),
+            other => other.during("DeleteService"),
         }
-        tracing::info!(service = name, "deleted ECS service; waiting for it to drain");
     }
-    wait_inactive(api, cluster, name, &resource).await?;
-    Ok(vec![Change::delete(resource, name)])
 }
 
 /// Where a service's rollout stands.
