@@ -879,8 +879,7 @@ async fn wait_times_out_naming_the_service() {
 
 /// The tags tap gives a resource of environment `env`.
 fn tags_of(env: &str, component: &str, name: &str) -> Vec<(String, String)> {
-    let mut config = Config::default();
-    config.environment = env.into();
+    let config = Config { environment: env.into(), ..Config::default() };
     tap_core::naming::Names::new(&config).tags(component, name)
 }
 
