@@ -14,6 +14,10 @@
 //!   the step polls the operation until it succeeds (and fails clearly when it fails). A drifted
 //!   TTL is repaired with `UpdateService`; a routing policy or health-check type, which Cloud Map
 //!   cannot change in place, is reported as a conflict.
+//! - Prune: a service of the namespace that no configured service declares and whose tags say it
+//!   is this environment's (`ListTagsForResource`, read only for such services) is listed by plan
+//!   as a delete, and deleted by deploy once the services step has published its outputs (it does
+//!   so after removing the ECS services, which must be gone first). Nothing to prune, no wait.
 //! - `destroy` deregisters any instance left, deletes the services, then the namespace.
 //!   (moto, the local emulator, leaves the namespace's Route 53 hosted zone behind; AWS does not.)
 //!
@@ -42,10 +46,15 @@ use aws_sdk_servicediscovery::types::{
 use futures::future::try_join_all;
 use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
-use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, PENDING};
+use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, ServicesOutputs, PENDING};
+use tap_core::progress::ProgressEvent;
+use tap_core::resource::owned;
 use tap_core::step::OutputKind;
 use tap_core::wait::{poll_until, retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+
+/// This step's name.
+const STEP: &str = "discovery";
 
 /// Logical id of the namespace.
 pub const NAMESPACE_COMPONENT: &str = "discovery/namespace";
@@ -186,6 +195,8 @@ pub trait CloudMapApi: Send + Sync {
     async fn deregister_instance(&self, service_id: &str, instance_id: &str) -> Result<String, AwsError>;
     /// `DeleteService`.
     async fn delete_service(&self, id: &str) -> Result<(), AwsError>;
+    /// `ListTagsForResource` of a service or namespace (by ARN).
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
     /// `DeleteNamespace`; the operation id.
     async fn delete_namespace(&self, id: &str) -> Result<String, AwsError>;
 }
@@ -480,6 +491,11 @@ impl CloudMapApi for SdkCloudMap {
         Ok(())
     }
 
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self.0.list_tags_for_resource().resource_arn(arn).send().await?;
+        Ok(out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect())
+    }
+
     async fn delete_namespace(&self, id: &str) -> Result<String, AwsError> {
         match self.0.delete_namespace().id(id).send().await {
             Ok(out) => {
@@ -638,8 +654,7 @@ impl DiscoveryStep {
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
         let ns_name = ctx.names.namespace();
         // The namespace is found by name, so the lookup runs while the VPC is still coming.
-        let (found, network) =
-            tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>("discovery"))?;
+        let (found, network) = tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>(STEP))?;
         let settings = &ctx.config.discovery;
         let wanted: Vec<&str> = ctx.config.services.iter().filter(|s| s.discovery).map(|s| s.name.as_str()).collect();
         let desired_records = vec![DnsRecordSpec { record_type: RECORD_TYPE.into(), ttl: settings.dns_ttl }];
@@ -684,11 +699,11 @@ impl DiscoveryStep {
 
         // A namespace created just now holds no services: nothing to list. (Should it be an older
         // one after all, a create of an existing service is adopted, see `converge_service`.)
-        let observed = if created {
-            BTreeMap::new()
-        } else {
-            self.find_services(&namespace.id, |name| wanted.contains(&name)).await?
-        };
+        if !created {
+            ctx.progress(ProgressEvent::Found { step: STEP, resource: NAMESPACE_COMPONENT });
+        }
+        // Every service of the namespace: the wanted ones are converged, the others pruned.
+        let observed = if created { BTreeMap::new() } else { self.find_services(&namespace.id, |_| true).await? };
         let converged = wanted.iter().map(|service| {
             let definition = ServiceDefinition {
                 name: service.to_string(),
@@ -712,7 +727,47 @@ impl DiscoveryStep {
             namespace_name: ns_name,
             services,
         });
+        let undeclared = observed.values().filter(|s| !wanted.contains(&s.name.as_str()));
+        changes.extend(self.prune(ctx, mode, undeclared).await?);
         Ok(changes)
+    }
+
+    /// Deletes (in plan mode: lists) the namespace's services that the config no longer declares
+    /// and whose tags say they are this environment's. In apply mode only once the services step
+    /// has published its outputs: it does so after removing the ECS services, which must be gone
+    /// before their Cloud Map service can be. Reads the tags of undeclared services only, and
+    /// waits only when there is something to delete.
+    async fn prune<'a>(
+        &self,
+        ctx: &Context,
+        mode: Mode,
+        undeclared: impl Iterator<Item = &'a ObservedService>,
+    ) -> Result<Vec<Change>, StepError> {
+        let env = ctx.names.env();
+        let checks = undeclared.map(|service| async move {
+            let component = service_component(&service.name);
+            let tags = match self.api.list_tags(&service.arn).await {
+                Ok(tags) => tags,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(StepError::aws(&component, "ListTagsForResource")(e)),
+            };
+            Ok(owned(&tags, env, || component.clone()).map(|id| (id, service)))
+        });
+        let owned: Vec<(String, &ObservedService)> = try_join_all(checks).await?.into_iter().flatten().collect();
+        if owned.is_empty() {
+            return Ok(vec![]);
+        }
+        if !mode.is_apply() {
+            return Ok(owned.into_iter().map(|(id, s)| Change::delete(id, &s.name)).collect());
+        }
+        ctx.wait::<ServicesOutputs>(STEP).await?;
+        let deleted = try_join_all(owned.iter().map(|(id, s)| async move {
+            ctx.progress(ProgressEvent::Working { step: STEP, resource: id, action: Action::Delete });
+            self.delete_service(s).await?;
+            Ok::<_, StepError>(Change::delete(id, &s.name))
+        }))
+        .await?;
+        Ok(deleted)
     }
 
     async fn converge_service(
@@ -738,6 +793,7 @@ impl DiscoveryStep {
             return Ok((DiscoveryService { id: created.id, arn: created.arn }, change));
         };
         let out = DiscoveryService { id: service.id.clone(), arn: service.arn.clone() };
+        ctx.progress(ProgressEvent::Found { step: STEP, resource: &component });
 
         // What Cloud Map cannot change on an existing service.
         if service.routing_policy.as_deref() != Some(definition.routing_policy.as_str()) {
@@ -890,6 +946,7 @@ impl Step for DiscoveryStep {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tap_core::naming::Names;
     use tap_core::outputs::SubnetRef;
     use tap_core::{Action, Config};
 
@@ -977,6 +1034,8 @@ mod tests {
             .times(1)
             .returning(move |_| Ok(vec![listed(svc.clone()), other.clone()]));
         mock.expect_get_service().never();
+        // The unconfigured service is a prune candidate: its tags say it is not tap's.
+        mock.expect_list_tags().times(..=1).returning(|_| Ok(vec![]));
     }
 
     #[test]
@@ -1297,5 +1356,80 @@ mod tests {
         mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
         let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
         assert!(changes.is_empty());
+    }
+
+    /// A tap-made Cloud Map service of this environment that the config no longer declares.
+    fn removed() -> ObservedService {
+        ObservedService {
+            id: "srv-5".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-5".into(),
+            name: "old-worker".into(),
+            ..service(10)
+        }
+    }
+
+    fn with_removed(mock: &mut MockCloudMapApi) {
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        let hand_made = ObservedService {
+            id: "srv-6".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-6".into(),
+            name: "hand-made".into(),
+            ..service(10)
+        };
+        mock.expect_list_services()
+            .times(1)
+            .returning(move |_| Ok(vec![listed(service(10)), listed(removed()), listed(hand_made.clone())]));
+        mock.expect_get_service().never();
+        mock.expect_list_tags().times(2).returning(|arn| {
+            Ok(if arn.ends_with("srv-5") {
+                Names::new(&Config::default()).tags("discovery/service/old-worker", "old-worker")
+            } else {
+                // In the namespace, but not tagged by tap for this environment: left alone.
+                vec![("Environment".into(), "dev".into())]
+            })
+        });
+        mock.expect_create_service().never();
+        mock.expect_update_service_dns().never();
+        mock.expect_delete_namespace().never();
+    }
+
+    #[tokio::test]
+    async fn plan_lists_a_removed_service_without_waiting_for_the_services_step() {
+        let mut mock = MockCloudMapApi::new();
+        with_removed(&mut mock);
+        no_mutations(&mut mock);
+        mock.expect_list_instances().never();
+        // No ServicesOutputs in the context: plan must not wait for it.
+        let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx()).await.unwrap();
+        assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
+    }
+
+    #[tokio::test]
+    async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
+        let mut mock = MockCloudMapApi::new();
+        with_removed(&mut mock);
+        let deleted = Arc::new(AtomicUsize::new(0));
+        mock.expect_list_instances().withf(|id: &str| id == "srv-5").times(1).returning(|_| Ok(vec![]));
+        let d = deleted.clone();
+        mock.expect_delete_service().withf(|id: &str| id == "srv-5").times(1).returning(move |_| {
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let ctx = ctx();
+        ctx.expect([OutputKind::Services]);
+        let step = DiscoveryStep::new(Arc::new(mock));
+        let apply = step.apply(&ctx);
+        tokio::pin!(apply);
+        // The step publishes its outputs, then waits for the services step before deleting.
+        tokio::select! {
+            _ = &mut apply => panic!("deleted before the services step published its outputs"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+        assert!(ctx.try_get::<DiscoveryOutputs>().is_some(), "outputs published before the prune");
+        assert_eq!(deleted.load(Ordering::SeqCst), 0);
+        ctx.put(ServicesOutputs { service_arns: BTreeMap::new() });
+        let changes = apply.await.unwrap();
+        assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
+        assert_eq!(deleted.load(Ordering::SeqCst), 1);
     }
 }
