@@ -224,6 +224,8 @@ struct World {
     describe_services_calls: Arc<Mutex<usize>>,
     /// Counts DescribeImages calls.
     image_checks: Arc<Mutex<usize>>,
+    /// ECS services deleted so far: DescribeServices reports them INACTIVE.
+    deleted_services: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// The world right after a converged deploy of the default config (revision 1 of every family).
@@ -293,7 +295,17 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     }
     e.returning(move |_, names| {
         *w3.describe_services_calls.lock().unwrap() += 1;
-        Ok(names.iter().filter_map(|n| w3.services.get(n).cloned()).collect())
+        let deleted = w3.deleted_services.lock().unwrap();
+        Ok(names
+            .iter()
+            .filter_map(|n| w3.services.get(n).cloned())
+            .map(|mut s| {
+                if deleted.contains(&s.name) {
+                    s.status = "INACTIVE".into();
+                }
+                s
+            })
+            .collect())
     });
     let names: Vec<String> = w.services.keys().cloned().collect();
     let e = api.expect_list_services();
@@ -1154,4 +1166,143 @@ fn log_groups_are_read_under_their_common_prefix() {
     assert_eq!(sdk::common_prefix(&[]), "");
     // Never splits a character.
     assert_eq!(sdk::common_prefix(&names(&["/ecs/é", "/ecs/è"])), "/ecs/");
+}
+
+/// The config without `processing-service`, over a world where all three were deployed.
+fn without_processing() -> (Arc<Context>, World) {
+    let world = converged_world(&deployed_ctx(config(false)));
+    let mut config = config(false);
+    config.services.retain(|s| s.name != "processing-service");
+    (Arc::new(deployed_ctx(config)), world)
+}
+
+#[tokio::test]
+async fn a_removed_service_is_pruned_scaling_first_and_outputs_come_after() {
+    let (ctx, world) = without_processing();
+    let deleted = world.deleted_services.clone();
+    let mut api = read_mock(world.clone());
+    let gone = "processing-service";
+    let published = |ctx: &Arc<Context>| ctx.try_get::<ServicesOutputs>().is_some();
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let policies = world.policies.clone();
+    api.expect_describe_scaling_policies()
+        .withf(move |r| *r == rid(gone))
+        .times(1)
+        .returning(move |r| Ok(policies[r].clone()));
+    let (o, c) = (order.clone(), ctx.clone());
+    api.expect_delete_scaling_policy()
+        .withf(move |r, name| *r == rid(gone) && name == "tap-cpu-processing-service-dev")
+        .times(1)
+        .returning(move |_, _| {
+            assert!(!published(&c), "outputs are published after the prune");
+            o.lock().unwrap().push("policy");
+            Ok(())
+        });
+    let o = order.clone();
+    api.expect_deregister_scalable_target().withf(move |r| *r == rid(gone)).times(1).returning(move |_| {
+        o.lock().unwrap().push("target");
+        Ok(())
+    });
+    let o = order.clone();
+    api.expect_update_service()
+        .withf(|u| u.service == "tap-processing-service-dev" && u.desired_count == Some(0))
+        .times(1)
+        .returning(move |u| {
+            o.lock().unwrap().push("scale to 0");
+            let mut s = observed_from(&desired_service(&deployed_ctx(config(false)), "frontend", "td"));
+            s.name = u.service.clone();
+            Ok(s)
+        });
+    let o = order.clone();
+    api.expect_delete_service().withf(|_, name| name == "tap-processing-service-dev").times(1).returning(
+        move |_, name| {
+            o.lock().unwrap().push("delete service");
+            deleted.lock().unwrap().insert(name.to_string());
+            Ok(())
+        },
+    );
+    api.expect_ecs_tags()
+        .withf(|arn| arn == td_arn("processing-service", 1))
+        .times(1)
+        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
+    api.expect_list_task_definitions().withf(|family, _| family == "tap-processing-service-dev").times(2).returning(
+        |_, status| {
+            Ok(match status {
+                RevisionStatus::Active => vec![td_arn("processing-service", 1)],
+                RevisionStatus::Inactive => vec![td_arn("processing-service", 1)],
+            })
+        },
+    );
+    let o = order.clone();
+    api.expect_deregister_task_definition().times(1).returning(move |_| {
+        o.lock().unwrap().push("task definition");
+        Ok(())
+    });
+    api.expect_delete_task_definitions().times(1).returning(|_| Ok(()));
+    api.expect_log_group_tags()
+        .withf(|name| name == "/ecs/tap-processing-service-dev")
+        .times(1)
+        .returning(|name| Ok(tags_of("dev", "services/log-group/processing-service", name)));
+    let o = order.clone();
+    api.expect_delete_log_group().withf(|name| name == "/ecs/tap-processing-service-dev").times(1).returning(
+        move |_| {
+            o.lock().unwrap().push("log group");
+            Ok(())
+        },
+    );
+    api.expect_create_service().never();
+    api.expect_register_task_definition().never();
+    api.expect_create_log_group().never();
+
+    let changes = step(api).apply(&ctx).await.unwrap();
+    let mut got: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    got.sort();
+    let want: Vec<(String, Action)> =
+        ["ecs-service", "log-group", "scaling-policy", "scaling-target", "task-definition"]
+            .iter()
+            .map(|k| (format!("services/{k}/processing-service"), Action::Delete))
+            .collect();
+    assert_eq!(got, want, "{changes:#?}");
+    let order = order.lock().unwrap().clone();
+    assert_eq!(&order[..4], ["policy", "target", "scale to 0", "delete service"], "{order:?}");
+    let outputs: ServicesOutputs = ctx.get("test").unwrap();
+    assert_eq!(outputs.service_arns.len(), 2);
+}
+
+#[tokio::test]
+async fn plan_lists_a_removed_services_resources_without_touching_them() {
+    let (ctx, world) = without_processing();
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    let policies = world.policies.clone();
+    api.expect_describe_scaling_policies().times(1).returning(move |r| Ok(policies[r].clone()));
+    api.expect_ecs_tags()
+        .times(1)
+        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
+    api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("dev", "services/log-group/processing-service", n)));
+    api.expect_list_task_definitions().never();
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 5, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.action == Action::Delete && c.resource.ends_with("/processing-service")));
+}
+
+#[tokio::test]
+async fn nothing_is_pruned_without_this_environments_tags() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    // Named like the environment's, but made by hand (no tap tags) or by another environment.
+    let mut hand = world.services["tap-frontend-dev"].clone();
+    hand.name = "tap-hand-dev".into();
+    hand.tags = vec![("Environment".into(), "dev".into())];
+    world.services.insert(hand.name.clone(), hand);
+    let group = "/ecs/tap-frontend-x-dev".to_string();
+    world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None });
+    let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
+    foreign.arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/tap-frontend-x-dev:1".into();
+    world.task_definitions.insert("tap-frontend-x-dev".into(), foreign);
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_ecs_tags().times(1).returning(|arn| Ok(tags_of("x-dev", "services/task-definition/frontend", arn)));
+    api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("x-dev", "services/log-group/frontend", n)));
+    assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
 }
