@@ -7,7 +7,7 @@
 //! (security groups, roles, target groups, rules) are to be added here as they learn to prune.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tests::{Inventory, TestEnv};
@@ -76,7 +76,7 @@ fn config_file(name: &str, toml: &str) -> PathBuf {
 }
 
 /// `tap --output json --config <config> <args>`, expecting exit `code`.
-fn tap(env: &TestEnv, config: &PathBuf, args: &[&str], code: i32) -> Value {
+fn tap(env: &TestEnv, config: &Path, args: &[&str], code: i32) -> Value {
     let mut all = vec!["--output", "json", "--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
     env.tap(&all).expect_code(code).json()
