@@ -174,14 +174,13 @@ impl ServicesStep {
                 };
                 engine.converge(&LogGroup(api), &id, &name, &want, observed.log_groups.get(&name).cloned()).await
             };
-            let (_, (task_definition, mut changes)) =
+            let (_, (task_definition, changes)) =
                 tokio::try_join!(log_group, task_definition::converge(api, ctx, mode, inputs, spec, observed))?;
-            let mut svc = service::converge(api, ctx, mode, inputs, spec, &task_definition, observed).await?;
+            let mut svc = service::converge(engine, api, inputs, spec, &task_definition, observed).await?;
             tokio::try_join!(
                 scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
                 service::finish(api, spec, svc.fix.take()),
             )?;
-            changes.extend(svc.changes);
             Ok::<_, StepError>((svc.arn, changes))
         };
         // The image check decides whether to wait for the rollout, and warns when the image is
@@ -195,9 +194,10 @@ impl ServicesStep {
             }
             Ok(None)
         };
-        let changes_before = engine.changes().len();
         let (image_found, (arn, changes)) = tokio::try_join!(early_check, work)?;
-        let changed = !changes.is_empty() || engine.changes().len() > changes_before;
+        // This service's changes: its own and those the engine recorded under its logical ids.
+        let mine = |c: &Change| c.resource.rsplit('/').next() == Some(spec.name.as_str());
+        let changed = !changes.is_empty() || engine.changes().iter().any(mine);
         let wait = mode.is_apply()
             && (ctx.config.deploy.wait || changed)
             && match image_found {

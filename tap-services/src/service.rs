@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::{Change, Context, Mode, StepError};
+use tap_core::{Context, StepError};
 
 use crate::api::{Observed, ServicesApi};
 use crate::{component, lookup, Inputs};
@@ -199,8 +199,6 @@ pub(crate) struct ServiceOutcome {
     pub arn: String,
     /// Whether the service exists now (after apply) or already existed (plan).
     pub exists: bool,
-    /// Changes made or planned.
-    pub changes: Vec<Change>,
     /// What CreateService did not store, to be set with [`finish`] (beside the scaling calls,
     /// which need only the service to exist).
     pub fix: Option<ServiceUpdate>,
@@ -394,55 +392,39 @@ pub(crate) async fn wait_inactive(
     .await
 }
 
-/// Creates the service or corrects what differs; `observed` is the run's batched read (which holds
-/// no service while the cluster is still to be created).
+/// Creates the service or corrects what differs, through the engine; `observed` is the run's
+/// batched read (which holds no service while the cluster is still to be created). A service just
+/// created is compared with what CreateService stored: what it dropped is returned as
+/// [`ServiceOutcome::fix`].
 pub(crate) async fn converge(
+    engine: &Engine<'_>,
     api: &dyn ServicesApi,
-    ctx: &Context,
-    mode: Mode,
     inputs: &Inputs,
     service: &ServiceSpec,
     task_definition: &str,
     observed: &Observed,
 ) -> Result<ServiceOutcome, StepError> {
+    let ctx = engine.ctx();
     let resource = component("ecs-service", &service.name);
     let desired = desired(ctx, inputs, service, task_definition)?;
-    match observed.services.get(&desired.name).cloned() {
-        Some(current) if current.is_active() => {
-            let Some((update, attrs)) = update_for(&desired, &current) else {
-                return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![], fix: None });
-            };
-            if mode.is_apply() {
-                api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
-            }
-            Ok(ServiceOutcome {
-                arn: current.arn,
-                exists: true,
-                changes: vec![Change::update(resource, desired.name, attrs)],
-                fix: None,
-            })
-        }
-        current => {
-            let change = Change::create(&resource, &desired.name);
-            if !mode.is_apply() {
-                return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, changes: vec![change], fix: None });
-            }
-            if current.is_some_and(|s| s.status == "DRAINING") {
-                // ECS refuses a new service with the name of one that is still draining.
-                wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
-            }
-            let created = api.create_service(&desired).await.map_err(StepError::aws(&resource, "CreateService"))?;
-            tracing::info!(service = %desired.name, "created ECS service");
-            // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
-            let arn = created.arn.clone();
-            let fix = update_for(&desired, &created).map(|(update, attrs)| {
-                let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
-                tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
-                update
-            });
-            Ok(ServiceOutcome { arn, exists: true, changes: vec![change], fix })
-        }
+    let current = observed.services.get(&desired.name);
+    let have = current.filter(|s| s.is_active()).cloned();
+    let creating = have.is_none();
+    if creating && engine.mode().is_apply() && current.is_some_and(|s| s.status == "DRAINING") {
+        // ECS refuses a new service with the name of one that is still draining.
+        wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
     }
+    let kind = EcsService { api, cluster: &desired.cluster };
+    let Some(now) = engine.converge(&kind, &resource, &desired.name, &desired, have).await? else {
+        return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, fix: None });
+    };
+    // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
+    let fix = creating.then(|| update_for(&desired, &now)).flatten().map(|(update, attrs)| {
+        let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
+        tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
+        update
+    });
+    Ok(ServiceOutcome { arn: now.arn, exists: true, fix })
 }
 
 /// The ECS service kind. Its delete scales the service to zero and deletes it; the caller then
