@@ -4,7 +4,7 @@
 //! **Reads** from the [`Context`]: the private subnets (network), the repository URIs (registry),
 //! the cluster (cluster), the security groups, roles and secret ARNs (security), the ALB DNS name and
 //! target groups (ingress) and the Cloud Map services (discovery).
-//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN.
+//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN (in apply mode after the prune).
 //!
 //! Per service, concurrently across services:
 //! - [`logs`]: log group `/ecs/tap-{service}-{s}` with the configured retention.
@@ -14,6 +14,19 @@
 //!   back so fields an endpoint dropped on create are set in the same run; later updated only on
 //!   difference, never touching the desired count (auto scaling owns it).
 //! - [`scaling`]: scalable target (min/max) and a CPU target-tracking policy, found by resource id.
+//!
+//! Log groups, ECS services and scaling run through the resource engine ([`tap_core::resource`]);
+//! task definition revisions are registered by [`task_definition`] itself (the service needs the
+//! new revision's ARN), the engine deletes them.
+//!
+//! **Prune**: what the environment owns and no configured service declares — ECS services in its
+//! cluster, log groups `/ecs/tap-…-{s}`, task definition families `tap-…-{s}` (each owned by its
+//! tags) and the cluster's scalable targets and their policies (by resource id) — is listed by
+//! plan and removed by deploy: scaling first, then the ECS service (scaled to 0, deleted, waited
+//! for until INACTIVE), then its task definition family and log group. In apply mode
+//! [`ServicesOutputs`] is published only after that, so steps that delete a removed service's
+//! Cloud Map service, target group, security group or role can wait for it. `destroy` removes
+//! everything these listings find, whatever the config says.
 //!
 //! After converging, deploy warns about images missing from ECR and (unless `deploy.wait` is off)
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.

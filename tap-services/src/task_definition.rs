@@ -10,12 +10,13 @@ use serde_json::{json, Value};
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
+use tap_core::progress::ProgressEvent;
 use tap_core::resource::{ActionError, Diff, During, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, StepError};
 
 use crate::api::{Observed, RevisionStatus, ServicesApi};
-use crate::{component, lookup, Inputs};
+use crate::{component, lookup, Inputs, STEP};
 
 /// A task definition in a comparable form: what tap sets, nothing AWS adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +201,7 @@ pub(crate) async fn converge(
     let change = match observed.task_definitions.get(&family) {
         None => Change::create(&resource, &family),
         Some(current) => {
+            ctx.progress(ProgressEvent::Found { step: STEP, resource: &resource });
             let attrs = desired.changes_from(&current.definition);
             if attrs.is_empty() {
                 return Ok((current.arn.clone(), vec![]));

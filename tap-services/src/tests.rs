@@ -1306,3 +1306,26 @@ async fn nothing_is_pruned_without_this_environments_tags() {
     api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("x-dev", "services/log-group/frontend", n)));
     assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
 }
+
+#[tokio::test]
+async fn every_existing_resource_is_reported_as_found() {
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl tap_core::progress::ProgressSink for Collect {
+        fn event(&self, event: tap_core::progress::ProgressEvent<'_>) {
+            self.0.lock().unwrap().push(event.to_string());
+        }
+    }
+    let sink = Arc::new(Collect::default());
+    let ctx = deployed_ctx(config(false)).with_progress(sink.clone());
+    let mut api = read_mock(converged_world(&ctx));
+    no_mutations(&mut api);
+    assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
+    let events = sink.0.lock().unwrap().clone();
+    for kind in ["log-group", "task-definition", "ecs-service", "scaling-target", "scaling-policy"] {
+        for s in SERVICES {
+            let found = format!("services: found services/{kind}/{s}");
+            assert!(events.contains(&found), "{found} missing from {events:#?}");
+        }
+    }
+}
