@@ -1,6 +1,6 @@
 //! CloudWatch Logs: one log group per service (`/ecs/tap-{service}-{s}`) with the configured
 //! retention, tagged at creation; a drifted retention is put back. A resource kind of the engine
-//! ([`LogGroup`]): created with its retention (both are the create plan lists), updated by putting
+//! (`LogGroup`): created with its retention (both are the create plan lists), updated by putting
 //! the retention back, deleted when its service is removed from the config or on destroy.
 
 use async_trait::async_trait;
