@@ -378,7 +378,7 @@ impl Step for RegistryStep {
     }
 
     /// Removes every repository of the environment with its images, whatever the config says
-    /// (found by name and tags, see [`RegistryStep::owned`]).
+    /// (found by name and tags).
     #[tracing::instrument(skip_all, name = "registry.destroy")]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let found = self.owned(ctx, &[]).await?;
