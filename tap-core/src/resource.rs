@@ -16,7 +16,7 @@
 //! - **prune** ([`Engine::prune`]): what the environment owns (found by its tags, see [`owned`])
 //!   and the config no longer declares is deleted, except a data-bearing resource
 //!   ([`Resource::holds_data`]) without consent (`deploy --prune-data`), which is listed as kept.
-//! - **delete** ([`Engine::delete`]): one resource, already gone counting as deleted.
+//! - **delete** ([`Engine::delete`]): one resource; one already gone is no error and no change.
 //! - every step: progress events ([`ProgressEvent`]) per resource, the error context (resource +
 //!   AWS action) and the change list the step returns.
 //!
@@ -274,25 +274,27 @@ impl<'a> Engine<'a> {
         Ok(Some(created))
     }
 
-    /// Deletes one resource (in plan mode: lists it). One already gone counts as deleted.
+    /// Deletes one resource (in plan mode: lists it). One already gone (AWS answers not-found) is
+    /// not an error and not a change: someone else deleted it. Returns whether it was (or, in
+    /// plan mode, would be) deleted.
     pub async fn delete<R: Resource>(
         &self,
         resource: &R,
         id: &str,
         name: &str,
         have: &R::Observed,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         if self.mode.is_apply() {
             self.working(id, Action::Delete);
             match resource.delete(have).await {
                 Ok(()) => {}
-                Err(e) if e.source.is_not_found() => {}
+                Err(e) if e.source.is_not_found() => return Ok(false),
                 Err(e) => return Err(e.on(id)),
             }
             tracing::info!(step = self.step, resource = id, name, "deleted");
         }
         self.record(Change::delete(id, name));
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes every owned resource whose id is not `declared`, concurrently. A data-bearing one
@@ -311,8 +313,8 @@ impl<'a> Engine<'a> {
                 self.record(Change::keep(&o.id, &o.name));
                 return Ok(None);
             }
-            self.delete(resource, &o.id, &o.name, &o.observed).await?;
-            Ok::<_, StepError>(Some(o))
+            let deleted = self.delete(resource, &o.id, &o.name, &o.observed).await?;
+            Ok::<_, StepError>(deleted.then_some(o))
         }))
         .await?;
         Ok(outcomes.into_iter().flatten().collect())
@@ -504,9 +506,7 @@ mod tests {
     }
 
     fn ctx(env: &str) -> Context {
-        let mut config = Config::default();
-        config.environment = env.into();
-        Context::new(config)
+        Context::new(Config { environment: env.into(), ..Config::default() })
     }
 
     #[tokio::test]
@@ -569,8 +569,7 @@ mod tests {
         let left: Vec<String> = aws.records.lock().unwrap().keys().cloned().collect();
         assert_eq!(left, ["a", "data", "foreign", "other-env"]);
 
-        let mut config = Config::default();
-        config.environment = "dev".into();
+        let mut config = Config { environment: "dev".into(), ..Config::default() };
         config.deploy.prune_data = true;
         let (_, apply) = run(&aws, &Context::new(config), &[record("dev", "a", 1)]).await;
         assert_eq!(apply, vec![Change::delete("fake/record/data", "data")], "with consent, data goes too");
@@ -586,8 +585,11 @@ mod tests {
         want.data = true;
         let err = engine.converge(&fake, "fake/record/a", "a", &want, Some(record("dev", "a", 1))).await.unwrap_err();
         assert!(err.to_string().contains("fake/record/a") && err.to_string().contains("in place"), "{err}");
-        engine.delete(&fake, "fake/record/x", "x", &record("dev", "x", 1)).await.unwrap();
-        assert_eq!(engine.changes(), vec![Change::delete("fake/record/x", "x")]);
+        let gone = engine.delete(&fake, "fake/record/x", "x", &record("dev", "x", 1)).await.unwrap();
+        assert!(!gone && engine.changes().is_empty(), "a resource already gone is no change");
+        aws.records.lock().unwrap().insert("y".into(), record("dev", "y", 1));
+        assert!(engine.delete(&fake, "fake/record/y", "y", &record("dev", "y", 1)).await.unwrap());
+        assert_eq!(engine.changes(), vec![Change::delete("fake/record/y", "y")]);
     }
 
     #[tokio::test]
