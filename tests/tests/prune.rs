@@ -156,6 +156,7 @@ async fn removed_services_are_pruned_data_is_kept_and_destroy_leaves_nothing() {
     let plan = tap(&env, &two, &["plan", "--detailed-exitcode"], 2);
     let listed = changes(&plan);
     assert_eq!(listed, removal(true), "plan lists exactly the removed services' resources");
+    assert_eq!(plan["calls"]["mutating"], 0, "plan is read-only: {}", plan["calls"]);
 
     let deploy = tap(&env, &two, &["deploy", "--no-wait"], 0);
     assert_eq!(changes(&deploy), removal(true), "deploy does what plan listed");
