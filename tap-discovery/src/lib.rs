@@ -802,16 +802,9 @@ impl DiscoveryStep {
     async fn delete_namespace(&self, engine: &Engine<'_>, namespace: &ObservedNamespace) -> Result<(), StepError> {
         let services = self.find_services(&namespace.id, |_| true).await?;
         let kind = self.kind();
-        // Destroy reports only what it deleted: a service already gone is no change.
         try_join_all(services.values().map(|s| {
             let (kind, component) = (&kind, service_component(&s.name));
-            async move {
-                engine.working(&component, Action::Delete);
-                if kind.remove(s).await.map_err(|e| e.on(&component))? {
-                    engine.record(Change::delete(&component, &s.name));
-                }
-                Ok::<_, StepError>(())
-            }
+            async move { engine.delete(kind, &component, &s.name, s).await }
         }))
         .await?;
         let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));

@@ -112,14 +112,18 @@ impl Resource for CloudMapService<'_> {
         Ok(())
     }
 
+    /// A service already gone is a not-found (the engine counts no change).
     async fn delete(&self, have: &ObservedService) -> Result<(), ActionError> {
-        self.remove(have).await.map(drop)
+        if self.remove(have).await? {
+            return Ok(());
+        }
+        Err(ActionError { action: "DeleteService", source: AwsError::new("ServiceNotFound", "already gone") })
     }
 }
 
 impl CloudMapService<'_> {
-    /// Deletes the service; `false` when it was already gone (destroy then reports no change).
-    pub(crate) async fn remove(&self, have: &ObservedService) -> Result<bool, ActionError> {
+    /// Deletes the service; `false` when it was already gone.
+    async fn remove(&self, have: &ObservedService) -> Result<bool, ActionError> {
         let resource = format!("discovery/service/{}", have.name);
         let instances = match self.api.list_instances(&have.id).await {
             Ok(instances) => instances,

@@ -114,6 +114,15 @@ fn already_gone(e: &AwsError) -> bool {
     e.is_not_found() || (e.is("ValidationException") && e.message.contains("No scal"))
 }
 
+/// The error of a delete, as not-found when it says the target or policy is already gone (the
+/// engine then counts no change).
+fn gone_as_not_found(result: Result<(), AwsError>, action: &'static str) -> Result<(), ActionError> {
+    result.map_err(|e| {
+        let source = if already_gone(&e) { AwsError::new("ObjectNotFoundException", e.message) } else { e };
+        ActionError { action, source }
+    })
+}
+
 /// The scalable-target kind. Found by resource id (not by tags: Application Auto Scaling tagging
 /// is not available everywhere).
 pub(crate) struct ScalingTarget<'a>(pub &'a dyn ServicesApi);
@@ -154,10 +163,7 @@ impl Resource for ScalingTarget<'_> {
     }
 
     async fn delete(&self, have: &Target) -> Result<(), ActionError> {
-        match self.0.deregister_scalable_target(&have.resource_id).await {
-            Err(e) if already_gone(&e) => Ok(()),
-            other => other.during("DeregisterScalableTarget"),
-        }
+        gone_as_not_found(self.0.deregister_scalable_target(&have.resource_id).await, "DeregisterScalableTarget")
     }
 }
 
@@ -207,10 +213,7 @@ impl Resource for ScalingPolicy<'_> {
     }
 
     async fn delete(&self, have: &ObservedScalingPolicy) -> Result<(), ActionError> {
-        match self.0.delete_scaling_policy(&have.resource_id, &have.name).await {
-            Err(e) if already_gone(&e) => Ok(()),
-            other => other.during("DeleteScalingPolicy"),
-        }
+        gone_as_not_found(self.0.delete_scaling_policy(&have.resource_id, &have.name).await, "DeleteScalingPolicy")
     }
 }
 

@@ -480,15 +480,13 @@ impl Resource for EcsService<'_> {
             desired_count: Some(0),
             ..Default::default()
         };
-        match self.api.update_service(&scale).await {
-            Ok(_) => {}
-            Err(e) if gone(&e) => return Ok(()),
-            Err(e) => return Err(ActionError { action: "UpdateService", source: e }),
-        }
-        match self.api.delete_service(self.cluster, &have.name).await {
-            Err(e) if gone(&e) => Ok(()),
-            other => other.during("DeleteService"),
-        }
+        // Gone meanwhile (or already being deleted): a not-found, which the engine counts as no change.
+        let gone_as_not_found = |action: &'static str, e: tap_core::AwsError| {
+            let source = if gone(&e) { tap_core::AwsError::new("ServiceNotFoundException", e.message) } else { e };
+            ActionError { action, source }
+        };
+        self.api.update_service(&scale).await.map_err(|e| gone_as_not_found("UpdateService", e))?;
+        self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))
     }
 }
 
