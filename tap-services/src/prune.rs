@@ -70,8 +70,8 @@ impl Undeclared {
 }
 
 /// Everything in `listed` that belongs to the environment (its tags say so; scalable targets,
-/// which carry no tags, by their resource id in the environment's cluster) and to no service in
-/// `declared`. Reads only what is undeclared: nothing when every listed resource is declared.
+/// which carry no tags, by their resource id in the environment's cluster, unless their ECS
+/// service is there and not the environment's) and to no service in `declared`. Reads only what is undeclared: nothing when every listed resource is declared.
 pub(crate) async fn undeclared(
     api: &dyn ServicesApi,
     ctx: &Context,
@@ -92,31 +92,39 @@ pub(crate) async fn undeclared(
             .cloned()
             .collect();
         if names.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], BTreeSet::new()));
         }
         let found = match api.describe_services(cluster, &names).await {
             Ok(found) => found,
             Err(e) if e.is_not_found() => vec![],
             Err(e) => return Err(StepError::aws(component("ecs-service", "*"), "DescribeServices")(e)),
         };
-        Ok(found
-            .into_iter()
-            .filter(|s| s.status != "INACTIVE" && names.contains(&s.name))
-            .filter_map(|s| {
-                let l = undeclared_in(&s.name, FAMILY_PREFIX, env, declared)?.to_string();
-                let id = owned(&s.tags, env, || component("ecs-service", &l))?;
-                Some(Owned { id, name: s.name.clone(), observed: s })
-            })
-            .collect())
+        // (ours, live services that are not ours): the scaling of the latter is left alone too.
+        let (mut ours, mut foreign) = (vec![], BTreeSet::new());
+        for s in found.into_iter().filter(|s| s.status != "INACTIVE" && names.contains(&s.name)) {
+            let Some(l) = undeclared_in(&s.name, FAMILY_PREFIX, env, declared).map(str::to_owned) else { continue };
+            match owned(&s.tags, env, || component("ecs-service", &l)) {
+                Some(id) => ours.push(Owned { id, name: s.name.clone(), observed: s }),
+                None => {
+                    foreign.insert(s.name);
+                }
+            }
+        }
+        Ok::<_, StepError>((ours, foreign))
     };
 
-    let scaling = async {
+    let services_and_scaling = async {
+        let (services, foreign) = services.await?;
         let prefix = target_prefix(cluster);
         let targets: Vec<(String, Target)> = listed
             .targets
             .iter()
             .filter_map(|(rid, t)| {
-                let l = undeclared_in(rid.strip_prefix(&prefix)?, FAMILY_PREFIX, env, declared)?;
+                let service = rid.strip_prefix(&prefix)?;
+                if foreign.contains(service) {
+                    return None;
+                }
+                let l = undeclared_in(service, FAMILY_PREFIX, env, declared)?;
                 let target =
                     Target { resource_id: rid.clone(), min_capacity: t.min_capacity, max_capacity: t.max_capacity };
                 Some((l.to_string(), target))
@@ -139,7 +147,7 @@ pub(crate) async fn undeclared(
             .into_iter()
             .map(|(l, t)| Owned { id: component("scaling-target", &l), name: t.resource_id.clone(), observed: t })
             .collect();
-        Ok::<_, StepError>((policies.into_iter().flatten().collect(), targets))
+        Ok::<_, StepError>((services, policies.into_iter().flatten().collect(), targets))
     };
 
     let families = try_join_all(
@@ -179,8 +187,8 @@ pub(crate) async fn undeclared(
             }),
     );
 
-    let (services, (policies, targets), families, log_groups) =
-        tokio::try_join!(services, scaling, families, log_groups)?;
+    let ((services, policies, targets), families, log_groups) =
+        tokio::try_join!(services_and_scaling, families, log_groups)?;
     Ok(Undeclared {
         policies,
         targets,

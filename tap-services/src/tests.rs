@@ -1293,6 +1293,11 @@ async fn nothing_is_pruned_without_this_environments_tags() {
     hand.name = "tap-hand-dev".into();
     hand.tags = vec![("Environment".into(), "dev".into())];
     world.services.insert(hand.name.clone(), hand);
+    // Its scaling carries no tags: left alone because its service is not the environment's.
+    world.targets.insert(
+        "service/tap-cluster-dev/tap-hand-dev".into(),
+        ObservedScalableTarget { min_capacity: 1, max_capacity: 2 },
+    );
     let group = "/ecs/tap-frontend-x-dev".to_string();
     world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None });
     let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
