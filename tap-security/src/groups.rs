@@ -15,8 +15,9 @@ use futures::future::try_join_all;
 use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
+use tap_core::progress::ProgressEvent;
 use tap_core::wait::{retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 use tokio::sync::oneshot;
 
 /// Where traffic of a rule comes from (ingress) or goes to (egress).
@@ -123,6 +124,8 @@ pub struct ObservedGroup {
     pub vpc_id: String,
     /// Value of the `tap:component` tag.
     pub component: Option<String>,
+    /// All its tags (ownership: `ManagedBy=tap` and `Environment`).
+    pub tags: Vec<Tag>,
     /// Ingress rules, one per source.
     pub ingress: Vec<Rule>,
     /// Egress rules, one per destination.
@@ -234,6 +237,11 @@ impl Ec2Api for SdkEc2 {
                     .find(|t| t.key() == Some(TAG_COMPONENT))
                     .and_then(|t| t.value())
                     .map(str::to_owned),
+                tags: g
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned()))
+                    .collect(),
                 ingress: rules_of(g.ip_permissions()),
                 egress: rules_of(g.ip_permissions_egress()),
             })
@@ -384,6 +392,16 @@ pub struct GroupsResult {
     pub ids: GroupIds,
     /// Created and updated groups.
     pub changes: Vec<Change>,
+    /// Groups of the environment (by their tags, in its VPC) that the config no longer declares:
+    /// [`prune`] deletes them once the services using them are gone.
+    pub undeclared: Vec<ObservedGroup>,
+}
+
+/// The logical id of `g` when its tags say this environment owns it and it is a security group of
+/// tap's (`security/sg/…`).
+pub fn owned_group(g: &ObservedGroup, env: &str) -> Option<String> {
+    let fallback = || g.component.clone().unwrap_or_default();
+    tap_core::resource::owned(&g.tags, env, fallback).filter(|id| id.starts_with("security/sg/"))
 }
 
 /// Makes the groups exist with exactly their rules.
@@ -412,9 +430,21 @@ pub async fn converge(
             .cloned()
     };
 
+    let matched: BTreeSet<String> = desired.iter().filter_map(|d| find(d).map(|g| g.id)).collect();
+    let declared: BTreeSet<&str> = desired.iter().map(|d| d.component.as_str()).collect();
+    let undeclared: Vec<ObservedGroup> = observed
+        .iter()
+        .filter(|g| !matched.contains(&g.id))
+        .filter(|g| owned_group(g, ctx.names.env()).is_some_and(|id| !declared.contains(id.as_str())))
+        .cloned()
+        .collect();
+
     // Phase one: every group exists (the rules reference each other's ids).
     let found = try_join_all(desired.iter().map(|d| {
         let existing = find(d);
+        if existing.is_some() {
+            ctx.progress(ProgressEvent::Found { step: "security", resource: &d.component });
+        }
         let vpc = vpc.as_str();
         async move {
             match existing {
@@ -472,7 +502,7 @@ pub async fn converge(
     }))
     .await?;
 
-    Ok(GroupsResult { ids: group_ids, changes: changes.into_iter().flatten().collect() })
+    Ok(GroupsResult { ids: group_ids, changes: changes.into_iter().flatten().collect(), undeclared })
 }
 
 /// Creates a group exactly once: the SDK does not resend a create whose answer was lost; the group
@@ -630,15 +660,46 @@ pub fn dependency_backoff() -> Backoff {
 /// Deletes every security group of the environment (found by tags): rules that reference other
 /// groups are revoked first, then each group is deleted, retrying while a dependency remains.
 pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Result<Vec<Change>, StepError> {
+    let env = ctx.names.env();
     let groups: Vec<ObservedGroup> = api
-        .describe_security_groups(ctx.names.env(), None)
+        .describe_security_groups(env, None)
         .await
         .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
         .into_iter()
-        .filter(|g| g.component.as_deref().is_some_and(|c| c.starts_with("security/sg/")))
+        .filter(|g| owned_group(g, env).is_some())
         .collect();
+    delete_groups(api, ctx, &groups, backoff).await
+}
+
+/// Lists (plan) or deletes (apply) the groups the config no longer declares (see
+/// [`GroupsResult::undeclared`]); the caller has waited for the services that used them to go.
+pub async fn prune(
+    api: &dyn Ec2Api,
+    ctx: &Context,
+    mode: Mode,
+    groups: &[ObservedGroup],
+    backoff: Backoff,
+) -> Result<Vec<Change>, StepError> {
+    if !mode.is_apply() {
+        let env = ctx.names.env();
+        return Ok(groups.iter().map(|g| Change::delete(owned_group(g, env).unwrap_or_default(), &g.name)).collect());
+    }
+    delete_groups(api, ctx, groups, backoff).await
+}
+
+/// Deletes `groups`: first the rules by which they reference other groups (so no group of the set
+/// holds another), then each group, retrying while AWS reports a dependency (network interfaces
+/// are released asynchronously). A group already gone is not reported.
+async fn delete_groups(
+    api: &dyn Ec2Api,
+    ctx: &Context,
+    groups: &[ObservedGroup],
+    backoff: Backoff,
+) -> Result<Vec<Change>, StepError> {
+    let env = ctx.names.env();
     try_join_all(groups.iter().map(|g| async move {
-        let id = g.component.as_deref().unwrap_or("security/sg");
+        let component = owned_group(g, env).unwrap_or_else(|| "security/sg".into());
+        let id = component.as_str();
         let ingress: Vec<Rule> = g.ingress.iter().filter(|r| r.references_group()).cloned().collect();
         let egress: Vec<Rule> = g.egress.iter().filter(|r| r.references_group()).cloned().collect();
         if !ingress.is_empty() {
@@ -653,8 +714,9 @@ pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Resul
     }))
     .await?;
     let deleted = try_join_all(groups.iter().map(|g| async move {
-        let component = g.component.clone().unwrap_or_default();
+        let component = owned_group(g, env).unwrap_or_default();
         let id = component.as_str();
+        ctx.progress(ProgressEvent::Working { step: "security", resource: id, action: Action::Delete });
         let gone = retry_while(
             &format!("security group {} to lose its dependencies", g.name),
             backoff,

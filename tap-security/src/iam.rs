@@ -7,8 +7,10 @@
 //! `GetAccountAuthorizationDetails(Filter=Role)` ([`read_roles`]): it gives each role's ARN, trust
 //! policy, attached managed policies and inline policies with their documents. A missing role is
 //! created; an edited or deleted inline policy of tap's is repaired, and an inline policy someone
-//! added under another name is deleted (the SPEC gives each role exactly its policies). Destroy
-//! still lists each role's policies by name (`ListAttachedRolePolicies`, `ListRolePolicies`).
+//! added under another name is deleted (the SPEC gives each role exactly its policies). The same read
+//! carries each role's tags: a role the environment owns (`ManagedBy=tap`, `Environment`) that the
+//! config no longer declares is deleted by deploy ([`prune`], once the services step is done), and
+//! destroy deletes every role of the environment by its tags, whatever the config now says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,10 +19,11 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::ServiceSpec;
 use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
-use tap_core::naming::Tag;
+use tap_core::naming::{Tag, PROJECT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, PENDING};
+use tap_core::progress::ProgressEvent;
 use tap_core::wait::{retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 
 use crate::policy::{self, ArnParts, PolicyDocument};
 
@@ -44,6 +47,8 @@ pub struct RoleDetail {
     pub attached: Vec<String>,
     /// The inline policies: name → document as IAM returns it (URL-encoded JSON).
     pub inline: BTreeMap<String, String>,
+    /// Its tags (ownership: `ManagedBy=tap`, `Environment`, `tap:component`).
+    pub tags: Vec<Tag>,
 }
 
 /// The IAM calls this crate makes.
@@ -53,8 +58,9 @@ pub trait IamApi: Send + Sync {
     /// `GetRole`; `None` when there is no such role (used to adopt a role after a lost
     /// `CreateRole` answer).
     async fn get_role(&self, name: &str) -> Result<Option<ObservedRole>, AwsError>;
-    /// One paginated `GetAccountAuthorizationDetails(Filter=Role)`, keeping only the roles of
-    /// `names` (role name → its detail; a role that does not exist is absent).
+    /// One paginated `GetAccountAuthorizationDetails(Filter=Role)`, keeping the roles of `names`
+    /// and every role tagged `ManagedBy=tap` (whatever its environment: the step keeps its own by
+    /// the `Environment` tag); role name → its detail, a role that does not exist is absent.
     async fn role_details(&self, names: &[String]) -> Result<BTreeMap<String, RoleDetail>, AwsError>;
     /// `CreateRole` with its trust policy and tags; returns the ARN.
     async fn create_role(&self, name: &str, trust_policy: &str, tags: &[Tag]) -> Result<String, AwsError>;
@@ -116,8 +122,11 @@ impl IamApi for SdkIam {
             .iter()
             .flat_map(|page| page.role_detail_list())
             .filter_map(|role| {
-                let name = role.role_name().filter(|n| wanted.contains(n))?;
+                let tags: Vec<Tag> = role.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+                let managed = tags.iter().any(|(k, v)| k == TAG_MANAGED_BY && v == PROJECT);
+                let name = role.role_name().filter(|n| managed || wanted.contains(n))?;
                 let detail = RoleDetail {
+                    tags,
                     arn: role.arn().unwrap_or_default().to_string(),
                     trust_policy: role.assume_role_policy_document().unwrap_or_default().to_string(),
                     attached: role
@@ -501,27 +510,66 @@ pub async fn converge_task_roles(
     .await
 }
 
-/// Deletes one role: managed policies detached, inline policies deleted, then the role.
-async fn destroy_role(api: &dyn IamApi, component: String, name: String) -> Result<Option<Change>, StepError> {
+/// The logical id of a role when its tags say this environment owns it and it is one of tap's
+/// roles (`security/role/…`).
+pub fn owned_role(detail: &RoleDetail, env: &str) -> Option<String> {
+    tap_core::resource::owned(&detail.tags, env, String::new).filter(|id| id.starts_with("security/role/"))
+}
+
+/// The roles of the environment (by their tags) that the config no longer declares: (logical id,
+/// role name, detail); `roles` is what [`read_roles`] read.
+pub fn undeclared_roles(ctx: &Context, roles: &BTreeMap<String, RoleDetail>) -> Vec<(String, String, RoleDetail)> {
+    let mut declared_names: BTreeSet<String> = BTreeSet::from([ctx.names.execution_role()]);
+    declared_names.extend(ctx.config.services.iter().map(|s| ctx.names.task_role(&s.name)));
+    let mut declared: BTreeSet<String> = BTreeSet::from([EXECUTION_COMPONENT.to_string()]);
+    declared.extend(ctx.config.services.iter().map(|s| task_component(&s.name)));
+    roles
+        .iter()
+        .filter(|(name, _)| !declared_names.contains(*name))
+        .filter_map(|(name, detail)| {
+            let id = owned_role(detail, ctx.names.env())?;
+            (!declared.contains(&id)).then(|| (id, name.clone(), detail.clone()))
+        })
+        .collect()
+}
+
+/// Lists (plan) or deletes (apply) the `undeclared` roles (see [`undeclared_roles`]); the caller
+/// has waited for the services that used them to go.
+pub async fn prune(
+    api: &dyn IamApi,
+    ctx: &Context,
+    mode: Mode,
+    undeclared: &[(String, String, RoleDetail)],
+) -> Result<Vec<Change>, StepError> {
+    if !mode.is_apply() {
+        return Ok(undeclared.iter().map(|(id, name, _)| Change::delete(id, name)).collect());
+    }
+    let changes = try_join_all(
+        undeclared.iter().map(|(id, name, detail)| delete_role(api, ctx, id.clone(), name.clone(), detail)),
+    )
+    .await?;
+    Ok(changes.into_iter().flatten().collect())
+}
+
+/// Deletes one role: its managed policies detached and its inline policies deleted (as `detail`
+/// shows them), then the role. A role already gone is not reported.
+async fn delete_role(
+    api: &dyn IamApi,
+    ctx: &Context,
+    component: String,
+    name: String,
+    detail: &RoleDetail,
+) -> Result<Option<Change>, StepError> {
     let id = component.as_str();
     let n = name.as_str();
-    let attached = match api.list_attached_role_policies(n).await {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(StepError::aws(id, "ListAttachedRolePolicies")(e)),
-    };
-    let inline = match api.list_role_policies(n).await {
-        Ok(p) => p,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(StepError::aws(id, "ListRolePolicies")(e)),
-    };
-    let detach = try_join_all(attached.iter().map(|arn| async move {
+    ctx.progress(ProgressEvent::Working { step: "security", resource: id, action: Action::Delete });
+    let detach = try_join_all(detail.attached.iter().map(|arn| async move {
         match api.detach_role_policy(n, arn).await {
             Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DetachRolePolicy")(e)),
             _ => Ok(()),
         }
     }));
-    let delete_inline = try_join_all(inline.iter().map(|p| async move {
+    let delete_inline = try_join_all(detail.inline.keys().map(|p| async move {
         match api.delete_role_policy(n, p).await {
             Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DeleteRolePolicy")(e)),
             _ => Ok(()),
@@ -535,10 +583,23 @@ async fn destroy_role(api: &dyn IamApi, component: String, name: String) -> Resu
     }
 }
 
-/// Deletes the execution role and every task role of the environment (found by name).
+/// Deletes every role of the environment: the execution role and the task roles the config names,
+/// and every other role its tags say it owns (a service removed from the config since), all read
+/// with one `GetAccountAuthorizationDetails`.
 pub async fn destroy(api: &dyn IamApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
-    let mut roles = vec![(EXECUTION_COMPONENT.to_string(), ctx.names.execution_role())];
-    roles.extend(ctx.config.services.iter().map(|s| (task_component(&s.name), ctx.names.task_role(&s.name))));
-    let changes = try_join_all(roles.into_iter().map(|(component, name)| destroy_role(api, component, name))).await?;
+    let roles = read_roles(api, ctx).await?;
+    let mut named: BTreeMap<String, String> =
+        BTreeMap::from([(ctx.names.execution_role(), EXECUTION_COMPONENT.into())]);
+    named.extend(ctx.config.services.iter().map(|s| (ctx.names.task_role(&s.name), task_component(&s.name))));
+    let env = ctx.names.env();
+    let doomed: Vec<(String, String, &RoleDetail)> = roles
+        .iter()
+        .filter_map(|(name, detail)| {
+            let id = named.get(name).cloned().or_else(|| owned_role(detail, env))?;
+            Some((id, name.clone(), detail))
+        })
+        .collect();
+    let changes =
+        try_join_all(doomed.into_iter().map(|(id, name, detail)| delete_role(api, ctx, id, name, detail))).await?;
     Ok(changes.into_iter().flatten().collect())
 }

@@ -12,6 +12,13 @@
 //!
 //! The three run concurrently; only the execution role's inline policy waits for the secret ARNs.
 //!
+//! **Prune**: what the environment owns (by its tags `ManagedBy=tap`, `Environment`,
+//! `tap:component`) and the config no longer declares — a removed service's group and task role —
+//! is listed by plan as deleted and deleted by deploy once the services step has published its
+//! outputs (its own prune done: the tasks holding the group's network interfaces are gone). A
+//! secret holds data: it is listed as kept unless `deploy.prune_data` (then deleted without a
+//! recovery window, as destroy does). Destroy finds everything by tags, whatever the config says.
+//!
 //! **Reads** from the [`Context`]: `NetworkOutputs::vpc_id` (the VPC of the security groups).
 //! **Writes**: [`SecurityOutputs`] (group ids, role ARNs, secret ARNs; [`PENDING`](tap_core::outputs::PENDING) in plan mode for
 //! what deploy would create).
@@ -43,7 +50,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tap_core::aws::AwsClients;
-use tap_core::outputs::SecurityOutputs;
+use tap_core::outputs::{SecurityOutputs, ServicesOutputs};
 use tap_core::step::OutputKind;
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
@@ -51,6 +58,9 @@ use tap_core::{Change, Context, Mode, Step, StepError};
 pub use groups::{Ec2Api, SdkEc2};
 pub use iam::{IamApi, SdkIam};
 pub use secrets::{SdkSecrets, SecretValue, SecretsApi};
+
+/// The step's name.
+pub const STEP: &str = "security";
 
 /// The security step: security groups, IAM roles and secrets.
 pub struct SecurityStep {
@@ -129,6 +139,25 @@ impl SecurityStep {
         changes.extend(execution_role.change());
         changes.extend(task_roles.into_iter().filter_map(|(_, role)| role.change()));
         changes.extend(secrets.changes);
+
+        // Prune: what the environment owns (by its tags) and the config no longer declares.
+        let roles = match observed_roles.get() {
+            Some(roles) => iam::undeclared_roles(ctx, roles),
+            None => vec![],
+        };
+        let deletes =
+            !groups.undeclared.is_empty() || !roles.is_empty() || secrets::prune_deletes(ctx, &secrets.undeclared);
+        if mode.is_apply() && deletes {
+            // A removed service's group is held by its tasks' network interfaces and its role by
+            // its tasks: the services step publishes its outputs once its own prune is done.
+            ctx.wait::<ServicesOutputs>(STEP).await?;
+        }
+        let (pruned_groups, pruned_roles, pruned_secrets) = tokio::try_join!(
+            groups::prune(&*self.ec2, ctx, mode, &groups.undeclared, self.dependency_backoff),
+            iam::prune(&*self.iam, ctx, mode, &roles),
+            secrets::prune(&*self.secrets, ctx, mode, secrets.undeclared),
+        )?;
+        changes.extend(pruned_groups.into_iter().chain(pruned_roles).chain(pruned_secrets));
         Ok(changes)
     }
 }

@@ -12,15 +12,16 @@
 //! Secret values live only in [`SecretValue`], whose `Debug` and `Display` print `(redacted)`, so
 //! they cannot reach a log line, a plan or an error message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::SecretSpec;
-use tap_core::naming::Tag;
+use tap_core::naming::{Tag, TAG_ENVIRONMENT};
 use tap_core::outputs::PENDING;
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, StepError};
+use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Resource};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 
 /// Length of every generated value.
 pub const GENERATED_LENGTH: i64 = 32;
@@ -67,6 +68,17 @@ pub struct ObservedSecret {
     pub scheduled_for_deletion: bool,
 }
 
+/// A secret as `ListSecrets` shows it, with its name and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedSecret {
+    /// Secret name.
+    pub name: String,
+    /// Its metadata.
+    pub secret: ObservedSecret,
+    /// Its tags.
+    pub tags: Vec<Tag>,
+}
+
 /// A `CreateSecret` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSecret {
@@ -91,6 +103,10 @@ pub trait SecretsApi: Send + Sync {
     /// `ListSecrets` filtered by `names` (scheduled deletions included, all pages): the secrets named
     /// exactly one of `names`, by name.
     async fn list_secrets(&self, names: &[String]) -> Result<BTreeMap<String, ObservedSecret>, AwsError>;
+    /// `ListSecrets` filtered by tag key `Environment` and tag value `env` (scheduled deletions
+    /// included, all pages): every secret that may be the environment's, with its tags (the step
+    /// checks them).
+    async fn list_owned_secrets(&self, env: &str) -> Result<Vec<TaggedSecret>, AwsError>;
     /// `GetRandomPassword` of `length` characters without `exclude_characters`.
     async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError>;
     /// `CreateSecret`; returns the ARN.
@@ -156,6 +172,44 @@ impl SecretsApi for SdkSecrets {
             }
         }
         Ok(found)
+    }
+
+    async fn list_owned_secrets(&self, env: &str) -> Result<Vec<TaggedSecret>, AwsError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let filters = [
+            Filter::builder().key(FilterNameStringType::TagKey).values(TAG_ENVIRONMENT).build(),
+            Filter::builder().key(FilterNameStringType::TagValue).values(env).build(),
+        ];
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .0
+                .list_secrets()
+                .set_filters(Some(filters.to_vec()))
+                .include_planned_deletion(true)
+                .set_next_token(token)
+                .send()
+                .await?;
+            found.extend(page.secret_list().iter().map(|entry| {
+                TaggedSecret {
+                    name: entry.name().unwrap_or_default().to_string(),
+                    secret: ObservedSecret {
+                        arn: entry.arn().unwrap_or_default().to_string(),
+                        scheduled_for_deletion: entry.deleted_date().is_some(),
+                    },
+                    tags: entry
+                        .tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                        .collect(),
+                }
+            }));
+            token = page.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(found);
+            }
+        }
     }
 
     async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError> {
@@ -224,6 +278,103 @@ fn fnv1a64(bytes: &[u8], offset: u64) -> u64 {
     bytes.iter().fold(offset, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// A secret as the engine knows it: its name and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSecret {
+    /// Secret name.
+    pub name: String,
+    /// Its metadata.
+    pub secret: ObservedSecret,
+}
+
+/// The one update a secret gets: a secret scheduled for deletion is restored (its value is never
+/// rewritten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restore;
+
+/// The secret resource kind (see [`tap_core::resource`]): created once with generated values and
+/// a deterministic `ClientRequestToken`, restored when scheduled for deletion, deleted without a
+/// recovery window, and data-bearing (a prune keeps it unless `deploy.prune_data`).
+pub struct SecretKind<'a> {
+    api: &'a dyn SecretsApi,
+    ctx: &'a Context,
+}
+
+impl<'a> SecretKind<'a> {
+    /// The kind over `api`.
+    pub fn new(api: &'a dyn SecretsApi, ctx: &'a Context) -> Self {
+        SecretKind { api, ctx }
+    }
+}
+
+#[async_trait]
+impl Resource for SecretKind<'_> {
+    type Desired = SecretSpec;
+    type Observed = NamedSecret;
+    type Update = Restore;
+    const KIND: &'static str = "security/secret";
+    const CREATE: &'static str = "CreateSecret";
+    const DELETE: &'static str = "DeleteSecret";
+
+    fn diff(&self, _want: &SecretSpec, have: &NamedSecret) -> Result<Option<Diff<Restore>>, String> {
+        Ok(have.secret.scheduled_for_deletion.then(|| {
+            Diff::new(
+                Restore,
+                vec![AttrChange::new("scheduled_for_deletion", Some("true".into()), Some("false".into()))],
+            )
+        }))
+    }
+
+    async fn find(&self, want: &SecretSpec) -> Result<Option<NamedSecret>, AwsError> {
+        let name = self.ctx.names.secret(&want.name);
+        Ok(self.api.describe_secret(&name).await?.map(|secret| NamedSecret { name, secret }))
+    }
+
+    async fn create(&self, want: &SecretSpec) -> Result<NamedSecret, AwsError> {
+        let name = self.ctx.names.secret(&want.name);
+        let generated = try_join_all(want.generated_fields.iter().map(|field| async move {
+            let value = self.api.get_random_password(GENERATED_LENGTH, EXCLUDED_CHARACTERS).await?;
+            Ok::<_, AwsError>((field.as_str(), value))
+        }))
+        .await?;
+        let secret = NewSecret {
+            name: name.clone(),
+            description: format!("tap {} of environment {}", want.name, self.ctx.names.env()),
+            value: document(want, &generated),
+            client_request_token: client_request_token(self.ctx.names.env(), &want.name),
+            tags: self.ctx.names.tags(&component(&want.name), &name),
+        };
+        let arn = self.api.create_secret(&secret).await?;
+        Ok(NamedSecret { name, secret: ObservedSecret { arn, scheduled_for_deletion: false } })
+    }
+
+    /// Created meanwhile (a concurrent or interrupted run): that one is kept, never overwritten.
+    fn already_exists(&self, error: &AwsError) -> bool {
+        error.is("ResourceExistsException")
+    }
+
+    async fn update(&self, have: &NamedSecret, _update: &Restore) -> Result<(), ActionError> {
+        tracing::info!(secret = %have.name, "restoring secret scheduled for deletion");
+        self.api.restore_secret(&have.name).await.during("RestoreSecret")
+    }
+
+    /// Without a recovery window, as destroy always did. Some endpoints refuse to act on a secret
+    /// that is scheduled for deletion: it is restored first, then deleted for good.
+    async fn delete(&self, have: &NamedSecret) -> Result<(), ActionError> {
+        match self.api.delete_secret(&have.name).await {
+            Err(e) if have.secret.scheduled_for_deletion && e.is("InvalidRequestException") => {
+                self.api.restore_secret(&have.name).await.during("RestoreSecret")?;
+                self.api.delete_secret(&have.name).await.during("DeleteSecret")
+            }
+            other => other.during("DeleteSecret"),
+        }
+    }
+
+    async fn holds_data(&self, _have: &NamedSecret) -> Result<bool, ActionError> {
+        Ok(true)
+    }
+}
+
 /// The secrets' ARNs by logical name, and the changes.
 #[derive(Debug, Default)]
 pub struct SecretsResult {
@@ -231,105 +382,90 @@ pub struct SecretsResult {
     pub arns: BTreeMap<String, String>,
     /// Created or restored secrets.
     pub changes: Vec<Change>,
+    /// Secrets of the environment (by their tags) the config no longer declares.
+    pub undeclared: Vec<Owned<NamedSecret>>,
 }
 
-/// Makes every configured secret exist (never touching the value of one that does).
+/// The secrets of the environment by their tags (`security/secret/…`), not scheduled for
+/// deletion, whose name is not one of `declared`.
+fn undeclared(ctx: &Context, tagged: Vec<TaggedSecret>, declared: &[String]) -> Vec<Owned<NamedSecret>> {
+    tagged
+        .into_iter()
+        .filter(|t| !declared.contains(&t.name) && !t.secret.scheduled_for_deletion)
+        .filter_map(|t| {
+            let id = owned(&t.tags, ctx.names.env(), String::new).filter(|id| id.starts_with("security/secret/"))?;
+            Some(Owned { id, name: t.name.clone(), observed: NamedSecret { name: t.name, secret: t.secret } })
+        })
+        .collect()
+}
+
+/// Makes every configured secret exist (never touching the value of one that does), and finds
+/// the environment's secrets the config no longer declares.
 pub async fn converge(api: &dyn SecretsApi, ctx: &Context, mode: Mode) -> Result<SecretsResult, StepError> {
     let names: Vec<String> = ctx.config.secrets.iter().map(|s| ctx.names.secret(&s.name)).collect();
-    let listed = if names.is_empty() {
-        BTreeMap::new()
-    } else {
-        api.list_secrets(&names).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))?
+    let listed = async {
+        if names.is_empty() {
+            Ok(BTreeMap::new())
+        } else {
+            api.list_secrets(&names).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))
+        }
     };
-    let results = try_join_all(
-        ctx.config.secrets.iter().zip(&names).map(|(spec, name)| converge_one(api, ctx, mode, spec, listed.get(name))),
-    )
+    let tagged = async {
+        api.list_owned_secrets(ctx.names.env()).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))
+    };
+    let (listed, tagged) = tokio::try_join!(listed, tagged)?;
+    let kind = SecretKind::new(api, ctx);
+    let engine = Engine::new(ctx, "security", mode);
+    let arns = try_join_all(ctx.config.secrets.iter().zip(&names).map(|(spec, name)| {
+        let (kind, engine) = (&kind, &engine);
+        let listed = listed.get(name).cloned();
+        async move {
+            let id = component(&spec.name);
+            let have = match listed {
+                Some(secret) => Some(NamedSecret { name: name.clone(), secret }),
+                // Not listed: missing, or created too recently for ListSecrets to show it.
+                None => kind.find(spec).await.map_err(StepError::aws(&id, "DescribeSecret"))?,
+            };
+            let now = engine.converge(kind, &id, name, spec, have).await?;
+            Ok::<_, StepError>((spec.name.clone(), now.map_or_else(|| PENDING.to_string(), |s| s.secret.arn)))
+        }
+    }))
     .await?;
-    let mut out = SecretsResult::default();
-    for (logical, arn, change) in results {
-        out.arns.insert(logical, arn);
-        out.changes.extend(change);
-    }
-    Ok(out)
+    // What a create writes, for plan (the keys, never the values).
+    let changes = engine
+        .into_changes()
+        .into_iter()
+        .map(|mut c| {
+            if c.action == Action::Create {
+                if let Some(spec) = ctx.config.secrets.iter().find(|s| component(&s.name) == c.resource) {
+                    let keys: Vec<&str> =
+                        spec.fixed_fields.keys().chain(spec.generated_fields.iter()).map(String::as_str).collect();
+                    c.attributes = vec![AttrChange::new("keys", None, Some(keys.join(", ")))];
+                }
+            }
+            c
+        })
+        .collect();
+    Ok(SecretsResult { arns: arns.into_iter().collect(), changes, undeclared: undeclared(ctx, tagged, &names) })
 }
 
-/// One secret; `listed` is what `ListSecrets` showed of it.
-async fn converge_one(
+/// Whether pruning `undeclared` deletes anything (a secret holds data: only with
+/// `deploy.prune_data`).
+pub fn prune_deletes(ctx: &Context, undeclared: &[Owned<NamedSecret>]) -> bool {
+    ctx.config.deploy.prune_data && !undeclared.is_empty()
+}
+
+/// Lists as kept, or with `deploy.prune_data` deletes (plan: lists), the secrets the config no
+/// longer declares; the caller has waited for the services that used them to go.
+pub async fn prune(
     api: &dyn SecretsApi,
     ctx: &Context,
     mode: Mode,
-    spec: &SecretSpec,
-    listed: Option<&ObservedSecret>,
-) -> Result<(String, String, Option<Change>), StepError> {
-    let name = ctx.names.secret(&spec.name);
-    let id = component(&spec.name);
-    let observed = match listed {
-        Some(secret) => Some(secret.clone()),
-        // Not listed: missing, or created too recently for ListSecrets to show it.
-        None => api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))?,
-    };
-    match observed {
-        Some(secret) if !secret.scheduled_for_deletion => Ok((spec.name.clone(), secret.arn, None)),
-        Some(secret) => {
-            let change = Change::update(
-                &id,
-                &name,
-                vec![AttrChange::new("scheduled_for_deletion", Some("true".into()), Some("false".into()))],
-            );
-            if mode.is_apply() {
-                tracing::info!(secret = %name, "restoring secret scheduled for deletion");
-                api.restore_secret(&name).await.map_err(StepError::aws(&id, "RestoreSecret"))?;
-            }
-            Ok((spec.name.clone(), secret.arn, Some(change)))
-        }
-        None => {
-            let keys: Vec<&str> =
-                spec.fixed_fields.keys().chain(spec.generated_fields.iter()).map(String::as_str).collect();
-            let change = Change {
-                attributes: vec![AttrChange::new("keys", None, Some(keys.join(", ")))],
-                ..Change::create(&id, &name)
-            };
-            if !mode.is_apply() {
-                return Ok((spec.name.clone(), PENDING.to_string(), Some(change)));
-            }
-            let arn = create(api, ctx, spec, &name, &id).await?;
-            Ok((spec.name.clone(), arn, Some(change)))
-        }
-    }
-}
-
-async fn create(
-    api: &dyn SecretsApi,
-    ctx: &Context,
-    spec: &SecretSpec,
-    name: &str,
-    id: &str,
-) -> Result<String, StepError> {
-    let generated = try_join_all(spec.generated_fields.iter().map(|field| async move {
-        let value = api
-            .get_random_password(GENERATED_LENGTH, EXCLUDED_CHARACTERS)
-            .await
-            .map_err(StepError::aws(id, "GetRandomPassword"))?;
-        Ok::<_, StepError>((field.as_str(), value))
-    }))
-    .await?;
-    let value = document(spec, &generated);
-    let secret = NewSecret {
-        name: name.to_string(),
-        description: format!("tap {} of environment {}", spec.name, ctx.names.env()),
-        value,
-        client_request_token: client_request_token(ctx.names.env(), &spec.name),
-        tags: ctx.names.tags(id, name),
-    };
-    match api.create_secret(&secret).await {
-        Ok(arn) => Ok(arn),
-        // Created meanwhile (a concurrent or interrupted run): keep that one, never overwrite it.
-        Err(e) if e.is("ResourceExistsException") => {
-            let existing = api.describe_secret(name).await.map_err(StepError::aws(id, "DescribeSecret"))?;
-            existing.map(|s| s.arn).ok_or_else(|| StepError::aws(id, "CreateSecret")(e))
-        }
-        Err(e) => Err(StepError::aws(id, "CreateSecret")(e)),
-    }
+    undeclared: Vec<Owned<NamedSecret>>,
+) -> Result<Vec<Change>, StepError> {
+    let engine = Engine::new(ctx, "security", mode);
+    engine.prune(&SecretKind::new(api, ctx), undeclared, &BTreeSet::new()).await?;
+    Ok(engine.into_changes())
 }
 
 /// The secret's JSON document: the fixed fields and the generated ones.
@@ -342,31 +478,30 @@ fn document(spec: &SecretSpec, generated: &[(&str, SecretValue)]) -> SecretValue
     SecretValue::new(serde_json::to_string(&fields).unwrap_or_default())
 }
 
-/// Deletes every configured secret of the environment without a recovery window. Secrets Manager
-/// accepts a forced delete of a secret that does not exist, so each one is looked up first (only
-/// what existed is reported); one already scheduled for deletion is deleted at once.
+/// Deletes every secret of the environment without a recovery window: the configured ones and
+/// every other one its tags say it owns. Secrets Manager accepts a forced delete of a secret that
+/// does not exist, so configured ones are looked up first (only what existed is reported); one
+/// already scheduled for deletion is deleted at once.
 pub async fn destroy(api: &dyn SecretsApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
-    let changes = try_join_all(ctx.config.secrets.iter().map(|spec| async move {
-        let name = ctx.names.secret(&spec.name);
+    let kind = SecretKind::new(api, ctx);
+    let engine = Engine::new(ctx, "security", Mode::Apply);
+    let names: Vec<String> = ctx.config.secrets.iter().map(|s| ctx.names.secret(&s.name)).collect();
+    let tagged =
+        api.list_owned_secrets(ctx.names.env()).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))?;
+    let configured = try_join_all(ctx.config.secrets.iter().map(|spec| async {
         let id = component(&spec.name);
-        let Some(secret) = api.describe_secret(&name).await.map_err(StepError::aws(&id, "DescribeSecret"))? else {
-            return Ok(None);
-        };
-        match api.delete_secret(&name).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => return Ok(None),
-            // Some endpoints refuse to act on a secret that is scheduled for deletion: restore it
-            // first, then delete it for good.
-            Err(e) if secret.scheduled_for_deletion && e.is("InvalidRequestException") => {
-                api.restore_secret(&name).await.map_err(StepError::aws(&id, "RestoreSecret"))?;
-                api.delete_secret(&name).await.map_err(StepError::aws(&id, "DeleteSecret"))?;
-            }
-            Err(e) => return Err(StepError::aws(id, "DeleteSecret")(e)),
-        }
-        Ok(Some(Change::delete(id, name)))
+        let found = kind.find(spec).await.map_err(StepError::aws(&id, "DescribeSecret"))?;
+        Ok::<_, StepError>(found.map(|observed| Owned { id, name: observed.name.clone(), observed }))
     }))
     .await?;
-    Ok(changes.into_iter().flatten().collect())
+    let env = ctx.names.env();
+    let others = tagged.into_iter().filter(|t| !names.contains(&t.name)).filter_map(|t| {
+        let id = owned(&t.tags, env, String::new).filter(|id| id.starts_with("security/secret/"))?;
+        Some(Owned { id, name: t.name.clone(), observed: NamedSecret { name: t.name, secret: t.secret } })
+    });
+    let doomed: Vec<Owned<NamedSecret>> = configured.into_iter().flatten().chain(others).collect();
+    try_join_all(doomed.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;
+    Ok(engine.into_changes())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tap_core::{Action, AwsError, Config, Context, Step};
 use crate::groups::{MockEc2Api, ObservedGroup, Rule, RuleSource};
 use crate::iam::{MockIamApi, ObservedRole, RoleDetail};
 use crate::policy::{self, ArnParts};
-use crate::secrets::{MockSecretsApi, NewSecret, ObservedSecret, SecretValue};
+use crate::secrets::{MockSecretsApi, NewSecret, ObservedSecret, SecretValue, TaggedSecret};
 use crate::SecurityStep;
 
 const ACCOUNT: &str = "123456789012";
@@ -76,6 +76,16 @@ struct World {
     /// Role name → its record.
     roles: BTreeMap<String, RoleRecord>,
     secrets: BTreeMap<String, ObservedSecret>,
+    /// Role name → its tags.
+    role_tags: BTreeMap<String, Vec<Tag>>,
+    /// Secrets `ListSecrets` by tag shows besides those of `secrets` (which it shows tagged as
+    /// this environment's).
+    tagged_secrets: Vec<TaggedSecret>,
+}
+
+/// The tags tap gives a resource of environment `dev`.
+fn dev_tags(component: &str, name: &str) -> Vec<Tag> {
+    tap_core::naming::Names::new(&Config::default()).tags(component, name)
 }
 
 fn desired_task_policy(service: &str) -> policy::PolicyDocument {
@@ -96,6 +106,7 @@ fn converged() -> World {
         name: name.into(),
         vpc_id: "vpc-1".into(),
         component: Some(component.into()),
+        tags: dev_tags(component, name),
         ingress,
         egress: vec![egress_all()],
     };
@@ -121,7 +132,19 @@ fn converged() -> World {
             ),
         );
     }
+    let role_tags = roles
+        .keys()
+        .map(|name| {
+            let component = match name.as_str() {
+                "tap-task-execution-dev" => "security/role/task-execution".to_string(),
+                n => format!("security/role/{}", n.trim_start_matches("tap-").trim_end_matches("-dev")),
+            };
+            (name.clone(), dev_tags(&component, name))
+        })
+        .collect();
     World {
+        role_tags,
+        tagged_secrets: vec![],
         groups: vec![
             group("security/sg/alb", "tap-alb-sg-dev", vec![anywhere(80), anywhere(443)]),
             group("security/sg/frontend", "tap-frontend-sg-dev", vec![from_group(3000, "sg-alb")]),
@@ -145,13 +168,14 @@ fn role_details(world: &World, names: &[String]) -> BTreeMap<String, RoleDetail>
     world
         .roles
         .iter()
-        .filter(|(n, _)| names.contains(n))
+        .filter(|(n, _)| names.contains(n) || world.role_tags.get(*n).is_some_and(|t| has_tag(t, "ManagedBy", "tap")))
         .map(|(n, (role, attached, inline))| {
             let detail = RoleDetail {
                 arn: role.arn.clone(),
                 trust_policy: role.trust_policy.clone(),
                 attached: attached.clone(),
                 inline: inline.clone(),
+                tags: world.role_tags.get(n).cloned().unwrap_or_default(),
             };
             (n.clone(), detail)
         })
@@ -205,6 +229,21 @@ impl Mocks {
         secrets.expect_list_secrets().returning(move |names| Ok(listed(&w, names)));
         let w = world.clone();
         secrets.expect_describe_secret().returning(move |name| Ok(w.secrets.get(name).cloned()));
+        let w = world.clone();
+        secrets.expect_list_owned_secrets().returning(move |env| {
+            assert_eq!(env, "dev");
+            let mut all: Vec<TaggedSecret> = w
+                .secrets
+                .iter()
+                .map(|(name, secret)| {
+                    let logical = name.trim_start_matches("tap-").trim_end_matches("-dev");
+                    let tags = dev_tags(&format!("security/secret/{logical}"), name);
+                    TaggedSecret { name: name.clone(), secret: secret.clone(), tags }
+                })
+                .collect();
+            all.extend(w.tagged_secrets.iter().cloned());
+            Ok(all)
+        });
         Mocks { ec2, iam, secrets }
     }
 
@@ -444,6 +483,8 @@ async fn converged_environment_makes_exactly_the_expected_iam_and_secrets_reads(
         .times(1)
         .returning(move |names| Ok(listed(&w, names)));
     m.secrets.expect_describe_secret().never();
+    // And the environment's secrets by tag, once (to find those the config no longer declares).
+    m.secrets.expect_list_owned_secrets().withf(|env| env == "dev").times(1).returning(|_| Ok(vec![]));
     let ctx = ctx();
     assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
     let out: SecurityOutputs = ctx.get("test").unwrap();
@@ -616,6 +657,7 @@ async fn secret_not_yet_listed_is_described_not_recreated() {
         .withf(|name| name == "tap-api-keys-dev")
         .times(1)
         .returning(move |name| Ok(w.secrets.get(name).cloned()));
+    m.secrets.expect_list_owned_secrets().returning(|_| Ok(vec![]));
     let ctx = ctx();
     assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
     let out: SecurityOutputs = ctx.get("test").unwrap();
@@ -885,4 +927,175 @@ async fn a_service_listed_twice_in_allow_from_is_one_rule() {
     let processing = changes.iter().find(|c| c.resource == "security/sg/processing-service").unwrap();
     let rules: Vec<&str> = processing.attributes.iter().filter_map(|a| a.new.as_deref()).collect();
     assert_eq!(rules, vec!["tcp 9000 from tap-api-gateway-sg-dev"]);
+}
+
+/// The default config without `processing-service`, and a context over it.
+fn ctx_without_processing(prune_data: bool) -> Context {
+    let mut config = Config::default();
+    config.services.retain(|s| s.name != "processing-service");
+    config.deploy.prune_data = prune_data;
+    let ctx = Context::new(config).with_region(REGION);
+    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] });
+    ctx
+}
+
+/// The converged world, plus what a prune must never touch (a group without `ManagedBy=tap`, a
+/// role of another environment) and a secret the config no longer declares.
+fn world_with_leftovers() -> World {
+    let mut world = converged();
+    let mut foreign = world.groups[1].clone();
+    foreign.id = "sg-hand-made".into();
+    foreign.name = "tap-hand-made-sg-dev".into();
+    foreign.component = Some("security/sg/hand-made".into());
+    foreign.tags = vec![("Environment".into(), "dev".into()), ("tap:component".into(), "security/sg/hand-made".into())];
+    world.groups.push(foreign);
+    let trust = url_encode(&policy::ecs_tasks_trust_policy().to_json());
+    let prod_role = "tap-processing-service-task-prod".to_string();
+    world.roles.insert(
+        prod_role.clone(),
+        (ObservedRole { arn: role_arn(&prod_role), trust_policy: trust }, vec![], BTreeMap::new()),
+    );
+    let prod_tags = tap_core::naming::Names::new(&Config { environment: "prod".into(), ..Config::default() })
+        .tags("security/role/processing-service-task", &prod_role);
+    world.role_tags.insert(prod_role, prod_tags);
+    world.tagged_secrets.push(TaggedSecret {
+        name: "tap-old-token-dev".into(),
+        secret: ObservedSecret { arn: secret_arn("tap-old-token-dev"), scheduled_for_deletion: false },
+        tags: dev_tags("security/secret/old-token", "tap-old-token-dev"),
+    });
+    world
+}
+
+fn services_done(ctx: &Context) {
+    ctx.put(tap_core::outputs::ServicesOutputs { service_arns: BTreeMap::new() });
+}
+
+#[tokio::test]
+async fn plan_lists_a_removed_services_group_and_role_as_deleted_and_an_undeclared_secret_as_kept() {
+    // No ServicesOutputs: plan lists the prune without waiting for the services step.
+    let ctx = ctx_without_processing(false);
+    let changes = Mocks::reading(&world_with_leftovers()).forbid_mutations().step().plan(&ctx).await.unwrap();
+    assert_eq!(
+        summary(&changes),
+        vec![
+            ("security/role/processing-service-task".to_string(), Action::Delete),
+            ("security/secret/old-token".to_string(), Action::Keep),
+            ("security/sg/processing-service".to_string(), Action::Delete),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn prune_deletes_a_removed_services_group_and_role_after_the_services_and_keeps_the_secret() {
+    let mut m = Mocks::reading(&world_with_leftovers());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    // The removed group's own cross-group rule goes first, then the group.
+    m.ec2
+        .expect_revoke_ingress()
+        .withf(|g, rules| g == "sg-processing-service" && rules == [from_group(9000, "sg-api-gateway")])
+        .times(1)
+        .returning(move |g, _| {
+            l.lock().unwrap().push(format!("revoke {g}"));
+            Ok(())
+        });
+    let l = log.clone();
+    let tries = Arc::new(Mutex::new(0));
+    m.ec2.expect_delete_security_group().withf(|g| g == "sg-processing-service").times(2).returning(move |g| {
+        l.lock().unwrap().push(format!("delete {g}"));
+        let mut t = tries.lock().unwrap();
+        *t += 1;
+        // The tasks' network interfaces are released asynchronously.
+        if *t == 1 {
+            Err(AwsError::new("DependencyViolation", "resource has a dependent object"))
+        } else {
+            Ok(())
+        }
+    });
+    m.iam
+        .expect_delete_role_policy()
+        .withf(|r, p| r == "tap-processing-service-task-dev" && p == "task-permissions")
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let l = log.clone();
+    m.iam.expect_delete_role().withf(|r| r == "tap-processing-service-task-dev").times(1).returning(move |r| {
+        l.lock().unwrap().push(format!("delete {r}"));
+        Ok(())
+    });
+    let step = m.forbid_mutations().step();
+
+    let ctx = Arc::new(ctx_without_processing(false));
+    ctx.expect([tap_core::step::OutputKind::Services]);
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { step.apply(&ctx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(log.lock().unwrap().is_empty(), "nothing is deleted before the services step is done: {log:?}");
+    assert!(ctx.try_get::<SecurityOutputs>().is_some(), "the outputs are published before the prune waits");
+    services_done(&ctx);
+    let changes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        summary(&changes),
+        vec![
+            ("security/role/processing-service-task".to_string(), Action::Delete),
+            ("security/secret/old-token".to_string(), Action::Keep),
+            ("security/sg/processing-service".to_string(), Action::Delete),
+        ]
+    );
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.starts_with("delete sg-")).count(), 2, "{log:?}");
+    assert_eq!(log[0], "revoke sg-processing-service", "{log:?}");
+}
+
+#[tokio::test]
+async fn prune_data_deletes_an_undeclared_secret_for_good() {
+    let mut world = world_with_leftovers();
+    world.groups.retain(|g| g.name != "tap-processing-service-sg-dev");
+    world.roles.remove("tap-processing-service-task-dev");
+    let mut m = Mocks::reading(&world);
+    m.secrets.expect_delete_secret().withf(|n| n == "tap-old-token-dev").times(1).returning(|_| Ok(()));
+    let ctx = ctx_without_processing(true);
+    services_done(&ctx);
+    let changes = m.forbid_mutations().step().apply(&ctx).await.unwrap();
+    assert_eq!(summary(&changes), vec![("security/secret/old-token".to_string(), Action::Delete)]);
+}
+
+#[tokio::test]
+async fn destroy_with_a_shorter_config_finds_every_role_group_and_secret_by_tags() {
+    let world = world_with_leftovers();
+    let mut m = Mocks::reading(&world);
+    let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
+    m.ec2.expect_revoke_ingress().returning(|_, _| Ok(()));
+    let d = deleted.clone();
+    m.ec2.expect_delete_security_group().returning(move |g| {
+        d.lock().unwrap().push(g.to_string());
+        Ok(())
+    });
+    m.iam.expect_detach_role_policy().returning(|_, _| Ok(()));
+    m.iam.expect_delete_role_policy().returning(|_, _| Ok(()));
+    let d = deleted.clone();
+    m.iam.expect_delete_role().returning(move |r| {
+        d.lock().unwrap().push(r.to_string());
+        Ok(())
+    });
+    let d = deleted.clone();
+    m.secrets.expect_delete_secret().returning(move |s| {
+        d.lock().unwrap().push(s.to_string());
+        Ok(())
+    });
+    // A one-service config.
+    let mut config = Config::default();
+    config.services.retain(|s| s.name == "frontend");
+    let ctx = Context::new(config).with_region(REGION);
+    let changes = m.step().destroy(&ctx).await.unwrap();
+    let mut want = all_resources(Action::Delete);
+    want.push(("security/secret/old-token".into(), Action::Delete));
+    want.sort();
+    assert_eq!(summary(&changes), want);
+    let deleted = deleted.lock().unwrap().clone();
+    assert!(
+        !deleted.iter().any(|d| d == "sg-hand-made" || d.ends_with("-prod")),
+        "not this environment's: {deleted:?}"
+    );
 }
