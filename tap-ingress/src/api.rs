@@ -248,6 +248,9 @@ pub trait ElbApi: Send + Sync {
     /// `DescribeTargetGroups Names=[..]`: every named group, or the error AWS returns (e.g.
     /// `TargetGroupNotFound` when any one is missing).
     async fn describe_target_groups(&self, names: &[String]) -> Result<Vec<ObservedTargetGroup>, AwsError>;
+    /// `DescribeTargetGroups` without names, every page: every target group of the region (to
+    /// find the environment's groups the config no longer declares).
+    async fn list_target_groups(&self) -> Result<Vec<ObservedTargetGroup>, AwsError>;
     /// `CreateTargetGroup` (target type ip, protocol HTTP, health check HTTP on the traffic port).
     async fn create_target_group(&self, spec: &TargetGroupSpec) -> Result<ObservedTargetGroup, AwsError>;
     /// `ModifyTargetGroup` with every health-check setting of `health_check`.
@@ -482,6 +485,19 @@ impl ElbApi for SdkElb {
                 .set_marker(marker.take())
                 .send()
                 .await?;
+            groups.extend(out.target_groups().iter().map(observed_target_group));
+            match out.next_marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+                _ => return Ok(groups),
+            }
+        }
+    }
+
+    async fn list_target_groups(&self) -> Result<Vec<ObservedTargetGroup>, AwsError> {
+        let mut groups = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self.0.describe_target_groups().page_size(400).set_marker(marker.take()).send().await?;
             groups.extend(out.target_groups().iter().map(observed_target_group));
             match out.next_marker() {
                 Some(m) if !m.is_empty() => marker = Some(m.to_owned()),

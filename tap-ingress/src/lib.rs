@@ -9,6 +9,11 @@
 //!   target group ARN (`PENDING` in plan mode for what does not exist yet).
 //! - **Finds** everything by name (`tap-alb-{s}`, `tap-{short}-{s}`) and the listeners and rules
 //!   through the load balancer; tags everything at creation; a second deploy makes no mutating call.
+//! - **Prunes** what the environment owns (by its tags) and the config no longer routes to: the
+//!   rule first (with the listener's other rules), then — once the services step has published
+//!   its outputs, its own prune done — the target group ([`target_group`], on the resource
+//!   engine), found among the region's target groups by name shape and tags. Destroy finds the
+//!   target groups the same way, whatever the config says.
 //!
 //! ```
 //! use tap_core::{Config, Context, Step};
@@ -40,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod target_group;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -49,11 +55,12 @@ use async_trait::async_trait;
 use futures::future::{try_join_all, BoxFuture, FutureExt};
 use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
-use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, PENDING};
+use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
+use tap_core::resource::{Engine, Owned, Resource};
 use tap_core::step::OutputKind;
-use tap_core::wait::{poll_until, retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::wait::{poll_until, Backoff};
+use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
 #[cfg(any(test, feature = "test-util"))]
 pub use api::MockElbApi;
@@ -61,6 +68,7 @@ pub use api::{
     Condition, ElbApi, HealthCheck, ListenerAction, ListenerSpec, LoadBalancerSpec, ObservedListener,
     ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, SdkElb, TargetGroupSpec,
 };
+pub use target_group::TargetGroupKind;
 
 /// The step's name.
 pub const STEP: &str = "ingress";
@@ -273,28 +281,6 @@ impl IngressStep {
         .await
     }
 
-    async fn create_target_group_once(
-        &self,
-        id: &str,
-        spec: &TargetGroupSpec,
-    ) -> Result<ObservedTargetGroup, AwsError> {
-        let find = || async {
-            match self.api.describe_target_groups(std::slice::from_ref(&spec.name)).await {
-                Ok(groups) => Ok(groups.into_iter().find(|tg| tg.name == spec.name)),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        create_or_adopt(
-            id,
-            Recovery::default(),
-            |e| e.is("DuplicateTargetGroupName"),
-            find,
-            || self.api.create_target_group(spec),
-        )
-        .await
-    }
-
     async fn create_listener_once(&self, id: &str, lb_arn: &str, spec: &ListenerSpec) -> Result<String, AwsError> {
         let find = || async {
             let listeners = self.api.list_listeners(lb_arn).await?;
@@ -453,70 +439,28 @@ impl IngressStep {
         Ok((out, vec![Change::update(LOAD_BALANCER_ID, &spec.name, attrs)]))
     }
 
-    /// One target group: created when missing, health check converged. Returns its ARN.
+    /// One target group, on the engine: created when missing, health check converged. Returns
+    /// its ARN ([`PENDING`] in plan mode when it would be created).
     async fn converge_target_group(
         &self,
+        engine: &Engine<'_>,
         ctx: &Context,
         vpc_id: &str,
         routed: &Routed,
         observed: Option<&ObservedTargetGroup>,
-        mode: Mode,
-    ) -> Result<(String, Option<Change>), StepError> {
+    ) -> Result<String, StepError> {
         let id = target_group_id(&routed.service);
         let name = &routed.target_group_name;
-        let Some(tg) = observed else {
-            let change = Change::create(&id, name);
-            if !mode.is_apply() {
-                return Ok((PENDING.into(), Some(change)));
-            }
-            let spec = TargetGroupSpec {
-                name: name.clone(),
-                port: routed.port,
-                vpc_id: vpc_id.to_owned(),
-                health_check: routed.health_check.clone(),
-                tags: ctx.names.tags(&id, name),
-            };
-            let tg =
-                self.create_target_group_once(&id, &spec).await.map_err(StepError::aws(&id, "CreateTargetGroup"))?;
-            tracing::info!(name = %name, arn = %tg.arn, "created target group");
-            return Ok((tg.arn, Some(change)));
+        let spec = TargetGroupSpec {
+            name: name.clone(),
+            port: routed.port,
+            vpc_id: vpc_id.to_owned(),
+            health_check: routed.health_check.clone(),
+            tags: ctx.names.tags(&id, name),
         };
-        let mut fixed = Vec::new();
-        if tg.port != Some(routed.port) {
-            fixed.push(format!("port {:?} (wants {})", tg.port, routed.port));
-        }
-        if tg.protocol.as_deref() != Some("HTTP") {
-            fixed.push(format!("protocol {:?} (wants HTTP)", tg.protocol));
-        }
-        if tg.target_type.as_deref() != Some("ip") {
-            fixed.push(format!("target type {:?} (wants ip)", tg.target_type));
-        }
-        if is_known(vpc_id) && tg.vpc_id.as_deref().is_some_and(|v| v != vpc_id) {
-            fixed.push(format!("VPC {:?} (wants {vpc_id})", tg.vpc_id));
-        }
-        if !fixed.is_empty() {
-            return Err(StepError::Conflict {
-                resource: id,
-                message: format!(
-                    "target group {name} has {}; these cannot be changed in place: delete it (tap destroy) and deploy again",
-                    fixed.join(", ")
-                ),
-            });
-        }
-        let (have, want) = (&tg.health_check, &routed.health_check);
-        let mut attrs = Vec::new();
-        tap_core::step::diff(&mut attrs, "health_check_path", &have.path, &want.path);
-        tap_core::step::diff(&mut attrs, "healthy_threshold", &have.healthy_threshold, &want.healthy_threshold);
-        tap_core::step::diff(&mut attrs, "unhealthy_threshold", &have.unhealthy_threshold, &want.unhealthy_threshold);
-        tap_core::step::diff(&mut attrs, "health_check_interval", &have.interval_seconds, &want.interval_seconds);
-        tap_core::step::diff(&mut attrs, "matcher", &have.matcher, &want.matcher);
-        if attrs.is_empty() {
-            return Ok((tg.arn.clone(), None));
-        }
-        if mode.is_apply() {
-            self.api.modify_target_group(&tg.arn, want).await.map_err(StepError::aws(&id, "ModifyTargetGroup"))?;
-        }
-        Ok((tg.arn.clone(), Some(Change::update(id, name, attrs))))
+        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let now = engine.converge(&kind, &id, name, &spec, observed.cloned()).await?;
+        Ok(now.map_or_else(|| PENDING.to_owned(), |tg| tg.arn))
     }
 
     fn desired_listeners(
@@ -807,19 +751,23 @@ impl IngressStep {
         let routed = Desired::routed(ctx);
         let tg_names: Vec<String> = routed.iter().map(|r| r.target_group_name.clone()).collect();
         let lb_name = ctx.names.load_balancer();
-        let observe = async { tokio::try_join!(self.find_load_balancer(&lb_name), self.find_target_groups(&tg_names)) };
-        let ((observed_lb, observed_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
+        // The region's target groups, to find the environment's that the config no longer declares.
+        let all_tgs = async {
+            self.api.list_target_groups().await.map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))
+        };
+        let observe =
+            async { tokio::try_join!(self.find_load_balancer(&lb_name), self.find_target_groups(&tg_names), all_tgs) };
+        let ((observed_lb, observed_tgs, all_tgs), network) =
+            tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
         if observed_lb.is_some() {
             ctx.progress(ProgressEvent::Found { step: STEP, resource: LOAD_BALANCER_ID });
         }
-        for r in routed.iter().filter(|r| observed_tgs.iter().any(|tg| tg.name == r.target_group_name)) {
-            ctx.progress(ProgressEvent::Found { step: STEP, resource: &target_group_id(&r.service) });
-        }
 
+        let engine = Engine::new(ctx, STEP, mode);
         let target_groups = async {
             let results = try_join_all(routed.iter().map(|r| {
                 let found = observed_tgs.iter().find(|tg| tg.name == r.target_group_name);
-                self.converge_target_group(ctx, &network.vpc_id, r, found, mode)
+                self.converge_target_group(&engine, ctx, &network.vpc_id, r, found)
             }))
             .await?;
             Ok::<_, StepError>(results)
@@ -832,16 +780,31 @@ impl IngressStep {
         };
         let ((desired, lb, mut changes), tg_results) = tokio::try_join!(load_balancer, target_groups)?;
 
-        let mut target_group_arns = BTreeMap::new();
-        for (routed, (arn, change)) in desired.routed.iter().zip(tg_results) {
-            target_group_arns.insert(routed.service.clone(), arn);
-            changes.extend(change);
-        }
+        let target_group_arns: BTreeMap<String, String> =
+            desired.routed.iter().map(|r| r.service.clone()).zip(tg_results).collect();
+        changes.extend(engine.changes());
 
         let wanted = Self::desired_listeners(ctx, &desired, &target_group_arns);
+        // Rules of services no longer routed are deleted here, before their target groups.
         changes.extend(self.converge_listeners(ctx, &desired.load_balancer.name, &lb, &wanted, mode).await?);
 
         ctx.put(IngressOutputs { load_balancer_arn: lb.arn, dns_name: lb.dns_name, target_group_arns });
+
+        // Prune: the environment's target groups the config no longer routes to.
+        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let declared_names: BTreeSet<String> = tg_names.iter().cloned().collect();
+        let undeclared = kind.owned_undeclared(ctx, &all_tgs, &declared_names).await?;
+        if !undeclared.is_empty() {
+            if mode.is_apply() {
+                // A removed service still uses its target group until the services step has
+                // deleted it (that step publishes its outputs once its own prune is done).
+                ctx.wait::<ServicesOutputs>(STEP).await?;
+            }
+            let prune = Engine::new(ctx, STEP, mode);
+            let declared: BTreeSet<String> = routed.iter().map(|r| target_group_id(&r.service)).collect();
+            prune.prune(&kind, undeclared, &declared).await?;
+            changes.extend(prune.into_changes());
+        }
         Ok(changes)
     }
 }
@@ -935,23 +898,33 @@ impl Step for IngressStep {
             tracing::info!(name = %lb_name, "load balancer deleted");
         }
 
-        let groups = self.find_target_groups(&tg_names).await?;
-        let deleted = try_join_all(groups.iter().map(|tg| {
-            let service =
-                routes.iter().find(|(_, n)| *n == tg.name).map(|(s, _)| s.as_str()).unwrap_or(tg.name.as_str());
-            let id = target_group_id(service);
+        // Every target group of the environment: those the config names, and the others its tags
+        // say it owns (a service removed from the config since).
+        let all = self
+            .api
+            .list_target_groups()
+            .await
+            .map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))?;
+        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let declared: BTreeSet<String> = tg_names.iter().cloned().collect();
+        let mut doomed: Vec<Owned<ObservedTargetGroup>> = all
+            .iter()
+            .filter_map(|tg| {
+                let (service, _) = routes.iter().find(|(_, n)| *n == tg.name)?;
+                Some(Owned { id: target_group_id(service), name: tg.name.clone(), observed: tg.clone() })
+            })
+            .collect();
+        doomed.extend(kind.owned_undeclared(ctx, &all, &declared).await?);
+        let deleted = try_join_all(doomed.iter().map(|o| {
+            let kind = &kind;
             async move {
-                let gone = retry_while(
-                    &format!("target group {} to be released", tg.name),
-                    self.backoff,
-                    |e| e.aws_error().is_some_and(|a| a.is("ResourceInUse")) || e.is_retryable(),
-                    || async {
-                        ignore_not_found(self.api.delete_target_group(&tg.arn).await)
-                            .map_err(StepError::aws(&id, "DeleteTargetGroup"))
-                    },
-                )
-                .await?;
-                Ok::<_, StepError>(gone.then(|| Change::delete(&id, &tg.name)))
+                ctx.progress(ProgressEvent::Working { step: STEP, resource: &o.id, action: Action::Delete });
+                match kind.delete(&o.observed).await {
+                    Ok(()) => Ok(Some(Change::delete(&o.id, &o.name))),
+                    // Already gone: nothing to report.
+                    Err(e) if e.source.is_not_found() => Ok(None),
+                    Err(e) => Err(e.on(&o.id)),
+                }
             }
         }))
         .await?;

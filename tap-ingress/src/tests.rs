@@ -148,6 +148,7 @@ fn converged() -> MockElbApi {
         .withf(|names| names == ["tap-fe-dev".to_string(), "tap-api-dev".to_string()])
         .times(1)
         .returning(|_| Ok(observed_tgs()));
+    m.expect_list_target_groups().times(1).returning(|| Ok(observed_tgs()));
     m.expect_list_listeners()
         .withf(|arn| arn == LB_ARN)
         .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
@@ -177,11 +178,14 @@ fn expect_no_mutation(m: &mut MockElbApi) {
 fn empty_reads(m: &mut MockElbApi) {
     m.expect_find_load_balancer().returning(|_| Ok(None));
     m.expect_describe_target_groups().returning(|_| Err(not_found("TargetGroupNotFound")));
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
 }
 
 #[tokio::test]
 async fn creates_exactly_the_spec_from_nothing() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
     // One call for both names, then one per name after TargetGroupNotFound.
     m.expect_describe_target_groups().times(3).returning(|_| Err(not_found("TargetGroupNotFound")));
@@ -288,6 +292,8 @@ async fn matching_environment_makes_no_mutating_call() {
 #[tokio::test]
 async fn health_check_path_drift_is_fixed_alone() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_describe_target_groups().returning(|_| {
         let mut tgs = observed_tgs();
@@ -321,6 +327,8 @@ async fn health_check_path_drift_is_fixed_alone() {
 #[tokio::test]
 async fn security_group_drift_waits_for_active_then_is_fixed() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     m.expect_find_load_balancer().returning(move |_| {
@@ -351,6 +359,8 @@ async fn security_group_drift_waits_for_active_then_is_fixed() {
 #[tokio::test]
 async fn listener_and_rule_drift_are_converged() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
     // Default action points at the api TG; the api rule has the wrong path; a stale tap rule and a
@@ -396,6 +406,8 @@ async fn listener_and_rule_drift_are_converged() {
 #[tokio::test]
 async fn throttling_surfaces_as_retryable() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Err(AwsError::throttling()));
     m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
     expect_no_mutation(&mut m);
@@ -404,6 +416,8 @@ async fn throttling_surfaces_as_retryable() {
     assert!(err.to_string().contains("DescribeLoadBalancers"), "{err}");
 
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(None));
     m.expect_describe_target_groups().returning(|_| Ok(vec![]));
     m.expect_create_load_balancer().returning(|_| Err(AwsError::throttling()));
@@ -432,6 +446,8 @@ async fn plan_makes_no_mutating_call_and_writes_pending_outputs() {
 #[tokio::test]
 async fn plan_of_drift_lists_it_without_fixing_it() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_describe_target_groups().returning(|_| {
         let mut tgs = observed_tgs();
@@ -484,7 +500,8 @@ async fn destroy_removes_rules_listeners_balancer_then_target_groups() {
     m.expect_delete_rule().withf(|arn| arn == RULE_ARN).times(1).returning(|_| Ok(()));
     m.expect_delete_listener().withf(|arn| arn == L80_ARN).times(1).returning(|_| Ok(()));
     m.expect_delete_load_balancer().withf(|arn| arn == LB_ARN).times(1).returning(|_| Ok(()));
-    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    // The environment's target groups come from the region's listing (no describe by name).
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
     let in_use = Arc::new(AtomicUsize::new(0));
     let u = in_use.clone();
     m.expect_delete_target_group().withf(|arn| arn == API_ARN).times(2).returning(move |_| {
@@ -631,6 +648,8 @@ async fn progress_reports_every_existing_resource_as_found() {
 #[tokio::test]
 async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
     m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
     // Three reads find nothing; the fourth, after `DuplicateTargetGroupName`, finds the group
@@ -671,6 +690,8 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
 #[tokio::test]
 async fn a_foreign_rule_at_the_priority_is_a_conflict() {
     let mut m = MockElbApi::new();
+    // No target group of the environment besides the routed ones.
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
@@ -690,4 +711,149 @@ async fn a_foreign_rule_at_the_priority_is_a_conflict() {
     m.expect_create_rule().times(1).returning(|_, _| Err(AwsError::new("PriorityInUse", "in use")));
     let err = step(m).apply(&context()).await.unwrap_err();
     assert!(err.to_string().contains("PriorityInUse"), "{err}");
+}
+
+const OLD_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/tap-old-dev/3";
+const PROD_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/tap-api-prod/4";
+
+/// The default config without `api-gateway` (routed: frontend only).
+fn config_without_api() -> Config {
+    let mut config = Config::default();
+    config.services.retain(|s| s.name != "api-gateway");
+    for s in &mut config.services {
+        s.allow_from.retain(|a| a != "api-gateway");
+    }
+    config
+}
+
+/// A converged environment whose config no longer routes to api-gateway: its target group and
+/// rule are the environment's; `tap-old-dev` lacks `ManagedBy=tap`, `tap-api-prod` is another
+/// environment's. `log` records the deletes.
+fn removed_api_reads(log: Arc<std::sync::Mutex<Vec<String>>>) -> MockElbApi {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_describe_target_groups()
+        .withf(|names| names == ["tap-fe-dev".to_string()])
+        .returning(|_| Ok(vec![observed_tg("tap-fe-dev", FE_ARN, 3000, "/")]));
+    m.expect_list_target_groups().times(1).returning(|| {
+        let mut all = observed_tgs();
+        all.push(observed_tg("tap-old-dev", OLD_ARN, 7000, "/"));
+        all.push(observed_tg("tap-api-prod", PROD_ARN, 8080, "/health"));
+        Ok(all)
+    });
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m.expect_describe_tags().returning(|arns| {
+        let dev = tap_core::naming::Names::new(&Config::default());
+        let prod = tap_core::naming::Names::new(&Config { environment: "prod".into(), ..Config::default() });
+        let all = BTreeMap::from([
+            (RULE_ARN.to_string(), dev.tags("ingress/listener/http/rule/api-gateway", "tap-alb-dev:80 /api/*")),
+            (API_ARN.to_string(), dev.tags("ingress/target-group/api-gateway", "tap-api-dev")),
+            (OLD_ARN.to_string(), vec![("Environment".to_string(), "dev".to_string())]),
+            (PROD_ARN.to_string(), prod.tags("ingress/target-group/api-gateway", "tap-api-prod")),
+        ]);
+        Ok(all.into_iter().filter(|(arn, _)| arns.contains(arn)).collect())
+    });
+    let l = log.clone();
+    m.expect_delete_rule().withf(|arn| arn == RULE_ARN).returning(move |_| {
+        l.lock().unwrap().push("rule".into());
+        Ok(())
+    });
+    let l = log;
+    let tries = Arc::new(AtomicUsize::new(0));
+    m.expect_delete_target_group().withf(|arn| arn == API_ARN).returning(move |_| {
+        // Still in use by the draining service the first time.
+        if tries.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(AwsError::new("ResourceInUse", "in use"));
+        }
+        l.lock().unwrap().push("target group".into());
+        Ok(())
+    });
+    m.expect_delete_target_group().withf(|arn| arn != API_ARN).never();
+    m
+}
+
+fn summary_of(changes: &[Change]) -> Vec<(String, Action)> {
+    let mut v: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn plan_lists_the_target_group_and_rule_of_a_service_no_longer_routed() {
+    let log = Arc::default();
+    let mut m = removed_api_reads(log);
+    expect_no_mutation(&mut m);
+    // No ServicesOutputs: plan does not wait for the services step.
+    let changes = step(m).plan(&context_with(config_without_api(), true)).await.unwrap();
+    assert_eq!(
+        summary_of(&changes),
+        vec![
+            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
+            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn prune_deletes_the_rule_then_after_the_services_the_target_group_of_a_removed_service() {
+    let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let step = step(removed_api_reads(log.clone()));
+    let ctx = Arc::new(context_with(config_without_api(), true));
+    ctx.expect([tap_core::step::OutputKind::Services]);
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { step.apply(&ctx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*log.lock().unwrap(), ["rule"], "the target group waits for the services step");
+    assert!(ctx.try_get::<IngressOutputs>().is_some(), "the outputs are published before the prune waits");
+    ctx.put(tap_core::outputs::ServicesOutputs { service_arns: BTreeMap::new() });
+    let changes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+    assert_eq!(*log.lock().unwrap(), ["rule", "target group"]);
+    assert_eq!(
+        summary_of(&changes),
+        vec![
+            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
+            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn destroy_with_a_shorter_config_deletes_every_target_group_of_the_environment() {
+    // After the load balancer is deleted it is gone.
+    let found = Arc::new(AtomicUsize::new(0));
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(move |_| Ok((found.fetch_add(1, Ordering::SeqCst) == 0).then(observed_lb)));
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule()]));
+    m.expect_delete_rule().returning(|_| Ok(()));
+    m.expect_delete_listener().returning(|_| Ok(()));
+    m.expect_delete_load_balancer().returning(|_| Ok(()));
+    m.expect_list_target_groups().returning(|| {
+        let mut all = observed_tgs();
+        all.push(observed_tg("tap-old-dev", OLD_ARN, 7000, "/"));
+        Ok(all)
+    });
+    m.expect_describe_tags().returning(|_| {
+        let dev = tap_core::naming::Names::new(&Config::default());
+        Ok(BTreeMap::from([
+            (API_ARN.to_string(), dev.tags("ingress/target-group/api-gateway", "tap-api-dev")),
+            (OLD_ARN.to_string(), vec![("Environment".to_string(), "dev".to_string())]),
+        ]))
+    });
+    let deleted: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let d = deleted.clone();
+    m.expect_delete_target_group().returning(move |arn| {
+        d.lock().unwrap().push(arn.to_string());
+        Ok(())
+    });
+    let mut config = Config::default();
+    config.services.retain(|s| s.name == "frontend");
+    let changes = step(m).destroy(&context_with(config, true)).await.unwrap();
+    let mut deleted = deleted.lock().unwrap().clone();
+    deleted.sort();
+    assert_eq!(deleted, [API_ARN.to_string(), FE_ARN.to_string()], "not tap-old-dev (no ManagedBy tag)");
+    assert!(changes.iter().any(|c| c.resource == "ingress/target-group/api-gateway"), "{changes:?}");
 }

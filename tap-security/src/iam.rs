@@ -320,6 +320,7 @@ pub async fn ensure_role(
         }
         return Ok(state);
     };
+    ctx.progress(ProgressEvent::Found { step: "security", resource: id });
     let mut state = RoleState {
         component: component.clone(),
         name: name.clone(),
