@@ -355,3 +355,207 @@ async fn security_step_converges_keeps_secrets_and_destroys() {
     let again = tap_json(&env, &["destroy", "--yes"]);
     assert_eq!(security_changes(&again), vec![]);
 }
+
+const SECRETS_TOML: &str = r#"
+[[secrets]]
+name = "db-credentials"
+fixed_fields = { username = "tap_admin" }
+generated_fields = ["password"]
+
+[[secrets]]
+name = "api-keys"
+generated_fields = ["api_key"]
+"#;
+
+const FRONTEND_TOML: &str = r#"
+[[services]]
+name = "frontend"
+cpu = 512
+memory = 1024
+port = 3000
+environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
+route = { short_name = "fe", health_check_path = "/" }
+"#;
+
+const API_GATEWAY_TOML: &str = r#"
+[[services]]
+name = "api-gateway"
+cpu = 1024
+memory = 2048
+port = 8080
+environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
+secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
+route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
+permissions = ["discover-instances"]
+"#;
+
+const REMOVED_TOML: &str = r#"
+[[secrets]]
+name = "reports-key"
+generated_fields = ["key"]
+
+[[services]]
+name = "processing-service"
+cpu = 2048
+memory = 4096
+port = 9000
+environment = { WORKER_THREADS = "4" }
+secrets = { DB_CREDENTIALS = "db-credentials" }
+discovery = true
+allow_from = ["api-gateway"]
+permissions = ["trade-data-bucket"]
+
+[[services]]
+name = "reports"
+cpu = 256
+memory = 512
+port = 7000
+route = { short_name = "rep", path_pattern = "/reports/*", priority = 20, health_check_path = "/health" }
+allow_from = ["api-gateway"]
+"#;
+
+/// Writes `toml` to a file of its own and returns its path.
+fn config_file(env: &TestEnv, label: &str, toml: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("tap-test-{}-{}", env.suffix, std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{label}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Names of the environment's roles, security groups (without `default`), target groups, listener
+/// rules (by path) and live secrets, read with the SDK.
+async fn owned_names(env: &TestEnv) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let clients = env.clients().await;
+    let suffix = format!("-{}", env.suffix);
+    let named = |n: &str| n.starts_with("tap-") && n.ends_with(&suffix);
+    let mut out = BTreeMap::new();
+    let roles: Vec<_> = clients.iam.list_roles().into_paginator().items().send().try_collect().await.unwrap();
+    out.insert("roles", roles.iter().map(|r| r.role_name().to_owned()).filter(|n| named(n)).collect());
+    let sgs = clients
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("tag:Environment").values(&env.suffix).build())
+        .send()
+        .await
+        .unwrap();
+    out.insert(
+        "groups",
+        sgs.security_groups()
+            .iter()
+            .filter_map(|g| g.group_name())
+            .filter(|n| *n != "default")
+            .map(str::to_owned)
+            .collect(),
+    );
+    let tgs = clients.elbv2.describe_target_groups().send().await.unwrap();
+    out.insert(
+        "target groups",
+        tgs.target_groups()
+            .iter()
+            .filter_map(|t| t.target_group_name())
+            .filter(|n| named(n))
+            .map(str::to_owned)
+            .collect(),
+    );
+    let mut rules = BTreeSet::new();
+    let lbs = clients.elbv2.describe_load_balancers().send().await.unwrap();
+    for lb in lbs.load_balancers().iter().filter(|l| l.load_balancer_name().is_some_and(named)) {
+        let listeners =
+            clients.elbv2.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await.unwrap();
+        for l in listeners.listeners() {
+            let r = clients.elbv2.describe_rules().listener_arn(l.listener_arn().unwrap()).send().await.unwrap();
+            for rule in r.rules().iter().filter(|r| r.is_default() != Some(true)) {
+                for c in rule.conditions() {
+                    let values =
+                        c.path_pattern_config().map(|p| p.values().to_vec()).unwrap_or_else(|| c.values().to_vec());
+                    rules.extend(values);
+                }
+            }
+        }
+    }
+    out.insert("rules", rules);
+    let pages: Vec<_> = clients.secrets.list_secrets().into_paginator().send().try_collect().await.unwrap();
+    out.insert(
+        "secrets",
+        pages
+            .iter()
+            .flat_map(|p| p.secret_list())
+            .filter(|s| s.deleted_date().is_none())
+            .filter_map(|s| s.name())
+            .filter(|n| named(n))
+            .map(str::to_owned)
+            .collect(),
+    );
+    out
+}
+
+#[tokio::test]
+async fn removed_services_lose_their_groups_roles_target_groups_and_rules_and_destroy_finds_them_by_tags() {
+    let env = TestEnv::new("sec-prune");
+    let four = config_file(&env, "four", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML, REMOVED_TOML].concat());
+    let two = config_file(&env, "two", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML].concat());
+    let one = config_file(&env, "one", &[SECRETS_TOML, FRONTEND_TOML].concat());
+    tap_json(&env, &["--config", &four, "deploy", "--no-wait"]);
+    let before = owned_names(&env).await;
+    assert_eq!(before["target groups"], set(&["tap-api-sec-prune", "tap-fe-sec-prune", "tap-rep-sec-prune"]));
+    assert_eq!(before["groups"].len(), 5, "{before:?}");
+    assert!(before["secrets"].contains("tap-reports-key-sec-prune"), "{before:?}");
+
+    // Plan lists the removed services' resources as deleted and the undeclared secret as kept.
+    let plan = tap_json(&env, &["--config", &two, "plan"]);
+    let listed = |doc: &Value, step: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["step"] == step)
+            .map(|c| (c["resource"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
+            .collect();
+        v.sort();
+        v
+    };
+    let security = listed(&plan, "security");
+    for id in [
+        "security/sg/processing-service",
+        "security/sg/reports",
+        "security/role/processing-service-task",
+        "security/role/reports-task",
+    ] {
+        assert!(security.contains(&(id.to_owned(), "delete".to_owned())), "{id} not listed: {security:?}");
+    }
+    assert!(security.contains(&("security/secret/reports-key".to_owned(), "keep".to_owned())), "{security:?}");
+    let ingress = listed(&plan, "ingress");
+    assert!(ingress.contains(&("ingress/target-group/reports".to_owned(), "delete".to_owned())), "{ingress:?}");
+    assert!(
+        ingress.iter().any(|(id, a)| id.starts_with("ingress/listener/http/rule/") && a == "delete"),
+        "{ingress:?}"
+    );
+
+    tap_json(&env, &["--config", &two, "deploy", "--no-wait"]);
+    let after = owned_names(&env).await;
+    assert_eq!(
+        after["groups"],
+        set(&["tap-alb-sg-sec-prune", "tap-frontend-sg-sec-prune", "tap-api-gateway-sg-sec-prune"]),
+        "{after:?}"
+    );
+    assert_eq!(
+        after["roles"],
+        set(&["tap-task-execution-sec-prune", "tap-frontend-task-sec-prune", "tap-api-gateway-task-sec-prune"])
+    );
+    assert_eq!(after["target groups"], set(&["tap-api-sec-prune", "tap-fe-sec-prune"]));
+    assert_eq!(after["rules"], set(&["/api/*"]));
+    assert!(after["secrets"].contains("tap-reports-key-sec-prune"), "a secret is kept without --prune-data");
+
+    // A second deploy changes nothing of security or ingress (the secret is only listed as kept).
+    let again = tap_json(&env, &["--config", &two, "deploy", "--no-wait"]);
+    let changed: Vec<_> =
+        listed(&again, "security").into_iter().chain(listed(&again, "ingress")).filter(|(_, a)| a != "keep").collect();
+    assert!(changed.is_empty(), "{changed:?}");
+    assert!(security_mutations(&again).is_empty(), "{:?}", security_mutations(&again));
+
+    // Destroy with a one-service config leaves nothing of the environment.
+    tap_json(&env, &["--config", &one, "destroy", "--yes"]);
+    let left = owned_names(&env).await;
+    assert!(left.values().all(BTreeSet::is_empty), "left behind: {left:?}");
+}
