@@ -57,10 +57,10 @@ use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
-use tap_core::resource::{Engine, Owned, Resource};
+use tap_core::resource::{Engine, Owned};
 use tap_core::step::OutputKind;
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
 #[cfg(any(test, feature = "test-util"))]
 pub use api::MockElbApi;
@@ -915,20 +915,10 @@ impl Step for IngressStep {
             })
             .collect();
         doomed.extend(kind.owned_undeclared(ctx, &all, &declared).await?);
-        let deleted = try_join_all(doomed.iter().map(|o| {
-            let kind = &kind;
-            async move {
-                ctx.progress(ProgressEvent::Working { step: STEP, resource: &o.id, action: Action::Delete });
-                match kind.delete(&o.observed).await {
-                    Ok(()) => Ok(Some(Change::delete(&o.id, &o.name))),
-                    // Already gone: nothing to report.
-                    Err(e) if e.source.is_not_found() => Ok(None),
-                    Err(e) => Err(e.on(&o.id)),
-                }
-            }
-        }))
-        .await?;
-        changes.extend(deleted.into_iter().flatten());
+        // One already gone is no change.
+        let engine = Engine::new(ctx, STEP, Mode::Apply);
+        try_join_all(doomed.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;
+        changes.extend(engine.into_changes());
         Ok(changes)
     }
 }
