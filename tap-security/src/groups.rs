@@ -2,6 +2,11 @@
 //! (its port from the load balancer's group when it is routed, and from the groups of the services
 //! in its `allow_from`). Rules converge exactly: missing rules are authorized and any other rule
 //! (someone opened port 22) is revoked. Egress is the default "all traffic to anywhere" rule.
+//!
+//! This module holds the EC2 seam ([`Ec2Api`]) and the wiring: the desired groups from the config,
+//! the two phases (every group exists, then every group's rules, which reference each other's
+//! ids), the prune and destroy. The life cycle of one group is the resource kind
+//! [`crate::security_group::SecurityGroupKind`], run by the engine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,13 +17,16 @@ use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, TagSpecification, UserIdGroupPair,
 };
 use futures::future::try_join_all;
-use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
+use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
+use tap_core::resource::{Engine, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 use tokio::sync::oneshot;
+
+use crate::security_group::{GroupWant, RuleFix, SecurityGroupKind};
 
 /// Where traffic of a rule comes from (ingress) or goes to (egress).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -98,11 +106,11 @@ impl Rule {
         }
     }
 
-    fn ingress_label(&self) -> String {
+    pub(crate) fn ingress_label(&self) -> String {
         format!("{} from {}", self.ports(), self.peer())
     }
 
-    fn egress_label(&self) -> String {
+    pub(crate) fn egress_label(&self) -> String {
         format!("{} to {}", self.ports(), self.peer())
     }
 }
@@ -439,33 +447,40 @@ pub async fn converge(
         .cloned()
         .collect();
 
-    // Phase one: every group exists (the rules reference each other's ids).
+    let env = ctx.names.env();
+    let kind = SecurityGroupKind::new(api, env);
+    let want = |d: &DesiredGroup, ingress: Vec<(Rule, String)>| GroupWant {
+        component: d.component.clone(),
+        name: d.name.clone(),
+        description: d.description.clone(),
+        vpc_id: vpc.clone(),
+        tags: ctx.names.tags(&d.component, &d.name),
+        ingress,
+    };
+
+    // Phase one: every group exists (the rules reference each other's ids). Created groups are
+    // listed by their own engine: their rules are added to their creation, not listed as an update.
+    let creates = Engine::new(ctx, "security", mode);
     let found = try_join_all(desired.iter().map(|d| {
         let existing = find(d);
-        if existing.is_some() {
-            ctx.progress(ProgressEvent::Found { step: "security", resource: &d.component });
-        }
-        let vpc = vpc.as_str();
+        let (kind, creates) = (&kind, &creates);
+        let want = want(d, vec![]);
         async move {
             match existing {
-                Some(g) => Ok::<_, StepError>((g.id.clone(), Some(g))),
-                None if mode.is_apply() => {
-                    let tags = ctx.names.tags(&d.component, &d.name);
-                    let id = create_group_once(api, ctx.names.env(), vpc, d, &tags)
-                        .await
-                        .map_err(StepError::aws(&d.component, "CreateSecurityGroup"))?;
-                    Ok((id, None))
-                }
-                None => Ok((PENDING.to_string(), None)),
+                Some(g) => Ok::<_, StepError>((g.id.clone(), Some(g), false)),
+                None => match creates.create(kind, &d.component, &d.name, &want).await? {
+                    Some(g) => Ok((g.id.clone(), Some(g), true)),
+                    None => Ok((PENDING.to_string(), None, true)),
+                },
             }
         }
     }))
     .await?;
     let ids: BTreeMap<&str, &str> =
-        desired.iter().zip(&found).map(|(d, (id, _))| (d.component.as_str(), id.as_str())).collect();
+        desired.iter().zip(&found).map(|(d, (id, _, _))| (d.component.as_str(), id.as_str())).collect();
     let labels: BTreeMap<&str, &str> = desired.iter().map(|d| (d.component.as_str(), d.name.as_str())).collect();
     let mut group_ids = GroupIds::default();
-    for (d, (id, _)) in desired.iter().zip(&found) {
+    for (d, (id, _, _)) in desired.iter().zip(&found) {
         if d.component == ALB_COMPONENT {
             group_ids.alb = id.clone();
         } else if let Some(service) = d.component.strip_prefix("security/sg/") {
@@ -476,7 +491,8 @@ pub async fn converge(
     let _ = ids_known.send(group_ids.clone());
 
     // Phase two: exactly the desired rules on every group.
-    let changes = try_join_all(desired.iter().zip(&found).map(|(d, (id, observed))| {
+    let engine = Engine::new(ctx, "security", mode);
+    let created_rules = try_join_all(desired.iter().zip(&found).map(|(d, (_, observed, created))| {
         let rules: Vec<(Rule, String)> = d
             .ingress
             .iter()
@@ -497,158 +513,40 @@ pub async fn converge(
             .collect();
         // A service listed twice in `allow_from` is one rule (EC2 rejects duplicates).
         let mut seen = BTreeSet::new();
-        let rules = rules.into_iter().filter(|(r, _)| seen.insert(r.clone())).collect();
-        converge_rules(api, ctx.names.env(), mode, d, id, observed.as_ref(), rules)
+        let rules: Vec<(Rule, String)> = rules.into_iter().filter(|(r, _)| seen.insert(r.clone())).collect();
+        let want = want(d, rules);
+        let (kind, engine) = (&kind, &engine);
+        async move {
+            if !*created {
+                engine.converge(kind, &d.component, &d.name, &want, observed.clone()).await?;
+                return Ok::<_, StepError>(None);
+            }
+            // A new group: all its rules are added (AWS gave it the default egress rule).
+            let attributes: Vec<AttrChange> =
+                want.ingress.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))).collect();
+            if let Some(group) = observed {
+                let fix =
+                    RuleFix { authorize: want.ingress.iter().map(|(r, _)| r.clone()).collect(), ..RuleFix::default() };
+                kind.update(group, &fix).await.map_err(|e| e.on(&d.component))?;
+            }
+            Ok(Some((d.component.clone(), attributes)))
+        }
     }))
     .await?;
-
-    Ok(GroupsResult { ids: group_ids, changes: changes.into_iter().flatten().collect(), undeclared })
-}
-
-/// Creates a group exactly once: the SDK does not resend a create whose answer was lost; the group
-/// is then looked up (by its component tag, or its name among the environment's groups) and
-/// adopted, as it is when EC2 answers `InvalidGroup.Duplicate` for a group of this environment.
-async fn create_group_once(
-    api: &dyn Ec2Api,
-    env: &str,
-    vpc: &str,
-    d: &DesiredGroup,
-    tags: &[Tag],
-) -> Result<String, AwsError> {
-    let find = || async {
-        let groups = api.describe_security_groups(env, Some(vpc.to_owned())).await?;
-        let found = groups
-            .iter()
-            .find(|g| g.component.as_deref() == Some(d.component.as_str()))
-            .or_else(|| groups.iter().find(|g| g.name == d.name));
-        Ok(found.map(|g| g.id.clone()))
-    };
-    create_or_adopt(
-        &d.component,
-        Recovery::default(),
-        |e| e.is("InvalidGroup.Duplicate"),
-        find,
-        || api.create_security_group(&d.name, &d.description, vpc, tags),
-    )
-    .await
-}
-
-/// Adds ingress (or egress) rules exactly once: after a lost answer, or `InvalidPermission.Duplicate`,
-/// the group is read again and the rules count as added when all of them are there.
-async fn authorize_once(
-    api: &dyn Ec2Api,
-    env: &str,
-    group_id: &str,
-    rules: &[Rule],
-    egress: bool,
-) -> Result<(), AwsError> {
-    let present = || async {
-        let groups = api.describe_security_groups(env, None).await?;
-        Ok(groups.into_iter().find(|g| g.id == group_id).and_then(|g| {
-            let have = if egress { g.egress } else { g.ingress };
-            rules.iter().all(|r| have.contains(r)).then_some(())
-        }))
-    };
-    create_or_adopt(
-        group_id,
-        Recovery::default(),
-        |e| e.is("InvalidPermission.Duplicate"),
-        present,
-        || async {
-            if egress {
-                api.authorize_egress(group_id, rules).await
-            } else {
-                api.authorize_ingress(group_id, rules).await
-            }
-        },
-    )
-    .await
-}
-
-async fn converge_rules(
-    api: &dyn Ec2Api,
-    env: &str,
-    mode: Mode,
-    d: &DesiredGroup,
-    id: &str,
-    observed: Option<&ObservedGroup>,
-    desired: Vec<(Rule, String)>,
-) -> Result<Option<Change>, StepError> {
-    let cid = d.component.as_str();
-    let desired_egress = [Rule::all(RuleSource::Cidr("0.0.0.0/0".into()))];
-    let Some(observed) = observed else {
-        // A new group: all its rules are added (AWS gives it the default egress rule).
-        let attributes =
-            desired.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))).collect();
-        if mode.is_apply() && !desired.is_empty() {
-            let rules: Vec<Rule> = desired.iter().map(|(r, _)| r.clone()).collect();
-            authorize_once(api, env, id, &rules, false)
-                .await
-                .map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))?;
-        }
-        return Ok(Some(Change { attributes, ..Change::create(cid, &d.name) }));
-    };
-    let have: BTreeSet<&Rule> = observed.ingress.iter().collect();
-    let want: BTreeSet<&Rule> = desired.iter().map(|(r, _)| r).collect();
-    let authorize: Vec<&(Rule, String)> = desired.iter().filter(|(r, _)| !have.contains(r)).collect();
-    let revoke: Vec<Rule> =
-        observed.ingress.iter().filter(|r| !want.contains(r)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    let have_egress: BTreeSet<&Rule> = observed.egress.iter().collect();
-    let authorize_egress: Vec<Rule> = desired_egress.iter().filter(|r| !have_egress.contains(r)).cloned().collect();
-    let revoke_egress: Vec<Rule> = observed
-        .egress
-        .iter()
-        .filter(|r| !desired_egress.contains(r))
-        .cloned()
-        .collect::<BTreeSet<_>>()
+    let created_rules: BTreeMap<String, Vec<AttrChange>> = created_rules.into_iter().flatten().collect();
+    let mut changes: Vec<Change> = creates
+        .into_changes()
         .into_iter()
+        .map(|mut c| {
+            if let Some(attributes) = created_rules.get(&c.resource) {
+                c.attributes = attributes.clone();
+            }
+            c
+        })
         .collect();
+    changes.extend(engine.into_changes());
 
-    let mut attributes: Vec<AttrChange> = Vec::new();
-    attributes.extend(authorize.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))));
-    attributes.extend(revoke.iter().map(|r| AttrChange::new("ingress", Some(r.ingress_label()), None)));
-    attributes.extend(authorize_egress.iter().map(|r| AttrChange::new("egress", None, Some(r.egress_label()))));
-    attributes.extend(revoke_egress.iter().map(|r| AttrChange::new("egress", Some(r.egress_label()), None)));
-    if attributes.is_empty() {
-        return Ok(None);
-    }
-    if mode.is_apply() {
-        let authorize: Vec<Rule> = authorize.iter().map(|(r, _)| r.clone()).collect();
-        let authorize = async {
-            if authorize.is_empty() {
-                Ok(())
-            } else {
-                authorize_once(api, env, id, &authorize, false)
-                    .await
-                    .map_err(StepError::aws(cid, "AuthorizeSecurityGroupIngress"))
-            }
-        };
-        let revoke = async {
-            if revoke.is_empty() {
-                Ok(())
-            } else {
-                api.revoke_ingress(id, &revoke).await.map_err(StepError::aws(cid, "RevokeSecurityGroupIngress"))
-            }
-        };
-        let authorize_egress = async {
-            if authorize_egress.is_empty() {
-                Ok(())
-            } else {
-                authorize_once(api, env, id, &authorize_egress, true)
-                    .await
-                    .map_err(StepError::aws(cid, "AuthorizeSecurityGroupEgress"))
-            }
-        };
-        let revoke_egress = async {
-            if revoke_egress.is_empty() {
-                Ok(())
-            } else {
-                api.revoke_egress(id, &revoke_egress).await.map_err(StepError::aws(cid, "RevokeSecurityGroupEgress"))
-            }
-        };
-        tokio::try_join!(authorize, revoke, authorize_egress, revoke_egress)?;
-    }
-    Ok(Some(Change::update(cid, &d.name, attributes)))
+    Ok(GroupsResult { ids: group_ids, changes, undeclared })
 }
 
 /// How long a group deletion is retried while AWS still reports a dependency (the network

@@ -45,6 +45,7 @@ pub mod groups;
 pub mod iam;
 pub mod policy;
 pub mod secrets;
+pub mod security_group;
 
 use std::sync::Arc;
 
