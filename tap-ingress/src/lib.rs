@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod rule;
 pub mod target_group;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,9 +53,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::{try_join_all, BoxFuture, FutureExt};
+use futures::future::try_join_all;
 use tap_core::idempotent::{create_or_adopt, Recovery};
-use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
 use tap_core::resource::{Engine, Owned};
@@ -68,6 +68,7 @@ pub use api::{
     Condition, ElbApi, HealthCheck, ListenerAction, ListenerSpec, LoadBalancerSpec, ObservedListener,
     ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, SdkElb, TargetGroupSpec,
 };
+pub use rule::{RuleKind, RuleWant};
 pub use target_group::TargetGroupKind;
 
 /// The step's name.
@@ -200,7 +201,7 @@ fn desired_ids(ids: &[String]) -> Vec<String> {
     }
 }
 
-fn show_actions(actions: &[ListenerAction]) -> String {
+pub(crate) fn show_actions(actions: &[ListenerAction]) -> String {
     let parts: Vec<String> = actions
         .iter()
         .map(|a| match a {
@@ -217,12 +218,12 @@ fn show_actions(actions: &[ListenerAction]) -> String {
     parts.join(", ")
 }
 
-fn show_conditions(conditions: &[Condition]) -> String {
+pub(crate) fn show_conditions(conditions: &[Condition]) -> String {
     let parts: Vec<String> = conditions.iter().map(|c| format!("{} {}", c.field, c.values.join("|"))).collect();
     parts.join(", ")
 }
 
-fn push_attr(attrs: &mut Vec<AttrChange>, attribute: &str, differs: bool, old: String, new: String) {
+pub(crate) fn push_attr(attrs: &mut Vec<AttrChange>, attribute: &str, differs: bool, old: String, new: String) {
     if differs {
         attrs.push(AttrChange::new(attribute, Some(old), Some(new)));
     }
@@ -234,10 +235,6 @@ fn ignore_not_found(result: Result<(), AwsError>) -> Result<bool, AwsError> {
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     }
-}
-
-fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
-    tags.iter().any(|(k, v)| k == key && v == value)
 }
 
 /// The ingress step: load balancer, target groups, listeners and rules.
@@ -292,30 +289,6 @@ impl IngressStep {
             |e| e.is("DuplicateListener"),
             find,
             || self.api.create_listener(lb_arn, spec),
-        )
-        .await
-    }
-
-    /// A rule at the same priority is adopted only when it is the one wanted (same conditions and
-    /// actions): another rule there is a conflict, reported as AWS's `PriorityInUse`.
-    async fn create_rule_once(&self, id: &str, listener_arn: &str, spec: &RuleSpec) -> Result<String, AwsError> {
-        let find = || async {
-            let rules = self.api.list_rules(listener_arn).await?;
-            Ok(rules
-                .into_iter()
-                .find(|r| {
-                    r.priority == Some(spec.priority)
-                        && r.conditions == spec.conditions()
-                        && r.actions == spec.actions()
-                })
-                .map(|r| r.arn))
-        };
-        create_or_adopt(
-            id,
-            Recovery::default(),
-            |e| e.is("PriorityInUse"),
-            find,
-            || self.api.create_rule(listener_arn, spec),
         )
         .await
     }
@@ -570,24 +543,27 @@ impl IngressStep {
         let name = format!("{lb_name}:{}", spec.port);
         let Some(listener) = observed else {
             let mut changes = vec![Change::create(&id, &name)];
-            changes.extend(wanted.rules.iter().map(|(service, rule)| {
-                Change::create(rule_id(spec.port, service), format!("{name} {}", rule.path_pattern))
-            }));
-            if mode.is_apply() {
+            let arn = if mode.is_apply() {
                 let arn = self
                     .create_listener_once(&id, lb_arn, spec)
                     .await
                     .map_err(StepError::aws(&id, "CreateListener"))?;
                 tracing::info!(listener = %name, arn = %arn, "created listener");
-                try_join_all(wanted.rules.iter().map(|(service, rule)| {
-                    let rid = rule_id(spec.port, service);
-                    let arn = arn.clone();
-                    async move {
-                        self.create_rule_once(&rid, &arn, rule).await.map_err(StepError::aws(rid.clone(), "CreateRule"))
-                    }
-                }))
-                .await?;
-            }
+                arn
+            } else {
+                PENDING.to_owned()
+            };
+            // A new listener has no rule: each one is created (in plan mode: listed).
+            let (kind, engine) = (RuleKind::new(&*self.api), Engine::new(ctx, STEP, mode));
+            try_join_all(wanted.rules.iter().map(|(service, rule)| {
+                let want = RuleWant { listener_arn: arn.clone(), spec: rule.clone() };
+                let rid = rule_id(spec.port, service);
+                let rname = format!("{name} {}", rule.path_pattern);
+                let (kind, engine) = (&kind, &engine);
+                async move { engine.create(kind, &rid, &rname, &want).await }
+            }))
+            .await?;
+            changes.extend(engine.into_changes());
             return Ok(changes);
         };
         ctx.progress(ProgressEvent::Found { step: STEP, resource: &id });
@@ -635,8 +611,9 @@ impl IngressStep {
         Ok(changes)
     }
 
-    /// The path rules of one listener: matched by priority, modified when their path or target
-    /// differs, created when missing; rules tap created that the config no longer wants are deleted.
+    /// The path rules of one listener, on the engine: matched by priority, modified when their
+    /// path or target differs, created when missing; rules tap created that the config no longer
+    /// wants (at a priority no rule wants, tagged as this environment's) are deleted first.
     #[allow(clippy::too_many_arguments)]
     async fn converge_rules(
         &self,
@@ -653,7 +630,8 @@ impl IngressStep {
         let wanted_priorities: BTreeSet<i32> = wanted.rules.iter().map(|(_, r)| r.priority).collect();
         let extra: Vec<&ObservedRule> =
             existing.iter().copied().filter(|r| r.priority.is_some_and(|p| !wanted_priorities.contains(&p))).collect();
-        let mut changes = Vec::new();
+        let kind = RuleKind::new(&*self.api);
+        let engine = Engine::new(ctx, STEP, mode);
 
         if !extra.is_empty() {
             let arns: Vec<String> = extra.iter().map(|r| r.arn.clone()).collect();
@@ -662,87 +640,28 @@ impl IngressStep {
                 .describe_tags(&arns)
                 .await
                 .map_err(StepError::aws(format!("{listener}/rules"), "DescribeTags"))?;
-            let ours: Vec<(&ObservedRule, String)> = extra
+            let ours: Vec<Owned<ObservedRule>> = extra
                 .iter()
                 .filter_map(|r| {
-                    let t = tags.get(&r.arn)?;
-                    let mine = has_tag(t, TAG_ENVIRONMENT, ctx.names.env()) && has_tag(t, TAG_MANAGED_BY, PROJECT);
-                    let id = t
-                        .iter()
-                        .find(|(k, _)| k == TAG_COMPONENT)
-                        .map(|(_, v)| v.clone())
-                        .unwrap_or_else(|| format!("{listener}/rule/priority-{}", r.priority.unwrap_or_default()));
-                    mine.then_some((*r, id))
+                    let fallback = || format!("{listener}/rule/priority-{}", r.priority.unwrap_or_default());
+                    let id = tap_core::resource::owned(tags.get(&r.arn)?, ctx.names.env(), fallback)?;
+                    let name = format!("{listener_name} {}", show_conditions(&r.conditions));
+                    Some(Owned { id, name, observed: (*r).clone() })
                 })
                 .collect();
-            if mode.is_apply() {
-                try_join_all(ours.iter().map(|(r, id)| async move {
-                    ignore_not_found(self.api.delete_rule(&r.arn).await)
-                        .map_err(StepError::aws(id.clone(), "DeleteRule"))
-                }))
-                .await?;
-            }
-            for (r, id) in ours {
-                let what = show_conditions(&r.conditions);
-                changes.push(Change::delete(id, format!("{listener_name} {what}")));
-            }
+            engine.prune(&kind, ours, &BTreeSet::new()).await?;
         }
 
-        let mut work: Vec<BoxFuture<'_, Result<(), StepError>>> = Vec::new();
-        for (service, spec) in &wanted.rules {
+        try_join_all(wanted.rules.iter().map(|(service, spec)| {
             let id = rule_id(port, service);
             let name = format!("{listener_name} {}", spec.path_pattern);
-            match existing.iter().find(|r| r.priority == Some(spec.priority)) {
-                None => {
-                    changes.push(Change::create(&id, &name));
-                    if mode.is_apply() {
-                        work.push(
-                            async move {
-                                self.create_rule_once(&id, listener_arn, spec)
-                                    .await
-                                    .map(|_| ())
-                                    .map_err(StepError::aws(id.clone(), "CreateRule"))
-                            }
-                            .boxed(),
-                        );
-                    }
-                }
-                Some(rule) => {
-                    ctx.progress(ProgressEvent::Found { step: STEP, resource: &id });
-                    let mut attrs = Vec::new();
-                    let (want_c, want_a) = (spec.conditions(), spec.actions());
-                    push_attr(
-                        &mut attrs,
-                        "conditions",
-                        rule.conditions != want_c,
-                        show_conditions(&rule.conditions),
-                        show_conditions(&want_c),
-                    );
-                    push_attr(
-                        &mut attrs,
-                        "actions",
-                        rule.actions != want_a,
-                        show_actions(&rule.actions),
-                        show_actions(&want_a),
-                    );
-                    if attrs.is_empty() {
-                        continue;
-                    }
-                    changes.push(Change::update(&id, &name, attrs));
-                    if mode.is_apply() {
-                        let rule_arn = rule.arn.clone();
-                        work.push(
-                            async move {
-                                self.api.modify_rule(&rule_arn, spec).await.map_err(StepError::aws(id, "ModifyRule"))
-                            }
-                            .boxed(),
-                        );
-                    }
-                }
-            }
-        }
-        try_join_all(work).await?;
-        Ok(changes)
+            let have = existing.iter().find(|r| r.priority == Some(spec.priority)).map(|r| (*r).clone());
+            let want = RuleWant { listener_arn: listener_arn.to_owned(), spec: spec.clone() };
+            let (kind, engine) = (&kind, &engine);
+            async move { engine.converge(kind, &id, &name, &want, have).await }
+        }))
+        .await?;
+        Ok(engine.into_changes())
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {

@@ -10,6 +10,7 @@ use tap_core::wait::Backoff;
 use tap_core::{Action, AwsError, Config, Context, Step};
 
 use super::*;
+use tap_core::naming::Tag;
 
 const LB_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:loadbalancer/app/tap-alb-dev/abc";
 const FE_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/tap-fe-dev/1";

@@ -1,0 +1,90 @@
+//! The listener rule resource kind: one path rule per routed service with a path pattern, on the
+//! listener that forwards (`/api/*` → the api-gateway target group), run by the resource engine
+//! ([`tap_core::resource`]).
+//!
+//! - **diff**: conditions and actions, converged with one `ModifyRule` (the typed update is the
+//!   wanted [`RuleSpec`]).
+//! - **find** (adoption after a create whose outcome is unknown, or `PriorityInUse`): the
+//!   listener's rule at the same priority, only when it is the one wanted (same conditions and
+//!   actions); another rule there is a conflict, reported as AWS's `PriorityInUse`.
+//! - Rules are matched by priority; a rule at a priority no longer wanted is pruned when its tags
+//!   say the environment owns it (see the step).
+
+use async_trait::async_trait;
+use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::AwsError;
+
+use crate::api::{ElbApi, ObservedRule, RuleSpec};
+use crate::{push_attr, show_actions, show_conditions};
+
+/// What the config asks of one rule: its listener and its settings.
+#[derive(Debug, Clone)]
+pub struct RuleWant {
+    /// The listener it is on.
+    pub listener_arn: String,
+    /// Priority, path pattern, target group and tags.
+    pub spec: RuleSpec,
+}
+
+/// The listener rule kind over the ELBv2 seam.
+pub struct RuleKind<'a> {
+    api: &'a dyn ElbApi,
+}
+
+impl<'a> RuleKind<'a> {
+    /// The kind over `api`.
+    pub fn new(api: &'a dyn ElbApi) -> Self {
+        RuleKind { api }
+    }
+}
+
+#[async_trait]
+impl Resource for RuleKind<'_> {
+    type Desired = RuleWant;
+    type Observed = ObservedRule;
+    /// The rule's wanted conditions and actions (`ModifyRule` sends both).
+    type Update = RuleSpec;
+    const KIND: &'static str = "ingress/listener/rule";
+    const CREATE: &'static str = "CreateRule";
+    const DELETE: &'static str = "DeleteRule";
+
+    fn diff(&self, want: &RuleWant, have: &ObservedRule) -> Result<Option<Diff<RuleSpec>>, String> {
+        let (want_c, want_a) = (want.spec.conditions(), want.spec.actions());
+        let mut attrs = Vec::new();
+        let (have_c, have_a) = (show_conditions(&have.conditions), show_actions(&have.actions));
+        push_attr(&mut attrs, "conditions", have.conditions != want_c, have_c, show_conditions(&want_c));
+        push_attr(&mut attrs, "actions", have.actions != want_a, have_a, show_actions(&want_a));
+        Ok((!attrs.is_empty()).then(|| Diff::new(want.spec.clone(), attrs)))
+    }
+
+    async fn find(&self, want: &RuleWant) -> Result<Option<ObservedRule>, AwsError> {
+        let rules = self.api.list_rules(&want.listener_arn).await?;
+        let spec = &want.spec;
+        Ok(rules.into_iter().find(|r| {
+            r.priority == Some(spec.priority) && r.conditions == spec.conditions() && r.actions == spec.actions()
+        }))
+    }
+
+    async fn create(&self, want: &RuleWant) -> Result<ObservedRule, AwsError> {
+        let arn = self.api.create_rule(&want.listener_arn, &want.spec).await?;
+        Ok(ObservedRule {
+            arn,
+            priority: Some(want.spec.priority),
+            is_default: false,
+            conditions: want.spec.conditions(),
+            actions: want.spec.actions(),
+        })
+    }
+
+    fn already_exists(&self, error: &AwsError) -> bool {
+        error.is("PriorityInUse")
+    }
+
+    async fn update(&self, have: &ObservedRule, spec: &RuleSpec) -> Result<(), ActionError> {
+        self.api.modify_rule(&have.arn, spec).await.during("ModifyRule")
+    }
+
+    async fn delete(&self, have: &ObservedRule) -> Result<(), ActionError> {
+        self.api.delete_rule(&have.arn).await.during("DeleteRule")
+    }
+}
