@@ -297,32 +297,6 @@ impl IngressStep {
         self.api.find_load_balancer(name).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeLoadBalancers"))
     }
 
-    /// Every existing target group among `names`: one call for all of them; when AWS answers
-    /// `TargetGroupNotFound` (some are missing), one call per name.
-    async fn find_target_groups(&self, names: &[String]) -> Result<Vec<ObservedTargetGroup>, StepError> {
-        if names.is_empty() {
-            return Ok(vec![]);
-        }
-        let err = |e| StepError::aws("ingress/target-groups", "DescribeTargetGroups")(e);
-        let found = match self.api.describe_target_groups(names).await {
-            Ok(groups) => groups,
-            Err(e) if e.is_not_found() && names.len() > 1 => {
-                let each = try_join_all(names.iter().map(|name| async move {
-                    match self.api.describe_target_groups(std::slice::from_ref(name)).await {
-                        Ok(groups) => Ok(groups),
-                        Err(e) if e.is_not_found() => Ok(vec![]),
-                        Err(e) => Err(err(e)),
-                    }
-                }))
-                .await?;
-                each.into_iter().flatten().collect()
-            }
-            Err(e) if e.is_not_found() => vec![],
-            Err(e) => return Err(err(e)),
-        };
-        Ok(found.into_iter().filter(|tg| names.contains(&tg.name)).collect())
-    }
-
     async fn wait_until_active(&self, name: &str) -> Result<(), StepError> {
         poll_until(&format!("load balancer {name} to become active"), self.backoff, || async {
             match self.find_load_balancer(name).await? {
@@ -670,14 +644,14 @@ impl IngressStep {
         let routed = Desired::routed(ctx);
         let tg_names: Vec<String> = routed.iter().map(|r| r.target_group_name.clone()).collect();
         let lb_name = ctx.names.load_balancer();
-        // The region's target groups, to find the environment's that the config no longer declares.
+        // The region's target groups, listed once: the routed ones by name, and the environment's
+        // that the config no longer declares.
         let all_tgs = async {
             self.api.list_target_groups().await.map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))
         };
-        let observe =
-            async { tokio::try_join!(self.find_load_balancer(&lb_name), self.find_target_groups(&tg_names), all_tgs) };
-        let ((observed_lb, observed_tgs, all_tgs), network) =
-            tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
+        let observe = async { tokio::try_join!(self.find_load_balancer(&lb_name), all_tgs) };
+        let ((observed_lb, all_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
+        let observed_tgs: Vec<&ObservedTargetGroup> = all_tgs.iter().filter(|tg| tg_names.contains(&tg.name)).collect();
         if observed_lb.is_some() {
             ctx.progress(ProgressEvent::Found { step: STEP, resource: LOAD_BALANCER_ID });
         }
@@ -685,7 +659,7 @@ impl IngressStep {
         let engine = Engine::new(ctx, STEP, mode);
         let target_groups = async {
             let results = try_join_all(routed.iter().map(|r| {
-                let found = observed_tgs.iter().find(|tg| tg.name == r.target_group_name);
+                let found = observed_tgs.iter().copied().find(|tg| tg.name == r.target_group_name);
                 self.converge_target_group(&engine, ctx, &network.vpc_id, r, found)
             }))
             .await?;

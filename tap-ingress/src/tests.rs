@@ -145,10 +145,8 @@ fn has(tags: &[Tag], k: &str, v: &str) -> bool {
 fn converged() -> MockElbApi {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().withf(|n| n == "tap-alb-dev").returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups()
-        .withf(|names| names == ["tap-fe-dev".to_string(), "tap-api-dev".to_string()])
-        .times(1)
-        .returning(|_| Ok(observed_tgs()));
+    // Every target group from one listing of the region; none described by name.
+    m.expect_describe_target_groups().never();
     m.expect_list_target_groups().times(1).returning(|| Ok(observed_tgs()));
     m.expect_list_listeners()
         .withf(|arn| arn == LB_ARN)
@@ -188,8 +186,8 @@ async fn creates_exactly_the_spec_from_nothing() {
     // No target group of the environment besides the routed ones.
     m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
-    // One call for both names, then one per name after TargetGroupNotFound.
-    m.expect_describe_target_groups().times(3).returning(|_| Err(not_found("TargetGroupNotFound")));
+    // The region's listing shows none; nothing is described by name (no create to adopt).
+    m.expect_describe_target_groups().never();
     m.expect_create_load_balancer()
         .withf(|s| {
             s.name == "tap-alb-dev"
@@ -293,10 +291,8 @@ async fn matching_environment_makes_no_mutating_call() {
 #[tokio::test]
 async fn health_check_path_drift_is_fixed_alone() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups().returning(|_| {
+    m.expect_list_target_groups().returning(|| {
         let mut tgs = observed_tgs();
         tgs[0].health_check.path = "/drifted".into();
         Ok(tgs)
@@ -328,8 +324,6 @@ async fn health_check_path_drift_is_fixed_alone() {
 #[tokio::test]
 async fn security_group_drift_waits_for_active_then_is_fixed() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     m.expect_find_load_balancer().returning(move |_| {
@@ -340,7 +334,7 @@ async fn security_group_drift_waits_for_active_then_is_fixed() {
             ..observed_lb()
         }))
     });
-    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
     m.expect_set_security_groups()
@@ -360,10 +354,8 @@ async fn security_group_drift_waits_for_active_then_is_fixed() {
 #[tokio::test]
 async fn listener_and_rule_drift_are_converged() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
     // Default action points at the api TG; the api rule has the wrong path; a stale tap rule and a
     // foreign rule sit at other priorities.
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
@@ -407,20 +399,16 @@ async fn listener_and_rule_drift_are_converged() {
 #[tokio::test]
 async fn throttling_surfaces_as_retryable() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Err(AwsError::throttling()));
-    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
     expect_no_mutation(&mut m);
     let err = step(m).apply(&context()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("DescribeLoadBalancers"), "{err}");
 
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(None));
-    m.expect_describe_target_groups().returning(|_| Ok(vec![]));
+    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_create_load_balancer().returning(|_| Err(AwsError::throttling()));
     m.expect_create_target_group().returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
     let err = step(m).apply(&context()).await.unwrap_err();
@@ -447,10 +435,8 @@ async fn plan_makes_no_mutating_call_and_writes_pending_outputs() {
 #[tokio::test]
 async fn plan_of_drift_lists_it_without_fixing_it() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups().returning(|_| {
+    m.expect_list_target_groups().returning(|| {
         let mut tgs = observed_tgs();
         tgs[0].health_check.path = "/drifted".into();
         Ok(tgs)
@@ -653,13 +639,9 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
     m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
     m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
-    // Three reads find nothing; the fourth, after `DuplicateTargetGroupName`, finds the group
-    // whose earlier create took effect.
-    let reads = AtomicUsize::new(0);
-    m.expect_describe_target_groups().times(4).returning(move |names| {
-        if reads.fetch_add(1, Ordering::SeqCst) < 3 {
-            return Err(not_found("TargetGroupNotFound"));
-        }
+    // The listing finds nothing; the read after `DuplicateTargetGroupName` finds the group whose
+    // earlier create took effect.
+    m.expect_describe_target_groups().times(1).returning(move |names| {
         assert_eq!(names, ["tap-api-dev".to_string()]);
         Ok(vec![observed_tg("tap-api-dev", API_ARN, 8080, "/health")])
     });
@@ -691,10 +673,8 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
 #[tokio::test]
 async fn a_foreign_rule_at_the_priority_is_a_conflict() {
     let mut m = MockElbApi::new();
-    // No target group of the environment besides the routed ones.
-    m.expect_list_target_groups().returning(|| Ok(vec![]));
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups().returning(|_| Ok(observed_tgs()));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     let foreign = ObservedRule {
         conditions: vec![Condition { field: "path-pattern".into(), values: vec!["/other/*".into()] }],
@@ -733,9 +713,7 @@ fn config_without_api() -> Config {
 fn removed_api_reads(log: Arc<std::sync::Mutex<Vec<String>>>) -> MockElbApi {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_describe_target_groups()
-        .withf(|names| names == ["tap-fe-dev".to_string()])
-        .returning(|_| Ok(vec![observed_tg("tap-fe-dev", FE_ARN, 3000, "/")]));
+    m.expect_describe_target_groups().never();
     m.expect_list_target_groups().times(1).returning(|| {
         let mut all = observed_tgs();
         all.push(observed_tg("tap-old-dev", OLD_ARN, 7000, "/"));
