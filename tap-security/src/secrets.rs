@@ -3,8 +3,9 @@
 //! look at their metadata (they never read the value), and a secret scheduled for deletion is
 //! restored.
 //!
-//! The environment's secrets are found with one `ListSecrets` filtered by their names (a prefix
-//! filter, so the answer is narrowed to the exact names), secrets scheduled for deletion included.
+//! The environment's secrets are found with one `ListSecrets` filtered by their `Environment` tag
+//! (secrets scheduled for deletion included): the configured ones by name, and those the config no
+//! longer declares by their tags (kept, as data, unless `deploy.prune_data`).
 //! `ListSecrets` may lag a few minutes behind changes, so a configured secret it does not show is
 //! looked up with `DescribeSecret` before it is created. (The other way round, a secret deleted in
 //! the last few minutes may still be listed; a deploy after that window creates it again.)
@@ -100,9 +101,6 @@ pub struct NewSecret {
 pub trait SecretsApi: Send + Sync {
     /// `DescribeSecret`; `None` when there is no such secret.
     async fn describe_secret(&self, name: &str) -> Result<Option<ObservedSecret>, AwsError>;
-    /// `ListSecrets` filtered by `names` (scheduled deletions included, all pages): the secrets named
-    /// exactly one of `names`, by name.
-    async fn list_secrets(&self, names: &[String]) -> Result<BTreeMap<String, ObservedSecret>, AwsError>;
     /// `ListSecrets` filtered by tag key `Environment` and tag value `env` (scheduled deletions
     /// included, all pages): every secret that may be the environment's, with its tags (the step
     /// checks them).
@@ -138,40 +136,6 @@ impl SecretsApi for SdkSecrets {
                 }
             }
         }
-    }
-
-    async fn list_secrets(&self, names: &[String]) -> Result<BTreeMap<String, ObservedSecret>, AwsError> {
-        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
-        let mut found = BTreeMap::new();
-        // A filter takes at most 10 values; each value matches names that start with it.
-        for chunk in names.chunks(10) {
-            let filter = Filter::builder().key(FilterNameStringType::Name).set_values(Some(chunk.to_vec())).build();
-            let mut token = None;
-            loop {
-                let page = self
-                    .0
-                    .list_secrets()
-                    .filters(filter.clone())
-                    .include_planned_deletion(true)
-                    .set_next_token(token)
-                    .send()
-                    .await?;
-                for entry in page.secret_list() {
-                    if let Some(name) = entry.name().filter(|n| chunk.iter().any(|c| c == n)) {
-                        let secret = ObservedSecret {
-                            arn: entry.arn().unwrap_or_default().to_string(),
-                            scheduled_for_deletion: entry.deleted_date().is_some(),
-                        };
-                        found.insert(name.to_string(), secret);
-                    }
-                }
-                token = page.next_token().map(str::to_owned);
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(found)
     }
 
     async fn list_owned_secrets(&self, env: &str) -> Result<Vec<TaggedSecret>, AwsError> {
@@ -403,17 +367,12 @@ fn undeclared(ctx: &Context, tagged: Vec<TaggedSecret>, declared: &[String]) -> 
 /// the environment's secrets the config no longer declares.
 pub async fn converge(api: &dyn SecretsApi, ctx: &Context, mode: Mode) -> Result<SecretsResult, StepError> {
     let names: Vec<String> = ctx.config.secrets.iter().map(|s| ctx.names.secret(&s.name)).collect();
-    let listed = async {
-        if names.is_empty() {
-            Ok(BTreeMap::new())
-        } else {
-            api.list_secrets(&names).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))
-        }
-    };
-    let tagged = async {
-        api.list_owned_secrets(ctx.names.env()).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))
-    };
-    let (listed, tagged) = tokio::try_join!(listed, tagged)?;
+    // One listing of the environment's secrets (by tag) finds the configured ones and those the
+    // config no longer declares.
+    let tagged =
+        api.list_owned_secrets(ctx.names.env()).await.map_err(StepError::aws("security/secret/*", "ListSecrets"))?;
+    let listed: BTreeMap<String, ObservedSecret> =
+        tagged.iter().filter(|t| names.contains(&t.name)).map(|t| (t.name.clone(), t.secret.clone())).collect();
     let kind = SecretKind::new(api, ctx);
     let engine = Engine::new(ctx, "security", mode);
     let arns = try_join_all(ctx.config.secrets.iter().zip(&names).map(|(spec, name)| {

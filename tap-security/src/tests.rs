@@ -189,9 +189,20 @@ fn all_role_names() -> Vec<String> {
     names
 }
 
-/// What `ListSecrets` filtered by `names` shows of `world`.
-fn listed(world: &World, names: &[String]) -> BTreeMap<String, ObservedSecret> {
-    world.secrets.iter().filter(|(n, _)| names.contains(n)).map(|(n, s)| (n.clone(), s.clone())).collect()
+/// What `ListSecrets` filtered by the `Environment` tag shows of `world`: its secrets, tagged as
+/// this environment's, and its other tagged secrets.
+fn tagged(world: &World) -> Vec<TaggedSecret> {
+    let mut all: Vec<TaggedSecret> = world
+        .secrets
+        .iter()
+        .map(|(name, secret)| {
+            let logical = name.trim_start_matches("tap-").trim_end_matches("-dev");
+            let tags = dev_tags(&format!("security/secret/{logical}"), name);
+            TaggedSecret { name: name.clone(), secret: secret.clone(), tags }
+        })
+        .collect();
+    all.extend(world.tagged_secrets.iter().cloned());
+    all
 }
 
 struct Mocks {
@@ -226,23 +237,11 @@ impl Mocks {
         iam.expect_role_details().returning(move |names| Ok(role_details(&w, names)));
         let mut secrets = MockSecretsApi::new();
         let w = world.clone();
-        secrets.expect_list_secrets().returning(move |names| Ok(listed(&w, names)));
-        let w = world.clone();
         secrets.expect_describe_secret().returning(move |name| Ok(w.secrets.get(name).cloned()));
         let w = world.clone();
         secrets.expect_list_owned_secrets().returning(move |env| {
             assert_eq!(env, "dev");
-            let mut all: Vec<TaggedSecret> = w
-                .secrets
-                .iter()
-                .map(|(name, secret)| {
-                    let logical = name.trim_start_matches("tap-").trim_end_matches("-dev");
-                    let tags = dev_tags(&format!("security/secret/{logical}"), name);
-                    TaggedSecret { name: name.clone(), secret: secret.clone(), tags }
-                })
-                .collect();
-            all.extend(w.tagged_secrets.iter().cloned());
-            Ok(all)
+            Ok(tagged(&w))
         });
         Mocks { ec2, iam, secrets }
     }
@@ -475,16 +474,11 @@ async fn converged_environment_makes_exactly_the_expected_iam_and_secrets_reads(
     m.iam.expect_get_role().never();
     m.iam.expect_list_attached_role_policies().never();
     m.iam.expect_list_role_policies().never();
-    // Both secrets from one ListSecrets filtered by their names; no DescribeSecret.
+    // Both secrets from one ListSecrets filtered by the environment's tag (which also finds those
+    // the config no longer declares); no DescribeSecret.
     let w = world.clone();
-    m.secrets
-        .expect_list_secrets()
-        .withf(|names| names == ["tap-db-credentials-dev", "tap-api-keys-dev"])
-        .times(1)
-        .returning(move |names| Ok(listed(&w, names)));
+    m.secrets.expect_list_owned_secrets().withf(|env| env == "dev").times(1).returning(move |_| Ok(tagged(&w)));
     m.secrets.expect_describe_secret().never();
-    // And the environment's secrets by tag, once (to find those the config no longer declares).
-    m.secrets.expect_list_owned_secrets().withf(|env| env == "dev").times(1).returning(|_| Ok(vec![]));
     let ctx = ctx();
     assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
     let out: SecurityOutputs = ctx.get("test").unwrap();
@@ -648,16 +642,15 @@ async fn secret_not_yet_listed_is_described_not_recreated() {
     m.secrets.checkpoint();
     let w = world.clone();
     m.secrets
-        .expect_list_secrets()
+        .expect_list_owned_secrets()
         .times(1)
-        .returning(move |names| Ok(listed(&w, names).into_iter().filter(|(n, _)| n != "tap-api-keys-dev").collect()));
+        .returning(move |_| Ok(tagged(&w).into_iter().filter(|t| t.name != "tap-api-keys-dev").collect()));
     let w = world.clone();
     m.secrets
         .expect_describe_secret()
         .withf(|name| name == "tap-api-keys-dev")
         .times(1)
         .returning(move |name| Ok(w.secrets.get(name).cloned()));
-    m.secrets.expect_list_owned_secrets().returning(|_| Ok(vec![]));
     let ctx = ctx();
     assert_eq!(m.forbid_mutations().step().apply(&ctx).await.unwrap(), vec![]);
     let out: SecurityOutputs = ctx.get("test").unwrap();
