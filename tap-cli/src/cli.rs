@@ -67,9 +67,10 @@ pub enum Command {
         /// Seconds to wait for the services to become stable (config key `deploy.timeout_seconds`).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
-        /// Wait up to this many seconds for another run holding the environment lock.
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-        lock_timeout: u64,
+        /// Wait up to this many seconds for another run holding the environment lock (default:
+        /// only for a lease about to end, i.e. a holder that stopped renewing it; 0: never wait).
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
         /// Image tag for every service without its own (config key `image_tag`).
         #[arg(long, value_name = "TAG")]
         image_tag: Option<String>,
@@ -88,9 +89,10 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
-        /// Wait up to this many seconds for another run holding the environment lock.
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-        lock_timeout: u64,
+        /// Wait up to this many seconds for another run holding the environment lock (default:
+        /// only for a lease about to end, i.e. a holder that stopped renewing it; 0: never wait).
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
     },
     /// Remove a stale environment lock left by a run that crashed (shows who held it).
     Unlock,

@@ -297,6 +297,7 @@ impl ServicesStep {
         ecs_name: &str,
         label: &str,
         cluster_exists: bool,
+        log_group_exists: bool,
     ) -> Result<Vec<Change>, StepError> {
         let api = self.api.as_ref();
         let cluster = ctx.names.cluster();
@@ -304,7 +305,13 @@ impl ServicesStep {
         if cluster_exists {
             changes.extend(service::destroy(api, &cluster, ecs_name, label).await?);
         }
-        let (td, lg) = tokio::try_join!(task_definition::destroy(api, ctx, label), logs::destroy(api, ctx, label))?;
+        let log_group = async {
+            if log_group_exists {
+                return logs::destroy(api, ctx, label).await;
+            }
+            Ok(vec![])
+        };
+        let (td, lg) = tokio::try_join!(task_definition::destroy(api, ctx, label), log_group)?;
         changes.extend(td);
         changes.extend(lg);
         Ok(changes)
@@ -343,9 +350,19 @@ impl Step for ServicesStep {
     #[tracing::instrument(name = "services", skip_all)]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let (services, cluster_exists) = self.services_to_destroy(ctx).await?;
-        let removed =
-            try_join_all(services.iter().map(|(name, label)| self.destroy_service(ctx, name, label, cluster_exists)))
-                .await?;
+        // One look for every log group, so that only existing ones are deleted: a destroy of an
+        // empty environment then makes no mutating call at all.
+        let log_groups: Vec<String> = services.iter().map(|(_, label)| ctx.names.log_group(label)).collect();
+        let existing = self
+            .api
+            .find_log_groups(&log_groups)
+            .await
+            .map_err(StepError::aws(component("log-group", "*"), "DescribeLogGroups"))?;
+        let removed = try_join_all(services.iter().map(|(name, label)| {
+            let exists = existing.contains_key(&ctx.names.log_group(label));
+            self.destroy_service(ctx, name, label, cluster_exists, exists)
+        }))
+        .await?;
         Ok(removed.into_iter().flatten().collect())
     }
 }

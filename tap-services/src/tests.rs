@@ -877,9 +877,8 @@ async fn destroy_on_an_empty_environment_succeeds() {
     api.expect_describe_scaling_policies().times(3).returning(|_| Ok(vec![]));
     api.expect_describe_scalable_targets().withf(|rids| rids.len() == 1).times(3).returning(|_| Ok(BTreeMap::new()));
     api.expect_list_task_definitions().times(6).returning(|_, _| Ok(vec![]));
-    api.expect_delete_log_group()
-        .times(3)
-        .returning(|_| Err(AwsError::new("ResourceNotFoundException", "The specified log group does not exist.")));
+    api.expect_find_log_groups().withf(|names| names.len() == 3).times(1).returning(|_| Ok(BTreeMap::new()));
+    api.expect_delete_log_group().never();
     api.expect_create_log_group().never();
     api.expect_update_service().never();
     api.expect_delete_service().never();
@@ -955,13 +954,15 @@ async fn destroy_removes_everything_of_the_environment() {
     });
     api.expect_deregister_task_definition().times(8).returning(|_| Ok(()));
     api.expect_delete_task_definitions().withf(|arns| arns.len() == 2).times(4).returning(|_| Ok(()));
-    api.expect_delete_log_group().times(4).returning(|name| {
-        if name == "/ecs/tap-old-dev" {
-            Err(AwsError::new("ResourceNotFoundException", "gone"))
-        } else {
-            Ok(())
-        }
+    // The old service's log group is gone already: it is not deleted again.
+    api.expect_find_log_groups().withf(|names| names.len() == 4).times(1).returning(|names| {
+        Ok(names
+            .iter()
+            .filter(|n| *n != "/ecs/tap-old-dev")
+            .map(|n| (n.clone(), ObservedLogGroup { name: n.clone(), retention_days: Some(30) }))
+            .collect())
     });
+    api.expect_delete_log_group().withf(|name| name != "/ecs/tap-old-dev").times(3).returning(|_| Ok(()));
 
     let changes = step(api).destroy(&ctx).await.unwrap();
     assert!(changes.iter().all(|c| c.action == Action::Delete));
@@ -1009,6 +1010,9 @@ async fn destroy_treats_not_found_as_gone() {
     });
     api.expect_deregister_scalable_target().returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
     api.expect_list_task_definitions().returning(|_, _| Ok(vec![]));
+    api.expect_find_log_groups().returning(|names| {
+        Ok(names.iter().map(|n| (n.clone(), ObservedLogGroup { name: n.clone(), retention_days: None })).collect())
+    });
     api.expect_delete_log_group().returning(|_| Ok(()));
     let changes = step(api).destroy(&ctx).await.unwrap();
     assert!(changes.iter().all(|c| c.resource.starts_with("services/log-group/")), "{changes:#?}");
