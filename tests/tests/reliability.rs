@@ -128,10 +128,11 @@ async fn a_deploy_killed_at_any_point_is_finished_by_the_next_one() {
     // Early (the plan before the lock), while creating the network, the middle, late, and near the end.
     let points: Vec<u64> = [3, 20, 40, 65, 90].iter().map(|pct| total * pct / 100).collect();
     let env = probe.sibling("rel-kill");
-    let proxy = proxy(Faults::default());
     let mut locks_left = 0;
     for (i, &n) in points.iter().enumerate() {
         let context = format!("kill point {} (after {n} of {total} calls)", i + 1);
+        // A proxy per point: its call count (where it stalls) starts at 0 with this deploy.
+        let proxy = proxy(Faults::default());
         let child = deploy_stalled_after(&env, &proxy, n);
         let pid = child.id();
         kill(child);
