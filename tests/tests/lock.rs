@@ -7,6 +7,8 @@
 //!   fault proxy) sees it: the lock is only read.
 //! - a lock held by a live run on another host is respected while its lease runs (refused at once,
 //!   or bounded by `--lock-timeout`), waited for when its lease is about to end, then taken over.
+//! - the holder renews its lease while it runs (a lease shorter than the deploy does not let a
+//!   second run in), and stops when its lock is taken over under it.
 //! - runs that find one stale lock (its holder's pid on this host is gone) at the same time: one
 //!   takes it over, the others are refused naming the new holder (or run after it), and the
 //!   stack is built once; a takeover marker left by a contender that died is taken over too.
@@ -251,6 +253,7 @@ async fn runs_that_find_one_stale_lock_at_once_take_it_over_exactly_once() {
     let all = runs.iter().map(|r| format!("exit {:?}\n{}", r.code, r.stderr)).collect::<Vec<_>>().join("\n---\n");
     assert_eq!(took_over.len(), 1, "exactly one run took the stale lock over:\n{all}");
     let winner = took_over[0];
+    eprintln!("race outcomes (exit codes): {:?}, winner {winner}", runs.iter().map(|r| r.code).collect::<Vec<_>>());
     assert_eq!(runs[winner].code, Some(0), "{all}");
     assert!(runs[winner].stderr.contains("whose process is gone"), "{all}");
     for (i, run) in runs.iter().enumerate().filter(|&(i, _)| i != winner) {
@@ -284,6 +287,86 @@ async fn runs_that_find_one_stale_lock_at_once_take_it_over_exactly_once() {
     assert!(destroy.stderr.contains("took over the lock of run 0dead001"), "{}", destroy.stderr);
     env.inventory().await.assert_empty("after destroy");
     assert!(lock_groups(&clients, "lock-race").await.is_empty(), "no lock and no marker left");
+}
+
+/// The lock's tags, read straight from the emulator.
+async fn lock_tags_of(clients: &AwsClients, env: &str) -> Option<HashMap<String, String>> {
+    let name = format!("/tap/locks/{env}");
+    let groups = clients.logs.describe_log_groups().log_group_name_prefix(&name).send().await.unwrap();
+    let group = groups.log_groups().iter().find(|g| g.log_group_name() == Some(name.as_str()))?;
+    let arn = group.arn().unwrap();
+    let tags = clients.logs.list_tags_for_resource().resource_arn(arn.strip_suffix(":*").unwrap_or(arn)).send().await;
+    tags.ok().map(|t| t.tags().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn the_holder_renews_its_lease_and_stops_when_the_lock_is_taken_from_it() {
+    let env = TestEnv::new("lock-lease");
+    let clients = env.clients().await;
+    // Every call 400 ms slower: the deploy outlasts its 3 s lease.
+    let slow = proxy(Faults { latency: Duration::from_millis(400), ..Faults::default() });
+    let spawn_slow = || {
+        env.with_endpoint(&slow.endpoint())
+            .command()
+            .env("TAP_LOCK_LEASE_SECONDS", "3")
+            .args(["deploy", "--no-wait"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tap deploy")
+    };
+    let first = spawn_slow();
+    let start = Instant::now();
+    let taken = loop {
+        if let Some(tags) = lock_tags_of(&clients, "lock-lease").await {
+            if tags.contains_key("tap:lock-lease-until") {
+                break tags;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the deploy never took the lock");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(taken["tap:lock-pid"], first.id().to_string());
+    assert_eq!(taken["tap:lock-lease-seconds"], "3");
+    let lease_until = |tags: &HashMap<String, String>| tags["tap:lock-lease-until"].parse::<u64>().unwrap();
+
+    // More than a lease later the lock is still the first run's, its lease moved on, and another
+    // deploy is refused at once naming it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let renewed = lock_tags_of(&clients, "lock-lease").await.expect("the lock is still held");
+    assert_eq!(renewed["tap:lock-run"], taken["tap:lock-run"]);
+    assert!(lease_until(&renewed) >= lease_until(&taken) + 2, "renewed: {taken:?} -> {renewed:?}");
+    assert!(lease_until(&renewed) > unix_now(), "the lease has not ended: {renewed:?}");
+    let refused = env.tap(&["deploy", "--no-wait"]).expect_code(1);
+    assert!(refused.stderr.contains(&format!("pid {} (deploy)", first.id())), "{}", refused.stderr);
+
+    // Another run takes the lock over (as if the first had stopped renewing): the first stops.
+    let arn = group_arn(&clients, "/tap/locks/lock-lease").await;
+    let mut retag = clients.logs.tag_resource().resource_arn(&arn);
+    for (k, v) in lock_tags("lock-lease", "elsewhere", 1, "0cafe000", unix_now() + 1, 3) {
+        retag = retag.tags(k, v);
+    }
+    retag.send().await.unwrap();
+    let stopped = wait_output(first);
+    assert_eq!(stopped.code, Some(1), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("lost the environment lock") && stopped.stderr.contains("run 0cafe000"),
+        "{}",
+        stopped.stderr
+    );
+    assert_eq!(
+        lock_tags_of(&clients, "lock-lease").await.unwrap()["tap:lock-run"],
+        "0cafe000",
+        "not removed by the loser"
+    );
+
+    // Once that lease ends (waited for by default: it is about to), destroy takes the lock over.
+    // (The first deploy may have made all of the stack before it noticed, so a deploy could have
+    // nothing to write and take no lock; destroy has.)
+    let destroy = env.tap(&["destroy", "--yes"]).success();
+    assert!(destroy.stderr.contains("took over the lock of run 0cafe000"), "{}", destroy.stderr);
+    env.inventory().await.assert_empty("after destroy");
+    assert!(lock_groups(&clients, "lock-lease").await.is_empty());
 }
 
 fn tap_filter(env: &str) -> aws_sdk_ec2::types::Filter {
