@@ -273,7 +273,12 @@ impl EnvLock {
         loop {
             let holder = match attempt().await? {
                 Attempt::Taken(taken) => return Ok(taken),
-                Attempt::Again => continue,
+                Attempt::Again => {
+                    // Changed under us (or a listing that lags behind a create): look again soon.
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_POLL);
+                    continue;
+                }
                 Attempt::Held(holder) => holder,
             };
             let waited = start.elapsed();
