@@ -74,6 +74,10 @@ pub enum Command {
         /// Image tag for every service without its own (config key `image_tag`).
         #[arg(long, value_name = "TAG")]
         image_tag: Option<String>,
+        /// Also delete data-bearing resources the config no longer declares: ECR repositories
+        /// holding images, secrets (config key `deploy.prune_data`).
+        #[arg(long)]
+        prune_data: bool,
     },
     /// Show what deploy would create, update or delete; changes nothing.
     Plan {
@@ -83,6 +87,9 @@ pub enum Command {
         /// Plan for this image tag (config key `image_tag`).
         #[arg(long, value_name = "TAG")]
         image_tag: Option<String>,
+        /// Plan a deploy with `--prune-data` (config key `deploy.prune_data`).
+        #[arg(long)]
+        prune_data: bool,
     },
     /// Remove every resource of the environment, in dependency order.
     Destroy {
@@ -221,8 +228,11 @@ impl Cli {
         set("aws.profile", &self.profile);
         set("aws.endpoint_url", &self.endpoint_url);
         match &self.command {
-            Command::Deploy { image_tag, no_wait, timeout, .. } => {
+            Command::Deploy { image_tag, no_wait, timeout, prune_data, .. } => {
                 set("image_tag", image_tag);
+                if *prune_data {
+                    f = f.merge(Serialized::default("deploy.prune_data", true));
+                }
                 if *no_wait {
                     f = f.merge(Serialized::default("deploy.wait", false));
                 }
@@ -230,7 +240,12 @@ impl Cli {
                     f = f.merge(Serialized::default("deploy.timeout_seconds", t));
                 }
             }
-            Command::Plan { image_tag, .. } => set("image_tag", image_tag),
+            Command::Plan { image_tag, prune_data, .. } => {
+                set("image_tag", image_tag);
+                if *prune_data {
+                    f = f.merge(Serialized::default("deploy.prune_data", true));
+                }
+            }
             _ => {}
         }
         f

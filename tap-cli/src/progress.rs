@@ -355,6 +355,7 @@ impl ProgressSink for Progress {
                         Action::Create => "creating",
                         Action::Update => "updating",
                         Action::Delete => "deleting",
+                        Action::Keep => "keeping",
                     };
                     bar.set_message(format!("{doing} {resource}"));
                 }

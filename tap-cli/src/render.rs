@@ -38,6 +38,7 @@ impl Style {
             Action::Create => "32",
             Action::Update => "33",
             Action::Delete => "31",
+            Action::Keep => "36",
         };
         self.paint(code, text)
     }
@@ -62,6 +63,9 @@ pub struct Summary {
     pub delete: usize,
     /// Resources found and left as they are (as far as the steps report them).
     pub unchanged: usize,
+    /// Resources the config no longer declares, kept because they hold data (`--prune-data`
+    /// deletes them).
+    pub keep: usize,
 }
 
 impl Summary {
@@ -73,6 +77,7 @@ impl Summary {
                 Action::Create => s.create += 1,
                 Action::Update => s.update += 1,
                 Action::Delete => s.delete += 1,
+                Action::Keep => s.keep += 1,
             }
         }
         s
@@ -117,6 +122,14 @@ pub fn changes_text(reports: &[&StepReport], style: Style) -> String {
 
 /// The one closing line of a plan, deploy or destroy.
 pub fn total_line(op: Operation, environment: &str, s: &Summary, calls: &CallCounts, wall: Duration) -> String {
+    let line = total(op, environment, s, calls, wall);
+    match s.keep {
+        0 => line,
+        n => format!("{line} {n} no longer declared but kept: they hold data (deploy --prune-data deletes them)."),
+    }
+}
+
+fn total(op: Operation, environment: &str, s: &Summary, calls: &CallCounts, wall: Duration) -> String {
     let counts = counts_phrase(op, s.create, s.update, s.delete, s.unchanged);
     let calls_and_time = format!("{} AWS calls ({} mutating), {:.1}s", calls.total, calls.mutating, wall.as_secs_f64());
     match op {
@@ -238,7 +251,7 @@ mod tests {
     #[test]
     fn total_lines() {
         let calls = CallCounts { total: 40, mutating: 3, ..CallCounts::default() };
-        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9 };
+        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0 };
         let wall = Duration::from_millis(2500);
         assert_eq!(
             total_line(Operation::Plan, "dev", &s, &calls, wall),

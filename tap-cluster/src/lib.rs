@@ -7,6 +7,8 @@
 //! - Finds the cluster by name with `DescribeClusters` (settings and tags included); an `INACTIVE`
 //!   cluster (what a deleted cluster looks like for a while) counts as missing and is created
 //!   again. Drift of the setting or of the capacity providers is repaired, and only then.
+//! - The cluster is a [`Resource`](tap_core::resource::Resource) of the engine ([`Cluster`]): its
+//!   typed [`ClusterUpdate`] is both what plan prints and the calls apply makes.
 //!
 //! ```no_run
 //! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
@@ -26,9 +28,12 @@ use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSett
 use tap_core::config::ClusterSettings;
 use tap_core::naming::Tag;
 use tap_core::outputs::{ClusterOutputs, PENDING};
+use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
 use tap_core::step::{diff, OutputKind};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
 
+/// The step's name.
+pub const STEP: &str = "cluster";
 /// Logical id of the cluster.
 pub const COMPONENT: &str = "cluster/ecs-cluster";
 /// The on-demand Fargate capacity provider.
@@ -224,6 +229,88 @@ impl EcsApi for SdkEcs {
     }
 }
 
+/// The ECS cluster as a [`Resource`] of the engine: found by name (an `INACTIVE` one, what a
+/// deleted cluster looks like for a while, counts as missing), created with its tags, its setting
+/// and capacity providers repaired by one typed [`ClusterUpdate`].
+pub struct Cluster<'a> {
+    api: &'a dyn EcsApi,
+    tags: Vec<Tag>,
+}
+
+/// What differs on an existing cluster, and the calls that repair it: plan prints its
+/// attributes, apply makes exactly these calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterUpdate {
+    /// `UpdateClusterSettings` to this `containerInsights` value.
+    pub container_insights: Option<String>,
+    /// `PutClusterCapacityProviders` with these providers and default strategy.
+    pub capacity: Option<(Vec<String>, Vec<StrategyItem>)>,
+}
+
+impl<'a> Cluster<'a> {
+    /// The cluster of `api`, tagged `tags` when created.
+    pub fn new(api: &'a dyn EcsApi, tags: Vec<Tag>) -> Self {
+        Cluster { api, tags }
+    }
+
+    async fn apply_update(&self, name: &str, update: &ClusterUpdate) -> Result<(), ActionError> {
+        let settings = async {
+            match &update.container_insights {
+                Some(value) => self.api.update_container_insights(name, value).await.during("UpdateClusterSettings"),
+                None => Ok(()),
+            }
+        };
+        let providers = async {
+            match &update.capacity {
+                Some((providers, strategy)) => self
+                    .api
+                    .put_capacity_providers(name, providers, strategy)
+                    .await
+                    .during("PutClusterCapacityProviders"),
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(settings, providers)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for Cluster<'_> {
+    type Desired = ClusterSpec;
+    type Observed = ObservedCluster;
+    type Update = ClusterUpdate;
+    const KIND: &'static str = COMPONENT;
+    const CREATE: &'static str = "CreateCluster";
+    const DELETE: &'static str = "DeleteCluster";
+
+    fn diff(&self, want: &ClusterSpec, have: &ObservedCluster) -> Result<Option<Diff<ClusterUpdate>>, String> {
+        Ok(update_for(want, have))
+    }
+
+    async fn find(&self, want: &ClusterSpec) -> Result<Option<ObservedCluster>, AwsError> {
+        Ok(self.api.describe_cluster(&want.name).await?.filter(|c| c.status != "INACTIVE"))
+    }
+
+    /// Creates the cluster, then corrects in the same run what the create call did not store
+    /// (some endpoints drop the default strategy): the cluster plan listed is what exists after.
+    async fn create(&self, want: &ClusterSpec) -> Result<ObservedCluster, AwsError> {
+        let created = self.api.create_cluster(want, &self.tags).await?;
+        if let Some(fix) = update_for(want, &created) {
+            self.apply_update(&want.name, &fix.update).await.map_err(|e| e.source)?;
+        }
+        Ok(created)
+    }
+
+    async fn update(&self, have: &ObservedCluster, update: &ClusterUpdate) -> Result<(), ActionError> {
+        self.apply_update(&have.name, update).await
+    }
+
+    async fn delete(&self, have: &ObservedCluster) -> Result<(), ActionError> {
+        self.api.delete_cluster(&have.name).await.during("DeleteCluster")
+    }
+}
+
 /// The ECS cluster of an environment.
 pub struct ClusterStep {
     api: Arc<dyn EcsApi>,
@@ -240,107 +327,55 @@ impl ClusterStep {
         Self::new(Arc::new(SdkEcs(clients.ecs.clone())))
     }
 
-    /// The cluster unless missing or `INACTIVE` (deleted).
-    async fn find(&self, name: &str) -> Result<Option<ObservedCluster>, StepError> {
-        let found = self.api.describe_cluster(name).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))?;
-        Ok(found.filter(|c| c.status != "INACTIVE"))
+    fn resource(&self, ctx: &Context, spec: &ClusterSpec) -> Cluster<'_> {
+        Cluster::new(self.api.as_ref(), ctx.names.tags(COMPONENT, &spec.name))
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
         let spec = ClusterSpec::new(ctx.names.cluster(), &ctx.config.cluster);
-        let (cluster, change) = match self.find(&spec.name).await? {
-            None if !mode.is_apply() => (
-                ClusterOutputs { name: spec.name.clone(), arn: PENDING.into() },
-                Some(Change::create(COMPONENT, &spec.name)),
-            ),
-            None => {
-                let tags = ctx.names.tags(COMPONENT, &spec.name);
-                let created =
-                    self.api.create_cluster(&spec, &tags).await.map_err(StepError::aws(COMPONENT, "CreateCluster"))?;
-                tracing::info!(cluster = %spec.name, "created");
-                // Read back what was created and correct what the create call did not store.
-                self.repair(&spec, &created, drift(&spec, &created)).await?;
-                (
-                    ClusterOutputs { name: spec.name.clone(), arn: created.arn },
-                    Some(Change::create(COMPONENT, &spec.name)),
-                )
-            }
-            Some(observed) => {
-                let attrs = drift(&spec, &observed);
-                let change = (!attrs.is_empty()).then(|| Change::update(COMPONENT, &spec.name, attrs.clone()));
-                if mode.is_apply() {
-                    self.repair(&spec, &observed, attrs).await?;
-                }
-                (ClusterOutputs { name: spec.name.clone(), arn: observed.arn }, change)
-            }
-        };
-        ctx.put(cluster);
-        Ok(change.into_iter().collect())
-    }
-
-    /// Makes the update calls for the attributes that differ, and only those.
-    async fn repair(
-        &self,
-        spec: &ClusterSpec,
-        observed: &ObservedCluster,
-        attrs: Vec<AttrChange>,
-    ) -> Result<(), StepError> {
-        let differs = |a: &str| attrs.iter().any(|c| c.attribute == a);
-        let settings = async {
-            if !differs("container_insights") {
-                return Ok(());
-            }
-            self.api
-                .update_container_insights(&spec.name, &spec.container_insights)
-                .await
-                .map_err(StepError::aws(COMPONENT, "UpdateClusterSettings"))
-        };
-        let providers = async {
-            if !differs("capacity_providers") && !differs("default_capacity_provider_strategy") {
-                return Ok(());
-            }
-            self.api
-                .put_capacity_providers(&spec.name, &spec.capacity_providers, &spec.default_strategy)
-                .await
-                .map_err(StepError::aws(COMPONENT, "PutClusterCapacityProviders"))
-        };
-        tokio::try_join!(settings, providers)?;
-        if !attrs.is_empty() {
-            tracing::info!(cluster = %observed.name, "updated");
-        }
-        Ok(())
+        let cluster = self.resource(ctx, &spec);
+        let engine = Engine::new(ctx, STEP, mode);
+        let observed = cluster.find(&spec).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))?;
+        let converged = engine.converge(&cluster, COMPONENT, &spec.name, &spec, observed).await?;
+        let arn = converged.map_or_else(|| PENDING.to_owned(), |c| c.arn);
+        ctx.put(ClusterOutputs { name: spec.name.clone(), arn });
+        Ok(engine.into_changes())
     }
 }
 
-/// The attributes of `observed` that differ from `spec`, ignoring the order of providers and
-/// strategy items. A cluster that reports no Container Insights setting has it disabled (the ECS
-/// default).
-fn drift(spec: &ClusterSpec, observed: &ObservedCluster) -> Vec<AttrChange> {
+/// The update that makes `observed` what `spec` wants, ignoring the order of providers and
+/// strategy items (`None` when nothing differs). A cluster that reports no Container Insights
+/// setting has it disabled (the ECS default).
+fn update_for(spec: &ClusterSpec, observed: &ObservedCluster) -> Option<Diff<ClusterUpdate>> {
     let mut attrs = Vec::new();
+    let mut update = ClusterUpdate::default();
     let insights = observed.container_insights.clone().unwrap_or_else(|| "disabled".into());
-    diff(&mut attrs, "container_insights", &insights, &spec.container_insights);
+    if insights != spec.container_insights {
+        diff(&mut attrs, "container_insights", &insights, &spec.container_insights);
+        update.container_insights = Some(spec.container_insights.clone());
+    }
     let sorted = |v: &[String]| {
         let mut v = v.to_vec();
         v.sort();
         v
     };
-    diff(&mut attrs, "capacity_providers", &sorted(&observed.capacity_providers), &sorted(&spec.capacity_providers));
     let show = |s: &[StrategyItem]| {
         sorted(&s.iter().map(|i| format!("{} base={} weight={}", i.provider, i.base, i.weight)).collect::<Vec<_>>())
     };
-    diff(
-        &mut attrs,
-        "default_capacity_provider_strategy",
-        &show(&observed.default_strategy),
-        &show(&spec.default_strategy),
-    );
-    attrs
+    let (have_providers, want_providers) = (sorted(&observed.capacity_providers), sorted(&spec.capacity_providers));
+    let (have_strategy, want_strategy) = (show(&observed.default_strategy), show(&spec.default_strategy));
+    diff(&mut attrs, "capacity_providers", &have_providers, &want_providers);
+    diff(&mut attrs, "default_capacity_provider_strategy", &have_strategy, &want_strategy);
+    if have_providers != want_providers || have_strategy != want_strategy {
+        update.capacity = Some((spec.capacity_providers.clone(), spec.default_strategy.clone()));
+    }
+    (!attrs.is_empty()).then(|| Diff::new(update, attrs))
 }
 
 #[async_trait]
 impl Step for ClusterStep {
     fn name(&self) -> &'static str {
-        "cluster"
+        STEP
     }
 
     fn needs(&self) -> &'static [OutputKind] {
@@ -363,18 +398,13 @@ impl Step for ClusterStep {
 
     #[tracing::instrument(skip_all, name = "cluster.destroy")]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
-        let name = ctx.names.cluster();
-        if self.find(&name).await?.is_none() {
-            return Ok(vec![]);
+        let spec = ClusterSpec::new(ctx.names.cluster(), &ctx.config.cluster);
+        let cluster = self.resource(ctx, &spec);
+        let engine = Engine::new(ctx, STEP, Mode::Apply);
+        if let Some(found) = cluster.find(&spec).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))? {
+            engine.delete(&cluster, COMPONENT, &spec.name, &found).await?;
         }
-        match self.api.delete_cluster(&name).await {
-            Ok(()) => {
-                tracing::info!(cluster = %name, "deleted");
-                Ok(vec![Change::delete(COMPONENT, name)])
-            }
-            Err(e) if e.is_not_found() => Ok(vec![]),
-            Err(e) => Err(StepError::aws(COMPONENT, "DeleteCluster")(e)),
-        }
+        Ok(engine.into_changes())
     }
 }
 
@@ -512,6 +542,33 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].attributes.len(), 1);
         assert_eq!(changes[0].attributes[0].attribute, "default_capacity_provider_strategy");
+    }
+
+    #[tokio::test]
+    async fn plan_lists_exactly_the_update_apply_makes() {
+        let drifted = || {
+            let mut c = matching();
+            c.default_strategy[1].weight = 1;
+            c.container_insights = None;
+            c
+        };
+        let mut config = Config::default();
+        config.cluster.container_insights = true;
+        let ctx = Context::new(config);
+        let mut plan_mock = MockEcsApi::new();
+        plan_mock.expect_describe_cluster().returning(move |_| Ok(Some(drifted())));
+        no_mutations(&mut plan_mock);
+        let planned = ClusterStep::new(Arc::new(plan_mock)).plan(&ctx).await.unwrap();
+
+        let mut mock = MockEcsApi::new();
+        mock.expect_describe_cluster().returning(move |_| Ok(Some(drifted())));
+        mock.expect_update_container_insights().times(1).returning(|_, _| Ok(()));
+        mock.expect_put_capacity_providers().times(1).returning(|_, _, _| Ok(()));
+        mock.expect_create_cluster().never();
+        let applied = ClusterStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(planned, applied);
+        let attrs: Vec<&str> = applied[0].attributes.iter().map(|a| a.attribute.as_str()).collect();
+        assert_eq!(attrs, ["container_insights", "default_capacity_provider_strategy"]);
     }
 
     #[tokio::test]

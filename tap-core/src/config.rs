@@ -69,11 +69,14 @@ pub struct DeploySettings {
     pub wait: bool,
     /// Give up waiting after this many seconds (`--timeout`).
     pub timeout_seconds: u64,
+    /// Let deploy delete data-bearing resources the config no longer declares (an ECR repository
+    /// holding images, a secret); without it they are listed as kept (`--prune-data`).
+    pub prune_data: bool,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { wait: true, timeout_seconds: 900 }
+        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false }
     }
 }
 

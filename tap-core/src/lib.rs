@@ -13,6 +13,8 @@
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
 //! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.
 //! - [`progress`]: live progress events steps may report through the [`Context`].
+//! - [`resource`]: the resource engine — one find / compare / create / update / delete / prune life
+//!   cycle that every resource kind of every concern crate runs through.
 //!
 //! ```
 //! use tap_core::{Config, naming::Names};
@@ -32,6 +34,7 @@ pub mod idempotent;
 pub mod naming;
 pub mod outputs;
 pub mod progress;
+pub mod resource;
 pub mod step;
 pub mod wait;
 

@@ -81,15 +81,19 @@ pub enum Action {
     Update,
     /// It exists and will be removed.
     Delete,
+    /// The config no longer declares it, but it holds data (an ECR repository with images, a
+    /// secret): left in place unless `deploy --prune-data` is given.
+    Keep,
 }
 
 impl Action {
-    /// `+`, `~` or `-`, as in a terraform plan.
+    /// `+`, `~` or `-`, as in a terraform plan; `=` for a resource kept.
     pub fn symbol(self) -> char {
         match self {
             Action::Create => '+',
             Action::Update => '~',
             Action::Delete => '-',
+            Action::Keep => '=',
         }
     }
 }
@@ -150,6 +154,10 @@ impl Change {
     /// A resource to delete.
     pub fn delete(resource: impl Into<String>, name: impl Into<String>) -> Self {
         Change { resource: resource.into(), name: name.into(), action: Action::Delete, attributes: vec![] }
+    }
+    /// A resource no longer declared that is kept because it holds data (see [`Action::Keep`]).
+    pub fn keep(resource: impl Into<String>, name: impl Into<String>) -> Self {
+        Change { resource: resource.into(), name: name.into(), action: Action::Keep, attributes: vec![] }
     }
 }
 

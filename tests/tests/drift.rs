@@ -2,7 +2,8 @@
 //! resource named as an update) and repaired by the next `deploy` (then plan exits 0).
 //!
 //! One environment is deployed once; each case changes one thing with the SDK, then checks plan,
-//! deploy and the repaired setting as AWS reports it: a security group rule added, one removed, a
+//! that deploy reports exactly the attributes plan printed (plan == apply), and the repaired
+//! setting as AWS reports it: a security group rule added, one removed, a
 //! route deleted, a log group's retention changed, a repository's lifecycle policy removed, a target
 //! group's health check changed, and a task role's inline policy edited.
 
@@ -23,16 +24,30 @@ fn changes(doc: &Value) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// Plan lists exactly an update of `resource` (exit code 2); deploy repairs it; plan exits 0.
+/// The attributes (name, old, new) a plan or deploy document lists for `resource`.
+fn attributes(doc: &Value, resource: &str) -> Vec<(String, Value, Value)> {
+    let change = doc["changes"].as_array().into_iter().flatten().find(|c| c["resource"] == resource);
+    let attrs = change.and_then(|c| c["attributes"].as_array()).cloned().unwrap_or_default();
+    attrs
+        .into_iter()
+        .map(|a| (a["attribute"].as_str().unwrap_or("").to_owned(), a["old"].clone(), a["new"].clone()))
+        .collect()
+}
+
+/// Plan lists exactly an update of `resource` (exit code 2); deploy repairs it, reporting exactly
+/// the attributes plan printed (plan == apply, attribute by attribute); plan then exits 0.
 fn plan_lists_and_deploy_repairs(env: &TestEnv, resource: &str) {
     let plan = env.tap(&["--output", "json", "plan", "--detailed-exitcode"]).expect_code(2).json();
     let expected = BTreeSet::from([(resource.to_owned(), "update".to_owned())]);
     assert_eq!(changes(&plan), expected, "plan lists the drifted resource:\n{plan:#}");
+    let planned = attributes(&plan, resource);
+    assert!(!planned.is_empty(), "plan names the drifted attributes:\n{plan:#}");
     let text = env.tap(&["plan"]).success();
     assert!(text.stdout.contains(&format!("~ {resource}")), "the text plan shows the update:\n{}", text.stdout);
 
     let deploy = env.tap(&["--output", "json", "deploy", "--no-wait"]).success().json();
     assert_eq!(changes(&deploy), expected, "deploy repairs exactly the drifted resource:\n{deploy:#}");
+    assert_eq!(attributes(&deploy, resource), planned, "deploy changed exactly the attributes plan printed");
     let after = env.tap(&["--output", "json", "plan", "--detailed-exitcode"]);
     assert_eq!(after.code, Some(0), "nothing left to do after the repair:\n{}\n{}", after.stdout, after.stderr);
 }

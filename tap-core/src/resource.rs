@@ -1,0 +1,614 @@
+//! The resource engine: one life cycle for every AWS resource tap manages.
+//!
+//! Each resource kind (a target group, a security group, an ECS service…) says only what is
+//! specific to it, by implementing [`Resource`]: how to compare what AWS has with what the config
+//! wants ([`Resource::diff`], which returns a **typed** update together with the attributes it
+//! changes), and how to find, create, update and delete one. The [`Engine`] runs that life cycle
+//! the same way for plan, apply and destroy:
+//!
+//! - **converge** ([`Engine::converge`]): missing → create (in plan mode: listed, and its id is
+//!   `None` so the caller publishes [`PENDING`](crate::outputs::PENDING)); present → compare, and
+//!   when the diff has an update, apply runs exactly that update, and plan prints exactly its
+//!   attributes; in sync → left alone and reported as found.
+//! - **outcome unknown**: a create whose answer was lost, timed out or was a 5xx, or that AWS answers
+//!   "already exists", is never resent blindly: the engine looks the resource up with
+//!   [`Resource::find`] and adopts it ([`create_or_adopt`]).
+//! - **prune** ([`Engine::prune`]): what the environment owns (found by its tags, see [`owned`])
+//!   and the config no longer declares is deleted, except a data-bearing resource
+//!   ([`Resource::holds_data`]) without consent (`deploy --prune-data`), which is listed as kept.
+//! - **delete** ([`Engine::delete`]): one resource; one already gone is no error and no change.
+//! - every step: progress events ([`ProgressEvent`]) per resource, the error context (resource +
+//!   AWS action) and the change list the step returns.
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use tap_core::resource::{ActionError, Diff, Engine, Resource};
+//! use tap_core::{AttrChange, AwsError, Config, Context, Mode};
+//!
+//! /// A toy kind: a named number.
+//! struct Counter;
+//!
+//! #[async_trait]
+//! impl Resource for Counter {
+//!     type Desired = u32;
+//!     type Observed = u32;
+//!     type Update = u32; // the value to set
+//!     const KIND: &'static str = "toy/counter";
+//!     const CREATE: &'static str = "CreateCounter";
+//!     const DELETE: &'static str = "DeleteCounter";
+//!
+//!     fn diff(&self, want: &u32, have: &u32) -> Result<Option<Diff<u32>>, String> {
+//!         Ok((want != have).then(|| Diff::new(*want, vec![AttrChange::new("value", Some(have.to_string()), Some(want.to_string()))])))
+//!     }
+//!     async fn find(&self, _want: &u32) -> Result<Option<u32>, AwsError> { Ok(None) }
+//!     async fn create(&self, want: &u32) -> Result<u32, AwsError> { Ok(*want) }
+//!     async fn update(&self, _have: &u32, _update: &u32) -> Result<(), ActionError> { Ok(()) }
+//!     async fn delete(&self, _have: &u32) -> Result<(), ActionError> { Ok(()) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let ctx = Context::new(Config::default());
+//! let engine = Engine::new(&ctx, "toy", Mode::Plan);
+//! let id = engine.converge(&Counter, "toy/counter/a", "a", &2, Some(1)).await.unwrap();
+//! assert_eq!(id, Some(1), "plan reports what exists");
+//! let changes = engine.into_changes();
+//! assert_eq!(changes[0].attributes[0].new.as_deref(), Some("2"));
+//! # }
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::context::Context;
+use crate::error::{AwsError, StepError};
+use crate::idempotent::{create_or_adopt, Recovery};
+use crate::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
+use crate::progress::ProgressEvent;
+use crate::step::{Action, AttrChange, Change, Mode};
+
+/// What apply will do to an existing resource: the typed update it executes and the attributes
+/// it changes, which are what plan prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diff<U> {
+    /// The update apply runs.
+    pub update: U,
+    /// The attributes it changes (observed → desired).
+    pub attributes: Vec<AttrChange>,
+}
+
+impl<U> Diff<U> {
+    /// An update and the attributes it changes.
+    pub fn new(update: U, attributes: Vec<AttrChange>) -> Self {
+        Diff { update, attributes }
+    }
+}
+
+/// An AWS call that failed, with the action that failed (one update may take several calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionError {
+    /// The AWS operation, e.g. `ModifyTargetGroup`.
+    pub action: &'static str,
+    /// What AWS said.
+    pub source: AwsError,
+}
+
+impl ActionError {
+    /// The [`StepError`] of this failure on resource `id`.
+    pub fn on(self, id: &str) -> StepError {
+        StepError::Aws { resource: id.into(), action: self.action, source: self.source }
+    }
+}
+
+/// Names the action of a failed call: `api.modify(..).await.during("ModifyTargetGroup")?`.
+pub trait During<T> {
+    /// The result, its error tagged with `action`.
+    fn during(self, action: &'static str) -> Result<T, ActionError>;
+}
+
+impl<T> During<T> for Result<T, AwsError> {
+    fn during(self, action: &'static str) -> Result<T, ActionError> {
+        self.map_err(|source| ActionError { action, source })
+    }
+}
+
+/// One kind of AWS resource, as the engine needs to know it. Implementations hold the narrow AWS
+/// seam of their crate; every method makes the calls of one life-cycle action and nothing else.
+#[async_trait]
+pub trait Resource: Send + Sync {
+    /// What the config asks for (everything a create needs).
+    type Desired: Send + Sync;
+    /// What AWS has (everything diff, update and delete need, ids included).
+    type Observed: Clone + Send + Sync;
+    /// One typed update: what plan prints is derived from the same value apply executes.
+    type Update: Send + Sync;
+    /// The kind, e.g. `ingress/target-group` (for logs).
+    const KIND: &'static str;
+    /// The AWS action that creates one (named in errors).
+    const CREATE: &'static str;
+    /// The AWS action that deletes one (named in errors).
+    const DELETE: &'static str;
+
+    /// Compares AWS with the config: `Ok(None)` in sync, `Ok(Some(diff))` to update, `Err(why)`
+    /// when the difference cannot be converged in place (reported as a conflict).
+    fn diff(&self, want: &Self::Desired, have: &Self::Observed) -> Result<Option<Diff<Self::Update>>, String>;
+
+    /// Looks up the one resource `want` describes (by tags or name), only if it is this
+    /// environment's: used to adopt after a create whose outcome is unknown.
+    async fn find(&self, want: &Self::Desired) -> Result<Option<Self::Observed>, AwsError>;
+
+    /// Creates it, tagged at creation. Must not be resent by the SDK when its outcome is unknown
+    /// (see [`crate::idempotent::NoBlindRetry`]): the engine looks it up instead.
+    async fn create(&self, want: &Self::Desired) -> Result<Self::Observed, AwsError>;
+
+    /// Whether AWS's error says the resource already exists (then it is looked up and adopted).
+    fn already_exists(&self, error: &AwsError) -> bool {
+        let _ = error;
+        false
+    }
+
+    /// Runs `update` on `have`.
+    async fn update(&self, have: &Self::Observed, update: &Self::Update) -> Result<(), ActionError>;
+
+    /// Deletes `have`; a resource already gone is not an error (the engine ignores not-found).
+    async fn delete(&self, have: &Self::Observed) -> Result<(), ActionError>;
+
+    /// Whether `have` holds data a prune must not delete without consent (an ECR repository with
+    /// images, a secret). Destroy deletes it anyway.
+    async fn holds_data(&self, have: &Self::Observed) -> Result<bool, ActionError> {
+        let _ = have;
+        Ok(false)
+    }
+}
+
+/// A resource the environment owns, as found in AWS: its logical id (the `tap:component` tag), its
+/// name for people, and what AWS has.
+#[derive(Debug, Clone)]
+pub struct Owned<O> {
+    /// Logical id, e.g. `ingress/target-group/frontend`.
+    pub id: String,
+    /// AWS name or id.
+    pub name: String,
+    /// What AWS has.
+    pub observed: O,
+}
+
+/// The logical id of a resource when its tags say this environment owns it (`ManagedBy=tap`,
+/// `Environment={env}`): its `tap:component` tag, or `fallback` when that tag is missing.
+pub fn owned(tags: &[Tag], env: &str, fallback: impl FnOnce() -> String) -> Option<String> {
+    let has = |key: &str, value: &str| tags.iter().any(|(k, v)| k == key && v == value);
+    if !(has(TAG_MANAGED_BY, PROJECT) && has(TAG_ENVIRONMENT, env)) {
+        return None;
+    }
+    Some(tags.iter().find(|(k, _)| k == TAG_COMPONENT).map(|(_, v)| v.clone()).unwrap_or_else(fallback))
+}
+
+/// Runs the life cycle of resources for one step in one mode, and collects the changes it listed
+/// or made. Safe to share between concurrent converges of one step.
+#[derive(Debug)]
+pub struct Engine<'a> {
+    ctx: &'a Context,
+    step: &'static str,
+    mode: Mode,
+    recovery: Recovery,
+    changes: Mutex<Vec<Change>>,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine for `step` in `mode`.
+    pub fn new(ctx: &'a Context, step: &'static str, mode: Mode) -> Self {
+        Engine { ctx, step, mode, recovery: Recovery::default(), changes: Mutex::default() }
+    }
+
+    /// Replaces how long a create with an unknown outcome is looked for before creating again.
+    pub fn with_recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Plan or apply.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The context the engine reports progress to.
+    pub fn ctx(&self) -> &'a Context {
+        self.ctx
+    }
+
+    /// Converges one resource: `have` is what AWS has (read by the caller, usually in one batched
+    /// call for all resources of the kind). Returns what exists afterwards, or `None` in plan mode
+    /// for a resource still to be created.
+    pub async fn converge<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+        have: Option<R::Observed>,
+    ) -> Result<Option<R::Observed>, StepError> {
+        let Some(have) = have else {
+            return self.create(resource, id, name, want).await;
+        };
+        self.found(id);
+        let diff = resource
+            .diff(want, &have)
+            .map_err(|message| StepError::Conflict { resource: id.into(), message: format!("{name}: {message}") })?;
+        if let Some(Diff { update, attributes }) = diff {
+            if self.mode.is_apply() {
+                self.working(id, Action::Update);
+                resource.update(&have, &update).await.map_err(|e| e.on(id))?;
+                tracing::info!(step = self.step, resource = id, name, "updated");
+            }
+            self.record(Change::update(id, name, attributes));
+        }
+        Ok(Some(have))
+    }
+
+    /// Creates one resource (in plan mode: lists it and returns `None`).
+    pub async fn create<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+    ) -> Result<Option<R::Observed>, StepError> {
+        if !self.mode.is_apply() {
+            self.record(Change::create(id, name));
+            return Ok(None);
+        }
+        self.working(id, Action::Create);
+        let created = create_or_adopt(
+            id,
+            self.recovery,
+            |e| resource.already_exists(e),
+            || resource.find(want),
+            || resource.create(want),
+        )
+        .await
+        .map_err(StepError::aws(id, R::CREATE))?;
+        tracing::info!(step = self.step, resource = id, name, "created");
+        self.record(Change::create(id, name));
+        Ok(Some(created))
+    }
+
+    /// Deletes one resource (in plan mode: lists it). One already gone (AWS answers not-found) is
+    /// not an error and not a change: someone else deleted it. Returns whether it was (or, in
+    /// plan mode, would be) deleted.
+    pub async fn delete<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        have: &R::Observed,
+    ) -> Result<bool, StepError> {
+        if self.mode.is_apply() {
+            self.working(id, Action::Delete);
+            match resource.delete(have).await {
+                Ok(()) => {}
+                Err(e) if e.source.is_not_found() => return Ok(false),
+                Err(e) => return Err(e.on(id)),
+            }
+            tracing::info!(step = self.step, resource = id, name, "deleted");
+        }
+        self.record(Change::delete(id, name));
+        Ok(true)
+    }
+
+    /// Deletes every owned resource whose id is not `declared`, concurrently. A data-bearing one
+    /// is kept (and listed as [`Action::Keep`]) unless the config allows pruning data
+    /// (`deploy.prune_data`). Returns the ones deleted (or, in plan mode, to be deleted).
+    pub async fn prune<R: Resource>(
+        &self,
+        resource: &R,
+        owned: Vec<Owned<R::Observed>>,
+        declared: &BTreeSet<String>,
+    ) -> Result<Vec<Owned<R::Observed>>, StepError> {
+        let undeclared: Vec<Owned<R::Observed>> = owned.into_iter().filter(|o| !declared.contains(&o.id)).collect();
+        let prune_data = self.ctx.config.deploy.prune_data;
+        let outcomes = futures::future::try_join_all(undeclared.into_iter().map(|o| async move {
+            if !prune_data && resource.holds_data(&o.observed).await.map_err(|e| e.on(&o.id))? {
+                self.record(Change::keep(&o.id, &o.name));
+                return Ok(None);
+            }
+            let deleted = self.delete(resource, &o.id, &o.name, &o.observed).await?;
+            Ok::<_, StepError>(deleted.then_some(o))
+        }))
+        .await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Reports a resource that exists and was compared (unchanged unless a change names it too).
+    pub fn found(&self, id: &str) {
+        self.ctx.progress(ProgressEvent::Found { step: self.step, resource: id });
+    }
+
+    /// Reports that work on `id` starts.
+    pub fn working(&self, id: &str, action: Action) {
+        self.ctx.progress(ProgressEvent::Working { step: self.step, resource: id, action });
+    }
+
+    /// Records a change made (or, in plan mode, to be made) and reports it.
+    pub fn record(&self, change: Change) {
+        self.ctx.progress(ProgressEvent::Changed { step: self.step, change: &change });
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(change);
+    }
+
+    /// The changes listed or made so far, in the order they happened.
+    pub fn changes(&self) -> Vec<Change> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The changes, consuming the engine.
+    pub fn into_changes(self) -> Vec<Change> {
+        self.changes.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::progress::ProgressSink;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A fake AWS holding named records with a `size` and `data` flag, and tags.
+    #[derive(Default)]
+    struct FakeAws {
+        records: Mutex<BTreeMap<String, Record>>,
+        calls: Mutex<Vec<String>>,
+        /// Creates that take effect but whose answer is lost.
+        lose_create_answers: Mutex<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Record {
+        name: String,
+        size: u32,
+        colour: String,
+        data: bool,
+        tags: Vec<Tag>,
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Update {
+        Resize(u32),
+        Repaint(String),
+        Both(u32, String),
+    }
+
+    struct Fake<'a> {
+        aws: &'a FakeAws,
+        env: String,
+    }
+
+    impl Fake<'_> {
+        fn call(&self, what: String) {
+            self.aws.calls.lock().unwrap().push(what);
+        }
+    }
+
+    #[async_trait]
+    impl Resource for Fake<'_> {
+        type Desired = Record;
+        type Observed = Record;
+        type Update = Update;
+        const KIND: &'static str = "fake/record";
+        const CREATE: &'static str = "CreateRecord";
+        const DELETE: &'static str = "DeleteRecord";
+
+        fn diff(&self, want: &Record, have: &Record) -> Result<Option<Diff<Update>>, String> {
+            if want.data != have.data {
+                return Err("the data flag cannot change in place".into());
+            }
+            let mut attrs = vec![];
+            crate::step::diff(&mut attrs, "size", &have.size, &want.size);
+            crate::step::diff(&mut attrs, "colour", &have.colour, &want.colour);
+            let update = match (want.size != have.size, want.colour != have.colour) {
+                (false, false) => return Ok(None),
+                (true, false) => Update::Resize(want.size),
+                (false, true) => Update::Repaint(want.colour.clone()),
+                (true, true) => Update::Both(want.size, want.colour.clone()),
+            };
+            Ok(Some(Diff::new(update, attrs)))
+        }
+
+        async fn find(&self, want: &Record) -> Result<Option<Record>, AwsError> {
+            self.call(format!("find {}", want.name));
+            let found = self.aws.records.lock().unwrap().get(&want.name).cloned();
+            Ok(found.filter(|r| owned(&r.tags, &self.env, String::new).is_some()))
+        }
+
+        async fn create(&self, want: &Record) -> Result<Record, AwsError> {
+            self.call(format!("create {}", want.name));
+            self.aws.records.lock().unwrap().insert(want.name.clone(), want.clone());
+            let mut lose = self.aws.lose_create_answers.lock().unwrap();
+            if *lose > 0 {
+                *lose -= 1;
+                // The create took effect; its answer never arrived.
+                return Err(AwsError { code: None, message: "connection reset".into(), retryable: true });
+            }
+            Ok(want.clone())
+        }
+
+        async fn update(&self, have: &Record, update: &Update) -> Result<(), ActionError> {
+            self.call(format!("update {} {update:?}", have.name));
+            let mut records = self.aws.records.lock().unwrap();
+            let r = records.get_mut(&have.name).unwrap();
+            match update {
+                Update::Resize(s) => r.size = *s,
+                Update::Repaint(c) => r.colour = c.clone(),
+                Update::Both(s, c) => (r.size, r.colour) = (*s, c.clone()),
+            }
+            Ok(())
+        }
+
+        async fn delete(&self, have: &Record) -> Result<(), ActionError> {
+            self.call(format!("delete {}", have.name));
+            match self.aws.records.lock().unwrap().remove(&have.name) {
+                Some(_) => Ok(()),
+                None => Err(AwsError::new("RecordNotFound", "no such record")).during("DeleteRecord"),
+            }
+        }
+
+        async fn holds_data(&self, have: &Record) -> Result<bool, ActionError> {
+            Ok(have.data)
+        }
+    }
+
+    fn record(env: &str, name: &str, size: u32) -> Record {
+        Record {
+            name: name.into(),
+            size,
+            colour: "blue".into(),
+            data: false,
+            tags: vec![
+                (TAG_MANAGED_BY.into(), PROJECT.into()),
+                (TAG_ENVIRONMENT.into(), env.into()),
+                (TAG_COMPONENT.into(), format!("fake/record/{name}")),
+            ],
+        }
+    }
+
+    fn fast() -> Recovery {
+        Recovery { attempts: 3, lookup: Duration::from_millis(20), lookup_delay: Duration::from_millis(1) }
+    }
+
+    /// Plans, then applies, a converge of `want` (name → record) over what `aws` holds, and prunes
+    /// what is owned and not wanted. Returns (plan changes, apply changes).
+    async fn run(aws: &FakeAws, ctx: &Context, want: &[Record]) -> (Vec<Change>, Vec<Change>) {
+        let fake = Fake { aws, env: ctx.names.env().to_owned() };
+        let mut out = vec![];
+        for mode in [Mode::Plan, Mode::Apply] {
+            let engine = Engine::new(ctx, "fake", mode).with_recovery(fast());
+            let existing: Vec<Record> = aws.records.lock().unwrap().values().cloned().collect();
+            for w in want {
+                let have = existing.iter().find(|r| r.name == w.name).cloned();
+                engine.converge(&fake, &format!("fake/record/{}", w.name), &w.name, w, have).await.unwrap();
+            }
+            let owned_now: Vec<Owned<Record>> = existing
+                .iter()
+                .filter_map(|r| {
+                    let id = owned(&r.tags, ctx.names.env(), String::new)?;
+                    Some(Owned { id, name: r.name.clone(), observed: r.clone() })
+                })
+                .collect();
+            let declared = want.iter().map(|w| format!("fake/record/{}", w.name)).collect();
+            engine.prune(&fake, owned_now, &declared).await.unwrap();
+            out.push(engine.into_changes());
+        }
+        let apply = out.pop().unwrap();
+        (out.pop().unwrap(), apply)
+    }
+
+    fn ctx(env: &str) -> Context {
+        Context::new(Config { environment: env.into(), ..Config::default() })
+    }
+
+    #[tokio::test]
+    async fn plan_lists_exactly_what_apply_does_attribute_by_attribute() {
+        let aws = FakeAws::default();
+        let ctx = ctx("dev");
+        aws.records.lock().unwrap().insert("a".into(), record("dev", "a", 1));
+        aws.records.lock().unwrap().insert("b".into(), record("dev", "b", 1));
+        let mut b = record("dev", "b", 3);
+        b.colour = "red".into();
+        let want = [record("dev", "a", 1), b.clone(), record("dev", "c", 5)];
+        let (plan, apply) = run(&aws, &ctx, &want).await;
+        assert_eq!(plan, apply, "what plan printed is what apply did");
+        let b_change = plan.iter().find(|c| c.name == "b").unwrap();
+        let attrs: Vec<&str> = b_change.attributes.iter().map(|a| a.attribute.as_str()).collect();
+        assert_eq!(attrs, ["size", "colour"]);
+        assert!(
+            aws.calls.lock().unwrap().contains(&"update b Both(3, \"red\")".to_owned()),
+            "the update that ran is the one whose attributes plan printed: {:?}",
+            aws.calls.lock().unwrap()
+        );
+        assert_eq!(aws.records.lock().unwrap().get("b"), Some(&b));
+        let (plan, apply) = run(&aws, &ctx, &want).await;
+        assert!(plan.is_empty() && apply.is_empty(), "converged: {plan:?} {apply:?}");
+        assert!(!aws.calls.lock().unwrap().iter().any(|c| c == "update a Resize(1)"), "a in sync is left alone");
+    }
+
+    #[tokio::test]
+    async fn a_create_with_an_unknown_outcome_is_adopted_not_repeated() {
+        let aws = FakeAws::default();
+        *aws.lose_create_answers.lock().unwrap() = 1;
+        let ctx = ctx("dev");
+        let (_, apply) = run(&aws, &ctx, &[record("dev", "a", 1)]).await;
+        assert_eq!(apply, vec![Change::create("fake/record/a", "a")]);
+        let calls = aws.calls.lock().unwrap().clone();
+        assert_eq!(calls, ["create a", "find a"], "looked up after the lost answer, not sent again");
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_what_carries_this_environments_tags_and_keeps_data() {
+        let aws = FakeAws::default();
+        let ctx = ctx("dev");
+        {
+            let mut records = aws.records.lock().unwrap();
+            records.insert("a".into(), record("dev", "a", 1));
+            records.insert("gone".into(), record("dev", "gone", 1));
+            records.insert("other-env".into(), record("prod", "other-env", 1));
+            let mut foreign = record("dev", "foreign", 1);
+            foreign.tags.retain(|(k, _)| k != TAG_MANAGED_BY);
+            records.insert("foreign".into(), foreign);
+            let mut data = record("dev", "data", 1);
+            data.data = true;
+            records.insert("data".into(), data);
+        }
+        let (plan, apply) = run(&aws, &ctx, &[record("dev", "a", 1)]).await;
+        assert_eq!(plan, apply);
+        let mut got: Vec<(String, Action)> = apply.iter().map(|c| (c.name.clone(), c.action)).collect();
+        got.sort();
+        assert_eq!(got, [("data".to_owned(), Action::Keep), ("gone".to_owned(), Action::Delete)]);
+        let left: Vec<String> = aws.records.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left, ["a", "data", "foreign", "other-env"]);
+
+        let mut config = Config { environment: "dev".into(), ..Config::default() };
+        config.deploy.prune_data = true;
+        let (_, apply) = run(&aws, &Context::new(config), &[record("dev", "a", 1)]).await;
+        assert_eq!(apply, vec![Change::delete("fake/record/data", "data")], "with consent, data goes too");
+    }
+
+    #[tokio::test]
+    async fn conflicts_name_the_resource_and_deletes_of_gone_resources_succeed() {
+        let aws = FakeAws::default();
+        let ctx = ctx("dev");
+        let fake = Fake { aws: &aws, env: "dev".into() };
+        let engine = Engine::new(&ctx, "fake", Mode::Apply);
+        let mut want = record("dev", "a", 1);
+        want.data = true;
+        let err = engine.converge(&fake, "fake/record/a", "a", &want, Some(record("dev", "a", 1))).await.unwrap_err();
+        assert!(err.to_string().contains("fake/record/a") && err.to_string().contains("in place"), "{err}");
+        let gone = engine.delete(&fake, "fake/record/x", "x", &record("dev", "x", 1)).await.unwrap();
+        assert!(!gone && engine.changes().is_empty(), "a resource already gone is no change");
+        aws.records.lock().unwrap().insert("y".into(), record("dev", "y", 1));
+        assert!(engine.delete(&fake, "fake/record/y", "y", &record("dev", "y", 1)).await.unwrap());
+        assert_eq!(engine.changes(), vec![Change::delete("fake/record/y", "y")]);
+    }
+
+    #[tokio::test]
+    async fn every_resource_is_reported_as_it_goes() {
+        #[derive(Default)]
+        struct Collect(Mutex<Vec<String>>);
+        impl ProgressSink for Collect {
+            fn event(&self, event: ProgressEvent<'_>) {
+                self.0.lock().unwrap().push(event.to_string());
+            }
+        }
+        let aws = FakeAws::default();
+        aws.records.lock().unwrap().insert("a".into(), record("dev", "a", 1));
+        let sink = Arc::new(Collect::default());
+        let ctx = ctx("dev").with_progress(sink.clone());
+        let (_, _) = run(&aws, &ctx, &[record("dev", "a", 1), record("dev", "b", 1)]).await;
+        let events = sink.0.lock().unwrap().clone();
+        assert!(events.contains(&"fake: found fake/record/a".to_owned()), "{events:?}");
+        assert!(events.contains(&"fake: + fake/record/b …".to_owned()), "{events:?}");
+        assert!(events.contains(&"fake: + fake/record/b (b)".to_owned()), "{events:?}");
+    }
+}
