@@ -101,7 +101,8 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         lock_timeout: Option<u64>,
     },
-    /// Remove a stale environment lock left by a run that crashed (shows who held it).
+    /// Remove the environment lock, whoever holds it (shows who held it); deploy and destroy take
+    /// a stale lock over by themselves, this is for a lock without a lease or a holder known gone.
     Unlock,
     /// Print the stack outputs, read live from AWS.
     Outputs,

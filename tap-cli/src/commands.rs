@@ -298,7 +298,9 @@ impl Run<'_> {
             _ => tracing::info!("changes to make: taking the environment lock"),
         }
         let lock = self.lock.context("deploy and destroy run with an environment lock")?;
-        if let Taken::TookOver(holder, why) = lock.acquire(self.lock_timeout).await? {
+        // `--lock-timeout` bounds the whole wait: what the first look waited counts.
+        let timeout = self.lock_timeout.map(|t| t.saturating_sub(self.start.elapsed()));
+        if let Taken::TookOver(holder, why) = lock.acquire(timeout).await? {
             tracing::warn!("{}", took_over(&holder, why));
         }
         let held = lock.hold().await?;

@@ -10,7 +10,7 @@
 //! or that could not renew it for a whole lease, reports the lock lost and the run stops.
 //!
 //! Deploy and destroy take the lock only when they have something to write (see `commands`): a
-//! run that only reads makes no call here but [`EnvLock::holder`].
+//! run with nothing to write makes no call here but the reads of [`EnvLock::check`].
 //!
 //! A lock is stale when its holder ran on this host and its pid is gone, or when its lease ended
 //! (a crash elsewhere, a lost machine). A run that finds a stale lock takes it over: it creates the
