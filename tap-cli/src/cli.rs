@@ -20,7 +20,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Environment suffix carried by every resource name (config key `environment`).
-    #[arg(long = "env", global = true, value_name = "SUFFIX")]
+    // A value starting with `-` is taken as the suffix, so tap's own rule rejects it (clap would
+    // call it an unknown flag).
+    #[arg(long = "env", global = true, value_name = "SUFFIX", allow_hyphen_values = true)]
     pub environment: Option<String>,
     /// AWS region (default: the AWS chain, e.g. AWS_REGION or the profile).
     #[arg(long, global = true)]
@@ -108,6 +110,10 @@ pub enum Command {
     Outputs,
     /// Show each service's desired/running/pending tasks, rollout and target health.
     Status,
+    /// The monthly cost estimate of the configured environment, per resource (no AWS call).
+    Cost,
+    /// The environments tap manages in the region: created when, their services, monthly estimate.
+    List,
     /// Print a service's logs (its CloudWatch Logs group), oldest first.
     Logs {
         /// The service, e.g. `frontend` (a name from the `services` config).
@@ -137,6 +143,8 @@ impl Command {
             Command::Unlock => "unlock",
             Command::Outputs => "outputs",
             Command::Status => "status",
+            Command::Cost => "cost",
+            Command::List => "list",
             Command::Logs { .. } => "logs",
             Command::Completions { .. } => "completions",
         }
@@ -256,11 +264,18 @@ impl Cli {
 /// Logs to stderr: `RUST_LOG` when set, else `info` (or debug/trace with -v/-vv); the SDK's own
 /// chatter stays at warn unless asked for. While progress is shown (deploy, plan, destroy), the
 /// default is `warn`: the progress view already tells what info logs would, and the runner's own
-/// step lines are left out.
+/// step lines are left out. Commands that print a result (outputs, status, list, cost, logs,
+/// unlock) default to `warn` too, so stderr stays empty when all is well. The instance-metadata
+/// probe of the credential and region chain stays silent unless `-v`: off an EC2 instance it
+/// always fails, and tap's own error says what is missing.
 pub fn init_logging(cli: &Cli) {
+    let prints_result = !matches!(cli.command, Command::Deploy { .. } | Command::Plan { .. } | Command::Destroy { .. });
     let default = match (cli.verbose, cli.progress_mode()) {
-        (0, ProgressMode::Live | ProgressMode::Plain) => "warn,tap::runner=off",
-        (0, ProgressMode::Off) => "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_ec2=warn,hyper=warn",
+        (0, ProgressMode::Live | ProgressMode::Plain) => "warn,tap::runner=off,aws_config::imds=off",
+        (0, ProgressMode::Off) if prints_result => "warn,aws_config::imds=off",
+        (0, ProgressMode::Off) => {
+            "info,aws_config=warn,aws_config::imds=off,aws_smithy_runtime=warn,aws_sdk_ec2=warn,hyper=warn"
+        }
         (1, _) => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info,rustls=info,h2=info",
         _ => "trace",
     };

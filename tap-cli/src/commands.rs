@@ -26,7 +26,7 @@ use crate::lock::{EnvLock, HeldLock, LockHolder, Stale, Taken};
 use crate::progress::{Progress, ProgressMode};
 use crate::render::{self, ChangesDoc, Style, Summary};
 use crate::runner::{Operation, RunError, RunObserver, Runner, StepReport};
-use crate::{errors, logs, steps};
+use crate::{cost, errors, list, logs, steps};
 
 /// The environment of this run, once the config is loaded (for error documents).
 static ENVIRONMENT: OnceLock<String> = OnceLock::new();
@@ -243,6 +243,28 @@ impl Run<'_> {
                 logs::run(&clients.logs, ctx, service, since, *follow, cli.output).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Cost => {
+                match cli.output {
+                    OutputFormat::Json => {
+                        println!("{}", serde_json::to_string_pretty(&cost::estimate_json(&ctx.config, &ctx.region))?)
+                    }
+                    OutputFormat::Text => print!("{}", cost::estimate_text(&ctx.config, &ctx.region)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::List => {
+                let environments = list::environments(clients, &ctx.config).await?;
+                match cli.output {
+                    OutputFormat::Json => {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&list::to_json(&ctx.region, &ctx.config, &environments))?
+                        )
+                    }
+                    OutputFormat::Text => print!("{}", list::to_text(&ctx.region, &ctx.config, &environments)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     }
@@ -336,6 +358,11 @@ impl Run<'_> {
         let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), counts.unchanged());
         let calls = self.clients.counter.snapshot();
         let total = render::total_line(op, ctx.names.env(), &summary, &calls, self.start.elapsed());
+        // Plan and deploy: the monthly estimate before and after (destroy removes it all).
+        let cost = (op != Operation::Destroy).then(|| {
+            let changes: Vec<&tap_core::Change> = ordered.iter().flat_map(|r| r.changes.iter()).collect();
+            cost::Comparison::of(&ctx.config, &ctx.region, &changes)
+        });
         // The totals close the progress on stderr too, unless stdout shows them on the same terminal.
         let stdout_shows_it = cli.output == OutputFormat::Text && std::io::stdout().is_terminal();
         self.progress.finish((!stdout_shows_it).then_some(total.as_str()));
@@ -354,6 +381,7 @@ impl Run<'_> {
                     calls: &calls,
                     elapsed: steps_elapsed,
                     peak_rss_kb: peak_rss_kb(),
+                    cost: cost.as_ref().map(cost::Comparison::to_json),
                 });
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             }
@@ -361,6 +389,9 @@ impl Run<'_> {
                 write!(out, "{}", render::changes_text(&ordered, Style { color: cli.color() }))?;
                 if summary.changed() {
                     writeln!(out)?;
+                }
+                if let Some(cost) = &cost {
+                    writeln!(out, "{}", cost.line())?;
                 }
                 writeln!(out, "{total}")?;
             }

@@ -11,6 +11,7 @@
 //! - [`render`]: plan / deploy / destroy results as grouped text or the JSON document.
 //! - [`errors`]: errors with the resource, action, AWS code and message, and hints.
 //! - [`logs`]: `tap logs`; [`lock`]: the environment lock; [`steps`]: the registered steps.
+//! - [`cost`]: the pricing table and the monthly estimate; [`list`]: `tap list`.
 //!
 //! ```sh
 //! tap --env dev --region eu-west-1 plan --detailed-exitcode   # 0: nothing to do, 2: changes
@@ -22,7 +23,9 @@
 
 mod cli;
 mod commands;
+mod cost;
 mod errors;
+mod list;
 mod lock;
 mod logs;
 mod progress;

@@ -171,6 +171,8 @@ pub struct ChangesDoc<'a> {
     pub elapsed: Duration,
     /// Peak resident memory, when known.
     pub peak_rss_kb: Option<u64>,
+    /// The monthly cost estimate before and after (plan and deploy).
+    pub cost: Option<Value>,
 }
 
 /// The JSON document of a plan, deploy or destroy.
@@ -186,7 +188,7 @@ pub fn changes_json(d: &ChangesDoc<'_>) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "command": d.command,
         "environment": d.environment,
@@ -203,7 +205,11 @@ pub fn changes_json(d: &ChangesDoc<'_>) -> Value {
         "calls": d.calls,
         "elapsed_ms": d.elapsed.as_millis() as u64,
         "peak_rss_kb": d.peak_rss_kb,
-    })
+    });
+    if let Some(cost) = &d.cost {
+        doc["cost"] = cost.clone();
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -282,6 +288,7 @@ mod tests {
             calls: &calls,
             elapsed: Duration::from_millis(12),
             peak_rss_kb: Some(1),
+            cost: Some(json!({"currency": "USD"})),
         });
         for key in [
             "format_version",
@@ -299,6 +306,7 @@ mod tests {
             assert!(doc.get(key).is_some(), "{key} in {doc}");
         }
         assert_eq!(doc["summary"], json!({"create": 1, "update": 1, "delete": 1, "unchanged": 4}));
+        assert_eq!(doc["cost"]["currency"], "USD");
         assert_eq!(
             doc["changes"][1]["attributes"][0],
             json!({"attribute": "route 0.0.0.0/0", "old": "nat-1", "new": "nat-2"})

@@ -13,7 +13,7 @@ use figment::Figment;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::naming::Names;
+use crate::naming::{Names, Owner};
 
 /// Everything tap needs to know to build one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,72 @@ pub struct Config {
     pub secrets: Vec<SecretSpec>,
     /// The services of the platform: data, so a fourth service is a config change.
     pub services: Vec<ServiceSpec>,
+    /// The monthly cost estimate's assumptions and negotiated prices.
+    pub cost: CostSettings,
+}
+
+/// The monthly cost estimate (`tap cost`, and the `cost` of plan and deploy): what it assumes
+/// and the prices that replace the built-in list prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSettings {
+    /// Log data each service writes per day, GB: log storage is this × the retention.
+    pub log_gb_per_day: f64,
+    /// Negotiated prices, USD; each one left unset keeps the built-in list price.
+    pub prices: PriceOverrides,
+}
+
+impl Default for CostSettings {
+    fn default() -> Self {
+        CostSettings { log_gb_per_day: 0.1, prices: PriceOverrides::default() }
+    }
+}
+
+/// Prices (USD) that replace the built-in list prices, e.g. negotiated rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriceOverrides {
+    /// A NAT gateway, per hour.
+    pub nat_gateway_hour: Option<f64>,
+    /// A public IPv4 address (Elastic IP or the load balancer's), per hour.
+    pub public_ipv4_hour: Option<f64>,
+    /// An application load balancer, per hour (LCUs not included).
+    pub load_balancer_hour: Option<f64>,
+    /// Fargate (on demand), per vCPU-hour.
+    pub fargate_vcpu_hour: Option<f64>,
+    /// Fargate (on demand), per GB-hour of memory.
+    pub fargate_gb_hour: Option<f64>,
+    /// Fargate Spot, per vCPU-hour.
+    pub fargate_spot_vcpu_hour: Option<f64>,
+    /// Fargate Spot, per GB-hour of memory.
+    pub fargate_spot_gb_hour: Option<f64>,
+    /// A Secrets Manager secret, per month.
+    pub secret_month: Option<f64>,
+    /// CloudWatch Logs storage, per GB-month.
+    pub log_storage_gb_month: Option<f64>,
+    /// A Route 53 hosted zone (the Cloud Map namespace's), per month.
+    pub hosted_zone_month: Option<f64>,
+    /// A Cloud Map registered instance, per month.
+    pub cloud_map_instance_month: Option<f64>,
+}
+
+impl PriceOverrides {
+    /// Each price by its config key (`nat_gateway_hour`, …).
+    pub fn entries(&self) -> [(&'static str, Option<f64>); 11] {
+        [
+            ("nat_gateway_hour", self.nat_gateway_hour),
+            ("public_ipv4_hour", self.public_ipv4_hour),
+            ("load_balancer_hour", self.load_balancer_hour),
+            ("fargate_vcpu_hour", self.fargate_vcpu_hour),
+            ("fargate_gb_hour", self.fargate_gb_hour),
+            ("fargate_spot_vcpu_hour", self.fargate_spot_vcpu_hour),
+            ("fargate_spot_gb_hour", self.fargate_spot_gb_hour),
+            ("secret_month", self.secret_month),
+            ("log_storage_gb_month", self.log_storage_gb_month),
+            ("hosted_zone_month", self.hosted_zone_month),
+            ("cloud_map_instance_month", self.cloud_map_instance_month),
+        ]
+    }
 }
 
 /// AWS connection settings; credentials always come from the standard AWS chain.
@@ -282,6 +348,7 @@ impl Default for Config {
             scaling: ScalingSettings::default(),
             secrets: default_secrets(),
             services: default_services(),
+            cost: CostSettings::default(),
         }
     }
 }
@@ -424,8 +491,9 @@ fn default_services() -> Vec<ServiceSpec> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file, an environment variable or a flag could not be parsed into the typed config.
+    /// (Its text is the message, and it is no `source`: shown in a chain, it would repeat.)
     #[error("configuration could not be read: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// A value breaks a rule.
     #[error("invalid configuration: `{field}` = {value:?}: {rule}")]
     Invalid {
@@ -436,6 +504,33 @@ pub enum ConfigError {
         /// The rule it breaks.
         rule: String,
     },
+    /// Several values break rules: every problem found, each an [`ConfigError::Invalid`].
+    #[error("invalid configuration ({} problems):{}", .0.len(), .0.iter().map(|e| format!("\n  - {}", e.problem())).collect::<String>())]
+    Problems(Vec<ConfigError>),
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Load(e)
+    }
+}
+
+impl ConfigError {
+    /// The problem without the "invalid configuration" lead: `` `field` = "value": rule ``.
+    fn problem(&self) -> String {
+        match self {
+            ConfigError::Invalid { field, value, rule } => format!("`{field}` = {value:?}: {rule}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// Every single problem: this one, or each of several.
+    pub fn problems(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Problems(all) => all.iter().collect(),
+            one => vec![one],
+        }
+    }
 }
 
 fn invalid(field: impl Into<String>, value: impl ToString, rule: impl Into<String>) -> ConfigError {
@@ -493,20 +588,28 @@ impl Config {
         service.image_tag.as_deref().unwrap_or(&self.image_tag)
     }
 
-    /// Checks every rule; the first broken one is returned with its field, value and rule.
+    /// Checks every rule and reports every broken one: a single problem as
+    /// [`ConfigError::Invalid`], several as [`ConfigError::Problems`], each with its field, value
+    /// and rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_environment()?;
-        self.validate_network()?;
-        self.validate_services()?;
-        self.validate_settings()?;
-        self.validate_name_lengths()?;
-        Ok(())
+        let mut p = Vec::new();
+        self.validate_environment(&mut p);
+        self.validate_network(&mut p);
+        self.validate_services(&mut p);
+        self.validate_settings(&mut p);
+        self.validate_cost(&mut p);
+        self.validate_names(&mut p);
+        match p.len() {
+            0 => Ok(()),
+            1 => Err(p.remove(0)),
+            _ => Err(ConfigError::Problems(p)),
+        }
     }
 
-    fn validate_environment(&self) -> Result<(), ConfigError> {
-        validate_label("environment", &self.environment)?;
+    fn validate_environment(&self, p: &mut Vec<ConfigError>) {
+        validate_label(p, "environment", &self.environment);
         if self.image_tag.is_empty() || !valid_image_tag(&self.image_tag) {
-            return Err(invalid(
+            p.push(invalid(
                 "image_tag",
                 &self.image_tag,
                 "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
@@ -514,30 +617,31 @@ impl Config {
         }
         if let Some(url) = &self.aws.endpoint_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid("aws.endpoint_url", url, "must be an http:// or https:// URL"));
+                p.push(invalid("aws.endpoint_url", url, "must be an http:// or https:// URL"));
             }
         }
         if !(1..=20).contains(&self.aws.max_attempts) {
-            return Err(invalid("aws.max_attempts", self.aws.max_attempts, "must be between 1 and 20"));
+            p.push(invalid("aws.max_attempts", self.aws.max_attempts, "must be between 1 and 20"));
         }
-        Ok(())
     }
 
-    fn validate_network(&self) -> Result<(), ConfigError> {
+    fn validate_network(&self, p: &mut Vec<ConfigError>) {
         let n = &self.network;
-        let vpc: Ipv4Net = parse_cidr("network.vpc_cidr", &n.vpc_cidr)?;
-        if !(16..=28).contains(&vpc.prefix_len()) {
-            return Err(invalid("network.vpc_cidr", &n.vpc_cidr, "a VPC block must be between /16 and /28"));
+        let vpc = parse_cidr(p, "network.vpc_cidr", &n.vpc_cidr);
+        if let Some(vpc) = vpc {
+            if !(16..=28).contains(&vpc.prefix_len()) {
+                p.push(invalid("network.vpc_cidr", &n.vpc_cidr, "a VPC block must be between /16 and /28"));
+            }
         }
         if !(1..=6).contains(&n.az_count) {
-            return Err(invalid("network.az_count", n.az_count, "must be between 1 and 6"));
+            p.push(invalid("network.az_count", n.az_count, "must be between 1 and 6"));
         }
         let mut seen: Vec<(String, Ipv4Net)> = Vec::new();
         for (list_name, list) in
             [("public_subnet_cidrs", &n.public_subnet_cidrs), ("private_subnet_cidrs", &n.private_subnet_cidrs)]
         {
             if list.len() != n.az_count {
-                return Err(invalid(
+                p.push(invalid(
                     format!("network.{list_name}"),
                     format!("{list:?}"),
                     format!("needs exactly one CIDR per availability zone (az_count = {})", n.az_count),
@@ -545,25 +649,26 @@ impl Config {
             }
             for (i, cidr) in list.iter().enumerate() {
                 let field = format!("network.{list_name}[{i}]");
-                let net = parse_cidr(&field, cidr)?;
-                if !vpc.contains(&net) {
-                    return Err(invalid(&field, cidr, format!("subnet is outside the VPC {}", n.vpc_cidr)));
+                let Some(net) = parse_cidr(p, &field, cidr) else { continue };
+                if let Some(vpc) = vpc {
+                    if !vpc.contains(&net) {
+                        p.push(invalid(&field, cidr, format!("subnet is outside the VPC {}", n.vpc_cidr)));
+                    }
                 }
                 if !(16..=28).contains(&net.prefix_len()) {
-                    return Err(invalid(&field, cidr, "a subnet block must be between /16 and /28"));
+                    p.push(invalid(&field, cidr, "a subnet block must be between /16 and /28"));
                 }
                 if let Some((other, _)) = seen.iter().find(|(_, o)| o.contains(&net) || net.contains(o)) {
-                    return Err(invalid(&field, cidr, format!("overlaps {other}")));
+                    p.push(invalid(&field, cidr, format!("overlaps {other}")));
                 }
                 seen.push((format!("{field} ({cidr})"), net));
             }
         }
-        Ok(())
     }
 
-    fn validate_services(&self) -> Result<(), ConfigError> {
+    fn validate_services(&self, p: &mut Vec<ConfigError>) {
         if self.services.is_empty() {
-            return Err(invalid("services", "[]", "at least one service is needed"));
+            p.push(invalid("services", "[]", "at least one service is needed"));
         }
         let mut names = BTreeSet::new();
         let mut ports = BTreeSet::new();
@@ -573,45 +678,41 @@ impl Config {
         let secret_names: BTreeSet<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
         for (i, s) in self.services.iter().enumerate() {
             let f = |k: &str| format!("services[{i}].{k}");
-            validate_label(&f("name"), &s.name)?;
+            validate_label(p, &f("name"), &s.name);
             if !names.insert(s.name.as_str()) {
-                return Err(invalid(f("name"), &s.name, "service names must be unique"));
+                p.push(invalid(f("name"), &s.name, "service names must be unique"));
             }
             if !ports.insert(s.port) {
-                return Err(invalid(f("port"), s.port, "service ports must be unique"));
+                p.push(invalid(f("port"), s.port, "service ports must be unique"));
             }
             if s.port == 0 {
-                return Err(invalid(f("port"), s.port, "must be between 1 and 65535"));
+                p.push(invalid(f("port"), s.port, "must be between 1 and 65535"));
             }
             match fargate_memory_options(s.cpu) {
-                None => {
-                    return Err(invalid(
-                        f("cpu"),
-                        s.cpu,
-                        "Fargate offers 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units",
-                    ))
-                }
-                Some(options) if !options.contains(&s.memory) => {
-                    return Err(invalid(
-                        f("memory"),
+                None => p.push(invalid(
+                    f("cpu"),
+                    s.cpu,
+                    "Fargate offers 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units",
+                )),
+                Some(options) if !options.contains(&s.memory) => p.push(invalid(
+                    f("memory"),
+                    s.memory,
+                    format!(
+                        "Fargate does not offer {} MiB with {} CPU units (allowed: {}..={} MiB in its steps)",
                         s.memory,
-                        format!(
-                            "Fargate does not offer {} MiB with {} CPU units (allowed: {}..={} MiB in its steps)",
-                            s.memory,
-                            s.cpu,
-                            options[0],
-                            options[options.len() - 1]
-                        ),
-                    ))
-                }
+                        s.cpu,
+                        options[0],
+                        options[options.len() - 1]
+                    ),
+                )),
                 Some(_) => {}
             }
             if s.desired_count < 0 {
-                return Err(invalid(f("desired_count"), s.desired_count, "must not be negative"));
+                p.push(invalid(f("desired_count"), s.desired_count, "must not be negative"));
             }
             if let Some(tag) = &s.image_tag {
                 if !valid_image_tag(tag) {
-                    return Err(invalid(
+                    p.push(invalid(
                         f("image_tag"),
                         tag,
                         "must be 1-128 characters of [A-Za-z0-9_.-], not starting with . or -",
@@ -620,34 +721,30 @@ impl Config {
             }
             for (var, secret) in &s.secrets {
                 if !secret_names.contains(secret.as_str()) {
-                    return Err(invalid(
-                        format!("services[{i}].secrets.{var}"),
-                        secret,
-                        "names no secret in `secrets`",
-                    ));
+                    p.push(invalid(format!("services[{i}].secrets.{var}"), secret, "names no secret in `secrets`"));
                 }
             }
             for from in &s.allow_from {
                 if !self.services.iter().any(|o| &o.name == from) {
-                    return Err(invalid(f("allow_from"), from, "names no service in `services`"));
+                    p.push(invalid(f("allow_from"), from, "names no service in `services`"));
                 }
             }
             if let Some(route) = &s.route {
-                validate_label(&f("route.short_name"), &route.short_name)?;
+                validate_label(p, &f("route.short_name"), &route.short_name);
                 if !short_names.insert(route.short_name.as_str()) {
-                    return Err(invalid(f("route.short_name"), &route.short_name, "route short names must be unique"));
+                    p.push(invalid(f("route.short_name"), &route.short_name, "route short names must be unique"));
                 }
                 if !route.health_check_path.starts_with('/') {
-                    return Err(invalid(f("route.health_check_path"), &route.health_check_path, "must start with /"));
+                    p.push(invalid(f("route.health_check_path"), &route.health_check_path, "must start with /"));
                 }
                 match &route.path_pattern {
                     None => defaults += 1,
-                    Some(p) => {
-                        if !p.starts_with('/') {
-                            return Err(invalid(f("route.path_pattern"), p, "must start with /"));
+                    Some(pattern) => {
+                        if !pattern.starts_with('/') {
+                            p.push(invalid(f("route.path_pattern"), pattern, "must start with /"));
                         }
                         if !(1..=50000).contains(&route.priority) || !priorities.insert(route.priority) {
-                            return Err(invalid(
+                            p.push(invalid(
                                 f("route.priority"),
                                 route.priority,
                                 "must be unique and between 1 and 50000",
@@ -659,7 +756,7 @@ impl Config {
         }
         let routed = self.services.iter().filter(|s| s.route.is_some()).count();
         if routed > 0 && defaults != 1 {
-            return Err(invalid(
+            p.push(invalid(
                 "services[*].route.path_pattern",
                 defaults,
                 "exactly one routed service must have no path_pattern (the listener's default)",
@@ -667,69 +764,63 @@ impl Config {
         }
         let mut secret_seen = BTreeSet::new();
         for (i, s) in self.secrets.iter().enumerate() {
-            validate_label(&format!("secrets[{i}].name"), &s.name)?;
+            validate_label(p, &format!("secrets[{i}].name"), &s.name);
             if !secret_seen.insert(&s.name) {
-                return Err(invalid(format!("secrets[{i}].name"), &s.name, "secret names must be unique"));
+                p.push(invalid(format!("secrets[{i}].name"), &s.name, "secret names must be unique"));
             }
             if s.generated_fields.is_empty() && s.fixed_fields.is_empty() {
-                return Err(invalid(format!("secrets[{i}]"), &s.name, "a secret needs at least one field"));
+                p.push(invalid(format!("secrets[{i}]"), &s.name, "a secret needs at least one field"));
             }
         }
-        Ok(())
     }
 
-    fn validate_settings(&self) -> Result<(), ConfigError> {
+    fn validate_settings(&self, p: &mut Vec<ConfigError>) {
         let sc = &self.scaling;
         if sc.min_capacity < 0 {
-            return Err(invalid("scaling.min_capacity", sc.min_capacity, "must not be negative"));
+            p.push(invalid("scaling.min_capacity", sc.min_capacity, "must not be negative"));
         }
         if sc.min_capacity > sc.max_capacity {
-            return Err(invalid(
+            p.push(invalid(
                 "scaling.min_capacity",
                 sc.min_capacity,
                 format!("must not exceed scaling.max_capacity ({})", sc.max_capacity),
             ));
         }
         if !(sc.cpu_target > 0.0 && sc.cpu_target <= 100.0) {
-            return Err(invalid("scaling.cpu_target", sc.cpu_target, "must be in (0, 100]"));
+            p.push(invalid("scaling.cpu_target", sc.cpu_target, "must be in (0, 100]"));
         }
-        if sc.scale_in_cooldown < 0 || sc.scale_out_cooldown < 0 {
-            return Err(invalid(
-                "scaling.scale_in_cooldown",
-                sc.scale_in_cooldown.min(sc.scale_out_cooldown),
-                "cooldowns must not be negative",
-            ));
+        if sc.scale_in_cooldown < 0 {
+            p.push(invalid("scaling.scale_in_cooldown", sc.scale_in_cooldown, "cooldowns must not be negative"));
+        }
+        if sc.scale_out_cooldown < 0 {
+            p.push(invalid("scaling.scale_out_cooldown", sc.scale_out_cooldown, "cooldowns must not be negative"));
         }
         if !LOG_RETENTION_DAYS.contains(&self.logs.retention_days) {
-            return Err(invalid(
+            p.push(invalid(
                 "logs.retention_days",
                 self.logs.retention_days,
                 format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}"),
             ));
         }
         if self.registry.keep_images == 0 {
-            return Err(invalid("registry.keep_images", 0, "must be at least 1"));
+            p.push(invalid("registry.keep_images", 0, "must be at least 1"));
         }
         let c = &self.cluster;
         if c.on_demand_weight + c.spot_weight == 0 {
-            return Err(invalid(
-                "cluster.spot_weight",
-                c.spot_weight,
-                "on_demand_weight and spot_weight cannot both be 0",
-            ));
+            p.push(invalid("cluster.spot_weight", c.spot_weight, "on_demand_weight and spot_weight cannot both be 0"));
         }
         if c.on_demand_base > 100_000 {
-            return Err(invalid("cluster.on_demand_base", c.on_demand_base, "must be at most 100000"));
+            p.push(invalid("cluster.on_demand_base", c.on_demand_base, "must be at most 100000"));
         }
         let i = &self.ingress;
         if !(2..=10).contains(&i.healthy_threshold) {
-            return Err(invalid("ingress.healthy_threshold", i.healthy_threshold, "must be between 2 and 10"));
+            p.push(invalid("ingress.healthy_threshold", i.healthy_threshold, "must be between 2 and 10"));
         }
         if !(2..=10).contains(&i.unhealthy_threshold) {
-            return Err(invalid("ingress.unhealthy_threshold", i.unhealthy_threshold, "must be between 2 and 10"));
+            p.push(invalid("ingress.unhealthy_threshold", i.unhealthy_threshold, "must be between 2 and 10"));
         }
         if !(5..=300).contains(&i.health_check_interval) {
-            return Err(invalid(
+            p.push(invalid(
                 "ingress.health_check_interval",
                 i.health_check_interval,
                 "must be between 5 and 300 seconds",
@@ -737,26 +828,43 @@ impl Config {
         }
         if let Some(arn) = &i.certificate_arn {
             if !arn.starts_with("arn:") {
-                return Err(invalid("ingress.certificate_arn", arn, "must be an ACM certificate ARN (arn:...)"));
+                p.push(invalid("ingress.certificate_arn", arn, "must be an ACM certificate ARN (arn:...)"));
             }
         }
         if !(0..=2_147_483_647).contains(&self.discovery.dns_ttl) {
-            return Err(invalid("discovery.dns_ttl", self.discovery.dns_ttl, "must be between 0 and 2147483647"));
+            p.push(invalid("discovery.dns_ttl", self.discovery.dns_ttl, "must be between 0 and 2147483647"));
         }
         if !(1..=10).contains(&self.discovery.failure_threshold) {
-            return Err(invalid(
+            p.push(invalid(
                 "discovery.failure_threshold",
                 self.discovery.failure_threshold,
                 "must be between 1 and 10",
             ));
         }
-        Ok(())
     }
 
-    fn validate_name_lengths(&self) -> Result<(), ConfigError> {
-        for (kind, name, limit) in Names::new(self).limited_names() {
+    fn validate_cost(&self, p: &mut Vec<ConfigError>) {
+        let c = &self.cost;
+        if !(c.log_gb_per_day.is_finite() && c.log_gb_per_day >= 0.0) {
+            p.push(invalid("cost.log_gb_per_day", c.log_gb_per_day, "must be a number of GB, 0 or more"));
+        }
+        for (key, price) in c.prices.entries() {
+            if let Some(v) = price {
+                if !(v.is_finite() && v >= 0.0) {
+                    p.push(invalid(format!("cost.prices.{key}"), v, "must be a price in USD, 0 or more"));
+                }
+            }
+        }
+    }
+
+    /// Every generated name within its AWS length limit, and no two resources of one AWS
+    /// namespace given the same name (a service named `alb` would take the load balancer's
+    /// security group name).
+    fn validate_names(&self, p: &mut Vec<ConfigError>) {
+        let names = Names::new(self);
+        for (kind, name, limit) in names.limited_names() {
             if name.len() > limit {
-                return Err(invalid(
+                p.push(invalid(
                     "environment",
                     &self.environment,
                     format!(
@@ -766,22 +874,53 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        let describe = |owner: Owner| match owner {
+            Owner::Tap(what) => format!("the {what}"),
+            Owner::Service(i) => format!("service `{}`", self.services[i].name),
+            Owner::Secret(i) => format!("secret `{}`", self.secrets[i].name),
+        };
+        let mut seen: BTreeMap<(&'static str, String), Owner> = BTreeMap::new();
+        for named in names.resource_names() {
+            let key = (named.namespace, named.name.clone());
+            let Some(&first) = seen.get(&key) else {
+                seen.insert(key, named.owner);
+                continue;
+            };
+            if first == named.owner {
+                continue;
+            }
+            // Blame the one that can be renamed: a service or secret, not tap's own resource.
+            let (blamed, other) =
+                if matches!(named.owner, Owner::Tap(_)) { (first, named.owner) } else { (named.owner, first) };
+            let (field, value) = match blamed {
+                Owner::Service(i) => (format!("services[{i}].name"), self.services[i].name.clone()),
+                Owner::Secret(i) => (format!("secrets[{i}].name"), self.secrets[i].name.clone()),
+                Owner::Tap(_) => ("services".to_owned(), String::new()),
+            };
+            p.push(invalid(
+                field,
+                value,
+                format!(
+                    "its {} would be named `{}`, the name of {}'s {}; choose another name",
+                    named.namespace,
+                    named.name,
+                    describe(other),
+                    named.namespace
+                ),
+            ));
+        }
     }
 }
 
 /// `[a-z0-9-]+`, not starting or ending with `-`.
-fn validate_label(field: &str, value: &str) -> Result<(), ConfigError> {
+fn validate_label(p: &mut Vec<ConfigError>, field: &str, value: &str) {
     if value.is_empty() {
-        return Err(invalid(field, value, "must not be empty"));
+        p.push(invalid(field, value, "must not be empty"));
+    } else if !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        p.push(invalid(field, value, "may contain only lowercase letters, digits and '-'"));
+    } else if value.starts_with('-') || value.ends_with('-') {
+        p.push(invalid(field, value, "must not start or end with '-'"));
     }
-    if !value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(invalid(field, value, "may contain only lowercase letters, digits and '-'"));
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err(invalid(field, value, "must not start or end with '-'"));
-    }
-    Ok(())
 }
 
 fn valid_image_tag(tag: &str) -> bool {
@@ -790,13 +929,16 @@ fn valid_image_tag(tag: &str) -> bool {
         && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-fn parse_cidr(field: &str, value: &str) -> Result<Ipv4Net, ConfigError> {
-    let net: Ipv4Net =
-        value.parse().map_err(|_| invalid(field, value, "must be an IPv4 CIDR block like 10.0.0.0/16"))?;
+fn parse_cidr(p: &mut Vec<ConfigError>, field: &str, value: &str) -> Option<Ipv4Net> {
+    let Ok(net) = value.parse::<Ipv4Net>() else {
+        p.push(invalid(field, value, "must be an IPv4 CIDR block like 10.0.0.0/16"));
+        return None;
+    };
     if net.trunc() != net {
-        return Err(invalid(field, value, format!("has host bits set; the block is {}", net.trunc())));
+        p.push(invalid(field, value, format!("has host bits set; the block is {}", net.trunc())));
+        return None;
     }
-    Ok(net)
+    Some(net)
 }
 
 #[cfg(test)]
@@ -857,12 +999,82 @@ mod tests {
     fn rejects(mutate: impl FnOnce(&mut Config), field: &str) {
         let mut c = Config::default();
         mutate(&mut c);
-        match c.validate() {
-            Err(ConfigError::Invalid { field: f, .. }) => {
-                assert!(f.starts_with(field), "expected field {field}, got {f}")
+        let err = c.validate().expect_err(field);
+        let fields: Vec<&str> = err
+            .problems()
+            .into_iter()
+            .map(|p| match p {
+                ConfigError::Invalid { field, .. } => field.as_str(),
+                other => panic!("not a single problem: {other:?}"),
+            })
+            .collect();
+        assert!(fields.iter().any(|f| f.starts_with(field)), "expected field {field}, got {fields:?}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem_not_only_the_first() {
+        let mut c = Config { environment: "Bad".into(), ..Config::default() };
+        c.network.vpc_cidr = "10.0.0.0/33".into();
+        c.services[1].cpu = 300;
+        c.logs.retention_days = 31;
+        c.scaling.cpu_target = 0.0;
+        let err = c.validate().unwrap_err();
+        let ConfigError::Problems(all) = &err else { panic!("several problems: {err:?}") };
+        let fields: Vec<String> = all
+            .iter()
+            .map(|p| match p {
+                ConfigError::Invalid { field, .. } => field.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            ["environment", "network.vpc_cidr", "services[1].cpu", "scaling.cpu_target", "logs.retention_days"]
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("invalid configuration (5 problems):\n  - `environment` = \"Bad\""), "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    #[test]
+    fn service_names_that_take_taps_own_names_are_refused() {
+        let mut c = Config::default();
+        c.services[0].name = "alb".into();
+        let err = c.validate().unwrap_err();
+        match &err {
+            ConfigError::Invalid { field, value, rule } => {
+                assert_eq!((field.as_str(), value.as_str()), ("services[0].name", "alb"));
+                assert!(rule.contains("security group") && rule.contains("tap-alb-sg-dev"), "{rule}");
+                assert!(rule.contains("load balancer"), "{rule}");
             }
-            other => panic!("expected {field} to be rejected, got {other:?}"),
+            other => panic!("{other:?}"),
         }
+        // Every other name of the default platform is free of collisions, whatever the suffix.
+        for env in ["dev", "alb", "sg-dev", "task-execution"] {
+            Config { environment: env.into(), ..Config::default() }.validate().unwrap();
+        }
+        // A service's names may look like tap's as long as no AWS namespace holds both.
+        let mut c = Config::default();
+        c.services[2].name = "vpc".into();
+        c.services[2].allow_from = vec!["api-gateway".into()];
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_load_error_shows_its_text_once() {
+        Jail::expect_with(|jail| {
+            jail.create_file("tap.toml", "[network]\naz_count = \"three\"\n")?;
+            let err = Config::load(None, no_overrides()).unwrap_err();
+            // As `{:#}` of anyhow shows it: the error, then each source.
+            let mut chained = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(e) = source {
+                chained.push_str(&format!(": {e}"));
+                source = e.source();
+            }
+            assert_eq!(chained.matches("az_count").count(), 1, "{chained}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -127,6 +127,35 @@ impl Names {
         self.name("trade-data")
     }
 
+    /// Every name tap gives a resource in an AWS namespace where names must be unique (security
+    /// groups of the VPC, IAM roles, secrets, …), with what it belongs to: two equal names in one
+    /// namespace would make tap treat two resources as one.
+    pub fn resource_names(&self) -> Vec<NamedResource> {
+        let tap = |namespace, name, what| NamedResource { namespace, name, owner: Owner::Tap(what) };
+        let mut out = vec![
+            tap("security group", self.alb_security_group(), "load balancer"),
+            tap("IAM role", self.execution_role(), "task-execution role"),
+            tap("load balancer", self.load_balancer(), "load balancer"),
+        ];
+        for (i, s) in self.services.iter().enumerate() {
+            let svc = |namespace, name| NamedResource { namespace, name, owner: Owner::Service(i) };
+            out.push(svc("security group", self.service_security_group(s)));
+            out.push(svc("IAM role", self.task_role(s)));
+            out.push(svc("ECR repository", self.repository(s)));
+            out.push(svc("ECS service", self.ecs_service(s)));
+            out.push(svc("task definition family", self.task_family(s)));
+            out.push(svc("log group", self.log_group(s)));
+            out.push(svc("Cloud Map service", s.clone()));
+        }
+        for short in &self.route_short_names {
+            out.push(tap("target group", self.target_group(short), "route"));
+        }
+        for (i, s) in self.secrets.iter().enumerate() {
+            out.push(NamedResource { namespace: "secret", name: self.secret(s), owner: Owner::Secret(i) });
+        }
+        out
+    }
+
     /// Every generated name that has an AWS length limit: (what, name, limit).
     pub fn limited_names(&self) -> Vec<(&'static str, String, usize)> {
         let mut out = vec![
@@ -153,6 +182,28 @@ impl Names {
         }
         out
     }
+}
+
+/// What a generated name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// One of tap's own resources, e.g. the load balancer.
+    Tap(&'static str),
+    /// The service at this index of `services`.
+    Service(usize),
+    /// The secret at this index of `secrets`.
+    Secret(usize),
+}
+
+/// A name in an AWS namespace where names are unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedResource {
+    /// The namespace, e.g. `security group`.
+    pub namespace: &'static str,
+    /// The name.
+    pub name: String,
+    /// What it belongs to.
+    pub owner: Owner,
 }
 
 #[cfg(test)]

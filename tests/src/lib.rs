@@ -144,6 +144,9 @@ impl TestEnv {
             .env_remove("AWS_ENDPOINT_URL")
             // `TAP_*` variables are configuration to tap; this one only tells the harness where tap is.
             .env_remove("TAP_BIN")
+            // No test ever asks the instance-metadata address (the credential and region chain
+            // would probe it when something is missing).
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .current_dir(std::env::temp_dir())

@@ -14,6 +14,13 @@ use aws_sdk_ec2::types::{Filter, NatGatewayState, RouteTable, Tag};
 use serde_json::Value;
 use tests::{tap_binary, Run, TestEnv};
 
+/// The `tap` binary, never asking the instance-metadata address.
+fn tap_command() -> Command {
+    let mut cmd = Command::new(tap_binary());
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
 /// `tap --output json <args>` that must exit with `code`.
 fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
     let mut all = vec!["--output", "json"];
@@ -280,6 +287,7 @@ fn under_pty(env: &TestEnv, args: &[&str]) -> (Option<i32>, String) {
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("RUST_LOG")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("TERM", "xterm-256color")
         .env("NO_COLOR", "1")
         .current_dir(std::env::temp_dir())
@@ -365,7 +373,7 @@ fn completions_for_each_shell_need_no_config_and_no_aws() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("tap.toml"), "not = [valid").unwrap();
     for (shell, marker) in [("bash", "_tap()"), ("zsh", "#compdef tap"), ("fish", "complete -c tap")] {
-        let out = Command::new(tap_binary()).args(["completions", shell]).current_dir(&dir).output().unwrap();
+        let out = tap_command().args(["completions", shell]).current_dir(&dir).output().unwrap();
         assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(script.contains(marker), "{shell}: {script}");
@@ -373,7 +381,7 @@ fn completions_for_each_shell_need_no_config_and_no_aws() {
             assert!(script.contains(word), "{shell} completes {word}");
         }
     }
-    let bad = Command::new(tap_binary()).args(["completions", "tcsh"]).output().unwrap();
+    let bad = tap_command().args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap rejects an unknown shell");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -406,7 +414,7 @@ async fn errors_name_the_resource_the_action_the_code_and_a_hint() {
     assert_eq!(stderr.matches("hint: ").count(), 1, "one hint for one cause: {stderr}");
 
     // Not a region name: refused before any call.
-    let out = Command::new(tap_binary())
+    let out = tap_command()
         .args(["--env", &env.suffix, "--region", "eu-wst", "--endpoint-url", &env.endpoint, "plan"])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
