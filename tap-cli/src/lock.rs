@@ -125,7 +125,7 @@ fn lease_phrase(holder: &LockHolder) -> String {
     match holder.lease_until {
         Some(until) => {
             let now = unix_now();
-            if until > now {
+            if until >= now {
                 format!(", lease ends in {} s", until - now)
             } else {
                 format!(", lease ended {} s ago", now - until)
@@ -531,10 +531,13 @@ impl HeldLock {
 /// or could not be renewed for a whole lease.
 async fn heartbeat(lock: EnvLock, arn: String, lost: watch::Sender<Option<String>>) {
     let lease = lock.me.lease;
-    let every = (lease / 3).max(Duration::from_millis(500));
+    // A steady beat: the time the calls take does not stretch the period.
+    let mut beat = tokio::time::interval((lease / 3).max(Duration::from_millis(500)));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
     let mut renewed = Instant::now();
     loop {
-        tokio::time::sleep(every).await;
+        beat.tick().await;
         let tags = lock.logs.list_tags_for_resource().resource_arn(&arn).send().await.map_err(AwsError::from);
         let result = match tags {
             Ok(t) => {
@@ -583,8 +586,9 @@ fn stale(holder: &LockHolder, my_host: &str, now: u64, alive: impl Fn(u32) -> Op
             return Some(Stale::ProcessGone);
         }
     }
+    // The lease runs to the end of its last second.
     match holder.lease_until {
-        Some(until) if now >= until => Some(Stale::LeaseEnded(now - until)),
+        Some(until) if now > until => Some(Stale::LeaseEnded(now - until)),
         _ => None,
     }
 }
@@ -710,7 +714,12 @@ mod tests {
         assert_eq!(stale(&holder("me", 7, fresh), "me", now, alive), None);
         assert_eq!(stale(&holder("other", 7, fresh), "me", now, dead), None, "another host's pids say nothing");
         assert_eq!(stale(&holder("other", 7, Some(now - 4)), "me", now, alive), Some(Stale::LeaseEnded(4)));
-        assert_eq!(stale(&holder("me", 7, Some(now)), "me", now, alive), Some(Stale::LeaseEnded(0)));
+        assert_eq!(
+            stale(&holder("me", 7, Some(now)), "me", now, alive),
+            None,
+            "the lease runs to the end of its second"
+        );
+        assert_eq!(stale(&holder("me", 7, Some(now - 1)), "me", now, alive), Some(Stale::LeaseEnded(1)));
         assert_eq!(stale(&holder("me", 7, fresh), "me", now, |_| None), None, "no /proc: only the lease counts");
         let legacy = LockHolder { holder: "ana@ci pid 7 (deploy) run 1".into(), ..LockHolder::default() };
         assert_eq!(stale(&legacy, "ci", now, dead), None, "a lock without a lease is never stale");

@@ -303,12 +303,13 @@ async fn lock_tags_of(clients: &AwsClients, env: &str) -> Option<HashMap<String,
 async fn the_holder_renews_its_lease_and_stops_when_the_lock_is_taken_from_it() {
     let env = TestEnv::new("lock-lease");
     let clients = env.clients().await;
-    // Every call 400 ms slower: the deploy outlasts its 3 s lease.
-    let slow = proxy(Faults { latency: Duration::from_millis(400), ..Faults::default() });
+    // Every call a second slower: the deploy outlasts its 6 s lease (renewed every 2 s, each
+    // renewal two calls) about three times.
+    let slow = proxy(Faults { latency: Duration::from_secs(1), ..Faults::default() });
     let spawn_slow = || {
         env.with_endpoint(&slow.endpoint())
             .command()
-            .env("TAP_LOCK_LEASE_SECONDS", "3")
+            .env("TAP_LOCK_LEASE_SECONDS", "6")
             .args(["deploy", "--no-wait"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,12 +328,12 @@ async fn the_holder_renews_its_lease_and_stops_when_the_lock_is_taken_from_it() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(taken["tap:lock-pid"], first.id().to_string());
-    assert_eq!(taken["tap:lock-lease-seconds"], "3");
+    assert_eq!(taken["tap:lock-lease-seconds"], "6");
     let lease_until = |tags: &HashMap<String, String>| tags["tap:lock-lease-until"].parse::<u64>().unwrap();
 
     // More than a lease later the lock is still the first run's, its lease moved on, and another
     // deploy is refused at once naming it.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     let renewed = lock_tags_of(&clients, "lock-lease").await.expect("the lock is still held");
     assert_eq!(renewed["tap:lock-run"], taken["tap:lock-run"]);
     assert!(lease_until(&renewed) >= lease_until(&taken) + 2, "renewed: {taken:?} -> {renewed:?}");
@@ -360,10 +361,11 @@ async fn the_holder_renews_its_lease_and_stops_when_the_lock_is_taken_from_it() 
         "not removed by the loser"
     );
 
-    // Once that lease ends (waited for by default: it is about to), destroy takes the lock over.
-    // (The first deploy may have made all of the stack before it noticed, so a deploy could have
-    // nothing to write and take no lock; destroy has.)
-    let destroy = env.tap(&["destroy", "--yes"]).success();
+    // Once that lease ends, destroy takes the lock over. (The first deploy may have made all of the
+    // stack before it noticed, so a deploy could have nothing to write and take no lock; destroy
+    // has. Its wait is bounded explicitly: a renewal of the first run in flight while the lock was
+    // retagged may have pushed the lease end by one lease.)
+    let destroy = env.tap(&["destroy", "--yes", "--lock-timeout", "30"]).success();
     assert!(destroy.stderr.contains("took over the lock of run 0cafe000"), "{}", destroy.stderr);
     env.inventory().await.assert_empty("after destroy");
     assert!(lock_groups(&clients, "lock-lease").await.is_empty());
