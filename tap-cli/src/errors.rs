@@ -277,7 +277,7 @@ mod tests {
     use super::*;
 
     fn aws(code: Option<&str>, message: &str) -> AwsError {
-        AwsError { code: code.map(str::to_owned), message: message.into(), retryable: false }
+        AwsError { code: code.map(str::to_owned), ..AwsError::local(message) }
     }
 
     fn hint_of(action: &str, code: Option<&str>, message: &str) -> String {

@@ -140,7 +140,7 @@ fn strategy_items(strategy: &[StrategyItem]) -> Result<Vec<CapacityProviderStrat
                 .base(s.base)
                 .weight(s.weight)
                 .build()
-                .map_err(|e| AwsError { code: None, message: format!("invalid request: {e}"), retryable: false })
+                .map_err(|e| AwsError::local(format!("invalid request: {e}")))
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
@@ -18,7 +19,8 @@ pub const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
 ];
 
-/// An AWS call that failed: AWS's code and message, and whether retrying later may succeed.
+/// An AWS call that failed: AWS's code and message, the HTTP status of the answer, and whether
+/// retrying later may succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsError {
     /// AWS's error code, e.g. `InvalidVpcID.NotFound`; `None` for transport failures.
@@ -27,12 +29,38 @@ pub struct AwsError {
     pub message: String,
     /// Throttling, a 5xx or a transport failure: the same call may succeed later.
     pub retryable: bool,
+    /// The HTTP status AWS answered with; `None` when no answer came (a transport failure) or the
+    /// error is tap's own (a request it could not build, an answer missing a field).
+    pub status: Option<u16>,
 }
 
 impl AwsError {
     /// An error with this code and message; retryable when the code is a throttling code.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        AwsError { code: Some(code.into()), message: message.into(), retryable: THROTTLING_CODES.contains(&code) }
+        AwsError {
+            code: Some(code.into()),
+            message: message.into(),
+            retryable: THROTTLING_CODES.contains(&code),
+            status: None,
+        }
+    }
+
+    /// An error tap found itself, without asking AWS (a request it could not build, an answer
+    /// missing a field): no code, not retryable.
+    pub fn local(message: impl Into<String>) -> Self {
+        AwsError { code: None, message: message.into(), retryable: false, status: None }
+    }
+
+    /// A call that got no answer (connection reset, response lost, timeout): it may or may not
+    /// have taken effect.
+    pub fn no_answer(message: impl Into<String>) -> Self {
+        AwsError { code: None, message: message.into(), retryable: true, status: None }
+    }
+
+    /// AWS answered `500` with this code (e.g. `InternalError`): the call may or may not have
+    /// taken effect.
+    pub fn server_error(code: &str, message: impl Into<String>) -> Self {
+        AwsError { code: Some(code.into()), message: message.into(), retryable: true, status: Some(500) }
     }
 
     /// A throttling error, as AWS returns when calls come too fast.
@@ -40,25 +68,35 @@ impl AwsError {
         Self::new("ThrottlingException", "Rate exceeded")
     }
 
-    /// Converts any SDK error, keeping code and message and classifying it.
-    pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    /// Converts any SDK error, keeping code, message and the answer's HTTP status, and
+    /// classifying it.
+    pub fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
     {
         match &err {
             SdkError::ServiceError(service) => {
                 let e = service.err();
                 let code = e.code().map(str::to_owned);
-                let status_5xx = format!("{:?}", service.raw()).contains("status: StatusCode(5");
-                let retryable = code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c)) || status_5xx;
+                let status = service.raw().status();
+                let retryable =
+                    code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c)) || status.is_server_error();
                 let message = e.message().map(str::to_owned).unwrap_or_else(|| e.to_string());
-                AwsError { code, message, retryable }
+                AwsError { code, message, retryable, status: Some(status.as_u16()) }
             }
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                AwsError { code: None, message: display_chain(&err), retryable: true }
+            // An answer that could not be read: a 5xx (which may have taken effect) keeps its
+            // status; anything else counts as no answer.
+            SdkError::ResponseError(response) => {
+                let status = response.raw().status();
+                AwsError {
+                    code: None,
+                    message: display_chain(&err),
+                    retryable: true,
+                    status: status.is_server_error().then(|| status.as_u16()),
+                }
             }
-            _ => AwsError { code: None, message: display_chain(&err), retryable: false },
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => AwsError::no_answer(display_chain(&err)),
+            _ => AwsError::local(display_chain(&err)),
         }
     }
 
@@ -81,19 +119,25 @@ impl AwsError {
         self.code.as_deref().is_some_and(|c| THROTTLING_CODES.contains(&c))
     }
 
+    /// Whether AWS answered with a 5xx status (`InternalError`, `ServiceUnavailable`, …).
+    pub fn is_server_error(&self) -> bool {
+        self.status.is_some_and(|s| (500..600).contains(&s))
+    }
+
     /// Whether the call may or may not have taken effect: no answer came back (the connection
-    /// failed, the response was lost, or the attempt timed out).
+    /// failed, the response was lost, or the attempt timed out), or AWS answered with a 5xx —
+    /// AWS may have done what was asked and still answer `500 InternalError`. For a create
+    /// without an idempotency token either means: look it up before sending it again.
     pub fn outcome_unknown(&self) -> bool {
-        self.retryable && self.code.is_none()
+        (self.retryable && self.code.is_none()) || self.is_server_error()
     }
 }
 
-impl<E, R> From<SdkError<E, R>> for AwsError
+impl<E> From<SdkError<E, HttpResponse>> for AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
 {
-    fn from(err: SdkError<E, R>) -> Self {
+    fn from(err: SdkError<E, HttpResponse>) -> Self {
         AwsError::from_sdk(err)
     }
 }
@@ -192,6 +236,35 @@ mod tests {
         assert!(e.is_retryable());
         assert_eq!(e.to_string(), "CreateVpc on network/vpc failed: ThrottlingException: Rate exceeded");
         assert!(!StepError::aws("x", "Y")(AwsError::new("InvalidParameter", "bad")).is_retryable());
+    }
+
+    fn sdk_error(status: u16, code: &str) -> SdkError<aws_smithy_types::error::ErrorMetadata, HttpResponse> {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let meta = aws_smithy_types::error::ErrorMetadata::builder().code(code).message("m").build();
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+        SdkError::service_error(meta, raw)
+    }
+
+    #[test]
+    fn an_answered_5xx_keeps_its_status_and_its_outcome_is_unknown() {
+        let e = AwsError::from_sdk(sdk_error(500, "InternalError"));
+        assert_eq!((e.code.as_deref(), e.status, e.retryable), (Some("InternalError"), Some(500), true));
+        assert!(e.is_server_error() && e.outcome_unknown(), "a create answered 500 may have taken effect");
+        let e = AwsError::from_sdk(sdk_error(503, "ServiceUnavailable"));
+        assert!(e.outcome_unknown());
+        assert!(AwsError::server_error("InternalError", "x").outcome_unknown());
+    }
+
+    #[test]
+    fn a_4xx_answer_is_known_throttling_included() {
+        let throttled = AwsError::from_sdk(sdk_error(400, "Throttling"));
+        assert_eq!(throttled.status, Some(400));
+        assert!(throttled.retryable && throttled.is_throttling() && !throttled.outcome_unknown());
+        let refused = AwsError::from_sdk(sdk_error(400, "InvalidParameterValue"));
+        assert!(!refused.retryable && !refused.outcome_unknown() && !refused.is_server_error());
+        assert!(AwsError::no_answer("connection reset").outcome_unknown());
+        assert!(!AwsError::local("no id in the answer").outcome_unknown());
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! Creates that happen exactly once, even when AWS's answer is lost.
+//! Creates that happen exactly once, even when AWS's answer is lost or is a 5xx.
 //!
 //! A create whose response never arrived (connection reset, timeout) may or may not have taken
-//! effect. The SDK's standard retry mode would send it again, which for a call without an
-//! idempotency token (`CreateVpc`, `AllocateAddress`, …) makes a second resource, and for a named
-//! one (`CreateSubnet`, `CreateTargetGroup`, …) fails with "already exists" or a conflict. So:
+//! effect; so may one AWS answered with a 5xx (`500 InternalError`, `503 ServiceUnavailable`: the
+//! request can have been carried out and the answer still say it failed). The SDK's standard retry
+//! mode would send it again, which for a call without an idempotency token (`CreateVpc`,
+//! `AllocateAddress`, …) makes a second resource, and for a named one (`CreateSubnet`,
+//! `CreateTargetGroup`, …) fails with "already exists" or a conflict. So:
 //!
 //! - [`NoBlindRetry`], attached to such an operation (`.customize().config_override(…)`), stops the
-//!   SDK from resending it when the outcome is unknown; throttling and other errors AWS answered
-//!   with are still retried by the standard retry mode as usual.
+//!   SDK from resending it when the outcome is unknown (no answer, or a 5xx answer); throttling and
+//!   other errors AWS answered with a 4xx are still retried by the standard retry mode as usual.
 //! - [`create_or_adopt`] then looks the resource up (by its tags or name, with a short bounded poll
 //!   for eventual consistency) and adopts what it finds; only when nothing is there does it create
 //!   again. An "already exists" answer is handled the same way: the resource found is adopted (the
@@ -37,20 +39,23 @@ use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryA
 
 use crate::error::AwsError;
 
-/// A retry classifier that forbids the SDK to resend a call when no answer came back (the
-/// response was lost, the connection failed, the attempt timed out): the call may have taken
-/// effect. It runs after the SDK's own classifiers and only overrides them for those transport
-/// failures; throttling and other errors AWS answered with keep their standard retries.
+/// A retry classifier that forbids the SDK to resend a call whose outcome is unknown: no answer
+/// came back (the response was lost, the connection failed, the attempt timed out), or AWS
+/// answered with a 5xx status — either way the call may have taken effect. It runs after the
+/// SDK's own classifiers and only overrides them in those cases; throttling and other errors AWS
+/// answered with a 4xx keep their standard retries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBlindRetry;
 
 impl ClassifyRetry for NoBlindRetry {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        match ctx.output_or_error() {
-            Some(Err(e)) if e.is_response_error() || e.is_timeout_error() || e.as_connector_error().is_some() => {
-                RetryAction::RetryForbidden
-            }
-            _ => RetryAction::NoActionIndicated,
+        let Some(Err(e)) = ctx.output_or_error() else { return RetryAction::NoActionIndicated };
+        let no_answer = e.is_response_error() || e.is_timeout_error() || e.as_connector_error().is_some();
+        let server_error = ctx.response().is_some_and(|r| r.status().is_server_error());
+        if no_answer || server_error {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
         }
     }
 
@@ -82,7 +87,7 @@ impl Default for Recovery {
 }
 
 /// Creates a resource exactly once: runs `create`; when its outcome is unknown
-/// ([`AwsError::outcome_unknown`]) or AWS says it already exists (`exists`), looks it up with
+/// ([`AwsError::outcome_unknown`]: no answer, or a 5xx answer) or AWS says it already exists (`exists`), looks it up with
 /// `find` (which must return only resources of this environment, found by tags or name) and adopts
 /// it; creates again only when nothing is found, at most [`Recovery::attempts`] times. Any other
 /// error is returned as it is.
@@ -115,9 +120,9 @@ where
         if !err.outcome_unknown() {
             return Err(err);
         }
-        tracing::warn!(resource = what, error = %err, attempt, "no answer to the create; looking it up before creating again");
+        tracing::warn!(resource = what, error = %err, attempt, "the create's outcome is unknown; looking it up before creating again");
         if let Some(found) = look_up(recovery, &mut find).await? {
-            tracing::info!(resource = what, "the lost create had taken effect; adopting its resource");
+            tracing::info!(resource = what, "the create had taken effect; adopting its resource");
             return Ok(found);
         }
         if attempt >= recovery.attempts {
@@ -154,7 +159,11 @@ mod tests {
     use std::sync::Mutex;
 
     fn lost() -> AwsError {
-        AwsError { code: None, message: "connection closed before message completed".into(), retryable: true }
+        AwsError::no_answer("connection closed before message completed")
+    }
+
+    fn internal_error() -> AwsError {
+        AwsError::server_error("InternalError", "We encountered an internal error. Please try again.")
     }
 
     fn fast() -> Recovery {
@@ -179,6 +188,47 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((id.as_str(), creates.load(Ordering::SeqCst), store.lock().unwrap().len()), ("r-1", 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_create_answered_500_that_took_effect_is_adopted_not_repeated() {
+        let store = Mutex::new(Vec::<String>::new());
+        let creates = AtomicU32::new(0);
+        let id = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(store.lock().unwrap().first().cloned()) },
+            || async {
+                creates.fetch_add(1, Ordering::SeqCst);
+                store.lock().unwrap().push("r-1".into());
+                Err(internal_error())
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst), store.lock().unwrap().len()), ("r-1", 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_create_answered_500_that_did_not_happen_is_sent_again() {
+        let creates = AtomicU32::new(0);
+        let id = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(None) },
+            || async {
+                if creates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(internal_error())
+                } else {
+                    Ok("r-2".to_owned())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst)), ("r-2", 2));
     }
 
     #[tokio::test]
@@ -238,29 +288,47 @@ mod tests {
     }
 
     #[test]
-    fn the_classifier_forbids_resending_only_when_no_answer_came() {
-        use aws_smithy_runtime_api::client::interceptors::context::{Error, Input};
-        use aws_smithy_runtime_api::client::orchestrator::OrchestratorError;
+    fn the_classifier_forbids_resending_only_when_the_outcome_is_unknown() {
+        use aws_smithy_runtime_api::client::interceptors::context::{Error, Input, Output};
+        use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, OrchestratorError};
         use aws_smithy_runtime_api::client::result::ConnectorError;
-        let classify = |outcome: Result<(), OrchestratorError<Error>>| {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let classify = |status: Option<u16>, outcome: Result<(), OrchestratorError<Error>>| {
             let mut ctx = InterceptorContext::new(Input::erase(()));
-            ctx.set_output_or_error(outcome.map(aws_smithy_runtime_api::client::interceptors::context::Output::erase));
+            if let Some(status) = status {
+                ctx.set_response(HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty()));
+            }
+            ctx.set_output_or_error(outcome.map(Output::erase));
             NoBlindRetry.classify_retry(&ctx)
         };
-        assert_eq!(classify(Err(OrchestratorError::response("connection closed".into()))), RetryAction::RetryForbidden);
+        let answered = |e: AwsError| Err(OrchestratorError::operation(Error::erase(e)));
+        // No answer: the connection closed, was reset.
+        let closed = OrchestratorError::response("connection closed".into());
+        assert_eq!(classify(None, Err(closed)), RetryAction::RetryForbidden);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let reset = OrchestratorError::connector(ConnectorError::io(io.into()));
+        assert_eq!(classify(None, Err(reset)), RetryAction::RetryForbidden);
+        // A 5xx answer: the create may have taken effect.
+        assert_eq!(classify(Some(500), answered(internal_error())), RetryAction::RetryForbidden);
         assert_eq!(
-            classify(Err(OrchestratorError::connector(ConnectorError::io(io.into())))),
+            classify(Some(503), answered(AwsError::server_error("ServiceUnavailable", "x"))),
             RetryAction::RetryForbidden
         );
-        let throttled = OrchestratorError::operation(Error::erase(AwsError::throttling()));
-        assert_eq!(classify(Err(throttled)), RetryAction::NoActionIndicated, "answered errors keep their retries");
-        assert_eq!(classify(Ok(())), RetryAction::NoActionIndicated);
+        // Throttling and other 4xx answers keep their standard retries.
+        assert_eq!(
+            classify(Some(400), answered(AwsError::throttling())),
+            RetryAction::NoActionIndicated,
+            "answered errors keep their retries"
+        );
+        assert_eq!(classify(Some(200), Ok(())), RetryAction::NoActionIndicated);
+        assert_eq!(classify(None, Ok(())), RetryAction::NoActionIndicated);
     }
 
     #[test]
     fn classification() {
         assert!(lost().outcome_unknown());
+        assert!(internal_error().outcome_unknown(), "a 5xx answer leaves the outcome unknown");
         assert!(!AwsError::throttling().outcome_unknown() && AwsError::throttling().is_throttling());
         assert!(!AwsError::new("InvalidParameter", "x").outcome_unknown());
     }

@@ -430,7 +430,7 @@ mod tests {
             if *lose > 0 {
                 *lose -= 1;
                 // The create took effect; its answer never arrived.
-                return Err(AwsError { code: None, message: "connection reset".into(), retryable: true });
+                return Err(AwsError::no_answer("connection reset"));
             }
             Ok(want.clone())
         }

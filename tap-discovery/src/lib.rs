@@ -195,7 +195,7 @@ pub trait CloudMapApi: Send + Sync {
 pub struct SdkCloudMap(pub aws_sdk_servicediscovery::Client);
 
 fn build_error(e: impl std::fmt::Display) -> AwsError {
-    AwsError { code: None, message: format!("invalid request: {e}"), retryable: false }
+    AwsError::local(format!("invalid request: {e}"))
 }
 
 fn sdk_tags(tags: &[Tag]) -> Result<Vec<aws_sdk_servicediscovery::types::Tag>, AwsError> {

@@ -400,8 +400,8 @@ fn observed_listener(l: &elbv2::types::Listener) -> ObservedListener {
     }
 }
 
-/// Creates the SDK must not resend blindly when their answer is lost: the step looks the resource
-/// up first (see `tap_core::idempotent`).
+/// Creates the SDK must not resend blindly when their outcome is unknown (no answer, or a 5xx
+/// answer): the step looks the resource up first (see `tap_core::idempotent`).
 fn no_blind_retry() -> elbv2::config::Builder {
     elbv2::Config::builder().retry_classifier(NoBlindRetry)
 }

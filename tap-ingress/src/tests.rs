@@ -652,9 +652,9 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
         .times(1)
         .returning(|_| Err(AwsError::new("DuplicateTargetGroupName", "exists")));
     // The listener was made but its answer lost: found by port and adopted.
-    m.expect_create_listener().times(1).returning(|_, _| {
-        Err(AwsError { code: None, message: "connection closed before message completed".into(), retryable: true })
-    });
+    m.expect_create_listener()
+        .times(1)
+        .returning(|_, _| Err(AwsError::no_answer("connection closed before message completed")));
     m.expect_list_listeners()
         .times(1)
         .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));

@@ -1,6 +1,7 @@
 //! A small loopback HTTP proxy in front of `moto_server` that injects what real AWS does to a
-//! client: latency, throttling, responses lost after the request took effect, and a stall that
-//! lets a test kill the client at an exact call.
+//! client: latency, throttling, responses lost after the request took effect, `500
+//! InternalError` answers to requests that took effect, and a stall that lets a test kill the
+//! client at an exact call.
 //!
 //! Each client connection carries one request: the proxy answers with `Connection: close`, so the
 //! SDK opens a new connection per call and every call passes through here on its own.
@@ -22,6 +23,14 @@ pub struct Faults {
     /// Percentage (0-100) of create-like calls forwarded (so they take effect) whose response is
     /// then dropped: the client sees the connection close without an answer.
     pub drop_create_response_percent: u32,
+    /// Percentage (0-100) of create-like calls ([`is_create`]) forwarded to moto which, when moto
+    /// carried them out (a 2xx answer), are then answered `500` with the protocol's
+    /// internal-error body instead: what AWS does when a request took effect and its answer still
+    /// says it failed.
+    pub internal_error_after_create_percent: u32,
+    /// Seed of the pseudo-random choice of the calls that get a fault, read when the proxy starts
+    /// (`0`: the default seed). Each seed gives another reproducible set of faulted calls.
+    pub seed: u64,
     /// After this many calls, every further call is held without an answer (the client hangs
     /// there, for a test to kill it at that exact point).
     pub stall_after: Option<u64>,
@@ -45,6 +54,8 @@ pub enum Fate {
     Throttled,
     /// Forwarded, then the response was dropped.
     ResponseDropped,
+    /// Forwarded and carried out, then answered `500` with an internal-error body.
+    InternalErrorAfterEffect,
     /// Held without an answer.
     Stalled,
 }
@@ -69,6 +80,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy on a free 127.0.0.1 port forwarding to `127.0.0.1:upstream_port`.
     pub fn start(upstream_port: u16, faults: Faults) -> io::Result<Proxy> {
+        let faults_seed = faults.seed;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
@@ -76,7 +88,7 @@ impl Proxy {
             faults: Mutex::new(faults),
             calls: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
-            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            rng: AtomicU64::new(initial_state(faults_seed)),
             stopped: AtomicBool::new(false),
         });
         let accept_shared = shared.clone();
@@ -123,6 +135,18 @@ impl Drop for Proxy {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
     }
+}
+
+/// The generator's first state for `seed`: the historical constant for `0`, else the seed mixed
+/// (splitmix64) so that small seeds give unrelated sequences; never 0 (xorshift would stay 0).
+fn initial_state(seed: u64) -> u64 {
+    if seed == 0 {
+        return 0x9E37_79B9_7F4A_7C15;
+    }
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
 }
 
 /// A deterministic pseudo-random percentage (xorshift), so fault runs are reproducible.
@@ -224,28 +248,74 @@ fn operation(req: &Request) -> String {
     })
 }
 
-fn throttling_response(req: &Request) -> Vec<u8> {
+/// An error answer, in each protocol's shape.
+struct ErrorShape {
+    /// The HTTP status line's code and reason.
+    status: &'static str,
+    /// The code of JSON protocols (`X-Amz-Target`: ECS, ECR, Logs, Secrets Manager, Cloud Map,
+    /// Application Auto Scaling).
+    json_code: &'static str,
+    /// EC2's code (query protocol, `Version=2016-11-15`, its own XML shape).
+    ec2_code: &'static str,
+    /// The code of the other query protocols (IAM, ELBv2).
+    query_code: &'static str,
+    /// Their fault type: `Sender` or `Receiver`.
+    query_type: &'static str,
+    message: &'static str,
+}
+
+const THROTTLING: ErrorShape = ErrorShape {
+    status: "400 Bad Request",
+    json_code: "ThrottlingException",
+    ec2_code: "RequestLimitExceeded",
+    query_code: "Throttling",
+    query_type: "Sender",
+    message: "Rate exceeded",
+};
+
+const INTERNAL_ERROR: ErrorShape = ErrorShape {
+    status: "500 Internal Server Error",
+    json_code: "InternalFailure",
+    ec2_code: "InternalError",
+    query_code: "InternalFailure",
+    query_type: "Receiver",
+    message: "We encountered an internal error. Please try again.",
+};
+
+fn error_response(req: &Request, shape: &ErrorShape) -> Vec<u8> {
     let body_text = String::from_utf8_lossy(&req.body);
-    let (content_type, body) = if req.target.is_some() {
-        ("application/x-amz-json-1.1", r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned())
+    let message = shape.message;
+    let (content_type, error_type, body) = if req.target.is_some() {
+        let code = shape.json_code;
+        ("application/x-amz-json-1.1", code, format!(r#"{{"__type":"{code}","message":"{message}"}}"#))
     } else if body_text.contains("Version=2016-11-15") {
+        let code = shape.ec2_code;
         (
             "text/xml",
-            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>".to_owned(),
+            code,
+            format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>"),
         )
     } else {
+        let (code, fault) = (shape.query_code, shape.query_type);
         (
             "text/xml",
-            "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>tap-proxy</RequestId></ErrorResponse>".to_owned(),
+            code,
+            format!("<ErrorResponse><Error><Type>{fault}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>tap-proxy</RequestId></ErrorResponse>"),
         )
     };
     let mut out = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: ThrottlingException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {error_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        shape.status,
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// Whether an upstream response is a success (`HTTP/1.1 2xx`).
+fn is_success(response: &[u8]) -> bool {
+    response.split(|&b| b == b' ').nth(1).is_some_and(|code| code.first() == Some(&b'2'))
 }
 
 fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
@@ -271,7 +341,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     if faults.throttle_percent > 0 && roll(shared) < faults.throttle_percent {
         record(Fate::Throttled);
-        client.write_all(&throttling_response(&req))?;
+        client.write_all(&error_response(&req, &THROTTLING))?;
         return client.shutdown(Shutdown::Both);
     }
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
@@ -280,6 +350,15 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let response = read_response(&mut upstream)?;
     if faults.drop_create_response_percent > 0 && is_create(&op) && roll(shared) < faults.drop_create_response_percent {
         record(Fate::ResponseDropped);
+        return client.shutdown(Shutdown::Both);
+    }
+    if faults.internal_error_after_create_percent > 0
+        && is_create(&op)
+        && is_success(&response)
+        && roll(shared) < faults.internal_error_after_create_percent
+    {
+        record(Fate::InternalErrorAfterEffect);
+        client.write_all(&error_response(&req, &INTERNAL_ERROR))?;
         return client.shutdown(Shutdown::Both);
     }
     record(Fate::Forwarded);
@@ -295,6 +374,90 @@ mod tests {
     fn create_like_operations() {
         assert!(is_create("CreateVpc") && is_create("AllocateAddress") && is_create("PutLifecyclePolicy"));
         assert!(!is_create("DescribeVpcs") && !is_create("DeleteVpc"));
+    }
+
+    /// A proxy in front of a one-shot upstream that answers 200 `ok` to every connection, and a
+    /// way to send it one request with this body (and `X-Amz-Target` header, if any).
+    fn proxy_over_ok_upstream() -> Proxy {
+        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let up_port = upstream.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for s in upstream.incoming().flatten() {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let _ = read_request(&mut r);
+                let mut s = s;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        Proxy::start(up_port, Faults::default()).unwrap()
+    }
+
+    fn send(proxy: &Proxy, target: Option<&str>, body: &str) -> String {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port)).unwrap();
+        let target = target.map(|t| format!("X-Amz-Target: {t}\r\n")).unwrap_or_default();
+        write!(s, "POST / HTTP/1.1\r\nHost: x\r\n{target}Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn forwards_creates_then_answers_internal_error() {
+        let proxy = proxy_over_ok_upstream();
+        proxy.set_faults(Faults { internal_error_after_create_percent: 100, ..Faults::default() });
+        let ec2 = send(&proxy, None, "Action=AllocateAddress&Version=2016-11-15");
+        assert!(ec2.starts_with("HTTP/1.1 500 "), "{ec2}");
+        assert!(ec2.contains("<Errors><Error><Code>InternalError</Code>"), "{ec2}");
+        let iam = send(&proxy, None, "Action=CreateRole&Version=2010-05-08");
+        assert!(iam.starts_with("HTTP/1.1 500 ") && iam.contains("<Code>InternalFailure</Code>"), "{iam}");
+        assert!(iam.contains("<Type>Receiver</Type>"), "{iam}");
+        let ecs = send(&proxy, Some("AmazonEC2ContainerServiceV20141113.RegisterTaskDefinition"), "{}");
+        assert!(ecs.starts_with("HTTP/1.1 500 "), "{ecs}");
+        assert!(ecs.contains(r#"{"__type":"InternalFailure""#) && ecs.contains("x-amzn-ErrorType: InternalFailure"));
+        let read = send(&proxy, Some("AmazonEC2ContainerServiceV20141113.DescribeServices"), "{}");
+        assert!(read.ends_with("ok"), "reads are answered: {read}");
+        let fates: Vec<(String, Fate)> = proxy.calls().into_iter().map(|c| (c.operation, c.fate)).collect();
+        assert_eq!(
+            fates,
+            vec![
+                ("AllocateAddress".into(), Fate::InternalErrorAfterEffect),
+                ("CreateRole".into(), Fate::InternalErrorAfterEffect),
+                ("RegisterTaskDefinition".into(), Fate::InternalErrorAfterEffect),
+                ("DescribeServices".into(), Fate::Forwarded),
+            ]
+        );
+    }
+
+    #[test]
+    fn seeds_choose_other_calls_reproducibly() {
+        let fates_of = |seed: u64| {
+            let state = initial_state(seed);
+            let shared = Shared {
+                upstream: 0,
+                faults: Mutex::new(Faults::default()),
+                calls: Mutex::new(Vec::new()),
+                counter: AtomicU64::new(0),
+                rng: AtomicU64::new(state),
+                stopped: AtomicBool::new(false),
+            };
+            (0..64).map(|_| roll(&shared) < 30).collect::<Vec<bool>>()
+        };
+        assert_eq!(fates_of(1), fates_of(1), "a seed is reproducible");
+        assert_ne!(fates_of(1), fates_of(2));
+        assert_ne!(fates_of(2), fates_of(3));
+        assert_ne!(fates_of(0), fates_of(1));
+        for seed in 1..4 {
+            let hit = fates_of(seed).iter().filter(|&&f| f).count();
+            assert!((8..=32).contains(&hit), "seed {seed}: {hit} of 64 rolls under 30");
+        }
+        assert_eq!(initial_state(0), 0x9E37_79B9_7F4A_7C15, "the default sequence is unchanged");
+    }
+
+    #[test]
+    fn only_successful_upstream_answers_count() {
+        assert!(is_success(b"HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!is_success(b"HTTP/1.1 400 Bad Request\r\n\r\n"));
+        assert!(!is_success(b""));
     }
 
     #[test]

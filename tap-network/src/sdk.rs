@@ -16,8 +16,8 @@ use crate::api::*;
 pub struct SdkEc2(pub Client);
 
 /// For creates that EC2 does not make idempotent (or that moto does not, despite a client token):
-/// the SDK must not resend them when their answer is lost; the step looks the resource up first
-/// (see `tap_core::idempotent`).
+/// the SDK must not resend them when their outcome is unknown (no answer, or a 5xx answer); the
+/// step looks the resource up first (see `tap_core::idempotent`).
 fn no_blind_retry() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::Config::builder().retry_classifier(NoBlindRetry)
 }
@@ -57,15 +57,11 @@ fn s(value: Option<&str>) -> String {
 }
 
 fn missing(what: &str) -> AwsError {
-    AwsError { code: None, message: format!("EC2 returned no {what}"), retryable: false }
+    AwsError::local(format!("EC2 returned no {what}"))
 }
 
 fn unsupported_target(id: &str) -> AwsError {
-    AwsError {
-        code: None,
-        message: format!("tap routes only to internet and NAT gateways, not to {id}"),
-        retryable: false,
-    }
+    AwsError::local(format!("tap routes only to internet and NAT gateways, not to {id}"))
 }
 
 fn sdk_attribute(attribute: VpcAttribute) -> VpcAttributeName {

@@ -1063,7 +1063,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
             cidr: cidr.into(),
             component: Some(tag(tags, TAG_COMPONENT).into()),
         });
-        Err(AwsError { code: None, message: "connection closed before message completed".into(), retryable: true })
+        Err(AwsError::no_answer("connection closed before message completed"))
     });
     expect_full_create_but_the_vpc(&mut mock, 3, Watch::default());
     let ctx = ctx();

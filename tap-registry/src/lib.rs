@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use futures::future::try_join_all;
 use serde_json::{json, Value};
-use tap_core::idempotent::{create_or_adopt, Recovery};
+use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
 use tap_core::step::{diff, OutputKind};
@@ -87,7 +87,7 @@ pub trait EcrApi: Send + Sync {
 pub struct SdkEcr(pub aws_sdk_ecr::Client);
 
 fn build_error(e: impl std::fmt::Display) -> AwsError {
-    AwsError { code: None, message: format!("invalid request: {e}"), retryable: false }
+    AwsError::local(format!("invalid request: {e}"))
 }
 
 fn observed(r: &aws_sdk_ecr::types::Repository) -> ObservedRepository {
@@ -165,6 +165,10 @@ impl EcrApi for SdkEcr {
             .image_tag_mutability(mutability(immutable_tags))
             .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(scan_on_push).build())
             .set_tags(Some(tags))
+            // Not resent by the SDK when its outcome is unknown (no answer, or a 5xx): the step
+            // looks the repository up and adopts it (see `tap_core::idempotent`).
+            .customize()
+            .config_override(aws_sdk_ecr::Config::builder().retry_classifier(NoBlindRetry))
             .send()
             .await?;
         out.repository()
@@ -300,8 +304,9 @@ impl RegistryStep {
                 return Ok((pending, Some(Change::create(component, name))));
             }
             let tags = ctx.names.tags(&component, name);
-            // A create whose answer was lost and was sent again answers "already exists": the
-            // repository is adopted when it carries this environment's tag.
+            // A create whose outcome is unknown (no answer, or a 5xx) is looked up, and one that
+            // answers "already exists" too: the repository is adopted when it carries this
+            // environment's tag.
             let find = || async {
                 let found = match self.api.describe_repositories(&[name.to_owned()]).await {
                     Ok(mut repos) => repos.pop(),

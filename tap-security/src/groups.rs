@@ -196,8 +196,8 @@ fn permissions_of(rules: &[Rule]) -> Vec<IpPermission> {
         .collect()
 }
 
-/// Creates the SDK must not resend blindly when their answer is lost (the step looks first; see
-/// `tap_core::idempotent`).
+/// Creates the SDK must not resend blindly when their outcome is unknown (no answer, or a 5xx
+/// answer): the step looks first (see `tap_core::idempotent`).
 fn no_blind_retry() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::Config::builder().retry_classifier(NoBlindRetry)
 }

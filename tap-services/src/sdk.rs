@@ -9,6 +9,7 @@ use aws_sdk_ecr as ecr;
 use aws_sdk_ecs as ecs;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use tap_core::aws::AwsClients;
+use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::AwsError;
 
@@ -44,9 +45,15 @@ impl SdkServices {
     }
 }
 
+/// For creates the SDK must not resend when their outcome is unknown (no answer, or a 5xx): the
+/// step looks the resource up first (see `tap_core::idempotent`).
+fn no_blind_retry() -> ecs::config::Builder {
+    ecs::Config::builder().retry_classifier(NoBlindRetry)
+}
+
 /// A request tap could not even build (a required field missing): not retryable.
 fn invalid_request(e: impl std::fmt::Display) -> AwsError {
-    AwsError { code: Some("InvalidRequest".into()), message: e.to_string(), retryable: false }
+    AwsError::new("InvalidRequest", e.to_string())
 }
 
 fn ecs_tags(tags: &[Tag]) -> Vec<ecs::types::Tag> {
@@ -364,6 +371,8 @@ impl ServicesApi for SdkServices {
             .task_role_arn(&definition.task_role_arn)
             .set_container_definitions(Some(containers))
             .set_tags(Some(ecs_tags(tags)))
+            .customize()
+            .config_override(no_blind_retry())
             .send()
             .await?;
         out.task_definition()
@@ -469,7 +478,7 @@ impl ServicesApi for SdkServices {
         if d.service_registries.is_empty() {
             req = req.set_service_registries(None);
         }
-        let out = req.send().await?;
+        let out = req.customize().config_override(no_blind_retry()).send().await?;
         out.service().map(observed_service).ok_or_else(|| invalid_request("CreateService returned no service"))
     }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tap_core::config::ServiceSpec;
+use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
 use tap_core::step::{diff, AttrChange, OutputKind};
@@ -422,7 +423,22 @@ pub(crate) async fn converge(
                 // ECS refuses a new service with the name of one that is still draining.
                 wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
             }
-            let created = api.create_service(&desired).await.map_err(StepError::aws(&resource, "CreateService"))?;
+            // The client token makes a resent CreateService idempotent on AWS, but not on every
+            // endpoint (moto replaces the service): the SDK does not resend it when its outcome
+            // is unknown (no answer, or a 5xx; see `sdk.rs`), and the service is looked up (ACTIVE,
+            // by name) and adopted before creating again.
+            let created = create_or_adopt(
+                &resource,
+                Recovery::default(),
+                |_| false,
+                || async {
+                    let found = api.describe_services(&desired.cluster, std::slice::from_ref(&desired.name)).await?;
+                    Ok(found.into_iter().find(|s| s.name == desired.name && s.is_active()))
+                },
+                || api.create_service(&desired),
+            )
+            .await
+            .map_err(StepError::aws(&resource, "CreateService"))?;
             tracing::info!(service = %desired.name, "created ECS service");
             // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
             let arn = created.arn.clone();

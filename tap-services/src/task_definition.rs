@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tap_core::config::ServiceSpec;
+use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::outputs::PENDING;
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::{Change, Context, Mode, StepError};
@@ -194,7 +195,8 @@ pub(crate) async fn converge(
     let desired = render(ctx, inputs, service)?;
     let family = desired.family.clone();
     let resource = component("task-definition", &service.name);
-    let change = match observed.task_definitions.get(&family) {
+    let current = observed.task_definitions.get(&family);
+    let change = match current {
         None => Change::create(&resource, &family),
         Some(current) => {
             let attrs = desired.changes_from(&current.definition);
@@ -207,10 +209,28 @@ pub(crate) async fn converge(
     if !mode.is_apply() {
         return Ok((PENDING.into(), vec![change]));
     }
-    let registered = api
-        .register_task_definition(&desired, &ctx.names.tags(&resource, &family))
-        .await
-        .map_err(StepError::aws(&resource, "RegisterTaskDefinition"))?;
+    // RegisterTaskDefinition has no idempotency token: sent twice, it makes two revisions. The
+    // SDK does not resend it when its outcome is unknown (no answer, or a 5xx; see `sdk.rs`);
+    // the family's latest ACTIVE revision is read instead, and adopted when it is newer than the
+    // one read before and is exactly the desired definition (so the lost register took effect).
+    let known_revision = current.map(|c| c.revision);
+    let tags = ctx.names.tags(&resource, &family);
+    let registered = create_or_adopt(
+        &resource,
+        Recovery::default(),
+        |_| false,
+        || async {
+            let latest = api.describe_task_definition(&family).await?;
+            Ok(latest.filter(|td| {
+                td.active
+                    && known_revision.is_none_or(|known| td.revision > known)
+                    && desired.changes_from(&td.definition).is_empty()
+            }))
+        },
+        || api.register_task_definition(&desired, &tags),
+    )
+    .await
+    .map_err(StepError::aws(&resource, "RegisterTaskDefinition"))?;
     tracing::info!(family, revision = registered.revision, "registered task definition revision");
     Ok((registered.arn, vec![change]))
 }

@@ -223,6 +223,15 @@ struct World {
     describe_services_calls: Arc<Mutex<usize>>,
     /// Counts DescribeImages calls.
     image_checks: Arc<Mutex<usize>>,
+    /// Revisions and services a test's mutating calls made: read before the fields above.
+    made: Arc<Mutex<Made>>,
+}
+
+/// What the mutating calls of a test made, by family and by service name.
+#[derive(Default)]
+struct Made {
+    task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    services: BTreeMap<String, ObservedService>,
 }
 
 /// The world right after a converged deploy of the default config (revision 1 of every family).
@@ -281,7 +290,10 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     if let Some(n) = runs {
         e.times(3 * n);
     }
-    e.returning(move |family| Ok(w2.task_definitions.get(family).cloned()));
+    e.returning(move |family| {
+        let made = w2.made.lock().unwrap().task_definitions.get(family).cloned();
+        Ok(made.or_else(|| w2.task_definitions.get(family).cloned()))
+    });
     let w3 = w.clone();
     let e = api.expect_describe_services();
     if let Some(n) = runs {
@@ -290,7 +302,8 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     }
     e.returning(move |_, names| {
         *w3.describe_services_calls.lock().unwrap() += 1;
-        Ok(names.iter().filter_map(|n| w3.services.get(n).cloned()).collect())
+        let made = w3.made.lock().unwrap();
+        Ok(names.iter().filter_map(|n| made.services.get(n).or_else(|| w3.services.get(n)).cloned()).collect())
     });
     let w4 = w.clone();
     let e = api.expect_describe_scalable_targets();
@@ -735,6 +748,86 @@ async fn an_inactive_latest_revision_or_service_counts_as_missing() {
             ("services/task-definition/frontend".to_string(), Action::Create),
             ("services/ecs-service/frontend".to_string(), Action::Create),
         ])
+    );
+}
+
+fn internal_error() -> AwsError {
+    AwsError::server_error("ServerException", "Service Unavailable. Please try again later.")
+}
+
+#[tokio::test]
+async fn a_register_answered_500_that_took_effect_is_adopted_not_registered_again() {
+    let mut config = config(false);
+    config.image_tag = "v2".into();
+    let ctx = deployed_ctx(config);
+    let world = converged_world(&deployed_ctx(self::config(false)));
+    let made = world.made.clone();
+    let mut api = read_mock(world);
+    // ECS registers revision 2, then answers 500: the outcome is unknown.
+    api.expect_register_task_definition().times(3).returning(move |def, _| {
+        let service = def.containers[0].name.clone();
+        let registered =
+            ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() };
+        made.lock().unwrap().task_definitions.insert(def.family.clone(), registered);
+        Err(internal_error())
+    });
+    api.expect_update_service()
+        .withf(|u| u.task_definition.as_deref().is_some_and(|td| td.ends_with(":2")))
+        .times(3)
+        .returning(|u| {
+            let ctx = deployed_ctx(self::config(false));
+            let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+            Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
+        });
+    api.expect_create_service().never();
+    api.expect_put_retention_policy().never();
+    api.expect_register_scalable_target().never();
+    api.expect_put_scaling_policy().never();
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 6, "{changes:#?}");
+}
+
+#[tokio::test]
+async fn a_register_answered_500_that_did_not_take_effect_is_sent_again() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.task_definitions.get_mut("tap-frontend-dev").unwrap().definition.cpu = "256".into();
+    let mut api = read_mock(world);
+    // The first register did nothing (the latest revision is still 1, with the old cpu).
+    let mut seq = mockall::Sequence::new();
+    api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|_, _| Err(internal_error()));
+    api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|def, _| {
+        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_update_service()
+        .withf(|u| u.task_definition.as_deref() == Some(td_arn("frontend", 2).as_str()))
+        .times(1)
+        .returning(|_| {
+            let ctx = deployed_ctx(self::config(false));
+            Ok(observed_from(&desired_service(&ctx, "frontend", &td_arn("frontend", 2))))
+        })
+        .in_sequence(&mut seq);
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 2, "{changes:#?}");
+}
+
+#[tokio::test]
+async fn a_create_service_answered_500_that_took_effect_is_adopted_not_created_again() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
+    let made = world.made.clone();
+    let mut api = read_mock(world);
+    api.expect_create_service().withf(|d| d.name == "tap-frontend-dev").times(1).returning(move |d| {
+        made.lock().unwrap().services.insert(d.name.clone(), observed_from(d));
+        Err(internal_error())
+    });
+    api.expect_update_service().never();
+    api.expect_register_task_definition().never();
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
+        vec![("services/ecs-service/frontend", Action::Create)]
     );
 }
 

@@ -6,6 +6,10 @@
 //! - the answer of 30 % of create calls dropped after moto executed them: deploy and a rerun end
 //!   with exactly one of each resource (creates are not resent blindly; a lost create is looked up
 //!   and adopted).
+//! - 30 % of create calls carried out by moto and then answered `500 InternalError`, for three
+//!   fault seeds: the first deploy succeeds with exactly one of each resource (a 5xx leaves the
+//!   outcome unknown, so the create is looked up and adopted, not resent), a rerun changes
+//!   nothing, plan is empty and destroy leaves nothing.
 //! - `tap deploy` SIGKILLed at five points (after N calls): the next plain deploy — no `tap unlock`
 //!   — takes over the lock the killed run left (its process is gone), completes the SPEC stack, one
 //!   of each, and destroy removes everything.
@@ -109,6 +113,106 @@ async fn lost_create_responses_make_no_duplicates() {
     env.inventory().await.assert_spec("after a rerun");
     assert_no_changes(&env, "after a rerun");
     destroy_and_assert_empty(&env, "after destroy").await;
+}
+
+/// Task definition families of the environment with more than one ACTIVE revision (a resent
+/// RegisterTaskDefinition makes a second one; the inventory counts families).
+async fn families_with_extra_revisions(env: &TestEnv) -> Vec<(String, usize)> {
+    let ecs = env.clients().await.ecs;
+    let mut extra = Vec::new();
+    for service in ["frontend", "api-gateway", "processing-service"] {
+        let family = format!("tap-{service}-{}", env.suffix);
+        let active = ecs
+            .list_task_definitions()
+            .family_prefix(&family)
+            .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .expect("ListTaskDefinitions");
+        let revisions = active.task_definition_arns().iter().filter(|a| a.contains(&format!("/{family}:"))).count();
+        if revisions != 1 {
+            extra.push((family, revisions));
+        }
+    }
+    extra
+}
+
+/// One fault seed of [`creates_answered_500_after_taking_effect_make_no_duplicates`].
+async fn internal_errors_after_creates(seed: u64) {
+    let env = TestEnv::new(&format!("rel-5xx-{seed}"));
+    let context = format!("seed {seed}");
+    let proxy = proxy(Faults { internal_error_after_create_percent: 30, seed, ..Faults::default() });
+    let through_proxy = env.with_endpoint(&proxy.endpoint());
+    // With 3 in 10 create-like answers failing, 5 attempts per call (the default) leave a call
+    // the SDK may resend (PutRolePolicy, PutRetentionPolicy, CreateLogGroup, …: safe to resend)
+    // failing all of them 0.24 % of the time, some 6 % of deploys with their ~25 such calls: the
+    // test gives the SDK 10 attempts, so that only tap's own handling of unknown outcomes is
+    // measured. The creates that must not be resent never use those attempts (NoBlindRetry).
+    let deploy_through_proxy = || {
+        let out = through_proxy
+            .command()
+            .args(["--output", "json", "deploy", "--no-wait"])
+            .env("TAP_AWS__MAX_ATTEMPTS", "10")
+            .output()
+            .expect("run tap");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    };
+
+    // Required: the first deploy already succeeds, with exactly one of each resource.
+    expect_success(deploy_through_proxy(), &format!("{context}: the first deploy"));
+    let faulted = fates(&proxy, Fate::InternalErrorAfterEffect);
+    assert!(faulted.len() >= 10, "{context}: the proxy answered only {faulted:?} with 500");
+    eprintln!("{context}: {} creates answered 500 after taking effect: {faulted:?}", faulted.len());
+    env.inventory()
+        .await
+        .assert_spec(&format!("{context}: after a deploy whose creates were answered 500 ({faulted:?})"));
+    let extra = families_with_extra_revisions(&env).await;
+    assert!(extra.is_empty(), "{context}: task definition revisions registered twice: {extra:?}");
+
+    // A rerun under the same faults adds nothing and changes nothing.
+    let rerun = expect_success(deploy_through_proxy(), &format!("{context}: the rerun")).json();
+    let summary = &rerun["summary"];
+    assert_eq!(
+        (&summary["create"], &summary["update"], &summary["delete"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{context}: {rerun}"
+    );
+    env.inventory().await.assert_spec(&format!("{context}: after the rerun"));
+    assert_no_changes(&env, &format!("{context}: after the rerun"));
+    destroy_and_assert_empty(&env, &format!("{context}: after destroy")).await;
+}
+
+#[test]
+fn creates_answered_500_after_taking_effect_make_no_duplicates() {
+    // Three fault seeds, each its own environment and region, side by side.
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [1u64, 2, 3]
+            .into_iter()
+            .map(|seed| {
+                let run = scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    runtime.block_on(internal_errors_after_creates(seed));
+                });
+                (seed, run)
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(seed, run)| {
+                let panic = run.join().err()?;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Some(format!("seed {seed}: {message}"))
+            })
+            .collect()
+    });
+    assert!(failures.is_empty(), "{} of 3 fault seeds failed:\n{}", failures.len(), failures.join("\n\n"));
 }
 
 /// The calls a full deploy makes through the proxy (its plan and the lock's included), measured once.
