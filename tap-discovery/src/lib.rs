@@ -14,6 +14,10 @@
 //!   the step polls the operation until it succeeds (and fails clearly when it fails). A drifted
 //!   TTL is repaired with `UpdateService`; a routing policy or health-check type, which Cloud Map
 //!   cannot change in place, is reported as a conflict.
+//! - Prune: a service of the namespace that no configured service declares and whose tags say it
+//!   is this environment's (`ListTagsForResource`, read only for such services) is listed by plan
+//!   as a delete, and deleted by deploy once the services step has published its outputs (it does
+//!   so after removing the ECS services, which must be gone first). Nothing to prune, no wait.
 //! - `destroy` deregisters any instance left, deletes the services, then the namespace.
 //!   (moto, the local emulator, leaves the namespace's Route 53 hosted zone behind; AWS does not.)
 //!
@@ -42,10 +46,18 @@ use aws_sdk_servicediscovery::types::{
 use futures::future::try_join_all;
 use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
-use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, PENDING};
+use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, ServicesOutputs, PENDING};
+use tap_core::resource::{self, owned, Engine};
 use tap_core::step::OutputKind;
 use tap_core::wait::{poll_until, retry_while, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{Action, AwsError, Change, Context, Mode, Step, StepError};
+
+/// This step's name.
+const STEP: &str = "discovery";
+
+mod service;
+
+use service::{CloudMapService, DesiredService};
 
 /// Logical id of the namespace.
 pub const NAMESPACE_COMPONENT: &str = "discovery/namespace";
@@ -186,6 +198,8 @@ pub trait CloudMapApi: Send + Sync {
     async fn deregister_instance(&self, service_id: &str, instance_id: &str) -> Result<String, AwsError>;
     /// `DeleteService`.
     async fn delete_service(&self, id: &str) -> Result<(), AwsError>;
+    /// `ListTagsForResource` of a service or namespace (by ARN).
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
     /// `DeleteNamespace`; the operation id.
     async fn delete_namespace(&self, id: &str) -> Result<String, AwsError>;
 }
@@ -480,6 +494,11 @@ impl CloudMapApi for SdkCloudMap {
         Ok(())
     }
 
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self.0.list_tags_for_resource().resource_arn(arn).send().await?;
+        Ok(out.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect())
+    }
+
     async fn delete_namespace(&self, id: &str) -> Result<String, AwsError> {
         match self.0.delete_namespace().id(id).send().await {
             Ok(out) => {
@@ -511,6 +530,39 @@ pub fn creator_request_id(parts: &[&str]) -> String {
 /// How long a Cloud Map operation may take.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Polls a Cloud Map operation until it succeeds; a failed operation is an error naming the
+/// resource and the action that started it.
+pub(crate) async fn wait_operation(
+    api: &dyn CloudMapApi,
+    backoff: Backoff,
+    resource: &str,
+    action: &'static str,
+    operation_id: &str,
+) -> Result<OperationState, StepError> {
+    let what = format!("{action} on {resource} (Cloud Map operation {operation_id})");
+    poll_until(&what, backoff, || async {
+        let op = match api.get_operation(operation_id).await {
+            Ok(op) => op,
+            // Just started: not yet visible everywhere.
+            Err(e) if e.is("OperationNotFound") => return Ok(None),
+            Err(e) => return Err(StepError::aws(resource, "GetOperation")(e)),
+        };
+        match op.status.as_str() {
+            "SUCCESS" => Ok(Some(op)),
+            "FAIL" => {
+                let code = op.error_code.clone().unwrap_or_else(|| "OperationFailed".into());
+                let message = format!(
+                    "Cloud Map operation {operation_id} failed: {}",
+                    op.error_message.as_deref().unwrap_or("no reason given")
+                );
+                Err(StepError::aws(resource, action)(AwsError::new(&code, message)))
+            }
+            _ => Ok(None),
+        }
+    })
+    .await
+}
+
 /// The Cloud Map namespace and services of an environment.
 pub struct DiscoveryStep {
     api: Arc<dyn CloudMapApi>,
@@ -528,36 +580,19 @@ impl DiscoveryStep {
         Self::new(Arc::new(SdkCloudMap(clients.servicediscovery.clone())))
     }
 
-    /// Polls a Cloud Map operation until it succeeds; a failed operation is an error naming the
-    /// resource and the action that started it.
+    /// Polls a Cloud Map operation until it succeeds (see [`wait_operation`]).
     async fn wait_operation(
         &self,
         resource: &str,
         action: &'static str,
         operation_id: &str,
     ) -> Result<OperationState, StepError> {
-        let what = format!("{action} on {resource} (Cloud Map operation {operation_id})");
-        poll_until(&what, self.backoff, || async {
-            let op = match self.api.get_operation(operation_id).await {
-                Ok(op) => op,
-                // Just started: not yet visible everywhere.
-                Err(e) if e.is("OperationNotFound") => return Ok(None),
-                Err(e) => return Err(StepError::aws(resource, "GetOperation")(e)),
-            };
-            match op.status.as_str() {
-                "SUCCESS" => Ok(Some(op)),
-                "FAIL" => {
-                    let code = op.error_code.clone().unwrap_or_else(|| "OperationFailed".into());
-                    let message = format!(
-                        "Cloud Map operation {operation_id} failed: {}",
-                        op.error_message.as_deref().unwrap_or("no reason given")
-                    );
-                    Err(StepError::aws(resource, action)(AwsError::new(&code, message)))
-                }
-                _ => Ok(None),
-            }
-        })
-        .await
+        wait_operation(self.api.as_ref(), self.backoff, resource, action, operation_id).await
+    }
+
+    /// The Cloud Map service kind of this step.
+    fn kind(&self) -> CloudMapService<'_> {
+        CloudMapService { api: self.api.as_ref(), backoff: self.backoff }
     }
 
     /// The private DNS namespaces named `name` (normally one).
@@ -636,10 +671,10 @@ impl DiscoveryStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let engine = Engine::new(ctx, STEP, mode);
         let ns_name = ctx.names.namespace();
         // The namespace is found by name, so the lookup runs while the VPC is still coming.
-        let (found, network) =
-            tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>("discovery"))?;
+        let (found, network) = tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>(STEP))?;
         let settings = &ctx.config.discovery;
         let wanted: Vec<&str> = ctx.config.services.iter().filter(|s| s.discovery).map(|s| s.name.as_str()).collect();
         let desired_records = vec![DnsRecordSpec { record_type: RECORD_TYPE.into(), ttl: settings.dns_ttl }];
@@ -648,7 +683,7 @@ impl DiscoveryStep {
             found.into_iter().next()
         } else if mode.is_apply() {
             return Err(StepError::MissingOutput {
-                step: "discovery".into(),
+                step: STEP.into(),
                 output: OutputKind::Network.to_string(),
                 why: "its VPC id is not known yet (the network step has not created the VPC)".into(),
             });
@@ -657,15 +692,17 @@ impl DiscoveryStep {
             None
         };
 
-        let mut changes = Vec::new();
         let created = existing.is_none();
         let namespace = match existing {
-            Some(ns) => ns,
+            Some(ns) => {
+                engine.found(NAMESPACE_COMPONENT);
+                ns
+            }
             None if !mode.is_apply() => {
-                changes.push(Change::create(NAMESPACE_COMPONENT, &ns_name));
+                engine.record(Change::create(NAMESPACE_COMPONENT, &ns_name));
                 let mut services = BTreeMap::new();
                 for service in &wanted {
-                    changes.push(Change::create(service_component(service), *service));
+                    engine.record(Change::create(service_component(service), *service));
                     services.insert(service.to_string(), DiscoveryService { id: PENDING.into(), arn: PENDING.into() });
                 }
                 ctx.put(DiscoveryOutputs {
@@ -674,165 +711,102 @@ impl DiscoveryStep {
                     namespace_name: ns_name,
                     services,
                 });
-                return Ok(changes);
+                return Ok(engine.into_changes());
             }
             None => {
-                changes.push(Change::create(NAMESPACE_COMPONENT, &ns_name));
-                self.create_namespace(ctx, &ns_name, &network.vpc_id).await?
+                engine.working(NAMESPACE_COMPONENT, Action::Create);
+                let namespace = self.create_namespace(ctx, &ns_name, &network.vpc_id).await?;
+                engine.record(Change::create(NAMESPACE_COMPONENT, &ns_name));
+                namespace
             }
         };
 
-        // A namespace created just now holds no services: nothing to list. (Should it be an older
-        // one after all, a create of an existing service is adopted, see `converge_service`.)
-        let observed = if created {
-            BTreeMap::new()
-        } else {
-            self.find_services(&namespace.id, |name| wanted.contains(&name)).await?
-        };
+        // Every service of the namespace: the wanted ones are converged, the others pruned. A
+        // namespace created just now holds none: nothing to list. (Should it be an older one after
+        // all, a create of an existing service is adopted by the engine.)
+        let observed = if created { BTreeMap::new() } else { self.find_services(&namespace.id, |_| true).await? };
+        let kind = self.kind();
         let converged = wanted.iter().map(|service| {
-            let definition = ServiceDefinition {
-                name: service.to_string(),
-                namespace_id: namespace.id.clone(),
-                dns_records: desired_records.clone(),
-                routing_policy: ROUTING_POLICY.into(),
-                failure_threshold: settings.failure_threshold,
-                creator_request_id: creator_request_id(&["tap", ctx.names.env(), service, &namespace.id]),
-                description: service_description(&namespace.id),
+            let component = service_component(service);
+            let want = DesiredService {
+                definition: ServiceDefinition {
+                    name: service.to_string(),
+                    namespace_id: namespace.id.clone(),
+                    dns_records: desired_records.clone(),
+                    routing_policy: ROUTING_POLICY.into(),
+                    failure_threshold: settings.failure_threshold,
+                    creator_request_id: creator_request_id(&["tap", ctx.names.env(), service, &namespace.id]),
+                    description: service_description(&namespace.id),
+                },
+                tags: ctx.names.tags(&component, service),
             };
-            self.converge_service(ctx, definition, observed.get(*service), mode)
+            let (engine, kind, have) = (&engine, &kind, observed.get(*service).cloned());
+            async move {
+                let now = engine.converge(kind, &component, service, &want, have).await?;
+                Ok::<_, StepError>(match now {
+                    Some(s) => DiscoveryService { id: s.id, arn: s.arn },
+                    None => DiscoveryService { id: PENDING.into(), arn: PENDING.into() },
+                })
+            }
         });
-        let mut services = BTreeMap::new();
-        for (service, (out, change)) in wanted.iter().zip(try_join_all(converged).await?) {
-            services.insert(service.to_string(), out);
-            changes.extend(change);
-        }
+        let services: BTreeMap<String, DiscoveryService> =
+            wanted.iter().map(|s| s.to_string()).zip(try_join_all(converged).await?).collect();
         ctx.put(DiscoveryOutputs {
             namespace_id: namespace.id,
             namespace_arn: namespace.arn,
             namespace_name: ns_name,
             services,
         });
-        Ok(changes)
+        let undeclared = observed.values().filter(|s| !wanted.contains(&s.name.as_str()));
+        self.prune(&engine, undeclared).await?;
+        Ok(engine.into_changes())
     }
 
-    async fn converge_service(
+    /// Deletes (in plan mode: lists) the namespace's services that the config no longer declares
+    /// and whose tags say they are this environment's. In apply mode only once the services step
+    /// has published its outputs: it does so after removing the ECS services, which must be gone
+    /// before their Cloud Map service can be. Reads the tags of undeclared services only, and
+    /// waits only when there is something to delete.
+    async fn prune<'a>(
         &self,
-        ctx: &Context,
-        definition: ServiceDefinition,
-        observed: Option<&ObservedService>,
-        mode: Mode,
-    ) -> Result<(DiscoveryService, Option<Change>), StepError> {
-        let component = service_component(&definition.name);
-        let Some(service) = observed else {
-            let change = Some(Change::create(&component, &definition.name));
-            if !mode.is_apply() {
-                return Ok((DiscoveryService { id: PENDING.into(), arn: PENDING.into() }, change));
-            }
-            let tags = ctx.names.tags(&component, &definition.name);
-            let created = self
-                .api
-                .create_service(&definition, &tags)
-                .await
-                .map_err(StepError::aws(&component, "CreateService"))?;
-            tracing::info!(service = %definition.name, id = %created.id, "created");
-            return Ok((DiscoveryService { id: created.id, arn: created.arn }, change));
-        };
-        let out = DiscoveryService { id: service.id.clone(), arn: service.arn.clone() };
-
-        // What Cloud Map cannot change on an existing service.
-        if service.routing_policy.as_deref() != Some(definition.routing_policy.as_str()) {
-            return Err(StepError::Conflict {
-                resource: component,
-                message: format!(
-                    "Cloud Map service {} ({}) has routing policy {:?}, the config wants {}; Cloud Map cannot change it in place: \
-                     delete the service (tap destroy, or DeleteService after removing its ECS service) and deploy again",
-                    definition.name,
-                    service.id,
-                    service.routing_policy.as_deref().unwrap_or("none"),
-                    definition.routing_policy
-                ),
-            });
-        }
-        match service.custom_health_check {
-            None => {
-                return Err(StepError::Conflict {
-                    resource: component,
-                    message: format!(
-                        "Cloud Map service {} ({}) has no custom health check, which ECS needs; Cloud Map cannot add it in place: \
-                         delete the service and deploy again",
-                        definition.name, service.id
-                    ),
-                })
-            }
-            Some(Some(threshold)) if threshold != definition.failure_threshold => {
-                // AWS keeps this value fixed (it is deprecated and always 1), so it is not drift tap can act on.
-                tracing::warn!(service = %definition.name, observed = threshold, configured = definition.failure_threshold, "custom health check failure threshold differs; Cloud Map cannot change it");
-            }
-            Some(_) => {}
-        }
-
-        let mut observed_records = service.dns_records.clone();
-        observed_records.sort();
-        let mut desired_records = definition.dns_records.clone();
-        desired_records.sort();
-        if observed_records == desired_records {
-            return Ok((out, None));
-        }
-        let show =
-            |records: &[DnsRecordSpec]| Some(records.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
-        let attrs = vec![AttrChange::new("dns_records", show(&observed_records), show(&desired_records))];
-        if mode.is_apply() {
-            let op = self
-                .api
-                .update_service_dns(&service.id, &desired_records)
-                .await
-                .map_err(StepError::aws(&component, "UpdateService"))?;
-            self.wait_operation(&component, "UpdateService", &op).await?;
-            tracing::info!(service = %definition.name, "updated");
-        }
-        Ok((out, Some(Change::update(component, &definition.name, attrs))))
-    }
-
-    /// Deregisters what is left in a service, then deletes it.
-    async fn delete_service(&self, service: &ObservedService) -> Result<Option<Change>, StepError> {
-        let component = service_component(&service.name);
-        let instances = match self.api.list_instances(&service.id).await {
-            Ok(instances) => instances,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(StepError::aws(&component, "ListInstances")(e)),
-        };
-        let deregistrations = instances.iter().map(|instance| {
-            let component = &component;
-            async move {
-                match self.api.deregister_instance(&service.id, instance).await {
-                    Ok(op) => self.wait_operation(component, "DeregisterInstance", &op).await.map(|_| ()),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(e) => Err(StepError::aws(component.clone(), "DeregisterInstance")(e)),
-                }
-            }
+        engine: &Engine<'_>,
+        undeclared: impl Iterator<Item = &'a ObservedService>,
+    ) -> Result<(), StepError> {
+        let ctx = engine.ctx();
+        let env = ctx.names.env();
+        let checks = undeclared.map(|service| async move {
+            let component = service_component(&service.name);
+            let tags = match self.api.list_tags(&service.arn).await {
+                Ok(tags) => tags,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(StepError::aws(&component, "ListTagsForResource")(e)),
+            };
+            Ok(owned(&tags, env, || component.clone()).map(|id| resource::Owned {
+                id,
+                name: service.name.clone(),
+                observed: service.clone(),
+            }))
         });
-        try_join_all(deregistrations).await?;
-        // Deregistration settles shortly after its operation reports success.
-        let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));
-        let deleted = retry_while(&format!("DeleteService on {component}"), self.backoff, in_use, || async {
-            match self.api.delete_service(&service.id).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.is_not_found() => Ok(false),
-                Err(e) => Err(StepError::aws(&component, "DeleteService")(e)),
-            }
-        })
-        .await?;
-        if deleted {
-            tracing::info!(service = %service.name, "deleted");
+        let owned: Vec<_> = try_join_all(checks).await?.into_iter().flatten().collect();
+        if owned.is_empty() {
+            return Ok(());
         }
-        Ok(deleted.then(|| Change::delete(component, &service.name)))
+        if engine.mode().is_apply() {
+            ctx.wait::<ServicesOutputs>(STEP).await?;
+        }
+        engine.prune(&self.kind(), owned, &std::collections::BTreeSet::new()).await?;
+        Ok(())
     }
 
     /// Deletes a namespace's services, then the namespace, waiting for its deletion.
-    async fn delete_namespace(&self, namespace: &ObservedNamespace) -> Result<Vec<Change>, StepError> {
+    async fn delete_namespace(&self, engine: &Engine<'_>, namespace: &ObservedNamespace) -> Result<(), StepError> {
         let services = self.find_services(&namespace.id, |_| true).await?;
-        let mut changes: Vec<Change> =
-            try_join_all(services.values().map(|s| self.delete_service(s))).await?.into_iter().flatten().collect();
+        let kind = self.kind();
+        try_join_all(services.values().map(|s| {
+            let (kind, component) = (&kind, service_component(&s.name));
+            async move { engine.delete(kind, &component, &s.name, s).await }
+        }))
+        .await?;
         let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));
         let op = retry_while(&format!("DeleteNamespace on {}", namespace.name), self.backoff, in_use, || async {
             match self.api.delete_namespace(&namespace.id).await {
@@ -843,11 +817,12 @@ impl DiscoveryStep {
         })
         .await?;
         if let Some(op) = op {
+            engine.working(NAMESPACE_COMPONENT, Action::Delete);
             self.wait_operation(NAMESPACE_COMPONENT, "DeleteNamespace", &op).await?;
             tracing::info!(namespace = %namespace.name, id = %namespace.id, "deleted");
-            changes.push(Change::delete(NAMESPACE_COMPONENT, &namespace.name));
+            engine.record(Change::delete(NAMESPACE_COMPONENT, &namespace.name));
         }
-        Ok(changes)
+        Ok(())
     }
 }
 
@@ -878,11 +853,11 @@ impl Step for DiscoveryStep {
     #[tracing::instrument(skip_all, name = "discovery.destroy")]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let namespaces = self.find_namespaces(&ctx.names.namespace()).await?;
-        let mut changes = Vec::new();
+        let engine = Engine::new(ctx, STEP, Mode::Apply);
         for namespace in &namespaces {
-            changes.extend(self.delete_namespace(namespace).await?);
+            self.delete_namespace(&engine, namespace).await?;
         }
-        Ok(changes)
+        Ok(engine.into_changes())
     }
 }
 
@@ -890,8 +865,9 @@ impl Step for DiscoveryStep {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use tap_core::naming::Names;
     use tap_core::outputs::SubnetRef;
-    use tap_core::{Action, Config};
+    use tap_core::{Action, AttrChange, Config};
 
     fn ctx_with_vpc(vpc_id: &str) -> Context {
         let ctx = Context::new(Config::default());
@@ -977,6 +953,8 @@ mod tests {
             .times(1)
             .returning(move |_| Ok(vec![listed(svc.clone()), other.clone()]));
         mock.expect_get_service().never();
+        // The unconfigured service is a prune candidate: its tags say it is not tap's.
+        mock.expect_list_tags().times(..=1).returning(|_| Ok(vec![]));
     }
 
     #[test]
@@ -1297,5 +1275,80 @@ mod tests {
         mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
         let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
         assert!(changes.is_empty());
+    }
+
+    /// A tap-made Cloud Map service of this environment that the config no longer declares.
+    fn removed() -> ObservedService {
+        ObservedService {
+            id: "srv-5".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-5".into(),
+            name: "old-worker".into(),
+            ..service(10)
+        }
+    }
+
+    fn with_removed(mock: &mut MockCloudMapApi) {
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+        let hand_made = ObservedService {
+            id: "srv-6".into(),
+            arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-6".into(),
+            name: "hand-made".into(),
+            ..service(10)
+        };
+        mock.expect_list_services()
+            .times(1)
+            .returning(move |_| Ok(vec![listed(service(10)), listed(removed()), listed(hand_made.clone())]));
+        mock.expect_get_service().never();
+        mock.expect_list_tags().times(2).returning(|arn| {
+            Ok(if arn.ends_with("srv-5") {
+                Names::new(&Config::default()).tags("discovery/service/old-worker", "old-worker")
+            } else {
+                // In the namespace, but not tagged by tap for this environment: left alone.
+                vec![("Environment".into(), "dev".into())]
+            })
+        });
+        mock.expect_create_service().never();
+        mock.expect_update_service_dns().never();
+        mock.expect_delete_namespace().never();
+    }
+
+    #[tokio::test]
+    async fn plan_lists_a_removed_service_without_waiting_for_the_services_step() {
+        let mut mock = MockCloudMapApi::new();
+        with_removed(&mut mock);
+        no_mutations(&mut mock);
+        mock.expect_list_instances().never();
+        // No ServicesOutputs in the context: plan must not wait for it.
+        let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx()).await.unwrap();
+        assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
+    }
+
+    #[tokio::test]
+    async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
+        let mut mock = MockCloudMapApi::new();
+        with_removed(&mut mock);
+        let deleted = Arc::new(AtomicUsize::new(0));
+        mock.expect_list_instances().withf(|id: &str| id == "srv-5").times(1).returning(|_| Ok(vec![]));
+        let d = deleted.clone();
+        mock.expect_delete_service().withf(|id: &str| id == "srv-5").times(1).returning(move |_| {
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let ctx = ctx();
+        ctx.expect([OutputKind::Services]);
+        let step = DiscoveryStep::new(Arc::new(mock));
+        let apply = step.apply(&ctx);
+        tokio::pin!(apply);
+        // The step publishes its outputs, then waits for the services step before deleting.
+        tokio::select! {
+            _ = &mut apply => panic!("deleted before the services step published its outputs"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+        assert!(ctx.try_get::<DiscoveryOutputs>().is_some(), "outputs published before the prune");
+        assert_eq!(deleted.load(Ordering::SeqCst), 0);
+        ctx.put(ServicesOutputs { service_arns: BTreeMap::new() });
+        let changes = apply.await.unwrap();
+        assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
+        assert_eq!(deleted.load(Ordering::SeqCst), 1);
     }
 }

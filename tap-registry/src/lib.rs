@@ -3,10 +3,13 @@
 //!
 //! - Reads from the [`Context`]: only the config (`registry.*`, the service list) and the names.
 //! - Adds: [`RegistryOutputs`] — service name → repository name, ARN and URI.
-//! - Finds its repositories by name (`tap-{service}-{s}`) with one `DescribeRepositories`; on
-//!   `destroy` by the environment's tags, so repositories of services since removed from the
-//!   config go too. Drift of the tag mutability, the scan configuration or the lifecycle policy
-//!   (compared as JSON, not as text) is repaired.
+//! - Finds its repositories with one listing of the registry: the configured ones by name
+//!   (`tap-{service}-{s}`), any other `tap-…-{s}` by the environment's tags. Drift of the tag
+//!   mutability, the scan configuration or the lifecycle policy (compared as JSON, not as text) is
+//!   repaired. Each repository runs through the resource engine ([`repository`]).
+//! - Prune: a repository of a service no longer configured is deleted when empty and kept (listed
+//!   as `=`) while it holds images, unless `deploy.prune_data` (`deploy --prune-data`).
+//! - `destroy` deletes every repository of the environment with its images, whatever the config.
 //!
 //! ```no_run
 //! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
@@ -27,11 +30,18 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use futures::future::try_join_all;
 use serde_json::{json, Value};
-use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
-use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
+use tap_core::idempotent::NoBlindRetry;
+use tap_core::naming::Tag;
 use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
-use tap_core::step::{diff, OutputKind};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::resource::{self, owned, Engine};
+use tap_core::step::OutputKind;
+use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
+
+pub mod repository;
+
+#[cfg(test)]
+use repository::policy_matches;
+use repository::{DesiredRepository, RepositoryKind, RepositoryState};
 
 /// Logical-id prefix of every repository (`registry/repository/{service}`).
 const COMPONENT_PREFIX: &str = "registry/repository/";
@@ -78,6 +88,8 @@ pub trait EcrApi: Send + Sync {
     async fn put_image_scanning_configuration(&self, name: &str, scan_on_push: bool) -> Result<(), AwsError>;
     /// `PutLifecyclePolicy`.
     async fn put_lifecycle_policy(&self, name: &str, policy_text: &str) -> Result<(), AwsError>;
+    /// Whether the repository holds any image (`ListImages`, one result at most).
+    async fn has_images(&self, name: &str) -> Result<bool, AwsError>;
     /// `DeleteRepository`; with `force` its images go too.
     async fn delete_repository(&self, name: &str, force: bool) -> Result<(), AwsError>;
 }
@@ -201,6 +213,11 @@ impl EcrApi for SdkEcr {
         Ok(())
     }
 
+    async fn has_images(&self, name: &str) -> Result<bool, AwsError> {
+        let out = self.0.list_images().repository_name(name).max_results(1).send().await?;
+        Ok(!out.image_ids().is_empty())
+    }
+
     async fn delete_repository(&self, name: &str, force: bool) -> Result<(), AwsError> {
         self.0.delete_repository().repository_name(name).force(force).send().await?;
         Ok(())
@@ -223,12 +240,6 @@ pub fn lifecycle_policy(keep: u32) -> Value {
     })
 }
 
-/// Whether the observed policy text means the same as `desired` (JSON, so formatting and key
-/// order do not matter; text that is not JSON never matches).
-fn policy_matches(observed: Option<&str>, desired: &Value) -> bool {
-    observed.and_then(|text| serde_json::from_str::<Value>(text).ok()).is_some_and(|v| &v == desired)
-}
-
 /// The ECR repositories of an environment.
 pub struct RegistryStep {
     api: Arc<dyn EcrApi>,
@@ -245,153 +256,11 @@ impl RegistryStep {
         Self::new(Arc::new(SdkEcr(clients.ecr.clone())))
     }
 
-    /// The configured repositories that exist, found with one `DescribeRepositories`; when some
-    /// are missing (ECR then fails the whole call), one listing of the registry's repositories
-    /// (up to 1000 a page) finds the others, whatever the number of services.
-    async fn find(&self, names: &[String]) -> Result<BTreeMap<String, ObservedRepository>, StepError> {
-        if names.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let found = match self.api.describe_repositories(names).await {
-            Ok(repos) => repos,
-            Err(e) if e.is("RepositoryNotFoundException") && names.len() > 1 => self
-                .api
-                .list_repositories()
-                .await
-                .map_err(StepError::aws("registry/repositories", "DescribeRepositories"))?,
-            Err(e) if e.is("RepositoryNotFoundException") => vec![],
-            Err(e) => return Err(StepError::aws("registry/repositories", "DescribeRepositories")(e)),
-        };
-        Ok(found.into_iter().filter(|r| names.contains(&r.name)).map(|r| (r.name.clone(), r)).collect())
-    }
-
-    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        let services: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
-        let names: Vec<String> = services.iter().map(|s| ctx.names.repository(s)).collect();
-        let found = self.find(&names).await?;
-        let results = try_join_all(
-            services
-                .iter()
-                .zip(&names)
-                .map(|(service, name)| self.converge_one(ctx, service, name, found.get(name), mode)),
-        )
-        .await?;
-        let mut repositories = BTreeMap::new();
-        let mut changes = Vec::new();
-        for (service, (repo, change)) in services.iter().zip(results) {
-            repositories.insert(service.to_string(), repo);
-            changes.extend(change);
-        }
-        ctx.put(RegistryOutputs { repositories });
-        Ok(changes)
-    }
-
-    async fn converge_one(
-        &self,
-        ctx: &Context,
-        service: &str,
-        name: &str,
-        observed: Option<&ObservedRepository>,
-        mode: Mode,
-    ) -> Result<(Repository, Option<Change>), StepError> {
-        let settings = &ctx.config.registry;
-        let component = format!("{COMPONENT_PREFIX}{service}");
-        let policy = lifecycle_policy(settings.keep_images);
-        let policy_text = policy.to_string();
-        let Some(repo) = observed else {
-            if !mode.is_apply() {
-                let pending = Repository { name: name.into(), arn: PENDING.into(), uri: PENDING.into(), created: true };
-                return Ok((pending, Some(Change::create(component, name))));
-            }
-            let tags = ctx.names.tags(&component, name);
-            // A create whose outcome is unknown (no answer, or a 5xx) is looked up, and one that
-            // answers "already exists" too: the repository is adopted when it carries this
-            // environment's tag.
-            let find = || async {
-                let found = match self.api.describe_repositories(&[name.to_owned()]).await {
-                    Ok(mut repos) => repos.pop(),
-                    Err(e) if e.is_not_found() => None,
-                    Err(e) => return Err(e),
-                };
-                let Some(repo) = found else { return Ok(None) };
-                let tags = self.api.list_tags(&repo.arn).await?;
-                let ours = tags.iter().any(|(k, v)| k == TAG_ENVIRONMENT && v == ctx.names.env());
-                Ok(ours.then_some(repo))
-            };
-            let created = create_or_adopt(
-                &component,
-                Recovery::default(),
-                |e| e.is("RepositoryAlreadyExistsException"),
-                find,
-                || self.api.create_repository(name, settings.immutable_tags, settings.scan_on_push, &tags),
-            )
-            .await
-            .map_err(StepError::aws(&component, "CreateRepository"))?;
-            self.api
-                .put_lifecycle_policy(name, &policy_text)
-                .await
-                .map_err(StepError::aws(&component, "PutLifecyclePolicy"))?;
-            tracing::info!(repository = name, "created");
-            let out = Repository { name: created.name, arn: created.arn, uri: created.uri, created: true };
-            return Ok((out, Some(Change::create(component, name))));
-        };
-
-        let observed_policy =
-            self.api.get_lifecycle_policy(name).await.map_err(StepError::aws(&component, "GetLifecyclePolicy"))?;
-        let mut attrs = Vec::new();
-        let mutability_of = |immutable: bool| if immutable { "IMMUTABLE" } else { "MUTABLE" };
-        diff(
-            &mut attrs,
-            "image_tag_mutability",
-            &mutability_of(repo.immutable_tags),
-            &mutability_of(settings.immutable_tags),
-        );
-        diff(&mut attrs, "scan_on_push", &repo.scan_on_push, &settings.scan_on_push);
-        let policy_ok = policy_matches(observed_policy.as_deref(), &policy);
-        if !policy_ok {
-            attrs.push(AttrChange::new("lifecycle_policy", observed_policy.clone(), Some(policy_text.clone())));
-        }
-        let out = Repository { name: repo.name.clone(), arn: repo.arn.clone(), uri: repo.uri.clone(), created: false };
-        if attrs.is_empty() {
-            return Ok((out, None));
-        }
-        if mode.is_apply() {
-            let mutability = async {
-                if repo.immutable_tags == settings.immutable_tags {
-                    return Ok(());
-                }
-                self.api
-                    .put_image_tag_mutability(name, settings.immutable_tags)
-                    .await
-                    .map_err(StepError::aws(&component, "PutImageTagMutability"))
-            };
-            let scanning = async {
-                if repo.scan_on_push == settings.scan_on_push {
-                    return Ok(());
-                }
-                self.api
-                    .put_image_scanning_configuration(name, settings.scan_on_push)
-                    .await
-                    .map_err(StepError::aws(&component, "PutImageScanningConfiguration"))
-            };
-            let lifecycle = async {
-                if policy_ok {
-                    return Ok(());
-                }
-                self.api
-                    .put_lifecycle_policy(name, &policy_text)
-                    .await
-                    .map_err(StepError::aws(&component, "PutLifecyclePolicy"))
-            };
-            tokio::try_join!(mutability, scanning, lifecycle)?;
-            tracing::info!(repository = name, "updated");
-        }
-        Ok((out, Some(Change::update(component, name, attrs))))
-    }
-
-    /// The repositories of this environment: named `tap-…-{s}` and tagged with this environment
-    /// and a registry component.
-    async fn owned(&self, ctx: &Context) -> Result<Vec<(String, ObservedRepository)>, StepError> {
+    /// Every repository of the environment: named `tap-…-{s}` (one listing of the registry, up to
+    /// 1000 a page, whatever the number of services). The configured ones are taken by name; any
+    /// other only when its tags say it is this environment's and a registry component (one
+    /// `ListTagsForResource` each, so none when every listed repository is configured).
+    async fn owned(&self, ctx: &Context, declared: &[String]) -> Result<Owned, StepError> {
         let env = ctx.names.env();
         let suffix = format!("-{env}");
         let all = self
@@ -399,20 +268,94 @@ impl RegistryStep {
             .list_repositories()
             .await
             .map_err(StepError::aws("registry/repositories", "DescribeRepositories"))?;
-        let candidates: Vec<ObservedRepository> =
-            all.into_iter().filter(|r| r.name.starts_with("tap-") && r.name.ends_with(&suffix)).collect();
-        let checks = candidates.into_iter().map(|repo| async move {
+        let (configured, others): (Vec<ObservedRepository>, Vec<ObservedRepository>) = all
+            .into_iter()
+            .filter(|r| r.name.starts_with("tap-") && r.name.ends_with(&suffix))
+            .partition(|r| declared.contains(&r.name));
+        let checks = others.into_iter().map(|repo| async move {
             let tags = match self.api.list_tags(&repo.arn).await {
                 Ok(tags) => tags,
                 Err(e) if e.is_not_found() => return Ok(None),
                 Err(e) => return Err(StepError::aws(repo.name.clone(), "ListTagsForResource")(e)),
             };
-            let tag = |k: &str| tags.iter().find(|(tk, _)| tk == k).map(|(_, v)| v.clone());
-            let component = tag(TAG_COMPONENT).filter(|c| c.starts_with(COMPONENT_PREFIX));
-            Ok(component.filter(|_| tag(TAG_ENVIRONMENT).as_deref() == Some(env)).map(|c| (c, repo)))
+            let id = owned(&tags, env, String::new).filter(|c| c.starts_with(COMPONENT_PREFIX));
+            Ok(id.map(|id| resource::Owned {
+                id,
+                name: repo.name.clone(),
+                observed: RepositoryState { repository: repo, lifecycle_policy: None },
+            }))
         });
-        Ok(try_join_all(checks).await?.into_iter().flatten().collect())
+        let undeclared = try_join_all(checks).await?.into_iter().flatten().collect();
+        Ok(Owned { configured: configured.into_iter().map(|r| (r.name.clone(), r)).collect(), undeclared })
     }
+
+    async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let engine = Engine::new(ctx, "registry", mode);
+        let services: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<String> = services.iter().map(|s| ctx.names.repository(s)).collect();
+        let found = self.owned(ctx, &names).await?;
+        let results = try_join_all(
+            services
+                .iter()
+                .zip(&names)
+                .map(|(service, name)| self.converge_one(&engine, service, name, found.configured.get(name))),
+        )
+        .await?;
+        ctx.put(RegistryOutputs { repositories: services.iter().map(|s| s.to_string()).zip(results).collect() });
+        // Repositories of services no longer configured: an empty one is deleted, one holding
+        // images is kept unless `deploy.prune_data` (nothing else needs them gone first).
+        let declared = services.iter().map(|s| format!("{COMPONENT_PREFIX}{s}")).collect();
+        engine.prune(&RepositoryKind(self.api.as_ref()), found.undeclared, &declared).await?;
+        Ok(engine.into_changes())
+    }
+
+    async fn converge_one(
+        &self,
+        engine: &Engine<'_>,
+        service: &str,
+        name: &str,
+        observed: Option<&ObservedRepository>,
+    ) -> Result<Repository, StepError> {
+        let ctx = engine.ctx();
+        let settings = &ctx.config.registry;
+        let component = format!("{COMPONENT_PREFIX}{service}");
+        let want = DesiredRepository {
+            name: name.into(),
+            immutable_tags: settings.immutable_tags,
+            scan_on_push: settings.scan_on_push,
+            lifecycle_policy: lifecycle_policy(settings.keep_images),
+            tags: ctx.names.tags(&component, name),
+            env: ctx.names.env().into(),
+        };
+        let have = match observed {
+            Some(repo) => {
+                let lifecycle_policy = self
+                    .api
+                    .get_lifecycle_policy(name)
+                    .await
+                    .map_err(StepError::aws(&component, "GetLifecyclePolicy"))?;
+                Some(RepositoryState { repository: repo.clone(), lifecycle_policy })
+            }
+            None => None,
+        };
+        let created = have.is_none();
+        let kind = RepositoryKind(self.api.as_ref());
+        Ok(match engine.converge(&kind, &component, name, &want, have).await? {
+            Some(state) => {
+                let r = state.repository;
+                Repository { name: r.name, arn: r.arn, uri: r.uri, created }
+            }
+            None => Repository { name: name.into(), arn: PENDING.into(), uri: PENDING.into(), created: true },
+        })
+    }
+}
+
+/// What the registry holds of the environment.
+struct Owned {
+    /// Configured repositories that exist, by name.
+    configured: BTreeMap<String, ObservedRepository>,
+    /// Repositories of services no longer configured, owned by their tags.
+    undeclared: Vec<resource::Owned<RepositoryState>>,
 }
 
 #[async_trait]
@@ -439,27 +382,22 @@ impl Step for RegistryStep {
         self.converge(ctx, Mode::Apply).await
     }
 
+    /// Removes every repository of the environment with its images, whatever the config says
+    /// (found by name and tags).
     #[tracing::instrument(skip_all, name = "registry.destroy")]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
-        let repos = self.owned(ctx).await?;
-        let deletes = repos.into_iter().map(|(component, repo)| async move {
-            match self.api.delete_repository(&repo.name, true).await {
-                Ok(()) => {
-                    tracing::info!(repository = %repo.name, "deleted");
-                    Ok(Some(Change::delete(component, repo.name)))
-                }
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) => Err(StepError::aws(component, "DeleteRepository")(e)),
-            }
-        });
-        Ok(try_join_all(deletes).await?.into_iter().flatten().collect())
+        let found = self.owned(ctx, &[]).await?;
+        let engine = Engine::new(ctx, "registry", Mode::Apply);
+        let kind = RepositoryKind(self.api.as_ref());
+        try_join_all(found.undeclared.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;
+        Ok(engine.into_changes())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tap_core::naming::Names;
+    use tap_core::naming::{Names, TAG_COMPONENT, TAG_ENVIRONMENT};
     use tap_core::Config;
 
     fn ctx() -> Context {
@@ -512,10 +450,8 @@ mod tests {
     #[tokio::test]
     async fn creates_every_repository_with_the_spec_settings() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories()
-            .withf(|names: &[String]| names.len() == 3)
-            .times(1)
-            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        // One listing of the registry finds what exists (no DescribeRepositories by name).
+        mock.expect_describe_repositories().never();
         mock.expect_list_repositories().times(1).returning(|| Ok(vec![]));
         mock.expect_create_repository()
             .withf(|name: &str, immutable: &bool, scan: &bool, tags: &[Tag]| {
@@ -592,10 +528,8 @@ mod tests {
     #[tokio::test]
     async fn finds_the_existing_ones_when_some_are_missing() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories()
-            .withf(|names: &[String]| names.len() == 3)
-            .times(1)
-            .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "not found")));
+        // One listing of the registry finds what exists (no DescribeRepositories by name).
+        mock.expect_describe_repositories().never();
         // One listing finds them (another environment's repository among them is ignored).
         mock.expect_list_repositories()
             .times(1)
@@ -616,7 +550,7 @@ mod tests {
     #[tokio::test]
     async fn matching_repositories_get_no_mutating_call() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories().times(1).returning(|_| Ok(all_matching()));
+        mock.expect_list_repositories().times(1).returning(|| Ok(all_matching()));
         mock.expect_get_lifecycle_policy().times(3).returning(|_| Ok(Some(desired_policy_text())));
         no_mutations(&mut mock);
         let ctx = ctx();
@@ -628,7 +562,7 @@ mod tests {
     #[tokio::test]
     async fn removed_lifecycle_policy_is_put_back_and_nothing_else() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories().times(1).returning(|_| Ok(all_matching()));
+        mock.expect_list_repositories().times(1).returning(|| Ok(all_matching()));
         mock.expect_get_lifecycle_policy()
             .times(3)
             .returning(|name| Ok((name != "tap-api-gateway-dev").then(desired_policy_text)));
@@ -650,9 +584,9 @@ mod tests {
     #[tokio::test]
     async fn mutable_tags_are_made_immutable() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories()
+        mock.expect_list_repositories()
             .times(1)
-            .returning(|_| Ok(NAMES.iter().map(|n| repo(n, *n != "tap-frontend-dev", true)).collect()));
+            .returning(|| Ok(NAMES.iter().map(|n| repo(n, *n != "tap-frontend-dev", true)).collect()));
         mock.expect_get_lifecycle_policy().times(3).returning(|_| Ok(Some(desired_policy_text())));
         mock.expect_put_image_tag_mutability()
             .withf(|name: &str, immutable: &bool| name == "tap-frontend-dev" && *immutable)
@@ -687,7 +621,7 @@ mod tests {
     #[tokio::test]
     async fn throttling_surfaces_as_retryable() {
         let mut mock = MockEcrApi::new();
-        mock.expect_describe_repositories().returning(|_| Err(AwsError::throttling()));
+        mock.expect_list_repositories().returning(|| Err(AwsError::throttling()));
         no_mutations(&mut mock);
         let err = RegistryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
@@ -727,5 +661,94 @@ mod tests {
         let changes = RegistryStep::new(Arc::new(mock)).destroy(&ctx()).await.unwrap();
         assert_eq!(changes.len(), 2);
         assert!(changes.iter().all(|c| c.action == tap_core::Action::Delete));
+    }
+
+    /// The registry after the config dropped `processing-service` and `old` (both still there,
+    /// with this environment's tags), beside a look-alike without tap's tags and another
+    /// environment's repository.
+    fn pruned_registry(prune_data: bool, with_images: bool) -> (MockEcrApi, Context) {
+        let mut mock = MockEcrApi::new();
+        mock.expect_list_repositories().times(1).returning(|| {
+            let mut repos = all_matching();
+            repos.push(repo("tap-old-dev", true, true));
+            repos.push(repo("tap-hand-made-dev", true, true));
+            repos.push(repo("tap-old-prod", true, true));
+            Ok(repos)
+        });
+        mock.expect_get_lifecycle_policy().times(2).returning(|_| Ok(Some(desired_policy_text())));
+        // Only the undeclared repositories of this environment's name are asked for their tags.
+        mock.expect_list_tags()
+            .withf(|arn: &str| {
+                ["tap-processing-service-dev", "tap-old-dev", "tap-hand-made-dev"].iter().any(|n| arn.ends_with(n))
+            })
+            .times(3)
+            .returning(|arn| {
+                let name = arn.rsplit('/').next().unwrap();
+                if name == "tap-hand-made-dev" {
+                    // Named like tap's, but not tagged as managed by tap.
+                    return Ok(vec![(TAG_ENVIRONMENT.to_string(), "dev".to_string())]);
+                }
+                let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+                Ok(Names::new(&Config::default()).tags(&format!("registry/repository/{service}"), name))
+            });
+        // `old` is empty; `processing-service` holds images when `with_images`.
+        mock.expect_has_images()
+            .times(if prune_data { 0 } else { 2 })
+            .returning(move |name| Ok(with_images && name == "tap-processing-service-dev"));
+        mock.expect_create_repository().never();
+        mock.expect_put_lifecycle_policy().never();
+        let mut config = Config::default();
+        config.services.retain(|s| s.name != "processing-service");
+        config.deploy.prune_data = prune_data;
+        (mock, Context::new(config))
+    }
+
+    #[tokio::test]
+    async fn a_removed_services_repository_is_kept_while_it_holds_images() {
+        let (mut mock, ctx) = pruned_registry(false, true);
+        mock.expect_delete_repository()
+            .withf(|name: &str, force: &bool| name == "tap-old-dev" && *force)
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        let mut got: Vec<(String, tap_core::Action)> = changes.iter().map(|c| (c.name.clone(), c.action)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("tap-old-dev".to_string(), tap_core::Action::Delete),
+                ("tap-processing-service-dev".to_string(), tap_core::Action::Keep)
+            ]
+        );
+        assert_eq!(ctx.get::<RegistryOutputs>("test").unwrap().repositories.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn with_prune_data_a_repository_holding_images_is_deleted_too() {
+        let (mut mock, ctx) = pruned_registry(true, true);
+        mock.expect_delete_repository()
+            .withf(|name: &str, force: &bool| (name == "tap-old-dev" || name == "tap-processing-service-dev") && *force)
+            .times(2)
+            .returning(|_, _| Ok(()));
+        let changes = RegistryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.iter().all(|c| c.action == tap_core::Action::Delete));
+    }
+
+    #[tokio::test]
+    async fn plan_lists_the_prune_without_deleting() {
+        let (mut mock, ctx) = pruned_registry(false, false);
+        mock.expect_delete_repository().never();
+        let changes = RegistryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+        let mut got: Vec<(String, tap_core::Action)> = changes.iter().map(|c| (c.name.clone(), c.action)).collect();
+        got.sort();
+        // Both are empty here: both would be deleted; the hand-made one is not tap's.
+        assert_eq!(
+            got,
+            [
+                ("tap-old-dev".to_string(), tap_core::Action::Delete),
+                ("tap-processing-service-dev".to_string(), tap_core::Action::Delete)
+            ]
+        );
     }
 }

@@ -11,6 +11,7 @@ use tap_core::{AwsError, Context, StepError};
 
 use crate::component;
 use crate::logs::ObservedLogGroup;
+use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
@@ -31,6 +32,10 @@ pub trait ServicesApi: Send + Sync {
     /// The log groups among `names` that exist, keyed by name: one paged DescribeLogGroups over the
     /// names' common prefix, keeping exactly these names.
     async fn find_log_groups(&self, names: &[String]) -> Result<BTreeMap<String, ObservedLogGroup>, AwsError>;
+    /// Every log group whose name starts with `prefix` (all pages).
+    async fn list_log_groups(&self, prefix: &str) -> Result<Vec<ObservedLogGroup>, AwsError>;
+    /// The tags of a log group.
+    async fn log_group_tags(&self, name: &str) -> Result<Vec<Tag>, AwsError>;
     /// Creates a log group with tags.
     async fn create_log_group(&self, name: &str, tags: &[Tag]) -> Result<(), AwsError>;
     /// Sets a log group's retention.
@@ -50,13 +55,15 @@ pub trait ServicesApi: Send + Sync {
     async fn list_task_definitions(&self, family: &str, status: RevisionStatus) -> Result<Vec<String>, AwsError>;
     /// `ListTaskDefinitionFamilies` with ACTIVE revisions whose name starts with `prefix`, all pages.
     async fn list_task_families(&self, prefix: &str) -> Result<Vec<String>, AwsError>;
+    /// The tags of an ECS resource (a task definition revision) by ARN.
+    async fn ecs_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
     /// Deregisters one revision.
     async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError>;
     /// Deletes deregistered revisions (at most 10 per call).
     async fn delete_task_definitions(&self, arns: &[String]) -> Result<(), AwsError>;
 
-    /// The services of `cluster` among `names` (any status, up to 10 per DescribeServices call);
-    /// missing ones are left out.
+    /// The services of `cluster` among `names` (any status, up to 10 per DescribeServices call,
+    /// with their tags); missing ones are left out.
     async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ObservedService>, AwsError>;
     /// Names of every service in `cluster`.
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError>;
@@ -73,6 +80,9 @@ pub trait ServicesApi: Send + Sync {
         &self,
         resource_ids: &[String],
     ) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError>;
+    /// Every `ecs:service:DesiredCount` scalable target whose resource id starts with `prefix`
+    /// (e.g. `service/<cluster>/`), keyed by resource id: one paged DescribeScalableTargets.
+    async fn list_scalable_targets(&self, prefix: &str) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError>;
     /// Registers (or updates) the scalable target.
     async fn register_scalable_target(&self, resource_id: &str, min: i32, max: i32) -> Result<(), AwsError>;
     /// Deregisters the scalable target.
@@ -95,8 +105,10 @@ pub trait ServicesApi: Send + Sync {
 }
 
 /// What one batched read found of the configured services' log groups, ECS services, scalable
-/// targets and scaling policies. It is read once per run ([`Observed::read`]) and shared by every
-/// service's converge, so a converged environment costs one call per kind, not one per service.
+/// targets and scaling policies, and (in [`Observed::listed`]) everything of those kinds that may
+/// belong to the environment. It is read once per run ([`Observed::read`]) and shared by every
+/// service's converge and the prune, so a converged environment costs one call per kind, not one
+/// per service.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Observed {
     /// Log group name → log group.
@@ -109,22 +121,21 @@ pub(crate) struct Observed {
     pub scaling_policies: BTreeMap<(String, String), ObservedScalingPolicy>,
     /// Task family → its latest ACTIVE revision.
     pub task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    /// The listings the prune looks at.
+    pub listed: Listed,
 }
 
-/// Every service's latest ACTIVE task definition revision, by family. It needs no input, so the
-/// step reads it at once, beside waiting for the others: one listing of the families, then one
-/// read per family that exists (none from empty, whatever the number of services).
+/// Every service's latest ACTIVE task definition revision, by family, and every family listed
+/// under `tap-` (for the prune). It needs no input, so the step reads it at once, beside waiting
+/// for the others: one listing of the families, then one read per configured family that exists
+/// (none from empty, whatever the number of services).
 pub(crate) async fn latest_task_definitions(
     api: &dyn ServicesApi,
     ctx: &Context,
-) -> Result<BTreeMap<String, ObservedTaskDefinition>, StepError> {
+) -> Result<(BTreeMap<String, ObservedTaskDefinition>, Vec<String>), StepError> {
     let families: Vec<(String, &str)> =
         ctx.config.services.iter().map(|s| (ctx.names.task_family(&s.name), s.name.as_str())).collect();
-    let Some(prefix) = common_prefix(families.iter().map(|(f, _)| f.as_str())) else { return Ok(BTreeMap::new()) };
-    let listed = api
-        .list_task_families(prefix)
-        .await
-        .map_err(StepError::aws(component("task-definition", "*"), "ListTaskDefinitionFamilies"))?;
+    let listed = list_families(api).await?;
     let existing = families.iter().filter(|(family, _)| listed.contains(family));
     let found = futures::future::try_join_all(existing.map(|(family, service)| async move {
         let latest = api
@@ -134,26 +145,60 @@ pub(crate) async fn latest_task_definitions(
         Ok::<_, StepError>((family, latest.filter(|t| t.active)))
     }))
     .await?;
-    Ok(found.into_iter().filter_map(|(family, latest)| latest.map(|t| (family.clone(), t))).collect())
+    let latest = found.into_iter().filter_map(|(family, latest)| latest.map(|t| (family.clone(), t))).collect();
+    Ok((latest, listed))
 }
 
-/// The longest prefix the names share (the family listing's filter); `None` without names.
-pub(crate) fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let mut prefix = names.next()?;
-    for name in names {
-        let shared = prefix
-            .char_indices()
-            .zip(name.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(prefix.len().min(name.len()), |((i, _), _)| i);
-        prefix = &prefix[..shared];
+/// The task definition families with ACTIVE revisions under `tap-`.
+pub(crate) async fn list_families(api: &dyn ServicesApi) -> Result<Vec<String>, StepError> {
+    api.list_task_families(FAMILY_PREFIX)
+        .await
+        .map_err(StepError::aws(component("task-definition", "*"), "ListTaskDefinitionFamilies"))
+}
+
+/// The log groups under `/ecs/tap-`.
+pub(crate) async fn list_log_groups(api: &dyn ServicesApi) -> Result<Vec<ObservedLogGroup>, StepError> {
+    api.list_log_groups(LOG_GROUP_PREFIX)
+        .await
+        .map_err(StepError::aws(component("log-group", "*"), "DescribeLogGroups"))
+}
+
+/// The names of the services in `cluster` (none when the cluster is gone).
+pub(crate) async fn list_services(api: &dyn ServicesApi, cluster: &str) -> Result<Vec<String>, StepError> {
+    match api.list_services(cluster).await {
+        Ok(names) => Ok(names),
+        Err(e) if e.is_not_found() => Ok(vec![]),
+        Err(e) => Err(StepError::aws(component("ecs-service", "*"), "ListServices")(e)),
     }
-    Some(prefix)
+}
+
+/// The scalable targets of `cluster`'s services.
+pub(crate) async fn list_scalable_targets(
+    api: &dyn ServicesApi,
+    cluster: &str,
+) -> Result<BTreeMap<String, ObservedScalableTarget>, StepError> {
+    api.list_scalable_targets(&target_prefix(cluster))
+        .await
+        .map_err(StepError::aws(component("scaling-target", "*"), "DescribeScalableTargets"))
+}
+
+impl Listed {
+    /// Every listing, for destroy (which reads nothing else).
+    pub(crate) async fn read(api: &dyn ServicesApi, cluster: &str) -> Result<Listed, StepError> {
+        let (services, log_groups, families, targets) = tokio::try_join!(
+            list_services(api, cluster),
+            list_log_groups(api),
+            list_families(api),
+            list_scalable_targets(api, cluster),
+        )?;
+        Ok(Listed { services, log_groups, families, targets })
+    }
 }
 
 impl Observed {
     /// Reads, concurrently, the log groups, ECS services, scalable targets and scaling policies of
-    /// every configured service. While the cluster is still to be created (plan), no service or
+    /// every configured service, listing the log groups, the cluster's services and its scalable
+    /// targets for the prune. While the cluster is still to be created (plan), no service or
     /// scaling call is made: nothing of it can exist yet.
     pub(crate) async fn read(
         api: &dyn ServicesApi,
@@ -163,19 +208,10 @@ impl Observed {
         let specs = &ctx.config.services;
         let cluster_known = is_known(&cluster.arn);
         let cluster = cluster.name.as_str();
-        let log_names: Vec<String> = specs.iter().map(|s| ctx.names.log_group(&s.name)).collect();
         let ecs_names: Vec<String> = specs.iter().map(|s| ctx.names.ecs_service(&s.name)).collect();
         let resource_ids: Vec<String> = ecs_names.iter().map(|n| resource_id(cluster, n)).collect();
         let policy_names: Vec<String> = specs.iter().map(|s| desired_policy(ctx, &s.name).name).collect();
 
-        let log_groups = async {
-            if log_names.is_empty() {
-                return Ok(BTreeMap::new());
-            }
-            api.find_log_groups(&log_names)
-                .await
-                .map_err(StepError::aws(component("log-group", "*"), "DescribeLogGroups"))
-        };
         let services = async {
             if !cluster_known || ecs_names.is_empty() {
                 return Ok(BTreeMap::new());
@@ -189,15 +225,17 @@ impl Observed {
                 Err(e) => Err(StepError::aws(component("ecs-service", "*"), "DescribeServices")(e)),
             }
         };
+        let listed_services = async {
+            if !cluster_known {
+                return Ok(vec![]);
+            }
+            list_services(api, cluster).await
+        };
         let scalable_targets = async {
-            if !cluster_known || resource_ids.is_empty() {
+            if !cluster_known {
                 return Ok(BTreeMap::new());
             }
-            let found = api
-                .describe_scalable_targets(&resource_ids)
-                .await
-                .map_err(StepError::aws(component("scaling-target", "*"), "DescribeScalableTargets"))?;
-            Ok(found.into_iter().filter(|(rid, _)| resource_ids.contains(rid)).collect())
+            list_scalable_targets(api, cluster).await
         };
         let scaling_policies = async {
             if !cluster_known || policy_names.is_empty() {
@@ -213,8 +251,19 @@ impl Observed {
                 .map(|p| ((p.resource_id.clone(), p.name.clone()), p))
                 .collect())
         };
-        let (log_groups, services, scalable_targets, scaling_policies) =
-            tokio::try_join!(log_groups, services, scalable_targets, scaling_policies)?;
-        Ok(Observed { log_groups, services, scalable_targets, scaling_policies, task_definitions: BTreeMap::new() })
+        let (log_groups, services, listed_services, targets, scaling_policies) =
+            tokio::try_join!(list_log_groups(api), services, listed_services, scalable_targets, scaling_policies)?;
+        Ok(Observed {
+            log_groups: log_groups.iter().map(|g| (g.name.clone(), g.clone())).collect(),
+            services,
+            scalable_targets: targets
+                .iter()
+                .filter(|(rid, _)| resource_ids.contains(rid))
+                .map(|(r, t)| (r.clone(), *t))
+                .collect(),
+            scaling_policies,
+            task_definitions: BTreeMap::new(),
+            listed: Listed { services: listed_services, log_groups, families: vec![], targets },
+        })
     }
 }

@@ -4,7 +4,7 @@
 //! **Reads** from the [`Context`]: the private subnets (network), the repository URIs (registry),
 //! the cluster (cluster), the security groups, roles and secret ARNs (security), the ALB DNS name and
 //! target groups (ingress) and the Cloud Map services (discovery).
-//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN.
+//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN (in apply mode after the prune).
 //!
 //! Per service, concurrently across services:
 //! - [`logs`]: log group `/ecs/tap-{service}-{s}` with the configured retention.
@@ -14,6 +14,19 @@
 //!   back so fields an endpoint dropped on create are set in the same run; later updated only on
 //!   difference, never touching the desired count (auto scaling owns it).
 //! - [`scaling`]: scalable target (min/max) and a CPU target-tracking policy, found by resource id.
+//!
+//! Log groups, ECS services and scaling run through the resource engine ([`tap_core::resource`]);
+//! task definition revisions are registered by [`task_definition`] itself (the service needs the
+//! new revision's ARN), the engine deletes them.
+//!
+//! **Prune**: what the environment owns and no configured service declares — ECS services in its
+//! cluster, log groups `/ecs/tap-…-{s}`, task definition families `tap-…-{s}` (each owned by its
+//! tags) and the cluster's scalable targets and their policies (by resource id) — is listed by
+//! plan and removed by deploy: scaling first, then the ECS service (scaled to 0, deleted, waited
+//! for until INACTIVE), then its task definition family and log group. In apply mode
+//! [`ServicesOutputs`] is published only after that, so steps that delete a removed service's
+//! Cloud Map service, target group, security group or role can wait for it. `destroy` removes
+//! everything these listings find, whatever the config says.
 //!
 //! After converging, deploy warns about images missing from ECR and (unless `deploy.wait` is off)
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.
@@ -32,6 +45,7 @@
 
 pub mod api;
 pub mod logs;
+mod prune;
 pub mod scaling;
 mod sdk;
 pub mod service;
@@ -50,6 +64,7 @@ use tap_core::outputs::{
     is_known, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, SecurityOutputs,
     ServicesOutputs,
 };
+use tap_core::resource::Engine;
 use tap_core::step::OutputKind;
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
@@ -58,6 +73,8 @@ use tap_core::{Change, Context, Mode, Step, StepError};
 pub use api::MockServicesApi;
 pub use api::ServicesApi;
 pub use sdk::SdkServices;
+
+use crate::logs::{DesiredLogGroup, LogGroup};
 
 const STEP: &str = "services";
 
@@ -152,33 +169,31 @@ impl ServicesStep {
 
     async fn converge_service(
         &self,
-        ctx: &Context,
-        mode: Mode,
+        engine: &Engine<'_>,
         inputs: &Inputs,
         observed: &api::Observed,
         spec: &ServiceSpec,
     ) -> Result<Converged, StepError> {
+        let (ctx, mode) = (engine.ctx(), engine.mode());
         let api = self.api.as_ref();
         let work = async {
-            let (mut changes, (task_definition, td_changes)) = tokio::try_join!(
-                logs::create(api, ctx, mode, spec, observed),
-                task_definition::converge(api, ctx, mode, inputs, spec, observed),
-            )?;
-            changes.extend(td_changes);
-            // The log group's retention is set beside the ECS service, which needs only the group.
-            let service_and_scaling = async {
-                let mut svc = service::converge(api, ctx, mode, inputs, spec, &task_definition, observed).await?;
-                let (scaling, ()) = tokio::try_join!(
-                    scaling::converge(api, ctx, mode, &inputs.cluster.name, spec, svc.exists, observed),
-                    service::finish(api, spec, svc.fix.take()),
-                )?;
-                Ok::<_, StepError>((svc, scaling))
+            let log_group = async {
+                let name = ctx.names.log_group(&spec.name);
+                let id = component("log-group", &spec.name);
+                let want = DesiredLogGroup {
+                    tags: ctx.names.tags(&id, &name),
+                    retention_days: ctx.config.logs.retention_days,
+                    name: name.clone(),
+                };
+                engine.converge(&LogGroup(api), &id, &name, &want, observed.log_groups.get(&name).cloned()).await
             };
-            let ((svc, scaling), retention) =
-                tokio::try_join!(service_and_scaling, logs::retention(api, ctx, mode, spec, observed))?;
-            changes.extend(retention);
-            changes.extend(svc.changes);
-            changes.extend(scaling);
+            let (_, (task_definition, changes)) =
+                tokio::try_join!(log_group, task_definition::converge(api, ctx, mode, inputs, spec, observed))?;
+            let mut svc = service::converge(engine, api, inputs, spec, &task_definition, observed).await?;
+            tokio::try_join!(
+                scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
+                service::finish(api, spec, svc.fix.take()),
+            )?;
             Ok::<_, StepError>((svc.arn, changes))
         };
         // The image check decides whether to wait for the rollout, and warns when the image is
@@ -193,8 +208,11 @@ impl ServicesStep {
             Ok(None)
         };
         let (image_found, (arn, changes)) = tokio::try_join!(early_check, work)?;
+        // This service's changes: its own and those the engine recorded under its logical ids.
+        let mine = |c: &Change| c.resource.rsplit('/').next() == Some(spec.name.as_str());
+        let changed = !changes.is_empty() || engine.changes().iter().any(mine);
         let wait = mode.is_apply()
-            && (ctx.config.deploy.wait || !changes.is_empty())
+            && (ctx.config.deploy.wait || changed)
             && match image_found {
                 Some(found) => found,
                 None => self.check_image(ctx, inputs, spec).await?,
@@ -234,20 +252,38 @@ impl ServicesStep {
 
     #[tracing::instrument(name = "services", skip_all, fields(mode = ?mode))]
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
+        let api = self.api.as_ref();
+        let engine = Engine::new(ctx, STEP, mode);
         // One batched read of every service's log group, ECS service and auto scaling, shared
         // below. It needs only the cluster, so it runs while the other inputs are still coming.
         let observed = async {
             let cluster: ClusterOutputs = ctx.wait(STEP).await?;
-            api::Observed::read(self.api.as_ref(), ctx, &cluster).await
+            api::Observed::read(api, ctx, &cluster).await
         };
-        let task_definitions = api::latest_task_definitions(self.api.as_ref(), ctx);
-        let (inputs, mut observed, task_definitions) = tokio::try_join!(Inputs::wait(ctx), observed, task_definitions)?;
+        let task_definitions = api::latest_task_definitions(api, ctx);
+        let (inputs, mut observed, (task_definitions, families)) =
+            tokio::try_join!(Inputs::wait(ctx), observed, task_definitions)?;
         observed.task_definitions = task_definitions;
+        observed.listed.families = families;
         let converged = try_join_all(
-            ctx.config.services.iter().map(|spec| self.converge_service(ctx, mode, &inputs, &observed, spec)),
+            ctx.config.services.iter().map(|spec| self.converge_service(&engine, &inputs, &observed, spec)),
         )
         .await?;
-        ctx.put(ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() });
+        let outputs =
+            ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() };
+        if !mode.is_apply() {
+            ctx.put(outputs.clone());
+        }
+        // What the environment owns and the config no longer declares. The other steps delete a
+        // removed service's Cloud Map service, target group, security group and role once this
+        // step has published its outputs, so in apply mode they are published after the prune.
+        let declared: BTreeSet<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
+        let cluster = &inputs.cluster.name;
+        let found = prune::undeclared(api, ctx, cluster, &observed.listed, &declared).await?;
+        prune::remove(api, &engine, cluster, found).await?;
+        if mode.is_apply() {
+            ctx.put(outputs);
+        }
         if mode.is_apply() && ctx.config.deploy.wait {
             let backoff = Backoff {
                 initial: self.wait_poll.0,
@@ -257,63 +293,12 @@ impl ServicesStep {
             let waits = converged.iter().filter(|c| c.wait).map(|c| {
                 let name = ctx.names.ecs_service(&c.name);
                 let (cluster, label) = (&inputs.cluster.name, &c.name);
-                async move { service::wait_stable(self.api.as_ref(), cluster, &name, label, backoff).await }
+                async move { service::wait_stable(api, cluster, &name, label, backoff).await }
             });
             try_join_all(waits).await?;
         }
-        Ok(converged.into_iter().flat_map(|c| c.changes).collect())
-    }
-
-    /// The services to remove: the configured ones and any other service in the environment's cluster.
-    /// Returns (ECS service name, service label) pairs and whether the cluster exists.
-    async fn services_to_destroy(&self, ctx: &Context) -> Result<(Vec<(String, String)>, bool), StepError> {
-        let cluster = ctx.names.cluster();
-        let (listed, cluster_exists) = match self.api.list_services(&cluster).await {
-            Ok(names) => (names, true),
-            Err(e) if e.is_not_found() => (vec![], false),
-            Err(e) => return Err(StepError::aws(component("ecs-service", "*"), "ListServices")(e)),
-        };
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for spec in &ctx.config.services {
-            let name = ctx.names.ecs_service(&spec.name);
-            seen.insert(name.clone());
-            out.push((name, spec.name.clone()));
-        }
-        let suffix = format!("-{}", ctx.names.env());
-        for name in listed {
-            if seen.insert(name.clone()) {
-                let label =
-                    name.strip_prefix("tap-").and_then(|n| n.strip_suffix(&suffix)).unwrap_or(&name).to_string();
-                out.push((name, label));
-            }
-        }
-        Ok((out, cluster_exists))
-    }
-
-    async fn destroy_service(
-        &self,
-        ctx: &Context,
-        ecs_name: &str,
-        label: &str,
-        cluster_exists: bool,
-        log_group_exists: bool,
-    ) -> Result<Vec<Change>, StepError> {
-        let api = self.api.as_ref();
-        let cluster = ctx.names.cluster();
-        let mut changes = scaling::destroy(api, &cluster, ecs_name, label).await?;
-        if cluster_exists {
-            changes.extend(service::destroy(api, &cluster, ecs_name, label).await?);
-        }
-        let log_group = async {
-            if log_group_exists {
-                return logs::destroy(api, ctx, label).await;
-            }
-            Ok(vec![])
-        };
-        let (td, lg) = tokio::try_join!(task_definition::destroy(api, ctx, label), log_group)?;
-        changes.extend(td);
-        changes.extend(lg);
+        let mut changes: Vec<Change> = converged.into_iter().flat_map(|c| c.changes).collect();
+        changes.extend(engine.into_changes());
         Ok(changes)
     }
 }
@@ -347,23 +332,17 @@ impl Step for ServicesStep {
         self.converge(ctx, Mode::Apply).await
     }
 
+    /// Removes every service of the environment, whatever the config says: what the listings
+    /// find and its tags say is the environment's.
     #[tracing::instrument(name = "services", skip_all)]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
-        let (services, cluster_exists) = self.services_to_destroy(ctx).await?;
-        // One look for every log group, so that only existing ones are deleted: a destroy of an
-        // empty environment then makes no mutating call at all.
-        let log_groups: Vec<String> = services.iter().map(|(_, label)| ctx.names.log_group(label)).collect();
-        let existing = self
-            .api
-            .find_log_groups(&log_groups)
-            .await
-            .map_err(StepError::aws(component("log-group", "*"), "DescribeLogGroups"))?;
-        let removed = try_join_all(services.iter().map(|(name, label)| {
-            let exists = existing.contains_key(&ctx.names.log_group(label));
-            self.destroy_service(ctx, name, label, cluster_exists, exists)
-        }))
-        .await?;
-        Ok(removed.into_iter().flatten().collect())
+        let api = self.api.as_ref();
+        let cluster = ctx.names.cluster();
+        let listed = prune::Listed::read(api, &cluster).await?;
+        let found = prune::undeclared(api, ctx, &cluster, &listed, &BTreeSet::new()).await?;
+        let engine = Engine::new(ctx, STEP, Mode::Apply);
+        prune::remove(api, &engine, &cluster, found).await?;
+        Ok(engine.into_changes())
     }
 }
 

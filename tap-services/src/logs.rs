@@ -1,12 +1,15 @@
 //! CloudWatch Logs: one log group per service (`/ecs/tap-{service}-{s}`) with the configured
-//! retention, tagged at creation; a drifted retention is put back.
+//! retention, tagged at creation; a drifted retention is put back. A resource kind of the engine
+//! (`LogGroup`): created with its retention (both are the create plan lists), updated by putting
+//! the retention back, deleted when its service is removed from the config or on destroy.
 
-use tap_core::config::ServiceSpec;
+use async_trait::async_trait;
+use tap_core::naming::Tag;
+use tap_core::resource::{ActionError, Diff, During, Resource};
 use tap_core::step::{diff, AttrChange};
-use tap_core::{Change, Context, Mode, StepError};
+use tap_core::AwsError;
 
-use crate::api::{Observed, ServicesApi};
-use crate::component;
+use crate::api::ServicesApi;
 
 /// A log group as AWS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,67 +20,57 @@ pub struct ObservedLogGroup {
     pub retention_days: Option<i32>,
 }
 
-/// Creates the service's log group when it is missing; `observed` is the run's batched read. Its
-/// retention is [`retention`]'s: the ECS service needs only the group to exist.
-pub(crate) async fn create(
-    api: &dyn ServicesApi,
-    ctx: &Context,
-    mode: Mode,
-    service: &ServiceSpec,
-    observed: &Observed,
-) -> Result<Vec<Change>, StepError> {
-    let name = ctx.names.log_group(&service.name);
-    if observed.log_groups.contains_key(&name) {
-        return Ok(vec![]);
+/// A log group as the config wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLogGroup {
+    /// `/ecs/tap-{service}-{s}`.
+    pub name: String,
+    /// Retention in days.
+    pub retention_days: i32,
+    /// Tags set at creation.
+    pub tags: Vec<Tag>,
+}
+
+/// The log group kind over the crate's AWS seam.
+pub(crate) struct LogGroup<'a>(pub &'a dyn ServicesApi);
+
+#[async_trait]
+impl Resource for LogGroup<'_> {
+    type Desired = DesiredLogGroup;
+    type Observed = ObservedLogGroup;
+    /// The retention to put.
+    type Update = i32;
+    const KIND: &'static str = "services/log-group";
+    const CREATE: &'static str = "CreateLogGroup";
+    const DELETE: &'static str = "DeleteLogGroup";
+
+    fn diff(&self, want: &DesiredLogGroup, have: &ObservedLogGroup) -> Result<Option<Diff<i32>>, String> {
+        let mut attrs: Vec<AttrChange> = Vec::new();
+        diff(&mut attrs, "retention_in_days", &have.retention_days, &Some(want.retention_days));
+        Ok((!attrs.is_empty()).then(|| Diff::new(want.retention_days, attrs)))
     }
-    let resource = component("log-group", &service.name);
-    if mode.is_apply() {
-        match api.create_log_group(&name, &ctx.names.tags(&resource, &name)).await {
+
+    async fn find(&self, want: &DesiredLogGroup) -> Result<Option<ObservedLogGroup>, AwsError> {
+        let found = self.0.find_log_groups(std::slice::from_ref(&want.name)).await?;
+        Ok(found.get(&want.name).cloned())
+    }
+
+    async fn create(&self, want: &DesiredLogGroup) -> Result<ObservedLogGroup, AwsError> {
+        match self.0.create_log_group(&want.name, &want.tags).await {
             Ok(()) => {}
-            // Created concurrently (e.g. by an interrupted run's retry): its retention is set next.
+            // Created by an earlier attempt whose answer was lost: its retention is set next.
             Err(e) if e.is("ResourceAlreadyExistsException") => {}
-            Err(e) => return Err(StepError::aws(&resource, "CreateLogGroup")(e)),
+            Err(e) => return Err(e),
         }
+        self.0.put_retention_policy(&want.name, want.retention_days).await?;
+        Ok(ObservedLogGroup { name: want.name.clone(), retention_days: Some(want.retention_days) })
     }
-    Ok(vec![Change::create(resource, name)])
-}
 
-/// Sets the retention of a log group [`create`] made, or puts back a drifted one.
-pub(crate) async fn retention(
-    api: &dyn ServicesApi,
-    ctx: &Context,
-    mode: Mode,
-    service: &ServiceSpec,
-    observed: &Observed,
-) -> Result<Vec<Change>, StepError> {
-    let name = ctx.names.log_group(&service.name);
-    let resource = component("log-group", &service.name);
-    let days = ctx.config.logs.retention_days;
-    let change = match observed.log_groups.get(&name) {
-        // Just created: the creation is the change.
-        None => None,
-        Some(group) => {
-            let mut attrs: Vec<AttrChange> = Vec::new();
-            diff(&mut attrs, "retention_in_days", &group.retention_days, &Some(days));
-            if attrs.is_empty() {
-                return Ok(vec![]);
-            }
-            Some(Change::update(&resource, &name, attrs))
-        }
-    };
-    if mode.is_apply() {
-        api.put_retention_policy(&name, days).await.map_err(StepError::aws(&resource, "PutRetentionPolicy"))?;
+    async fn update(&self, have: &ObservedLogGroup, days: &i32) -> Result<(), ActionError> {
+        self.0.put_retention_policy(&have.name, *days).await.during("PutRetentionPolicy")
     }
-    Ok(change.into_iter().collect())
-}
 
-/// Deletes a service's log group; a missing one is already gone.
-pub(crate) async fn destroy(api: &dyn ServicesApi, ctx: &Context, service: &str) -> Result<Vec<Change>, StepError> {
-    let name = ctx.names.log_group(service);
-    let resource = component("log-group", service);
-    match api.delete_log_group(&name).await {
-        Ok(()) => Ok(vec![Change::delete(resource, name)]),
-        Err(e) if e.is_not_found() => Ok(vec![]),
-        Err(e) => Err(StepError::aws(resource, "DeleteLogGroup")(e)),
+    async fn delete(&self, have: &ObservedLogGroup) -> Result<(), ActionError> {
+        self.0.delete_log_group(&have.name).await.during("DeleteLogGroup")
     }
 }

@@ -2,9 +2,11 @@
 //! target-tracking policy on average CPU. Both are found by their resource id
 //! (`service/<cluster>/<service>`), not by tags (tagging is not available everywhere).
 
+use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
+use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
 use tap_core::step::{diff, AttrChange};
-use tap_core::{AwsError, Change, Context, Mode, StepError};
+use tap_core::{AwsError, Context, StepError};
 
 use crate::api::{Observed, ServicesApi};
 use crate::component;
@@ -87,62 +89,24 @@ fn policy_changes(observed: &ObservedScalingPolicy, desired: &ScalingPolicySpec)
     attrs
 }
 
-/// Registers the scalable target and puts the CPU policy, each only when missing or different.
-/// `service_exists` is false when plan would create the service (nothing to look up then);
-/// `observed` is the run's batched read.
-pub(crate) async fn converge(
-    api: &dyn ServicesApi,
-    ctx: &Context,
-    mode: Mode,
-    cluster: &str,
-    service: &ServiceSpec,
-    service_exists: bool,
-    observed: &Observed,
-) -> Result<Vec<Change>, StepError> {
-    let rid = resource_id(cluster, &ctx.names.ecs_service(&service.name));
-    let target_resource = component("scaling-target", &service.name);
-    let policy_resource = component("scaling-policy", &service.name);
-    let (min, max) = (ctx.config.scaling.min_capacity, ctx.config.scaling.max_capacity);
-    let policy = desired_policy(ctx, &service.name);
-    let mut changes = Vec::new();
+/// A scalable target as the engine handles it: its resource id and capacities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `service/<cluster>/<service>`.
+    pub resource_id: String,
+    /// Minimum tasks.
+    pub min_capacity: i32,
+    /// Maximum tasks.
+    pub max_capacity: i32,
+}
 
-    let target = if service_exists { observed.scalable_targets.get(&rid).copied() } else { None };
-    let target_change = match target {
-        None => Some(Change::create(&target_resource, &rid)),
-        Some(t) => {
-            let mut attrs = Vec::new();
-            diff(&mut attrs, "min_capacity", &t.min_capacity, &min);
-            diff(&mut attrs, "max_capacity", &t.max_capacity, &max);
-            (!attrs.is_empty()).then(|| Change::update(&target_resource, &rid, attrs))
-        }
-    };
-    if let Some(change) = target_change {
-        if mode.is_apply() {
-            api.register_scalable_target(&rid, min, max)
-                .await
-                .map_err(StepError::aws(&target_resource, "RegisterScalableTarget"))?;
-        }
-        changes.push(change);
-    }
-
-    let current =
-        if target.is_some() { observed.scaling_policies.get(&(rid.clone(), policy.name.clone())) } else { None };
-    let policy_change = match current {
-        None => Some(Change::create(&policy_resource, &policy.name)),
-        Some(o) => {
-            let attrs = policy_changes(o, &policy);
-            (!attrs.is_empty()).then(|| Change::update(&policy_resource, &policy.name, attrs))
-        }
-    };
-    if let Some(change) = policy_change {
-        if mode.is_apply() {
-            api.put_scaling_policy(&rid, &policy)
-                .await
-                .map_err(StepError::aws(&policy_resource, "PutScalingPolicy"))?;
-        }
-        changes.push(change);
-    }
-    Ok(changes)
+/// A policy as the engine handles it: where it goes and what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredPolicy {
+    /// The resource it scales.
+    pub resource_id: String,
+    /// The policy.
+    pub spec: ScalingPolicySpec,
 }
 
 /// Whether a scaling call failed because the target or policy is already gone.
@@ -150,38 +114,134 @@ fn already_gone(e: &AwsError) -> bool {
     e.is_not_found() || (e.is("ValidationException") && e.message.contains("No scal"))
 }
 
-/// Deletes every scaling policy of the service's resource id, then its scalable target.
-pub(crate) async fn destroy(
+/// The error of a delete, as not-found when it says the target or policy is already gone (the
+/// engine then counts no change).
+fn gone_as_not_found(result: Result<(), AwsError>, action: &'static str) -> Result<(), ActionError> {
+    result.map_err(|e| {
+        let source = if already_gone(&e) { AwsError::new("ObjectNotFoundException", e.message) } else { e };
+        ActionError { action, source }
+    })
+}
+
+/// The scalable-target kind. Found by resource id (not by tags: Application Auto Scaling tagging
+/// is not available everywhere).
+pub(crate) struct ScalingTarget<'a>(pub &'a dyn ServicesApi);
+
+#[async_trait]
+impl Resource for ScalingTarget<'_> {
+    type Desired = Target;
+    type Observed = Target;
+    /// (min, max) to register.
+    type Update = (i32, i32);
+    const KIND: &'static str = "services/scaling-target";
+    const CREATE: &'static str = "RegisterScalableTarget";
+    const DELETE: &'static str = "DeregisterScalableTarget";
+
+    fn diff(&self, want: &Target, have: &Target) -> Result<Option<Diff<(i32, i32)>>, String> {
+        let mut attrs = Vec::new();
+        diff(&mut attrs, "min_capacity", &have.min_capacity, &want.min_capacity);
+        diff(&mut attrs, "max_capacity", &have.max_capacity, &want.max_capacity);
+        Ok((!attrs.is_empty()).then(|| Diff::new((want.min_capacity, want.max_capacity), attrs)))
+    }
+
+    async fn find(&self, want: &Target) -> Result<Option<Target>, AwsError> {
+        let found = self.0.describe_scalable_targets(std::slice::from_ref(&want.resource_id)).await?;
+        Ok(found.get(&want.resource_id).map(|t| Target {
+            resource_id: want.resource_id.clone(),
+            min_capacity: t.min_capacity,
+            max_capacity: t.max_capacity,
+        }))
+    }
+
+    async fn create(&self, want: &Target) -> Result<Target, AwsError> {
+        self.0.register_scalable_target(&want.resource_id, want.min_capacity, want.max_capacity).await?;
+        Ok(want.clone())
+    }
+
+    async fn update(&self, have: &Target, (min, max): &(i32, i32)) -> Result<(), ActionError> {
+        self.0.register_scalable_target(&have.resource_id, *min, *max).await.during("RegisterScalableTarget")
+    }
+
+    async fn delete(&self, have: &Target) -> Result<(), ActionError> {
+        gone_as_not_found(self.0.deregister_scalable_target(&have.resource_id).await, "DeregisterScalableTarget")
+    }
+}
+
+/// The target-tracking policy kind, found by resource id and name.
+pub(crate) struct ScalingPolicy<'a>(pub &'a dyn ServicesApi);
+
+#[async_trait]
+impl Resource for ScalingPolicy<'_> {
+    type Desired = DesiredPolicy;
+    type Observed = ObservedScalingPolicy;
+    /// The policy to put (PutScalingPolicy replaces it whole).
+    type Update = ScalingPolicySpec;
+    const KIND: &'static str = "services/scaling-policy";
+    const CREATE: &'static str = "PutScalingPolicy";
+    const DELETE: &'static str = "DeleteScalingPolicy";
+
+    fn diff(
+        &self,
+        want: &DesiredPolicy,
+        have: &ObservedScalingPolicy,
+    ) -> Result<Option<Diff<ScalingPolicySpec>>, String> {
+        let attrs = policy_changes(have, &want.spec);
+        Ok((!attrs.is_empty()).then(|| Diff::new(want.spec.clone(), attrs)))
+    }
+
+    async fn find(&self, want: &DesiredPolicy) -> Result<Option<ObservedScalingPolicy>, AwsError> {
+        let found = self.0.describe_scaling_policies(&want.resource_id).await?;
+        Ok(found.into_iter().find(|p| p.name == want.spec.name))
+    }
+
+    async fn create(&self, want: &DesiredPolicy) -> Result<ObservedScalingPolicy, AwsError> {
+        self.0.put_scaling_policy(&want.resource_id, &want.spec).await?;
+        Ok(ObservedScalingPolicy {
+            name: want.spec.name.clone(),
+            resource_id: want.resource_id.clone(),
+            policy_type: "TargetTrackingScaling".into(),
+            metric: Some(want.spec.metric.clone()),
+            target_value: Some(want.spec.target_value),
+            scale_in_cooldown: Some(want.spec.scale_in_cooldown),
+            scale_out_cooldown: Some(want.spec.scale_out_cooldown),
+            disable_scale_in: false,
+        })
+    }
+
+    async fn update(&self, have: &ObservedScalingPolicy, spec: &ScalingPolicySpec) -> Result<(), ActionError> {
+        self.0.put_scaling_policy(&have.resource_id, spec).await.during("PutScalingPolicy")
+    }
+
+    async fn delete(&self, have: &ObservedScalingPolicy) -> Result<(), ActionError> {
+        gone_as_not_found(self.0.delete_scaling_policy(&have.resource_id, &have.name).await, "DeleteScalingPolicy")
+    }
+}
+
+/// Registers the scalable target and puts the CPU policy, each only when missing or different,
+/// through the engine. `service_exists` is false when plan would create the service (nothing to
+/// look up then); `observed` is the run's batched read.
+pub(crate) async fn converge(
+    engine: &Engine<'_>,
     api: &dyn ServicesApi,
     cluster: &str,
-    ecs_service: &str,
-    label: &str,
-) -> Result<Vec<Change>, StepError> {
-    let rid = resource_id(cluster, ecs_service);
-    let target_resource = component("scaling-target", label);
-    let policy_resource = component("scaling-policy", label);
-    let mut changes = Vec::new();
-    let policies = api
-        .describe_scaling_policies(&rid)
-        .await
-        .map_err(StepError::aws(&policy_resource, "DescribeScalingPolicies"))?;
-    for p in policies {
-        match api.delete_scaling_policy(&rid, &p.name).await {
-            Ok(()) => changes.push(Change::delete(&policy_resource, &p.name)),
-            Err(e) if already_gone(&e) => {}
-            Err(e) => return Err(StepError::aws(&policy_resource, "DeleteScalingPolicy")(e)),
-        }
-    }
-    let targets = api
-        .describe_scalable_targets(std::slice::from_ref(&rid))
-        .await
-        .map_err(StepError::aws(&target_resource, "DescribeScalableTargets"))?;
-    if targets.contains_key(&rid) {
-        match api.deregister_scalable_target(&rid).await {
-            Ok(()) => changes.push(Change::delete(&target_resource, &rid)),
-            Err(e) if already_gone(&e) => {}
-            Err(e) => return Err(StepError::aws(&target_resource, "DeregisterScalableTarget")(e)),
-        }
-    }
-    Ok(changes)
+    service: &ServiceSpec,
+    service_exists: bool,
+    observed: &Observed,
+) -> Result<(), StepError> {
+    let ctx = engine.ctx();
+    let rid = resource_id(cluster, &ctx.names.ecs_service(&service.name));
+    let (min, max) = (ctx.config.scaling.min_capacity, ctx.config.scaling.max_capacity);
+    let want = Target { resource_id: rid.clone(), min_capacity: min, max_capacity: max };
+    let have = if service_exists { observed.scalable_targets.get(&rid) } else { None };
+    let exists = have.is_some();
+    let have =
+        have.map(|t| Target { resource_id: rid.clone(), min_capacity: t.min_capacity, max_capacity: t.max_capacity });
+    engine.converge(&ScalingTarget(api), &component("scaling-target", &service.name), &rid, &want, have).await?;
+
+    let policy = DesiredPolicy { resource_id: rid.clone(), spec: desired_policy(ctx, &service.name) };
+    let have =
+        if exists { observed.scaling_policies.get(&(rid.clone(), policy.spec.name.clone())).cloned() } else { None };
+    let name = policy.spec.name.clone();
+    engine.converge(&ScalingPolicy(api), &component("scaling-policy", &service.name), &name, &policy, have).await?;
+    Ok(())
 }

@@ -152,6 +152,11 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             })
             .collect(),
         service_registries: s.service_registries().iter().filter_map(|r| r.registry_arn().map(str::to_owned)).collect(),
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect(),
         deployments: s
             .deployments()
             .iter()
@@ -316,6 +321,32 @@ impl ServicesApi for SdkServices {
         }
     }
 
+    async fn list_log_groups(&self, prefix: &str) -> Result<Vec<ObservedLogGroup>, AwsError> {
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let out =
+                self.logs.describe_log_groups().log_group_name_prefix(prefix).set_next_token(token).send().await?;
+            for g in out.log_groups() {
+                if let Some(name) = g.log_group_name().filter(|n| n.starts_with(prefix)) {
+                    found.push(ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days() });
+                }
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => return Ok(found),
+            }
+        }
+    }
+
+    async fn log_group_tags(&self, name: &str) -> Result<Vec<Tag>, AwsError> {
+        // ListTagsLogGroup takes the name (ListTagsForResource needs the ARN, which
+        // DescribeLogGroups reports with a `:*` suffix on some endpoints).
+        #[allow(deprecated)]
+        let out = self.logs.list_tags_log_group().log_group_name(name).send().await?;
+        Ok(out.tags().map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default())
+    }
+
     async fn create_log_group(&self, name: &str, tags: &[Tag]) -> Result<(), AwsError> {
         let tags: HashMap<String, String> = tags.iter().cloned().collect();
         self.logs.create_log_group().log_group_name(name).set_tags(Some(tags)).send().await?;
@@ -418,6 +449,15 @@ impl ServicesApi for SdkServices {
         }
     }
 
+    async fn ecs_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
+        let out = self.ecs.list_tags_for_resource().resource_arn(arn).send().await?;
+        Ok(out
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect())
+    }
+
     async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError> {
         self.ecs.deregister_task_definition().task_definition(arn).send().await?;
         Ok(())
@@ -434,7 +474,14 @@ impl ServicesApi for SdkServices {
     async fn describe_services(&self, cluster: &str, names: &[String]) -> Result<Vec<ObservedService>, AwsError> {
         let mut found = Vec::new();
         for chunk in names.chunks(10) {
-            let out = self.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec())).send().await?;
+            let out = self
+                .ecs
+                .describe_services()
+                .cluster(cluster)
+                .set_services(Some(chunk.to_vec()))
+                .include(ecs::types::ServiceField::Tags)
+                .send()
+                .await?;
             found.extend(out.services().iter().map(observed_service));
         }
         Ok(found)
@@ -544,6 +591,27 @@ impl ServicesApi for SdkServices {
             }
         }
         Ok(found)
+    }
+
+    async fn list_scalable_targets(&self, prefix: &str) -> Result<BTreeMap<String, ObservedScalableTarget>, AwsError> {
+        let targets = self
+            .autoscaling
+            .describe_scalable_targets()
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .scalable_dimension(ECS_DIMENSION)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(targets
+            .into_iter()
+            .filter(|t| t.resource_id().starts_with(prefix) && t.scalable_dimension() == &ECS_DIMENSION)
+            .map(|t| {
+                let target = ObservedScalableTarget { min_capacity: t.min_capacity(), max_capacity: t.max_capacity() };
+                (t.resource_id().to_string(), target)
+            })
+            .collect())
     }
 
     async fn register_scalable_target(&self, resource_id: &str, min: i32, max: i32) -> Result<(), AwsError> {

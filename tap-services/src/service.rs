@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
-use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
+use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::{Change, Context, Mode, StepError};
+use tap_core::{Context, StepError};
 
 use crate::api::{Observed, ServicesApi};
 use crate::{component, lookup, Inputs};
@@ -145,6 +146,8 @@ pub struct ObservedService {
     pub load_balancers: Vec<LoadBalancerRef>,
     /// Cloud Map service ARNs.
     pub service_registries: Vec<String>,
+    /// Its tags (DescribeServices with `include = TAGS`).
+    pub tags: Vec<Tag>,
     /// Deployments, PRIMARY first on AWS.
     pub deployments: Vec<ObservedDeployment>,
 }
@@ -196,8 +199,6 @@ pub(crate) struct ServiceOutcome {
     pub arn: String,
     /// Whether the service exists now (after apply) or already existed (plan).
     pub exists: bool,
-    /// Changes made or planned.
-    pub changes: Vec<Change>,
     /// What CreateService did not store, to be set with [`finish`] (beside the scaling calls,
     /// which need only the service to exist).
     pub fix: Option<ServiceUpdate>,
@@ -372,7 +373,12 @@ fn drain_backoff() -> Backoff {
 }
 
 /// Waits until the service is INACTIVE or gone.
-async fn wait_inactive(api: &dyn ServicesApi, cluster: &str, name: &str, resource: &str) -> Result<(), StepError> {
+pub(crate) async fn wait_inactive(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    resource: &str,
+) -> Result<(), StepError> {
     poll_until(&format!("ECS service {name} to drain"), drain_backoff(), || async {
         let found = find(api, cluster, name, resource).await?;
         Ok(match found {
@@ -386,106 +392,102 @@ async fn wait_inactive(api: &dyn ServicesApi, cluster: &str, name: &str, resourc
     .await
 }
 
-/// Creates the service or corrects what differs; `observed` is the run's batched read (which holds
-/// no service while the cluster is still to be created).
+/// Creates the service or corrects what differs, through the engine; `observed` is the run's
+/// batched read (which holds no service while the cluster is still to be created). A service just
+/// created is compared with what CreateService stored: what it dropped is returned as
+/// [`ServiceOutcome::fix`].
 pub(crate) async fn converge(
+    engine: &Engine<'_>,
     api: &dyn ServicesApi,
-    ctx: &Context,
-    mode: Mode,
     inputs: &Inputs,
     service: &ServiceSpec,
     task_definition: &str,
     observed: &Observed,
 ) -> Result<ServiceOutcome, StepError> {
+    let ctx = engine.ctx();
     let resource = component("ecs-service", &service.name);
     let desired = desired(ctx, inputs, service, task_definition)?;
-    match observed.services.get(&desired.name).cloned() {
-        Some(current) if current.is_active() => {
-            let Some((update, attrs)) = update_for(&desired, &current) else {
-                return Ok(ServiceOutcome { arn: current.arn, exists: true, changes: vec![], fix: None });
-            };
-            if mode.is_apply() {
-                api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
-            }
-            Ok(ServiceOutcome {
-                arn: current.arn,
-                exists: true,
-                changes: vec![Change::update(resource, desired.name, attrs)],
-                fix: None,
-            })
-        }
-        current => {
-            let change = Change::create(&resource, &desired.name);
-            if !mode.is_apply() {
-                return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, changes: vec![change], fix: None });
-            }
-            if current.is_some_and(|s| s.status == "DRAINING") {
-                // ECS refuses a new service with the name of one that is still draining.
-                wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
-            }
-            // The client token makes a resent CreateService idempotent on AWS, but not on every
-            // endpoint (moto replaces the service): the SDK does not resend it when its outcome
-            // is unknown (no answer, or a 5xx; see `sdk.rs`), and the service is looked up (ACTIVE,
-            // by name) and adopted before creating again.
-            let created = create_or_adopt(
-                &resource,
-                Recovery::default(),
-                |_| false,
-                || async {
-                    let found = api.describe_services(&desired.cluster, std::slice::from_ref(&desired.name)).await?;
-                    Ok(found.into_iter().find(|s| s.name == desired.name && s.is_active()))
-                },
-                || api.create_service(&desired),
-            )
-            .await
-            .map_err(StepError::aws(&resource, "CreateService"))?;
-            tracing::info!(service = %desired.name, "created ECS service");
-            // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
-            let arn = created.arn.clone();
-            let fix = update_for(&desired, &created).map(|(update, attrs)| {
-                let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
-                tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
-                update
-            });
-            Ok(ServiceOutcome { arn, exists: true, changes: vec![change], fix })
-        }
+    let current = observed.services.get(&desired.name);
+    let have = current.filter(|s| s.is_active()).cloned();
+    let creating = have.is_none();
+    if creating && engine.mode().is_apply() && current.is_some_and(|s| s.status == "DRAINING") {
+        // ECS refuses a new service with the name of one that is still draining.
+        wait_inactive(api, &desired.cluster, &desired.name, &resource).await?;
     }
+    let kind = EcsService { api, cluster: &desired.cluster };
+    let Some(now) = engine.converge(&kind, &resource, &desired.name, &desired, have).await? else {
+        return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, fix: None });
+    };
+    // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
+    let fix = creating.then(|| update_for(&desired, &now)).flatten().map(|(update, attrs)| {
+        let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
+        tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
+        update
+    });
+    Ok(ServiceOutcome { arn: now.arn, exists: true, fix })
 }
 
-/// Scales the service to zero, deletes it and waits until it is INACTIVE or gone.
-pub(crate) async fn destroy(
-    api: &dyn ServicesApi,
-    cluster: &str,
-    name: &str,
-    label: &str,
-) -> Result<Vec<Change>, StepError> {
-    let resource = component("ecs-service", label);
-    let Some(current) = find(api, cluster, name, &resource).await? else { return Ok(vec![]) };
-    if current.status == "INACTIVE" {
-        return Ok(vec![]);
+/// The ECS service kind. Its delete scales the service to zero and deletes it; the caller then
+/// waits with [`wait_inactive`] until ECS has drained it (a removed service's Cloud Map service,
+/// target group, security group and role may only go after that).
+pub(crate) struct EcsService<'a> {
+    pub api: &'a dyn ServicesApi,
+    pub cluster: &'a str,
+}
+
+/// Whether ECS says the service is already gone (or already being deleted).
+fn gone(e: &tap_core::AwsError) -> bool {
+    e.is_not_found() || e.is("ServiceNotActiveException")
+}
+
+#[async_trait]
+impl Resource for EcsService<'_> {
+    type Desired = DesiredService;
+    type Observed = ObservedService;
+    type Update = ServiceUpdate;
+    const KIND: &'static str = "services/ecs-service";
+    const CREATE: &'static str = "CreateService";
+    const DELETE: &'static str = "DeleteService";
+
+    fn diff(&self, want: &DesiredService, have: &ObservedService) -> Result<Option<Diff<ServiceUpdate>>, String> {
+        Ok(update_for(want, have).map(|(update, attrs)| Diff::new(update, attrs)))
     }
-    let gone = |e: &tap_core::AwsError| e.is_not_found() || e.is("ServiceNotActiveException");
-    if current.is_active() {
+
+    async fn find(&self, want: &DesiredService) -> Result<Option<ObservedService>, tap_core::AwsError> {
+        match self.api.describe_services(&want.cluster, std::slice::from_ref(&want.name)).await {
+            Ok(found) => Ok(found.into_iter().find(|s| s.name == want.name && s.is_active())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&self, want: &DesiredService) -> Result<ObservedService, tap_core::AwsError> {
+        self.api.create_service(want).await
+    }
+
+    async fn update(&self, _have: &ObservedService, update: &ServiceUpdate) -> Result<(), ActionError> {
+        self.api.update_service(update).await.map(drop).during("UpdateService")
+    }
+
+    async fn delete(&self, have: &ObservedService) -> Result<(), ActionError> {
+        if !have.is_active() {
+            // DRAINING: already deleted, ECS is still draining it.
+            return Ok(());
+        }
         let scale = ServiceUpdate {
-            cluster: cluster.into(),
-            service: name.into(),
+            cluster: self.cluster.into(),
+            service: have.name.clone(),
             desired_count: Some(0),
             ..Default::default()
         };
-        match api.update_service(&scale).await {
-            Ok(_) => {}
-            Err(e) if gone(&e) => return Ok(vec![]),
-            Err(e) => return Err(StepError::aws(&resource, "UpdateService")(e)),
-        }
-        match api.delete_service(cluster, name).await {
-            Ok(()) => {}
-            Err(e) if gone(&e) => return Ok(vec![]),
-            Err(e) => return Err(StepError::aws(&resource, "DeleteService")(e)),
-        }
-        tracing::info!(service = name, "deleted ECS service; waiting for it to drain");
+        // Gone meanwhile (or already being deleted): a not-found, which the engine counts as no change.
+        let gone_as_not_found = |action: &'static str, e: tap_core::AwsError| {
+            let source = if gone(&e) { tap_core::AwsError::new("ServiceNotFoundException", e.message) } else { e };
+            ActionError { action, source }
+        };
+        self.api.update_service(&scale).await.map_err(|e| gone_as_not_found("UpdateService", e))?;
+        self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))
     }
-    wait_inactive(api, cluster, name, &resource).await?;
-    Ok(vec![Change::delete(resource, name)])
 }
 
 /// Where a service's rollout stands.

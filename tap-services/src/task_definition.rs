@@ -4,16 +4,20 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tap_core::config::ServiceSpec;
 use tap_core::idempotent::{create_or_adopt, Recovery};
+use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
+use tap_core::progress::ProgressEvent;
+use tap_core::resource::{ActionError, Diff, During, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
-use tap_core::{Change, Context, Mode, StepError};
+use tap_core::{AwsError, Change, Context, Mode, StepError};
 
 use crate::api::{Observed, RevisionStatus, ServicesApi};
-use crate::{component, lookup, Inputs};
+use crate::{component, lookup, Inputs, STEP};
 
 /// A task definition in a comparable form: what tap sets, nothing AWS adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,6 +203,7 @@ pub(crate) async fn converge(
     let change = match current {
         None => Change::create(&resource, &family),
         Some(current) => {
+            ctx.progress(ProgressEvent::Found { step: STEP, resource: &resource });
             let attrs = desired.changes_from(&current.definition);
             if attrs.is_empty() {
                 return Ok((current.arn.clone(), vec![]));
@@ -235,39 +240,87 @@ pub(crate) async fn converge(
     Ok((registered.arn, vec![change]))
 }
 
-/// Deregisters every ACTIVE revision of the service's family and deletes the deregistered ones.
-pub(crate) async fn destroy(api: &dyn ServicesApi, ctx: &Context, service: &str) -> Result<Vec<Change>, StepError> {
-    let family = ctx.names.task_family(service);
-    let resource = component("task-definition", service);
-    let active = api
-        .list_task_definitions(&family, RevisionStatus::Active)
-        .await
-        .map_err(StepError::aws(&resource, "ListTaskDefinitions"))?;
-    for arn in &active {
-        match api.deregister_task_definition(arn).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() || e.is("ClientException") => {
-                tracing::debug!(arn, error = %e, "task definition revision already gone")
+/// A task definition to register: the definition and its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredTaskDefinition {
+    /// The definition.
+    pub spec: TaskDefinitionSpec,
+    /// Tags of the revision.
+    pub tags: Vec<Tag>,
+}
+
+/// A task definition family as the engine handles it: its name and latest ACTIVE revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedFamily {
+    /// Family, `tap-{service}-{s}`.
+    pub family: String,
+    /// Its latest ACTIVE revision.
+    pub latest: ObservedTaskDefinition,
+}
+
+/// The task definition family kind. An update registers a new revision; delete deregisters every
+/// ACTIVE revision of the family and deletes the deregistered ones. (The step registers revisions
+/// through [`converge`], which needs the new revision's ARN for the service; the engine runs this
+/// kind's prune and destroy.)
+pub(crate) struct TaskFamily<'a>(pub &'a dyn ServicesApi);
+
+#[async_trait]
+impl Resource for TaskFamily<'_> {
+    type Desired = DesiredTaskDefinition;
+    type Observed = ObservedFamily;
+    /// The definition of the revision to register.
+    type Update = TaskDefinitionSpec;
+    const KIND: &'static str = "services/task-definition";
+    const CREATE: &'static str = "RegisterTaskDefinition";
+    const DELETE: &'static str = "DeregisterTaskDefinition";
+
+    fn diff(
+        &self,
+        want: &DesiredTaskDefinition,
+        have: &ObservedFamily,
+    ) -> Result<Option<Diff<TaskDefinitionSpec>>, String> {
+        let attrs = want.spec.changes_from(&have.latest.definition);
+        Ok((!attrs.is_empty()).then(|| Diff::new(want.spec.clone(), attrs)))
+    }
+
+    async fn find(&self, want: &DesiredTaskDefinition) -> Result<Option<ObservedFamily>, AwsError> {
+        let latest = self.0.describe_task_definition(&want.spec.family).await?;
+        Ok(latest.filter(|t| t.active).map(|latest| ObservedFamily { family: want.spec.family.clone(), latest }))
+    }
+
+    async fn create(&self, want: &DesiredTaskDefinition) -> Result<ObservedFamily, AwsError> {
+        let latest = self.0.register_task_definition(&want.spec, &want.tags).await?;
+        Ok(ObservedFamily { family: want.spec.family.clone(), latest })
+    }
+
+    async fn update(&self, have: &ObservedFamily, spec: &TaskDefinitionSpec) -> Result<(), ActionError> {
+        let tags = self.0.ecs_tags(&have.latest.arn).await.during("ListTagsForResource")?;
+        self.0.register_task_definition(spec, &tags).await.map(drop).during("RegisterTaskDefinition")
+    }
+
+    async fn delete(&self, have: &ObservedFamily) -> Result<(), ActionError> {
+        let family = &have.family;
+        let active =
+            self.0.list_task_definitions(family, RevisionStatus::Active).await.during("ListTaskDefinitions")?;
+        for arn in &active {
+            match self.0.deregister_task_definition(arn).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || e.is("ClientException") => {
+                    tracing::debug!(arn, error = %e, "task definition revision already gone")
+                }
+                Err(e) => return Err(ActionError { action: "DeregisterTaskDefinition", source: e }),
             }
-            Err(e) => return Err(StepError::aws(&resource, "DeregisterTaskDefinition")(e)),
         }
-    }
-    let inactive = api
-        .list_task_definitions(&family, RevisionStatus::Inactive)
-        .await
-        .map_err(StepError::aws(&resource, "ListTaskDefinitions"))?;
-    let mut deleted = 0;
-    for chunk in inactive.chunks(10) {
-        match api.delete_task_definitions(chunk).await {
-            Ok(()) => deleted += chunk.len(),
-            Err(e) if e.retryable => return Err(StepError::aws(&resource, "DeleteTaskDefinitions")(e)),
-            // Deregistered revisions are harmless; an endpoint without DeleteTaskDefinitions keeps them.
-            Err(e) => tracing::warn!(family, error = %e, "could not delete deregistered task definition revisions"),
+        let inactive =
+            self.0.list_task_definitions(family, RevisionStatus::Inactive).await.during("ListTaskDefinitions")?;
+        for chunk in inactive.chunks(10) {
+            match self.0.delete_task_definitions(chunk).await {
+                Ok(()) => {}
+                Err(e) if e.retryable => return Err(ActionError { action: "DeleteTaskDefinitions", source: e }),
+                // Deregistered revisions are harmless; an endpoint without DeleteTaskDefinitions keeps them.
+                Err(e) => tracing::warn!(family, error = %e, "could not delete deregistered task definition revisions"),
+            }
         }
+        Ok(())
     }
-    if active.is_empty() && deleted == 0 {
-        return Ok(vec![]);
-    }
-    let revisions = active.len().max(deleted);
-    Ok(vec![Change::delete(resource, format!("{family} ({revisions} revision(s))"))])
 }

@@ -174,6 +174,7 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
         circuit_breaker: Some(desired.circuit_breaker),
         load_balancers: desired.load_balancers.clone(),
         service_registries: desired.service_registries.clone(),
+        tags: desired.tags.clone(),
         deployments: vec![ObservedDeployment {
             status: "PRIMARY".into(),
             rollout_state: Some("IN_PROGRESS".into()),
@@ -225,6 +226,8 @@ struct World {
     image_checks: Arc<Mutex<usize>>,
     /// Revisions and services a test's mutating calls made: read before the fields above.
     made: Arc<Mutex<Made>>,
+    /// ECS services deleted so far: DescribeServices reports them INACTIVE.
+    deleted_services: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// What the mutating calls of a test made, by family and by service name.
@@ -258,10 +261,12 @@ fn read_mock(world: World) -> MockServicesApi {
     mock_reads(world, None)
 }
 
-/// Like [`read_mock`]; with `Some(runs)`, each batched read (DescribeLogGroups, DescribeServices,
-/// DescribeScalableTargets, DescribeScalingPolicies by name) must happen exactly `runs` times, each
-/// time for exactly the three services of the default config, and DescribeTaskDefinition
-/// `3 × runs` times. The per-resource-id DescribeScalingPolicies (destroy's) is not expected at all.
+/// Like [`read_mock`]; with `Some(runs)`, each batched read (the listing of the log groups under
+/// `/ecs/tap-`, DescribeServices, ListServices, the listing of the cluster's scalable targets,
+/// DescribeScalingPolicies by name) must happen exactly `runs` times, DescribeServices and the
+/// policies each time for exactly the three services of the default config, and
+/// DescribeTaskDefinition `3 × runs` times. The per-resource-id DescribeScalingPolicies (the
+/// prune's and destroy's) is not expected at all.
 fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     let mut api = MockServicesApi::new();
     let w = Arc::new(world);
@@ -269,15 +274,15 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         names.len() == SERVICES.len() && SERVICES.iter().all(|s| names.contains(&want(s)))
     };
     let w1 = w.clone();
-    let e = api.expect_find_log_groups();
+    let e = api.expect_list_log_groups();
     if let Some(n) = runs {
-        e.withf(move |names| exactly(names, &|s| format!("/ecs/tap-{s}-dev"))).times(n);
+        e.withf(|prefix| prefix == "/ecs/tap-").times(n);
     }
-    e.returning(move |names| {
+    e.returning(move |_| {
         if w1.throttle_log_groups {
             return Err(AwsError::throttling());
         }
-        Ok(names.iter().filter_map(|n| w1.log_groups.get(n).map(|g| (n.clone(), g.clone()))).collect())
+        Ok(w1.log_groups.values().cloned().collect())
     });
     let listed: Vec<String> = w.task_definitions.keys().cloned().collect();
     let e = api.expect_list_task_families();
@@ -303,14 +308,30 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     e.returning(move |_, names| {
         *w3.describe_services_calls.lock().unwrap() += 1;
         let made = w3.made.lock().unwrap();
-        Ok(names.iter().filter_map(|n| made.services.get(n).or_else(|| w3.services.get(n)).cloned()).collect())
+        let deleted = w3.deleted_services.lock().unwrap();
+        Ok(names
+            .iter()
+            .filter_map(|n| made.services.get(n).or_else(|| w3.services.get(n)).cloned())
+            .map(|mut s| {
+                if deleted.contains(&s.name) {
+                    s.status = "INACTIVE".into();
+                }
+                s
+            })
+            .collect())
     });
-    let w4 = w.clone();
-    let e = api.expect_describe_scalable_targets();
+    let names: Vec<String> = w.services.keys().cloned().collect();
+    let e = api.expect_list_services();
     if let Some(n) = runs {
-        e.withf(move |rids| exactly(rids, &|s| rid(s))).times(n);
+        e.withf(|cluster| cluster == "tap-cluster-dev").times(n);
     }
-    e.returning(move |rids| Ok(rids.iter().filter_map(|r| w4.targets.get(r).map(|t| (r.clone(), *t))).collect()));
+    e.returning(move |_| Ok(names.clone()));
+    let w4 = w.clone();
+    let e = api.expect_list_scalable_targets();
+    if let Some(n) = runs {
+        e.withf(|prefix| prefix == "service/tap-cluster-dev/").times(n);
+    }
+    e.returning(move |_| Ok(w4.targets.clone()));
     let w5 = w.clone();
     let e = api.expect_describe_named_scaling_policies();
     if let Some(n) = runs {
@@ -859,12 +880,14 @@ async fn throttled_update_service_is_retryable() {
 async fn plan_with_pending_inputs_creates_everything_without_using_pending_ids() {
     let ctx = pending_ctx();
     let mut api = MockServicesApi::new();
-    api.expect_find_log_groups().times(1).returning(|_| Ok(BTreeMap::new()));
+    api.expect_list_log_groups().times(1).returning(|_| Ok(vec![]));
     // No family exists: one listing, no read per family.
     api.expect_list_task_families().times(1).returning(|_| Ok(vec!["tap-frontend-prod".into()]));
     api.expect_describe_task_definition().never();
     api.expect_describe_services().never();
     api.expect_describe_scalable_targets().never();
+    api.expect_list_scalable_targets().never();
+    api.expect_list_services().never();
     api.expect_describe_named_scaling_policies().never();
     api.expect_describe_scaling_policies().never();
     api.expect_image_exists().never();
@@ -959,6 +982,12 @@ async fn wait_times_out_naming_the_service() {
     assert!(err.to_string().contains("tap-"), "{err}");
 }
 
+/// The tags tap gives a resource of environment `env`.
+fn tags_of(env: &str, component: &str, name: &str) -> Vec<(String, String)> {
+    let config = Config { environment: env.into(), ..Config::default() };
+    tap_core::naming::Names::new(&config).tags(component, name)
+}
+
 #[tokio::test]
 async fn destroy_on_an_empty_environment_succeeds() {
     let ctx = Context::new(config(false));
@@ -966,12 +995,13 @@ async fn destroy_on_an_empty_environment_succeeds() {
     api.expect_list_services()
         .times(1)
         .returning(|_| Err(AwsError::new("ClusterNotFoundException", "Cluster not found.")));
+    // Found by listing, not by the config's names: nothing listed, nothing else read.
+    api.expect_list_log_groups().times(1).returning(|_| Ok(vec![]));
+    api.expect_list_task_families().times(1).returning(|_| Ok(vec![]));
+    api.expect_list_scalable_targets().times(1).returning(|_| Ok(BTreeMap::new()));
     api.expect_describe_services().never();
-    api.expect_describe_scaling_policies().times(3).returning(|_| Ok(vec![]));
-    api.expect_describe_scalable_targets().withf(|rids| rids.len() == 1).times(3).returning(|_| Ok(BTreeMap::new()));
-    api.expect_list_task_definitions().times(6).returning(|_, _| Ok(vec![]));
-    api.expect_find_log_groups().withf(|names| names.len() == 3).times(1).returning(|_| Ok(BTreeMap::new()));
-    api.expect_delete_log_group().never();
+    api.expect_describe_scaling_policies().never();
+    api.expect_list_task_definitions().never();
     api.expect_create_log_group().never();
     api.expect_update_service().never();
     api.expect_delete_service().never();
@@ -979,6 +1009,7 @@ async fn destroy_on_an_empty_environment_succeeds() {
     api.expect_delete_task_definitions().never();
     api.expect_delete_scaling_policy().never();
     api.expect_deregister_scalable_target().never();
+    api.expect_delete_log_group().never();
     assert_eq!(step(api).destroy(&ctx).await.unwrap(), vec![]);
 }
 
@@ -1007,6 +1038,7 @@ async fn destroy_removes_everything_of_the_environment() {
                 let mut s = services.get(n).cloned().unwrap_or_else(|| {
                     let mut s = services["tap-frontend-dev"].clone();
                     s.name = n.clone();
+                    s.tags = tags_of("dev", "services/ecs-service/old", n);
                     s
                 });
                 if gone.contains(n) {
@@ -1035,9 +1067,21 @@ async fn destroy_removes_everything_of_the_environment() {
         .times(3)
         .returning(|_, _| Ok(()));
     let targets = world.targets.clone();
-    api.expect_describe_scalable_targets()
-        .returning(move |rids| Ok(rids.iter().filter_map(|r| targets.get(r).map(|t| (r.clone(), *t))).collect()));
+    api.expect_list_scalable_targets()
+        .withf(|prefix| prefix == "service/tap-cluster-dev/")
+        .returning(move |_| Ok(targets.clone()));
     api.expect_deregister_scalable_target().times(3).returning(|_| Ok(()));
+    // Four families (the old service's too), each found by the listing and owned by its tags.
+    api.expect_list_task_families().returning(|_| {
+        Ok(["frontend", "api-gateway", "processing-service", "old"].iter().map(|s| format!("tap-{s}-dev")).collect())
+    });
+    let definitions = world.task_definitions.clone();
+    api.expect_describe_task_definition().returning(move |family| {
+        let mut latest = definitions["tap-frontend-dev"].clone();
+        latest.arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:2");
+        Ok(Some(latest))
+    });
+    api.expect_ecs_tags().returning(|arn| Ok(tags_of("dev", "services/task-definition/x", arn)));
     api.expect_list_task_definitions().returning(|family, status| {
         let service = family.strip_prefix("tap-").and_then(|f| f.strip_suffix("-dev")).unwrap().to_string();
         Ok(match status {
@@ -1047,15 +1091,11 @@ async fn destroy_removes_everything_of_the_environment() {
     });
     api.expect_deregister_task_definition().times(8).returning(|_| Ok(()));
     api.expect_delete_task_definitions().withf(|arns| arns.len() == 2).times(4).returning(|_| Ok(()));
-    // The old service's log group is gone already: it is not deleted again.
-    api.expect_find_log_groups().withf(|names| names.len() == 4).times(1).returning(|names| {
-        Ok(names
-            .iter()
-            .filter(|n| *n != "/ecs/tap-old-dev")
-            .map(|n| (n.clone(), ObservedLogGroup { name: n.clone(), retention_days: Some(30) }))
-            .collect())
-    });
-    api.expect_delete_log_group().withf(|name| name != "/ecs/tap-old-dev").times(3).returning(|_| Ok(()));
+    // The old service's log group is already gone: the listing shows the three others.
+    let groups: Vec<ObservedLogGroup> = world.log_groups.values().cloned().collect();
+    api.expect_list_log_groups().returning(move |_| Ok(groups.clone()));
+    api.expect_log_group_tags().returning(|name| Ok(tags_of("dev", "services/log-group/x", name)));
+    api.expect_delete_log_group().times(3).returning(|_| Ok(()));
 
     let changes = step(api).destroy(&ctx).await.unwrap();
     assert!(changes.iter().all(|c| c.action == Action::Delete));
@@ -1073,16 +1113,27 @@ async fn destroy_removes_everything_of_the_environment() {
 async fn destroy_treats_not_found_as_gone() {
     let ctx = Context::new(config(false));
     let mut api = MockServicesApi::new();
-    api.expect_list_services().returning(|_| Ok(vec![]));
+    api.expect_list_services().returning(|_| Ok(vec!["tap-frontend-dev".into()]));
     // The service vanishes between DescribeServices and UpdateService.
-    api.expect_describe_services().returning(|_, names| {
+    let described = Arc::new(Mutex::new(0));
+    api.expect_describe_services().returning(move |_, names| {
+        let mut calls = described.lock().unwrap();
+        *calls += 1;
+        if *calls > 1 {
+            return Ok(vec![]);
+        }
         let ctx = deployed_ctx(config(false));
         let mut s = observed_from(&desired_service(&ctx, "frontend", "td"));
         s.name = names[0].clone();
         Ok(vec![s])
     });
-    api.expect_update_service().returning(|_| Err(AwsError::new("ServiceNotFoundException", "Service not found.")));
+    api.expect_update_service()
+        .times(1)
+        .returning(|_| Err(AwsError::new("ServiceNotFoundException", "Service not found.")));
     api.expect_delete_service().never();
+    api.expect_list_scalable_targets().returning(|_| {
+        Ok(BTreeMap::from([(rid("frontend"), ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })]))
+    });
     api.expect_describe_scaling_policies().returning(|r| {
         Ok(vec![ObservedScalingPolicy {
             name: format!("tap-cpu-{}", r.rsplit('/').next().unwrap()),
@@ -1095,17 +1146,17 @@ async fn destroy_treats_not_found_as_gone() {
             disable_scale_in: false,
         }])
     });
-    api.expect_delete_scaling_policy().returning(|_, _| {
+    api.expect_delete_scaling_policy().times(1).returning(|_, _| {
         Err(AwsError::new("ValidationException", "No scaling policy found for service namespace: ecs"))
     });
-    api.expect_describe_scalable_targets().returning(|rids| {
-        Ok(rids.iter().map(|r| (r.clone(), ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })).collect())
-    });
-    api.expect_deregister_scalable_target().returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
-    api.expect_list_task_definitions().returning(|_, _| Ok(vec![]));
-    api.expect_find_log_groups().returning(|names| {
-        Ok(names.iter().map(|n| (n.clone(), ObservedLogGroup { name: n.clone(), retention_days: None })).collect())
-    });
+    api.expect_deregister_scalable_target()
+        .times(1)
+        .returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
+    api.expect_list_task_families().returning(|_| Ok(vec![]));
+    api.expect_list_task_definitions().never();
+    api.expect_list_log_groups()
+        .returning(|_| Ok(vec![ObservedLogGroup { name: "/ecs/tap-frontend-dev".into(), retention_days: Some(30) }]));
+    api.expect_log_group_tags().returning(|name| Ok(tags_of("dev", "services/log-group/frontend", name)));
     api.expect_delete_log_group().returning(|_| Ok(()));
     let changes = step(api).destroy(&ctx).await.unwrap();
     assert!(changes.iter().all(|c| c.resource.starts_with("services/log-group/")), "{changes:#?}");
@@ -1208,11 +1259,169 @@ fn log_groups_are_read_under_their_common_prefix() {
     assert_eq!(sdk::common_prefix(&names(&["/ecs/é", "/ecs/è"])), "/ecs/");
 }
 
-#[test]
-fn task_families_are_listed_under_their_common_prefix() {
-    use crate::api::common_prefix;
-    assert_eq!(common_prefix(["tap-frontend-dev", "tap-api-gateway-dev"].into_iter()), Some("tap-"));
-    assert_eq!(common_prefix(["tap-frontend-dev"].into_iter()), Some("tap-frontend-dev"));
-    assert_eq!(common_prefix(["tap-a-dev", "tap-a-dev-2"].into_iter()), Some("tap-a-dev"));
-    assert_eq!(common_prefix(std::iter::empty()), None);
+/// The config without `processing-service`, over a world where all three were deployed.
+fn without_processing() -> (Arc<Context>, World) {
+    let world = converged_world(&deployed_ctx(config(false)));
+    let mut config = config(false);
+    config.services.retain(|s| s.name != "processing-service");
+    (Arc::new(deployed_ctx(config)), world)
+}
+
+#[tokio::test]
+async fn a_removed_service_is_pruned_scaling_first_and_outputs_come_after() {
+    let (ctx, world) = without_processing();
+    let deleted = world.deleted_services.clone();
+    let mut api = read_mock(world.clone());
+    let gone = "processing-service";
+    let published = |ctx: &Arc<Context>| ctx.try_get::<ServicesOutputs>().is_some();
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let policies = world.policies.clone();
+    api.expect_describe_scaling_policies()
+        .withf(move |r| *r == rid(gone))
+        .times(1)
+        .returning(move |r| Ok(policies[r].clone()));
+    let (o, c) = (order.clone(), ctx.clone());
+    api.expect_delete_scaling_policy()
+        .withf(move |r, name| *r == rid(gone) && name == "tap-cpu-processing-service-dev")
+        .times(1)
+        .returning(move |_, _| {
+            assert!(!published(&c), "outputs are published after the prune");
+            o.lock().unwrap().push("policy");
+            Ok(())
+        });
+    let o = order.clone();
+    api.expect_deregister_scalable_target().withf(move |r| *r == rid(gone)).times(1).returning(move |_| {
+        o.lock().unwrap().push("target");
+        Ok(())
+    });
+    let o = order.clone();
+    api.expect_update_service()
+        .withf(|u| u.service == "tap-processing-service-dev" && u.desired_count == Some(0))
+        .times(1)
+        .returning(move |u| {
+            o.lock().unwrap().push("scale to 0");
+            let mut s = observed_from(&desired_service(&deployed_ctx(config(false)), "frontend", "td"));
+            s.name = u.service.clone();
+            Ok(s)
+        });
+    let o = order.clone();
+    api.expect_delete_service().withf(|_, name| name == "tap-processing-service-dev").times(1).returning(
+        move |_, name| {
+            o.lock().unwrap().push("delete service");
+            deleted.lock().unwrap().insert(name.to_string());
+            Ok(())
+        },
+    );
+    api.expect_ecs_tags()
+        .withf(|arn| arn == td_arn("processing-service", 1))
+        .times(1)
+        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
+    api.expect_list_task_definitions().withf(|family, _| family == "tap-processing-service-dev").times(2).returning(
+        |_, status| {
+            Ok(match status {
+                RevisionStatus::Active => vec![td_arn("processing-service", 1)],
+                RevisionStatus::Inactive => vec![td_arn("processing-service", 1)],
+            })
+        },
+    );
+    let o = order.clone();
+    api.expect_deregister_task_definition().times(1).returning(move |_| {
+        o.lock().unwrap().push("task definition");
+        Ok(())
+    });
+    api.expect_delete_task_definitions().times(1).returning(|_| Ok(()));
+    api.expect_log_group_tags()
+        .withf(|name| name == "/ecs/tap-processing-service-dev")
+        .times(1)
+        .returning(|name| Ok(tags_of("dev", "services/log-group/processing-service", name)));
+    let o = order.clone();
+    api.expect_delete_log_group().withf(|name| name == "/ecs/tap-processing-service-dev").times(1).returning(
+        move |_| {
+            o.lock().unwrap().push("log group");
+            Ok(())
+        },
+    );
+    api.expect_create_service().never();
+    api.expect_register_task_definition().never();
+    api.expect_create_log_group().never();
+
+    let changes = step(api).apply(&ctx).await.unwrap();
+    let mut got: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    got.sort();
+    let want: Vec<(String, Action)> =
+        ["ecs-service", "log-group", "scaling-policy", "scaling-target", "task-definition"]
+            .iter()
+            .map(|k| (format!("services/{k}/processing-service"), Action::Delete))
+            .collect();
+    assert_eq!(got, want, "{changes:#?}");
+    let order = order.lock().unwrap().clone();
+    assert_eq!(&order[..4], ["policy", "target", "scale to 0", "delete service"], "{order:?}");
+    let outputs: ServicesOutputs = ctx.get("test").unwrap();
+    assert_eq!(outputs.service_arns.len(), 2);
+}
+
+#[tokio::test]
+async fn plan_lists_a_removed_services_resources_without_touching_them() {
+    let (ctx, world) = without_processing();
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    let policies = world.policies.clone();
+    api.expect_describe_scaling_policies().times(1).returning(move |r| Ok(policies[r].clone()));
+    api.expect_ecs_tags()
+        .times(1)
+        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
+    api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("dev", "services/log-group/processing-service", n)));
+    api.expect_list_task_definitions().never();
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 5, "{changes:#?}");
+    assert!(changes.iter().all(|c| c.action == Action::Delete && c.resource.ends_with("/processing-service")));
+}
+
+#[tokio::test]
+async fn nothing_is_pruned_without_this_environments_tags() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    // Named like the environment's, but made by hand (no tap tags) or by another environment.
+    let mut hand = world.services["tap-frontend-dev"].clone();
+    hand.name = "tap-hand-dev".into();
+    hand.tags = vec![("Environment".into(), "dev".into())];
+    world.services.insert(hand.name.clone(), hand);
+    // Its scaling carries no tags: left alone because its service is not the environment's.
+    world.targets.insert(
+        "service/tap-cluster-dev/tap-hand-dev".into(),
+        ObservedScalableTarget { min_capacity: 1, max_capacity: 2 },
+    );
+    let group = "/ecs/tap-frontend-x-dev".to_string();
+    world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None });
+    let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
+    foreign.arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/tap-frontend-x-dev:1".into();
+    world.task_definitions.insert("tap-frontend-x-dev".into(), foreign);
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_ecs_tags().times(1).returning(|arn| Ok(tags_of("x-dev", "services/task-definition/frontend", arn)));
+    api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("x-dev", "services/log-group/frontend", n)));
+    assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn every_existing_resource_is_reported_as_found() {
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl tap_core::progress::ProgressSink for Collect {
+        fn event(&self, event: tap_core::progress::ProgressEvent<'_>) {
+            self.0.lock().unwrap().push(event.to_string());
+        }
+    }
+    let sink = Arc::new(Collect::default());
+    let ctx = deployed_ctx(config(false)).with_progress(sink.clone());
+    let mut api = read_mock(converged_world(&ctx));
+    no_mutations(&mut api);
+    assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
+    let events = sink.0.lock().unwrap().clone();
+    for kind in ["log-group", "task-definition", "ecs-service", "scaling-target", "scaling-policy"] {
+        for s in SERVICES {
+            let found = format!("services: found services/{kind}/{s}");
+            assert!(events.contains(&found), "{found} missing from {events:#?}");
+        }
+    }
 }
