@@ -69,9 +69,10 @@ pub enum Command {
         /// Seconds to wait for the services to become stable (config key `deploy.timeout_seconds`).
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
-        /// Wait up to this many seconds for another run holding the environment lock.
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-        lock_timeout: u64,
+        /// Wait up to this many seconds for another run holding the environment lock (default:
+        /// only for a lease about to end, i.e. a holder that stopped renewing it; 0: never wait).
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
         /// Image tag for every service without its own (config key `image_tag`).
         #[arg(long, value_name = "TAG")]
         image_tag: Option<String>,
@@ -97,11 +98,13 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
-        /// Wait up to this many seconds for another run holding the environment lock.
-        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-        lock_timeout: u64,
+        /// Wait up to this many seconds for another run holding the environment lock (default:
+        /// only for a lease about to end, i.e. a holder that stopped renewing it; 0: never wait).
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
     },
-    /// Remove a stale environment lock left by a run that crashed (shows who held it).
+    /// Remove the environment lock, whoever holds it (shows who held it); deploy and destroy take
+    /// a stale lock over by themselves, this is for a lock without a lease or a holder known gone.
     Unlock,
     /// Print the stack outputs, read live from AWS.
     Outputs,

@@ -1,21 +1,29 @@
 //! The commands: load and validate the config (before any AWS call), build the clients and steps,
 //! run them, and render the result.
+//!
+//! Deploy and destroy write only under the environment lock, and take it only when they have
+//! something to write: they first read the lock (a live holder is reported before any work), then
+//! look through read-only clients ([`WriteGuard`]) — deploy plans, destroy runs its pass with every
+//! mutating call refused. Nothing to write: that look is the result (a deploy that waits for its
+//! rollouts waits in a read-only converge pass), and the run made no mutating call. Otherwise they
+//! take the lock (taking over a stale one), and converge or destroy from a fresh look at AWS while
+//! the lock's lease is renewed; a lock lost meanwhile stops the run.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use clap::CommandFactory;
 use serde_json::{json, Value};
-use tap_core::aws::{AwsClients, CallCounts};
+use tap_core::aws::{AwsClients, CallCounts, WriteGuard};
 use tap_core::outputs::{is_known, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
 use tap_core::{Config, Context};
 
 use crate::cli::{Cli, Command, OutputFormat};
-use crate::lock::EnvLock;
-use crate::progress::Progress;
+use crate::lock::{EnvLock, HeldLock, LockHolder, Stale, Taken};
+use crate::progress::{Progress, ProgressMode};
 use crate::render::{self, ChangesDoc, Style, Summary};
 use crate::runner::{Operation, RunError, RunObserver, Runner, StepReport};
 use crate::{cost, errors, list, logs, steps};
@@ -53,15 +61,29 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let ctx = Context::new(config).with_region(region).with_progress(progress.clone());
     let runner = Runner::new(steps)?;
     let start = Instant::now();
-    let lock = match cli.command {
+    let (lock, lock_timeout) = match cli.command {
         Command::Deploy { lock_timeout, .. } | Command::Destroy { lock_timeout, .. } => {
             let lock = EnvLock::new(&clients, ctx.names.env(), cli.command.name());
-            lock.acquire(Duration::from_secs(lock_timeout)).await?;
-            Some(lock)
+            let timeout = lock_timeout.map(Duration::from_secs);
+            // A lock held by a live run is reported before any work (read-only: nothing is taken yet).
+            lock.check(timeout).await?;
+            (Some(lock), timeout)
         }
-        _ => None,
+        _ => (None, None),
     };
-    let run = Run { cli, ctx: &ctx, runner: &runner, clients: &clients, progress: &progress, order: &order, start };
+    let held = Mutex::new(None);
+    let run = Run {
+        cli,
+        ctx: &ctx,
+        runner: &runner,
+        clients: &clients,
+        progress: &progress,
+        order: &order,
+        start,
+        lock: lock.as_ref(),
+        lock_timeout,
+        held: &held,
+    };
     let result = tokio::select! {
         result = run.execute() => result,
         _ = tokio::signal::ctrl_c() => {
@@ -75,8 +97,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
     };
     progress.finish(None);
-    if let Some(lock) = lock {
-        if let Err(e) = lock.release().await {
+    let held = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(held) = held {
+        if let Err(e) = held.release().await {
             tracing::warn!(error = %e, "could not release the environment lock; `tap unlock` removes it");
         }
     }
@@ -134,6 +157,12 @@ struct Run<'a> {
     progress: &'a Arc<Progress>,
     order: &'a [&'static str],
     start: Instant,
+    /// The environment lock (deploy and destroy), taken only when there is something to write.
+    lock: Option<&'a EnvLock>,
+    /// `--lock-timeout`.
+    lock_timeout: Option<Duration>,
+    /// The lock while this run holds it: released by [`run`] however the run ends (Ctrl-C too).
+    held: &'a Mutex<Option<HeldLock>>,
 }
 
 impl Run<'_> {
@@ -142,7 +171,7 @@ impl Run<'_> {
         match &cli.command {
             Command::Deploy { .. } | Command::Destroy { .. } => {
                 let op = operation(&cli.command).unwrap_or(Operation::Apply);
-                self.changes(op).await?;
+                self.write(op).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Plan { detailed_exitcode, .. } => {
@@ -168,16 +197,20 @@ impl Run<'_> {
             }
             Command::Unlock => {
                 let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
-                let holder = lock.holder().await?;
-                if holder.is_some() {
-                    lock.release().await?;
-                }
+                let holder = lock.force_release().await?;
                 match cli.output {
                     OutputFormat::Json => {
                         let doc = json!({
                             "environment": ctx.names.env(),
                             "removed": holder.is_some(),
-                            "holder": holder.as_ref().map(|h| json!({"holder": h.holder, "age_seconds": h.age_seconds})),
+                            "holder": holder.as_ref().map(|h| json!({
+                                "holder": h.holder,
+                                "age_seconds": h.age_seconds,
+                                "run": h.run,
+                                "host": h.host,
+                                "pid": h.pid,
+                                "lease_until": h.lease_until,
+                            })),
                         });
                         println!("{}", serde_json::to_string_pretty(&doc)?);
                     }
@@ -185,7 +218,7 @@ impl Run<'_> {
                         Some(holder) => println!(
                             "Removed the lock of environment `{}` held by {} ({} s old).",
                             ctx.names.env(),
-                            holder.holder,
+                            holder.describe(),
                             holder.age_seconds
                         ),
                         None => println!("Environment `{}` is not locked.", ctx.names.env()),
@@ -238,12 +271,91 @@ impl Run<'_> {
 
     /// Runs the steps for `op` with progress, then prints the changes and the totals.
     async fn changes(&self, op: Operation) -> Result<Summary> {
-        let (cli, ctx) = (self.cli, self.ctx);
         let started = Instant::now();
-        let reports = run_steps(self.runner, ctx, op, self.progress.as_ref()).await?;
-        let steps_elapsed = started.elapsed();
-        let ordered = render::ordered(&reports, self.order);
-        let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), self.progress.unchanged());
+        let reports = run_steps(self.runner, self.ctx, op, self.progress.as_ref()).await?;
+        self.render(op, &reports, self.progress, started.elapsed())
+    }
+
+    /// Deploy (`Apply`) or destroy: look first through read-only clients (a plan, or the destroy
+    /// pass with every mutating call refused); with nothing to write, that look is the result and
+    /// no lock is taken. Otherwise take the lock and run `op` from a fresh look at AWS.
+    async fn write(&self, op: Operation) -> Result<Summary> {
+        let started = Instant::now();
+        let guard = WriteGuard::new();
+        let read_only = Runner::new(steps::all(&self.clients.read_only(&guard)))?;
+        let look_op = if op == Operation::Destroy { Operation::Destroy } else { Operation::Plan };
+        let quiet = Arc::new(Progress::new(ProgressMode::Off, look_op));
+        let look_ctx = self.fresh_context(quiet.clone());
+        let looked = tokio::select! {
+            result = run_steps(&read_only, &look_ctx, look_op, quiet.as_ref()) => Some(result),
+            _ = guard.tripped() => None,
+        };
+        let nothing_to_write = match (&looked, guard.attempted()) {
+            (Some(Ok(reports)), None) => reports.iter().all(|r| r.changes.is_empty()),
+            _ => false,
+        };
+        if nothing_to_write {
+            let waits = op == Operation::Apply && self.ctx.config.deploy.wait;
+            if !waits {
+                tracing::info!("nothing to change: no lock taken");
+                let reports = looked.and_then(Result::ok).unwrap_or_default();
+                return self.render(op, &reports, &quiet, started.elapsed());
+            }
+            // A deploy that changes nothing still waits for the rollouts: the converge pass,
+            // read-only, which writes nothing when AWS still matches and waits where deploy waits.
+            let ctx = self.fresh_context(self.progress.clone());
+            let converged = tokio::select! {
+                result = run_steps(&read_only, &ctx, op, self.progress.as_ref()) => Some(result),
+                _ = guard.tripped() => None,
+            };
+            if let (Some(result), None) = (converged, guard.attempted()) {
+                return self.render(op, &result?, self.progress, started.elapsed());
+            }
+        }
+        match (&looked, guard.attempted()) {
+            (_, Some(first)) => tracing::info!(first_write = %first, "changes to make: taking the environment lock"),
+            (Some(Err(e)), None) => {
+                tracing::info!(error = %e, "the read-only look failed: taking the lock and running for real")
+            }
+            _ => tracing::info!("changes to make: taking the environment lock"),
+        }
+        let lock = self.lock.context("deploy and destroy run with an environment lock")?;
+        // `--lock-timeout` bounds the whole wait: what the first look waited counts.
+        let timeout = self.lock_timeout.map(|t| t.saturating_sub(self.start.elapsed()));
+        if let Taken::TookOver(holder, why) = lock.acquire(timeout).await? {
+            tracing::warn!("{}", took_over(&holder, why));
+        }
+        let held = lock.hold().await?;
+        let lost = held.lost_signal();
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        // `self.ctx` has not run anything yet: what steps read in it comes from this pass.
+        let reports = tokio::select! {
+            result = run_steps(self.runner, self.ctx, op, self.progress.as_ref()) => result?,
+            why = lost.wait() => bail!(
+                "lost the environment lock: {why}; stopped, so that two runs never write at once: run `tap {}` again",
+                self.cli.command.name()
+            ),
+        };
+        self.render(op, &reports, self.progress, started.elapsed())
+    }
+
+    /// A context like this run's that nothing has written to yet, reporting to `progress`.
+    fn fresh_context(&self, progress: Arc<Progress>) -> Context {
+        Context::new((*self.ctx.config).clone()).with_region(self.ctx.region.clone()).with_progress(progress)
+    }
+
+    /// Prints the changes of `reports` and the totals; `counts` is the progress that saw the
+    /// steps (its "unchanged" counts).
+    fn render(
+        &self,
+        op: Operation,
+        reports: &[StepReport],
+        counts: &Progress,
+        steps_elapsed: Duration,
+    ) -> Result<Summary> {
+        let (cli, ctx) = (self.cli, self.ctx);
+        let ordered = render::ordered(reports, self.order);
+        let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), counts.unchanged());
         let calls = self.clients.counter.snapshot();
         let total = render::total_line(op, ctx.names.env(), &summary, &calls, self.start.elapsed());
         // Plan and deploy: the monthly estimate before and after (destroy removes it all).
@@ -258,7 +370,7 @@ impl Run<'_> {
         let mut out = std::io::stdout().lock();
         match cli.output {
             OutputFormat::Json => {
-                let unchanged = self.progress.unchanged_by_step();
+                let unchanged = counts.unchanged_by_step();
                 let doc = render::changes_json(&ChangesDoc {
                     command: cli.command.name(),
                     environment: ctx.names.env(),
@@ -285,6 +397,17 @@ impl Run<'_> {
             }
         }
         Ok(summary)
+    }
+}
+
+/// What a run says when it took over a stale lock.
+fn took_over(holder: &LockHolder, why: Stale) -> String {
+    let run = holder.run.as_deref().unwrap_or("?");
+    match why {
+        Stale::ProcessGone => format!("took over the lock of run {run} ({}), whose process is gone", holder.holder),
+        Stale::LeaseEnded(ago) => {
+            format!("took over the lock of run {run} ({}), whose lease ended {ago} s ago", holder.holder)
+        }
     }
 }
 

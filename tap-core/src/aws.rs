@@ -1,5 +1,6 @@
-//! The bundle of AWS SDK clients a run uses, built once from the standard AWS chain, and the
-//! interceptor that counts every call by service and operation.
+//! The bundle of AWS SDK clients a run uses, built once from the standard AWS chain, the
+//! interceptor that counts every call by service and operation, and the [`WriteGuard`] that makes
+//! a copy of the clients read-only.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -197,6 +199,12 @@ macro_rules! client {
     ($sdk:ident, $config:expr, $counter:expr) => {
         $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor($counter.clone()).build())
     };
+    // The guard first: it refuses a mutating call before the counter sees it.
+    ($sdk:ident, $config:expr, $counter:expr, $guard:expr) => {
+        $sdk::Client::from_conf(
+            $sdk::config::Builder::from($config).interceptor($guard.clone()).interceptor($counter.clone()).build(),
+        )
+    };
 }
 
 impl AwsClients {
@@ -250,6 +258,114 @@ impl AwsClients {
     pub fn region(&self) -> Option<&str> {
         self.sdk_config.region().map(|r| r.as_ref())
     }
+
+    /// The same clients (same config, same call counter) with `guard` installed: every mutating
+    /// call made through them is refused before it is sent, and `guard` remembers it.
+    pub fn read_only(&self, guard: &WriteGuard) -> AwsClients {
+        let (c, counter) = (&self.sdk_config, &self.counter);
+        AwsClients {
+            ec2: client!(aws_sdk_ec2, c, counter, guard),
+            ecr: client!(aws_sdk_ecr, c, counter, guard),
+            ecs: client!(aws_sdk_ecs, c, counter, guard),
+            iam: client!(aws_sdk_iam, c, counter, guard),
+            secrets: client!(aws_sdk_secretsmanager, c, counter, guard),
+            elbv2: client!(aws_sdk_elasticloadbalancingv2, c, counter, guard),
+            servicediscovery: client!(aws_sdk_servicediscovery, c, counter, guard),
+            logs: client!(aws_sdk_cloudwatchlogs, c, counter, guard),
+            autoscaling: client!(aws_sdk_applicationautoscaling, c, counter, guard),
+            counter: counter.clone(),
+            sdk_config: self.sdk_config.clone(),
+        }
+    }
+}
+
+/// Makes clients read-only ([`AwsClients::read_only`]): a mutating operation (see [`is_mutating`])
+/// fails before it is serialized, so it never leaves the process and the call counter never
+/// counts it, and the guard records that one was attempted. A run can so find out whether a pass
+/// has anything to write without writing: the pass attempted no write, or [`WriteGuard::tripped`]
+/// resolves with the first operation it wanted (steps may swallow the error; the record stays).
+#[derive(Debug, Clone, Default)]
+pub struct WriteGuard {
+    inner: Arc<GuardState>,
+}
+
+#[derive(Debug, Default)]
+struct GuardState {
+    /// The first mutating operation refused, `service:Operation`.
+    first: Mutex<Option<String>>,
+    tripped: tokio::sync::Notify,
+}
+
+impl WriteGuard {
+    /// A guard that has refused nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first mutating operation refused (`service:Operation`), if any.
+    pub fn attempted(&self) -> Option<String> {
+        self.inner.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves once a mutating operation has been refused, with its name.
+    pub async fn tripped(&self) -> String {
+        loop {
+            let notified = self.inner.tripped.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(op) = self.attempted() {
+                return op;
+            }
+            notified.await;
+        }
+    }
+
+    fn refuse(&self, service: &str, operation: &str) {
+        let mut first = self.inner.first.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(format!("{service}:{operation}"));
+        }
+        drop(first);
+        self.inner.tripped.notify_waiters();
+    }
+}
+
+/// The error a refused call fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}:{operation} not sent: this pass is read-only")]
+pub struct WriteRefused {
+    /// Service.
+    pub service: String,
+    /// Operation.
+    pub operation: String,
+}
+
+impl Intercept for WriteGuard {
+    fn name(&self) -> &'static str {
+        "tap::WriteGuard"
+    }
+
+    // The first hook that runs after the operation's `Metadata` is in the bag; an error here stops
+    // the call before the counter's `read_before_serialization` and before anything is sent.
+    fn modify_before_serialization(
+        &self,
+        _ctx: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        match cfg.load::<Metadata>() {
+            Some(meta) if is_mutating(meta.name()) => {
+                tracing::debug!(
+                    service = meta.service(),
+                    operation = meta.name(),
+                    "mutating call refused (read-only pass)"
+                );
+                self.refuse(meta.service(), meta.name());
+                Err(Box::new(WriteRefused { service: meta.service().into(), operation: meta.name().into() }))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +380,50 @@ mod tests {
         let spans = vec![(at(0), Some(at(10))), (at(10), Some(at(20))), (at(0), Some(at(30))), (at(25), Some(at(30)))];
         assert_eq!(longest_chain(&spans), 3);
         assert_eq!(longest_chain(&[]), 0);
+    }
+
+    /// Clients for a loopback port nothing listens on, without retries.
+    async fn clients_of_nowhere() -> AwsClients {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .retry_config(RetryConfig::disabled())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("k", "s", None, None, "test"))
+            .load()
+            .await;
+        AwsClients::from_sdk_config(config)
+    }
+
+    #[tokio::test]
+    async fn the_guard_refuses_writes_before_sending_and_lets_reads_through() {
+        let clients = clients_of_nowhere().await;
+        let guard = WriteGuard::new();
+        let read_only = clients.read_only(&guard);
+
+        // A read goes out (and fails: nothing listens), and trips nothing.
+        let read = read_only.ec2.describe_vpcs().send().await.unwrap_err();
+        assert!(matches!(read, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_)), "{read:?}");
+        assert_eq!(guard.attempted(), None);
+
+        // A write is refused without being sent or counted, and the guard remembers it.
+        let write = read_only.ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap_err();
+        let mut chain = String::new();
+        let mut cause: Option<&dyn std::error::Error> = Some(&write);
+        while let Some(e) = cause {
+            chain.push_str(&format!("{e}: "));
+            cause = e.source();
+        }
+        assert!(chain.contains("not sent: this pass is read-only"), "{chain}");
+        assert_eq!(guard.attempted().as_deref(), Some("EC2:CreateVpc"));
+        let tripped = tokio::time::timeout(Duration::from_secs(1), guard.tripped()).await.unwrap();
+        assert_eq!(tripped, "EC2:CreateVpc");
+        let counts = clients.counter.snapshot();
+        assert_eq!((counts.total, counts.mutating), (1, 0), "only the read was counted: {counts:?}");
+
+        // The original clients are untouched: their write is sent (and fails to connect).
+        let sent = clients.logs.create_log_group().log_group_name("g").send().await.unwrap_err();
+        assert!(matches!(sent, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_)), "{sent:?}");
     }
 
     #[test]

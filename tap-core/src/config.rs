@@ -566,7 +566,8 @@ impl Config {
         };
         Figment::from(Serialized::defaults(Config::default()))
             .merge(toml)
-            .merge(Env::prefixed("TAP_").split("__").ignore(&["config"]))
+            // `TAP_LOCK_LEASE_SECONDS` is read by the lock, not a config key.
+            .merge(Env::prefixed("TAP_").split("__").ignore(&["config", "lock_lease_seconds"]))
             .merge(overrides)
     }
 

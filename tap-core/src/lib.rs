@@ -7,7 +7,8 @@
 //! - [`context`]: the [`Context`] steps read their inputs from and write their outputs to.
 //! - [`outputs`]: the plain data steps hand each other (subnet ids, SG ids, ARNs, …).
 //! - [`aws`]: the bundle of SDK clients built from the standard AWS chain, with the retry
-//!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]).
+//!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]); a
+//!   read-only copy of them ([`aws::WriteGuard`]) refuses every mutating call before it is sent.
 //! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
 //! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.
