@@ -292,14 +292,10 @@ impl Resource for Cluster<'_> {
         Ok(self.api.describe_cluster(&want.name).await?.filter(|c| c.status != "INACTIVE"))
     }
 
-    /// Creates the cluster, then corrects in the same run what the create call did not store
-    /// (some endpoints drop the default strategy): the cluster plan listed is what exists after.
+    /// Creates the cluster; what the create call did not store (some endpoints drop the default
+    /// strategy) the engine corrects in the same run, from what this returns.
     async fn create(&self, want: &ClusterSpec) -> Result<ObservedCluster, AwsError> {
-        let created = self.api.create_cluster(want, &self.tags).await?;
-        if let Some(fix) = update_for(want, &created) {
-            self.apply_update(&want.name, &fix.update).await.map_err(|e| e.source)?;
-        }
-        Ok(created)
+        self.api.create_cluster(want, &self.tags).await
     }
 
     async fn update(&self, have: &ObservedCluster, update: &ClusterUpdate) -> Result<(), ActionError> {

@@ -155,6 +155,13 @@ pub trait Resource: Send + Sync {
     /// Deletes `have`; a resource already gone is not an error (the engine ignores not-found).
     async fn delete(&self, have: &Self::Observed) -> Result<(), ActionError>;
 
+    /// Whether the engine compares what a create returned (or adopted) with `want` and runs the
+    /// update for what differs, in the same run. Turn it off for a kind whose step sets that
+    /// itself (e.g. beside other calls, to keep the run's chain of calls short).
+    fn settle_after_create(&self) -> bool {
+        true
+    }
+
     /// Whether `have` holds data a prune must not delete without consent (an ECR repository with
     /// images, a secret). Destroy deletes it anyway.
     async fn holds_data(&self, have: &Self::Observed) -> Result<bool, ActionError> {
@@ -269,6 +276,20 @@ impl<'a> Engine<'a> {
         )
         .await
         .map_err(StepError::aws(id, R::CREATE))?;
+        // What exists now may still differ from what was asked: an adopted resource (its create's
+        // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
+        // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
+        if resource.settle_after_create() {
+            let fix = resource.diff(want, &created).map_err(|message| StepError::Conflict {
+                resource: id.into(),
+                message: format!("{name}: {message}"),
+            })?;
+            if let Some(Diff { update, attributes }) = fix {
+                let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
+                tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
+                resource.update(&created, &update).await.map_err(|e| e.on(id))?;
+            }
+        }
         tracing::info!(step = self.step, resource = id, name, "created");
         self.record(Change::create(id, name));
         Ok(Some(created))
@@ -363,6 +384,9 @@ mod tests {
         calls: Mutex<Vec<String>>,
         /// Creates that take effect but whose answer is lost.
         lose_create_answers: Mutex<u32>,
+        /// Creates store size 0 (as an endpoint that drops a field, or a create whose follow-up
+        /// call never ran).
+        drop_size_on_create: bool,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -425,14 +449,18 @@ mod tests {
 
         async fn create(&self, want: &Record) -> Result<Record, AwsError> {
             self.call(format!("create {}", want.name));
-            self.aws.records.lock().unwrap().insert(want.name.clone(), want.clone());
+            let mut stored = want.clone();
+            if self.aws.drop_size_on_create {
+                stored.size = 0;
+            }
+            self.aws.records.lock().unwrap().insert(want.name.clone(), stored.clone());
             let mut lose = self.aws.lose_create_answers.lock().unwrap();
             if *lose > 0 {
                 *lose -= 1;
                 // The create took effect; its answer never arrived.
                 return Err(AwsError::no_answer("connection reset"));
             }
-            Ok(want.clone())
+            Ok(stored)
         }
 
         async fn update(&self, have: &Record, update: &Update) -> Result<(), ActionError> {
@@ -543,6 +571,20 @@ mod tests {
         assert_eq!(apply, vec![Change::create("fake/record/a", "a")]);
         let calls = aws.calls.lock().unwrap().clone();
         assert_eq!(calls, ["create a", "find a"], "looked up after the lost answer, not sent again");
+    }
+
+    #[tokio::test]
+    async fn what_a_create_left_unset_is_set_in_the_same_run_also_after_adoption() {
+        for lost in [0, 1] {
+            let aws = FakeAws { drop_size_on_create: true, ..FakeAws::default() };
+            *aws.lose_create_answers.lock().unwrap() = lost;
+            let ctx = ctx("dev");
+            let (plan, apply) = run(&aws, &ctx, &[record("dev", "a", 4)]).await;
+            assert_eq!(plan, apply, "plan's `+` is all deploy reports");
+            assert_eq!(aws.records.lock().unwrap()["a"].size, 4, "lost answer: {lost}");
+            let (plan, _) = run(&aws, &ctx, &[record("dev", "a", 4)]).await;
+            assert!(plan.is_empty(), "converged in one run: {plan:?}");
+        }
     }
 
     #[tokio::test]

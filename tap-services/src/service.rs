@@ -453,6 +453,12 @@ impl Resource for EcsService<'_> {
         Ok(update_for(want, have).map(|(update, attrs)| Diff::new(update, attrs)))
     }
 
+    /// What CreateService dropped is set by [`finish`] beside the scaling calls, not right after
+    /// the create: the deploy's chain of calls stays one call shorter.
+    fn settle_after_create(&self) -> bool {
+        false
+    }
+
     async fn find(&self, want: &DesiredService) -> Result<Option<ObservedService>, tap_core::AwsError> {
         match self.api.describe_services(&want.cluster, std::slice::from_ref(&want.name)).await {
             Ok(found) => Ok(found.into_iter().find(|s| s.name == want.name && s.is_active())),

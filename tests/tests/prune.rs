@@ -3,8 +3,9 @@
 //! repository that still holds images as kept, `=`), deploy removes them, a second deploy is a
 //! no-op, and destroy run with a one-service config leaves nothing of the environment behind.
 //!
-//! Covers the kinds of tap-services, tap-discovery and tap-registry; the other crates' kinds
-//! (security groups, roles, target groups, rules) are to be added here as they learn to prune.
+//! Covers every step whose resources belong to a service: services, discovery, registry and
+//! security (the removed services here are not routed; `tests/tests/security.rs` prunes a routed
+//! one's target group and rule).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -82,13 +83,12 @@ fn tap(env: &TestEnv, config: &Path, args: &[&str], code: i32) -> Value {
     env.tap(&all).expect_code(code).json()
 }
 
-/// (step, resource, action) of a run's changes in the three crates this test covers.
+/// (step, resource, action) of every change a run lists.
 fn changes(doc: &Value) -> BTreeSet<(String, String, String)> {
     doc["changes"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| ["services", "discovery", "registry"].contains(&c["step"].as_str().unwrap_or_default()))
         .map(|c| {
             let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
             (s("step"), s("resource"), s("action"))
@@ -104,6 +104,10 @@ fn removal(kept_repository: bool) -> BTreeSet<(String, String, String)> {
         }
     }
     want.insert(("discovery".into(), "discovery/service/processing-service".into(), "delete".into()));
+    for service in ["processing-service", "reporting"] {
+        want.insert(("security".into(), format!("security/sg/{service}"), "delete".into()));
+        want.insert(("security".into(), format!("security/role/{service}-task"), "delete".into()));
+    }
     let processing = if kept_repository { "keep" } else { "delete" };
     want.insert(("registry".into(), "registry/repository/processing-service".into(), processing.into()));
     want.insert(("registry".into(), "registry/repository/reporting".into(), "delete".into()));
@@ -213,4 +217,5 @@ async fn removed_services_are_pruned_data_is_kept_and_destroy_leaves_nothing() {
     tap(&env, &one, &["destroy", "--yes"], 0);
     let inventory = env.inventory().await;
     assert_eq!(counts(&inventory), KINDS.iter().map(|k| (*k, 0)).collect::<Vec<_>>(), "{inventory:#?}");
+    inventory.assert_empty("destroy with a one-service config");
 }
