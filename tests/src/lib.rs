@@ -187,6 +187,16 @@ impl TestEnv {
         TestEnv { endpoint: endpoint.into(), ..self.clone() }
     }
 
+    /// Writes `toml` as config file `label` of this environment (for `--config`) and returns its
+    /// path; each test process and environment has a folder of its own.
+    pub fn config_file(&self, label: &str, toml: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tap-test-{}-{}", self.suffix, std::process::id()));
+        std::fs::create_dir_all(&dir).expect("config folder");
+        let path = dir.join(format!("{label}.toml"));
+        std::fs::write(&path, toml).expect("config file");
+        path
+    }
+
     /// Counts, with the SDK, every resource of this environment by kind (see [`Inventory`]).
     pub async fn inventory(&self) -> Inventory {
         Inventory::read(&self.clients().await, &self.suffix).await

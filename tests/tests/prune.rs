@@ -8,7 +8,7 @@
 //! one's target group and rule).
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use tests::{Inventory, TestEnv};
@@ -67,15 +67,6 @@ environment = { NODE_ENV = "production" }
 route = { short_name = "fe", health_check_path = "/" }
 "#;
 
-/// Writes `toml` as a config file of this test and returns its path.
-fn config_file(name: &str, toml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tap-prune-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tap.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
 /// `tap --output json --config <config> <args>`, expecting exit `code`.
 fn tap(env: &TestEnv, config: &Path, args: &[&str], code: i32) -> Value {
     let mut all = vec!["--output", "json", "--config", config.to_str().unwrap()];
@@ -132,9 +123,9 @@ fn counts(inventory: &Inventory) -> Vec<(&'static str, usize)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_services_are_pruned_data_is_kept_and_destroy_leaves_nothing() {
     let env = TestEnv::new("prune");
-    let four = config_file("four", &format!("{BASE}{REMOVED}"));
-    let two = config_file("two", BASE);
-    let one = config_file("one", FRONTEND_ONLY);
+    let four = env.config_file("four", &format!("{BASE}{REMOVED}"));
+    let two = env.config_file("two", BASE);
+    let one = env.config_file("one", FRONTEND_ONLY);
 
     tap(&env, &four, &["deploy", "--no-wait"], 0);
     let inventory = env.inventory().await;

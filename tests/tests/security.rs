@@ -414,15 +414,6 @@ route = { short_name = "rep", path_pattern = "/reports/*", priority = 20, health
 allow_from = ["api-gateway"]
 "#;
 
-/// Writes `toml` to a file of its own and returns its path.
-fn config_file(env: &TestEnv, label: &str, toml: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("tap-test-{}-{}", env.suffix, std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{label}.toml"));
-    std::fs::write(&path, toml).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 /// Names of the environment's roles, security groups (without `default`), target groups, listener
 /// rules (by path) and live secrets, read with the SDK.
 async fn owned_names(env: &TestEnv) -> BTreeMap<&'static str, BTreeSet<String>> {
@@ -493,9 +484,12 @@ async fn owned_names(env: &TestEnv) -> BTreeMap<&'static str, BTreeSet<String>> 
 #[tokio::test]
 async fn removed_services_lose_their_groups_roles_target_groups_and_rules_and_destroy_finds_them_by_tags() {
     let env = TestEnv::new("sec-prune");
-    let four = config_file(&env, "four", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML, REMOVED_TOML].concat());
-    let two = config_file(&env, "two", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML].concat());
-    let one = config_file(&env, "one", &[SECRETS_TOML, FRONTEND_TOML].concat());
+    let four = env
+        .config_file("four", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML, REMOVED_TOML].concat())
+        .display()
+        .to_string();
+    let two = env.config_file("two", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML].concat()).display().to_string();
+    let one = env.config_file("one", &[SECRETS_TOML, FRONTEND_TOML].concat()).display().to_string();
     tap_json(&env, &["--config", &four, "deploy", "--no-wait"]);
     let before = owned_names(&env).await;
     assert_eq!(before["target groups"], set(&["tap-api-sec-prune", "tap-fe-sec-prune", "tap-rep-sec-prune"]));
