@@ -45,6 +45,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod listener;
+pub mod load_balancer;
 pub mod rule;
 pub mod target_group;
 
@@ -54,13 +56,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
-use tap_core::progress::ProgressEvent;
-use tap_core::resource::{Engine, Owned};
+use tap_core::resource::{Engine, Owned, Resource};
 use tap_core::step::OutputKind;
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::{AttrChange, AwsError, Change, Context, Mode, Step, StepError};
+use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
 
 #[cfg(any(test, feature = "test-util"))]
 pub use api::MockElbApi;
@@ -68,6 +68,8 @@ pub use api::{
     Condition, ElbApi, HealthCheck, ListenerAction, ListenerSpec, LoadBalancerSpec, ObservedListener,
     ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, SdkElb, TargetGroupSpec,
 };
+pub use listener::{ListenerKind, ListenerWant};
+pub use load_balancer::{LoadBalancerKind, LoadBalancerUpdate};
 pub use rule::{RuleKind, RuleWant};
 pub use target_group::TargetGroupKind;
 
@@ -185,7 +187,7 @@ struct DesiredListener {
 }
 
 /// Sorted copy, for comparing id sets whose order AWS does not keep.
-fn sorted(ids: &[String]) -> Vec<String> {
+pub(crate) fn sorted(ids: &[String]) -> Vec<String> {
     let mut v = ids.to_vec();
     v.sort();
     v.dedup();
@@ -193,7 +195,7 @@ fn sorted(ids: &[String]) -> Vec<String> {
 }
 
 /// `[PENDING]` when any id is not known yet, else the sorted ids.
-fn desired_ids(ids: &[String]) -> Vec<String> {
+pub(crate) fn desired_ids(ids: &[String]) -> Vec<String> {
     if ids.is_empty() || ids.iter().any(|id| !is_known(id)) {
         vec![PENDING.to_owned()]
     } else {
@@ -229,14 +231,6 @@ pub(crate) fn push_attr(attrs: &mut Vec<AttrChange>, attribute: &str, differs: b
     }
 }
 
-fn ignore_not_found(result: Result<(), AwsError>) -> Result<bool, AwsError> {
-    match result {
-        Ok(()) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// The ingress step: load balancer, target groups, listeners and rules.
 pub struct IngressStep {
     api: Arc<dyn ElbApi>,
@@ -261,129 +255,37 @@ impl IngressStep {
         self
     }
 
-    // ----- creates whose answer may be lost -----
-    //
-    // `SdkElb` stops the SDK from resending these when no answer came back; a lost answer or a
-    // "duplicate" code makes the step look the resource up by name (the listener by port, the
-    // rule by priority and content) and adopt it, creating again only when nothing is there.
-
-    async fn create_load_balancer_once(&self, spec: &LoadBalancerSpec) -> Result<ObservedLoadBalancer, AwsError> {
-        create_or_adopt(
-            LOAD_BALANCER_ID,
-            Recovery::default(),
-            |e| e.is("DuplicateLoadBalancerName"),
-            || self.api.find_load_balancer(&spec.name),
-            || self.api.create_load_balancer(spec),
-        )
-        .await
-    }
-
-    async fn create_listener_once(&self, id: &str, lb_arn: &str, spec: &ListenerSpec) -> Result<String, AwsError> {
-        let find = || async {
-            let listeners = self.api.list_listeners(lb_arn).await?;
-            Ok(listeners.into_iter().find(|l| l.port == Some(spec.port)).map(|l| l.arn))
-        };
-        create_or_adopt(
-            id,
-            Recovery::default(),
-            |e| e.is("DuplicateListener"),
-            find,
-            || self.api.create_listener(lb_arn, spec),
-        )
-        .await
+    fn load_balancer_kind(&self) -> LoadBalancerKind<'_> {
+        LoadBalancerKind::new(&*self.api, self.backoff)
     }
 
     async fn find_load_balancer(&self, name: &str) -> Result<Option<ObservedLoadBalancer>, StepError> {
-        self.api.find_load_balancer(name).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeLoadBalancers"))
+        self.load_balancer_kind().find_by_name(name).await
     }
 
-    async fn wait_until_active(&self, name: &str) -> Result<(), StepError> {
-        poll_until(&format!("load balancer {name} to become active"), self.backoff, || async {
-            match self.find_load_balancer(name).await? {
-                Some(lb) if lb.is_active() => Ok(Some(())),
-                Some(lb) if lb.state.as_deref() == Some("failed") => Err(StepError::Conflict {
-                    resource: LOAD_BALANCER_ID.into(),
-                    message: format!(
-                        "load balancer {name} is in state `failed`; delete it (tap destroy) and deploy again"
-                    ),
-                }),
-                Some(_) => Ok(None),
-                None => Err(StepError::Conflict {
-                    resource: LOAD_BALANCER_ID.into(),
-                    message: format!("load balancer {name} disappeared while waiting for it to become active"),
-                }),
-            }
-        })
-        .await
-    }
-
-    /// The load balancer: created when missing, subnets and security groups converged.
-    /// Its ARN and DNS name are `PENDING` in plan mode when it does not exist.
+    /// The load balancer, on the engine: created when missing, subnets and security groups
+    /// converged (once it is active). Its ARN and DNS name are `PENDING` in plan mode when it
+    /// does not exist.
     async fn converge_load_balancer(
         &self,
+        engine: &Engine<'_>,
         desired: &Desired,
         observed: Option<ObservedLoadBalancer>,
-        mode: Mode,
-    ) -> Result<(LoadBalancerRef, Vec<Change>), StepError> {
+    ) -> Result<LoadBalancerRef, StepError> {
         let spec = &desired.load_balancer;
-        let Some(lb) = observed else {
-            let change = Change::create(LOAD_BALANCER_ID, &spec.name);
-            if !mode.is_apply() {
-                let pending = LoadBalancerRef { arn: PENDING.into(), dns_name: PENDING.into(), created: true };
-                return Ok((pending, vec![change]));
-            }
-            let lb = self
-                .create_load_balancer_once(spec)
-                .await
-                .map_err(StepError::aws(LOAD_BALANCER_ID, "CreateLoadBalancer"))?;
-            tracing::info!(name = %spec.name, arn = %lb.arn, "created load balancer");
-            return Ok((LoadBalancerRef { arn: lb.arn, dns_name: lb.dns_name, created: true }, vec![change]));
-        };
-        if let Some(scheme) = lb.scheme.as_deref().filter(|s| *s != SCHEME) {
-            return Err(StepError::Conflict {
-                resource: LOAD_BALANCER_ID.into(),
-                message: format!(
-                    "load balancer {} has scheme `{scheme}`, not `{SCHEME}`; the scheme cannot be changed in place: delete it (tap destroy) and deploy again",
-                    spec.name
-                ),
-            });
-        }
-        if let Some(kind) = lb.lb_type.as_deref().filter(|t| *t != LOAD_BALANCER_TYPE) {
-            return Err(StepError::Conflict {
-                resource: LOAD_BALANCER_ID.into(),
-                message: format!(
-                    "load balancer {} is of type `{kind}`, not `{LOAD_BALANCER_TYPE}`; the name is taken: delete it and deploy again",
-                    spec.name
-                ),
-            });
-        }
-        let (want_subnets, want_sgs) = (desired_ids(&spec.subnet_ids), desired_ids(&spec.security_group_ids));
-        let (have_subnets, have_sgs) = (sorted(&lb.subnet_ids), sorted(&lb.security_group_ids));
-        let mut attrs = Vec::new();
-        tap_core::step::diff(&mut attrs, "subnets", &have_subnets, &want_subnets);
-        tap_core::step::diff(&mut attrs, "security_groups", &have_sgs, &want_sgs);
-        let out = LoadBalancerRef { arn: lb.arn.clone(), dns_name: lb.dns_name.clone(), created: false };
-        if attrs.is_empty() {
-            return Ok((out, vec![]));
-        }
-        if mode.is_apply() {
-            if !lb.is_active() {
-                self.wait_until_active(&spec.name).await?;
-            }
-            if have_subnets != want_subnets {
-                self.api
-                    .set_subnets(&lb.arn, &spec.subnet_ids)
-                    .await
-                    .map_err(StepError::aws(LOAD_BALANCER_ID, "SetSubnets"))?;
-            }
-            if have_sgs != want_sgs {
-                self.api
-                    .set_security_groups(&lb.arn, &spec.security_group_ids)
-                    .await
-                    .map_err(StepError::aws(LOAD_BALANCER_ID, "SetSecurityGroups"))?;
+        let kind = self.load_balancer_kind();
+        let created = observed.is_none();
+        // It cannot be modified before it is active.
+        if let Some(lb) = &observed {
+            if engine.mode().is_apply() && !lb.is_active() && matches!(kind.diff(spec, lb), Ok(Some(_))) {
+                kind.wait_until_active(&spec.name).await?;
             }
         }
-        Ok((out, vec![Change::update(LOAD_BALANCER_ID, &spec.name, attrs)]))
+        let now = engine.converge(&kind, LOAD_BALANCER_ID, &spec.name, spec, observed).await?;
+        Ok(match now {
+            Some(lb) => LoadBalancerRef { arn: lb.arn, dns_name: lb.dns_name, created },
+            None => LoadBalancerRef { arn: PENDING.into(), dns_name: PENDING.into(), created: true },
+        })
     }
 
     /// One target group, on the engine: created when missing, health check converged. Returns
@@ -464,7 +366,9 @@ impl IngressStep {
         }
     }
 
-    /// The listeners of the load balancer and their rules.
+    /// The listeners of the load balancer and their rules, on the engine: the :80/:443 listeners
+    /// the config no longer wants are deleted, the wanted ones converged (and adopted by port after
+    /// a create whose outcome is unknown).
     async fn converge_listeners(
         &self,
         ctx: &Context,
@@ -480,22 +384,16 @@ impl IngressStep {
             self.api.list_listeners(lb_arn).await.map_err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners"))?
         };
         let wanted_ports: BTreeSet<i32> = wanted.iter().map(|l| l.spec.port).collect();
-        let extra: Vec<&ObservedListener> = observed
-            .iter()
-            .filter(|l| l.port.is_some_and(|p| (p == 80 || p == 443) && !wanted_ports.contains(&p)))
-            .collect();
-        let mut changes = Vec::new();
-        for l in extra {
+        let kind = ListenerKind::new(&*self.api);
+        let prune = Engine::new(ctx, STEP, mode);
+        for l in observed.iter().filter(|l| l.port.is_some_and(|p| (p == 80 || p == 443) && !wanted_ports.contains(&p)))
+        {
             let port = l.port.unwrap_or_default();
-            let id = listener_id(port);
-            if mode.is_apply() {
-                ignore_not_found(self.api.delete_listener(&l.arn).await)
-                    .map_err(StepError::aws(&id, "DeleteListener"))?;
-            }
-            changes.push(Change::delete(id, format!("{lb_name}:{port}")));
+            prune.delete(&kind, &listener_id(port), &format!("{lb_name}:{port}"), l).await?;
         }
+        let mut changes = prune.into_changes();
         let per_listener = try_join_all(wanted.iter().map(|w| {
-            let found = observed.iter().find(|l| l.port == Some(w.spec.port));
+            let found = observed.iter().find(|l| l.port == Some(w.spec.port)).cloned();
             self.converge_listener(ctx, lb_name, lb_arn, w, found, mode)
         }))
         .await?;
@@ -503,85 +401,45 @@ impl IngressStep {
         Ok(changes)
     }
 
+    /// One listener, on the engine, then its rules: all created on a new listener, converged on
+    /// an existing one.
     async fn converge_listener(
         &self,
         ctx: &Context,
         lb_name: &str,
         lb_arn: &str,
         wanted: &DesiredListener,
-        observed: Option<&ObservedListener>,
+        observed: Option<ObservedListener>,
         mode: Mode,
     ) -> Result<Vec<Change>, StepError> {
         let spec = &wanted.spec;
         let id = listener_id(spec.port);
         let name = format!("{lb_name}:{}", spec.port);
-        let Some(listener) = observed else {
-            let mut changes = vec![Change::create(&id, &name)];
-            let arn = if mode.is_apply() {
-                let arn = self
-                    .create_listener_once(&id, lb_arn, spec)
-                    .await
-                    .map_err(StepError::aws(&id, "CreateListener"))?;
-                tracing::info!(listener = %name, arn = %arn, "created listener");
-                arn
-            } else {
-                PENDING.to_owned()
-            };
-            // A new listener has no rule: each one is created (in plan mode: listed).
-            let (kind, engine) = (RuleKind::new(&*self.api), Engine::new(ctx, STEP, mode));
-            try_join_all(wanted.rules.iter().map(|(service, rule)| {
-                let want = RuleWant { listener_arn: arn.clone(), spec: rule.clone() };
-                let rid = rule_id(spec.port, service);
-                let rname = format!("{name} {}", rule.path_pattern);
-                let (kind, engine) = (&kind, &engine);
-                async move { engine.create(kind, &rid, &rname, &want).await }
-            }))
-            .await?;
-            changes.extend(engine.into_changes());
-            return Ok(changes);
-        };
-        ctx.progress(ProgressEvent::Found { step: STEP, resource: &id });
-        let mut attrs = Vec::new();
-        push_attr(
-            &mut attrs,
-            "protocol",
-            listener.protocol.as_deref() != Some(spec.protocol.as_str()),
-            listener.protocol.clone().unwrap_or_default(),
-            spec.protocol.clone(),
-        );
-        let want_actions = vec![spec.default_action.clone()];
-        push_attr(
-            &mut attrs,
-            "default_action",
-            listener.default_actions != want_actions,
-            show_actions(&listener.default_actions),
-            show_actions(&want_actions),
-        );
-        if spec.protocol == "HTTPS" {
-            push_attr(
-                &mut attrs,
-                "certificate",
-                listener.certificate_arn != spec.certificate_arn,
-                listener.certificate_arn.clone().unwrap_or_default(),
-                spec.certificate_arn.clone().unwrap_or_default(),
-            );
-            push_attr(
-                &mut attrs,
-                "ssl_policy",
-                listener.ssl_policy != spec.ssl_policy,
-                listener.ssl_policy.clone().unwrap_or_default(),
-                spec.ssl_policy.clone().unwrap_or_default(),
-            );
-        }
-        let mut changes = Vec::new();
-        if !attrs.is_empty() {
-            if mode.is_apply() {
-                self.api.modify_listener(&listener.arn, spec).await.map_err(StepError::aws(&id, "ModifyListener"))?;
+        let (kind, engine) = (ListenerKind::new(&*self.api), Engine::new(ctx, STEP, mode));
+        let want = ListenerWant { load_balancer_arn: lb_arn.to_owned(), spec: spec.clone() };
+        let existed = observed.is_some();
+        let now = engine.converge(&kind, &id, &name, &want, observed).await?;
+        let mut changes = engine.into_changes();
+        match now {
+            Some(listener) if existed => {
+                let rules = self.api.list_rules(&listener.arn).await.map_err(StepError::aws(&id, "DescribeRules"))?;
+                changes.extend(self.converge_rules(ctx, &name, spec.port, &listener.arn, wanted, &rules, mode).await?);
             }
-            changes.push(Change::update(&id, &name, attrs));
+            now => {
+                // A new listener has no rule: each one is created (in plan mode: listed).
+                let arn = now.map_or_else(|| PENDING.to_owned(), |l| l.arn);
+                let (kind, engine) = (RuleKind::new(&*self.api), Engine::new(ctx, STEP, mode));
+                try_join_all(wanted.rules.iter().map(|(service, rule)| {
+                    let want = RuleWant { listener_arn: arn.clone(), spec: rule.clone() };
+                    let rid = rule_id(spec.port, service);
+                    let rname = format!("{name} {}", rule.path_pattern);
+                    let (kind, engine) = (&kind, &engine);
+                    async move { engine.create(kind, &rid, &rname, &want).await }
+                }))
+                .await?;
+                changes.extend(engine.into_changes());
+            }
         }
-        let rules = self.api.list_rules(&listener.arn).await.map_err(StepError::aws(&id, "DescribeRules"))?;
-        changes.extend(self.converge_rules(ctx, &name, spec.port, &listener.arn, wanted, &rules, mode).await?);
         Ok(changes)
     }
 
@@ -652,9 +510,6 @@ impl IngressStep {
         let observe = async { tokio::try_join!(self.find_load_balancer(&lb_name), all_tgs) };
         let ((observed_lb, all_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
         let observed_tgs: Vec<&ObservedTargetGroup> = all_tgs.iter().filter(|tg| tg_names.contains(&tg.name)).collect();
-        if observed_lb.is_some() {
-            ctx.progress(ProgressEvent::Found { step: STEP, resource: LOAD_BALANCER_ID });
-        }
 
         let engine = Engine::new(ctx, STEP, mode);
         let target_groups = async {
@@ -668,8 +523,9 @@ impl IngressStep {
         let load_balancer = async {
             let security: SecurityOutputs = ctx.wait(STEP).await?;
             let desired = Desired::new(ctx, &network, &security);
-            let (lb, changes) = self.converge_load_balancer(&desired, observed_lb, mode).await?;
-            Ok::<_, StepError>((desired, lb, changes))
+            let engine = Engine::new(ctx, STEP, mode);
+            let lb = self.converge_load_balancer(&engine, &desired, observed_lb).await?;
+            Ok::<_, StepError>((desired, lb, engine.into_changes()))
         };
         let ((desired, lb, mut changes), tg_results) = tokio::try_join!(load_balancer, target_groups)?;
 
@@ -746,8 +602,9 @@ impl Step for IngressStep {
                 Err(e) if e.is_not_found() => vec![],
                 Err(e) => return Err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners")(e)),
             };
+            let (listener_kind, rule_kind) = (ListenerKind::new(&*self.api), RuleKind::new(&*self.api));
             let per_listener = try_join_all(listeners.iter().map(|l| {
-                let lb_name = &lb_name;
+                let (lb_name, listener_kind, rule_kind) = (&lb_name, &listener_kind, &rule_kind);
                 async move {
                     let port = l.port.unwrap_or_default();
                     let id = listener_id(port);
@@ -757,33 +614,25 @@ impl Step for IngressStep {
                         Err(e) if e.is_not_found() => vec![],
                         Err(e) => return Err(StepError::aws(&id, "DescribeRules")(e)),
                     };
-                    let deleted = try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
+                    // One already gone is no change.
+                    let engine = Engine::new(ctx, STEP, Mode::Apply);
+                    try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
                         let rid = format!("{id}/rule/priority-{}", r.priority.unwrap_or_default());
                         let rname = format!("{name} {}", show_conditions(&r.conditions));
-                        async move {
-                            let gone = ignore_not_found(self.api.delete_rule(&r.arn).await)
-                                .map_err(StepError::aws(&rid, "DeleteRule"))?;
-                            Ok::<_, StepError>(gone.then(|| Change::delete(rid, rname)))
-                        }
+                        let engine = &engine;
+                        async move { engine.delete(rule_kind, &rid, &rname, r).await }
                     }))
                     .await?;
-                    let mut changes: Vec<Change> = deleted.into_iter().flatten().collect();
-                    if ignore_not_found(self.api.delete_listener(&l.arn).await)
-                        .map_err(StepError::aws(&id, "DeleteListener"))?
-                    {
-                        changes.push(Change::delete(id, name));
-                    }
-                    Ok::<_, StepError>(changes)
+                    engine.delete(listener_kind, &id, &name, l).await?;
+                    Ok::<_, StepError>(engine.into_changes())
                 }
             }))
             .await?;
             changes.extend(per_listener.into_iter().flatten());
 
-            if ignore_not_found(self.api.delete_load_balancer(&lb.arn).await)
-                .map_err(StepError::aws(LOAD_BALANCER_ID, "DeleteLoadBalancer"))?
-            {
-                changes.push(Change::delete(LOAD_BALANCER_ID, &lb_name));
-            }
+            let engine = Engine::new(ctx, STEP, Mode::Apply);
+            engine.delete(&self.load_balancer_kind(), LOAD_BALANCER_ID, &lb_name, &lb).await?;
+            changes.extend(engine.into_changes());
             poll_until(&format!("load balancer {lb_name} deletion"), self.backoff, || async {
                 Ok(self.find_load_balancer(&lb_name).await?.is_none().then_some(()))
             })
