@@ -836,3 +836,65 @@ async fn destroy_with_a_shorter_config_deletes_every_target_group_of_the_environ
     assert_eq!(deleted, [API_ARN.to_string(), FE_ARN.to_string()], "not tap-old-dev (no ManagedBy tag)");
     assert!(changes.iter().any(|c| c.resource == "ingress/target-group/api-gateway"), "{changes:?}");
 }
+
+/// A load balancer whose subnets drifted and a listener whose default action drifted: plan lists
+/// exactly the attributes whose calls apply makes, and nothing else.
+#[tokio::test]
+async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_listener() {
+    fn drifted(apply: bool) -> MockElbApi {
+        let mut m = MockElbApi::new();
+        m.expect_find_load_balancer()
+            .returning(|_| Ok(Some(ObservedLoadBalancer { subnet_ids: vec!["subnet-a".into()], ..observed_lb() })));
+        m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+        m.expect_list_listeners()
+            .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
+        m.expect_list_rules()
+            .returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(API_ARN))]));
+        m.expect_describe_tags().never();
+        let times = usize::from(apply);
+        m.expect_set_subnets().withf(|arn, s| arn == LB_ARN && s == subnets()).times(times).returning(|_, _| Ok(()));
+        m.expect_set_security_groups().never();
+        m.expect_modify_listener()
+            .withf(|arn, s| {
+                arn == L80_ARN && s.default_action == ListenerAction::forward(FE_ARN) && s.protocol == "HTTP"
+            })
+            .times(times)
+            .returning(|_, _| Ok(()));
+        m.expect_create_load_balancer().never();
+        m.expect_create_target_group().never();
+        m.expect_modify_target_group().never();
+        m.expect_create_listener().never();
+        m.expect_delete_listener().never();
+        m.expect_create_rule().never();
+        m.expect_modify_rule().never();
+        m.expect_delete_rule().never();
+        m
+    }
+    let plan = step(drifted(false)).plan(&context()).await.unwrap();
+    let apply = step(drifted(true)).apply(&context()).await.unwrap();
+    assert_eq!(plan, apply, "what plan printed is what apply did");
+    let attrs = |id: &str| -> Vec<String> {
+        let change = plan.iter().find(|c| c.resource == id).unwrap_or_else(|| panic!("{id} in {plan:?}"));
+        assert_eq!(change.action, Action::Update);
+        change.attributes.iter().map(|a| a.attribute.clone()).collect()
+    };
+    assert_eq!(plan.len(), 2, "{plan:?}");
+    assert_eq!(attrs(LOAD_BALANCER_ID), ["subnets"], "SetSubnets only");
+    assert_eq!(attrs("ingress/listener/http"), ["default_action"], "one ModifyListener");
+
+    // The typed updates are what the attributes say.
+    let api = MockElbApi::new();
+    let kind = LoadBalancerKind::new(&api, fast());
+    let want = LoadBalancerSpec {
+        name: "tap-alb-dev".into(),
+        scheme: SCHEME.into(),
+        subnet_ids: subnets(),
+        security_group_ids: vec!["sg-alb".into()],
+        tags: vec![],
+    };
+    let have = ObservedLoadBalancer { subnet_ids: vec!["subnet-a".into()], ..observed_lb() };
+    let diff = kind.diff(&want, &have).unwrap().unwrap();
+    assert_eq!(diff.update, LoadBalancerUpdate { subnets: Some(subnets()), security_groups: None });
+    let internal = ObservedLoadBalancer { scheme: Some("internal".into()), ..observed_lb() };
+    assert!(kind.diff(&want, &internal).unwrap_err().contains("scheme `internal`"), "a conflict");
+}
