@@ -9,6 +9,10 @@
 //!   target group ARN (`PENDING` in plan mode for what does not exist yet).
 //! - **Finds** everything by name (`tap-alb-{s}`, `tap-{short}-{s}`) and the listeners and rules
 //!   through the load balancer; tags everything at creation; a second deploy makes no mutating call.
+//! - **Every resource on the resource engine** ([`tap_core::resource`]): the load balancer
+//!   ([`load_balancer`]), the listeners ([`listener`]), the target groups ([`target_group`]) and
+//!   the rules ([`rule`]); this module only wires them (desired values from the config,
+//!   concurrency, the outputs it publishes).
 //! - **Prunes** what the environment owns (by its tags) and the config no longer routes to: the
 //!   rule first (with the listener's other rules), then — once the services step has published
 //!   its outputs, its own prune done — the target group ([`target_group`], on the resource
