@@ -1,7 +1,9 @@
 //! IAM roles: the task-execution role shared by all services and one task role per service, each
 //! with the ECS tasks trust policy, exactly the managed policies it should have and its inline
 //! policies (see [`crate::policy`] for the documents). Documents are compared semantically, so a
-//! role is only written to when its policy really differs.
+//! role is only written to when its policy really differs. Each role runs through the resource
+//! engine as the kind [`crate::role::Role`] (create-or-adopt, one typed update whose attributes
+//! plan prints, prune, delete); this module reads the roles and wires them into the step.
 //!
 //! Deploy and plan read every role of the environment at once, with one paginated
 //! `GetAccountAuthorizationDetails(Filter=Role)` ([`read_roles`]): it gives each role's ARN, trust
@@ -13,19 +15,19 @@
 //! destroy deletes every role of the environment by its tags, whatever the config now says.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::ServiceSpec;
-use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
+use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, PROJECT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, PENDING};
-use tap_core::progress::ProgressEvent;
-use tap_core::wait::{retry_while, Backoff};
-use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
+use tap_core::resource::{Engine, Owned, Resource};
+use tap_core::{AwsError, Change, Context, Mode, StepError};
 
-use crate::policy::{self, ArnParts, PolicyDocument};
+use crate::policy::{self, ArnParts};
+use crate::role::{PoliciesFn, Role, RoleObserved, RolePolicies, RoleSpec};
+use crate::STEP;
 
 /// A role as `GetRole` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,283 +232,153 @@ pub async fn read_roles(api: &dyn IamApi, ctx: &Context) -> Result<BTreeMap<Stri
     api.role_details(&names).await.map_err(StepError::aws(ROLES_COMPONENT, "GetAccountAuthorizationDetails"))
 }
 
-/// A role after its first phase: it exists (or, in plan mode, would be created), with its trust
-/// policy and managed attachments converged.
+/// The role kind of this run (see [`crate::role`]).
+pub fn kind<'a>(api: &'a dyn IamApi, ctx: &Context) -> Role<'a> {
+    Role { api, region: ctx.region.clone() }
+}
+
+/// What the read shows of the role `name`.
+fn observed(name: &str, detail: &RoleDetail) -> RoleObserved {
+    RoleObserved { name: name.to_string(), detail: detail.clone(), new: false }
+}
+
+/// A role of the environment: the ECS tasks trust policy, its tags and `policies`.
+fn spec(ctx: &Context, component: &str, name: &str, policies: PoliciesFn) -> RoleSpec {
+    RoleSpec {
+        name: name.to_string(),
+        trust: policy::ecs_tasks_trust_policy(),
+        tags: ctx.names.tags(component, name),
+        policies,
+    }
+}
+
+fn conflict(id: &str, name: &str) -> impl FnOnce(String) -> StepError {
+    let (id, name) = (id.to_string(), name.to_string());
+    move |message| StepError::Conflict { resource: id, message: format!("{name}: {message}") }
+}
+
+/// The execution role after its first phase (beside the secrets).
 #[derive(Debug, Clone)]
-pub struct RoleState {
-    /// Logical id.
-    pub component: String,
-    /// Role name.
-    pub name: String,
-    /// Role ARN ([`PENDING`] in plan mode when it would be created).
-    pub arn: String,
-    /// It did not exist: it was (or would be) created in this run.
-    pub created: bool,
-    /// What differed on an existing role.
-    pub attributes: Vec<AttrChange>,
-    /// The inline policies the role had when read (name → document as IAM returns it); empty
-    /// when it is created.
-    pub observed_inline: BTreeMap<String, String>,
+pub enum ExecutionRole {
+    /// It exists: converged once the secret ARNs are known.
+    Existing(RoleObserved),
+    /// It was created with its managed policy (`None` in plan mode: it would be).
+    Created(Option<RoleObserved>),
 }
 
-impl RoleState {
-    /// The change this role contributes, if any.
-    pub fn change(self) -> Option<Change> {
-        if self.created {
-            Some(Change::create(self.component, self.name))
-        } else if self.attributes.is_empty() {
-            None
-        } else {
-            Some(Change::update(self.component, self.name, self.attributes))
-        }
-    }
-
-    fn arn_parts(&self, ctx: &Context) -> Result<ArnParts, StepError> {
-        ArnParts::from_role_arn(&self.arn, &ctx.region).ok_or_else(|| StepError::Conflict {
-            resource: self.component.clone(),
-            message: format!(
-                "IAM returned the role ARN {:?}, which is not arn:<partition>:iam::<account>:role/<name>",
-                self.arn
-            ),
-        })
-    }
-}
-
-/// Phase one of a role: create it when `observed` (its detail from [`read_roles`]) is `None`,
-/// else converge its trust policy and its managed attachments (`managed` gives the desired policy
-/// ARNs from the role's ARN parts).
-pub async fn ensure_role(
-    api: &dyn IamApi,
-    ctx: &Context,
-    mode: Mode,
-    component: String,
-    name: String,
-    observed: Option<&RoleDetail>,
-    managed: impl Fn(&ArnParts) -> Vec<String>,
-) -> Result<RoleState, StepError> {
-    let id = component.as_str();
-    let trust = policy::ecs_tasks_trust_policy();
-    let Some(observed) = observed else {
-        let mut state = RoleState {
-            component: component.clone(),
-            name: name.clone(),
-            arn: PENDING.into(),
-            created: true,
-            attributes: vec![],
-            observed_inline: BTreeMap::new(),
-        };
-        if mode.is_apply() {
-            let tags = ctx.names.tags(id, &name);
-            // A lost answer or `EntityAlreadyExists` (the role of this environment's name was made
-            // by a run whose answer was lost): adopt the role by its name.
-            let trust_json = trust.to_json();
-            state.arn = create_or_adopt(
-                id,
-                Recovery::default(),
-                |e| e.is("EntityAlreadyExists"),
-                || async { Ok(api.get_role(&name).await?.map(|r| r.arn)) },
-                || api.create_role(&name, &trust_json, &tags),
-            )
-            .await
-            .map_err(StepError::aws(id, "CreateRole"))?;
-            let desired = managed(&state.arn_parts(ctx)?);
-            let n = name.as_str();
-            try_join_all(desired.iter().map(|arn| {
-                while_new_role_propagates(id, move || async move {
-                    api.attach_role_policy(n, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
-                })
-            }))
-            .await?;
-        }
-        return Ok(state);
-    };
-    ctx.progress(ProgressEvent::Found { step: "security", resource: id });
-    let mut state = RoleState {
-        component: component.clone(),
-        name: name.clone(),
-        arn: observed.arn.clone(),
-        created: false,
-        attributes: vec![],
-        observed_inline: observed.inline.clone(),
-    };
-    let desired_managed: BTreeSet<String> = managed(&state.arn_parts(ctx)?).into_iter().collect();
-    let trust_ok = policy::same_policy(&observed.trust_policy, &trust);
-    let attached: BTreeSet<String> = observed.attached.iter().cloned().collect();
-    if !trust_ok {
-        let old = policy::decode_document(&observed.trust_policy)
-            .map(|v| v.to_string())
-            .unwrap_or(observed.trust_policy.clone());
-        state.attributes.push(AttrChange::new("assume_role_policy", Some(old), Some(trust.to_json())));
-    }
-    let to_attach: Vec<&String> = desired_managed.difference(&attached).collect();
-    let to_detach: Vec<&String> = attached.difference(&desired_managed).collect();
-    for arn in &to_attach {
-        state.attributes.push(AttrChange::new("managed_policy", None, Some(arn.to_string())));
-    }
-    for arn in &to_detach {
-        state.attributes.push(AttrChange::new("managed_policy", Some(arn.to_string()), None));
-    }
-    if mode.is_apply() {
-        let name = name.as_str();
-        let trust_json = trust.to_json();
-        let update_trust = async {
-            if !trust_ok {
-                api.update_assume_role_policy(name, &trust_json)
-                    .await
-                    .map_err(StepError::aws(id, "UpdateAssumeRolePolicy"))?;
-            }
-            Ok::<_, StepError>(())
-        };
-        let attach = try_join_all(to_attach.iter().map(|arn| async move {
-            api.attach_role_policy(name, arn).await.map_err(StepError::aws(id, "AttachRolePolicy"))
-        }));
-        let detach = try_join_all(to_detach.iter().map(|arn| async move {
-            api.detach_role_policy(name, arn).await.map_err(StepError::aws(id, "DetachRolePolicy"))
-        }));
-        tokio::try_join!(update_trust, attach, detach)?;
-    }
-    Ok(state)
-}
-
-/// IAM is eventually consistent: a role created a moment ago may still be unknown to the call
-/// that attaches a policy to it. Retries `op` while it says `NoSuchEntity` (or is throttled).
-async fn while_new_role_propagates<F, Fut>(id: &str, op: F) -> Result<(), StepError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), StepError>>,
-{
-    let transient = |e: &StepError| e.aws_error().is_some_and(|a| a.is_not_found() || a.retryable);
-    retry_while(
-        &format!("new IAM role {id} to propagate"),
-        Backoff::with_timeout(Duration::from_secs(60)),
-        transient,
-        op,
+/// The execution role's managed policy, and its inline policy when `secret_arns` are given.
+fn execution_spec(ctx: &Context, managed: bool, secret_arns: Option<&[String]>) -> RoleSpec {
+    let inline = secret_arns.map(|arns| {
+        policy::execution_secrets_policy(arns)
+            .map(|doc| BTreeMap::from([(policy::EXECUTION_SECRETS_POLICY.to_string(), doc)]))
+            .unwrap_or_default()
+    });
+    let name = ctx.names.execution_role();
+    spec(
+        ctx,
+        EXECUTION_COMPONENT,
+        &name,
+        Box::new(move |arn: &ArnParts| RolePolicies {
+            managed: managed.then(|| BTreeSet::from([policy::execution_managed_policy_arn(&arn.partition)])),
+            inline: inline.clone(),
+        }),
     )
-    .await
 }
 
-/// Phase two of a role: exactly the `desired` inline policies (name → document), each compared
-/// semantically with the one the role had when read ([`RoleState::observed_inline`]); a missing or
-/// different one is put, one of another name deleted.
-pub async fn converge_inline(
-    api: &dyn IamApi,
-    mode: Mode,
-    role: &mut RoleState,
-    desired: BTreeMap<String, PolicyDocument>,
-) -> Result<(), StepError> {
-    let (component, role_name) = (role.component.clone(), role.name.clone());
-    let (id, name) = (component.as_str(), role_name.as_str());
-    if role.created {
-        if mode.is_apply() {
-            try_join_all(desired.iter().map(|(policy_name, doc)| {
-                let json = doc.to_json();
-                while_new_role_propagates(id, move || {
-                    let json = json.clone();
-                    async move {
-                        api.put_role_policy(name, policy_name, &json).await.map_err(StepError::aws(id, "PutRolePolicy"))
-                    }
-                })
-            }))
-            .await?;
-        }
-        return Ok(());
-    }
-    // Which desired policies are missing or differ, and which present ones are not tap's.
-    let observed = std::mem::take(&mut role.observed_inline);
-    let to_put: Vec<_> = desired
-        .iter()
-        .filter_map(|(policy_name, doc)| {
-            let current = observed.get(policy_name);
-            if current.is_some_and(|raw| policy::same_policy(raw, doc)) {
-                return None;
-            }
-            let old = current.map(|raw| policy::decode_document(raw).map(|v| v.to_string()).unwrap_or(raw.clone()));
-            Some((policy_name, doc, old))
-        })
-        .collect();
-    let to_delete: Vec<String> = observed.into_keys().filter(|p| !desired.contains_key(p)).collect();
-    for (policy_name, doc, old) in &to_put {
-        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), old.clone(), Some(doc.to_json())));
-    }
-    for policy_name in &to_delete {
-        role.attributes.push(AttrChange::new(format!("inline_policy.{policy_name}"), Some("(present)".into()), None));
-    }
-    if mode.is_apply() {
-        let put = try_join_all(to_put.iter().map(|(policy_name, doc, _)| async move {
-            api.put_role_policy(name, policy_name, &doc.to_json()).await.map_err(StepError::aws(id, "PutRolePolicy"))
-        }));
-        let delete = try_join_all(to_delete.iter().map(|policy_name| async move {
-            api.delete_role_policy(name, policy_name).await.map_err(StepError::aws(id, "DeleteRolePolicy"))
-        }));
-        tokio::try_join!(put, delete)?;
-    }
-    Ok(())
-}
-
-/// Phase one of the execution role (it needs the secret ARNs only for phase two); `roles` is
-/// what [`read_roles`] read.
+/// Phase one of the execution role (it needs the secret ARNs only for its inline policy): a
+/// missing one is created with its managed policy; `roles` is what [`read_roles`] read.
 pub async fn ensure_execution_role(
     api: &dyn IamApi,
     ctx: &Context,
-    mode: Mode,
+    engine: &Engine<'_>,
     roles: &BTreeMap<String, RoleDetail>,
-) -> Result<RoleState, StepError> {
+) -> Result<ExecutionRole, StepError> {
     let name = ctx.names.execution_role();
-    let observed = roles.get(&name);
-    ensure_role(api, ctx, mode, EXECUTION_COMPONENT.into(), name, observed, |arn| {
-        vec![policy::execution_managed_policy_arn(&arn.partition)]
-    })
-    .await
+    if let Some(detail) = roles.get(&name) {
+        return Ok(ExecutionRole::Existing(observed(&name, detail)));
+    }
+    let want = execution_spec(ctx, true, None);
+    Ok(ExecutionRole::Created(engine.create(&kind(api, ctx), EXECUTION_COMPONENT, &name, &want).await?))
 }
 
-/// Phase two of the execution role: its inline policy reads exactly `secret_arns`.
+/// Phase two of the execution role: an existing one is converged (trust, managed policy, inline
+/// policy reading exactly `secret_arns`); a created one gets its inline policy. Returns its ARN
+/// ([`PENDING`] in plan mode when it would be created).
 pub async fn finish_execution_role(
     api: &dyn IamApi,
-    mode: Mode,
-    mut role: RoleState,
+    ctx: &Context,
+    engine: &Engine<'_>,
+    role: ExecutionRole,
     secret_arns: &[String],
-) -> Result<RoleState, StepError> {
-    let desired = policy::execution_secrets_policy(secret_arns)
-        .map(|doc| BTreeMap::from([(policy::EXECUTION_SECRETS_POLICY.to_string(), doc)]))
-        .unwrap_or_default();
-    if mode.is_apply() && secret_arns.iter().any(|a| !is_known(a)) {
+) -> Result<String, StepError> {
+    let (id, name) = (EXECUTION_COMPONENT, ctx.names.execution_role());
+    if engine.mode().is_apply() && secret_arns.iter().any(|a| !is_known(a)) {
         return Err(StepError::Conflict {
-            resource: role.component.clone(),
+            resource: id.into(),
             message: "a secret ARN is unknown after apply; the execution role policy cannot name it".into(),
         });
     }
-    converge_inline(api, mode, &mut role, desired).await?;
-    Ok(role)
+    let role_kind = kind(api, ctx);
+    match role {
+        ExecutionRole::Existing(have) => {
+            let want = execution_spec(ctx, true, Some(secret_arns));
+            let have = engine.converge(&role_kind, id, &name, &want, Some(have)).await?;
+            Ok(have.map(|h| h.detail.arn).unwrap_or_else(|| PENDING.into()))
+        }
+        ExecutionRole::Created(None) => Ok(PENDING.into()),
+        ExecutionRole::Created(Some(created)) => {
+            // Its create is recorded; what is left is the inline policy (as the engine settles a
+            // create: the same diff and update).
+            let want = execution_spec(ctx, false, Some(secret_arns));
+            if let Some(diff) = role_kind.diff(&want, &created).map_err(conflict(id, &name))? {
+                role_kind.update(&created, &diff.update).await.map_err(|e| e.on(id))?;
+            }
+            Ok(created.detail.arn)
+        }
+    }
 }
 
-/// Both phases of a service's task role; `observed` is its detail from [`read_roles`].
+/// Converges one service's task role; `observed` is its detail from [`read_roles`]. Returns its
+/// ARN ([`PENDING`] in plan mode when it would be created).
 pub async fn converge_task_role(
     api: &dyn IamApi,
     ctx: &Context,
-    mode: Mode,
+    engine: &Engine<'_>,
     service: &ServiceSpec,
-    observed: Option<&RoleDetail>,
-) -> Result<RoleState, StepError> {
+    detail: Option<&RoleDetail>,
+) -> Result<String, StepError> {
     let name = ctx.names.task_role(&service.name);
-    let mut role = ensure_role(api, ctx, mode, task_component(&service.name), name, observed, |_| vec![]).await?;
-    if role.created && !mode.is_apply() {
-        return Ok(role);
-    }
-    let doc = policy::task_policy(&ctx.names, service, &role.arn_parts(ctx)?);
-    converge_inline(api, mode, &mut role, BTreeMap::from([(policy::TASK_POLICY.to_string(), doc)])).await?;
-    Ok(role)
+    let (names, spec_of) = (ctx.names.clone(), service.clone());
+    let want = spec(
+        ctx,
+        &task_component(&service.name),
+        &name,
+        Box::new(move |arn: &ArnParts| RolePolicies {
+            managed: Some(BTreeSet::new()),
+            inline: Some(BTreeMap::from([(
+                policy::TASK_POLICY.to_string(),
+                policy::task_policy(&names, &spec_of, arn),
+            )])),
+        }),
+    );
+    let have = detail.map(|d| observed(&name, d));
+    let role = engine.converge(&kind(api, ctx), &task_component(&service.name), &name, &want, have).await?;
+    Ok(role.map(|r| r.detail.arn).unwrap_or_else(|| PENDING.into()))
 }
 
-/// Every task role, concurrently; `roles` is what [`read_roles`] read.
+/// Every task role, concurrently, each with its own engine: (service, ARN, changes), in the
+/// config's order; `roles` is what [`read_roles`] read.
 pub async fn converge_task_roles(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
     roles: &BTreeMap<String, RoleDetail>,
-) -> Result<Vec<(String, RoleState)>, StepError> {
+) -> Result<Vec<(String, String, Vec<Change>)>, StepError> {
     try_join_all(ctx.config.services.iter().map(|s| async move {
-        let observed = roles.get(&ctx.names.task_role(&s.name));
-        Ok::<_, StepError>((s.name.clone(), converge_task_role(api, ctx, mode, s, observed).await?))
+        let engine = Engine::new(ctx, STEP, mode);
+        let detail = roles.get(&ctx.names.task_role(&s.name));
+        let arn = converge_task_role(api, ctx, &engine, s, detail).await?;
+        Ok::<_, StepError>((s.name.clone(), arn, engine.into_changes()))
     }))
     .await
 }
@@ -520,13 +392,11 @@ pub fn owned_role(detail: &RoleDetail, env: &str) -> Option<String> {
 /// The roles of the environment (by their tags) that the config no longer declares: (logical id,
 /// role name, detail); `roles` is what [`read_roles`] read.
 pub fn undeclared_roles(ctx: &Context, roles: &BTreeMap<String, RoleDetail>) -> Vec<(String, String, RoleDetail)> {
-    let mut declared_names: BTreeSet<String> = BTreeSet::from([ctx.names.execution_role()]);
-    declared_names.extend(ctx.config.services.iter().map(|s| ctx.names.task_role(&s.name)));
-    let mut declared: BTreeSet<String> = BTreeSet::from([EXECUTION_COMPONENT.to_string()]);
-    declared.extend(ctx.config.services.iter().map(|s| task_component(&s.name)));
+    let declared_names = declared_names(ctx);
+    let declared: BTreeSet<String> = declared_names.values().cloned().collect();
     roles
         .iter()
-        .filter(|(name, _)| !declared_names.contains(*name))
+        .filter(|(name, _)| !declared_names.contains_key(*name))
         .filter_map(|(name, detail)| {
             let id = owned_role(detail, ctx.names.env())?;
             (!declared.contains(&id)).then(|| (id, name.clone(), detail.clone()))
@@ -534,73 +404,46 @@ pub fn undeclared_roles(ctx: &Context, roles: &BTreeMap<String, RoleDetail>) -> 
         .collect()
 }
 
-/// Lists (plan) or deletes (apply) the `undeclared` roles (see [`undeclared_roles`]); the caller
-/// has waited for the services that used them to go.
+/// The roles the config declares: name → logical id.
+fn declared_names(ctx: &Context) -> BTreeMap<String, String> {
+    let mut named: BTreeMap<String, String> =
+        BTreeMap::from([(ctx.names.execution_role(), EXECUTION_COMPONENT.into())]);
+    named.extend(ctx.config.services.iter().map(|s| (ctx.names.task_role(&s.name), task_component(&s.name))));
+    named
+}
+
+/// Lists (plan) or deletes (apply) the `undeclared` roles (see [`undeclared_roles`]) with the
+/// engine's prune; the caller has waited for the services that used them to go.
 pub async fn prune(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
     undeclared: &[(String, String, RoleDetail)],
 ) -> Result<Vec<Change>, StepError> {
-    if !mode.is_apply() {
-        return Ok(undeclared.iter().map(|(id, name, _)| Change::delete(id, name)).collect());
-    }
-    let changes = try_join_all(
-        undeclared.iter().map(|(id, name, detail)| delete_role(api, ctx, id.clone(), name.clone(), detail)),
-    )
-    .await?;
-    Ok(changes.into_iter().flatten().collect())
-}
-
-/// Deletes one role: its managed policies detached and its inline policies deleted (as `detail`
-/// shows them), then the role. A role already gone is not reported.
-async fn delete_role(
-    api: &dyn IamApi,
-    ctx: &Context,
-    component: String,
-    name: String,
-    detail: &RoleDetail,
-) -> Result<Option<Change>, StepError> {
-    let id = component.as_str();
-    let n = name.as_str();
-    ctx.progress(ProgressEvent::Working { step: "security", resource: id, action: Action::Delete });
-    let detach = try_join_all(detail.attached.iter().map(|arn| async move {
-        match api.detach_role_policy(n, arn).await {
-            Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DetachRolePolicy")(e)),
-            _ => Ok(()),
-        }
-    }));
-    let delete_inline = try_join_all(detail.inline.keys().map(|p| async move {
-        match api.delete_role_policy(n, p).await {
-            Err(e) if !e.is_not_found() => Err(StepError::aws(id, "DeleteRolePolicy")(e)),
-            _ => Ok(()),
-        }
-    }));
-    tokio::try_join!(detach, delete_inline)?;
-    match api.delete_role(n).await {
-        Ok(()) => Ok(Some(Change::delete(component, name))),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(StepError::aws(id, "DeleteRole")(e)),
-    }
+    let engine = Engine::new(ctx, STEP, mode);
+    let owned: Vec<Owned<RoleObserved>> = undeclared
+        .iter()
+        .map(|(id, name, detail)| Owned { id: id.clone(), name: name.clone(), observed: observed(name, detail) })
+        .collect();
+    engine.prune(&kind(api, ctx), owned, &BTreeSet::new()).await?;
+    Ok(engine.into_changes())
 }
 
 /// Deletes every role of the environment: the execution role and the task roles the config names,
 /// and every other role its tags say it owns (a service removed from the config since), all read
-/// with one `GetAccountAuthorizationDetails`.
+/// with one `GetAccountAuthorizationDetails`; each with its managed policies detached and its
+/// inline policies deleted first. A role already gone is not reported.
 pub async fn destroy(api: &dyn IamApi, ctx: &Context) -> Result<Vec<Change>, StepError> {
     let roles = read_roles(api, ctx).await?;
-    let mut named: BTreeMap<String, String> =
-        BTreeMap::from([(ctx.names.execution_role(), EXECUTION_COMPONENT.into())]);
-    named.extend(ctx.config.services.iter().map(|s| (ctx.names.task_role(&s.name), task_component(&s.name))));
+    let named = declared_names(ctx);
     let env = ctx.names.env();
-    let doomed: Vec<(String, String, &RoleDetail)> = roles
-        .iter()
-        .filter_map(|(name, detail)| {
-            let id = named.get(name).cloned().or_else(|| owned_role(detail, env))?;
-            Some((id, name.clone(), detail))
-        })
-        .collect();
-    let changes =
-        try_join_all(doomed.into_iter().map(|(id, name, detail)| delete_role(api, ctx, id, name, detail))).await?;
-    Ok(changes.into_iter().flatten().collect())
+    let engine = Engine::new(ctx, STEP, Mode::Apply);
+    let role_kind = kind(api, ctx);
+    let (engine_ref, kind_ref) = (&engine, &role_kind);
+    try_join_all(roles.iter().filter_map(|(name, detail)| {
+        let id = named.get(name).cloned().or_else(|| owned_role(detail, env))?;
+        Some(async move { engine_ref.delete(kind_ref, &id, name, &observed(name, detail)).await })
+    }))
+    .await?;
+    Ok(engine.into_changes())
 }

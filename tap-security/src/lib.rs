@@ -44,6 +44,7 @@
 pub mod groups;
 pub mod iam;
 pub mod policy;
+pub mod role;
 pub mod secrets;
 pub mod security_group;
 
@@ -103,14 +104,16 @@ impl SecurityStep {
         let observed_roles = tokio::sync::OnceCell::new();
         let roles = || observed_roles.get_or_try_init(|| iam::read_roles(&*self.iam, ctx));
         let task_roles = async { iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?).await };
+        let execution_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
         let execution = async {
+            let engine = &execution_engine;
             let (secrets, role) = tokio::try_join!(secrets::converge(&*self.secrets, ctx, mode), async {
-                iam::ensure_execution_role(&*self.iam, ctx, mode, roles().await?).await
+                iam::ensure_execution_role(&*self.iam, ctx, engine, roles().await?).await
             })?;
             let arns: Vec<String> =
                 ctx.config.secrets.iter().filter_map(|s| secrets.arns.get(&s.name).cloned()).collect();
-            let role = iam::finish_execution_role(&*self.iam, mode, role, &arns).await?;
-            Ok::<_, StepError>((secrets, role))
+            let arn = iam::finish_execution_role(&*self.iam, ctx, engine, role, &arns).await?;
+            Ok::<_, StepError>((secrets, arn))
         };
         // Other steps read only ids: they are published once every group exists and the roles and
         // secrets are done, while the groups' rules are still being written (the step still fails
@@ -128,17 +131,17 @@ impl SecurityStep {
             ctx.put(SecurityOutputs {
                 alb_security_group_id: group_ids.alb,
                 service_security_group_ids: group_ids.services,
-                execution_role_arn: execution_role.arn.clone(),
-                task_role_arns: task_roles.iter().map(|(service, role)| (service.clone(), role.arn.clone())).collect(),
+                execution_role_arn: execution_role.clone(),
+                task_role_arns: task_roles.iter().map(|(service, arn, _)| (service.clone(), arn.clone())).collect(),
                 secret_arns: secrets.arns.clone(),
             });
             Ok::<_, StepError>((task_roles, secrets, execution_role))
         };
-        let (groups, (task_roles, secrets, execution_role)) = tokio::try_join!(groups, publish)?;
+        let (groups, (task_roles, secrets, _)) = tokio::try_join!(groups, publish)?;
 
         let mut changes = groups.changes;
-        changes.extend(execution_role.change());
-        changes.extend(task_roles.into_iter().filter_map(|(_, role)| role.change()));
+        changes.extend(execution_engine.into_changes());
+        changes.extend(task_roles.into_iter().flat_map(|(_, _, role)| role));
         changes.extend(secrets.changes);
 
         // Prune: what the environment owns (by its tags) and the config no longer declares.
