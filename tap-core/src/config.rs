@@ -210,6 +210,9 @@ pub struct IngressSettings {
     pub unhealthy_threshold: i32,
     /// Seconds between health checks.
     pub health_check_interval: i32,
+    /// Seconds a target group lets a deregistering target drain (AWS's default of 300 holds
+    /// every rollout and service deletion for minutes).
+    pub deregistration_delay_seconds: i32,
 }
 
 /// Cloud Map settings.
@@ -390,6 +393,7 @@ impl Default for IngressSettings {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             health_check_interval: 30,
+            deregistration_delay_seconds: 30,
         }
     }
 }
@@ -826,6 +830,13 @@ impl Config {
                 "must be between 5 and 300 seconds",
             ));
         }
+        if !(0..=3600).contains(&i.deregistration_delay_seconds) {
+            p.push(invalid(
+                "ingress.deregistration_delay_seconds",
+                i.deregistration_delay_seconds,
+                "must be between 0 and 3600 seconds",
+            ));
+        }
         if let Some(arn) = &i.certificate_arn {
             if !arn.starts_with("arn:") {
                 p.push(invalid("ingress.certificate_arn", arn, "must be an ACM certificate ARN (arn:...)"));
@@ -1092,9 +1103,30 @@ mod tests {
         rejects(|c| c.services[2].name = "frontend".into(), "services[2].name");
         rejects(|c| c.services[2].port = 3000, "services[2].port");
         rejects(|c| c.logs.retention_days = 31, "logs.retention_days");
+        rejects(|c| c.ingress.deregistration_delay_seconds = 3601, "ingress.deregistration_delay_seconds");
+        rejects(|c| c.ingress.deregistration_delay_seconds = -1, "ingress.deregistration_delay_seconds");
         rejects(
             |c| c.services[1].secrets.insert("X".into(), "nope".into()).map(|_| ()).unwrap_or(()),
             "services[1].secrets",
+        );
+    }
+
+    #[test]
+    fn deregistration_delay_accepts_what_aws_allows() {
+        assert_eq!(Config::default().ingress.deregistration_delay_seconds, 30);
+        for ok in [0, 30, 300, 3600] {
+            let mut c = Config::default();
+            c.ingress.deregistration_delay_seconds = ok;
+            c.validate().unwrap();
+        }
+        let mut c = Config::default();
+        c.ingress.deregistration_delay_seconds = 4000;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("ingress.deregistration_delay_seconds")
+                && text.contains("4000")
+                && text.contains("0 and 3600"),
+            "{text}"
         );
     }
 

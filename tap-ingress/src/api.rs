@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{
     Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Matcher,
     PathPatternConditionConfig, ProtocolEnum, RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition,
-    TargetTypeEnum,
+    TargetGroupAttribute, TargetTypeEnum,
 };
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
@@ -89,6 +89,9 @@ pub struct ObservedTargetGroup {
     pub vpc_id: Option<String>,
     /// Health-check settings (absent fields read as empty / 0).
     pub health_check: HealthCheck,
+    /// The attribute `deregistration_delay.timeout_seconds`: `None` until read
+    /// (`DescribeTargetGroupAttributes`; `DescribeTargetGroups` does not report it) or set.
+    pub deregistration_delay: Option<i32>,
 }
 
 /// What `CreateTargetGroup` sends (target type `ip`, protocol HTTP).
@@ -102,6 +105,8 @@ pub struct TargetGroupSpec {
     pub vpc_id: String,
     /// Health-check settings.
     pub health_check: HealthCheck,
+    /// Seconds a deregistering target drains (`deregistration_delay.timeout_seconds`).
+    pub deregistration_delay: i32,
     /// Tags applied at creation.
     pub tags: Vec<Tag>,
 }
@@ -257,6 +262,11 @@ pub trait ElbApi: Send + Sync {
     async fn modify_target_group(&self, target_group_arn: &str, health_check: &HealthCheck) -> Result<(), AwsError>;
     /// `DeleteTargetGroup`.
     async fn delete_target_group(&self, target_group_arn: &str) -> Result<(), AwsError>;
+    /// `DescribeTargetGroupAttributes`: the group's `deregistration_delay.timeout_seconds`
+    /// (`None` when AWS does not report it).
+    async fn deregistration_delay(&self, target_group_arn: &str) -> Result<Option<i32>, AwsError>;
+    /// `ModifyTargetGroupAttributes`: sets `deregistration_delay.timeout_seconds`.
+    async fn set_deregistration_delay(&self, target_group_arn: &str, seconds: i32) -> Result<(), AwsError>;
 
     /// `DescribeListeners LoadBalancerArn=..`, every page.
     async fn list_listeners(&self, load_balancer_arn: &str) -> Result<Vec<ObservedListener>, AwsError>;
@@ -301,6 +311,9 @@ fn observed_load_balancer(lb: &elbv2::types::LoadBalancer) -> ObservedLoadBalanc
     }
 }
 
+/// The target group attribute holding the deregistration delay.
+const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
+
 fn observed_target_group(tg: &elbv2::types::TargetGroup) -> ObservedTargetGroup {
     ObservedTargetGroup {
         arn: tg.target_group_arn().unwrap_or_default().to_owned(),
@@ -316,6 +329,7 @@ fn observed_target_group(tg: &elbv2::types::TargetGroup) -> ObservedTargetGroup 
             interval_seconds: tg.health_check_interval_seconds().unwrap_or_default(),
             matcher: tg.matcher().and_then(|m| m.http_code()).unwrap_or_default().to_owned(),
         },
+        deregistration_delay: None,
     }
 }
 
@@ -552,6 +566,26 @@ impl ElbApi for SdkElb {
 
     async fn delete_target_group(&self, target_group_arn: &str) -> Result<(), AwsError> {
         self.0.delete_target_group().target_group_arn(target_group_arn).send().await?;
+        Ok(())
+    }
+
+    async fn deregistration_delay(&self, target_group_arn: &str) -> Result<Option<i32>, AwsError> {
+        let out = self.0.describe_target_group_attributes().target_group_arn(target_group_arn).send().await?;
+        Ok(out
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some(DEREGISTRATION_DELAY))
+            .and_then(|a| a.value())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    async fn set_deregistration_delay(&self, target_group_arn: &str, seconds: i32) -> Result<(), AwsError> {
+        self.0
+            .modify_target_group_attributes()
+            .target_group_arn(target_group_arn)
+            .attributes(TargetGroupAttribute::builder().key(DEREGISTRATION_DELAY).value(seconds.to_string()).build())
+            .send()
+            .await?;
         Ok(())
     }
 

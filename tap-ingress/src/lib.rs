@@ -75,7 +75,7 @@ pub use api::{
 pub use listener::{ListenerKind, ListenerWant};
 pub use load_balancer::{LoadBalancerKind, LoadBalancerUpdate};
 pub use rule::{RuleKind, RuleWant};
-pub use target_group::TargetGroupKind;
+pub use target_group::{TargetGroupKind, TargetGroupUpdate};
 
 /// The step's name.
 pub const STEP: &str = "ingress";
@@ -118,6 +118,7 @@ struct Routed {
     path_pattern: Option<String>,
     priority: i32,
     health_check: HealthCheck,
+    deregistration_delay: i32,
 }
 
 /// What the config asks for.
@@ -167,6 +168,7 @@ impl Desired {
                         interval_seconds: ingress.health_check_interval,
                         matcher: HEALTH_MATCHER.into(),
                     },
+                    deregistration_delay: ingress.deregistration_delay_seconds,
                 })
             })
             .collect()
@@ -292,7 +294,9 @@ impl IngressStep {
         })
     }
 
-    /// One target group, on the engine: created when missing, health check converged. Returns
+    /// One target group, on the engine: created when missing, health check and deregistration
+    /// delay converged (the delay of an existing group read with one
+    /// `DescribeTargetGroupAttributes`, the only attribute tap observes). Returns
     /// its ARN ([`PENDING`] in plan mode when it would be created).
     async fn converge_target_group(
         &self,
@@ -309,10 +313,22 @@ impl IngressStep {
             port: routed.port,
             vpc_id: vpc_id.to_owned(),
             health_check: routed.health_check.clone(),
+            deregistration_delay: routed.deregistration_delay,
             tags: ctx.names.tags(&id, name),
         };
+        let observed = match observed {
+            Some(tg) => {
+                let delay = self
+                    .api
+                    .deregistration_delay(&tg.arn)
+                    .await
+                    .map_err(StepError::aws(id.as_str(), "DescribeTargetGroupAttributes"))?;
+                Some(ObservedTargetGroup { deregistration_delay: delay, ..tg.clone() })
+            }
+            None => None,
+        };
         let kind = TargetGroupKind::new(&*self.api, self.backoff);
-        let now = engine.converge(&kind, &id, name, &spec, observed.cloned()).await?;
+        let now = engine.converge(&kind, &id, name, &spec, observed).await?;
         Ok(now.map_or_else(|| PENDING.to_owned(), |tg| tg.arn))
     }
 

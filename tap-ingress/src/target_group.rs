@@ -2,8 +2,13 @@
 //! HTTP on the service's port, in the environment's VPC), run by the resource engine
 //! ([`tap_core::resource`]).
 //!
-//! - **diff**: the health check converges in place (one `ModifyTargetGroup` with every setting, the
-//!   typed update); port, protocol, target type and VPC cannot change in place (a conflict).
+//! - **diff**: the health check converges in place (one `ModifyTargetGroup` with every setting) and
+//!   so does the deregistration delay (the attribute `deregistration_delay.timeout_seconds`, read
+//!   by the step with one `DescribeTargetGroupAttributes` per group, set with one
+//!   `ModifyTargetGroupAttributes`); the typed update ([`TargetGroupUpdate`]) makes only the calls
+//!   for what differs. Port, protocol, target type and VPC cannot change in place (a conflict).
+//! - **create**: `CreateTargetGroup`, then `ModifyTargetGroupAttributes` for the deregistration
+//!   delay (a failure there leaves the delay unknown, and the engine settles it in the same run).
 //! - **find** (adoption after a create whose outcome is unknown, or `DuplicateTargetGroupName`):
 //!   `DescribeTargetGroups` by name.
 //! - **delete**: retried while AWS answers `ResourceInUse` (a listener rule or a draining service
@@ -20,12 +25,21 @@ use tap_core::outputs::is_known;
 use tap_core::resource::{owned, ActionError, Diff, During, Owned, Resource};
 use tap_core::step::diff;
 use tap_core::wait::Backoff;
-use tap_core::{AwsError, Context, StepError};
+use tap_core::{AttrChange, AwsError, Context, StepError};
 
 use crate::api::{ElbApi, HealthCheck, ObservedTargetGroup, TargetGroupSpec};
 
 /// Logical id prefix of target groups.
 pub const ID_PREFIX: &str = "ingress/target-group/";
+
+/// What an update of a target group sets, each part only when it differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroupUpdate {
+    /// The health check (`ModifyTargetGroup` sends every setting).
+    pub health_check: Option<HealthCheck>,
+    /// The deregistration delay, in seconds (`ModifyTargetGroupAttributes`).
+    pub deregistration_delay: Option<i32>,
+}
 
 /// The target group kind over the ELBv2 seam.
 pub struct TargetGroupKind<'a> {
@@ -75,13 +89,17 @@ impl<'a> TargetGroupKind<'a> {
 impl Resource for TargetGroupKind<'_> {
     type Desired = TargetGroupSpec;
     type Observed = ObservedTargetGroup;
-    /// The health check to set (`ModifyTargetGroup` sends every setting).
-    type Update = HealthCheck;
+    /// The health check and/or the deregistration delay to set.
+    type Update = TargetGroupUpdate;
     const KIND: &'static str = "ingress/target-group";
     const CREATE: &'static str = "CreateTargetGroup";
     const DELETE: &'static str = "DeleteTargetGroup";
 
-    fn diff(&self, want: &TargetGroupSpec, have: &ObservedTargetGroup) -> Result<Option<Diff<HealthCheck>>, String> {
+    fn diff(
+        &self,
+        want: &TargetGroupSpec,
+        have: &ObservedTargetGroup,
+    ) -> Result<Option<Diff<TargetGroupUpdate>>, String> {
         let mut fixed = Vec::new();
         if have.port != Some(want.port) {
             fixed.push(format!("port {:?} (wants {})", have.port, want.port));
@@ -102,14 +120,26 @@ impl Resource for TargetGroupKind<'_> {
                 fixed.join(", ")
             ));
         }
-        let (have, want) = (&have.health_check, &want.health_check);
         let mut attrs = Vec::new();
-        diff(&mut attrs, "health_check_path", &have.path, &want.path);
-        diff(&mut attrs, "healthy_threshold", &have.healthy_threshold, &want.healthy_threshold);
-        diff(&mut attrs, "unhealthy_threshold", &have.unhealthy_threshold, &want.unhealthy_threshold);
-        diff(&mut attrs, "health_check_interval", &have.interval_seconds, &want.interval_seconds);
-        diff(&mut attrs, "matcher", &have.matcher, &want.matcher);
-        Ok((!attrs.is_empty()).then(|| Diff::new(want.clone(), attrs)))
+        {
+            let (have, want) = (&have.health_check, &want.health_check);
+            diff(&mut attrs, "health_check_path", &have.path, &want.path);
+            diff(&mut attrs, "healthy_threshold", &have.healthy_threshold, &want.healthy_threshold);
+            diff(&mut attrs, "unhealthy_threshold", &have.unhealthy_threshold, &want.unhealthy_threshold);
+            diff(&mut attrs, "health_check_interval", &have.interval_seconds, &want.interval_seconds);
+            diff(&mut attrs, "matcher", &have.matcher, &want.matcher);
+        }
+        let health_check = (!attrs.is_empty()).then(|| want.health_check.clone());
+        // Unknown (never read, or a create whose attribute call failed) counts as different.
+        let deregistration_delay = (have.deregistration_delay != Some(want.deregistration_delay)).then(|| {
+            attrs.push(AttrChange::new(
+                "deregistration_delay",
+                have.deregistration_delay.map(|d| d.to_string()),
+                Some(want.deregistration_delay.to_string()),
+            ));
+            want.deregistration_delay
+        });
+        Ok((!attrs.is_empty()).then(|| Diff::new(TargetGroupUpdate { health_check, deregistration_delay }, attrs)))
     }
 
     async fn find(&self, want: &TargetGroupSpec) -> Result<Option<ObservedTargetGroup>, AwsError> {
@@ -121,15 +151,37 @@ impl Resource for TargetGroupKind<'_> {
     }
 
     async fn create(&self, want: &TargetGroupSpec) -> Result<ObservedTargetGroup, AwsError> {
-        self.api.create_target_group(want).await
+        let mut created = self.api.create_target_group(want).await?;
+        // CreateTargetGroup takes no attributes: the delay is set right after, as part of the
+        // create. Should that call fail, the delay stays unknown and the engine's settle after
+        // create sets it (and reports a lasting failure).
+        match self.api.set_deregistration_delay(&created.arn, want.deregistration_delay).await {
+            Ok(()) => created.deregistration_delay = Some(want.deregistration_delay),
+            Err(e) => tracing::warn!(name = %want.name, error = %e, "deregistration delay not set on create"),
+        }
+        Ok(created)
     }
 
     fn already_exists(&self, error: &AwsError) -> bool {
         error.is("DuplicateTargetGroupName")
     }
 
-    async fn update(&self, have: &ObservedTargetGroup, update: &HealthCheck) -> Result<(), ActionError> {
-        self.api.modify_target_group(&have.arn, update).await.during("ModifyTargetGroup")
+    async fn update(&self, have: &ObservedTargetGroup, update: &TargetGroupUpdate) -> Result<(), ActionError> {
+        let health_check = async {
+            match &update.health_check {
+                Some(hc) => self.api.modify_target_group(&have.arn, hc).await.during("ModifyTargetGroup"),
+                None => Ok(()),
+            }
+        };
+        let deregistration_delay = async {
+            match update.deregistration_delay {
+                Some(seconds) => {
+                    self.api.set_deregistration_delay(&have.arn, seconds).await.during("ModifyTargetGroupAttributes")
+                }
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(health_check, deregistration_delay).map(|_| ())
     }
 
     async fn delete(&self, have: &ObservedTargetGroup) -> Result<(), ActionError> {

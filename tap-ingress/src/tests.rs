@@ -99,6 +99,7 @@ fn observed_tg(name: &str, arn: &str, port: i32, path: &str) -> ObservedTargetGr
         target_type: Some("ip".into()),
         vpc_id: Some("vpc-1".into()),
         health_check: health(path),
+        deregistration_delay: None,
     }
 }
 
@@ -148,6 +149,8 @@ fn converged() -> MockElbApi {
     // Every target group from one listing of the region; none described by name.
     m.expect_describe_target_groups().never();
     m.expect_list_target_groups().times(1).returning(|| Ok(observed_tgs()));
+    // One DescribeTargetGroupAttributes per routed group: the delay is what the config asks.
+    m.expect_deregistration_delay().times(2).returning(|_| Ok(Some(30)));
     m.expect_list_listeners()
         .withf(|arn| arn == LB_ARN)
         .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
@@ -164,6 +167,7 @@ fn expect_no_mutation(m: &mut MockElbApi) {
     m.expect_delete_load_balancer().never();
     m.expect_create_target_group().never();
     m.expect_modify_target_group().never();
+    m.expect_set_deregistration_delay().never();
     m.expect_delete_target_group().never();
     m.expect_create_listener().never();
     m.expect_modify_listener().never();
@@ -178,6 +182,7 @@ fn empty_reads(m: &mut MockElbApi) {
     m.expect_find_load_balancer().returning(|_| Ok(None));
     m.expect_describe_target_groups().returning(|_| Err(not_found("TargetGroupNotFound")));
     m.expect_list_target_groups().returning(|| Ok(vec![]));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
 }
 
 #[tokio::test]
@@ -185,6 +190,7 @@ async fn creates_exactly_the_spec_from_nothing() {
     let mut m = MockElbApi::new();
     // No target group of the environment besides the routed ones.
     m.expect_list_target_groups().returning(|| Ok(vec![]));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
     // The region's listing shows none; nothing is described by name (no create to adopt).
     m.expect_describe_target_groups().never();
@@ -200,6 +206,11 @@ async fn creates_exactly_the_spec_from_nothing() {
         })
         .times(1)
         .returning(|_| Ok(ObservedLoadBalancer { state: Some("provisioning".into()), ..observed_lb() }));
+    // The delay is set right after each create, as part of it.
+    m.expect_set_deregistration_delay()
+        .withf(|arn, seconds| (arn == FE_ARN || arn == API_ARN) && *seconds == 30)
+        .times(2)
+        .returning(|_, _| Ok(()));
     m.expect_create_target_group()
         .withf(|s| {
             s.name == "tap-fe-dev"
@@ -297,6 +308,7 @@ async fn health_check_path_drift_is_fixed_alone() {
         tgs[0].health_check.path = "/drifted".into();
         Ok(tgs)
     });
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
     m.expect_modify_target_group()
@@ -335,6 +347,7 @@ async fn security_group_drift_waits_for_active_then_is_fixed() {
         }))
     });
     m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
     m.expect_set_security_groups()
@@ -356,6 +369,7 @@ async fn listener_and_rule_drift_are_converged() {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     // Default action points at the api TG; the api rule has the wrong path; a stale tap rule and a
     // foreign rule sit at other priorities.
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
@@ -401,6 +415,7 @@ async fn throttling_surfaces_as_retryable() {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().returning(|_| Err(AwsError::throttling()));
     m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     expect_no_mutation(&mut m);
     let err = step(m).apply(&context()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -409,7 +424,9 @@ async fn throttling_surfaces_as_retryable() {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().returning(|_| Ok(None));
     m.expect_list_target_groups().returning(|| Ok(vec![]));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_create_load_balancer().returning(|_| Err(AwsError::throttling()));
+    m.expect_set_deregistration_delay().returning(|_, _| Ok(()));
     m.expect_create_target_group().returning(|s| Ok(observed_tg(&s.name, FE_ARN, s.port, &s.health_check.path)));
     let err = step(m).apply(&context()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -441,6 +458,7 @@ async fn plan_of_drift_lists_it_without_fixing_it() {
         tgs[0].health_check.path = "/drifted".into();
         Ok(tgs)
     });
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
     expect_no_mutation(&mut m);
@@ -489,6 +507,7 @@ async fn destroy_removes_rules_listeners_balancer_then_target_groups() {
     m.expect_delete_load_balancer().withf(|arn| arn == LB_ARN).times(1).returning(|_| Ok(()));
     // The environment's target groups come from the region's listing (no describe by name).
     m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     let in_use = Arc::new(AtomicUsize::new(0));
     let u = in_use.clone();
     m.expect_delete_target_group().withf(|arn| arn == API_ARN).times(2).returning(move |_| {
@@ -523,6 +542,7 @@ async fn certificate_adds_https_listener_and_redirects_http() {
     let mut m = MockElbApi::new();
     empty_reads(&mut m);
     m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
+    m.expect_set_deregistration_delay().returning(|_, _| Ok(()));
     m.expect_create_target_group()
         .times(1)
         .withf(|s| s.name == "tap-fe-dev")
@@ -637,6 +657,7 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
     let mut m = MockElbApi::new();
     // No target group of the environment besides the routed ones.
     m.expect_list_target_groups().returning(|| Ok(vec![]));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_find_load_balancer().times(1).returning(|_| Ok(None));
     m.expect_create_load_balancer().times(1).returning(|_| Ok(observed_lb()));
     // The listing finds nothing; the read after `DuplicateTargetGroupName` finds the group whose
@@ -645,6 +666,7 @@ async fn lost_or_duplicate_creates_are_adopted_not_repeated() {
         assert_eq!(names, ["tap-api-dev".to_string()]);
         Ok(vec![observed_tg("tap-api-dev", API_ARN, 8080, "/health")])
     });
+    m.expect_set_deregistration_delay().returning(|_, _| Ok(()));
     m.expect_create_target_group()
         .withf(|s| s.name == "tap-fe-dev")
         .times(1)
@@ -675,6 +697,7 @@ async fn a_foreign_rule_at_the_priority_is_a_conflict() {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
     m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     let foreign = ObservedRule {
         conditions: vec![Condition { field: "path-pattern".into(), values: vec!["/other/*".into()] }],
@@ -720,6 +743,7 @@ fn removed_api_reads(log: Arc<std::sync::Mutex<Vec<String>>>) -> MockElbApi {
         all.push(observed_tg("tap-api-prod", PROD_ARN, 8080, "/health"));
         Ok(all)
     });
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
     m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
     m.expect_describe_tags().returning(|arns| {
@@ -815,6 +839,7 @@ async fn destroy_with_a_shorter_config_deletes_every_target_group_of_the_environ
         all.push(observed_tg("tap-old-dev", OLD_ARN, 7000, "/"));
         Ok(all)
     });
+    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
     m.expect_describe_tags().returning(|_| {
         let dev = tap_core::naming::Names::new(&Config::default());
         Ok(BTreeMap::from([
@@ -846,6 +871,8 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
         m.expect_find_load_balancer()
             .returning(|_| Ok(Some(ObservedLoadBalancer { subnet_ids: vec!["subnet-a".into()], ..observed_lb() })));
         m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+        m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
+        m.expect_set_deregistration_delay().never();
         m.expect_list_listeners()
             .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
         m.expect_list_rules()
@@ -897,4 +924,67 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
     assert_eq!(diff.update, LoadBalancerUpdate { subnets: Some(subnets()), security_groups: None });
     let internal = ObservedLoadBalancer { scheme: Some("internal".into()), ..observed_lb() };
     assert!(kind.diff(&want, &internal).unwrap_err().contains("scheme `internal`"), "a conflict");
+}
+
+/// Reads of a converged environment whose frontend group drains for AWS's default of 300 s.
+fn delay_drifted() -> MockElbApi {
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().times(2).returning(|arn| Ok(Some(if arn == FE_ARN { 300 } else { 30 })));
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m
+}
+
+#[tokio::test]
+async fn deregistration_delay_drift_is_repaired_with_one_call() {
+    let mut m = delay_drifted();
+    m.expect_set_deregistration_delay()
+        .withf(|arn, seconds| arn == FE_ARN && *seconds == 30)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    m.expect_create_load_balancer().never();
+    m.expect_set_subnets().never();
+    m.expect_set_security_groups().never();
+    m.expect_create_target_group().never();
+    m.expect_modify_target_group().never();
+    m.expect_create_listener().never();
+    m.expect_modify_listener().never();
+    m.expect_create_rule().never();
+    m.expect_modify_rule().never();
+    m.expect_delete_rule().never();
+
+    let applied = step(m).apply(&context()).await.unwrap();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(applied[0].resource, "ingress/target-group/frontend");
+    assert_eq!(applied[0].action, Action::Update);
+    assert_eq!(applied[0].attributes.len(), 1);
+    let attr = &applied[0].attributes[0];
+    assert_eq!(
+        (attr.attribute.as_str(), attr.old.as_deref(), attr.new.as_deref()),
+        ("deregistration_delay", Some("300"), Some("30"))
+    );
+
+    // Plan lists exactly what apply did, and calls nothing that changes.
+    let mut m = delay_drifted();
+    expect_no_mutation(&mut m);
+    let planned = step(m).plan(&context()).await.unwrap();
+    assert_eq!(planned, applied);
+}
+
+#[tokio::test]
+async fn a_configured_deregistration_delay_is_the_one_set() {
+    let mut config = Config::default();
+    config.ingress.deregistration_delay_seconds = 0;
+    let mut m = MockElbApi::new();
+    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
+    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
+    m.expect_deregistration_delay().times(2).returning(|_| Ok(Some(30)));
+    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
+    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    m.expect_set_deregistration_delay().withf(|_, seconds| *seconds == 0).times(2).returning(|_, _| Ok(()));
+    m.expect_modify_target_group().never();
+    let changes = step(m).apply(&context_with(config, true)).await.unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
 }

@@ -196,6 +196,25 @@ async fn target_group_health_check_changed(env: &TestEnv, clients: &AwsClients) 
     assert_eq!((tg.healthy_threshold_count(), tg.unhealthy_threshold_count()), (Some(2), Some(3)));
 }
 
+async fn target_group_deregistration_delay_reset(env: &TestEnv, clients: &AwsClients) {
+    let name = format!("tap-fe-{}", env.suffix);
+    let out = clients.elbv2.describe_target_groups().names(&name).send().await.unwrap();
+    let arn = out.target_groups()[0].target_group_arn().unwrap().to_owned();
+    let delay = || async {
+        let out = clients.elbv2.describe_target_group_attributes().target_group_arn(&arn).send().await.unwrap();
+        let attr = out.attributes().iter().find(|a| a.key() == Some("deregistration_delay.timeout_seconds"));
+        attr.and_then(|a| a.value()).map(str::to_owned)
+    };
+    assert_eq!(delay().await.as_deref(), Some("30"), "deploy set the configured delay");
+    let aws_default = aws_sdk_elasticloadbalancingv2::types::TargetGroupAttribute::builder()
+        .key("deregistration_delay.timeout_seconds")
+        .value("300")
+        .build();
+    clients.elbv2.modify_target_group_attributes().target_group_arn(&arn).attributes(aws_default).send().await.unwrap();
+    plan_lists_and_deploy_repairs(env, "ingress/target-group/frontend");
+    assert_eq!(delay().await.as_deref(), Some("30"), "deploy repaired the delay");
+}
+
 async fn task_role_policy_edited(env: &TestEnv, clients: &AwsClients) {
     let role = format!("tap-processing-service-task-{}", env.suffix);
     // Every inline policy of the role, name → document.
@@ -253,6 +272,7 @@ async fn plan_lists_and_deploy_repairs_each_drift() {
     log_retention_changed(&env, &clients).await;
     lifecycle_policy_removed(&env, &clients).await;
     target_group_health_check_changed(&env, &clients).await;
+    target_group_deregistration_delay_reset(&env, &clients).await;
     task_role_policy_edited(&env, &clients).await;
 
     env.inventory().await.assert_spec("after the repairs");
