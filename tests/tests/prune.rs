@@ -11,60 +11,16 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
+use tests::services_toml::{API_GATEWAY, FRONTEND, PROCESSING};
 use tests::{Inventory, TestEnv};
 
-const BASE: &str = r#"
-[[services]]
-name = "frontend"
-cpu = 512
-memory = 1024
-port = 3000
-desired_count = 2
-environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
-route = { short_name = "fe", health_check_path = "/" }
-
-[[services]]
-name = "api-gateway"
-cpu = 1024
-memory = 2048
-port = 8080
-desired_count = 2
-environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
-secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
-route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
-permissions = ["discover-instances"]
-"#;
-
-const REMOVED: &str = r#"
-[[services]]
-name = "processing-service"
-cpu = 2048
-memory = 4096
-port = 9000
-desired_count = 2
-environment = { WORKER_THREADS = "4" }
-secrets = { DB_CREDENTIALS = "db-credentials" }
-discovery = true
-allow_from = ["api-gateway"]
-permissions = ["trade-data-bucket"]
-
+/// A fourth service, beside the SPEC's three, that is neither routed nor in Cloud Map.
+const REPORTING: &str = r#"
 [[services]]
 name = "reporting"
 cpu = 256
 memory = 512
 port = 7000
-desired_count = 2
-"#;
-
-const FRONTEND_ONLY: &str = r#"
-[[services]]
-name = "frontend"
-cpu = 512
-memory = 1024
-port = 3000
-desired_count = 2
-environment = { NODE_ENV = "production" }
-route = { short_name = "fe", health_check_path = "/" }
 "#;
 
 /// `tap --output json --config <config> <args>`, expecting exit `code`.
@@ -123,9 +79,9 @@ fn counts(inventory: &Inventory) -> Vec<(&'static str, usize)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_services_are_pruned_data_is_kept_and_destroy_leaves_nothing() {
     let env = TestEnv::new("prune");
-    let four = env.config_file("four", &format!("{BASE}{REMOVED}"));
-    let two = env.config_file("two", BASE);
-    let one = env.config_file("one", FRONTEND_ONLY);
+    let four = env.config_file("four", &[FRONTEND, API_GATEWAY, PROCESSING, REPORTING].concat());
+    let two = env.config_file("two", &[FRONTEND, API_GATEWAY].concat());
+    let one = env.config_file("one", FRONTEND);
 
     tap(&env, &four, &["deploy", "--no-wait"], 0);
     let inventory = env.inventory().await;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange};
 use serde_json::{json, Value};
+use tests::services_toml::{API_GATEWAY, FRONTEND, PROCESSING};
 use tests::TestEnv;
 
 const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
@@ -367,43 +368,10 @@ name = "api-keys"
 generated_fields = ["api_key"]
 "#;
 
-const FRONTEND_TOML: &str = r#"
-[[services]]
-name = "frontend"
-cpu = 512
-memory = 1024
-port = 3000
-environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
-route = { short_name = "fe", health_check_path = "/" }
-"#;
-
-const API_GATEWAY_TOML: &str = r#"
-[[services]]
-name = "api-gateway"
-cpu = 1024
-memory = 2048
-port = 8080
-environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
-secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
-route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
-permissions = ["discover-instances"]
-"#;
-
 const REMOVED_TOML: &str = r#"
 [[secrets]]
 name = "reports-key"
 generated_fields = ["key"]
-
-[[services]]
-name = "processing-service"
-cpu = 2048
-memory = 4096
-port = 9000
-environment = { WORKER_THREADS = "4" }
-secrets = { DB_CREDENTIALS = "db-credentials" }
-discovery = true
-allow_from = ["api-gateway"]
-permissions = ["trade-data-bucket"]
 
 [[services]]
 name = "reports"
@@ -485,11 +453,11 @@ async fn owned_names(env: &TestEnv) -> BTreeMap<&'static str, BTreeSet<String>> 
 async fn removed_services_lose_their_groups_roles_target_groups_and_rules_and_destroy_finds_them_by_tags() {
     let env = TestEnv::new("sec-prune");
     let four = env
-        .config_file("four", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML, REMOVED_TOML].concat())
+        .config_file("four", &[SECRETS_TOML, FRONTEND, API_GATEWAY, PROCESSING, REMOVED_TOML].concat())
         .display()
         .to_string();
-    let two = env.config_file("two", &[SECRETS_TOML, FRONTEND_TOML, API_GATEWAY_TOML].concat()).display().to_string();
-    let one = env.config_file("one", &[SECRETS_TOML, FRONTEND_TOML].concat()).display().to_string();
+    let two = env.config_file("two", &[SECRETS_TOML, FRONTEND, API_GATEWAY].concat()).display().to_string();
+    let one = env.config_file("one", &[SECRETS_TOML, FRONTEND].concat()).display().to_string();
     tap_json(&env, &["--config", &four, "deploy", "--no-wait"]);
     let before = owned_names(&env).await;
     assert_eq!(before["target groups"], set(&["tap-api-sec-prune", "tap-fe-sec-prune", "tap-rep-sec-prune"]));
