@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use crate::async_deletes::AsyncDeletes;
+
 /// What to do to the calls passing through.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
@@ -34,6 +36,10 @@ pub struct Faults {
     /// After this many calls, every further call is held without an answer (the client hangs
     /// there, for a test to kill it at that exact point).
     pub stall_after: Option<u64>,
+    /// How long AWS's asynchronous deletions take (see [`crate::async_deletes`]): a NAT gateway
+    /// stays `deleting`, a deleted load balancer's or service's network interfaces keep holding
+    /// their subnets and security groups. `None`: deletions take effect at once, as in moto.
+    pub async_delete_window: Option<Duration>,
 }
 
 /// One call seen by the proxy.
@@ -58,6 +64,9 @@ pub enum Fate {
     InternalErrorAfterEffect,
     /// Held without an answer.
     Stalled,
+    /// Refused as AWS refuses a deletion whose dependents are still being deleted
+    /// ([`Faults::async_delete_window`]), not forwarded.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -68,6 +77,7 @@ struct Shared {
     counter: AtomicU64,
     rng: AtomicU64,
     stopped: AtomicBool,
+    deletes: AsyncDeletes,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -90,6 +100,7 @@ impl Proxy {
             counter: AtomicU64::new(0),
             rng: AtomicU64::new(initial_state(faults_seed)),
             stopped: AtomicBool::new(false),
+            deletes: AsyncDeletes::default(),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -313,6 +324,18 @@ fn error_response(req: &Request, shape: &ErrorShape) -> Vec<u8> {
     out
 }
 
+/// An EC2 error answer (`400`, EC2's XML shape) with this code and message.
+fn ec2_error(code: &str, message: &str) -> Vec<u8> {
+    let body = format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>");
+    let mut out = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// Whether an upstream response is a success (`HTTP/1.1 2xx`).
 fn is_success(response: &[u8]) -> bool {
     response.split(|&b| b == b' ').nth(1).is_some_and(|code| code.first() == Some(&b'2'))
@@ -344,10 +367,24 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(&error_response(&req, &THROTTLING))?;
         return client.shutdown(Shutdown::Both);
     }
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    if let Some((code, message)) = faults.async_delete_window.and_then(|w| shared.deletes.refusal(w, &op, &body)) {
+        record(Fate::Refused);
+        client.write_all(&ec2_error(code, &message))?;
+        return client.shutdown(Shutdown::Both);
+    }
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
-    let response = read_response(&mut upstream)?;
+    let mut response = read_response(&mut upstream)?;
+    if is_success(&response) {
+        let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+        shared.deletes.observe(&op, ecs, &body, &String::from_utf8_lossy(&response[split..]));
+    }
+    if let Some(window) = faults.async_delete_window {
+        response = shared.deletes.rewrite(window, &op, response);
+    }
     if faults.drop_create_response_percent > 0 && is_create(&op) && roll(shared) < faults.drop_create_response_percent {
         record(Fate::ResponseDropped);
         return client.shutdown(Shutdown::Both);
@@ -439,6 +476,7 @@ mod tests {
                 counter: AtomicU64::new(0),
                 rng: AtomicU64::new(state),
                 stopped: AtomicBool::new(false),
+                deletes: AsyncDeletes::default(),
             };
             (0..64).map(|_| roll(&shared) < 30).collect::<Vec<bool>>()
         };

@@ -22,7 +22,7 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N] [--call-log DIR]>");
+            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]>");
             std::process::exit(2)
         }
     }
@@ -123,11 +123,14 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-/// Bench options: `--runs N`, `--latency-ms N`, `--services N`.
+/// Bench options: `--runs N`, `--latency-ms N`, `--services N`, `--async-delete-window-s N`.
 struct BenchOptions {
     runs: usize,
     latency_ms: u64,
     services: usize,
+    /// `--async-delete-window-s N`: the proxy models AWS's asynchronous deletions, each taking N s
+    /// (`tap_moto::async_deletes`); 0: off.
+    async_delete_window_s: u64,
     /// `--call-log DIR`: each measured run's call log (every AWS call, its end time and duration).
     call_log: Option<PathBuf>,
 }
@@ -148,6 +151,7 @@ impl BenchOptions {
             runs: value("--runs", 3)? as usize,
             latency_ms: value("--latency-ms", 0)?,
             services: value("--services", 3)? as usize,
+            async_delete_window_s: value("--async-delete-window-s", 0)?,
             call_log: args.iter().position(|a| a == "--call-log").and_then(|i| args.get(i + 1)).map(PathBuf::from),
         };
         if options.runs == 0 || options.services == 0 || options.services > 200 {
@@ -256,9 +260,15 @@ fn bench(args: &[String]) -> Result<()> {
     let moto = Moto::start().context("starting moto_server")?;
     let proxy = tap_moto::proxy::Proxy::start(
         moto.port(),
-        tap_moto::proxy::Faults { latency: std::time::Duration::from_millis(options.latency_ms), ..Default::default() },
+        tap_moto::proxy::Faults {
+            latency: std::time::Duration::from_millis(options.latency_ms),
+            async_delete_window: (options.async_delete_window_s > 0)
+                .then(|| std::time::Duration::from_secs(options.async_delete_window_s)),
+            ..Default::default()
+        },
     )?;
-    let endpoint = if options.latency_ms > 0 { proxy.endpoint() } else { moto.endpoint() };
+    let proxied = options.latency_ms > 0 || options.async_delete_window_s > 0;
+    let endpoint = if proxied { proxy.endpoint() } else { moto.endpoint() };
     let workdir = std::env::temp_dir().join(format!("tap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     std::fs::write(workdir.join("tap.toml"), services_config(options.services))?;
@@ -286,9 +296,10 @@ fn bench(args: &[String]) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&workdir);
     println!(
-        "services: {}, latency: {} ms/call, runs: {} (medians)\n{:<18} {:>9} {:>6} {:>9} {:>9} {:>13} {:>9} {:>9}",
+        "services: {}, latency: {} ms/call, async deletions: {} s, runs: {} (medians)\n{:<18} {:>9} {:>6} {:>9} {:>9} {:>13} {:>9} {:>9}",
         options.services,
         options.latency_ms,
+        options.async_delete_window_s,
         options.runs,
         "phase",
         "wall ms",
@@ -324,9 +335,8 @@ fn bench(args: &[String]) -> Result<()> {
     }
     println!(
         "{}",
-        serde_json::to_string(
-            &json!({"services": options.services, "latency_ms": options.latency_ms, "runs": options.runs, "phases": rows})
-        )?
+        serde_json::to_string(&json!({"services": options.services, "latency_ms": options.latency_ms,
+                "async_delete_window_s": options.async_delete_window_s, "runs": options.runs, "phases": rows}))?
     );
     Ok(())
 }
