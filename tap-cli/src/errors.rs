@@ -63,7 +63,7 @@ pub fn diagnose_step(step: Option<&str>, err: &StepError) -> Diagnosis {
         StepError::Conflict { resource, message } => {
             Diagnosis { resource: Some(resource.clone()), ..Diagnosis::plain(step, message.clone()) }
         }
-        StepError::MissingOutput { .. } => Diagnosis::plain(step, err.to_string()),
+        StepError::MissingOutput { .. } | StepError::Undeclared { .. } => Diagnosis::plain(step, err.to_string()),
     }
 }
 

@@ -5,15 +5,18 @@
 //! outputs as soon as they are known, so the graph is one of resources, not of steps (security
 //! groups start when the VPC exists, not when the NAT gateways are up; IAM, ECR and log groups
 //! start at once). When a step ends without its output, the steps waiting for it fail naming it.
-//! Destroy walks the step graph in reverse: a step starts when every step reading its output is
-//! done.
+//! Destroy starts every step at once too: each deletion waits, inside its step, for the
+//! [`Gone`] milestones of other steps it declares (the services gone, the load balancer gone, …),
+//! so the NAT gateways, the load balancer and the services all start deleting at once.
+//! Every step is [declared](Context::declare) to the context, which refuses (in debug builds) a
+//! wait for an input the step did not declare.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tap_core::step::OutputKind;
+use tap_core::step::{Gone, OutputKind};
 use tap_core::{Change, Context, Step, StepError};
 
 /// What the runner does with each step.
@@ -52,6 +55,17 @@ pub enum GraphError {
     /// Two steps produce the same output.
     #[error("steps `{0}` and `{1}` both produce the `{2}` output")]
     Duplicate(&'static str, &'static str, OutputKind),
+    /// A step's destroy waits for a milestone no registered step gives.
+    #[error("step `{step}` waits for `{gone}` in destroy, but no registered step gives it")]
+    Ungiven {
+        /// The waiting step.
+        step: &'static str,
+        /// The milestone nobody gives.
+        gone: Gone,
+    },
+    /// Two steps give the same milestone.
+    #[error("steps `{0}` and `{1}` both give `{2}`")]
+    DuplicateGiver(&'static str, &'static str, Gone),
 }
 
 /// A step failed; the others that were running were allowed to finish.
@@ -99,26 +113,29 @@ impl Runner {
                 return Err(GraphError::Duplicate(other, s.name(), s.produces()));
             }
         }
+        let mut givers: BTreeMap<Gone, &'static str> = BTreeMap::new();
         for s in &steps {
-            if let Some(&output) = s.needs().iter().find(|n| !producers.contains_key(n)) {
+            for &gone in s.gives() {
+                if let Some(other) = givers.insert(gone, s.name()) {
+                    return Err(GraphError::DuplicateGiver(other, s.name(), gone));
+                }
+            }
+        }
+        for s in &steps {
+            let reads = s.needs().iter().chain(s.prune_reads());
+            if let Some(&output) = reads.into_iter().find(|n| !producers.contains_key(n)) {
                 return Err(GraphError::Unproduced { step: s.name(), output });
+            }
+            if let Some(&gone) = s.destroy_waits().iter().find(|g| !givers.contains_key(g)) {
+                return Err(GraphError::Ungiven { step: s.name(), gone });
             }
         }
         Ok(Runner { steps })
     }
 
-    /// Indices of the steps `i` must wait for before it starts: none for plan and apply (inputs
-    /// are awaited inside the steps), its consumers for destroy.
-    fn blockers(&self, i: usize, op: Operation) -> BTreeSet<usize> {
-        let step = &self.steps[i];
-        (0..self.steps.len())
-            .filter(|&j| op == Operation::Destroy && self.steps[j].needs().contains(&step.produces()))
-            .collect()
-    }
-
-    /// Runs every step, each as soon as its blockers are done. After a failure no new step
-    /// starts, the running ones finish (those waiting for the failed step's output fail too), and
-    /// every failure is returned.
+    /// Runs every step at once: each waits inside for the inputs (plan, apply) or the milestones
+    /// (destroy) it declares. The running ones finish after a failure (those waiting for the
+    /// failed step's output or milestone fail too), and every failure is returned.
     pub async fn run(&self, ctx: &Context, op: Operation) -> Result<Vec<StepReport>, RunError> {
         self.run_observed(ctx, op, &NoObserver).await
     }
@@ -130,40 +147,38 @@ impl Runner {
         op: Operation,
         observer: &dyn RunObserver,
     ) -> Result<Vec<StepReport>, RunError> {
-        let blockers: Vec<BTreeSet<usize>> = (0..self.steps.len()).map(|i| self.blockers(i, op)).collect();
-        let mut done = BTreeSet::new();
-        let mut started = BTreeSet::new();
-        let mut running = FuturesUnordered::new();
         let mut reports = Vec::new();
         let mut failures = Vec::new();
-        if op != Operation::Destroy {
+        for step in &self.steps {
+            ctx.declare(step.as_ref());
+        }
+        if op == Operation::Destroy {
+            ctx.expect_gone(self.steps.iter().flat_map(|s| s.gives().iter().copied()));
+        } else {
             ctx.expect(self.steps.iter().map(|s| s.produces()));
         }
-        loop {
-            if failures.is_empty() {
-                for (i, needs) in blockers.iter().enumerate() {
-                    if !started.contains(&i) && needs.is_subset(&done) {
-                        started.insert(i);
-                        let step = self.steps[i].clone();
-                        running.push(async move {
-                            let start = Instant::now();
-                            tracing::info!(step = step.name(), "{}", verb(op));
-                            observer.step_started(step.name());
-                            let result = match op {
-                                Operation::Plan => step.plan(ctx).await,
-                                Operation::Apply => step.apply(ctx).await,
-                                Operation::Destroy => step.destroy(ctx).await,
-                            };
-                            if op != Operation::Destroy {
-                                let failure = result.as_ref().err().map(ToString::to_string);
-                                ctx.close(step.produces(), failure);
-                            }
-                            (i, step.name(), start.elapsed(), result)
-                        });
-                    }
+        let mut running: FuturesUnordered<_> = self
+            .steps
+            .iter()
+            .map(|step| async move {
+                let start = Instant::now();
+                tracing::info!(step = step.name(), "{}", verb(op));
+                observer.step_started(step.name());
+                let result = match op {
+                    Operation::Plan => step.plan(ctx).await,
+                    Operation::Apply => step.apply(ctx).await,
+                    Operation::Destroy => step.destroy(ctx).await,
+                };
+                let failure = result.as_ref().err().map(ToString::to_string);
+                if op == Operation::Destroy {
+                    ctx.close_gone(step.gives(), failure);
+                } else {
+                    ctx.close(step.produces(), failure);
                 }
-            }
-            let Some((i, name, elapsed, result)) = running.next().await else { break };
+                (step.name(), start.elapsed(), result)
+            })
+            .collect();
+        while let Some((name, elapsed, result)) = running.next().await {
             observer.step_finished(name, result.as_ref().map(Vec::as_slice), elapsed);
             match result {
                 Ok(changes) => {
@@ -173,7 +188,6 @@ impl Runner {
                         elapsed_ms = elapsed.as_millis() as u64,
                         "done"
                     );
-                    done.insert(i);
                     reports.push(StepReport { step: name, changes, elapsed });
                 }
                 Err(e) => {
@@ -305,16 +319,174 @@ mod tests {
         assert!(pos("end network") < pos("start security"), "security waits for network: {log:?}");
     }
 
+    /// A destroy that waits for the milestones it declares, logs, then gives its own.
+    struct Deleter {
+        name: &'static str,
+        waits: &'static [Gone],
+        gives: &'static [Gone],
+        produces: OutputKind,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Step for Deleter {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn needs(&self) -> &'static [OutputKind] {
+            &[]
+        }
+        fn produces(&self) -> OutputKind {
+            self.produces
+        }
+        fn destroy_waits(&self) -> &'static [Gone] {
+            self.waits
+        }
+        fn gives(&self) -> &'static [Gone] {
+            self.gives
+        }
+        async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+            Ok(vec![])
+        }
+        async fn apply(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+            Ok(vec![])
+        }
+        async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            self.log.lock().unwrap().push(format!("start {}", self.name));
+            for &gone in self.waits {
+                ctx.wait_gone(self.name, gone).await?;
+            }
+            tokio::task::yield_now().await;
+            self.log.lock().unwrap().push(format!("deleted {}", self.name));
+            Ok(vec![])
+        }
+    }
+
     #[tokio::test]
-    async fn destroy_runs_in_reverse() {
+    async fn destroy_starts_every_step_at_once_and_deletions_wait_for_their_milestones() {
         let log = Arc::new(Mutex::new(vec![]));
+        let step = |name, waits, gives, produces| -> Arc<dyn Step> {
+            Arc::new(Deleter { name, waits, gives, produces, log: log.clone() })
+        };
         let runner = Runner::new(vec![
-            fake("network", &[], OutputKind::Network, &log),
-            fake("security", &[OutputKind::Network], OutputKind::Security, &log),
+            step("network", &[Gone::SecurityGroups], &[], OutputKind::Network),
+            step("security", &[Gone::EcsServices], &[Gone::SecurityGroups], OutputKind::Security),
+            step("services", &[], &[Gone::EcsServices], OutputKind::Services),
         ])
         .unwrap();
         runner.run(&Context::new(Config::default()), Operation::Destroy).await.unwrap();
-        assert_eq!(*log.lock().unwrap(), vec!["destroy security", "destroy network"]);
+        let log = log.lock().unwrap().clone();
+        let pos = |s: &str| log.iter().position(|l| l == s).unwrap();
+        assert!(pos("start network") < pos("deleted services"), "every step starts at once: {log:?}");
+        assert!(pos("deleted services") < pos("deleted security"), "{log:?}");
+        assert!(pos("deleted security") < pos("deleted network"), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_giver_fails_its_waiters_naming_it() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let giver: Arc<dyn Step> = Arc::new(Fake {
+            name: "services",
+            needs: &[],
+            produces: OutputKind::Services,
+            log: log.clone(),
+            fail: true,
+        });
+        struct FailingDestroy(Arc<dyn Step>);
+        #[async_trait]
+        impl Step for FailingDestroy {
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
+            fn needs(&self) -> &'static [OutputKind] {
+                &[]
+            }
+            fn produces(&self) -> OutputKind {
+                self.0.produces()
+            }
+            fn gives(&self) -> &'static [Gone] {
+                &[Gone::EcsServices]
+            }
+            async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+                Ok(vec![])
+            }
+            async fn apply(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+                Ok(vec![])
+            }
+            async fn destroy(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+                Err(StepError::Timeout { what: "ECS service tap-fe-dev to drain".into(), seconds: 1 })
+            }
+        }
+        let waiter: Arc<dyn Step> = Arc::new(Deleter {
+            name: "cluster",
+            waits: &[Gone::EcsServices],
+            gives: &[],
+            produces: OutputKind::Cluster,
+            log: log.clone(),
+        });
+        let runner = Runner::new(vec![Arc::new(FailingDestroy(giver)), waiter]).unwrap();
+        let err = runner.run(&Context::new(Config::default()), Operation::Destroy).await.unwrap_err();
+        assert_eq!(err.not_run, vec!["cluster"], "{err}");
+        assert!(err.to_string().contains("drain"), "{err}");
+        assert!(!log.lock().unwrap().contains(&"deleted cluster".to_string()));
+    }
+
+    #[test]
+    fn a_milestone_nobody_gives_is_refused_naming_step_and_milestone() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let waiter: Arc<dyn Step> = Arc::new(Deleter {
+            name: "network",
+            waits: &[Gone::Namespace],
+            gives: &[],
+            produces: OutputKind::Network,
+            log,
+        });
+        let msg = Runner::new(vec![waiter]).err().unwrap().to_string();
+        assert!(msg.contains("network") && msg.contains("namespace gone"), "{msg}");
+    }
+
+    /// Reads what it does not declare: `NetworkOutputs` in apply, a milestone in destroy.
+    struct Sneaky;
+
+    #[async_trait]
+    impl Step for Sneaky {
+        fn name(&self) -> &'static str {
+            "ingress"
+        }
+        fn needs(&self) -> &'static [OutputKind] {
+            &[]
+        }
+        fn produces(&self) -> OutputKind {
+            OutputKind::Ingress
+        }
+        async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+            Ok(vec![])
+        }
+        async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            ctx.wait::<NetworkOutputs>("ingress").await?;
+            Ok(vec![])
+        }
+        async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            ctx.wait_gone("ingress", Gone::EcsServices).await?;
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_an_undeclared_input_is_refused_naming_step_and_input() {
+        let log = Arc::default();
+        let runner =
+            Runner::new(vec![fake("network", &[], OutputKind::Network, &log), Arc::new(Sneaky) as Arc<dyn Step>])
+                .unwrap();
+        let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
+        let [(step, StepError::Undeclared { input, .. })] = err.failures.as_slice() else { panic!("{err}") };
+        assert_eq!((*step, input.as_str()), ("ingress", "network"), "{err}");
+        assert!(err.to_string().contains("needs()"), "says where to declare it: {err}");
+
+        let err = runner.run(&Context::new(Config::default()), Operation::Destroy).await.unwrap_err();
+        let [(step, StepError::Undeclared { input, .. })] = err.failures.as_slice() else { panic!("{err}") };
+        assert_eq!((*step, input.as_str()), ("ingress", "ecs-services gone"), "{err}");
+        assert!(err.to_string().contains("destroy_waits()"), "{err}");
     }
 
     #[tokio::test]

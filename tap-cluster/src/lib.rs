@@ -29,7 +29,7 @@ use tap_core::config::ClusterSettings;
 use tap_core::naming::Tag;
 use tap_core::outputs::{ClusterOutputs, PENDING};
 use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
-use tap_core::step::{diff, OutputKind};
+use tap_core::step::{diff, Gone, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
 
 /// The step's name.
@@ -382,6 +382,10 @@ impl Step for ClusterStep {
         OutputKind::Cluster
     }
 
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[Gone::EcsServices]
+    }
+
     #[tracing::instrument(skip_all, name = "cluster.plan")]
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         self.converge(ctx, Mode::Plan).await
@@ -397,7 +401,10 @@ impl Step for ClusterStep {
         let spec = ClusterSpec::new(ctx.names.cluster(), &ctx.config.cluster);
         let cluster = self.resource(ctx, &spec);
         let engine = Engine::new(ctx, STEP, Mode::Apply);
-        if let Some(found) = cluster.find(&spec).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))? {
+        let found = cluster.find(&spec).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))?;
+        if let Some(found) = found {
+            // ECS refuses to delete a cluster that still has services.
+            ctx.wait_gone(STEP, Gone::EcsServices).await?;
             engine.delete(&cluster, COMPONENT, &spec.name, &found).await?;
         }
         Ok(engine.into_changes())

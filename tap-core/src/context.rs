@@ -17,7 +17,7 @@ use crate::error::StepError;
 use crate::naming::Names;
 use crate::outputs::*;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::step::OutputKind;
+use crate::step::{Gone, OutputKind, Step};
 
 /// Everything a step reads besides AWS itself.
 #[derive(Debug)]
@@ -32,6 +32,16 @@ pub struct Context {
     arrivals: Mutex<Arrivals>,
     published: Notify,
     progress: ProgressSlot,
+    declared: RwLock<BTreeMap<String, Declared>>,
+}
+
+/// What a step declares it waits for ([`Step::needs`], [`Step::prune_reads`],
+/// [`Step::destroy_waits`]), registered by the runner with [`Context::declare`].
+#[derive(Debug, Clone)]
+struct Declared {
+    needs: &'static [OutputKind],
+    prune_reads: &'static [OutputKind],
+    destroy_waits: &'static [Gone],
 }
 
 /// Which outputs are still to come in this run, and which will never come.
@@ -41,6 +51,10 @@ struct Arrivals {
     coming: BTreeSet<OutputKind>,
     /// Outputs whose producer ended without writing them, and why.
     missing: BTreeMap<OutputKind, String>,
+    /// Milestones a running destroy will give: [`Context::wait_gone`] waits for these.
+    gone_coming: BTreeSet<Gone>,
+    /// Milestones whose giver failed, and why.
+    gone_missing: BTreeMap<Gone, String>,
 }
 
 /// The optional progress sink (a newtype only to give it a `Debug`).
@@ -104,6 +118,102 @@ impl Context {
             arrivals: Mutex::default(),
             published: Notify::new(),
             progress: ProgressSlot::default(),
+            declared: RwLock::default(),
+        }
+    }
+
+    /// Registers what `step` declares it waits for (the runner does this for each step it runs):
+    /// from then on, in debug builds, [`Context::wait`] and [`Context::wait_gone`] refuse, with
+    /// [`StepError::Undeclared`], an input that step did not declare. Steps that are not
+    /// registered (a step driven alone, e.g. in its unit tests) are not checked.
+    pub fn declare(&self, step: &dyn Step) {
+        let declared =
+            Declared { needs: step.needs(), prune_reads: step.prune_reads(), destroy_waits: step.destroy_waits() };
+        self.declared.write().unwrap_or_else(|e| e.into_inner()).insert(step.name().to_owned(), declared);
+    }
+
+    /// `Err` when `reader` is registered and declares neither `kind` in its needs nor in its
+    /// prune reads (debug builds only).
+    fn check_output(&self, reader: &str, kind: OutputKind) -> Result<(), StepError> {
+        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
+        match declared.get(reader) {
+            Some(d) if cfg!(debug_assertions) && !d.needs.contains(&kind) && !d.prune_reads.contains(&kind) => {
+                Err(StepError::Undeclared {
+                    step: reader.into(),
+                    input: kind.to_string(),
+                    declare: "needs() if it orders the step, else prune_reads()",
+                    declared: format!("needs {:?}, prune_reads {:?}", d.needs, d.prune_reads),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `Err` when `reader` is registered and does not declare `gone` in its destroy waits (debug
+    /// builds only).
+    fn check_gone(&self, reader: &str, gone: Gone) -> Result<(), StepError> {
+        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
+        match declared.get(reader) {
+            Some(d) if cfg!(debug_assertions) && !d.destroy_waits.contains(&gone) => Err(StepError::Undeclared {
+                step: reader.into(),
+                input: gone.to_string(),
+                declare: "destroy_waits()",
+                declared: format!("destroy_waits {:?}", d.destroy_waits),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Declares milestones that steps of this destroy will give (the runner calls this before
+    /// starting them): [`Context::wait_gone`] waits for those and returns at once for any other.
+    pub fn expect_gone(&self, gones: impl IntoIterator<Item = Gone>) {
+        self.arrivals().gone_coming.extend(gones);
+    }
+
+    /// Gives a milestone: what it names is deleted; the steps [waiting](Context::wait_gone) for it
+    /// go on.
+    pub fn give(&self, gone: Gone) {
+        self.arrivals().gone_coming.remove(&gone);
+        self.published.notify_waiters();
+    }
+
+    /// The giver of `gones` has ended: when it succeeded everything they name is gone; when it
+    /// failed (`failure` says why) the steps still waiting for them fail naming the reason.
+    pub fn close_gone(&self, gones: &[Gone], failure: Option<String>) {
+        let mut arrivals = self.arrivals();
+        for &gone in gones {
+            if arrivals.gone_coming.remove(&gone) {
+                if let Some(error) = &failure {
+                    arrivals.gone_missing.insert(gone, format!("the step deleting it failed ({error})"));
+                }
+            }
+        }
+        drop(arrivals);
+        self.published.notify_waiters();
+    }
+
+    /// Waits until `gone` is given (at once when no step of this run gives it: nothing of it is
+    /// left to wait for); `reader` is the waiting step, named in the error when its giver failed.
+    pub async fn wait_gone(&self, reader: &str, gone: Gone) -> Result<(), StepError> {
+        self.check_gone(reader, gone)?;
+        loop {
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            {
+                let arrivals = self.arrivals();
+                if let Some(why) = arrivals.gone_missing.get(&gone) {
+                    return Err(StepError::MissingOutput {
+                        step: reader.into(),
+                        output: gone.to_string(),
+                        why: why.clone(),
+                    });
+                }
+                if !arrivals.gone_coming.contains(&gone) {
+                    return Ok(());
+                }
+            }
+            published.await;
         }
     }
 
@@ -176,8 +286,11 @@ impl Context {
     }
 
     /// Reads an input, waiting while a running step is still to write it; `reader` is the
-    /// reading step, named in the error when the input will never come.
+    /// reading step, named in the error when the input will never come. A registered reader
+    /// ([`Context::declare`]) that declares `T` neither in its needs nor its prune reads is
+    /// refused in debug builds.
     pub async fn wait<T: StepOutput>(&self, reader: &str) -> Result<T, StepError> {
+        self.check_output(reader, T::KIND)?;
         loop {
             // Registered before looking, so a `put` between the look and the await is not lost.
             let published = self.published.notified();

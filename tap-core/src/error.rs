@@ -187,6 +187,19 @@ pub enum StepError {
         /// Why it is missing.
         why: String,
     },
+    /// A step waited for an input it does not declare (a bug of the step: its declarations are
+    /// the runner's and the checks' one source of truth). Only debug builds check.
+    #[error("step `{step}` waits for `{input}`, which it does not declare (declare it in its {declare}): {declared}")]
+    Undeclared {
+        /// The reading step.
+        step: String,
+        /// The input it waited for.
+        input: String,
+        /// Where it belongs: `needs()`, `prune_reads()` or `destroy_waits()`.
+        declare: &'static str,
+        /// What the step declares.
+        declared: String,
+    },
     /// A bounded wait ran out.
     #[error("timed out after {seconds} s waiting for {what}")]
     Timeout {

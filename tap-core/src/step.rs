@@ -52,7 +52,39 @@ impl fmt::Display for OutputKind {
     }
 }
 
+/// A milestone of a step's deletions that another step's deletions wait for (destroy runs every
+/// step at once; each deletion starts when what holds it is gone). Given by one step
+/// ([`Step::gives`]) through [`Context::give`], awaited with [`Context::wait_gone`] by the steps
+/// that declare it in [`Step::destroy_waits`]. Never a runner ordering edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gone {
+    /// The ECS services are deleted and INACTIVE: their tasks stopped, their targets and Cloud
+    /// Map instances deregistered (their network interfaces may still be released for a while).
+    EcsServices,
+    /// The load balancer is deleted (its network interfaces may still hold the ALB's security
+    /// group, public subnets and public addresses for a while).
+    LoadBalancer,
+    /// The security groups are deleted.
+    SecurityGroups,
+    /// The Cloud Map namespace is deleted (and with it its hosted zone's association with the VPC).
+    Namespace,
+}
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        write!(f, "{s} gone")
+    }
+}
+
 /// One concern of the platform (network, registry, …): converges its resources to the config.
+///
+/// Every input a step waits for is declared once, here: [`Step::needs`] (ordering inputs, which
+/// the runner checks are produced), [`Step::prune_reads`] (outputs awaited only before deleting
+/// what the config no longer declares) and [`Step::destroy_waits`] (milestones of other steps'
+/// deletions). [`Context::wait`] and [`Context::wait_gone`] refuse, in debug builds, an input the
+/// reading step did not declare.
 #[async_trait]
 pub trait Step: Send + Sync {
     /// Short name, e.g. `network`.
@@ -61,13 +93,28 @@ pub trait Step: Send + Sync {
     fn needs(&self) -> &'static [OutputKind];
     /// The output this step writes into the context.
     fn produces(&self) -> OutputKind;
+    /// Outputs this step awaits in apply only before its prune, as a signal that their producer's
+    /// own prune is done (e.g. a removed service's group waits for the service's deletion): not
+    /// ordering edges (the producer reads this step's output, so an edge would be a cycle).
+    fn prune_reads(&self) -> &'static [OutputKind] {
+        &[]
+    }
+    /// Milestones of other steps' deletions that this step's destroy waits for.
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[]
+    }
+    /// Milestones this step's destroy gives (each is given at the latest when its destroy ends).
+    fn gives(&self) -> &'static [Gone] {
+        &[]
+    }
     /// Read-only: compares AWS with the desired state and lists the changes; writes its outputs
     /// (with [`crate::outputs::PENDING`] for what does not exist yet) so later steps can plan.
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError>;
     /// Converges AWS to the desired state, writes its outputs and returns the changes it made.
     async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError>;
     /// Removes everything this step owns (found by name and tags, without reading other steps'
-    /// outputs); succeeds on a partial or already-empty environment.
+    /// outputs, waiting only for the [`Gone`] milestones it declares); succeeds on a partial or
+    /// already-empty environment.
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError>;
 }
 

@@ -48,7 +48,7 @@ use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, ServicesOutputs, PENDING};
 use tap_core::resource::{self, owned, Engine};
-use tap_core::step::OutputKind;
+use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::{poll_until, retry_while, Backoff};
 use tap_core::{Action, AwsError, Change, Context, Mode, Step, StepError};
 
@@ -840,6 +840,18 @@ impl Step for DiscoveryStep {
         OutputKind::Discovery
     }
 
+    fn prune_reads(&self) -> &'static [OutputKind] {
+        &[OutputKind::Services]
+    }
+
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[Gone::EcsServices]
+    }
+
+    fn gives(&self) -> &'static [Gone] {
+        &[Gone::Namespace]
+    }
+
     #[tracing::instrument(skip_all, name = "discovery.plan")]
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         self.converge(ctx, Mode::Plan).await
@@ -854,6 +866,10 @@ impl Step for DiscoveryStep {
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let namespaces = self.find_namespaces(&ctx.names.namespace()).await?;
         let engine = Engine::new(ctx, STEP, Mode::Apply);
+        if !namespaces.is_empty() {
+            // ECS deregisters a service's instances as its tasks stop.
+            ctx.wait_gone(STEP, Gone::EcsServices).await?;
+        }
         for namespace in &namespaces {
             self.delete_namespace(&engine, namespace).await?;
         }

@@ -62,7 +62,7 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
 use tap_core::resource::{Engine, Owned, Resource};
-use tap_core::step::OutputKind;
+use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
 
@@ -592,6 +592,18 @@ impl Step for IngressStep {
         OutputKind::Ingress
     }
 
+    fn prune_reads(&self) -> &'static [OutputKind] {
+        &[OutputKind::Services]
+    }
+
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[Gone::EcsServices]
+    }
+
+    fn gives(&self) -> &'static [Gone] {
+        &[Gone::LoadBalancer]
+    }
+
     #[tracing::instrument(name = "ingress.plan", skip_all)]
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         self.converge(ctx, Mode::Plan).await
@@ -614,69 +626,82 @@ impl Step for IngressStep {
             .filter_map(|s| s.route.as_ref().map(|r| (s.name.clone(), ctx.names.target_group(&r.short_name))))
             .collect();
         let tg_names: Vec<String> = routes.iter().map(|(_, n)| n.clone()).collect();
-        let mut changes = Vec::new();
 
-        if let Some(lb) = self.find_load_balancer(&lb_name).await? {
-            let listeners = match self.api.list_listeners(&lb.arn).await {
-                Ok(l) => l,
-                Err(e) if e.is_not_found() => vec![],
-                Err(e) => return Err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners")(e)),
-            };
-            let (listener_kind, rule_kind) = (ListenerKind::new(&*self.api), RuleKind::new(&*self.api));
-            let per_listener = try_join_all(listeners.iter().map(|l| {
-                let (lb_name, listener_kind, rule_kind) = (&lb_name, &listener_kind, &rule_kind);
-                async move {
-                    let port = l.port.unwrap_or_default();
-                    let id = listener_id(port);
-                    let name = format!("{lb_name}:{port}");
-                    let rules = match self.api.list_rules(&l.arn).await {
-                        Ok(r) => r,
-                        Err(e) if e.is_not_found() => vec![],
-                        Err(e) => return Err(StepError::aws(&id, "DescribeRules")(e)),
-                    };
-                    // One already gone is no change.
-                    let engine = Engine::new(ctx, STEP, Mode::Apply);
-                    try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
-                        let rid = format!("{id}/rule/priority-{}", r.priority.unwrap_or_default());
-                        let rname = format!("{name} {}", show_conditions(&r.conditions));
-                        let engine = &engine;
-                        async move { engine.delete(rule_kind, &rid, &rname, r).await }
-                    }))
-                    .await?;
-                    engine.delete(listener_kind, &id, &name, l).await?;
-                    Ok::<_, StepError>(engine.into_changes())
-                }
-            }))
-            .await?;
-            changes.extend(per_listener.into_iter().flatten());
-
-            let engine = Engine::new(ctx, STEP, Mode::Apply);
-            engine.delete(&self.load_balancer_kind(), LOAD_BALANCER_ID, &lb_name, &lb).await?;
-            changes.extend(engine.into_changes());
-            poll_until(&format!("load balancer {lb_name} deletion"), self.backoff, || async {
-                Ok(self.find_load_balancer(&lb_name).await?.is_none().then_some(()))
-            })
-            .await?;
-            tracing::info!(name = %lb_name, "load balancer deleted");
-        }
-
-        // Every target group of the environment: those the config names, and the others its tags
-        // say it owns (a service removed from the config since).
-        let all = self
-            .api
-            .list_target_groups()
-            .await
-            .map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))?;
         let kind = TargetGroupKind::new(&*self.api, self.backoff);
-        let declared: BTreeSet<String> = tg_names.iter().cloned().collect();
-        let mut doomed: Vec<Owned<ObservedTargetGroup>> = all
-            .iter()
-            .filter_map(|tg| {
-                let (service, _) = routes.iter().find(|(_, n)| *n == tg.name)?;
-                Some(Owned { id: target_group_id(service), name: tg.name.clone(), observed: tg.clone() })
-            })
-            .collect();
-        doomed.extend(kind.owned_undeclared(ctx, &all, &declared).await?);
+        // The load balancer goes at once (its listeners and rules first); the target groups are
+        // found meanwhile and deleted once it and the services using them are gone.
+        let load_balancer = async {
+            let mut changes = Vec::new();
+            if let Some(lb) = self.find_load_balancer(&lb_name).await? {
+                let listeners = match self.api.list_listeners(&lb.arn).await {
+                    Ok(l) => l,
+                    Err(e) if e.is_not_found() => vec![],
+                    Err(e) => return Err(StepError::aws(LOAD_BALANCER_ID, "DescribeListeners")(e)),
+                };
+                let (listener_kind, rule_kind) = (ListenerKind::new(&*self.api), RuleKind::new(&*self.api));
+                let per_listener = try_join_all(listeners.iter().map(|l| {
+                    let (lb_name, listener_kind, rule_kind) = (&lb_name, &listener_kind, &rule_kind);
+                    async move {
+                        let port = l.port.unwrap_or_default();
+                        let id = listener_id(port);
+                        let name = format!("{lb_name}:{port}");
+                        let rules = match self.api.list_rules(&l.arn).await {
+                            Ok(r) => r,
+                            Err(e) if e.is_not_found() => vec![],
+                            Err(e) => return Err(StepError::aws(&id, "DescribeRules")(e)),
+                        };
+                        // One already gone is no change.
+                        let engine = Engine::new(ctx, STEP, Mode::Apply);
+                        try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
+                            let rid = format!("{id}/rule/priority-{}", r.priority.unwrap_or_default());
+                            let rname = format!("{name} {}", show_conditions(&r.conditions));
+                            let engine = &engine;
+                            async move { engine.delete(rule_kind, &rid, &rname, r).await }
+                        }))
+                        .await?;
+                        engine.delete(listener_kind, &id, &name, l).await?;
+                        Ok::<_, StepError>(engine.into_changes())
+                    }
+                }))
+                .await?;
+                changes.extend(per_listener.into_iter().flatten());
+
+                let engine = Engine::new(ctx, STEP, Mode::Apply);
+                engine.delete(&self.load_balancer_kind(), LOAD_BALANCER_ID, &lb_name, &lb).await?;
+                changes.extend(engine.into_changes());
+                poll_until(&format!("load balancer {lb_name} deletion"), self.backoff, || async {
+                    Ok(self.find_load_balancer(&lb_name).await?.is_none().then_some(()))
+                })
+                .await?;
+                tracing::info!(name = %lb_name, "load balancer deleted");
+            }
+
+            ctx.give(Gone::LoadBalancer);
+            Ok::<_, StepError>(changes)
+        };
+        let target_groups = async {
+            // Every target group of the environment: those the config names, and the others its tags
+            // say it owns (a service removed from the config since).
+            let all = self
+                .api
+                .list_target_groups()
+                .await
+                .map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))?;
+            let declared: BTreeSet<String> = tg_names.iter().cloned().collect();
+            let mut doomed: Vec<Owned<ObservedTargetGroup>> = all
+                .iter()
+                .filter_map(|tg| {
+                    let (service, _) = routes.iter().find(|(_, n)| *n == tg.name)?;
+                    Some(Owned { id: target_group_id(service), name: tg.name.clone(), observed: tg.clone() })
+                })
+                .collect();
+            doomed.extend(kind.owned_undeclared(ctx, &all, &declared).await?);
+            Ok::<_, StepError>(doomed)
+        };
+        let (mut changes, doomed) = tokio::try_join!(load_balancer, target_groups)?;
+        if !doomed.is_empty() {
+            ctx.wait_gone(STEP, Gone::EcsServices).await?;
+        }
         // One already gone is no change.
         let engine = Engine::new(ctx, STEP, Mode::Apply);
         try_join_all(doomed.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;

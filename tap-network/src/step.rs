@@ -11,7 +11,7 @@ use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Names;
 use tap_core::outputs::{is_known, NetworkOutputs, SubnetRef, PENDING};
 use tap_core::progress::ProgressEvent;
-use tap_core::step::{diff, OutputKind};
+use tap_core::step::{diff, Gone, OutputKind};
 use tap_core::wait::{poll_until, retry_while, Backoff};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
@@ -32,14 +32,16 @@ pub struct Waits {
 impl Default for Waits {
     fn default() -> Self {
         Waits {
+            // At most 5 s between polls: a deletion's end is not announced, and each second
+            // late holds what waits behind it (Elastic IPs, subnets, the VPC).
             nat: Backoff {
                 initial: Duration::from_secs(1),
-                max: Duration::from_secs(15),
+                max: Duration::from_secs(5),
                 timeout: Duration::from_secs(900),
             },
             dependency: Backoff {
-                initial: Duration::from_secs(2),
-                max: Duration::from_secs(20),
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(5),
                 timeout: Duration::from_secs(600),
             },
         }
@@ -100,6 +102,10 @@ impl Step for NetworkStep {
 
     fn needs(&self) -> &'static [OutputKind] {
         &[]
+    }
+
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[Gone::EcsServices, Gone::LoadBalancer, Gone::SecurityGroups, Gone::Namespace]
     }
 
     fn produces(&self) -> OutputKind {
@@ -921,16 +927,17 @@ impl Pass<'_> {
         .await
     }
 
-    /// Removes the environment's network, found by tags, in dependency order.
+    /// Removes the environment's network, found by tags. Everything is read at once; the NAT
+    /// gateways and the route tables go at once; the subnets and the internet gateway once the
+    /// NAT gateways are deleted (their Elastic IPs released) and the services and the load
+    /// balancer are gone ([`Gone`]), retrying while their network interfaces are released; the
+    /// VPC last, once the security groups and the Cloud Map namespace are gone too.
     async fn destroy(&self) -> Result<(), StepError> {
         let env = self.env();
-        let nats =
-            self.api.find_nat_gateways(env).await.map_err(StepError::aws("network/nat", "DescribeNatGateways"))?;
-        let live =
-            nats.iter().filter(|n| matches!(n.state, NatState::Pending | NatState::Available | NatState::Deleting));
-        try_join_all(live.map(|n| self.delete_nat_gateway(n))).await?;
-
-        let (addresses, tables) = tokio::try_join!(
+        let (nats, addresses, tables, igws, subnets, vpcs) = tokio::try_join!(
+            async {
+                self.api.find_nat_gateways(env).await.map_err(StepError::aws("network/nat", "DescribeNatGateways"))
+            },
             async { self.api.find_addresses(env).await.map_err(StepError::aws("network/eip", "DescribeAddresses")) },
             async {
                 self.api
@@ -938,33 +945,52 @@ impl Pass<'_> {
                     .await
                     .map_err(StepError::aws("network/route-table", "DescribeRouteTables"))
             },
+            async {
+                self.api
+                    .find_internet_gateways(env)
+                    .await
+                    .map_err(StepError::aws(INTERNET_GATEWAY, "DescribeInternetGateways"))
+            },
+            async {
+                self.api.find_subnets(env, None).await.map_err(StepError::aws("network/subnet", "DescribeSubnets"))
+            },
+            async { self.api.find_vpcs(env).await.map_err(StepError::aws(VPC, "DescribeVpcs")) },
         )?;
+        let nats_and_addresses = async {
+            let live =
+                nats.iter().filter(|n| matches!(n.state, NatState::Pending | NatState::Available | NatState::Deleting));
+            try_join_all(live.map(|n| self.delete_nat_gateway(n))).await?;
+            // An Elastic IP is in use until its NAT gateway is deleted.
+            try_join_all(addresses.iter().map(|a| self.release_address(a))).await
+        };
+        // What holds the subnets and the VPC's public addresses.
+        let holders_gone = async {
+            tokio::try_join!(
+                nats_and_addresses,
+                try_join_all(tables.iter().map(|t| self.delete_route_table(t))),
+                self.ctx.wait_gone(STEP, Gone::EcsServices),
+                self.ctx.wait_gone(STEP, Gone::LoadBalancer),
+            )
+            .map(drop)
+        };
+        holders_gone.await?;
         tokio::try_join!(
-            try_join_all(addresses.iter().map(|a| self.release_address(a))),
-            try_join_all(tables.iter().map(|t| self.delete_route_table(t))),
+            try_join_all(igws.iter().map(|g| self.delete_internet_gateway(g))),
+            try_join_all(subnets.iter().map(|s| {
+                let component = s.component.as_deref().unwrap_or("network/subnet");
+                async move {
+                    if self.delete_retrying(component, &s.id, "DeleteSubnet", || self.api.delete_subnet(&s.id)).await? {
+                        self.record(Change::delete(component, &s.id));
+                    }
+                    Ok::<_, StepError>(())
+                }
+            })),
         )?;
 
-        let igws = self
-            .api
-            .find_internet_gateways(env)
-            .await
-            .map_err(StepError::aws(INTERNET_GATEWAY, "DescribeInternetGateways"))?;
-        try_join_all(igws.iter().map(|g| self.delete_internet_gateway(g))).await?;
-
-        let subnets =
-            self.api.find_subnets(env, None).await.map_err(StepError::aws("network/subnet", "DescribeSubnets"))?;
-        try_join_all(subnets.iter().map(|s| {
-            let component = s.component.as_deref().unwrap_or("network/subnet");
-            async move {
-                if self.delete_retrying(component, &s.id, "DeleteSubnet", || self.api.delete_subnet(&s.id)).await? {
-                    self.record(Change::delete(component, &s.id));
-                }
-                Ok::<_, StepError>(())
-            }
-        }))
-        .await?;
-
-        let vpcs = self.api.find_vpcs(env).await.map_err(StepError::aws(VPC, "DescribeVpcs"))?;
+        if vpcs.is_empty() {
+            return Ok(());
+        }
+        tokio::try_join!(self.ctx.wait_gone(STEP, Gone::SecurityGroups), self.ctx.wait_gone(STEP, Gone::Namespace))?;
         try_join_all(vpcs.iter().map(|v| {
             let component = v.component.as_deref().unwrap_or(VPC);
             async move {

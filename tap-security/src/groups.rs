@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,6 +23,7 @@ use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
 use tap_core::progress::ProgressEvent;
 use tap_core::resource::{Engine, Resource};
+use tap_core::step::Gone;
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 use tokio::sync::oneshot;
@@ -552,11 +554,14 @@ pub async fn converge(
 /// How long a group deletion is retried while AWS still reports a dependency (the network
 /// interfaces of a just-deleted load balancer or of stopped tasks are released slowly).
 pub fn dependency_backoff() -> Backoff {
-    Backoff { initial: Duration::from_secs(2), max: Duration::from_secs(20), timeout: Duration::from_secs(900) }
+    // At most 5 s between tries: the release ends unannounced, and every second late holds the VPC.
+    Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(5), timeout: Duration::from_secs(900) }
 }
 
 /// Deletes every security group of the environment (found by tags): rules that reference other
-/// groups are revoked first, then each group is deleted, retrying while a dependency remains.
+/// groups are revoked at once; each group is deleted once the services and the load balancer are
+/// gone ([`Gone`]), retrying while their network interfaces are still released; then
+/// [`Gone::SecurityGroups`] is given.
 pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Result<Vec<Change>, StepError> {
     let env = ctx.names.env();
     let groups: Vec<ObservedGroup> = api
@@ -566,7 +571,13 @@ pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Resul
         .into_iter()
         .filter(|g| owned_group(g, env).is_some())
         .collect();
-    delete_groups(api, ctx, &groups, backoff).await
+    let holders_gone = async {
+        tokio::try_join!(ctx.wait_gone("security", Gone::EcsServices), ctx.wait_gone("security", Gone::LoadBalancer))
+            .map(drop)
+    };
+    let deleted = delete_groups(api, ctx, &groups, backoff, holders_gone).await?;
+    ctx.give(Gone::SecurityGroups);
+    Ok(deleted)
 }
 
 /// Lists (plan) or deletes (apply) the groups the config no longer declares (see
@@ -582,17 +593,19 @@ pub async fn prune(
         let env = ctx.names.env();
         return Ok(groups.iter().map(|g| Change::delete(owned_group(g, env).unwrap_or_default(), &g.name)).collect());
     }
-    delete_groups(api, ctx, groups, backoff).await
+    delete_groups(api, ctx, groups, backoff, async { Ok(()) }).await
 }
 
 /// Deletes `groups`: first the rules by which they reference other groups (so no group of the set
 /// holds another), then each group, retrying while AWS reports a dependency (network interfaces
-/// are released asynchronously). A group already gone is not reported.
+/// are released asynchronously). The deletions start when `holders_gone` is done. A group
+/// already gone is not reported.
 async fn delete_groups(
     api: &dyn Ec2Api,
     ctx: &Context,
     groups: &[ObservedGroup],
     backoff: Backoff,
+    holders_gone: impl Future<Output = Result<(), StepError>>,
 ) -> Result<Vec<Change>, StepError> {
     let env = ctx.names.env();
     try_join_all(groups.iter().map(|g| async move {
@@ -611,6 +624,7 @@ async fn delete_groups(
         Ok::<_, StepError>(())
     }))
     .await?;
+    holders_gone.await?;
     let deleted = try_join_all(groups.iter().map(|g| async move {
         let component = owned_group(g, env).unwrap_or_default();
         let id = component.as_str();

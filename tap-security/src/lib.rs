@@ -53,7 +53,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tap_core::aws::AwsClients;
 use tap_core::outputs::{SecurityOutputs, ServicesOutputs};
-use tap_core::step::OutputKind;
+use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -178,6 +178,18 @@ impl Step for SecurityStep {
 
     fn produces(&self) -> OutputKind {
         OutputKind::Security
+    }
+
+    fn prune_reads(&self) -> &'static [OutputKind] {
+        &[OutputKind::Services]
+    }
+
+    fn destroy_waits(&self) -> &'static [Gone] {
+        &[Gone::EcsServices, Gone::LoadBalancer]
+    }
+
+    fn gives(&self) -> &'static [Gone] {
+        &[Gone::SecurityGroups]
     }
 
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {

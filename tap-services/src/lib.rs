@@ -65,7 +65,7 @@ use tap_core::outputs::{
     ServicesOutputs,
 };
 use tap_core::resource::Engine;
-use tap_core::step::OutputKind;
+use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -280,7 +280,7 @@ impl ServicesStep {
         let declared: BTreeSet<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
         let cluster = &inputs.cluster.name;
         let found = prune::undeclared(api, ctx, cluster, &observed.listed, &declared).await?;
-        prune::remove(api, &engine, cluster, found).await?;
+        prune::remove(api, &engine, cluster, found, &|| ()).await?;
         if mode.is_apply() {
             ctx.put(outputs);
         }
@@ -324,6 +324,10 @@ impl Step for ServicesStep {
         OutputKind::Services
     }
 
+    fn gives(&self) -> &'static [Gone] {
+        &[Gone::EcsServices]
+    }
+
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         self.converge(ctx, Mode::Plan).await
     }
@@ -341,7 +345,9 @@ impl Step for ServicesStep {
         let listed = prune::Listed::read(api, &cluster).await?;
         let found = prune::undeclared(api, ctx, &cluster, &listed, &BTreeSet::new()).await?;
         let engine = Engine::new(ctx, STEP, Mode::Apply);
-        prune::remove(api, &engine, &cluster, found).await?;
+        // The other steps' deletions held by the services (groups, subnets, target groups, the
+        // cluster, Cloud Map) go on once these are INACTIVE, before task definitions and logs.
+        prune::remove(api, &engine, &cluster, found, &|| ctx.give(Gone::EcsServices)).await?;
         Ok(engine.into_changes())
     }
 }

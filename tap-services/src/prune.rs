@@ -206,17 +206,28 @@ pub(crate) async fn remove(
     engine: &Engine<'_>,
     cluster: &str,
     found: Undeclared,
+    services_gone: &(dyn Fn() + Sync),
 ) -> Result<(), StepError> {
     if found.is_empty() {
+        services_gone();
         return Ok(());
     }
     let none = BTreeSet::new();
-    engine.prune(&ScalingPolicy(api), found.policies, &none).await?;
-    engine.prune(&ScalingTarget(api), found.targets, &none).await?;
-    let deleted = engine.prune(&EcsService { api, cluster }, found.services, &none).await?;
-    if engine.mode().is_apply() {
-        try_join_all(deleted.iter().map(|s| wait_inactive(api, cluster, &s.name, &s.id))).await?;
-    }
+    // DeleteService forces the deletion (whatever scaling sets the desired count to), so the
+    // scaling goes alongside, not first.
+    let scaling = async {
+        engine.prune(&ScalingPolicy(api), found.policies, &none).await?;
+        engine.prune(&ScalingTarget(api), found.targets, &none).await
+    };
+    let services = async {
+        let deleted = engine.prune(&EcsService { api, cluster }, found.services, &none).await?;
+        if engine.mode().is_apply() {
+            try_join_all(deleted.iter().map(|s| wait_inactive(api, cluster, &s.name, &s.id))).await?;
+        }
+        services_gone();
+        Ok::<_, StepError>(())
+    };
+    tokio::try_join!(scaling, services)?;
     let (families, log_groups) = (TaskFamily(api), LogGroup(api));
     tokio::try_join!(
         engine.prune(&families, found.families, &none),
