@@ -345,3 +345,30 @@ async fn a_second_deploy_is_refused_or_waits_while_one_runs() {
     env.inventory().await.assert_spec("after the waiting deploy");
     destroy_and_assert_empty(&env, "after destroy").await;
 }
+
+/// With AWS's asynchronous deletions modelled by the proxy (a NAT gateway `deleting`, a deleted
+/// load balancer's and services' network interfaces holding their subnets and security groups,
+/// each for a window), destroy overlaps the windows instead of waiting them out one after
+/// another, and leaves nothing. The window is 10 s, not 2-3 s: the polls back off (1, 2, 4, 5 s
+/// apart), so a shorter window would measure the backoff rather than the overlap.
+#[tokio::test]
+async fn destroy_overlaps_asynchronous_deletions_and_leaves_nothing() {
+    let env = TestEnv::new("rel-async");
+    let window = Duration::from_secs(10);
+    let proxy = proxy(Faults { async_delete_window: Some(window), ..Faults::default() });
+    let through_proxy = env.with_endpoint(&proxy.endpoint());
+    deploy(&through_proxy);
+
+    let start = Instant::now();
+    through_proxy.tap(&["destroy", "--yes"]).success();
+    let took = start.elapsed();
+    env.inventory().await.assert_empty("after destroy under asynchronous deletions");
+    let refused = fates(&proxy, Fate::Refused);
+    assert!(
+        refused.iter().all(|op| op == "DeleteSecurityGroup" || op == "DeleteSubnet"),
+        "only the deletions held by network interfaces (which AWS does not announce) are retried: {refused:?}"
+    );
+    assert!(took >= window, "destroy waited for the NAT gateways' deletion: {took:?}");
+    // Sequential windows (the NAT gateways after the groups) take two windows and more.
+    assert!(took < window * 16 / 10, "destroy took {took:?}, over 1.6 windows of {window:?}");
+}
