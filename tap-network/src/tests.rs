@@ -1074,3 +1074,59 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     assert_eq!(ctx.get::<NetworkOutputs>("test").unwrap().vpc_id, "vpc-1", "the lost VPC was adopted");
     assert_eq!(creates(&changes), expected_creates(3));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn destroy_starts_the_nat_gateways_at_once_and_the_rest_as_its_holders_go() {
+    use tap_core::step::Gone;
+    let world = World::deployed(NatMode::OnePerAz);
+    let mut mock = MockEc2Api::new();
+    world.install_reads(&mut mock);
+    let order: Log<String> = Arc::default();
+    let logged = |what: &'static str| {
+        let log = order.clone();
+        move || log.lock().unwrap().push(what.to_owned())
+    };
+    let nat = logged("nat");
+    mock.expect_delete_nat_gateway().returning(move |_| {
+        nat();
+        Ok(())
+    });
+    mock.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Deleted))));
+    mock.expect_release_address().returning(|_| Ok(()));
+    mock.expect_disassociate_route_table().returning(|_| Ok(()));
+    mock.expect_delete_route_table().returning(|_| Ok(()));
+    mock.expect_detach_internet_gateway().returning(|_, _| Ok(()));
+    mock.expect_delete_internet_gateway().returning(|_| Ok(()));
+    let subnet = logged("subnet");
+    mock.expect_delete_subnet().returning(move |_| {
+        subnet();
+        Ok(())
+    });
+    let vpc = logged("vpc");
+    mock.expect_delete_vpc().returning(move |_| {
+        vpc();
+        Ok(())
+    });
+    let ctx = Arc::new(ctx());
+    ctx.expect_gone([Gone::EcsServices, Gone::LoadBalancer, Gone::SecurityGroups, Gone::Namespace]);
+    let destroy = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { step(mock).destroy(&ctx).await }
+    });
+    let settle = || async {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    };
+    settle().await;
+    assert_eq!(*order.lock().unwrap(), vec!["nat"; 3], "only the NAT gateways go before the services and the LB");
+    ctx.give(Gone::EcsServices);
+    ctx.give(Gone::LoadBalancer);
+    settle().await;
+    assert!(order.lock().unwrap().contains(&"subnet".to_owned()), "{order:?}");
+    assert!(!order.lock().unwrap().contains(&"vpc".to_owned()), "the VPC waits for the groups and the namespace");
+    ctx.give(Gone::SecurityGroups);
+    ctx.give(Gone::Namespace);
+    destroy.await.unwrap().unwrap();
+    assert_eq!(order.lock().unwrap().last().map(String::as_str), Some("vpc"));
+}

@@ -22,11 +22,12 @@
 //! **Prune**: what the environment owns and no configured service declares — ECS services in its
 //! cluster, log groups `/ecs/tap-…-{s}`, task definition families `tap-…-{s}` (each owned by its
 //! tags) and the cluster's scalable targets and their policies (by resource id) — is listed by
-//! plan and removed by deploy: scaling first, then the ECS service (scaled to 0, deleted, waited
-//! for until INACTIVE), then its task definition family and log group. In apply mode
-//! [`ServicesOutputs`] is published only after that, so steps that delete a removed service's
-//! Cloud Map service, target group, security group or role can wait for it. `destroy` removes
-//! everything these listings find, whatever the config says.
+//! plan and removed by deploy: the scaling and, alongside, the ECS service (scaled to 0, deleted
+//! with force, waited for until INACTIVE), then its task definition family and log group. In apply
+//! mode [`ServicesOutputs`] is published only after that, so steps that delete a removed service's
+//! Cloud Map service, target group, security group or role can wait for it (their
+//! `Step::prune_reads`). `destroy` removes everything these listings find, whatever the config
+//! says, and gives [`Gone::EcsServices`] as soon as the ECS services are INACTIVE.
 //!
 //! After converging, deploy warns about images missing from ECR and (unless `deploy.wait` is off)
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.
