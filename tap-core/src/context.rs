@@ -393,4 +393,24 @@ mod tests {
         ctx.put(ClusterOutputs { name: "c".into(), arn: "a".into() });
         assert_eq!(ctx.get::<ClusterOutputs>("services").unwrap().name, "c");
     }
+
+    #[tokio::test]
+    async fn wait_gone_waits_for_a_coming_milestone_and_not_for_one_nobody_gives() {
+        let ctx = Arc::new(Context::new(Config::default()));
+        ctx.wait_gone("network", Gone::Namespace).await.expect("no giver in this run: nothing to wait for");
+        ctx.expect_gone([Gone::SecurityGroups]);
+        let waiter = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.wait_gone("network", Gone::SecurityGroups).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits while the giver runs");
+        ctx.give(Gone::SecurityGroups);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+
+        ctx.expect_gone([Gone::EcsServices]);
+        ctx.close_gone(&[Gone::EcsServices], Some("DeleteService failed".into()));
+        let err = ctx.wait_gone("cluster", Gone::EcsServices).await.unwrap_err().to_string();
+        assert!(err.contains("cluster") && err.contains("ecs-services gone") && err.contains("DeleteService"), "{err}");
+    }
 }
