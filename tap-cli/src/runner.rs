@@ -26,7 +26,7 @@ pub enum Operation {
     Plan,
     /// Converge.
     Apply,
-    /// Remove everything, in reverse dependency order.
+    /// Remove everything: every step at once, each deletion when what holds it is gone.
     Destroy,
 }
 

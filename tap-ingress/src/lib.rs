@@ -614,8 +614,9 @@ impl Step for IngressStep {
         self.converge(ctx, Mode::Apply).await
     }
 
-    /// Deletes rules and listeners, then the load balancer (waiting until it is gone), then the
-    /// target groups (retrying while AWS still reports them in use). Found by name only.
+    /// Deletes rules and listeners, then the load balancer (waiting until it is gone, then giving
+    /// [`Gone::LoadBalancer`]), and, once the ECS services are gone too, the target groups found
+    /// meanwhile (retrying while AWS still reports them in use). Found by name and tags.
     #[tracing::instrument(name = "ingress.destroy", skip_all)]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let lb_name = ctx.names.load_balancer();
@@ -680,8 +681,8 @@ impl Step for IngressStep {
             Ok::<_, StepError>(changes)
         };
         let target_groups = async {
-            // Every target group of the environment: those the config names, and the others its tags
-            // say it owns (a service removed from the config since).
+            // Every target group of the environment: those the config names, and the others its
+            // tags say it owns (a service removed from the config since).
             let all = self
                 .api
                 .list_target_groups()
