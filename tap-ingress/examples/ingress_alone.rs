@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         secret_arns: BTreeMap::new(),
     });
 
-    let step = IngressStep::from_clients(&tap_core::aws::AwsClients::from_sdk_config(sdk.clone()));
+    let step = IngressStep::from_session(&tap_core::aws::AwsSession::new(sdk.clone()));
     println!("deploy:");
     for change in step.apply(&ctx).await? {
         println!("  {change}");

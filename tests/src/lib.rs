@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 
 pub use tap_moto::Moto;
 
@@ -167,7 +167,53 @@ impl TestEnv {
             .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tap-tests"))
             .load()
             .await;
-        AwsClients::from_sdk_config(config)
+        AwsClients::new(AwsSession::new(config))
+    }
+}
+
+/// One client per AWS service tap uses, for tests to read back (and tamper with) what tap built;
+/// all built from one [`AwsSession`], so they share its call counter. (The product has no such
+/// bundle: each concern crate builds its own clients from the session.)
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// The session the clients were built from (pass it to a step's `from_session`).
+    pub session: AwsSession,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// Secrets Manager.
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// Elastic Load Balancing v2.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// Cloud Map.
+    pub servicediscovery: aws_sdk_servicediscovery::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Application Auto Scaling.
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+}
+
+impl AwsClients {
+    /// Every client, built from `session`.
+    pub fn new(session: AwsSession) -> Self {
+        let s = &session;
+        AwsClients {
+            ec2: tap_core::sdk_client!(aws_sdk_ec2, s),
+            ecr: tap_core::sdk_client!(aws_sdk_ecr, s),
+            ecs: tap_core::sdk_client!(aws_sdk_ecs, s),
+            iam: tap_core::sdk_client!(aws_sdk_iam, s),
+            secrets: tap_core::sdk_client!(aws_sdk_secretsmanager, s),
+            elbv2: tap_core::sdk_client!(aws_sdk_elasticloadbalancingv2, s),
+            servicediscovery: tap_core::sdk_client!(aws_sdk_servicediscovery, s),
+            logs: tap_core::sdk_client!(aws_sdk_cloudwatchlogs, s),
+            autoscaling: tap_core::sdk_client!(aws_sdk_applicationautoscaling, s),
+            session,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use serde_json::Value;
-use tap_core::aws::AwsClients;
+use tests::AwsClients;
 use tests::TestEnv;
 
 /// (resource, action) of every change a plan or deploy document lists.
