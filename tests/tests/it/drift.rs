@@ -260,7 +260,7 @@ fn percent_decode(s: &str) -> String {
 
 #[tokio::test]
 async fn plan_lists_and_deploy_repairs_each_drift() {
-    let env = TestEnv::new("drift");
+    let env = TestEnv::new("drift-e2e");
     let clients = env.clients().await;
     env.tap(&["deploy", "--no-wait"]).success();
     let clean = env.tap(&["plan", "--detailed-exitcode"]);
