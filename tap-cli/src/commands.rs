@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::CommandFactory;
 use serde_json::{json, Value};
-use tap_core::aws::{AwsClients, CallCounts, WriteGuard};
+use tap_core::aws::{AwsSession, CallCounts, WriteGuard};
 use tap_core::outputs::{is_known, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
 use tap_core::{Config, Context};
 
@@ -50,7 +50,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     if let Command::Destroy { yes: false, .. } = cli.command {
         confirm_destroy(&config.environment)?;
     }
-    let clients = AwsClients::load(&config.aws).await;
+    let clients = crate::aws::load(&config.aws).await;
     let region = clients.region().map(str::to_owned).context(
         "no AWS region: pass --region, set AWS_REGION, or set `aws.region` in tap.toml (or a region in your profile)",
     )?;
@@ -104,7 +104,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     if cli.stats {
-        print_stats(&clients.counter.snapshot(), start.elapsed().as_millis());
+        print_stats(&clients.counter().snapshot(), start.elapsed().as_millis());
     }
     result
 }
@@ -153,7 +153,7 @@ struct Run<'a> {
     cli: &'a Cli,
     ctx: &'a Context,
     runner: &'a Runner,
-    clients: &'a AwsClients,
+    clients: &'a AwsSession,
     progress: &'a Arc<Progress>,
     order: &'a [&'static str],
     start: Instant,
@@ -227,7 +227,7 @@ impl Run<'_> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status => {
-                let api = tap_services::SdkServices::from_clients(clients);
+                let api = tap_services::SdkServices::from_session(clients);
                 let services = tap_services::status::status(&api, ctx).await?;
                 match cli.output {
                     OutputFormat::Json => {
@@ -240,7 +240,15 @@ impl Run<'_> {
             }
             Command::Logs { service, since, follow } => {
                 let since = logs::parse_since(since)?;
-                logs::run(&clients.logs, ctx, service, since, *follow, cli.output).await?;
+                logs::run(
+                    &tap_core::sdk_client!(aws_sdk_cloudwatchlogs, clients),
+                    ctx,
+                    service,
+                    since,
+                    *follow,
+                    cli.output,
+                )
+                .await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Cost => {
@@ -356,7 +364,7 @@ impl Run<'_> {
         let (cli, ctx) = (self.cli, self.ctx);
         let ordered = render::ordered(reports, self.order);
         let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), counts.unchanged());
-        let calls = self.clients.counter.snapshot();
+        let calls = self.clients.counter().snapshot();
         let total = render::total_line(op, ctx.names.env(), &summary, &calls, self.start.elapsed());
         // Plan and deploy: the monthly estimate before and after (destroy removes it all).
         let cost = (op != Operation::Destroy).then(|| {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, NatGatewayState};
 use serde_json::{json, Value};
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::naming::{PROJECT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::{AwsError, Config, StepError};
 
@@ -46,8 +46,26 @@ fn tag<'a>(tags: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>, k
     tags.into_iter().find(|(k, _)| *k == Some(key)).and_then(|(_, v)| v)
 }
 
+/// The clients `tap list` reads with.
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    ecs: aws_sdk_ecs::Client,
+    elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    servicediscovery: aws_sdk_servicediscovery::Client,
+}
+
 /// Every environment of the region, by name.
-pub async fn environments(clients: &AwsClients, config: &Config) -> Result<Vec<Environment>> {
+pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<Environment>> {
+    let clients = &Clients {
+        ec2: tap_core::sdk_client!(aws_sdk_ec2, session),
+        ecs: tap_core::sdk_client!(aws_sdk_ecs, session),
+        elbv2: tap_core::sdk_client!(aws_sdk_elasticloadbalancingv2, session),
+        secrets: tap_core::sdk_client!(aws_sdk_secretsmanager, session),
+        logs: tap_core::sdk_client!(aws_sdk_cloudwatchlogs, session),
+        servicediscovery: tap_core::sdk_client!(aws_sdk_servicediscovery, session),
+    };
     let ec2 = &clients.ec2;
     let vpcs: Vec<_> = ec2
         .describe_vpcs()

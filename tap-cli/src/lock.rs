@@ -34,7 +34,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatchlogs::Client;
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::naming::{TAG_COMPONENT, TAG_ENVIRONMENT};
 use tap_core::AwsError;
 use tokio::sync::watch;
@@ -206,10 +206,10 @@ enum Attempt {
 
 impl EnvLock {
     /// The lock of environment `env`, to be held as `command` by this process.
-    pub fn new(clients: &AwsClients, env: &str, command: &str) -> Self {
+    pub fn new(clients: &AwsSession, env: &str, command: &str) -> Self {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
         EnvLock {
-            logs: Client::new(&clients.sdk_config),
+            logs: Client::new(clients.sdk_config()),
             env: env.into(),
             name: format!("/tap/locks/{env}"),
             me: Me {

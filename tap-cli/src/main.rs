@@ -3,6 +3,7 @@
 //! Results (plans, outputs, status, summaries) go to stdout — text, or one JSON document with
 //! `--output json` — and progress and logs go to stderr.
 //!
+//! - [`aws`]: loads the AWS config (the standard chain) into the session the steps build clients from.
 //! - [`cli`]: the arguments, the config overrides they make, the log subscriber.
 //! - [`commands`]: load and validate the config, build the clients and steps, run, render.
 //! - [`runner`]: the steps as a dependency graph (concurrent where independent; reversed for
@@ -21,6 +22,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod aws;
 mod cli;
 mod commands;
 mod cost;

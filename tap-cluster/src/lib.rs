@@ -11,9 +11,9 @@
 //!   typed [`ClusterUpdate`] is both what plan prints and the calls apply makes.
 //!
 //! ```no_run
-//! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! # async fn demo(session: &tap_core::aws::AwsSession) -> Result<(), tap_core::StepError> {
 //! use tap_core::{Config, Context, Step};
-//! let step = tap_cluster::ClusterStep::from_clients(clients);
+//! let step = tap_cluster::ClusterStep::from_session(session);
 //! let ctx = Context::new(Config::default());
 //! step.apply(&ctx).await?;
 //! println!("{}", ctx.get::<tap_core::outputs::ClusterOutputs>("demo")?.arn);
@@ -318,9 +318,9 @@ impl ClusterStep {
         ClusterStep { api }
     }
 
-    /// A step over the run's ECS client.
-    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
-        Self::new(Arc::new(SdkEcs(clients.ecs.clone())))
+    /// A step over a real ECS client built from `session` (its counter and guard attached).
+    pub fn from_session(session: &tap_core::aws::AwsSession) -> Self {
+        Self::new(Arc::new(SdkEcs(tap_core::sdk_client!(aws_sdk_ecs, session))))
     }
 
     fn resource(&self, ctx: &Context, spec: &ClusterSpec) -> Cluster<'_> {

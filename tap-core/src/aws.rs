@@ -1,13 +1,13 @@
-//! The bundle of AWS SDK clients a run uses, built once from the standard AWS chain, the
-//! interceptor that counts every call by service and operation, and the [`WriteGuard`] that makes
-//! a copy of the clients read-only.
+//! What every concern crate builds its SDK clients from, without tap-core naming a single
+//! `aws-sdk-*` service crate: the [`AwsSession`] (SDK config, call counter, optional guard) and
+//! [`sdk_client!`](crate::sdk_client); the interceptor that counts every call by service and
+//! operation ([`CallCounter`]); the [`WriteGuard`] that makes a session read-only; the run's
+//! retry and timeout policy. Loading the AWS config (the standard chain) is `tap-cli`'s job.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
@@ -17,6 +17,8 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use serde::Serialize;
 
@@ -168,90 +170,36 @@ impl Intercept for CallCounter {
     }
 }
 
-/// One client per AWS service tap uses, all sharing one config and one [`CallCounter`].
+/// What every concern crate builds its own SDK client(s) from: the shared SDK config (region,
+/// credentials, retry, timeouts, endpoint), the run's [`CallCounter`] and, for a read-only pass,
+/// a [`WriteGuard`]. tap-core names no `aws-sdk-*` service crate: a crate turns a session into
+/// the client it needs with [`sdk_client!`](crate::sdk_client), so it compiles only its own.
 #[derive(Debug, Clone)]
-pub struct AwsClients {
-    /// The shared SDK config (region, credentials, retry, endpoint).
-    pub sdk_config: SdkConfig,
-    /// Counts every call made through these clients.
-    pub counter: CallCounter,
-    /// EC2 (VPC, subnets, NAT, security groups).
-    pub ec2: aws_sdk_ec2::Client,
-    /// ECR.
-    pub ecr: aws_sdk_ecr::Client,
-    /// ECS.
-    pub ecs: aws_sdk_ecs::Client,
-    /// IAM.
-    pub iam: aws_sdk_iam::Client,
-    /// Secrets Manager.
-    pub secrets: aws_sdk_secretsmanager::Client,
-    /// Elastic Load Balancing v2.
-    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
-    /// Cloud Map.
-    pub servicediscovery: aws_sdk_servicediscovery::Client,
-    /// CloudWatch Logs.
-    pub logs: aws_sdk_cloudwatchlogs::Client,
-    /// Application Auto Scaling.
-    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+pub struct AwsSession {
+    sdk_config: SdkConfig,
+    counter: CallCounter,
+    guard: Option<WriteGuard>,
 }
 
-macro_rules! client {
-    ($sdk:ident, $config:expr, $counter:expr) => {
-        $sdk::Client::from_conf($sdk::config::Builder::from($config).interceptor($counter.clone()).build())
-    };
-    // The guard first: it refuses a mutating call before the counter sees it.
-    ($sdk:ident, $config:expr, $counter:expr, $guard:expr) => {
-        $sdk::Client::from_conf(
-            $sdk::config::Builder::from($config).interceptor($guard.clone()).interceptor($counter.clone()).build(),
-        )
-    };
-}
-
-impl AwsClients {
-    /// Loads the standard AWS chain (env, profile, SSO, IMDS…) with the settings' overrides, the
-    /// standard retry mode (throttling and transient errors back off) and bounded timeouts.
-    pub async fn load(settings: &AwsSettings) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(settings.max_attempts)
-                    .with_initial_backoff(Duration::from_millis(200)),
-            )
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            );
-        if let Some(region) = &settings.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &settings.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(url) = &settings.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        Self::from_sdk_config(loader.load().await)
+impl AwsSession {
+    /// A session over an already-loaded SDK config, with a fresh call counter and no guard.
+    pub fn new(sdk_config: SdkConfig) -> Self {
+        AwsSession { sdk_config, counter: CallCounter::default(), guard: None }
     }
 
-    /// Builds the clients from an already-loaded SDK config.
-    pub fn from_sdk_config(sdk_config: SdkConfig) -> Self {
-        let counter = CallCounter::default();
-        let c = &sdk_config;
-        AwsClients {
-            ec2: client!(aws_sdk_ec2, c, counter),
-            ecr: client!(aws_sdk_ecr, c, counter),
-            ecs: client!(aws_sdk_ecs, c, counter),
-            iam: client!(aws_sdk_iam, c, counter),
-            secrets: client!(aws_sdk_secretsmanager, c, counter),
-            elbv2: client!(aws_sdk_elasticloadbalancingv2, c, counter),
-            servicediscovery: client!(aws_sdk_servicediscovery, c, counter),
-            logs: client!(aws_sdk_cloudwatchlogs, c, counter),
-            autoscaling: client!(aws_sdk_applicationautoscaling, c, counter),
-            counter,
-            sdk_config,
-        }
+    /// The shared SDK config.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk_config
+    }
+
+    /// Counts every call made through the clients built from this session.
+    pub fn counter(&self) -> &CallCounter {
+        &self.counter
+    }
+
+    /// The guard clients built from this session carry, if the session is read-only.
+    pub fn guard(&self) -> Option<&WriteGuard> {
+        self.guard.as_ref()
     }
 
     /// The region the clients talk to.
@@ -259,27 +207,50 @@ impl AwsClients {
         self.sdk_config.region().map(|r| r.as_ref())
     }
 
-    /// The same clients (same config, same call counter) with `guard` installed: every mutating
-    /// call made through them is refused before it is sent, and `guard` remembers it.
-    pub fn read_only(&self, guard: &WriteGuard) -> AwsClients {
-        let (c, counter) = (&self.sdk_config, &self.counter);
-        AwsClients {
-            ec2: client!(aws_sdk_ec2, c, counter, guard),
-            ecr: client!(aws_sdk_ecr, c, counter, guard),
-            ecs: client!(aws_sdk_ecs, c, counter, guard),
-            iam: client!(aws_sdk_iam, c, counter, guard),
-            secrets: client!(aws_sdk_secretsmanager, c, counter, guard),
-            elbv2: client!(aws_sdk_elasticloadbalancingv2, c, counter, guard),
-            servicediscovery: client!(aws_sdk_servicediscovery, c, counter, guard),
-            logs: client!(aws_sdk_cloudwatchlogs, c, counter, guard),
-            autoscaling: client!(aws_sdk_applicationautoscaling, c, counter, guard),
-            counter: counter.clone(),
-            sdk_config: self.sdk_config.clone(),
-        }
+    /// The same session (same config, same call counter) with `guard` installed: every mutating
+    /// call made through clients built from it is refused before it is sent, and `guard`
+    /// remembers it.
+    pub fn read_only(&self, guard: &WriteGuard) -> AwsSession {
+        AwsSession { guard: Some(guard.clone()), ..self.clone() }
+    }
+
+    /// The retry policy of every tap run: the standard mode (throttling and transient errors back
+    /// off) with `settings.max_attempts` attempts. The loader in `tap-cli` puts it in the SDK config.
+    pub fn retry_config(settings: &AwsSettings) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(settings.max_attempts)
+            .with_initial_backoff(Duration::from_millis(200))
+    }
+
+    /// Bounded timeouts, so a lost connection fails one attempt instead of hanging the run.
+    pub fn timeout_config() -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .operation_attempt_timeout(Duration::from_secs(60))
+            .build()
     }
 }
 
-/// Makes clients read-only ([`AwsClients::read_only`]): a mutating operation (see [`is_mutating`])
+/// Builds an `aws_sdk_<service>::Client` from an [`AwsSession`], with the session's
+/// [`WriteGuard`] (if any) and its [`CallCounter`] attached — the guard first, so it refuses a
+/// mutating call before the counter sees it. The calling crate names its own SDK crate:
+///
+/// ```ignore
+/// let ecs: aws_sdk_ecs::Client = tap_core::sdk_client!(aws_sdk_ecs, &session);
+/// ```
+#[macro_export]
+macro_rules! sdk_client {
+    ($sdk:ident, $session:expr) => {{
+        let session: &$crate::aws::AwsSession = $session;
+        let mut builder = $sdk::config::Builder::from(session.sdk_config());
+        if let Some(guard) = session.guard() {
+            builder = builder.interceptor(guard.clone());
+        }
+        $sdk::Client::from_conf(builder.interceptor(session.counter().clone()).build())
+    }};
+}
+
+/// Makes clients read-only ([`AwsSession::read_only`]): a mutating operation (see [`is_mutating`])
 /// fails before it is serialized, so it never leaves the process and the call counter never
 /// counts it, and the guard records that one was attempted. A run can so find out whether a pass
 /// has anything to write without writing: the pass attempted no write, or [`WriteGuard::tripped`]
@@ -380,50 +351,6 @@ mod tests {
         let spans = vec![(at(0), Some(at(10))), (at(10), Some(at(20))), (at(0), Some(at(30))), (at(25), Some(at(30)))];
         assert_eq!(longest_chain(&spans), 3);
         assert_eq!(longest_chain(&[]), 0);
-    }
-
-    /// Clients for a loopback port nothing listens on, without retries.
-    async fn clients_of_nowhere() -> AwsClients {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
-            .retry_config(RetryConfig::disabled())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new("k", "s", None, None, "test"))
-            .load()
-            .await;
-        AwsClients::from_sdk_config(config)
-    }
-
-    #[tokio::test]
-    async fn the_guard_refuses_writes_before_sending_and_lets_reads_through() {
-        let clients = clients_of_nowhere().await;
-        let guard = WriteGuard::new();
-        let read_only = clients.read_only(&guard);
-
-        // A read goes out (and fails: nothing listens), and trips nothing.
-        let read = read_only.ec2.describe_vpcs().send().await.unwrap_err();
-        assert!(matches!(read, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_)), "{read:?}");
-        assert_eq!(guard.attempted(), None);
-
-        // A write is refused without being sent or counted, and the guard remembers it.
-        let write = read_only.ec2.create_vpc().cidr_block("10.0.0.0/16").send().await.unwrap_err();
-        let mut chain = String::new();
-        let mut cause: Option<&dyn std::error::Error> = Some(&write);
-        while let Some(e) = cause {
-            chain.push_str(&format!("{e}: "));
-            cause = e.source();
-        }
-        assert!(chain.contains("not sent: this pass is read-only"), "{chain}");
-        assert_eq!(guard.attempted().as_deref(), Some("EC2:CreateVpc"));
-        let tripped = tokio::time::timeout(Duration::from_secs(1), guard.tripped()).await.unwrap();
-        assert_eq!(tripped, "EC2:CreateVpc");
-        let counts = clients.counter.snapshot();
-        assert_eq!((counts.total, counts.mutating), (1, 0), "only the read was counted: {counts:?}");
-
-        // The original clients are untouched: their write is sent (and fails to connect).
-        let sent = clients.logs.create_log_group().log_group_name("g").send().await.unwrap_err();
-        assert!(matches!(sent, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_)), "{sent:?}");
     }
 
     #[test]

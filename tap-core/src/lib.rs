@@ -6,9 +6,10 @@
 //! - [`step`]: the [`Step`] contract (plan / apply / destroy) and the [`Change`] model plans are made of.
 //! - [`context`]: the [`Context`] steps read their inputs from and write their outputs to.
 //! - [`outputs`]: the plain data steps hand each other (subnet ids, SG ids, ARNs, …).
-//! - [`aws`]: the bundle of SDK clients built from the standard AWS chain, with the retry
-//!   configuration and an interceptor that counts every AWS call ([`aws::CallCounter`]); a
-//!   read-only copy of them ([`aws::WriteGuard`]) refuses every mutating call before it is sent.
+//! - [`aws`]: the [`aws::AwsSession`] each concern crate builds its own SDK clients from (with
+//!   [`sdk_client!`]): the SDK config, an interceptor that counts every AWS call
+//!   ([`aws::CallCounter`]) and, for a read-only pass, a [`aws::WriteGuard`] that refuses every
+//!   mutating call before it is sent. tap-core depends on no `aws-sdk-*` service crate.
 //! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
 //! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.

@@ -22,10 +22,10 @@
 //!   (moto, the local emulator, leaves the namespace's Route 53 hosted zone behind; AWS does not.)
 //!
 //! ```no_run
-//! # async fn demo(clients: &tap_core::aws::AwsClients, ctx: &tap_core::Context) -> Result<(), tap_core::StepError> {
+//! # async fn demo(session: &tap_core::aws::AwsSession, ctx: &tap_core::Context) -> Result<(), tap_core::StepError> {
 //! use tap_core::Step;
 //! // The network step must have written its outputs (the VPC id) into `ctx` first.
-//! let step = tap_discovery::DiscoveryStep::from_clients(clients);
+//! let step = tap_discovery::DiscoveryStep::from_session(session);
 //! step.apply(ctx).await?;
 //! # Ok(()) }
 //! ```
@@ -576,8 +576,8 @@ impl DiscoveryStep {
     }
 
     /// A step over the run's Cloud Map client.
-    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
-        Self::new(Arc::new(SdkCloudMap(clients.servicediscovery.clone())))
+    pub fn from_session(session: &tap_core::aws::AwsSession) -> Self {
+        Self::new(Arc::new(SdkCloudMap(tap_core::sdk_client!(aws_sdk_servicediscovery, session))))
     }
 
     /// Polls a Cloud Map operation until it succeeds (see [`wait_operation`]).

@@ -1,10 +1,11 @@
 //! The load balancer of an environment built with `tap-ingress` alone, against a local
-//! `moto_server` that this example starts (see `tap-moto`). The inputs other steps would hand
-//! over — a VPC with public subnets and the load balancer's security group — are made here with
-//! the EC2 SDK and put into the [`Context`] by hand.
+//! `moto_server` (the one `AWS_ENDPOINT_URL` names, or one it starts; see `tap-moto`). The inputs
+//! other steps would hand over — a VPC with public subnets and the load balancer's security group —
+//! are made here with the EC2 SDK (a dev-dependency only) and put into the [`Context`] by hand.
 //!
 //! ```sh
-//! cargo run -p tap-ingress --example ingress_alone
+//! cargo run -p tap-ingress --example ingress_alone                 # starts its own moto_server
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo run -p tap-ingress --example ingress_alone
 //! ```
 
 use std::collections::BTreeMap;
@@ -17,13 +18,18 @@ use tap_ingress::IngressStep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let moto = tap_moto::Moto::start()?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own.
+    let moto = match std::env::var_os("AWS_ENDPOINT_URL") {
+        Some(_) => None,
+        None => Some(tap_moto::Moto::start()?),
+    };
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"))
-        .load()
-        .await;
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"));
+    if let Some(moto) = &moto {
+        loader = loader.endpoint_url(moto.endpoint());
+    }
+    let sdk = loader.load().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
 
     // What the network and security steps would have made.
@@ -44,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sg =
         ec2.create_security_group().group_name("alb-example").description("example").vpc_id(&vpc_id).send().await?;
 
-    let config = Config { environment: "example".into(), ..Config::default() };
+    let config = Config { environment: "ingress-alone".into(), ..Config::default() };
     config.validate()?;
     let ctx = Context::new(config);
     ctx.put(NetworkOutputs { vpc_id: vpc_id.clone(), public_subnets, private_subnets: vec![] });
@@ -56,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         secret_arns: BTreeMap::new(),
     });
 
-    let step = IngressStep::from_clients(&tap_core::aws::AwsClients::from_sdk_config(sdk.clone()));
+    let step = IngressStep::from_session(&tap_core::aws::AwsSession::new(sdk.clone()));
     println!("deploy:");
     for change in step.apply(&ctx).await? {
         println!("  {change}");

@@ -23,10 +23,10 @@
 //! use tap_core::{Config, Context, Step};
 //! use tap_ingress::IngressStep;
 //!
-//! # async fn run(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! # async fn run(session: &tap_core::aws::AwsSession) -> Result<(), tap_core::StepError> {
 //! let ctx = Context::new(Config::default());
 //! // … the network and security steps write their outputs into `ctx` first …
-//! let step = IngressStep::from_clients(clients);
+//! let step = IngressStep::from_session(session);
 //! for change in step.plan(&ctx).await? {
 //!     println!("{change}");
 //! }
@@ -250,8 +250,8 @@ impl IngressStep {
     }
 
     /// A step over the real ELBv2 client of `clients`.
-    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
-        Self::new(Arc::new(SdkElb(clients.elbv2.clone())))
+    pub fn from_session(session: &tap_core::aws::AwsSession) -> Self {
+        Self::new(Arc::new(SdkElb(tap_core::sdk_client!(aws_sdk_elasticloadbalancingv2, session))))
     }
 
     /// Replaces how the step polls and retries (waiting for the load balancer to become active or

@@ -1,33 +1,37 @@
 //! The network of an environment built with `tap-network` alone — no `tap` binary, no other
-//! step — against a local `moto_server` that this example starts (see `tap-moto` for where it
-//! comes from). It deploys the network with a single NAT gateway, shows that a second plan is
+//! step — against a local `moto_server` (the one `AWS_ENDPOINT_URL` names, or one it starts; see
+//! `tap-moto`). It deploys the network with a single NAT gateway, shows that a second plan is
 //! empty, then destroys everything.
 //!
 //! ```sh
-//! cargo run -p tap-network --example network_alone
+//! cargo run -p tap-network --example network_alone                 # starts its own moto_server
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo run -p tap-network --example network_alone
 //! ```
-
-use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use tap_core::config::NatMode;
 use tap_core::outputs::NetworkOutputs;
 use tap_core::{Config, Context, Step};
-use tap_network::{NetworkStep, SdkEc2};
+use tap_network::NetworkStep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let moto = tap_moto::Moto::start()?;
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own.
+    let moto = match std::env::var_os("AWS_ENDPOINT_URL") {
+        Some(_) => None,
+        None => Some(tap_moto::Moto::start()?),
+    };
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .endpoint_url(moto.endpoint())
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"))
-        .load()
-        .await;
-    let step = NetworkStep::new(Arc::new(SdkEc2(aws_sdk_ec2::Client::new(&sdk))));
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"));
+    if let Some(moto) = &moto {
+        loader = loader.endpoint_url(moto.endpoint());
+    }
+    let sdk = loader.load().await;
+    let step = NetworkStep::from_session(&tap_core::aws::AwsSession::new(sdk));
 
-    let mut config = Config { environment: "example".into(), ..Config::default() };
+    let mut config = Config { environment: "network-alone".into(), ..Config::default() };
     config.network.nat_gateways = NatMode::Single;
     config.validate()?;
     let ctx = Context::new(config);

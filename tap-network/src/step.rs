@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Names;
 use tap_core::outputs::{is_known, NetworkOutputs, SubnetRef, PENDING};
@@ -63,9 +63,9 @@ impl NetworkStep {
         NetworkStep { api, waits: Waits::default() }
     }
 
-    /// A step over the real EC2 client of `clients`.
-    pub fn from_clients(clients: &AwsClients) -> Self {
-        Self::new(Arc::new(SdkEc2(clients.ec2.clone())))
+    /// A step over a real EC2 client built from `session` (its counter and guard attached).
+    pub fn from_session(session: &AwsSession) -> Self {
+        Self::new(Arc::new(SdkEc2(tap_core::sdk_client!(aws_sdk_ec2, session))))
     }
 
     /// Replaces the wait bounds (tests use short ones).

@@ -12,9 +12,9 @@
 //! - `destroy` deletes every repository of the environment with its images, whatever the config.
 //!
 //! ```no_run
-//! # async fn demo(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! # async fn demo(session: &tap_core::aws::AwsSession) -> Result<(), tap_core::StepError> {
 //! use tap_core::{Config, Context, Step};
-//! let step = tap_registry::RegistryStep::from_clients(clients);
+//! let step = tap_registry::RegistryStep::from_session(session);
 //! let ctx = Context::new(Config::default());
 //! for change in step.plan(&ctx).await? {
 //!     println!("{change}");
@@ -252,8 +252,8 @@ impl RegistryStep {
     }
 
     /// A step over the run's ECR client.
-    pub fn from_clients(clients: &tap_core::aws::AwsClients) -> Self {
-        Self::new(Arc::new(SdkEcr(clients.ecr.clone())))
+    pub fn from_session(session: &tap_core::aws::AwsSession) -> Self {
+        Self::new(Arc::new(SdkEcr(tap_core::sdk_client!(aws_sdk_ecr, session))))
     }
 
     /// Every repository of the environment: named `tap-…-{s}` (one listing of the registry, up to

@@ -24,13 +24,13 @@
 //! what deploy would create).
 //!
 //! ```no_run
-//! # async fn example(clients: &tap_core::aws::AwsClients) -> Result<(), tap_core::StepError> {
+//! # async fn example(session: &tap_core::aws::AwsSession) -> Result<(), tap_core::StepError> {
 //! use tap_core::outputs::{NetworkOutputs, SecurityOutputs};
 //! use tap_core::{Config, Context, Step};
 //!
 //! let ctx = Context::new(Config::default());
 //! ctx.put(NetworkOutputs { vpc_id: "vpc-0abc".into(), public_subnets: vec![], private_subnets: vec![] });
-//! let step = tap_security::SecurityStep::from_clients(clients);
+//! let step = tap_security::SecurityStep::from_session(session);
 //! for change in step.plan(&ctx).await? {
 //!     println!("{change}");
 //! }
@@ -51,7 +51,7 @@ pub mod security_group;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::outputs::{SecurityOutputs, ServicesOutputs};
 use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::Backoff;
@@ -78,12 +78,13 @@ impl SecurityStep {
         SecurityStep { ec2, iam, secrets, dependency_backoff: groups::dependency_backoff() }
     }
 
-    /// A step over the real SDK clients.
-    pub fn from_clients(clients: &AwsClients) -> Self {
+    /// A step over real EC2, IAM and Secrets Manager clients built from `session` (its counter
+    /// and guard attached).
+    pub fn from_session(session: &AwsSession) -> Self {
         Self::new(
-            Arc::new(SdkEc2(clients.ec2.clone())),
-            Arc::new(SdkIam(clients.iam.clone())),
-            Arc::new(SdkSecrets(clients.secrets.clone())),
+            Arc::new(SdkEc2(tap_core::sdk_client!(aws_sdk_ec2, session))),
+            Arc::new(SdkIam(tap_core::sdk_client!(aws_sdk_iam, session))),
+            Arc::new(SdkSecrets(tap_core::sdk_client!(aws_sdk_secretsmanager, session))),
         )
     }
 

@@ -33,9 +33,9 @@
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.
 //!
 //! ```no_run
-//! # async fn example(clients: &tap_core::aws::AwsClients, ctx: &tap_core::Context) -> Result<(), tap_core::StepError> {
+//! # async fn example(session: &tap_core::aws::AwsSession, ctx: &tap_core::Context) -> Result<(), tap_core::StepError> {
 //! use tap_core::Step;
-//! let step = tap_services::ServicesStep::from_clients(clients);
+//! let step = tap_services::ServicesStep::from_session(session);
 //! let changes = step.plan(ctx).await?; // ctx holds the other steps' outputs
 //! for change in changes {
 //!     println!("{change}");
@@ -59,7 +59,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::config::ServiceSpec;
 use tap_core::outputs::{
     is_known, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, SecurityOutputs,
@@ -157,9 +157,9 @@ impl ServicesStep {
         ServicesStep { api, wait_poll: (Duration::from_secs(2), Duration::from_secs(15)) }
     }
 
-    /// A step over the SDK clients of a run.
-    pub fn from_clients(clients: &AwsClients) -> Self {
-        Self::new(Arc::new(SdkServices::from_clients(clients)))
+    /// A step over real SDK clients built from `session` (see [`SdkServices::from_session`]).
+    pub fn from_session(session: &AwsSession) -> Self {
+        Self::new(Arc::new(SdkServices::from_session(session)))
     }
 
     /// Sets the first and the longest delay between polls while waiting for rollouts.

@@ -8,7 +8,7 @@ use aws_sdk_cloudwatchlogs as logs;
 use aws_sdk_ecr as ecr;
 use aws_sdk_ecs as ecs;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::AwsError;
@@ -33,14 +33,15 @@ pub struct SdkServices {
 }
 
 impl SdkServices {
-    /// Uses the ECS, CloudWatch Logs, Application Auto Scaling, ECR and ELBv2 clients of `clients`.
-    pub fn from_clients(clients: &AwsClients) -> Self {
+    /// ECS, CloudWatch Logs, Application Auto Scaling, ECR and ELBv2 clients built from
+    /// `session` (its counter and guard attached).
+    pub fn from_session(session: &AwsSession) -> Self {
         SdkServices {
-            ecs: clients.ecs.clone(),
-            logs: clients.logs.clone(),
-            autoscaling: clients.autoscaling.clone(),
-            ecr: clients.ecr.clone(),
-            elbv2: clients.elbv2.clone(),
+            ecs: tap_core::sdk_client!(ecs, session),
+            logs: tap_core::sdk_client!(logs, session),
+            autoscaling: tap_core::sdk_client!(aas, session),
+            ecr: tap_core::sdk_client!(ecr, session),
+            elbv2: tap_core::sdk_client!(elbv2, session),
         }
     }
 }

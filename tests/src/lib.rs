@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use tap_core::aws::AwsClients;
+use tap_core::aws::AwsSession;
 
 pub use tap_moto::Moto;
 
@@ -40,6 +40,22 @@ pub fn tap_binary() -> PathBuf {
     bin
 }
 
+/// Records `suffix` as taken by a test of this binary. IAM is global and the harness finds an
+/// environment's roles by name (`tap-…-{suffix}`), so no suffix may equal another or end with
+/// `-` + another (`base-drift` would count as `drift`'s).
+fn claim(suffix: &str) {
+    static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let clash = |a: &str, b: &str| a == b || a.ends_with(&format!("-{b}"));
+    if let Some(other) = taken.iter().find(|t| clash(t, suffix) || clash(suffix, t)) {
+        panic!("environment suffix {suffix:?} clashes with {other:?} (IAM names are global): pick another");
+    }
+    taken.push(suffix.to_string());
+}
+
+/// The region of [`TestEnv::alone_in_region`]: not in [`REGIONS`].
+pub const OWN_REGION: &str = "eu-west-3";
+
 /// Regions where moto has at least three availability zones; each test takes the next one.
 const REGIONS: &[&str] = &[
     "us-east-1",
@@ -47,7 +63,6 @@ const REGIONS: &[&str] = &[
     "us-west-2",
     "eu-west-1",
     "eu-west-2",
-    "eu-west-3",
     "eu-central-1",
     "eu-north-1",
     "ap-southeast-1",
@@ -121,16 +136,29 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh environment named `suffix` in a region no other test of this binary uses.
+    /// A fresh environment named `suffix` (unique among the tests), in a region of its own while
+    /// regions last; then regions are shared round-robin — the suffix keeps environments apart (all
+    /// end-to-end tests are one binary with one emulator). A test that reads a whole region (`tap
+    /// list`) takes [`TestEnv::alone_in_region`].
     pub fn new(suffix: &str) -> TestEnv {
+        claim(suffix);
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let i = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(i < REGIONS.len(), "more tests in one binary than regions; share a region with distinct suffixes");
-        TestEnv { suffix: suffix.into(), region: REGIONS[i].into(), endpoint: moto().endpoint() }
+        TestEnv { suffix: suffix.into(), region: REGIONS[i % REGIONS.len()].into(), endpoint: moto().endpoint() }
+    }
+
+    /// A fresh environment named `suffix` in [`OWN_REGION`], which no other environment of this
+    /// binary uses ([`TestEnv::sibling`]s aside); for one test only.
+    pub fn alone_in_region(suffix: &str) -> TestEnv {
+        claim(suffix);
+        static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        assert!(!TAKEN.swap(true, Ordering::SeqCst), "{OWN_REGION} is already taken by another test");
+        TestEnv { suffix: suffix.into(), region: OWN_REGION.into(), endpoint: moto().endpoint() }
     }
 
     /// A second environment in the same region as this one.
     pub fn sibling(&self, suffix: &str) -> TestEnv {
+        claim(suffix);
         TestEnv { suffix: suffix.into(), ..self.clone() }
     }
 
@@ -167,7 +195,53 @@ impl TestEnv {
             .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tap-tests"))
             .load()
             .await;
-        AwsClients::from_sdk_config(config)
+        AwsClients::new(AwsSession::new(config))
+    }
+}
+
+/// One client per AWS service tap uses, for tests to read back (and tamper with) what tap built;
+/// all built from one [`AwsSession`], so they share its call counter. (The product has no such
+/// bundle: each concern crate builds its own clients from the session.)
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// The session the clients were built from (pass it to a step's `from_session`).
+    pub session: AwsSession,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// ECR.
+    pub ecr: aws_sdk_ecr::Client,
+    /// ECS.
+    pub ecs: aws_sdk_ecs::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// Secrets Manager.
+    pub secrets: aws_sdk_secretsmanager::Client,
+    /// Elastic Load Balancing v2.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// Cloud Map.
+    pub servicediscovery: aws_sdk_servicediscovery::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Application Auto Scaling.
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+}
+
+impl AwsClients {
+    /// Every client, built from `session`.
+    pub fn new(session: AwsSession) -> Self {
+        let s = &session;
+        AwsClients {
+            ec2: tap_core::sdk_client!(aws_sdk_ec2, s),
+            ecr: tap_core::sdk_client!(aws_sdk_ecr, s),
+            ecs: tap_core::sdk_client!(aws_sdk_ecs, s),
+            iam: tap_core::sdk_client!(aws_sdk_iam, s),
+            secrets: tap_core::sdk_client!(aws_sdk_secretsmanager, s),
+            elbv2: tap_core::sdk_client!(aws_sdk_elasticloadbalancingv2, s),
+            servicediscovery: tap_core::sdk_client!(aws_sdk_servicediscovery, s),
+            logs: tap_core::sdk_client!(aws_sdk_cloudwatchlogs, s),
+            autoscaling: tap_core::sdk_client!(aws_sdk_applicationautoscaling, s),
+            session,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
-//! Developer automation, rust-analyzer style: `cargo xtask <ci|demo|bench>`.
+//! Developer automation, rust-analyzer style: `cargo xtask <ci|tidy|demo|bench>`.
 //!
-//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, and every test (the end-to-end tests
+//! - `tidy`: the architecture invariants a machine can check (see [`tidy`] and ARCHITECTURE.md):
+//!   each concern crate's normal dependencies, `//!` docs at each crate root, no `todo!`.
+//! - `ci`: `cargo fmt --check`, tidy, `cargo clippy -D warnings`, and every test (the end-to-end tests
 //!   start their own `moto_server`; it is installed first when missing).
 //! - `demo`: the main job end to end against a local emulator: deploy, show the plan is empty,
 //!   print the outputs, destroy.
@@ -13,16 +15,21 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tap_moto::Moto;
 
+mod tidy;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = tap_moto::workspace_root();
     std::env::set_current_dir(&root)?;
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("tidy") => tidy(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]>");
+            eprintln!(
+                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]>"
+            );
             std::process::exit(2)
         }
     }
@@ -75,12 +82,32 @@ fn display(cmd: &Command) -> String {
 
 fn ci() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    tidy()?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     let moto = tap_moto::moto_server_path().context("installing moto_server")?;
     // `cargo test --workspace` builds the `tap` binary too (tap-cli's integration test needs it),
     // with the same features as the tests: a separate `cargo build -p tap-cli` would compile the
     // AWS SDK crates a second time with another feature set.
     run(cargo().args(["test", "--workspace"]).env("MOTO_SERVER", moto))?;
+    Ok(())
+}
+
+/// Checks the architecture invariants over `cargo metadata` and the sources (see [`tidy`]).
+fn tidy() -> Result<()> {
+    eprintln!("$ cargo xtask tidy");
+    let out = cargo().args(["metadata", "--format-version", "1"]).output().context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let metadata: Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let problems = tidy::run(&tap_moto::workspace_root(), &metadata);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("tidy: {problem}");
+        }
+        bail!("tidy: {} problem(s) (the invariants are in ARCHITECTURE.md)", problems.len());
+    }
+    eprintln!("tidy: ok");
     Ok(())
 }
 

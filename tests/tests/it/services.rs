@@ -55,7 +55,7 @@ fn str_set(v: &Value) -> BTreeSet<String> {
 }
 
 struct Aws {
-    c: tap_core::aws::AwsClients,
+    c: tests::AwsClients,
     s: String,
 }
 
@@ -288,7 +288,7 @@ async fn assert_services_are_the_spec(aws: &Aws, outputs: &Value, tag: &str, rev
         assert_eq!(log.log_driver().as_str(), "awslogs");
         let options = log.options().unwrap();
         assert_eq!(options["awslogs-group"], format!("/ecs/tap-{svc}-{s}"));
-        assert_eq!(options["awslogs-region"], aws.c.region().unwrap());
+        assert_eq!(options["awslogs-region"], aws.c.session.region().unwrap());
         assert_eq!(options["awslogs-stream-prefix"], svc);
 
         // Auto scaling.

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tap_core::aws::{is_mutating, AwsClients};
+use tap_core::aws::is_mutating;
+use tests::AwsClients;
 use tests::{proxy, Faults, Run, TestEnv};
 
 fn unix_now() -> u64 {

@@ -78,7 +78,7 @@ fn counts(inventory: &Inventory) -> Vec<(&'static str, usize)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn removed_services_are_pruned_data_is_kept_and_destroy_leaves_nothing() {
-    let env = TestEnv::new("prune");
+    let env = TestEnv::new("prune-e2e");
     let four = env.config_file("four", &[FRONTEND, API_GATEWAY, PROCESSING, REPORTING].concat());
     let two = env.config_file("two", &[FRONTEND, API_GATEWAY].concat());
     let one = env.config_file("one", FRONTEND);

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, SecurityGroup, UserIdGroupPair};
 use serde_json::Value;
-use tap_core::aws::AwsClients;
+use tests::AwsClients;
 use tests::TestEnv;
 
 /// (resource, action) of every change a plan or deploy document lists.
@@ -260,7 +260,7 @@ fn percent_decode(s: &str) -> String {
 
 #[tokio::test]
 async fn plan_lists_and_deploy_repairs_each_drift() {
-    let env = TestEnv::new("drift");
+    let env = TestEnv::new("drift-e2e");
     let clients = env.clients().await;
     env.tap(&["deploy", "--no-wait"]).success();
     let clean = env.tap(&["plan", "--detailed-exitcode"]);

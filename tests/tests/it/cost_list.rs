@@ -89,7 +89,8 @@ async fn a_single_nat_gateway_saves_two_nats_and_two_addresses() {
 
 #[tokio::test]
 async fn list_shows_environments_side_by_side_and_none_after_destroy() {
-    let a = TestEnv::new("list-a");
+    // `tap list` reads the whole region: no other test may deploy there.
+    let a = TestEnv::alone_in_region("list-a");
     let b = a.sibling("list-b");
     let listed = |env: &TestEnv| -> Vec<Value> {
         let doc = json(env, &[], &["list"]);
