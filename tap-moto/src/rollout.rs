@@ -293,7 +293,7 @@ impl Double {
             }
             "UpdateService" => {
                 let arn = text(&resp["service"]["serviceArn"]);
-                let Some(mut service) = state.services.remove(&arn) else { return None };
+                let mut service = state.services.remove(&arn)?;
                 if let Some(b) = req["deploymentConfiguration"].get("deploymentCircuitBreaker") {
                     service.circuit_breaker =
                         (b["enable"].as_bool().unwrap_or(false), b["rollback"].as_bool().unwrap_or(false));

@@ -81,8 +81,8 @@ pub async fn status(api: &dyn ServicesApi, ctx: &Context) -> Result<Vec<ServiceS
                     Err(e) => return Err(StepError::aws(&lb.target_group_arn, "DescribeTargetHealth")(e)),
                 };
                 let total = target_health.get_or_insert_with(BTreeMap::new);
-                for (state, n) in health {
-                    *total.entry(state).or_default() += n;
+                for target in health {
+                    *total.entry(target.state).or_default() += 1;
                 }
             }
             let (task_definition, revision) = match svc.task_definition.as_deref().map(family_revision) {

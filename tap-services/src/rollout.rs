@@ -1,0 +1,593 @@
+//! Waiting for a rollout the way ECS runs it: success only when a deployment of *the revision
+//! this deploy registered* is PRIMARY and COMPLETED with every desired task running. Each task of
+//! that revision that stops is reported at once (stopped reason, container exit codes, the last
+//! lines of its log stream); after `deploy.max_failed_tasks` of them tap rolls the service back
+//! to the previous revision itself and fails. A rollback by the circuit breaker (our deployment
+//! FAILED, an older revision PRIMARY) is a failure naming both revisions, and a wait that runs
+//! out fails with the picture of where the rollout stands.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::Serialize;
+use tap_core::wait::Backoff;
+use tap_core::StepError;
+
+use crate::api::ServicesApi;
+use crate::component;
+use crate::service::{find, ObservedService, ServiceUpdate};
+
+/// How many log lines of a stopped task are shown.
+pub const LOG_TAIL: i32 = 5;
+
+/// One target of a target group and its health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetState {
+    /// Target id (the task's IP for `ip` target groups).
+    pub id: String,
+    /// Its port.
+    pub port: Option<i32>,
+    /// `healthy`, `unhealthy`, `initial`, `draining`, …
+    pub state: String,
+    /// ELB's reason when not healthy, e.g. `Target.FailedHealthChecks`.
+    pub reason: Option<String>,
+    /// ELB's description of it.
+    pub description: Option<String>,
+}
+
+/// One container of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedContainer {
+    /// Container name.
+    pub name: String,
+    /// Exit code, once it stopped (none when it never ran).
+    pub exit_code: Option<i32>,
+    /// Why it stopped (e.g. `CannotPullContainerError: …`).
+    pub reason: Option<String>,
+}
+
+/// A task as ECS reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedTask {
+    /// Task ARN.
+    pub arn: String,
+    /// Its task definition revision ARN.
+    pub task_definition: String,
+    /// `PENDING`, `RUNNING`, `STOPPED`, …
+    pub last_status: String,
+    /// Who started it (a service's deployment id, `ecs-svc/…`).
+    pub started_by: Option<String>,
+    /// `EssentialContainerExited`, `TaskFailedToStart`, …
+    pub stop_code: Option<String>,
+    /// ECS's reason, e.g. `Essential container in task exited`.
+    pub stopped_reason: Option<String>,
+    /// Its containers.
+    pub containers: Vec<ObservedContainer>,
+}
+
+impl ObservedTask {
+    /// The task id (the last part of its ARN).
+    pub fn id(&self) -> &str {
+        self.arn.rsplit('/').next().unwrap_or(&self.arn)
+    }
+}
+
+/// One page of log events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    /// The messages, oldest first.
+    pub lines: Vec<String>,
+    /// Token for the events after these.
+    pub next: Option<String>,
+}
+
+/// An event of a service (`(service x) has reached a steady state.`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceEvent {
+    /// Epoch milliseconds.
+    pub created_at: Option<i64>,
+    /// The message.
+    pub message: String,
+}
+
+/// `family:revision` of a task definition ARN.
+pub fn revision_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// A stopped task of the revision being rolled out, with why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoppedTask {
+    /// Task id.
+    pub task_id: String,
+    /// `family:revision`.
+    pub revision: String,
+    /// ECS's stopped reason.
+    pub stopped_reason: String,
+    /// Each container's name, exit code and reason.
+    pub containers: Vec<ObservedContainer>,
+    /// The last lines of its log stream.
+    pub log_lines: Vec<String>,
+}
+
+impl StoppedTask {
+    /// One paragraph: task, reason, exit codes, log lines.
+    pub fn describe(&self, service: &str) -> String {
+        let mut out = format!(
+            "service {service}: task {} ({}) stopped: {}",
+            self.task_id,
+            self.revision,
+            if self.stopped_reason.is_empty() { "(no reason given)" } else { &self.stopped_reason }
+        );
+        for c in &self.containers {
+            let code = c.exit_code.map_or_else(|| "none".to_string(), |c| c.to_string());
+            let _ = write!(out, "; container {} exit code {code}", c.name);
+            if let Some(reason) = &c.reason {
+                let _ = write!(out, " ({reason})");
+            }
+        }
+        if !self.log_lines.is_empty() {
+            let _ = write!(out, "\n    last log lines:");
+            for l in &self.log_lines {
+                let _ = write!(out, "\n      | {l}");
+            }
+        }
+        out
+    }
+}
+
+/// Where the deployment of a revision stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// PRIMARY, COMPLETED, every desired task running.
+    Done,
+    /// Still rolling out (a progress line).
+    InProgress(String),
+    /// It failed; `primary` is the revision ECS runs instead, when another one is PRIMARY.
+    Failed {
+        /// Why (the rollout state reason).
+        reason: String,
+        /// The PRIMARY's task definition, when it is not ours.
+        primary: Option<String>,
+    },
+}
+
+/// Classifies the deployment of `task_definition` in `service`.
+pub fn phase(service: &ObservedService, task_definition: &str) -> Phase {
+    let Some(primary) = service.primary_deployment() else {
+        return Phase::InProgress(format!("no PRIMARY deployment yet (status {})", service.status));
+    };
+    let ours = service.deployments.iter().find(|d| d.task_definition.as_deref() == Some(task_definition));
+    let primary_td = primary.task_definition.clone().unwrap_or_default();
+    if primary_td != task_definition {
+        let reason = match ours {
+            Some(d) if d.rollout_state.as_deref() == Some("FAILED") => {
+                d.rollout_state_reason.clone().unwrap_or_else(|| "deployment FAILED".into())
+            }
+            Some(_) => format!("another deployment ({}) replaced it", revision_name(&primary_td)),
+            None => format!("the PRIMARY deployment runs {}", revision_name(&primary_td)),
+        };
+        return Phase::Failed { reason, primary: Some(primary_td) };
+    }
+    let state = primary.rollout_state.as_deref().unwrap_or("UNKNOWN");
+    match state {
+        "FAILED" => Phase::Failed {
+            reason: primary.rollout_state_reason.clone().unwrap_or_else(|| "deployment FAILED".into()),
+            primary: None,
+        },
+        "COMPLETED"
+            if primary.running_count >= primary.desired_count && service.running_count == service.desired_count =>
+        {
+            Phase::Done
+        }
+        _ => Phase::InProgress(format!(
+            "rollout of {} {state}: {} running, {} pending of {} desired",
+            revision_name(task_definition),
+            primary.running_count,
+            primary.pending_count,
+            primary.desired_count
+        )),
+    }
+}
+
+/// What to wait for.
+#[derive(Debug, Clone)]
+pub struct RolloutWait<'a> {
+    /// Cluster name.
+    pub cluster: &'a str,
+    /// ECS service name.
+    pub service: &'a str,
+    /// The service's name in the config (log stream prefix and container name).
+    pub label: &'a str,
+    /// Its log group.
+    pub log_group: String,
+    /// The revision this deploy rolls out.
+    pub task_definition: String,
+    /// The revision to roll back to after `max_failed_tasks` stopped tasks (`None`: fail without
+    /// rolling back).
+    pub rollback_to: Option<String>,
+    /// Stopped tasks of the new revision tolerated before tap rolls back.
+    pub max_failed_tasks: usize,
+    /// Polling and deadline.
+    pub backoff: Backoff,
+}
+
+/// Waits for the rollout (see the module docs); every failure is a [`StepError::Conflict`]
+/// carrying the diagnosis, a wait that runs out a [`StepError::Timeout`] carrying the picture.
+pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), StepError> {
+    let resource = component("ecs-service", w.label);
+    let name = w.service;
+    let ours = w.task_definition.as_str();
+    let start = Instant::now();
+    let mut delay = w.backoff.initial;
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut deployment_ids: BTreeSet<String> = BTreeSet::new();
+    let mut stopped: Vec<StoppedTask> = Vec::new();
+    let mut rolled_back: Option<String> = None;
+    loop {
+        let Some(svc) = find(api, w.cluster, name, &resource).await? else {
+            return Err(StepError::Conflict {
+                resource,
+                message: format!("ECS service {name} disappeared while waiting for its rollout"),
+            });
+        };
+        deployment_ids.extend(
+            svc.deployments.iter().filter(|d| d.task_definition.as_deref() == Some(ours)).map(|d| d.id.clone()),
+        );
+        let target = rolled_back.as_deref().unwrap_or(ours);
+        let now = phase(&svc, target);
+        if now != Phase::Done || rolled_back.is_some() {
+            for task in new_stopped_tasks(api, w, &resource, &deployment_ids, &mut seen).await? {
+                tracing::warn!("{}", task.describe(w.label));
+                stopped.push(task);
+            }
+        }
+        let picture = |headline: String| diagnosis(&svc, w.label, headline, &stopped);
+        match (&now, &rolled_back) {
+            (Phase::Done, None) => {
+                tracing::info!(service = name, revision = revision_name(ours), "rollout completed");
+                return Ok(());
+            }
+            (Phase::Done, Some(previous)) => {
+                return Err(StepError::Conflict {
+                    resource,
+                    message: picture(format!(
+                        "the rollout of {} failed: {} of its tasks stopped, so tap rolled ECS service {name} back to {}, which runs now",
+                        revision_name(ours),
+                        stopped.len(),
+                        revision_name(previous)
+                    )),
+                })
+            }
+            (Phase::Failed { reason, primary }, None) => {
+                let headline = match primary {
+                    Some(p) => format!(
+                        "the rollout of {} to ECS service {name} failed ({reason}) and ECS rolled it back: {} is PRIMARY instead of {}",
+                        revision_name(ours),
+                        revision_name(p),
+                        revision_name(ours)
+                    ),
+                    None => format!("the rollout of {} to ECS service {name} failed: {reason}", revision_name(ours)),
+                };
+                return Err(StepError::Conflict { resource, message: picture(headline) });
+            }
+            (Phase::Failed { reason, .. }, Some(previous)) => {
+                return Err(StepError::Conflict {
+                    resource,
+                    message: picture(format!(
+                        "the rollout of {} failed and tap's rollback to {} failed too: {reason}",
+                        revision_name(ours),
+                        revision_name(previous)
+                    )),
+                })
+            }
+            (Phase::InProgress(progress), _) => {
+                tracing::info!(service = name, "{progress}");
+                if rolled_back.is_none() && stopped.len() >= w.max_failed_tasks.max(1) {
+                    let Some(previous) = w.rollback_to.clone().filter(|p| p != ours) else {
+                        return Err(StepError::Conflict {
+                            resource,
+                            message: picture(format!(
+                                "the rollout of {} to ECS service {name} failed: {} of its tasks stopped, and there is no previous revision to roll back to",
+                                revision_name(ours),
+                                stopped.len()
+                            )),
+                        });
+                    };
+                    tracing::warn!(
+                        service = name,
+                        "{} tasks of {} stopped: rolling back to {}",
+                        stopped.len(),
+                        revision_name(ours),
+                        revision_name(&previous)
+                    );
+                    let update = ServiceUpdate {
+                        cluster: w.cluster.into(),
+                        service: name.into(),
+                        task_definition: Some(previous.clone()),
+                        ..Default::default()
+                    };
+                    api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
+                    rolled_back = Some(previous);
+                    continue;
+                }
+            }
+        }
+        if start.elapsed() + delay > w.backoff.timeout {
+            let health = target_health_lines(api, &svc).await;
+            let mut what = picture(format!(
+                "ECS service {name} to roll out {}{}",
+                revision_name(ours),
+                rolled_back.as_deref().map(|p| format!(" (rolled back to {})", revision_name(p))).unwrap_or_default()
+            ));
+            for line in health {
+                let _ = write!(what, "\n  {line}");
+            }
+            return Err(StepError::Timeout { what, seconds: w.backoff.timeout.as_secs() });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(w.backoff.max);
+    }
+}
+
+/// The stopped tasks of our deployments not reported yet, with their log lines.
+async fn new_stopped_tasks(
+    api: &dyn ServicesApi,
+    w: &RolloutWait<'_>,
+    resource: &str,
+    deployments: &BTreeSet<String>,
+    seen: &mut BTreeSet<String>,
+) -> Result<Vec<StoppedTask>, StepError> {
+    if deployments.is_empty() {
+        return Ok(vec![]);
+    }
+    let arns = api.list_tasks(w.cluster, w.service, true).await.map_err(StepError::aws(resource, "ListTasks"))?;
+    let fresh: Vec<String> = arns.into_iter().filter(|a| !seen.contains(a)).collect();
+    if fresh.is_empty() {
+        return Ok(vec![]);
+    }
+    let tasks = api.describe_tasks(w.cluster, &fresh).await.map_err(StepError::aws(resource, "DescribeTasks"))?;
+    let mut out = Vec::new();
+    for task in tasks {
+        if task.last_status != "STOPPED" {
+            continue;
+        }
+        seen.insert(task.arn.clone());
+        let ours = task.task_definition == w.task_definition
+            && task.started_by.as_deref().is_some_and(|by| deployments.contains(by));
+        // Tasks the scheduler stopped on purpose (scaling, a newer deployment) did not fail.
+        if !ours || task.stop_code.as_deref() == Some("ServiceSchedulerInitiated") {
+            continue;
+        }
+        let mut log_lines = Vec::new();
+        for c in &task.containers {
+            let stream = format!("{}/{}/{}", w.label, c.name, task.id());
+            match api.log_events(&w.log_group, &stream, None, LOG_TAIL).await {
+                Ok(page) => log_lines.extend(page.lines),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::debug!(stream, error = %e, "could not read the task's log stream"),
+            }
+        }
+        out.push(StoppedTask {
+            task_id: task.id().to_string(),
+            revision: revision_name(&task.task_definition).to_string(),
+            stopped_reason: task.stopped_reason.clone().unwrap_or_default(),
+            containers: task.containers.clone(),
+            log_lines,
+        });
+    }
+    Ok(out)
+}
+
+/// Not-healthy targets with ELB's reasons, one line each (best effort: this is a diagnosis).
+async fn target_health_lines(api: &dyn ServicesApi, svc: &ObservedService) -> Vec<String> {
+    let mut lines = Vec::new();
+    for lb in &svc.load_balancers {
+        if let Ok(targets) = api.target_health(&lb.target_group_arn).await {
+            for t in targets.iter().filter(|t| t.state != "healthy") {
+                lines.push(format!(
+                    "target {}:{} {} {} {}",
+                    t.id,
+                    t.port.unwrap_or_default(),
+                    t.state,
+                    t.reason.as_deref().unwrap_or_default(),
+                    t.description.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// The headline, the deployments, the stopped tasks and the last service events.
+fn diagnosis(svc: &ObservedService, label: &str, headline: String, stopped: &[StoppedTask]) -> String {
+    let mut out = headline;
+    for d in &svc.deployments {
+        let _ = write!(
+            out,
+            "\n  deployment {} {} {}: {} {} running of {} desired, {} failed tasks",
+            d.id,
+            d.status,
+            revision_name(d.task_definition.as_deref().unwrap_or("?")),
+            d.rollout_state.as_deref().unwrap_or("?"),
+            d.running_count,
+            d.desired_count,
+            d.failed_tasks
+        );
+    }
+    for t in stopped {
+        let _ = write!(out, "\n  {}", t.describe(label).replace('\n', "\n  "));
+    }
+    for e in svc.events.iter().take(3) {
+        let _ = write!(out, "\n  event: {}", e.message);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::MockServicesApi;
+    use crate::service::ObservedDeployment;
+
+    const OLD: &str = "arn:aws:ecs:eu-west-1:1:task-definition/tap-api-dev:1";
+    const NEW: &str = "arn:aws:ecs:eu-west-1:1:task-definition/tap-api-dev:2";
+
+    fn deployment(id: &str, status: &str, td: &str, state: &str, running: i32) -> ObservedDeployment {
+        ObservedDeployment {
+            id: id.into(),
+            status: status.into(),
+            rollout_state: Some(state.into()),
+            rollout_state_reason: (state == "FAILED")
+                .then(|| "ECS deployment circuit breaker: tasks failed to start.".into()),
+            desired_count: 2,
+            running_count: running,
+            pending_count: 0,
+            task_definition: Some(td.into()),
+            failed_tasks: 0,
+        }
+    }
+
+    fn service(deployments: Vec<ObservedDeployment>) -> ObservedService {
+        let running = deployments.first().map_or(0, |d| d.running_count);
+        ObservedService {
+            name: "tap-api-dev".into(),
+            arn: "arn:svc".into(),
+            status: "ACTIVE".into(),
+            desired_count: 2,
+            running_count: running,
+            pending_count: 0,
+            task_definition: deployments.first().and_then(|d| d.task_definition.clone()),
+            capacity_provider_strategy: vec![],
+            network: None,
+            health_check_grace_period_seconds: None,
+            circuit_breaker: None,
+            load_balancers: vec![],
+            service_registries: vec![],
+            tags: vec![],
+            deployments,
+            events: vec![ServiceEvent { created_at: None, message: "(service tap-api-dev) deployment failed".into() }],
+        }
+    }
+
+    fn crashed(n: usize) -> ObservedTask {
+        ObservedTask {
+            arn: format!("arn:aws:ecs:eu-west-1:1:task/c/task{n}"),
+            task_definition: NEW.into(),
+            last_status: "STOPPED".into(),
+            started_by: Some("ecs-svc/2".into()),
+            stop_code: Some("EssentialContainerExited".into()),
+            stopped_reason: Some("Essential container in task exited".into()),
+            containers: vec![ObservedContainer { name: "api".into(), exit_code: Some(1), reason: None }],
+        }
+    }
+
+    fn waiting(rollback_to: Option<&str>) -> RolloutWait<'static> {
+        RolloutWait {
+            cluster: "c",
+            service: "tap-api-dev",
+            label: "api",
+            log_group: "/ecs/tap-api-dev".into(),
+            task_definition: NEW.into(),
+            rollback_to: rollback_to.map(str::to_owned),
+            max_failed_tasks: 3,
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(2),
+                timeout: Duration::from_secs(5),
+            },
+        }
+    }
+
+    /// A service whose new deployment keeps losing tasks (one more per poll); once tap rolls back,
+    /// the old revision is PRIMARY and completes.
+    #[tokio::test]
+    async fn stopped_tasks_are_reported_and_tap_rolls_back_after_the_limit() {
+        let mut api = MockServicesApi::new();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let rolled = Arc::new(Mutex::new(None::<String>));
+        let (p, r) = (polls.clone(), rolled.clone());
+        api.expect_describe_services().returning(move |_, _| {
+            p.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![match r.lock().unwrap().as_deref() {
+                None => service(vec![
+                    deployment("ecs-svc/2", "PRIMARY", NEW, "IN_PROGRESS", 0),
+                    deployment("ecs-svc/1", "ACTIVE", OLD, "COMPLETED", 2),
+                ]),
+                Some(_) => service(vec![deployment("ecs-svc/3", "PRIMARY", OLD, "COMPLETED", 2)]),
+            }])
+        });
+        let p = polls.clone();
+        api.expect_list_tasks().returning(move |_, _, stopped| {
+            assert!(stopped);
+            Ok((0..p.load(Ordering::SeqCst)).map(|n| crashed(n).arn).collect())
+        });
+        api.expect_describe_tasks().returning(|_, arns| {
+            Ok(arns
+                .iter()
+                .map(|a| crashed(a.trim_start_matches("arn:aws:ecs:eu-west-1:1:task/c/task").parse().unwrap()))
+                .collect())
+        });
+        api.expect_log_events()
+            .withf(|group, stream, _, _| group == "/ecs/tap-api-dev" && stream.starts_with("api/api/task"))
+            .returning(|_, _, _, _| Ok(LogPage { lines: vec!["fatal: no database".into()], next: None }));
+        let r = rolled.clone();
+        api.expect_update_service().times(1).returning(move |u| {
+            assert_eq!(u.task_definition.as_deref(), Some(OLD), "back to the previous revision");
+            assert_eq!(u.desired_count, None);
+            *r.lock().unwrap() = u.task_definition.clone();
+            Ok(service(vec![]))
+        });
+        let err = wait(&api, &waiting(Some(OLD))).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("tap rolled ECS service tap-api-dev back to tap-api-dev:1"), "{msg}");
+        assert!(msg.contains(" of its tasks stopped"), "{msg}");
+        assert!(msg.contains("Essential container in task exited; container api exit code 1"), "{msg}");
+        assert!(msg.contains("| fatal: no database"), "{msg}");
+        assert!(rolled.lock().unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_circuit_breaker_rollback_is_a_failure_naming_both_revisions() {
+        let mut api = MockServicesApi::new();
+        api.expect_describe_services().returning(|_, _| {
+            Ok(vec![service(vec![
+                deployment("ecs-svc/3", "PRIMARY", OLD, "COMPLETED", 2),
+                deployment("ecs-svc/2", "ACTIVE", NEW, "FAILED", 0),
+            ])])
+        });
+        api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
+        api.expect_update_service().never();
+        let err = wait(&api, &waiting(Some(OLD))).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("ECS rolled it back: tap-api-dev:1 is PRIMARY instead of tap-api-dev:2"), "{msg}");
+        assert!(msg.contains("circuit breaker"), "{msg}");
+        assert!(msg.contains("event: (service tap-api-dev) deployment failed"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn only_our_revision_primary_and_completed_is_success() {
+        let mut api = MockServicesApi::new();
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = n.clone();
+        api.expect_describe_services().returning(move |_, _| {
+            let done = c.fetch_add(1, Ordering::SeqCst) >= 2;
+            Ok(vec![if done {
+                service(vec![deployment("ecs-svc/2", "PRIMARY", NEW, "COMPLETED", 2)])
+            } else {
+                service(vec![
+                    deployment("ecs-svc/2", "PRIMARY", NEW, "IN_PROGRESS", 1),
+                    deployment("ecs-svc/1", "ACTIVE", OLD, "COMPLETED", 1),
+                ])
+            }])
+        });
+        api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
+        wait(&api, &waiting(Some(OLD))).await.unwrap();
+        assert_eq!(n.load(Ordering::SeqCst), 3, "polled until our deployment completed");
+    }
+}
