@@ -317,7 +317,13 @@ impl ServicesStep {
                     rollout::wait(api, &wait).await
                 }
             });
-            try_join_all(waits).await?;
+            // Every rollout is followed to its end (a failing one is rolled back) even when
+            // another fails: no wait is cut short by a sibling's error.
+            let failed: Vec<StepError> =
+                futures::future::join_all(waits).await.into_iter().filter_map(Result::err).collect();
+            if let Some(err) = rollout::combine(failed) {
+                return Err(err);
+            }
         }
         let mut changes: Vec<Change> = converged.into_iter().flat_map(|c| c.changes).collect();
         changes.extend(engine.into_changes());

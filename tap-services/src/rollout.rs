@@ -225,6 +225,9 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
     let mut deployment_ids: BTreeSet<String> = BTreeSet::new();
     let mut stopped: Vec<StoppedTask> = Vec::new();
     let mut rolled_back: Option<String> = None;
+    // Our deployment's last FAILED reason: once ECS's rollback completes, the failed deployment
+    // is gone from the service.
+    let mut failed_reason: Option<String> = None;
     loop {
         let Some(svc) = find(api, w.cluster, name, &resource).await? else {
             return Err(StepError::Conflict {
@@ -235,6 +238,13 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
         deployment_ids.extend(
             svc.deployments.iter().filter(|d| d.task_definition.as_deref() == Some(ours)).map(|d| d.id.clone()),
         );
+        if let Some(d) = svc
+            .deployments
+            .iter()
+            .find(|d| d.task_definition.as_deref() == Some(ours) && d.rollout_state.as_deref() == Some("FAILED"))
+        {
+            failed_reason = d.rollout_state_reason.clone().or(Some("deployment FAILED".into()));
+        }
         let target = rolled_back.as_deref().unwrap_or(ours);
         let now = phase(&svc, target);
         if now != Phase::Done || rolled_back.is_some() {
@@ -261,6 +271,13 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
                 })
             }
             (Phase::Failed { reason, primary }, None) => {
+                // Gone from the list once ECS's rollback completed: the events still say why.
+                let from_events = svc.events.iter().find_map(|e| {
+                    let id = deployment_ids.iter().find(|id| e.message.contains(id.as_str()))?;
+                    let (_, tail) = e.message.split_once(&format!("(deployment {id}) "))?;
+                    tail.contains("failed").then(|| format!("ECS: {tail}"))
+                });
+                let reason = failed_reason.as_deref().or(from_events.as_deref()).unwrap_or(reason);
                 let headline = match primary {
                     Some(p) => format!(
                         "the rollout of {} to ECS service {name} failed ({reason}) and ECS rolled it back: {} is PRIMARY instead of {}",
@@ -400,6 +417,29 @@ async fn target_health_lines(api: &dyn ServicesApi, svc: &ObservedService) -> Ve
     lines
 }
 
+/// One error for the failed rollouts of several services (`None` when none failed).
+pub fn combine(mut failed: Vec<StepError>) -> Option<StepError> {
+    if failed.len() <= 1 {
+        return failed.pop();
+    }
+    // Only timeouts: still a timeout (running deploy again continues), naming each rollout.
+    if failed.iter().all(|e| matches!(e, StepError::Timeout { .. })) {
+        let seconds =
+            failed.iter().map(|e| if let StepError::Timeout { seconds, .. } = e { *seconds } else { 0 }).max();
+        let what = failed
+            .iter()
+            .filter_map(|e| if let StepError::Timeout { what, .. } = e { Some(what.as_str()) } else { None })
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Some(StepError::Timeout { what, seconds: seconds.unwrap_or_default() });
+    }
+    let message = failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    Some(StepError::Conflict { resource: component("ecs-service", "*"), message })
+}
+
+/// The stopped tasks shown in a diagnosis (the newest; each was reported when it stopped).
+const SHOWN_TASKS: usize = 3;
+
 /// The headline, the deployments, the stopped tasks and the last service events.
 fn diagnosis(svc: &ObservedService, label: &str, headline: String, stopped: &[StoppedTask]) -> String {
     let mut out = headline;
@@ -416,11 +456,22 @@ fn diagnosis(svc: &ObservedService, label: &str, headline: String, stopped: &[St
             d.failed_tasks
         );
     }
-    for t in stopped {
+    if stopped.len() > SHOWN_TASKS {
+        let _ = write!(out, "\n  {} tasks stopped; the last {SHOWN_TASKS}:", stopped.len());
+    }
+    for t in stopped.iter().skip(stopped.len().saturating_sub(SHOWN_TASKS)) {
         let _ = write!(out, "\n  {}", t.describe(label).replace('\n', "\n  "));
     }
-    for e in svc.events.iter().take(3) {
-        let _ = write!(out, "\n  event: {}", e.message);
+    // The events that say why (failed deployments, the circuit breaker), then the newest ones.
+    let telling = |m: &str| m.contains("failed") || m.contains("circuit breaker") || m.contains("rolling back");
+    let mut shown: Vec<&str> = svc.events.iter().map(|e| e.message.as_str()).filter(|m| telling(m)).take(3).collect();
+    for m in svc.events.iter().map(|e| e.message.as_str()).take(3) {
+        if !shown.contains(&m) {
+            shown.push(m);
+        }
+    }
+    for m in shown {
+        let _ = write!(out, "\n  event: {m}");
     }
     out
 }
