@@ -103,6 +103,24 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         lock_timeout: Option<u64>,
     },
+    /// Put services back on their previous task definition revision (or `--to REVISION`) and wait
+    /// for that rollout like a deploy; the config still names the newer image (plan shows it).
+    Rollback {
+        /// The services, e.g. `frontend` (default: every configured service).
+        services: Vec<String>,
+        /// The revision number of the family to go back to (default: the one before the current).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<i32>,
+        /// Do not wait for the rollouts (config key `deploy.wait`).
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the rollouts (config key `deploy.timeout_seconds`).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Wait up to this many seconds for another run holding the environment lock.
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
+    },
     /// Remove the environment lock, whoever holds it (shows who held it); deploy and destroy take
     /// a stale lock over by themselves, this is for a lock without a lease or a holder known gone.
     Unlock,
@@ -140,6 +158,7 @@ impl Command {
             Command::Deploy { .. } => "deploy",
             Command::Plan { .. } => "plan",
             Command::Destroy { .. } => "destroy",
+            Command::Rollback { .. } => "rollback",
             Command::Unlock => "unlock",
             Command::Outputs => "outputs",
             Command::Status => "status",
@@ -242,6 +261,14 @@ impl Cli {
                 if *prune_data {
                     f = f.merge(Serialized::default("deploy.prune_data", true));
                 }
+                if *no_wait {
+                    f = f.merge(Serialized::default("deploy.wait", false));
+                }
+                if let Some(t) = timeout {
+                    f = f.merge(Serialized::default("deploy.timeout_seconds", t));
+                }
+            }
+            Command::Rollback { no_wait, timeout, .. } => {
                 if *no_wait {
                     f = f.merge(Serialized::default("deploy.wait", false));
                 }

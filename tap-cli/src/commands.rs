@@ -62,7 +62,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let runner = Runner::new(steps)?;
     let start = Instant::now();
     let (lock, lock_timeout) = match cli.command {
-        Command::Deploy { lock_timeout, .. } | Command::Destroy { lock_timeout, .. } => {
+        Command::Deploy { lock_timeout, .. }
+        | Command::Destroy { lock_timeout, .. }
+        | Command::Rollback { lock_timeout, .. } => {
             let lock = EnvLock::new(&clients, ctx.names.env(), cli.command.name());
             let timeout = lock_timeout.map(Duration::from_secs);
             // A lock held by a live run is reported before any work (read-only: nothing is taken yet).
@@ -195,6 +197,7 @@ impl Run<'_> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Rollback { services, to, .. } => self.rollback(services, *to).await,
             Command::Unlock => {
                 let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
                 let holder = lock.force_release().await?;
@@ -337,6 +340,46 @@ impl Run<'_> {
             ),
         };
         self.render(op, &reports, self.progress, started.elapsed())
+    }
+
+    /// `tap rollback`: under the environment lock, the services back on an earlier revision,
+    /// waited for like a deploy.
+    async fn rollback(&self, services: &[String], to: Option<i32>) -> Result<ExitCode> {
+        let ctx = self.ctx;
+        let known: Vec<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
+        if let Some(unknown) = services.iter().find(|s| !known.contains(s)) {
+            bail!("no service `{unknown}` in the configuration (services: {})", known.join(", "));
+        }
+        let chosen = if services.is_empty() { known } else { services.to_vec() };
+        let lock = self.lock.context("rollback runs with the environment lock")?;
+        if let Taken::TookOver(holder, why) = lock.acquire(self.lock_timeout).await? {
+            tracing::warn!("{}", took_over(&holder, why));
+        }
+        let held = lock.hold().await?;
+        let lost = held.lost_signal();
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        let api = tap_services::SdkServices::from_clients(self.clients);
+        let backoff = tap_core::wait::Backoff {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(15),
+            timeout: Duration::from_secs(ctx.config.deploy.timeout_seconds),
+        };
+        let done = tokio::select! {
+            result = tap_services::rollout::rollback(&api, ctx, &chosen, to, backoff) => result?,
+            why = lost.wait() => bail!("lost the environment lock: {why}; stopped: run `tap rollback` again"),
+        };
+        match self.cli.output {
+            OutputFormat::Json => {
+                let doc = json!({"command": "rollback", "environment": ctx.names.env(), "services": done});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            OutputFormat::Text => {
+                for r in &done {
+                    println!("{}: {} -> {}", r.service, r.from, r.to);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     /// A context like this run's that nothing has written to yet, reporting to `progress`.

@@ -476,6 +476,114 @@ fn diagnosis(svc: &ObservedService, label: &str, headline: String, stopped: &[St
     out
 }
 
+/// One service put back on an earlier revision by `tap rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolledBack {
+    /// Service name from the config.
+    pub service: String,
+    /// `family:revision` it ran.
+    pub from: String,
+    /// `family:revision` it runs now.
+    pub to: String,
+}
+
+/// The revision `tap rollback` puts a service on: `to` (a revision number of its family), or the
+/// newest ACTIVE revision older than the current one.
+pub fn rollback_target(current: &str, active: &[String], to: Option<i32>) -> Result<String, String> {
+    let number = |arn: &str| arn.rsplit(':').next().and_then(|r| r.parse::<i32>().ok());
+    let now = number(current).ok_or_else(|| format!("cannot read the revision of {current}"))?;
+    match to {
+        Some(n) => active
+            .iter()
+            .find(|a| number(a) == Some(n))
+            .cloned()
+            .ok_or_else(|| format!("revision {n} of {} is not ACTIVE (or does not exist)", family(current))),
+        None => active
+            .iter()
+            .filter(|a| number(a).is_some_and(|r| r < now))
+            .max_by_key(|a| number(a))
+            .cloned()
+            .ok_or_else(|| format!("{} has no ACTIVE revision older than {now}", family(current))),
+    }
+}
+
+fn family(arn: &str) -> &str {
+    revision_name(arn).rsplit_once(':').map_or(arn, |(f, _)| f)
+}
+
+/// `tap rollback`: puts each of `services` (config names) back on its previous revision (or
+/// revision `to`) and waits for that like a deploy (without rolling back again).
+pub async fn rollback(
+    api: &dyn ServicesApi,
+    ctx: &tap_core::Context,
+    services: &[String],
+    to: Option<i32>,
+    backoff: Backoff,
+) -> Result<Vec<RolledBack>, StepError> {
+    let cluster = ctx.names.cluster();
+    let mut plans = Vec::new();
+    for label in services {
+        let resource = component("ecs-service", label);
+        let name = ctx.names.ecs_service(label);
+        let svc = find(api, &cluster, &name, &resource).await?.filter(ObservedService::is_active).ok_or_else(|| {
+            StepError::Conflict { resource: resource.clone(), message: format!("ECS service {name} is not deployed") }
+        })?;
+        let current = svc.task_definition.clone().unwrap_or_default();
+        let family = ctx.names.task_family(label);
+        let active = api
+            .list_task_definitions(&family, crate::api::RevisionStatus::Active)
+            .await
+            .map_err(StepError::aws(component("task-definition", label), "ListTaskDefinitions"))?;
+        let target = rollback_target(&current, &active, to)
+            .map_err(|message| StepError::Conflict { resource: resource.clone(), message })?;
+        plans.push((label.clone(), name, current, target));
+    }
+    for (label, name, current, target) in &plans {
+        if current == target {
+            continue;
+        }
+        let update = ServiceUpdate {
+            cluster: cluster.clone(),
+            service: name.clone(),
+            task_definition: Some(target.clone()),
+            ..Default::default()
+        };
+        api.update_service(&update).await.map_err(StepError::aws(component("ecs-service", label), "UpdateService"))?;
+        tracing::info!(service = %name, from = revision_name(current), to = revision_name(target), "rolling back");
+    }
+    if ctx.config.deploy.wait {
+        let waits = plans.iter().map(|(label, name, _, target)| {
+            let cluster = cluster.as_str();
+            async move {
+                let w = RolloutWait {
+                    cluster,
+                    service: name,
+                    label,
+                    log_group: ctx.names.log_group(label),
+                    task_definition: target.clone(),
+                    rollback_to: None,
+                    max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
+                    backoff,
+                };
+                wait(api, &w).await
+            }
+        });
+        let failed: Vec<StepError> =
+            futures::future::join_all(waits).await.into_iter().filter_map(Result::err).collect();
+        if let Some(err) = combine(failed) {
+            return Err(err);
+        }
+    }
+    Ok(plans
+        .into_iter()
+        .map(|(service, _, from, to)| RolledBack {
+            service,
+            from: revision_name(&from).to_string(),
+            to: revision_name(&to).to_string(),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -619,6 +727,15 @@ mod tests {
         assert!(msg.contains("ECS rolled it back: tap-api-dev:1 is PRIMARY instead of tap-api-dev:2"), "{msg}");
         assert!(msg.contains("circuit breaker"), "{msg}");
         assert!(msg.contains("event: (service tap-api-dev) deployment failed"), "{msg}");
+    }
+
+    #[test]
+    fn rollback_targets() {
+        let active: Vec<String> = (1..=4).map(|r| format!("arn:td/tap-api-dev:{r}")).collect();
+        assert_eq!(rollback_target("arn:td/tap-api-dev:4", &active, None).unwrap(), "arn:td/tap-api-dev:3");
+        assert_eq!(rollback_target("arn:td/tap-api-dev:4", &active, Some(1)).unwrap(), "arn:td/tap-api-dev:1");
+        assert!(rollback_target("arn:td/tap-api-dev:1", &active, None).unwrap_err().contains("older than 1"));
+        assert!(rollback_target("arn:td/tap-api-dev:4", &active, Some(9)).unwrap_err().contains("revision 9"));
     }
 
     #[tokio::test]

@@ -111,6 +111,23 @@ async fn a_good_image_waits_for_completion_and_a_bad_one_is_rolled_back_with_rea
     // The config still asks for the bad image: plan says the services differ.
     let plan = via.tap(&["plan", "--image-tag", "bad-1", "--detailed-exitcode"]).expect_code(2);
     assert!(plan.stdout.contains("task_definition"), "{}", plan.stdout);
+
+    // `tap rollback frontend`: back to the revision before the current one (1), waited for.
+    let back = via.tap(&["--output", "json", "rollback", "frontend", "--timeout", "120"]).success().json();
+    let fe = "tap-frontend-roll1";
+    assert_eq!(
+        back["services"],
+        serde_json::json!([{"service": "frontend", "from": format!("{fe}:2"), "to": format!("{fe}:1")}])
+    );
+    let now = primaries(&via).await;
+    assert_eq!(revisions(&now), ["1", "2", "2"], "only frontend rolled back: {now:?}");
+    assert_eq!((now[0].1.as_str(), now[0].2), ("COMPLETED", 2), "the rollback was waited for: {now:?}");
+    // `--to 2`: forward again to a given revision; a revision that is not there is refused.
+    let text = via.tap(&["rollback", "frontend", "--to", "2", "--timeout", "120"]).success().stdout;
+    assert_eq!(text.trim(), format!("frontend: {fe}:1 -> {fe}:2"));
+    assert_eq!(revisions(&primaries(&via).await), ["2", "2", "2"]);
+    let missing = via.tap(&["rollback", "frontend", "--to", "9"]).expect_code(1);
+    assert!(missing.stderr.contains("revision 9 of tap-frontend-roll1 is not ACTIVE"), "{}", missing.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
