@@ -121,6 +121,19 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         lock_timeout: Option<u64>,
     },
+    /// Run a one-off task (e.g. a database migration) with a service's task definition, subnets,
+    /// security group and roles and the command overridden; follows its logs and exits with the
+    /// container's exit code.
+    Run {
+        /// The service, e.g. `api-gateway`.
+        service: String,
+        /// The command, after `--`: `tap run api-gateway -- ./migrate up`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// Seconds to wait for the task to stop (config key `deploy.timeout_seconds`).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
     /// Remove the environment lock, whoever holds it (shows who held it); deploy and destroy take
     /// a stale lock over by themselves, this is for a lock without a lease or a holder known gone.
     Unlock,
@@ -159,6 +172,7 @@ impl Command {
             Command::Plan { .. } => "plan",
             Command::Destroy { .. } => "destroy",
             Command::Rollback { .. } => "rollback",
+            Command::Run { .. } => "run",
             Command::Unlock => "unlock",
             Command::Outputs => "outputs",
             Command::Status => "status",
@@ -267,6 +281,9 @@ impl Cli {
                 if let Some(t) = timeout {
                     f = f.merge(Serialized::default("deploy.timeout_seconds", t));
                 }
+            }
+            Command::Run { timeout: Some(t), .. } => {
+                f = f.merge(Serialized::default("deploy.timeout_seconds", t));
             }
             Command::Rollback { no_wait, timeout, .. } => {
                 if *no_wait {

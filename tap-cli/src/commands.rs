@@ -198,6 +198,7 @@ impl Run<'_> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Rollback { services, to, .. } => self.rollback(services, *to).await,
+            Command::Run { service, command, .. } => self.run_task(service, command).await,
             Command::Unlock => {
                 let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
                 let holder = lock.force_release().await?;
@@ -340,6 +341,40 @@ impl Run<'_> {
             ),
         };
         self.render(op, &reports, self.progress, started.elapsed())
+    }
+
+    /// `tap run`: a one-off task; its log lines on stdout as they come (text), and its
+    /// container's exit code as tap's.
+    async fn run_task(&self, service: &str, command: &[String]) -> Result<ExitCode> {
+        let ctx = self.ctx;
+        if ctx.config.service(service).is_none() {
+            let known: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
+            bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
+        }
+        let api = tap_services::SdkServices::from_clients(self.clients);
+        let backoff = tap_core::wait::Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(5),
+            timeout: Duration::from_secs(ctx.config.deploy.timeout_seconds),
+        };
+        let json = self.cli.output == OutputFormat::Json;
+        let mut lines: Vec<String> = Vec::new();
+        let mut on_line = |line: &str| {
+            if json {
+                lines.push(line.to_string());
+            } else {
+                println!("{line}");
+            }
+        };
+        let done =
+            tap_services::rollout::run_one_off(&api, ctx, service, command.to_vec(), backoff, &mut on_line).await?;
+        if json {
+            let doc = json!({"command": "run", "environment": ctx.names.env(), "service": service,
+                "task": done, "lines": lines});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        // The container's code is tap's (a shell sees only its low 8 bits anyway).
+        Ok(ExitCode::from(done.exit_code.clamp(0, 255) as u8))
     }
 
     /// `tap rollback`: under the environment lock, the services back on an earlier revision,

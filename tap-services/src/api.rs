@@ -12,7 +12,7 @@ use tap_core::{AwsError, Context, StepError};
 use crate::component;
 use crate::logs::ObservedLogGroup;
 use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
-use crate::rollout::{LogPage, ObservedTask, TargetState};
+use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
@@ -119,6 +119,8 @@ pub trait ServicesApi: Send + Sync {
         token: Option<String>,
         tail: i32,
     ) -> Result<LogPage, AwsError>;
+    /// Starts a one-off task (RunTask) and returns it.
+    async fn run_task(&self, task: &OneOffTask) -> Result<ObservedTask, AwsError>;
 }
 
 /// What one batched read found of the configured services' log groups, ECS services, scalable

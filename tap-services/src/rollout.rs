@@ -584,6 +584,122 @@ pub async fn rollback(
         .collect())
 }
 
+/// A one-off task (`tap run`): a service's task definition, network and capacity with the
+/// container's command overridden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOffTask {
+    /// Cluster name.
+    pub cluster: String,
+    /// Task definition revision ARN.
+    pub task_definition: String,
+    /// The container whose command is overridden.
+    pub container: String,
+    /// The command.
+    pub command: Vec<String>,
+    /// The service's `awsvpc` configuration.
+    pub network: crate::service::NetworkConfig,
+    /// The service's capacity-provider strategy (empty: launch type FARGATE).
+    pub capacity_provider_strategy: Vec<crate::service::StrategyItem>,
+    /// `startedBy` (e.g. `tap run`).
+    pub started_by: String,
+}
+
+/// How a one-off task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OneOffResult {
+    /// Task id.
+    pub task_id: String,
+    /// `family:revision` it ran.
+    pub revision: String,
+    /// The container's exit code.
+    pub exit_code: i32,
+    /// ECS's stopped reason.
+    pub stopped_reason: Option<String>,
+}
+
+/// `tap run`: starts a one-off task of `label`'s service running `command`, hands each log line
+/// to `on_line` as it arrives, and returns the container's exit code once the task stopped. A task
+/// that stopped before its container ran (no exit code) is an error with ECS's reason.
+pub async fn run_one_off(
+    api: &dyn ServicesApi,
+    ctx: &tap_core::Context,
+    label: &str,
+    command: Vec<String>,
+    backoff: Backoff,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<OneOffResult, StepError> {
+    let cluster = ctx.names.cluster();
+    let name = ctx.names.ecs_service(label);
+    let resource = component("ecs-service", label);
+    let svc = find(api, &cluster, &name, &resource).await?.filter(ObservedService::is_active).ok_or_else(|| {
+        StepError::Conflict { resource: resource.clone(), message: format!("ECS service {name} is not deployed") }
+    })?;
+    let not_ready = |what: &str| StepError::Conflict {
+        resource: resource.clone(),
+        message: format!("ECS service {name} has no {what}: run `tap deploy` first"),
+    };
+    let task = OneOffTask {
+        cluster: cluster.clone(),
+        task_definition: svc.task_definition.clone().ok_or_else(|| not_ready("task definition"))?,
+        container: label.to_string(),
+        command,
+        network: svc.network.clone().ok_or_else(|| not_ready("network configuration"))?,
+        capacity_provider_strategy: svc.capacity_provider_strategy.clone(),
+        started_by: "tap run".into(),
+    };
+    let started = api.run_task(&task).await.map_err(StepError::aws(&resource, "RunTask"))?;
+    tracing::info!(task = started.id(), revision = revision_name(&task.task_definition), "task started");
+    let (group, stream) = (ctx.names.log_group(label), format!("{label}/{label}/{}", started.id()));
+    let mut token: Option<String> = None;
+    let read_logs = |token: Option<String>| api.log_events(&group, &stream, token, 10_000);
+    let begin = Instant::now();
+    let mut delay = backoff.initial;
+    loop {
+        let now = api
+            .describe_tasks(&cluster, std::slice::from_ref(&started.arn))
+            .await
+            .map_err(StepError::aws(&resource, "DescribeTasks"))?
+            .into_iter()
+            .next();
+        // The stream appears once the container logs: until then it is not found.
+        match read_logs(token.clone()).await {
+            Ok(page) => {
+                page.lines.iter().for_each(|l| on_line(l));
+                token = page.next.or(token);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(StepError::aws(&group, "GetLogEvents")(e)),
+        }
+        if let Some(t) = now.filter(|t| t.last_status == "STOPPED") {
+            if let Ok(page) = read_logs(token.clone()).await {
+                page.lines.iter().for_each(|l| on_line(l));
+            }
+            let container = t.containers.iter().find(|c| c.name == label).or(t.containers.first());
+            let Some(code) = container.and_then(|c| c.exit_code) else {
+                let why = container.and_then(|c| c.reason.clone()).or(t.stopped_reason.clone()).unwrap_or_default();
+                return Err(StepError::Conflict {
+                    resource,
+                    message: format!("task {} of {label} stopped before its container ran: {why}", t.id()),
+                });
+            };
+            return Ok(OneOffResult {
+                task_id: t.id().to_string(),
+                revision: revision_name(&t.task_definition).to_string(),
+                exit_code: code,
+                stopped_reason: t.stopped_reason.clone(),
+            });
+        }
+        if begin.elapsed() + delay > backoff.timeout {
+            return Err(StepError::Timeout {
+                what: format!("task {} of {label} to stop", started.id()),
+                seconds: backoff.timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

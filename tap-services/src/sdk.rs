@@ -15,7 +15,7 @@ use tap_core::AwsError;
 
 use crate::api::{RevisionStatus, ServicesApi};
 use crate::logs::ObservedLogGroup;
-use crate::rollout::{LogPage, ObservedContainer, ObservedTask, ServiceEvent, TargetState};
+use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
     CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
@@ -812,6 +812,38 @@ impl ServicesApi for SdkServices {
             found.extend(out.tasks().iter().map(observed_task));
         }
         Ok(found)
+    }
+
+    async fn run_task(&self, t: &OneOffTask) -> Result<ObservedTask, AwsError> {
+        let overrides = ecs::types::TaskOverride::builder()
+            .container_overrides(
+                ecs::types::ContainerOverride::builder()
+                    .name(&t.container)
+                    .set_command(Some(t.command.clone()))
+                    .build(),
+            )
+            .build();
+        let mut req = self
+            .ecs
+            .run_task()
+            .cluster(&t.cluster)
+            .task_definition(&t.task_definition)
+            .count(1)
+            .network_configuration(network(&t.network)?)
+            .overrides(overrides)
+            .started_by(&t.started_by)
+            .propagate_tags(ecs::types::PropagateTags::TaskDefinition);
+        if t.capacity_provider_strategy.is_empty() {
+            req = req.launch_type(ecs::types::LaunchType::Fargate);
+        } else {
+            req = req.set_capacity_provider_strategy(Some(strategy(&t.capacity_provider_strategy)?));
+        }
+        // Not retried blindly: a lost answer may have started the task already.
+        let out = req.customize().config_override(no_blind_retry()).send().await?;
+        if let Some(f) = out.failures().first() {
+            return Err(AwsError::new("RunTaskFailure", f.reason().unwrap_or("RunTask failed").to_string()));
+        }
+        out.tasks().first().map(observed_task).ok_or_else(|| invalid_request("RunTask returned no task"))
     }
 
     async fn log_events(

@@ -160,4 +160,15 @@ async fn a_circuit_breaker_rollback_is_reported_as_a_failure() {
         assert!(text.contains("Essential container in task exited"), "{text}");
     }
     assert!(!run.stdout.contains("\"summary\""), "no success document: {}", run.stdout);
+
+    // `tap run`: a one-off task of the service's revision; its log lines, and its exit code as tap's.
+    let migrate = via.tap(&["run", "api-gateway", "--", "sh", "-c", "./migrate up && exit 3"]).expect_code(3);
+    assert!(migrate.stdout.contains("running: sh -c ./migrate up && exit 3"), "{}", migrate.stdout);
+    assert!(migrate.stdout.contains("exiting with code 3"), "{}", migrate.stdout);
+    let ok = via.tap(&["--output", "json", "run", "processing-service", "--", "./migrate", "status"]).success().json();
+    assert_eq!(ok["task"]["exit_code"], 0, "{ok:#}");
+    assert_eq!(ok["task"]["revision"], format!("tap-processing-service-{}:1", env.suffix), "{ok:#}");
+    assert_eq!(ok["lines"][0], "running: ./migrate status", "{ok:#}");
+    let calls = proxy.calls();
+    assert_eq!(calls.iter().filter(|c| c.operation == "RunTask").count(), 2, "one RunTask per run");
 }
