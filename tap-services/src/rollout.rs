@@ -874,4 +874,78 @@ mod tests {
         wait(&api, &waiting(Some(OLD))).await.unwrap();
         assert_eq!(n.load(Ordering::SeqCst), 3, "polled until our deployment completed");
     }
+
+    fn deployed_service() -> ObservedService {
+        let mut svc = service(vec![deployment("ecs-svc/1", "PRIMARY", OLD, "COMPLETED", 2)]);
+        svc.network = Some(crate::service::NetworkConfig {
+            subnets: vec!["subnet-1".into()],
+            security_groups: vec!["sg-1".into()],
+            assign_public_ip: false,
+        });
+        svc
+    }
+
+    fn one_off(status: &str, exit_code: Option<i32>, reason: Option<&str>) -> ObservedTask {
+        ObservedTask {
+            arn: "arn:aws:ecs:eu-west-1:1:task/c/run1".into(),
+            task_definition: OLD.into(),
+            last_status: status.into(),
+            started_by: Some("tap run".into()),
+            stop_code: None,
+            stopped_reason: Some("Essential container in task exited".into()),
+            containers: vec![ObservedContainer { name: "api".into(), exit_code, reason: reason.map(str::to_owned) }],
+        }
+    }
+
+    fn run_mock(stopped: ObservedTask) -> MockServicesApi {
+        let mut api = MockServicesApi::new();
+        api.expect_describe_services().returning(|_, _| Ok(vec![deployed_service()]));
+        api.expect_run_task()
+            .withf(|t| {
+                t.task_definition == OLD
+                    && t.container == "api"
+                    && t.command == ["./migrate", "up"]
+                    && t.network.security_groups == ["sg-1"]
+            })
+            .times(1)
+            .returning(|_| Ok(one_off("PENDING", None, None)));
+        let polls = Arc::new(AtomicUsize::new(0));
+        api.expect_describe_tasks().returning(move |_, _| {
+            let n = polls.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![if n < 2 { one_off("RUNNING", None, None) } else { stopped.clone() }])
+        });
+        api.expect_log_events().withf(|g, s, _, _| g == "/ecs/tap-api-dev" && s == "api/api/run1").returning(
+            |_, _, token, _| {
+                Ok(match token {
+                    None => LogPage { lines: vec!["migrating".into()], next: Some("t1".into()) },
+                    Some(_) => LogPage { lines: vec![], next: Some("t1".into()) },
+                })
+            },
+        );
+        api
+    }
+
+    fn run_ctx() -> tap_core::Context {
+        let config = tap_core::Config { environment: "dev".into(), ..Default::default() };
+        tap_core::Context::new(config)
+    }
+
+    #[tokio::test]
+    async fn a_one_off_task_passes_its_exit_code_and_log_lines_on() {
+        let api = run_mock(one_off("STOPPED", Some(3), None));
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| lines.push(l.to_string());
+        let cmd = vec!["./migrate".to_string(), "up".to_string()];
+        let done = run_one_off(&api, &run_ctx(), "api", cmd, waiting(None).backoff, &mut on_line).await.unwrap();
+        assert_eq!((done.exit_code, done.revision.as_str()), (3, "tap-api-dev:1"));
+        assert_eq!(lines, ["migrating"], "each line once");
+    }
+
+    #[tokio::test]
+    async fn a_one_off_task_that_never_ran_is_an_error_with_the_reason() {
+        let api = run_mock(one_off("STOPPED", None, Some("CannotPullContainerError: not found")));
+        let cmd = vec!["./migrate".to_string(), "up".to_string()];
+        let err = run_one_off(&api, &run_ctx(), "api", cmd, waiting(None).backoff, &mut |_| {}).await.unwrap_err();
+        assert!(err.to_string().contains("stopped before its container ran: CannotPullContainerError"), "{err}");
+    }
 }
