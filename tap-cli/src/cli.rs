@@ -139,8 +139,12 @@ pub enum Command {
     Unlock,
     /// Print the stack outputs, read live from AWS.
     Outputs,
-    /// Show each service's desired/running/pending tasks, rollout and target health.
-    Status,
+    /// Show each service's desired/running/pending tasks, rollout and target health; with a
+    /// service, its deployments, events, stopped tasks and targets in detail.
+    Status {
+        /// One service to show in detail, e.g. `frontend`.
+        service: Option<String>,
+    },
     /// The monthly cost estimate of the configured environment, per resource (no AWS call).
     Cost,
     /// The environments tap manages in the region: created when, their services, monthly estimate.
@@ -175,7 +179,7 @@ impl Command {
             Command::Run { .. } => "run",
             Command::Unlock => "unlock",
             Command::Outputs => "outputs",
-            Command::Status => "status",
+            Command::Status { .. } => "status",
             Command::Cost => "cost",
             Command::List => "list",
             Command::Logs { .. } => "logs",

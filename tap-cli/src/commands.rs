@@ -230,7 +230,23 @@ impl Run<'_> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Status => {
+            Command::Status { service: Some(service) } => {
+                if ctx.config.service(service).is_none() {
+                    let known: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
+                    bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
+                }
+                let api = tap_services::SdkServices::from_clients(clients);
+                let detail = tap_services::status::detail(&api, ctx, service).await?;
+                match cli.output {
+                    OutputFormat::Json => {
+                        let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "service": detail});
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
+                    OutputFormat::Text => print!("{}", tap_services::status::render_detail(&detail)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Status { service: None } => {
                 let api = tap_services::SdkServices::from_clients(clients);
                 let services = tap_services::status::status(&api, ctx).await?;
                 match cli.output {

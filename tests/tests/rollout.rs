@@ -108,6 +108,28 @@ async fn a_good_image_waits_for_completion_and_a_bad_one_is_rolled_back_with_rea
     assert_eq!(revisions(&after), ["2", "2", "2"], "the previous revision runs again: {after:?}");
     assert!(after.iter().all(|(_, state, running, _)| state == "COMPLETED" && *running == 2), "{after:?}");
 
+    // `tap status frontend`: deployments with revision and image, the stopped tasks with their
+    // reasons, the targets' health and the service's events.
+    let detail = via.tap(&["--output", "json", "status", "frontend"]).success().json();
+    let svc = &detail["service"];
+    assert_eq!(svc["deployments"][0]["revision"], "tap-frontend-roll1:2", "{detail:#}");
+    assert_eq!(svc["deployments"][0]["rollout_state"], "COMPLETED", "{detail:#}");
+    assert!(svc["deployments"][0]["images"][0].as_str().unwrap_or_default().ends_with(":v2"), "{detail:#}");
+    let stopped = svc["stopped_tasks"].as_array().cloned().unwrap_or_default();
+    assert!(!stopped.is_empty() && stopped.len() <= 5, "{detail:#}");
+    assert!(
+        stopped.iter().any(|t| t["revision"] == "tap-frontend-roll1:3"
+            && t["stopped_reason"] == "Essential container in task exited"
+            && t["containers"][0]["exit_code"] == 1),
+        "{detail:#}"
+    );
+    let targets = svc["targets"].as_array().cloned().unwrap_or_default();
+    assert!(targets.iter().filter(|t| t["state"] == "healthy").count() == 2, "{detail:#}");
+    assert!(svc["events"].as_array().is_some_and(|e| !e.is_empty()), "{detail:#}");
+    let text = via.tap(&["status", "frontend"]).success().stdout;
+    assert!(text.contains("Deployments:\n  PRIMARY tap-frontend-roll1:2 COMPLETED"), "{text}");
+    assert!(text.contains("Stopped tasks:\n  service frontend: task "), "{text}");
+
     // The config still asks for the bad image: plan says the services differ.
     let plan = via.tap(&["plan", "--image-tag", "bad-1", "--detailed-exitcode"]).expect_code(2);
     assert!(plan.stdout.contains("task_definition"), "{}", plan.stdout);
