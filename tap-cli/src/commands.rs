@@ -231,10 +231,7 @@ impl Run<'_> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status { service: Some(service) } => {
-                if ctx.config.service(service).is_none() {
-                    let known: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
-                    bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
-                }
+                known_service(&ctx.config, service)?;
                 let api = tap_services::SdkServices::from_clients(clients);
                 let detail = tap_services::status::detail(&api, ctx, service).await?;
                 match cli.output {
@@ -363,10 +360,7 @@ impl Run<'_> {
     /// container's exit code as tap's.
     async fn run_task(&self, service: &str, command: &[String]) -> Result<ExitCode> {
         let ctx = self.ctx;
-        if ctx.config.service(service).is_none() {
-            let known: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
-            bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
-        }
+        known_service(&ctx.config, service)?;
         let api = tap_services::SdkServices::from_clients(self.clients);
         let backoff = tap_core::wait::Backoff {
             initial: Duration::from_millis(500),
@@ -397,11 +391,14 @@ impl Run<'_> {
     /// waited for like a deploy.
     async fn rollback(&self, services: &[String], to: Option<i32>) -> Result<ExitCode> {
         let ctx = self.ctx;
-        let known: Vec<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
-        if let Some(unknown) = services.iter().find(|s| !known.contains(s)) {
-            bail!("no service `{unknown}` in the configuration (services: {})", known.join(", "));
+        for service in services {
+            known_service(&ctx.config, service)?;
         }
-        let chosen = if services.is_empty() { known } else { services.to_vec() };
+        let chosen = if services.is_empty() {
+            ctx.config.services.iter().map(|s| s.name.clone()).collect()
+        } else {
+            services.to_vec()
+        };
         let lock = self.lock.context("rollback runs with the environment lock")?;
         if let Taken::TookOver(holder, why) = lock.acquire(self.lock_timeout).await? {
             tracing::warn!("{}", took_over(&holder, why));
@@ -492,6 +489,15 @@ impl Run<'_> {
         }
         Ok(summary)
     }
+}
+
+/// An error naming the configured services unless `service` is one of them.
+fn known_service(config: &Config, service: &str) -> Result<()> {
+    if config.service(service).is_none() {
+        let known: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
+    }
+    Ok(())
 }
 
 /// What a run says when it took over a stale lock.

@@ -377,24 +377,30 @@ async fn new_stopped_tasks(
         if !ours || task.stop_code.as_deref() == Some("ServiceSchedulerInitiated") {
             continue;
         }
-        let mut log_lines = Vec::new();
-        for c in &task.containers {
-            let stream = format!("{}/{}/{}", w.label, c.name, task.id());
-            match api.log_events(&w.log_group, &stream, None, LOG_TAIL).await {
-                Ok(page) => log_lines.extend(page.lines),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::debug!(stream, error = %e, "could not read the task's log stream"),
-            }
-        }
-        out.push(StoppedTask {
-            task_id: task.id().to_string(),
-            revision: revision_name(&task.task_definition).to_string(),
-            stopped_reason: task.stopped_reason.clone().unwrap_or_default(),
-            containers: task.containers.clone(),
-            log_lines,
-        });
+        out.push(stopped_task(api, &w.log_group, w.label, &task).await);
     }
     Ok(out)
+}
+
+/// A stopped task with the last lines of its containers' log streams (`{label}/{container}/{id}`,
+/// the awslogs prefix tap sets); a stream that cannot be read adds none.
+pub(crate) async fn stopped_task(api: &dyn ServicesApi, group: &str, label: &str, task: &ObservedTask) -> StoppedTask {
+    let mut log_lines = Vec::new();
+    for c in &task.containers {
+        let stream = format!("{label}/{}/{}", c.name, task.id());
+        match api.log_events(group, &stream, None, LOG_TAIL).await {
+            Ok(page) => log_lines.extend(page.lines),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!(stream, error = %e, "could not read the task's log stream"),
+        }
+    }
+    StoppedTask {
+        task_id: task.id().to_string(),
+        revision: revision_name(&task.task_definition).to_string(),
+        stopped_reason: task.stopped_reason.clone().unwrap_or_default(),
+        containers: task.containers.clone(),
+        log_lines,
+    }
 }
 
 /// Not-healthy targets with ELB's reasons, one line each (best effort: this is a diagnosis).

@@ -231,20 +231,7 @@ pub async fn detail(api: &dyn ServicesApi, ctx: &Context, label: &str) -> Result
         let tasks = api.describe_tasks(&cluster, &recent).await.map_err(StepError::aws(&resource, "DescribeTasks"))?;
         let group = ctx.names.log_group(label);
         for t in tasks {
-            let mut log_lines = Vec::new();
-            for c in &t.containers {
-                let stream = format!("{label}/{}/{}", c.name, t.id());
-                if let Ok(page) = api.log_events(&group, &stream, None, crate::rollout::LOG_TAIL).await {
-                    log_lines.extend(page.lines);
-                }
-            }
-            stopped_tasks.push(crate::rollout::StoppedTask {
-                task_id: t.id().to_string(),
-                revision: crate::rollout::revision_name(&t.task_definition).to_string(),
-                stopped_reason: t.stopped_reason.clone().unwrap_or_default(),
-                containers: t.containers.clone(),
-                log_lines,
-            });
+            stopped_tasks.push(crate::rollout::stopped_task(api, &group, label, &t).await);
         }
     }
     let mut targets = Vec::new();
