@@ -853,4 +853,52 @@ mod tests {
         assert_eq!(exit_code_of(&["sh".into(), "-c".into(), "migrate && exit 3".into()]), 3);
         assert_eq!(exit_code_of(&["migrate".into()]), 0);
     }
+
+    /// A service created with an image that cannot be pulled: its tasks stop before any container
+    /// runs, and with nothing completed to roll back to, the breaker leaves the FAILED deployment
+    /// PRIMARY.
+    #[test]
+    fn unpullable_images_stop_tasks_and_trip_the_breaker() {
+        let double = Double::new(Rollouts {
+            bad_images: vec![("pull-".into(), Failure::Pull)],
+            task_start: Duration::from_millis(20),
+            healthy_after: Duration::from_millis(20),
+            circuit_breaker_threshold: 2,
+        });
+        let td = "arn:aws:ecs:eu-west-1:1:task-definition/tap-fe-x:1";
+        let register = json!({"containerDefinitions": [{"name": "fe", "image": "repo:pull-1"}]});
+        double.observe(
+            "RegisterTaskDefinition",
+            register.to_string().as_bytes(),
+            json!({"taskDefinition": {"taskDefinitionArn": td}}).to_string().as_bytes(),
+        );
+        let svc = json!({"service": {"serviceArn": "arn:aws:ecs:eu-west-1:1:service/c/fe", "clusterArn": "arn:aws:ecs:eu-west-1:1:cluster/c", "serviceName": "fe", "taskDefinition": td}});
+        let create = json!({"desiredCount": 1, "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}}});
+        let created: Value = serde_json::from_str(
+            &double.observe("CreateService", create.to_string().as_bytes(), svc.to_string().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(created["service"]["deployments"][0]["rolloutState"], "IN_PROGRESS");
+        std::thread::sleep(Duration::from_millis(80));
+        let described = double
+            .observe("DescribeServices", b"{}", json!({"services": [svc["service"]]}).to_string().as_bytes())
+            .unwrap();
+        let described: Value = serde_json::from_str(&described).unwrap();
+        let deployment = &described["services"][0]["deployments"][0];
+        assert_eq!(
+            (deployment["status"].as_str(), deployment["rolloutState"].as_str()),
+            (Some("PRIMARY"), Some("FAILED")),
+            "{described}"
+        );
+        let list = json!({"cluster": "c", "serviceName": "fe", "desiredStatus": "STOPPED"}).to_string();
+        let (_, listed) = double.answer("ListTasks", "eu-west-1", list.as_bytes()).unwrap();
+        let arns = serde_json::from_str::<Value>(&listed).unwrap()["taskArns"].clone();
+        assert!(arns.as_array().is_some_and(|a| a.len() >= 2), "{listed}");
+        let (_, tasks) =
+            double.answer("DescribeTasks", "eu-west-1", json!({"tasks": arns}).to_string().as_bytes()).unwrap();
+        let task = &serde_json::from_str::<Value>(&tasks).unwrap()["tasks"][0];
+        assert!(task["stoppedReason"].as_str().unwrap().starts_with("CannotPullContainerError"), "{task}");
+        assert_eq!(task["stopCode"], "TaskFailedToStart");
+        assert!(task["containers"][0].get("exitCode").is_none(), "no container ran: {task}");
+    }
 }
