@@ -103,13 +103,48 @@ pub enum Command {
         #[arg(long, value_name = "SECONDS")]
         lock_timeout: Option<u64>,
     },
+    /// Put services back on their previous task definition revision (or `--to REVISION`) and wait
+    /// for that rollout like a deploy; the config still names the newer image (plan shows it).
+    Rollback {
+        /// The services, e.g. `frontend` (default: every configured service).
+        services: Vec<String>,
+        /// The revision number of the family to go back to (default: the one before the current).
+        #[arg(long, value_name = "REVISION")]
+        to: Option<i32>,
+        /// Do not wait for the rollouts (config key `deploy.wait`).
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the rollouts (config key `deploy.timeout_seconds`).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Wait up to this many seconds for another run holding the environment lock.
+        #[arg(long, value_name = "SECONDS")]
+        lock_timeout: Option<u64>,
+    },
+    /// Run a one-off task (e.g. a database migration) with a service's task definition, subnets,
+    /// security group and roles and the command overridden; follows its logs and exits with the
+    /// container's exit code.
+    Run {
+        /// The service, e.g. `api-gateway`.
+        service: String,
+        /// The command, after `--`: `tap run api-gateway -- ./migrate up`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// Seconds to wait for the task to stop (config key `deploy.timeout_seconds`).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
     /// Remove the environment lock, whoever holds it (shows who held it); deploy and destroy take
     /// a stale lock over by themselves, this is for a lock without a lease or a holder known gone.
     Unlock,
     /// Print the stack outputs, read live from AWS.
     Outputs,
-    /// Show each service's desired/running/pending tasks, rollout and target health.
-    Status,
+    /// Show each service's desired/running/pending tasks, rollout and target health; with a
+    /// service, its deployments, events, stopped tasks and targets in detail.
+    Status {
+        /// One service to show in detail, e.g. `frontend`.
+        service: Option<String>,
+    },
     /// The monthly cost estimate of the configured environment, per resource (no AWS call).
     Cost,
     /// The environments tap manages in the region: created when, their services, monthly estimate.
@@ -140,9 +175,11 @@ impl Command {
             Command::Deploy { .. } => "deploy",
             Command::Plan { .. } => "plan",
             Command::Destroy { .. } => "destroy",
+            Command::Rollback { .. } => "rollback",
+            Command::Run { .. } => "run",
             Command::Unlock => "unlock",
             Command::Outputs => "outputs",
-            Command::Status => "status",
+            Command::Status { .. } => "status",
             Command::Cost => "cost",
             Command::List => "list",
             Command::Logs { .. } => "logs",
@@ -242,6 +279,17 @@ impl Cli {
                 if *prune_data {
                     f = f.merge(Serialized::default("deploy.prune_data", true));
                 }
+                if *no_wait {
+                    f = f.merge(Serialized::default("deploy.wait", false));
+                }
+                if let Some(t) = timeout {
+                    f = f.merge(Serialized::default("deploy.timeout_seconds", t));
+                }
+            }
+            Command::Run { timeout: Some(t), .. } => {
+                f = f.merge(Serialized::default("deploy.timeout_seconds", t));
+            }
+            Command::Rollback { no_wait, timeout, .. } => {
                 if *no_wait {
                     f = f.merge(Serialized::default("deploy.wait", false));
                 }

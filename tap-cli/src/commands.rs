@@ -62,7 +62,9 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
     let runner = Runner::new(steps)?;
     let start = Instant::now();
     let (lock, lock_timeout) = match cli.command {
-        Command::Deploy { lock_timeout, .. } | Command::Destroy { lock_timeout, .. } => {
+        Command::Deploy { lock_timeout, .. }
+        | Command::Destroy { lock_timeout, .. }
+        | Command::Rollback { lock_timeout, .. } => {
             let lock = EnvLock::new(&clients, ctx.names.env(), cli.command.name());
             let timeout = lock_timeout.map(Duration::from_secs);
             // A lock held by a live run is reported before any work (read-only: nothing is taken yet).
@@ -195,6 +197,8 @@ impl Run<'_> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Rollback { services, to, .. } => self.rollback(services, *to).await,
+            Command::Run { service, command, .. } => self.run_task(service, command).await,
             Command::Unlock => {
                 let lock = EnvLock::new(clients, ctx.names.env(), "unlock");
                 let holder = lock.force_release().await?;
@@ -226,7 +230,20 @@ impl Run<'_> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Status => {
+            Command::Status { service: Some(service) } => {
+                known_service(&ctx.config, service)?;
+                let api = tap_services::SdkServices::from_session(clients);
+                let detail = tap_services::status::detail(&api, ctx, service).await?;
+                match cli.output {
+                    OutputFormat::Json => {
+                        let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "service": detail});
+                        println!("{}", serde_json::to_string_pretty(&doc)?);
+                    }
+                    OutputFormat::Text => print!("{}", tap_services::status::render_detail(&detail)),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Status { service: None } => {
                 let api = tap_services::SdkServices::from_session(clients);
                 let services = tap_services::status::status(&api, ctx).await?;
                 match cli.output {
@@ -347,6 +364,80 @@ impl Run<'_> {
         self.render(op, &reports, self.progress, started.elapsed())
     }
 
+    /// `tap run`: a one-off task; its log lines on stdout as they come (text), and its
+    /// container's exit code as tap's.
+    async fn run_task(&self, service: &str, command: &[String]) -> Result<ExitCode> {
+        let ctx = self.ctx;
+        known_service(&ctx.config, service)?;
+        let api = tap_services::SdkServices::from_session(self.clients);
+        let backoff = tap_core::wait::Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(5),
+            timeout: Duration::from_secs(ctx.config.deploy.timeout_seconds),
+        };
+        let json = self.cli.output == OutputFormat::Json;
+        let mut lines: Vec<String> = Vec::new();
+        let mut on_line = |line: &str| {
+            if json {
+                lines.push(line.to_string());
+            } else {
+                println!("{line}");
+            }
+        };
+        let done =
+            tap_services::rollout::run_one_off(&api, ctx, service, command.to_vec(), backoff, &mut on_line).await?;
+        if json {
+            let doc = json!({"command": "run", "environment": ctx.names.env(), "service": service,
+                "task": done, "lines": lines});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        // The container's code is tap's (a shell sees only its low 8 bits anyway).
+        Ok(ExitCode::from(done.exit_code.clamp(0, 255) as u8))
+    }
+
+    /// `tap rollback`: under the environment lock, the services back on an earlier revision,
+    /// waited for like a deploy.
+    async fn rollback(&self, services: &[String], to: Option<i32>) -> Result<ExitCode> {
+        let ctx = self.ctx;
+        for service in services {
+            known_service(&ctx.config, service)?;
+        }
+        let chosen = if services.is_empty() {
+            ctx.config.services.iter().map(|s| s.name.clone()).collect()
+        } else {
+            services.to_vec()
+        };
+        let lock = self.lock.context("rollback runs with the environment lock")?;
+        if let Taken::TookOver(holder, why) = lock.acquire(self.lock_timeout).await? {
+            tracing::warn!("{}", took_over(&holder, why));
+        }
+        let held = lock.hold().await?;
+        let lost = held.lost_signal();
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+        let api = tap_services::SdkServices::from_session(self.clients);
+        let backoff = tap_core::wait::Backoff {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(15),
+            timeout: Duration::from_secs(ctx.config.deploy.timeout_seconds),
+        };
+        let done = tokio::select! {
+            result = tap_services::rollout::rollback(&api, ctx, &chosen, to, backoff) => result?,
+            why = lost.wait() => bail!("lost the environment lock: {why}; stopped: run `tap rollback` again"),
+        };
+        match self.cli.output {
+            OutputFormat::Json => {
+                let doc = json!({"command": "rollback", "environment": ctx.names.env(), "services": done});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            }
+            OutputFormat::Text => {
+                for r in &done {
+                    println!("{}: {} -> {}", r.service, r.from, r.to);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     /// A context like this run's that nothing has written to yet, reporting to `progress`.
     fn fresh_context(&self, progress: Arc<Progress>) -> Context {
         Context::new((*self.ctx.config).clone()).with_region(self.ctx.region.clone()).with_progress(progress)
@@ -406,6 +497,15 @@ impl Run<'_> {
         }
         Ok(summary)
     }
+}
+
+/// An error naming the configured services unless `service` is one of them.
+fn known_service(config: &Config, service: &str) -> Result<()> {
+    if config.service(service).is_none() {
+        let known: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+        bail!("no service `{service}` in the configuration (services: {})", known.join(", "));
+    }
+    Ok(())
 }
 
 /// What a run says when it took over a stale lock.

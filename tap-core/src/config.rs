@@ -138,11 +138,14 @@ pub struct DeploySettings {
     /// Let deploy delete data-bearing resources the config no longer declares (an ECR repository
     /// holding images, a secret); without it they are listed as kept (`--prune-data`).
     pub prune_data: bool,
+    /// Stopped tasks of a new revision after which deploy rolls the service back to the previous
+    /// revision itself (without waiting for the circuit breaker) and fails.
+    pub max_failed_tasks: u32,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false }
+        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false, max_failed_tasks: 3 }
     }
 }
 
@@ -805,6 +808,9 @@ impl Config {
                 self.logs.retention_days,
                 format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}"),
             ));
+        }
+        if !(1..=100).contains(&self.deploy.max_failed_tasks) {
+            p.push(invalid("deploy.max_failed_tasks", self.deploy.max_failed_tasks, "must be between 1 and 100"));
         }
         if self.registry.keep_images == 0 {
             p.push(invalid("registry.keep_images", 0, "must be at least 1"));

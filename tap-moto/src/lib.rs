@@ -5,8 +5,8 @@
 //! or `PATH`) and installs it into that venv with pip when it is missing. [`Moto::start`] runs it on
 //! a free 127.0.0.1 port with IAM's managed policies loaded, waits until it answers, and stops it on
 //! drop. [`proxy::Proxy`] sits in front of it to add latency or inject faults (throttling, lost
-//! responses, a stall at call N) and to model AWS's asynchronous deletions
-//! ([`async_deletes`]).
+//! responses, a stall at call N), to model AWS's asynchronous deletions ([`async_deletes`]) and,
+//! with [`rollout`], to play ECS rollouts over time.
 //!
 //! ```no_run
 //! let moto = tap_moto::Moto::start().unwrap();
@@ -17,6 +17,7 @@
 
 pub mod async_deletes;
 pub mod proxy;
+pub mod rollout;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

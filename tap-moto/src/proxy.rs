@@ -14,6 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::async_deletes::AsyncDeletes;
+use crate::rollout::{Double, Rollouts};
 
 /// What to do to the calls passing through.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,8 @@ pub enum Fate {
     /// Refused as AWS refuses a deletion whose dependents are still being deleted
     /// ([`Faults::async_delete_window`]), not forwarded.
     Refused,
+    /// Answered by the ECS rollout double ([`crate::rollout`]), not forwarded.
+    Synthesized,
 }
 
 #[derive(Debug)]
@@ -78,6 +81,8 @@ struct Shared {
     rng: AtomicU64,
     stopped: AtomicBool,
     deletes: AsyncDeletes,
+    /// The ECS rollout double, when a test turned it on.
+    rollouts: Mutex<Option<Arc<Double>>>,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -101,6 +106,7 @@ impl Proxy {
             rng: AtomicU64::new(initial_state(faults_seed)),
             stopped: AtomicBool::new(false),
             deletes: AsyncDeletes::default(),
+            rollouts: Mutex::new(None),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -127,6 +133,12 @@ impl Proxy {
     /// Replaces the faults (e.g. to stop injecting them).
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Turns on the ECS rollout double (see [`crate::rollout`]) for the services created from
+    /// now on.
+    pub fn set_rollouts(&self, settings: Rollouts) {
+        *self.shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Double::new(settings)));
     }
 
     /// Every call seen so far.
@@ -341,6 +353,34 @@ fn is_success(response: &[u8]) -> bool {
     response.split(|&b| b == b' ').nth(1).is_some_and(|code| code.first() == Some(&b'2'))
 }
 
+/// The region of a signed request (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`), or "".
+fn region(req: &Request) -> String {
+    let head = String::from_utf8_lossy(&req.head);
+    head.split("Credential=").nth(1).and_then(|c| c.split('/').nth(2)).unwrap_or_default().to_owned()
+}
+
+/// `response` with its body replaced by `body` (and its length fixed).
+fn with_body(response: &[u8], body: &str) -> Vec<u8> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 2);
+    let head = String::from_utf8_lossy(&response[..end]);
+    let mut out: String = head
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// A `200` answer with this body.
+fn ok_response(content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nx-amzn-RequestId: tap-rollout-double\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     // Small writes go out at once: with Nagle's algorithm a request or response split over two
     // writes waits for the peer's delayed ACK (up to 40 ms), a cost real AWS does not have.
@@ -373,6 +413,12 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(&ec2_error(code, &message))?;
         return client.shutdown(Shutdown::Both);
     }
+    let double = shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some((content_type, body)) = double.as_ref().and_then(|d| d.answer(&op, &region(&req), &req.body)) {
+        record(Fate::Synthesized);
+        client.write_all(&ok_response(content_type, &body))?;
+        return client.shutdown(Shutdown::Both);
+    }
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
@@ -384,6 +430,12 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     if let Some(window) = faults.async_delete_window {
         response = shared.deletes.rewrite(window, &op, response);
+    }
+    if let Some(d) = double.as_ref().filter(|_| is_success(&response)) {
+        let start = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
+        if let Some(body) = d.observe(&op, &req.body, &response[start..]) {
+            response = with_body(&response, &body);
+        }
     }
     if faults.drop_create_response_percent > 0 && is_create(&op) && roll(shared) < faults.drop_create_response_percent {
         record(Fate::ResponseDropped);
@@ -477,6 +529,7 @@ mod tests {
                 rng: AtomicU64::new(state),
                 stopped: AtomicBool::new(false),
                 deletes: AsyncDeletes::default(),
+                rollouts: Mutex::new(None),
             };
             (0..64).map(|_| roll(&shared) < 30).collect::<Vec<bool>>()
         };

@@ -12,6 +12,7 @@ use tap_core::{AwsError, Context, StepError};
 use crate::component;
 use crate::logs::ObservedLogGroup;
 use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
+use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
@@ -100,8 +101,26 @@ pub trait ServicesApi: Send + Sync {
     /// Whether `repository` holds an image tagged `tag` (a missing repository holds none).
     async fn image_exists(&self, repository: &str, tag: &str) -> Result<bool, AwsError>;
 
-    /// Target health of a target group: state (`healthy`, `unhealthy`, `initial`, …) → count.
-    async fn target_health(&self, target_group_arn: &str) -> Result<BTreeMap<String, usize>, AwsError>;
+    /// The targets of a target group with their health (`healthy`, `unhealthy`, `initial`, …)
+    /// and, when not healthy, ELB's reason (`Target.FailedHealthChecks`, …).
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError>;
+
+    /// ARNs of the service's tasks, newest first: the STOPPED ones (ECS keeps them about an hour)
+    /// or the running ones.
+    async fn list_tasks(&self, cluster: &str, service: &str, stopped: bool) -> Result<Vec<String>, AwsError>;
+    /// The tasks among `arns` (up to 100 per DescribeTasks call).
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<ObservedTask>, AwsError>;
+    /// One page of a log stream's events: from `token` on (oldest first), or with no token the
+    /// last `tail` events; a missing group or stream has none.
+    async fn log_events(
+        &self,
+        group: &str,
+        stream: &str,
+        token: Option<String>,
+        tail: i32,
+    ) -> Result<LogPage, AwsError>;
+    /// Starts a one-off task (RunTask) and returns it.
+    async fn run_task(&self, task: &OneOffTask) -> Result<ObservedTask, AwsError>;
 }
 
 /// What one batched read found of the configured services' log groups, ECS services, scalable

@@ -47,6 +47,7 @@
 pub mod api;
 pub mod logs;
 mod prune;
+pub mod rollout;
 pub mod scaling;
 mod sdk;
 pub mod service;
@@ -143,6 +144,10 @@ struct Converged {
     changes: Vec<Change>,
     /// Deploy should wait for this service's rollout (it exists and its image is in ECR).
     wait: bool,
+    /// The revision the service is to run (registered by this run, or the current one).
+    task_definition: String,
+    /// The revision it ran before this run, to roll back to.
+    previous: Option<String>,
 }
 
 /// Log groups, task definitions, ECS services and auto scaling of every configured service.
@@ -195,7 +200,7 @@ impl ServicesStep {
                 scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
                 service::finish(api, spec, svc.fix.take()),
             )?;
-            Ok::<_, StepError>((svc.arn, changes))
+            Ok::<_, StepError>((svc.arn, changes, task_definition))
         };
         // The image check decides whether to wait for the rollout, and warns when the image is
         // missing: a no-op under `--no-wait` needs neither. When the answer is sure to be needed
@@ -208,7 +213,12 @@ impl ServicesStep {
             }
             Ok(None)
         };
-        let (image_found, (arn, changes)) = tokio::try_join!(early_check, work)?;
+        let previous = observed
+            .services
+            .get(&ctx.names.ecs_service(&spec.name))
+            .filter(|s| s.is_active())
+            .and_then(|s| s.task_definition.clone());
+        let (image_found, (arn, changes, task_definition)) = tokio::try_join!(early_check, work)?;
         // This service's changes: its own and those the engine recorded under its logical ids.
         let mine = |c: &Change| c.resource.rsplit('/').next() == Some(spec.name.as_str());
         let changed = !changes.is_empty() || engine.changes().iter().any(mine);
@@ -218,7 +228,7 @@ impl ServicesStep {
                 Some(found) => found,
                 None => self.check_image(ctx, inputs, spec).await?,
             };
-        Ok(Converged { name: spec.name.clone(), arn, changes, wait })
+        Ok(Converged { name: spec.name.clone(), arn, changes, wait, task_definition, previous })
     }
 
     /// Whether the service's image is in ECR; warns with the push commands when it is not.
@@ -293,10 +303,28 @@ impl ServicesStep {
             };
             let waits = converged.iter().filter(|c| c.wait).map(|c| {
                 let name = ctx.names.ecs_service(&c.name);
-                let (cluster, label) = (&inputs.cluster.name, &c.name);
-                async move { service::wait_stable(api, cluster, &name, label, backoff).await }
+                let cluster = inputs.cluster.name.as_str();
+                async move {
+                    let wait = rollout::RolloutWait {
+                        cluster,
+                        service: &name,
+                        label: &c.name,
+                        log_group: ctx.names.log_group(&c.name),
+                        task_definition: c.task_definition.clone(),
+                        rollback_to: c.previous.clone(),
+                        max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
+                        backoff,
+                    };
+                    rollout::wait(api, &wait).await
+                }
             });
-            try_join_all(waits).await?;
+            // Every rollout is followed to its end (a failing one is rolled back) even when
+            // another fails: no wait is cut short by a sibling's error.
+            let failed: Vec<StepError> =
+                futures::future::join_all(waits).await.into_iter().filter_map(Result::err).collect();
+            if let Some(err) = rollout::combine(failed) {
+                return Err(err);
+            }
         }
         let mut changes: Vec<Change> = converged.into_iter().flat_map(|c| c.changes).collect();
         changes.extend(engine.into_changes());

@@ -15,6 +15,7 @@ use tap_core::AwsError;
 
 use crate::api::{RevisionStatus, ServicesApi};
 use crate::logs::ObservedLogGroup;
+use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
     CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
@@ -162,6 +163,8 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             .deployments()
             .iter()
             .map(|d| ObservedDeployment {
+                id: text(d.id()),
+                failed_tasks: d.failed_tasks(),
                 status: text(d.status()),
                 rollout_state: d.rollout_state().map(|r| r.as_str().to_string()),
                 rollout_state_reason: d.rollout_state_reason().map(str::to_owned),
@@ -169,6 +172,35 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
                 running_count: d.running_count(),
                 pending_count: d.pending_count(),
                 task_definition: d.task_definition().map(str::to_owned),
+            })
+            .collect(),
+        events: s
+            .events()
+            .iter()
+            .map(|e| ServiceEvent {
+                created_at: e.created_at().and_then(|t| t.to_millis().ok()),
+                message: text(e.message()),
+            })
+            .collect(),
+    }
+}
+
+fn observed_task(t: &ecs::types::Task) -> ObservedTask {
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    ObservedTask {
+        arn: text(t.task_arn()),
+        task_definition: text(t.task_definition_arn()),
+        last_status: text(t.last_status()),
+        started_by: t.started_by().map(str::to_owned),
+        stop_code: t.stop_code().map(|c| c.as_str().to_string()),
+        stopped_reason: t.stopped_reason().map(str::to_owned),
+        containers: t
+            .containers()
+            .iter()
+            .map(|c| ObservedContainer {
+                name: text(c.name()),
+                exit_code: c.exit_code(),
+                reason: c.reason().map(str::to_owned),
             })
             .collect(),
     }
@@ -748,13 +780,94 @@ impl ServicesApi for SdkServices {
         }
     }
 
-    async fn target_health(&self, target_group_arn: &str) -> Result<BTreeMap<String, usize>, AwsError> {
+    async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError> {
         let out = self.elbv2.describe_target_health().target_group_arn(target_group_arn).send().await?;
-        let mut counts = BTreeMap::new();
-        for d in out.target_health_descriptions() {
-            let state = d.target_health().and_then(|h| h.state()).map(|s| s.as_str().to_string());
-            *counts.entry(state.unwrap_or_else(|| "unknown".into())).or_default() += 1;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| {
+                let health = d.target_health();
+                TargetState {
+                    id: d.target().and_then(|t| t.id()).unwrap_or_default().to_string(),
+                    port: d.target().and_then(|t| t.port()),
+                    state: health
+                        .and_then(|h| h.state())
+                        .map_or_else(|| "unknown".to_string(), |s| s.as_str().to_string()),
+                    reason: health.and_then(|h| h.reason()).map(|r| r.as_str().to_string()),
+                    description: health.and_then(|h| h.description()).map(str::to_owned),
+                }
+            })
+            .collect())
+    }
+
+    async fn list_tasks(&self, cluster: &str, service: &str, stopped: bool) -> Result<Vec<String>, AwsError> {
+        let status = if stopped { ecs::types::DesiredStatus::Stopped } else { ecs::types::DesiredStatus::Running };
+        let out = self.ecs.list_tasks().cluster(cluster).service_name(service).desired_status(status).send().await?;
+        Ok(out.task_arns().to_vec())
+    }
+
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<ObservedTask>, AwsError> {
+        let mut found = Vec::new();
+        for chunk in arns.chunks(100) {
+            let out = self.ecs.describe_tasks().cluster(cluster).set_tasks(Some(chunk.to_vec())).send().await?;
+            found.extend(out.tasks().iter().map(observed_task));
         }
-        Ok(counts)
+        Ok(found)
+    }
+
+    async fn run_task(&self, t: &OneOffTask) -> Result<ObservedTask, AwsError> {
+        let overrides = ecs::types::TaskOverride::builder()
+            .container_overrides(
+                ecs::types::ContainerOverride::builder()
+                    .name(&t.container)
+                    .set_command(Some(t.command.clone()))
+                    .build(),
+            )
+            .build();
+        let mut req = self
+            .ecs
+            .run_task()
+            .cluster(&t.cluster)
+            .task_definition(&t.task_definition)
+            .count(1)
+            .network_configuration(network(&t.network)?)
+            .overrides(overrides)
+            .started_by(&t.started_by)
+            .propagate_tags(ecs::types::PropagateTags::TaskDefinition);
+        if t.capacity_provider_strategy.is_empty() {
+            req = req.launch_type(ecs::types::LaunchType::Fargate);
+        } else {
+            req = req.set_capacity_provider_strategy(Some(strategy(&t.capacity_provider_strategy)?));
+        }
+        // Not retried blindly: a lost answer may have started the task already.
+        let out = req.customize().config_override(no_blind_retry()).send().await?;
+        if let Some(f) = out.failures().first() {
+            return Err(AwsError::new("RunTaskFailure", f.reason().unwrap_or("RunTask failed").to_string()));
+        }
+        out.tasks().first().map(observed_task).ok_or_else(|| invalid_request("RunTask returned no task"))
+    }
+
+    async fn log_events(
+        &self,
+        group: &str,
+        stream: &str,
+        token: Option<String>,
+        tail: i32,
+    ) -> Result<LogPage, AwsError> {
+        let from_head = token.is_some();
+        let out = self
+            .logs
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .set_next_token(token)
+            .start_from_head(from_head)
+            .set_limit((!from_head).then_some(tail))
+            .send()
+            .await?;
+        Ok(LogPage {
+            lines: out.events().iter().map(|e| e.message().unwrap_or_default().trim_end().to_string()).collect(),
+            next: out.next_forward_token().map(str::to_owned),
+        })
     }
 }

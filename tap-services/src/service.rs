@@ -101,6 +101,8 @@ pub struct DesiredService {
 /// One deployment of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedDeployment {
+    /// Deployment id, `ecs-svc/…` (the `startedBy` of its tasks).
+    pub id: String,
     /// `PRIMARY`, `ACTIVE` or `INACTIVE`.
     pub status: String,
     /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
@@ -115,6 +117,8 @@ pub struct ObservedDeployment {
     pub pending_count: i32,
     /// Its task definition.
     pub task_definition: Option<String>,
+    /// Tasks of it that failed to start or stopped.
+    pub failed_tasks: i32,
 }
 
 /// A service as ECS reports it.
@@ -150,6 +154,8 @@ pub struct ObservedService {
     pub tags: Vec<Tag>,
     /// Deployments, PRIMARY first on AWS.
     pub deployments: Vec<ObservedDeployment>,
+    /// The latest service events, newest first.
+    pub events: Vec<crate::rollout::ServiceEvent>,
 }
 
 impl ObservedService {
@@ -494,69 +500,4 @@ impl Resource for EcsService<'_> {
         self.api.update_service(&scale).await.map_err(|e| gone_as_not_found("UpdateService", e))?;
         self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))
     }
-}
-
-/// Where a service's rollout stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Rollout {
-    /// The PRIMARY deployment completed and every desired task runs.
-    Stable,
-    /// Still rolling out (with a progress line).
-    InProgress(String),
-    /// The circuit breaker stopped the deployment and rolled back (with the reason).
-    Failed(String),
-}
-
-/// Classifies a service's PRIMARY deployment.
-pub(crate) fn rollout(service: &ObservedService) -> Rollout {
-    let Some(primary) = service.primary_deployment() else {
-        return Rollout::InProgress(format!("no PRIMARY deployment yet (status {})", service.status));
-    };
-    let state = primary.rollout_state.as_deref().unwrap_or("UNKNOWN");
-    let progress = format!(
-        "rollout {state}: {} running, {} pending of {} desired",
-        primary.running_count, primary.pending_count, primary.desired_count
-    );
-    match state {
-        "FAILED" => Rollout::Failed(primary.rollout_state_reason.clone().unwrap_or(progress)),
-        "COMPLETED" if service.running_count == service.desired_count => Rollout::Stable,
-        _ => Rollout::InProgress(progress),
-    }
-}
-
-/// Waits (bounded by `backoff.timeout`) until the service's PRIMARY deployment completed with
-/// every desired task running; a rollout the circuit breaker rolled back is an error.
-pub(crate) async fn wait_stable(
-    api: &dyn ServicesApi,
-    cluster: &str,
-    name: &str,
-    label: &str,
-    backoff: Backoff,
-) -> Result<(), StepError> {
-    let resource = component("ecs-service", label);
-    poll_until(&format!("ECS service {name} to become stable"), backoff, || async {
-        let Some(current) = find(api, cluster, name, &resource).await? else {
-            return Err(StepError::Conflict {
-                resource: resource.clone(),
-                message: format!("ECS service {name} disappeared while waiting for its rollout"),
-            });
-        };
-        match rollout(&current) {
-            Rollout::Stable => {
-                tracing::info!(service = name, running = current.running_count, "service is stable");
-                Ok(Some(()))
-            }
-            Rollout::InProgress(progress) => {
-                tracing::info!(service = name, "{progress}");
-                Ok(None)
-            }
-            Rollout::Failed(reason) => Err(StepError::Conflict {
-                resource: resource.clone(),
-                message: format!(
-                    "the rollout of ECS service {name} failed and was rolled back by the deployment circuit breaker: {reason}"
-                ),
-            }),
-        }
-    })
-    .await
 }

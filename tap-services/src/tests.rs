@@ -176,6 +176,8 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
         service_registries: desired.service_registries.clone(),
         tags: desired.tags.clone(),
         deployments: vec![ObservedDeployment {
+            id: "ecs-svc/1".into(),
+            failed_tasks: 0,
             status: "PRIMARY".into(),
             rollout_state: Some("IN_PROGRESS".into()),
             rollout_state_reason: None,
@@ -184,6 +186,7 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
             pending_count: desired.desired_count,
             task_definition: Some(desired.task_definition.clone()),
         }],
+        events: vec![],
     }
 }
 
@@ -954,6 +957,8 @@ fn rollout_mock(ctx: &Context, rollout: &'static str, running: i32) -> MockServi
     }
     let mut api = read_mock(world);
     no_mutations(&mut api);
+    api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
+    api.expect_target_health().returning(|_| Ok(vec![]));
     api
 }
 
@@ -964,11 +969,11 @@ async fn wait_succeeds_once_rollouts_complete() {
 }
 
 #[tokio::test]
-async fn failed_rollout_is_an_error_saying_it_was_rolled_back() {
+async fn failed_rollout_is_an_error_saying_why() {
     let ctx = deployed_ctx(config(true));
     let err = step(rollout_mock(&ctx, "FAILED", 0)).apply(&ctx).await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("failed") && msg.contains("rolled back"), "{msg}");
+    assert!(msg.contains("rollout of tap-frontend-dev:1") && msg.contains("ECS deployment FAILED"), "{msg}");
     assert!(!err.is_retryable());
 }
 
@@ -1172,11 +1177,14 @@ async fn status_reports_counts_rollout_revision_and_target_health() {
     svc.pending_count = 1;
     let mut api = read_mock(world);
     api.expect_target_health().times(2).returning(|arn| {
-        Ok(if arn.contains("tap-fe-") {
-            BTreeMap::from([("healthy".to_string(), 1), ("initial".to_string(), 1)])
-        } else {
-            BTreeMap::new()
-        })
+        let target = |state: &str| rollout::TargetState {
+            id: "10.0.10.5".into(),
+            port: Some(3000),
+            state: state.into(),
+            reason: None,
+            description: None,
+        };
+        Ok(if arn.contains("tap-fe-") { vec![target("healthy"), target("initial")] } else { vec![] })
     });
     let statuses = status::status(&api, &ctx).await.unwrap();
     assert_eq!(statuses.len(), 3);
@@ -1222,14 +1230,20 @@ fn client_tokens_are_deterministic_and_short() {
 fn rollout_classification() {
     let ctx = deployed_ctx(config(false));
     let mut svc = observed_from(&desired_service(&ctx, "frontend", "td"));
-    assert!(matches!(service::rollout(&svc), service::Rollout::InProgress(_)));
+    assert!(matches!(rollout::phase(&svc, "td"), rollout::Phase::InProgress(_)));
     svc.deployments[0].rollout_state = Some("COMPLETED".into());
     svc.running_count = 1;
-    assert!(matches!(service::rollout(&svc), service::Rollout::InProgress(_)), "COMPLETED but not all tasks running");
+    svc.deployments[0].running_count = 1;
+    assert!(matches!(rollout::phase(&svc, "td"), rollout::Phase::InProgress(_)), "COMPLETED but not all tasks running");
     svc.running_count = 2;
-    assert_eq!(service::rollout(&svc), service::Rollout::Stable);
+    svc.deployments[0].running_count = 2;
+    assert_eq!(rollout::phase(&svc, "td"), rollout::Phase::Done);
+    assert!(
+        matches!(rollout::phase(&svc, "td:2"), rollout::Phase::Failed { primary: Some(_), .. }),
+        "another revision PRIMARY is no success for ours"
+    );
     svc.deployments[0].rollout_state = Some("FAILED".into());
-    assert!(matches!(service::rollout(&svc), service::Rollout::Failed(_)));
+    assert!(matches!(rollout::phase(&svc, "td"), rollout::Phase::Failed { primary: None, .. }));
 }
 
 #[tokio::test]

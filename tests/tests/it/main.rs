@@ -14,5 +14,6 @@ mod network;
 mod operator;
 mod prune;
 mod reliability;
+mod rollout;
 mod security;
 mod services;
