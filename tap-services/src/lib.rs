@@ -19,6 +19,12 @@
 //! task definition revisions are registered by [`task_definition`] itself (the service needs the
 //! new revision's ARN), the engine deletes them.
 //!
+//! **AWS SDK crates**: ECS, CloudWatch Logs and Application Auto Scaling, and also ECR and ELBv2,
+//! declared as this crate's own rather than reached through traits implemented elsewhere: the
+//! services step reads what it deploys against — the image digests in its repositories and its
+//! tasks' health in their target groups (rollout waits, `tap status`) — so with traits it could not
+//! run alone without a caller re-implementing those reads. `cargo xtask tidy` allows exactly these.
+//!
 //! **Prune**: what the environment owns and no configured service declares — ECS services in its
 //! cluster, log groups `/ecs/tap-…-{s}`, task definition families `tap-…-{s}` (each owned by its
 //! tags) and the cluster's scalable targets and their policies (by resource id) — is listed by
