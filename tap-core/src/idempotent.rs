@@ -170,8 +170,9 @@ mod tests {
         Recovery { attempts: 3, lookup: Duration::from_millis(20), lookup_delay: Duration::from_millis(1) }
     }
 
-    #[tokio::test]
-    async fn a_lost_create_that_took_effect_is_adopted_not_repeated() {
+    /// A create that took effect and then failed with `error` is found and adopted: sent once,
+    /// one resource.
+    async fn assert_adopted_after(error: fn() -> AwsError) {
         let store = Mutex::new(Vec::<String>::new());
         let creates = AtomicU32::new(0);
         let id = create_or_adopt(
@@ -182,74 +183,54 @@ mod tests {
             || async {
                 creates.fetch_add(1, Ordering::SeqCst);
                 store.lock().unwrap().push("r-1".into());
-                Err(lost())
+                Err(error())
             },
         )
         .await
         .unwrap();
         assert_eq!((id.as_str(), creates.load(Ordering::SeqCst), store.lock().unwrap().len()), ("r-1", 1, 1));
+    }
+
+    /// A create that failed with `error` without taking effect (the lookup finds nothing) is sent
+    /// again.
+    async fn assert_sent_again_after(error: fn() -> AwsError) {
+        let creates = AtomicU32::new(0);
+        let id = create_or_adopt(
+            "x",
+            fast(),
+            |_| false,
+            || async { Ok(None) },
+            || async {
+                if creates.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(error())
+                } else {
+                    Ok("r-2".to_owned())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst)), ("r-2", 2));
+    }
+
+    #[tokio::test]
+    async fn a_lost_create_that_took_effect_is_adopted_not_repeated() {
+        assert_adopted_after(lost).await;
     }
 
     #[tokio::test]
     async fn a_create_answered_500_that_took_effect_is_adopted_not_repeated() {
-        let store = Mutex::new(Vec::<String>::new());
-        let creates = AtomicU32::new(0);
-        let id = create_or_adopt(
-            "x",
-            fast(),
-            |_| false,
-            || async { Ok(store.lock().unwrap().first().cloned()) },
-            || async {
-                creates.fetch_add(1, Ordering::SeqCst);
-                store.lock().unwrap().push("r-1".into());
-                Err(internal_error())
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst), store.lock().unwrap().len()), ("r-1", 1, 1));
+        assert_adopted_after(internal_error).await;
     }
 
     #[tokio::test]
     async fn a_create_answered_500_that_did_not_happen_is_sent_again() {
-        let creates = AtomicU32::new(0);
-        let id = create_or_adopt(
-            "x",
-            fast(),
-            |_| false,
-            || async { Ok(None) },
-            || async {
-                if creates.fetch_add(1, Ordering::SeqCst) == 0 {
-                    Err(internal_error())
-                } else {
-                    Ok("r-2".to_owned())
-                }
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst)), ("r-2", 2));
+        assert_sent_again_after(internal_error).await;
     }
 
     #[tokio::test]
     async fn a_lost_create_that_did_not_happen_is_sent_again() {
-        let creates = AtomicU32::new(0);
-        let id = create_or_adopt(
-            "x",
-            fast(),
-            |_| false,
-            || async { Ok(None) },
-            || async {
-                if creates.fetch_add(1, Ordering::SeqCst) == 0 {
-                    Err(lost())
-                } else {
-                    Ok("r-2".to_owned())
-                }
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!((id.as_str(), creates.load(Ordering::SeqCst)), ("r-2", 2));
+        assert_sent_again_after(lost).await;
     }
 
     #[tokio::test]

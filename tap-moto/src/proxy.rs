@@ -423,15 +423,17 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
     let mut response = read_response(&mut upstream)?;
+    // Cloud Map shares ECS's operation names (CreateService, UpdateService, DeleteService): only
+    // ECS's own calls are ECS services.
+    let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
     if is_success(&response) {
-        let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
         let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
         shared.deletes.observe(&op, ecs, &body, &String::from_utf8_lossy(&response[split..]));
     }
     if let Some(window) = faults.async_delete_window {
         response = shared.deletes.rewrite(window, &op, response);
     }
-    if let Some(d) = double.as_ref().filter(|_| is_success(&response)) {
+    if let Some(d) = double.as_ref().filter(|_| ecs && is_success(&response)) {
         let start = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |i| i + 4);
         if let Some(body) = d.observe(&op, &req.body, &response[start..]) {
             response = with_body(&response, &body);

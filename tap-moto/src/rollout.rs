@@ -237,8 +237,9 @@ impl Double {
         }
     }
 
-    /// Observes a call moto answered (`response_body`, a success) and returns the body to send
-    /// instead, when the double rewrites it.
+    /// Observes an ECS call moto answered (`response_body`, a success) and returns the body to
+    /// send instead, when the double rewrites it. The proxy hands it ECS calls only: Cloud Map
+    /// has operations of the same names.
     pub fn observe(&self, operation: &str, request: &[u8], response_body: &[u8]) -> Option<String> {
         if !matches!(
             operation,
@@ -272,10 +273,6 @@ impl Double {
             "CreateService" => {
                 let svc = &resp["service"];
                 let arn = text(&svc["serviceArn"]);
-                if arn.is_empty() {
-                    // Cloud Map's CreateService (its answer is `{"Service": …}`): not an ECS service.
-                    return None;
-                }
                 let breaker = &req["deploymentConfiguration"]["deploymentCircuitBreaker"];
                 let td = resolve(&state, &text(&svc["taskDefinition"])).unwrap_or_else(|| text(&svc["taskDefinition"]));
                 let mut service = Service {
