@@ -86,6 +86,21 @@ pub struct IngressOutputs {
     pub dns_name: String,
     /// Routed service name → target group ARN.
     pub target_group_arns: BTreeMap<String, String>,
+    /// Routed service name → what ECS needs to shift its traffic, for each service whose
+    /// deployment strategy shifts traffic (blue-green, canary, linear).
+    pub traffic_shifts: BTreeMap<String, TrafficShift>,
+}
+
+/// The load balancer resources ECS moves a traffic-shifting service's traffic with
+/// (`loadBalancers[].advancedConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrafficShift {
+    /// The second target group: the new revision's tasks register here during a deployment.
+    pub alternate_target_group_arn: String,
+    /// The forward-only listener rule whose weights ECS moves from one target group to the other.
+    pub production_listener_rule_arn: String,
+    /// The rule that reaches the new revision before production traffic moves.
+    pub test_listener_rule_arn: String,
 }
 
 /// One Cloud Map service.

@@ -557,7 +557,12 @@ impl IngressStep {
         // Rules of services no longer routed are deleted here, before their target groups.
         changes.extend(self.converge_listeners(ctx, &desired.load_balancer.name, &lb, &wanted, mode).await?);
 
-        ctx.put(IngressOutputs { load_balancer_arn: lb.arn, dns_name: lb.dns_name, target_group_arns });
+        ctx.put(IngressOutputs {
+            load_balancer_arn: lb.arn,
+            dns_name: lb.dns_name,
+            target_group_arns,
+            traffic_shifts: BTreeMap::new(),
+        });
 
         // Prune: the environment's target groups the config no longer routes to.
         let kind = TargetGroupKind::new(&*self.api, self.backoff);

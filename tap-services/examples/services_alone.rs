@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         target_group_arns: per_service(&|s| {
             format!("arn:aws:elasticloadbalancing:{region}:{account}:targetgroup/{s}/1")
         }),
+        traffic_shifts: BTreeMap::new(),
     });
     ctx.put(DiscoveryOutputs {
         namespace_id: "ns-0000000000000001".into(),

@@ -99,6 +99,7 @@ fn deployed_ctx(config: Config) -> Context {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/tap-alb-dev/1"),
         dns_name: ALB_DNS.into(),
         target_group_arns: BTreeMap::from([("frontend".into(), tg_arn("fe")), ("api-gateway".into(), tg_arn("api"))]),
+        traffic_shifts: BTreeMap::new(),
     });
     ctx.put(DiscoveryOutputs {
         namespace_id: "ns-1".into(),
@@ -136,6 +137,7 @@ fn pending_ctx() -> Context {
         load_balancer_arn: p(),
         dns_name: p(),
         target_group_arns: BTreeMap::from([("frontend".into(), p()), ("api-gateway".into(), p())]),
+        traffic_shifts: BTreeMap::new(),
     });
     ctx.put(DiscoveryOutputs {
         namespace_id: p(),
