@@ -14,6 +14,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::naming::{Names, Owner};
+use crate::strategy::{self, Strategy, StrategyOverrides, StrategySettings};
 
 /// Everything tap needs to know to build one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,11 +142,50 @@ pub struct DeploySettings {
     /// Stopped tasks of a new revision after which deploy rolls the service back to the previous
     /// revision itself (without waiting for the circuit breaker) and fails.
     pub max_failed_tasks: u32,
+    /// How ECS replaces a running service's tasks (each service may set its own).
+    pub strategy: Strategy,
+    /// Minutes ECS keeps the old revision after production traffic moved (traffic-shifting
+    /// strategies; a rollback until then is a traffic switch).
+    pub bake_time_minutes: u32,
+    /// `canary`: percent of production traffic the new revision gets first.
+    pub canary_percent: f64,
+    /// `canary`: minutes before the rest of the traffic moves.
+    pub canary_bake_time_minutes: u32,
+    /// `linear`: percent of production traffic moved in each step.
+    pub linear_step_percent: f64,
+    /// `linear`: minutes between steps.
+    pub linear_step_bake_time_minutes: u32,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false, max_failed_tasks: 3 }
+        DeploySettings {
+            wait: true,
+            timeout_seconds: 900,
+            prune_data: false,
+            max_failed_tasks: 3,
+            strategy: Strategy::Rolling,
+            bake_time_minutes: 5,
+            // ECS's own defaults.
+            canary_percent: 5.0,
+            canary_bake_time_minutes: 10,
+            linear_step_percent: 10.0,
+            linear_step_bake_time_minutes: 6,
+        }
+    }
+}
+
+impl DeploySettings {
+    /// The strategy settings every service starts from.
+    pub fn strategy_settings(&self) -> StrategySettings {
+        StrategySettings {
+            strategy: self.strategy,
+            bake_time_minutes: self.bake_time_minutes,
+            canary_percent: self.canary_percent,
+            canary_bake_time_minutes: self.canary_bake_time_minutes,
+            linear_step_percent: self.linear_step_percent,
+            linear_step_bake_time_minutes: self.linear_step_bake_time_minutes,
+        }
     }
 }
 
@@ -332,6 +372,9 @@ pub struct ServiceSpec {
     /// Extra task-role permissions.
     #[serde(default)]
     pub permissions: Vec<TaskPermission>,
+    /// This service's own deployment strategy settings (the rest from `deploy`).
+    #[serde(default)]
+    pub deploy: StrategyOverrides,
 }
 
 fn default_desired() -> i32 {
@@ -457,6 +500,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![],
+            deploy: StrategyOverrides::default(),
         },
         ServiceSpec {
             name: "api-gateway".into(),
@@ -476,6 +520,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![TaskPermission::DiscoverInstances],
+            deploy: StrategyOverrides::default(),
         },
         ServiceSpec {
             name: "processing-service".into(),
@@ -490,6 +535,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: true,
             allow_from: vec!["api-gateway".into()],
             permissions: vec![TaskPermission::TradeDataBucket],
+            deploy: StrategyOverrides::default(),
         },
     ]
 }
@@ -590,6 +636,11 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// How ECS replaces `service`'s tasks: its own strategy settings over `deploy`'s.
+    pub fn strategy_of(&self, service: &ServiceSpec) -> StrategySettings {
+        self.deploy.strategy_settings().with(&service.deploy)
+    }
+
     /// The image tag a service deploys.
     pub fn image_tag_of<'a>(&'a self, service: &'a ServiceSpec) -> &'a str {
         service.image_tag.as_deref().unwrap_or(&self.image_tag)
@@ -603,6 +654,7 @@ impl Config {
         self.validate_environment(&mut p);
         self.validate_network(&mut p);
         self.validate_services(&mut p);
+        self.validate_strategies(&mut p);
         self.validate_settings(&mut p);
         self.validate_cost(&mut p);
         self.validate_names(&mut p);
@@ -777,6 +829,64 @@ impl Config {
             }
             if s.generated_fields.is_empty() && s.fixed_fields.is_empty() {
                 p.push(invalid(format!("secrets[{i}]"), &s.name, "a secret needs at least one field"));
+            }
+        }
+    }
+
+    /// The ranges ECS accepts, and what a traffic-shifting strategy needs: a route, and free
+    /// priorities for the rules ECS moves traffic on ([`strategy::rule_priorities`]).
+    fn validate_strategies(&self, p: &mut Vec<ConfigError>) {
+        let base = self.deploy.strategy_settings();
+        for (field, value, rule) in base.problems() {
+            p.push(invalid(format!("deploy.{field}"), value, rule));
+        }
+        let configured: BTreeSet<i32> = self
+            .services
+            .iter()
+            .filter_map(|s| s.route.as_ref().filter(|r| r.path_pattern.is_some()).map(|r| r.priority))
+            .collect();
+        let mut taken = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let settings = self.strategy_of(s);
+            let reported_for_deploy = base.problems();
+            for (field, value, rule) in settings.problems() {
+                let set_here = s.deploy.sets(field);
+                // An inherited value that is wrong for `deploy`'s own strategy is reported there once.
+                if !set_here && reported_for_deploy.iter().any(|(f, _, _)| *f == field) {
+                    continue;
+                }
+                let rule = if set_here { rule } else { format!("{rule} (inherited from `deploy.{field}`)") };
+                p.push(invalid(format!("services[{i}].deploy.{field}"), value, rule));
+            }
+            if !settings.strategy.shifts_traffic() {
+                continue;
+            }
+            let Some(route) = &s.route else {
+                p.push(invalid(
+                    format!("services[{i}].deploy.strategy"),
+                    settings.strategy.config_name(),
+                    "only a service behind the load balancer (with a `route`) can shift traffic; use `rolling`",
+                ));
+                continue;
+            };
+            let path_priority = route.path_pattern.as_ref().map(|_| route.priority);
+            let (production, test) = strategy::rule_priorities(path_priority, true);
+            let mut wanted = vec![("test rule", test)];
+            if path_priority.is_none() {
+                wanted.push(("production rule", production));
+            }
+            for (what, priority) in wanted.into_iter().filter_map(|(w, p)| p.map(|p| (w, p))) {
+                if priority < 1 || configured.contains(&priority) || !taken.insert(priority) {
+                    p.push(invalid(
+                        format!("services[{i}].route.priority"),
+                        route.priority,
+                        format!(
+                            "with strategy {} the service's {what} needs listener priority {priority}, which {}",
+                            settings.strategy.config_name(),
+                            if priority < 1 { "does not exist (use a priority of 2 or more)" } else { "another rule has" }
+                        ),
+                    ));
+                }
             }
         }
     }

@@ -27,6 +27,8 @@ pub struct Names {
     env: String,
     services: Vec<String>,
     route_short_names: Vec<String>,
+    /// Short names of the routes whose service shifts traffic (it has an alternate target group).
+    shifting_short_names: Vec<String>,
     secrets: Vec<String>,
 }
 
@@ -39,6 +41,12 @@ impl Names {
             route_short_names: config
                 .services
                 .iter()
+                .filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone()))
+                .collect(),
+            shifting_short_names: config
+                .services
+                .iter()
+                .filter(|s| config.strategy_of(s).strategy.shifts_traffic())
                 .filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone()))
                 .collect(),
             secrets: config.secrets.iter().map(|s| s.name.clone()).collect(),
@@ -106,6 +114,15 @@ impl Names {
     pub fn target_group(&self, short_name: &str) -> String {
         self.name(short_name)
     }
+    /// The alternate target group of a traffic-shifting routed service (32 characters at most):
+    /// the new revision registers there while ECS moves traffic.
+    pub fn alternate_target_group(&self, short_name: &str) -> String {
+        self.name(&format!("{short_name}-alt"))
+    }
+    /// The role ECS assumes to move a traffic-shifting service's traffic on the load balancer.
+    pub fn infrastructure_role(&self) -> String {
+        self.name("ecs-infrastructure")
+    }
     /// Cloud Map private DNS namespace.
     pub fn namespace(&self) -> String {
         format!("tap-{}.local", self.env)
@@ -150,6 +167,12 @@ impl Names {
         for short in &self.route_short_names {
             out.push(tap("target group", self.target_group(short), "route"));
         }
+        for short in &self.shifting_short_names {
+            out.push(tap("target group", self.alternate_target_group(short), "alternate target group"));
+        }
+        if !self.shifting_short_names.is_empty() {
+            out.push(tap("IAM role", self.infrastructure_role(), "ECS infrastructure role"));
+        }
         for (i, s) in self.secrets.iter().enumerate() {
             out.push(NamedResource { namespace: "secret", name: self.secret(s), owner: Owner::Secret(i) });
         }
@@ -167,6 +190,12 @@ impl Names {
         ];
         for short in &self.route_short_names {
             out.push(("target group", self.target_group(short), 32));
+        }
+        for short in &self.shifting_short_names {
+            out.push(("target group", self.alternate_target_group(short), 32));
+        }
+        if !self.shifting_short_names.is_empty() {
+            out.push(("IAM role", self.infrastructure_role(), 64));
         }
         for s in &self.services {
             out.push(("IAM role", self.task_role(s), 64));

@@ -75,6 +75,8 @@ pub struct SecurityOutputs {
     pub task_role_arns: BTreeMap<String, String>,
     /// Logical secret name → secret ARN (never the value).
     pub secret_arns: BTreeMap<String, String>,
+    /// The role ECS assumes to move traffic on the load balancer, while a service shifts traffic.
+    pub infrastructure_role_arn: Option<String>,
 }
 
 /// Written by the ingress step.

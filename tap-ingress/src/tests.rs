@@ -41,6 +41,7 @@ fn context_with(config: Config, known: bool) -> Context {
         execution_role_arn: id("arn:role"),
         task_role_arns: BTreeMap::new(),
         secret_arns: BTreeMap::new(),
+        infrastructure_role_arn: None,
     });
     ctx
 }
@@ -249,7 +250,8 @@ async fn creates_exactly_the_spec_from_nothing() {
             l == L80_ARN
                 && r.priority == 10
                 && r.path_pattern == "/api/*"
-                && r.target_group_arn == API_ARN
+                && r.target == RuleTarget::One(API_ARN.into())
+                && r.header.is_none()
                 && has(&r.tags, "tap:component", "ingress/listener/http/rule/api-gateway")
         })
         .times(1)
@@ -395,7 +397,14 @@ async fn listener_and_rule_drift_are_converged() {
         .times(1)
         .returning(|_, _| Ok(()));
     m.expect_modify_rule()
-        .withf(|arn, r| arn == RULE_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .withf(|arn, r| {
+            arn == RULE_ARN
+                && r.spec.path_pattern == "/api/*"
+                && r.spec.target == RuleTarget::One(API_ARN.into())
+                // Only the path drifted: its target is not sent again.
+                && r.conditions
+                && !r.actions
+        })
         .times(1)
         .returning(|_, _| Ok(()));
     m.expect_delete_rule().withf(|arn| arn == "rule-stale").times(1).returning(|_| Ok(()));
@@ -576,7 +585,7 @@ async fn certificate_adds_https_listener_and_redirects_http() {
         .returning(|_, _| Ok(L443_ARN.into()));
     // The path rule goes on :443 only.
     m.expect_create_rule()
-        .withf(|l, r| l == L443_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .withf(|l, r| l == L443_ARN && r.path_pattern == "/api/*" && r.target == RuleTarget::One(API_ARN.into()))
         .times(1)
         .returning(|_, _| Ok(RULE_ARN.into()));
     let changes = step(m).apply(&context_with_certificate()).await.unwrap();

@@ -83,6 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|s| (s.name.clone(), format!("arn:aws:secretsmanager:{region}:{account}:secret:{}", s.name)))
             .collect(),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/tap-alb/1"),

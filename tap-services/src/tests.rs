@@ -94,6 +94,7 @@ fn deployed_ctx(config: Config) -> Context {
             ("db-credentials".into(), DB_SECRET.into()),
             ("api-keys".into(), KEYS_SECRET.into()),
         ]),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/tap-alb-dev/1"),
@@ -132,6 +133,7 @@ fn pending_ctx() -> Context {
         execution_role_arn: p(),
         task_role_arns: SERVICES.iter().map(|s| (s.to_string(), p())).collect(),
         secret_arns: BTreeMap::from([("db-credentials".into(), p()), ("api-keys".into(), p())]),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: p(),
