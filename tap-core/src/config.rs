@@ -883,7 +883,11 @@ impl Config {
                         format!(
                             "with strategy {} the service's {what} needs listener priority {priority}, which {}",
                             settings.strategy.config_name(),
-                            if priority < 1 { "does not exist (use a priority of 2 or more)" } else { "another rule has" }
+                            if priority < 1 {
+                                "does not exist (use a priority of 2 or more)"
+                            } else {
+                                "another rule has"
+                            }
                         ),
                     ));
                 }

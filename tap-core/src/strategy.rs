@@ -205,7 +205,8 @@ mod tests {
 
     #[test]
     fn a_service_overrides_only_what_it_sets() {
-        let own = StrategyOverrides { strategy: Some(Strategy::Canary), canary_percent: Some(20.0), ..Default::default() };
+        let own =
+            StrategyOverrides { strategy: Some(Strategy::Canary), canary_percent: Some(20.0), ..Default::default() };
         let s = defaults().with(&own);
         assert_eq!(s.strategy, Strategy::Canary);
         assert_eq!(s.canary_percent, 20.0);
@@ -217,8 +218,12 @@ mod tests {
         let linear = StrategySettings { strategy: Strategy::Linear, linear_step_percent: 2.5, ..defaults() };
         let fields: Vec<&str> = linear.problems().iter().map(|(f, _, _)| *f).collect();
         assert_eq!(fields, ["linear_step_percent"]);
-        let canary =
-            StrategySettings { strategy: Strategy::Canary, canary_percent: 0.05, bake_time_minutes: 1441, ..defaults() };
+        let canary = StrategySettings {
+            strategy: Strategy::Canary,
+            canary_percent: 0.05,
+            bake_time_minutes: 1441,
+            ..defaults()
+        };
         let fields: Vec<&str> = canary.problems().iter().map(|(f, _, _)| *f).collect();
         assert_eq!(fields, ["bake_time_minutes", "canary_percent"]);
         assert!(StrategySettings { strategy: Strategy::Canary, canary_percent: 12.34, ..defaults() }

@@ -63,9 +63,9 @@ use futures::future::try_join_all;
 use tap_core::outputs::{
     is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, TrafficShift, PENDING,
 };
-use tap_core::strategy;
 use tap_core::resource::{Engine, Owned, Resource};
 use tap_core::step::{Gone, OutputKind};
+use tap_core::strategy;
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
 
@@ -409,8 +409,13 @@ impl IngressStep {
                 // The listener's default service shifts on a rule matching every path.
                 let path_pattern = r.path_pattern.clone().unwrap_or_else(|| "/*".to_owned());
                 let mut rule = |id: String, priority: i32, header: Option<(String, String)>| {
-                    let mut spec =
-                        RuleSpec { priority, path_pattern: path_pattern.clone(), header, target: target.clone(), tags: vec![] };
+                    let mut spec = RuleSpec {
+                        priority,
+                        path_pattern: path_pattern.clone(),
+                        header,
+                        target: target.clone(),
+                        tags: vec![],
+                    };
                     spec.tags = ctx.names.tags(&id, &rule_name(&listener_name, &spec));
                     rules.push((id, spec));
                 };

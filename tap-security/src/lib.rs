@@ -109,9 +109,8 @@ impl SecurityStep {
         let roles = || observed_roles.get_or_try_init(|| iam::read_roles(&*self.iam, ctx));
         let task_roles = async { iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?).await };
         let infrastructure_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
-        let infrastructure_role = async {
-            iam::converge_infrastructure_role(&*self.iam, ctx, &infrastructure_engine, roles().await?).await
-        };
+        let infrastructure_role =
+            async { iam::converge_infrastructure_role(&*self.iam, ctx, &infrastructure_engine, roles().await?).await };
         let execution_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
         let execution = async {
             let engine = &execution_engine;

@@ -748,6 +748,9 @@ mod tests {
             network: None,
             health_check_grace_period_seconds: None,
             circuit_breaker: None,
+            strategy: crate::service::DeploymentStrategy::from_settings(
+                &tap_core::Config::default().deploy.strategy_settings(),
+            ),
             load_balancers: vec![],
             service_registries: vec![],
             tags: vec![],

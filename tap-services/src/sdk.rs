@@ -18,8 +18,8 @@ use crate::logs::ObservedLogGroup;
 use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
-    CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
-    StrategyItem,
+    CircuitBreaker, DeploymentStrategy, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment,
+    ObservedService, ServiceUpdate, StrategyItem, TrafficShiftRef,
 };
 use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
 
@@ -92,10 +92,19 @@ fn network(n: &NetworkConfig) -> Result<ecs::types::NetworkConfiguration, AwsErr
 fn load_balancers(lbs: &[LoadBalancerRef]) -> Vec<ecs::types::LoadBalancer> {
     lbs.iter()
         .map(|l| {
+            let advanced = l.traffic_shift.as_ref().map(|t| {
+                ecs::types::AdvancedConfiguration::builder()
+                    .alternate_target_group_arn(&t.alternate_target_group_arn)
+                    .production_listener_rule(&t.production_listener_rule)
+                    .test_listener_rule(&t.test_listener_rule)
+                    .role_arn(&t.role_arn)
+                    .build()
+            });
             ecs::types::LoadBalancer::builder()
                 .target_group_arn(&l.target_group_arn)
                 .container_name(&l.container_name)
                 .container_port(l.container_port)
+                .set_advanced_configuration(advanced)
                 .build()
         })
         .collect()
@@ -105,12 +114,38 @@ fn registries(arns: &[String]) -> Vec<ecs::types::ServiceRegistry> {
     arns.iter().map(|a| ecs::types::ServiceRegistry::builder().registry_arn(a).build()).collect()
 }
 
-fn deployment_configuration(cb: CircuitBreaker) -> ecs::types::DeploymentConfiguration {
+fn deployment_configuration(cb: CircuitBreaker, strategy: &DeploymentStrategy) -> ecs::types::DeploymentConfiguration {
+    let minutes_and_percent = |(tenths, minutes): (u32, i32)| (f64::from(tenths) / 10.0, minutes);
     ecs::types::DeploymentConfiguration::builder()
         .deployment_circuit_breaker(
             ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
         )
+        .strategy(ecs::types::DeploymentStrategy::from(strategy.strategy.as_str()))
+        .set_bake_time_in_minutes(strategy.bake_time_minutes)
+        .set_canary_configuration(strategy.canary.map(minutes_and_percent).map(|(percent, minutes)| {
+            ecs::types::CanaryConfiguration::builder()
+                .canary_percent(percent)
+                .canary_bake_time_in_minutes(minutes)
+                .build()
+        }))
+        .set_linear_configuration(strategy.linear.map(minutes_and_percent).map(|(percent, minutes)| {
+            ecs::types::LinearConfiguration::builder().step_percent(percent).step_bake_time_in_minutes(minutes).build()
+        }))
         .build()
+}
+
+fn observed_strategy(d: Option<&ecs::types::DeploymentConfiguration>) -> DeploymentStrategy {
+    let tenths = |percent: Option<f64>| tap_core::strategy::tenths(percent.unwrap_or_default());
+    DeploymentStrategy {
+        strategy: d.and_then(|d| d.strategy()).map_or_else(|| "ROLLING".to_owned(), |s| s.as_str().to_owned()),
+        bake_time_minutes: d.and_then(|d| d.bake_time_in_minutes()),
+        canary: d
+            .and_then(|d| d.canary_configuration())
+            .map(|c| (tenths(c.canary_percent()), c.canary_bake_time_in_minutes().unwrap_or_default())),
+        linear: d
+            .and_then(|d| d.linear_configuration())
+            .map(|c| (tenths(c.step_percent()), c.step_bake_time_in_minutes().unwrap_or_default())),
+    }
 }
 
 fn observed_service(s: &ecs::types::Service) -> ObservedService {
@@ -142,6 +177,7 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             .deployment_configuration()
             .and_then(|d| d.deployment_circuit_breaker())
             .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
+        strategy: observed_strategy(s.deployment_configuration()),
         load_balancers: s
             .load_balancers()
             .iter()
@@ -150,6 +186,12 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
                     target_group_arn: l.target_group_arn()?.to_string(),
                     container_name: text(l.container_name()),
                     container_port: l.container_port().unwrap_or_default(),
+                    traffic_shift: l.advanced_configuration().map(|a| TrafficShiftRef {
+                        alternate_target_group_arn: text(a.alternate_target_group_arn()),
+                        production_listener_rule: text(a.production_listener_rule()),
+                        test_listener_rule: text(a.test_listener_rule()),
+                        role_arn: text(a.role_arn()),
+                    }),
                 })
             })
             .collect(),
@@ -546,7 +588,7 @@ impl ServicesApi for SdkServices {
             .set_health_check_grace_period_seconds(d.health_check_grace_period_seconds)
             .set_load_balancers(Some(load_balancers(&d.load_balancers)))
             .set_service_registries(Some(registries(&d.service_registries)))
-            .deployment_configuration(deployment_configuration(d.circuit_breaker))
+            .deployment_configuration(deployment_configuration(d.circuit_breaker, &d.strategy))
             .scheduling_strategy(ecs::types::SchedulingStrategy::Replica)
             .propagate_tags(ecs::types::PropagateTags::Service)
             .enable_ecs_managed_tags(true)
@@ -577,8 +619,8 @@ impl ServicesApi for SdkServices {
         if u.force_new_deployment {
             req = req.force_new_deployment(true);
         }
-        if let Some(cb) = u.circuit_breaker {
-            req = req.deployment_configuration(deployment_configuration(cb));
+        if let (Some(cb), Some(strategy)) = (u.circuit_breaker, &u.strategy) {
+            req = req.deployment_configuration(deployment_configuration(cb, strategy));
         }
         if let Some(n) = &u.network {
             req = req.network_configuration(network(n)?);

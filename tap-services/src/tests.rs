@@ -176,6 +176,7 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
         network: Some(desired.network.clone()),
         health_check_grace_period_seconds: desired.health_check_grace_period_seconds.or(Some(0)),
         circuit_breaker: Some(desired.circuit_breaker),
+        strategy: desired.strategy.clone(),
         load_balancers: desired.load_balancers.clone(),
         service_registries: desired.service_registries.clone(),
         tags: desired.tags.clone(),
@@ -559,7 +560,8 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
                     vec![LoadBalancerRef {
                         target_group_arn: tg_arn(short),
                         container_name: s.into(),
-                        container_port: port
+                        container_port: port,
+                        traffic_shift: None,
                     }]
                 );
                 assert!(d.service_registries.is_empty());
