@@ -85,15 +85,18 @@ pub struct TrafficShiftRef {
 impl LoadBalancerRef {
     /// What tap compares: which of the two target groups is the service's and which the
     /// alternate is ECS's to swap during a deployment, so the pair is compared as a set.
-    fn comparable(&self) -> (String, i32, Vec<String>, Option<(String, String, String)>) {
+    fn comparable(&self) -> LoadBalancerRef {
         let mut groups = vec![self.target_group_arn.clone()];
         groups.extend(self.traffic_shift.as_ref().map(|t| t.alternate_target_group_arn.clone()));
         groups.sort();
-        let rules = self
-            .traffic_shift
-            .as_ref()
-            .map(|t| (t.production_listener_rule.clone(), t.test_listener_rule.clone(), t.role_arn.clone()));
-        (self.container_name.clone(), self.container_port, groups, rules)
+        LoadBalancerRef {
+            target_group_arn: groups.join(" "),
+            traffic_shift: self
+                .traffic_shift
+                .clone()
+                .map(|t| TrafficShiftRef { alternate_target_group_arn: String::new(), ..t }),
+            ..self.clone()
+        }
     }
 }
 
