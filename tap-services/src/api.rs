@@ -15,6 +15,7 @@ use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
 use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
 
 /// Which revisions of a task definition family to list.
@@ -121,6 +122,20 @@ pub trait ServicesApi: Send + Sync {
     ) -> Result<LogPage, AwsError>;
     /// Starts a one-off task (RunTask) and returns it.
     async fn run_task(&self, task: &OneOffTask) -> Result<ObservedTask, AwsError>;
+
+    /// `ListServiceDeployments` of one service, every page.
+    async fn list_service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError>;
+    /// `DescribeServiceDeployments` (up to 20 ARNs).
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError>;
+    /// `DescribeServiceRevisions` (up to 20 ARNs): revision ARN → the task definition it runs.
+    async fn service_revision_task_definitions(&self, arns: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
+    /// `StopServiceDeployment` with stop type `ROLLBACK`: production traffic back on the source
+    /// revision.
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), AwsError>;
 }
 
 /// What one batched read found of the configured services' log groups, ECS services, scalable

@@ -57,6 +57,7 @@ pub mod rollout;
 pub mod scaling;
 mod sdk;
 pub mod service;
+pub mod service_deployment;
 pub mod status;
 pub mod task_definition;
 
@@ -319,6 +320,7 @@ impl ServicesStep {
                         task_definition: c.task_definition.clone(),
                         rollback_to: c.previous.clone(),
                         max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
+                        shifts_traffic: rollout::shifts_traffic(ctx, &c.name),
                         backoff,
                     };
                     rollout::wait(api, &wait).await

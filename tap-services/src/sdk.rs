@@ -21,6 +21,7 @@ use crate::service::{
     CircuitBreaker, DeploymentStrategy, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment,
     ObservedService, ServiceUpdate, StrategyItem, TrafficShiftRef,
 };
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
 
 /// The services step's AWS calls over the SDK clients of a run.
@@ -911,5 +912,86 @@ impl ServicesApi for SdkServices {
             lines: out.events().iter().map(|e| e.message().unwrap_or_default().trim_end().to_string()).collect(),
             next: out.next_forward_token().map(str::to_owned),
         })
+    }
+
+    async fn list_service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .ecs
+                .list_service_deployments()
+                .cluster(cluster)
+                .service(service)
+                .set_next_token(token.take())
+                .send()
+                .await?;
+            found.extend(out.service_deployments().iter().map(|b| ServiceDeploymentBrief {
+                arn: b.service_deployment_arn().unwrap_or_default().to_owned(),
+                status: b.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                target_revision_arn: b.target_service_revision_arn().map(str::to_owned),
+                created_at_ms: b.created_at().and_then(|t| t.to_millis().ok()),
+            }));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError> {
+        let out =
+            self.ecs.describe_service_deployments().set_service_deployment_arns(Some(arns.to_vec())).send().await?;
+        let text = |v: Option<&str>| v.map(str::to_owned);
+        Ok(out
+            .service_deployments()
+            .iter()
+            .map(|d| ServiceDeployment {
+                arn: d.service_deployment_arn().unwrap_or_default().to_owned(),
+                status: d.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                status_reason: text(d.status_reason()),
+                lifecycle_stage: d.lifecycle_stage().map(|s| s.as_str().to_owned()),
+                target_revision_arn: d.target_service_revision().and_then(|r| text(r.arn())),
+                source_revision_arns: d.source_service_revisions().iter().filter_map(|r| text(r.arn())).collect(),
+                target_production_weight: d
+                    .target_service_revision()
+                    .and_then(|r| r.requested_production_traffic_weight()),
+                bake_time_minutes: d.deployment_configuration().and_then(|c| c.bake_time_in_minutes()),
+                triggered_alarms: d.alarms().map(|a| a.triggered_alarm_names().to_vec()).unwrap_or_default(),
+                circuit_breaker_status: d
+                    .deployment_circuit_breaker()
+                    .and_then(|c| c.status())
+                    .map(|s| s.as_str().to_owned()),
+                rollback_reason: d.rollback().and_then(|r| text(r.reason())),
+            })
+            .collect())
+    }
+
+    async fn service_revision_task_definitions(&self, arns: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut found = BTreeMap::new();
+        for chunk in arns.chunks(20) {
+            let out =
+                self.ecs.describe_service_revisions().set_service_revision_arns(Some(chunk.to_vec())).send().await?;
+            found.extend(
+                out.service_revisions()
+                    .iter()
+                    .filter_map(|r| Some((r.service_revision_arn()?.to_owned(), r.task_definition()?.to_owned()))),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), AwsError> {
+        self.ecs
+            .stop_service_deployment()
+            .service_deployment_arn(arn)
+            .stop_type(ecs::types::StopServiceDeploymentStopType::Rollback)
+            .send()
+            .await?;
+        Ok(())
     }
 }

@@ -16,6 +16,7 @@ use crate::service::{
     CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
     StrategyItem,
 };
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
 
 const ACCOUNT: &str = "123456789012";
@@ -961,10 +962,43 @@ fn rollout_mock(ctx: &Context, rollout: &'static str, running: i32) -> MockServi
         svc.deployments[0].rollout_state_reason = Some(format!("ECS deployment {rollout}"));
         svc.deployments[0].running_count = running;
     }
+    // Each service's newest service deployment: of the revision its PRIMARY runs.
+    let revisions: BTreeMap<String, String> = world
+        .services
+        .values()
+        .map(|svc| (svc.name.clone(), svc.deployments[0].task_definition.clone().unwrap_or_default()))
+        .collect();
+    let status = match rollout {
+        "COMPLETED" => "SUCCESSFUL",
+        "FAILED" => "ROLLBACK_FAILED",
+        other => other,
+    };
     let mut api = read_mock(world);
     no_mutations(&mut api);
     api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
     api.expect_target_health().returning(|_| Ok(vec![]));
+    api.expect_list_service_deployments().returning(move |_, service| {
+        Ok(vec![ServiceDeploymentBrief {
+            arn: format!("sd/{service}"),
+            status: status.into(),
+            target_revision_arn: revisions.get(service).map(|td| format!("rev/{td}")),
+            created_at_ms: Some(1),
+        }])
+    });
+    api.expect_service_revision_task_definitions()
+        .returning(|arns| Ok(arns.iter().map(|a| (a.clone(), a.trim_start_matches("rev/").to_owned())).collect()));
+    api.expect_describe_service_deployments().returning(move |arns| {
+        Ok(arns
+            .iter()
+            .map(|arn| ServiceDeployment {
+                arn: arn.clone(),
+                status: status.into(),
+                status_reason: Some(format!("ECS deployment {rollout}")),
+                target_revision_arn: None,
+                ..Default::default()
+            })
+            .collect())
+    });
     api
 }
 
