@@ -1256,4 +1256,53 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("environment") && err.contains("32"), "{err}");
     }
+
+    #[test]
+    fn strategies_are_checked_before_any_call() {
+        use crate::strategy::{Strategy, StrategyOverrides};
+        let problems = |c: &Config| -> Vec<String> {
+            c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
+        };
+        // Every routed service may shift traffic; the defaults leave room for the test rules.
+        let all = Config {
+            deploy: DeploySettings { strategy: Strategy::Canary, ..DeploySettings::default() },
+            ..Config::default()
+        };
+        assert_eq!(problems(&all).len(), 1, "{:?}", problems(&all));
+        assert!(problems(&all)[0].contains("services[2].deploy.strategy") && problems(&all)[0].contains("`route`"));
+
+        let mut c = Config::default();
+        c.services[1].deploy = StrategyOverrides {
+            strategy: Some(Strategy::Linear),
+            linear_step_percent: Some(2.0),
+            ..Default::default()
+        };
+        c.deploy.canary_percent = 0.0;
+        let found = problems(&c);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("services[1].deploy.linear_step_percent") && found[0].contains("3.0 to 100.0"),
+            "{found:?}"
+        );
+
+        // The api-gateway's test rule needs priority 9: a rule of another service there is a clash.
+        let mut c = Config::default();
+        c.services[1].deploy.strategy = Some(Strategy::BlueGreen);
+        let mut extra = c.services[1].clone();
+        extra.name = "admin".into();
+        extra.port = 8081;
+        extra.deploy = StrategyOverrides::default();
+        extra.route = Some(RouteSpec {
+            short_name: "adm".into(),
+            path_pattern: Some("/admin/*".into()),
+            priority: 9,
+            health_check_path: "/".into(),
+        });
+        c.services.push(extra);
+        let found = problems(&c);
+        assert!(
+            found.iter().any(|p| p.contains("services[1].route.priority") && p.contains("priority 9")),
+            "{found:?}"
+        );
+    }
 }

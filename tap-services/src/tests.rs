@@ -1479,3 +1479,57 @@ async fn every_existing_resource_is_reported_as_found() {
         }
     }
 }
+
+/// A deployed context whose api-gateway deploys blue-green, with its traffic shift published.
+fn blue_green_ctx() -> Context {
+    let mut config = config(false);
+    config.services[1].deploy.strategy = Some(tap_core::strategy::Strategy::BlueGreen);
+    let ctx = deployed_ctx(config);
+    let mut security: SecurityOutputs = ctx.get("test").unwrap();
+    security.infrastructure_role_arn = Some(format!("arn:aws:iam::{ACCOUNT}:role/tap-ecs-infrastructure-dev"));
+    ctx.put(security);
+    let mut ingress: IngressOutputs = ctx.get("test").unwrap();
+    ingress.traffic_shifts.insert(
+        "api-gateway".into(),
+        TrafficShift {
+            alternate_target_group_arn: tg_arn("api-alt"),
+            production_listener_rule_arn: "arn:rule/prod".into(),
+            test_listener_rule_arn: "arn:rule/test".into(),
+        },
+    );
+    ctx.put(ingress);
+    ctx
+}
+
+#[test]
+fn a_blue_green_service_gets_its_strategy_and_traffic_shift() {
+    let ctx = blue_green_ctx();
+    let want = desired_service(&ctx, "api-gateway", &td_arn("api-gateway", 1));
+    assert_eq!(want.strategy.strategy, "BLUE_GREEN");
+    assert_eq!(want.strategy.bake_time_minutes, Some(5));
+    let shift = want.load_balancers[0].traffic_shift.clone().expect("advancedConfiguration");
+    assert_eq!(shift.alternate_target_group_arn, tg_arn("api-alt"));
+    assert_eq!(
+        (shift.production_listener_rule.as_str(), shift.test_listener_rule.as_str()),
+        ("arn:rule/prod", "arn:rule/test")
+    );
+    assert!(shift.role_arn.ends_with("role/tap-ecs-infrastructure-dev"));
+
+    // After a deployment ECS serves from the alternate group: no drift, nothing to repair.
+    let mut have = observed_from(&want);
+    let lb = &mut have.load_balancers[0];
+    let swapped = lb.traffic_shift.as_mut().unwrap();
+    std::mem::swap(&mut lb.target_group_arn, &mut swapped.alternate_target_group_arn);
+    assert_eq!(service::update_for(&want, &have), None);
+
+    // A service still rolling: the strategy and the load balancer change, in one UpdateService
+    // that writes the deployment configuration whole.
+    let rolling = desired_service(&deployed_ctx(config(false)), "api-gateway", &td_arn("api-gateway", 1));
+    let (update, attrs) = service::update_for(&want, &observed_from(&rolling)).expect("drift");
+    let names: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
+    assert_eq!(names, ["deployment_strategy", "load_balancers"]);
+    assert_eq!(update.strategy.as_ref().map(|s| s.strategy.as_str()), Some("BLUE_GREEN"));
+    assert_eq!(update.circuit_breaker, Some(want.circuit_breaker));
+    assert!(update.load_balancers.unwrap()[0].traffic_shift.is_some());
+    assert_eq!(update.task_definition, None);
+}
