@@ -322,6 +322,7 @@ impl ServicesStep {
                         max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
                         shifts_traffic: rollout::shifts_traffic(ctx, &c.name),
                         backoff,
+                        ctx: Some(ctx),
                     };
                     rollout::wait(api, &wait).await
                 }

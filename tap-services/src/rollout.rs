@@ -215,6 +215,8 @@ pub struct RolloutWait<'a> {
     pub shifts_traffic: bool,
     /// Polling and deadline.
     pub backoff: Backoff,
+    /// Where progress goes (the lifecycle stage, the traffic share, the bake time left).
+    pub ctx: Option<&'a tap_core::Context>,
 }
 
 /// Whether the service `label` of the config has a traffic-shifting strategy (and a route).
@@ -346,6 +348,10 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
             }
             (Phase::InProgress(progress), _) => {
                 tracing::info!(service = name, "{progress}");
+                if let Some(ctx) = w.ctx {
+                    let what = format!("{}: {progress}", w.label);
+                    ctx.progress(tap_core::progress::ProgressEvent::Waiting { step: crate::STEP, what: &what });
+                }
                 let in_flight = service_deployment.as_ref().filter(|d| d.in_flight());
                 if let Some(deployment) = in_flight.filter(|_| w.shifts_traffic && !stopped_by_tap) {
                     if stopped.len() >= w.max_failed_tasks.max(1) {
@@ -658,6 +664,7 @@ pub async fn rollback(
                     max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
                     shifts_traffic: shifts_traffic(ctx, label),
                     backoff,
+                    ctx: Some(ctx),
                 };
                 wait(api, &w).await
             }
@@ -982,6 +989,7 @@ mod tests {
                 max: Duration::from_millis(2),
                 timeout: Duration::from_secs(5),
             },
+            ctx: None,
         }
     }
 
