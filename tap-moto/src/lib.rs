@@ -21,6 +21,8 @@ pub mod async_deletes;
 mod engine;
 pub mod proxy;
 pub mod rollout;
+#[cfg(test)]
+mod rollout_tests;
 pub mod service_deployments;
 pub mod upstream;
 

@@ -130,6 +130,11 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Replaces the faults (e.g. to stop injecting them).
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;

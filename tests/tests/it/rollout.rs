@@ -19,6 +19,7 @@ fn rollout_proxy(circuit_breaker_threshold: usize) -> Proxy {
         task_start: Duration::from_millis(300),
         healthy_after: Duration::from_millis(400),
         circuit_breaker_threshold,
+        ..Rollouts::default()
     });
     proxy
 }
