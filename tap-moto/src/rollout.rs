@@ -19,8 +19,10 @@
 //!   [`Rollouts::minute`]) before the deployment is `COMPLETED` and the service deployment
 //!   `SUCCESSFUL`.
 //! - **BLUE_GREEN, CANARY, LINEAR** with an `advancedConfiguration`: the lifecycle stages of the
-//!   ECS guide (RECONCILE_SERVICE when a deployment replaces one in flight, SCALE_UP,
-//!   TEST_TRAFFIC_SHIFT, POST_TEST_TRAFFIC_SHIFT, PRODUCTION_TRAFFIC_SHIFT, BAKE_TIME, CLEAN_UP).
+//!   ECS guide, as `lifecycleStage`: SCALE_UP, PRODUCTION_TRAFFIC_SHIFT, BAKE_TIME and CLEAN_UP
+//!   last as long as their work; RECONCILE_SERVICE (a deployment replacing one in flight, whose
+//!   green tasks stop and whose traffic goes back to blue), PRE_SCALE_UP, the test traffic shift
+//!   and POST_PRODUCTION_TRAFFIC_SHIFT pass at once, as no hook waits there.
 //!   Green tasks start and register in the target group that takes no production traffic (the
 //!   alternate one first; ECS alternates between the two), healthy there (DescribeTargetHealth);
 //!   the test listener rule then forwards to green, and the production listener rule's forward
@@ -55,8 +57,9 @@
 //! CloudWatch Logs GetLogEvents for what the double made. Sent to moto: ELBv2 ModifyRule and
 //! CloudWatch DescribeAlarms. Everything else is moto's.
 //!
-//! Left out: lifecycle hooks (`lifecycleHooks` are stored and shown, never invoked, so the
-//! PRE_SCALE_UP and PRE/POST hook stages pass at once), Network Load Balancers, Service Connect
+//! Left out: lifecycle hooks (`lifecycleHooks` are stored and shown, never invoked), the
+//! PRE_PRODUCTION_TRAFFIC_SHIFT stage (described in the guide, but not one of the SDK's
+//! ServiceDeploymentLifecycleStage values), Network Load Balancers, Service Connect
 //! and VPC Lattice traffic shifting, early success criteria, minimum/maximum percent pacing (a
 //! rolling wave replaces every task at once), and the EC2 launch type.
 
