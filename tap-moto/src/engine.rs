@@ -21,8 +21,12 @@ impl Cause {
     /// service event's words after "deployment failed:")
     fn words(&self) -> (String, &'static str) {
         match self {
-            Cause::Breaker => ("ECS deployment circuit breaker: tasks failed to start.".into(), "tasks failed to start."),
-            Cause::Alarms(names) => (format!("ECS deployment failed: alarm detected: {}.", names.join(", ")), "alarm detected."),
+            Cause::Breaker => {
+                ("ECS deployment circuit breaker: tasks failed to start.".into(), "tasks failed to start.")
+            }
+            Cause::Alarms(names) => {
+                (format!("ECS deployment failed: alarm detected: {}.", names.join(", ")), "alarm detected.")
+            }
             Cause::StopRollback => (
                 "Service deployment rolled back because of a StopServiceDeployment request.".into(),
                 "rollback requested.",
@@ -111,7 +115,12 @@ impl Double {
         // The older deployments' tasks stop once the new ones are healthy.
         let old: Vec<String> = service.deployments.iter().skip(1).map(|d| d.id.clone()).collect();
         for t in state.tasks.iter_mut().filter(|t| old.contains(&t.started_by)) {
-            stop(t, scaled, "ServiceSchedulerInitiated", &format!("Scaling activity initiated by (deployment {})", primary.id));
+            stop(
+                t,
+                scaled,
+                "ServiceSchedulerInitiated",
+                &format!("Scaling activity initiated by (deployment {})", primary.id),
+            );
         }
         let sd = &service.sds[primary.sd];
         let bake = if primary.rollback || !sds::alarms(&sd.config).0 {
@@ -232,7 +241,12 @@ impl Double {
         service.last_completed = Some((primary.task_definition.clone(), primary.id.clone(), primary.revision.clone()));
         for old in service.deployments.drain(1..) {
             for t in state.tasks.iter_mut().filter(|t| t.started_by == old.id) {
-                stop(t, at, "ServiceSchedulerInitiated", &format!("Scaling activity initiated by (deployment {})", primary.id));
+                stop(
+                    t,
+                    at,
+                    "ServiceSchedulerInitiated",
+                    &format!("Scaling activity initiated by (deployment {})", primary.id),
+                );
             }
         }
         service.events.push((at, format!("(service {}) has reached a steady state.", service.name)));
@@ -287,7 +301,9 @@ impl Double {
                     blue.status = "PRIMARY";
                     let back_to = blue.id.clone();
                     service.deployments.insert(0, blue);
-                    service.events.push((at, format!("(service {}) rolling back to deployment {back_to}.", service.name)));
+                    service
+                        .events
+                        .push((at, format!("(service {}) rolling back to deployment {back_to}.", service.name)));
                     let source = service.sds[i].source.first().cloned().unwrap_or_default();
                     let sd = &mut service.sds[i];
                     sd.status = "ROLLBACK_IN_PROGRESS";

@@ -532,6 +532,24 @@ mod tests {
         );
     }
 
+    /// ECS's own calls meet the double (an invalid deployment configuration is refused as ECS
+    /// refuses it, not forwarded); Cloud Map's calls of the same names pass untouched.
+    #[test]
+    fn the_double_answers_ecs_and_leaves_cloud_map_alone() {
+        let proxy = proxy_over_ok_upstream();
+        proxy.set_rollouts(Rollouts::default());
+        let invalid = r#"{"serviceName":"s","desiredCount":1,"deploymentConfiguration":{"strategy":"LINEAR","linearConfiguration":{"stepPercent":1.0}}}"#;
+        let ecs = send(&proxy, Some("AmazonEC2ContainerServiceV20141113.CreateService"), invalid);
+        assert!(ecs.starts_with("HTTP/1.1 400 "), "{ecs}");
+        assert!(ecs.contains("x-amzn-ErrorType: InvalidParameterException") && ecs.contains("stepPercent"), "{ecs}");
+        let cloud_map = send(&proxy, Some("Route53AutoNaming_v20170314.CreateService"), invalid);
+        assert!(cloud_map.ends_with("ok"), "{cloud_map}");
+        let listed = send(&proxy, Some("Route53AutoNaming_v20170314.ListServiceDeployments"), "{}");
+        assert!(listed.ends_with("ok"), "only ECS's service deployments are the double's: {listed}");
+        let fates: Vec<Fate> = proxy.calls().into_iter().map(|c| c.fate).collect();
+        assert_eq!(fates, vec![Fate::Synthesized, Fate::Forwarded, Fate::Forwarded]);
+    }
+
     #[test]
     fn seeds_choose_other_calls_reproducibly() {
         let fates_of = |seed: u64| {

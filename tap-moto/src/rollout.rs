@@ -227,7 +227,8 @@ impl Service {
 
     /// (pending, running) tasks of a revision.
     pub(crate) fn revision_counts(&self, state: &State, revision: &str, now: u64) -> (i64, i64) {
-        let mine = state.tasks.iter().filter(|t| t.service.as_deref() == Some(self.arn.as_str()) && t.revision == revision);
+        let mine =
+            state.tasks.iter().filter(|t| t.service.as_deref() == Some(self.arn.as_str()) && t.revision == revision);
         let live: Vec<&Task> = mine.filter(|t| !is_stopped(t, now)).collect();
         let running = live.iter().filter(|t| is_running(t, now)).count() as i64;
         (live.len() as i64 - running, running)
@@ -418,9 +419,10 @@ impl Double {
                 .services
                 .values()
                 .flat_map(|s| {
-                    s.sds.iter().filter(|sd| sd.ongoing() && sds::alarms(&sd.config).0).map(move |sd| {
-                        (s.region().to_string(), sds::alarms(&sd.config).2)
-                    })
+                    s.sds
+                        .iter()
+                        .filter(|sd| sd.ongoing() && sds::alarms(&sd.config).0)
+                        .map(move |sd| (s.region().to_string(), sds::alarms(&sd.config).2))
                 })
                 .collect()
         };
@@ -520,7 +522,8 @@ impl Double {
                     s.name == name && last_part(&s.cluster_arn) == cluster && s.arn.contains(&format!(":{region}:"))
                 })?;
                 let config = sds::merge(&known.config, &req["deploymentConfiguration"]);
-                let lbs = if req.get("loadBalancers").is_some() { &req["loadBalancers"] } else { &known.load_balancers };
+                let lbs =
+                    if req.get("loadBalancers").is_some() { &req["loadBalancers"] } else { &known.load_balancers };
                 sds::validate(&config, lbs).err()
             }
             _ => None,
@@ -676,14 +679,10 @@ impl Double {
         let revision = self.new_revision(state, service, &task_definition, at);
         let config = service.config.clone();
         let strategy = sds::strategy(&config).to_string();
-        let groups = service
-            .shift
-            .as_ref()
-            .filter(|_| sds::shifting(&strategy))
-            .map(|s| {
-                let green = if s.live == s.primary { s.alternate.clone() } else { s.primary.clone() };
-                (s.live.clone(), green)
-            });
+        let groups = service.shift.as_ref().filter(|_| sds::shifting(&strategy)).map(|s| {
+            let green = if s.live == s.primary { s.alternate.clone() } else { s.primary.clone() };
+            (s.live.clone(), green)
+        });
         if let (Some((_, green)), Some(s), Some(r)) =
             (&groups, &service.shift, service.revisions.iter_mut().find(|r| r.arn == revision))
         {
@@ -743,7 +742,9 @@ impl Double {
                 continue;
             }
             any = true;
-            if let Some((blue, green)) = service.sds[i].groups.clone().filter(|_| service.sds[i].weight > 0.0 || service.sds[i].test_shifted) {
+            if let Some((blue, green)) =
+                service.sds[i].groups.clone().filter(|_| service.sds[i].weight > 0.0 || service.sds[i].test_shifted)
+            {
                 self.move_traffic(service, &blue, &green, 0.0, true);
             }
             let sd = &mut service.sds[i];
@@ -960,7 +961,8 @@ impl Double {
                 .map(|(_, p)| *p)
                 .or_else(|| service.shift.as_ref().map(|s| s.port))
                 .unwrap_or(80);
-            let registered = |t: &&Task| t.service.as_deref() == Some(service.arn.as_str()) && t.groups.iter().any(|g| g == arn);
+            let registered =
+                |t: &&Task| t.service.as_deref() == Some(service.arn.as_str()) && t.groups.iter().any(|g| g == arn);
             for t in state.tasks.iter().filter(registered) {
                 let Some(running_at) = t.running_at.filter(|r| *r <= now) else { continue };
                 let (state, reason, description) = if is_stopped(t, now) {
@@ -1293,8 +1295,10 @@ mod tests {
         let listed = double.answer("ListTasks", true, "eu-west-1", list.as_bytes()).unwrap().body;
         let arns = serde_json::from_str::<Value>(&listed).unwrap()["taskArns"].clone();
         assert!(arns.as_array().is_some_and(|a| a.len() >= 2), "{listed}");
-        let tasks =
-            double.answer("DescribeTasks", true, "eu-west-1", json!({"tasks": arns}).to_string().as_bytes()).unwrap().body;
+        let tasks = double
+            .answer("DescribeTasks", true, "eu-west-1", json!({"tasks": arns}).to_string().as_bytes())
+            .unwrap()
+            .body;
         let task = &serde_json::from_str::<Value>(&tasks).unwrap()["tasks"][0];
         assert!(task["stoppedReason"].as_str().unwrap().starts_with("CannotPullContainerError"), "{task}");
         assert_eq!(task["stopCode"], "TaskFailedToStart");

@@ -84,7 +84,10 @@ fn env(region: &'static str) -> Env {
     let elb = |p: &[(&str, &str)]| q(m, region, "elasticloadbalancing", &[&[("Version", "2015-12-01")], p].concat());
     let vpc = tag(&ec2(&[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")]), "vpcId");
     let subnet = |cidr: &str, az: &str| {
-        tag(&ec2(&[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", cidr), ("AvailabilityZone", az)]), "subnetId")
+        tag(
+            &ec2(&[("Action", "CreateSubnet"), ("VpcId", &vpc), ("CidrBlock", cidr), ("AvailabilityZone", az)]),
+            "subnetId",
+        )
     };
     let (s1, s2) = (subnet("10.0.1.0/24", &format!("{region}a")), subnet("10.0.2.0/24", &format!("{region}b")));
     let lb = tag(
@@ -183,7 +186,8 @@ impl Env {
     fn newest(&self) -> Value {
         let list = self.call("ListServiceDeployments", json!({"cluster": "c", "service": "app"}));
         let arn = list["serviceDeployments"][0]["serviceDeploymentArn"].clone();
-        self.call("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]}))["serviceDeployments"][0].clone()
+        self.call("DescribeServiceDeployments", json!({"serviceDeploymentArns": [arn]}))["serviceDeployments"][0]
+            .clone()
     }
 
     /// Waits until the newest service deployment has this status, collecting the stages seen.
@@ -268,7 +272,13 @@ impl Env {
             moto().port(),
             self.region,
             "monitoring",
-            &[("Action", "SetAlarmState"), ("Version", "2010-08-01"), ("AlarmName", name), ("StateValue", state), ("StateReason", "test")],
+            &[
+                ("Action", "SetAlarmState"),
+                ("Version", "2010-08-01"),
+                ("AlarmName", name),
+                ("StateValue", state),
+                ("StateReason", "test"),
+            ],
         );
     }
 }
@@ -280,15 +290,22 @@ fn blue_green_moves_production_traffic_through_its_stages_and_alternates_target_
     assert_eq!(created["service"]["deploymentConfiguration"]["strategy"], "BLUE_GREEN", "{created}");
     let (first, stages) = env.until_status("SUCCESSFUL");
     assert_eq!(stages.first().map(String::as_str), Some("SCALE_UP"), "{stages:?}");
-    assert!(stages.contains(&"BAKE_TIME".to_string()) && stages.last().map(String::as_str) == Some("CLEAN_UP"), "{stages:?}");
+    assert!(
+        stages.contains(&"BAKE_TIME".to_string()) && stages.last().map(String::as_str) == Some("CLEAN_UP"),
+        "{stages:?}"
+    );
     assert_eq!(first["targetServiceRevision"]["requestedProductionTrafficWeight"], 100.0, "{first}");
     assert!(first["finishedAt"].is_number() && first["sourceServiceRevisions"] == json!([]), "{first}");
     // The first deployment went to the alternate group: production now forwards there.
     assert_eq!((env.weight(&env.production_rule, &env.tg2), env.weight(&env.production_rule, &env.tg1)), (100, 0));
     assert_eq!(env.weight(&env.test_rule, &env.tg2), 100);
     assert_eq!((env.healthy(&env.tg2), env.healthy(&env.tg1)), (2, 0));
-    let revision = env.call("DescribeServiceRevisions", json!({"serviceRevisionArns": [first["targetServiceRevision"]["arn"]]}));
-    assert_eq!(revision["serviceRevisions"][0]["resolvedConfiguration"]["loadBalancers"][0]["targetGroupArn"], json!(env.tg2));
+    let revision =
+        env.call("DescribeServiceRevisions", json!({"serviceRevisionArns": [first["targetServiceRevision"]["arn"]]}));
+    assert_eq!(
+        revision["serviceRevisions"][0]["resolvedConfiguration"]["loadBalancers"][0]["targetGroupArn"],
+        json!(env.tg2)
+    );
 
     env.update("repo:good-2");
     let (second, _) = env.until_status("SUCCESSFUL");
@@ -323,7 +340,10 @@ fn canary_and_linear_shift_in_steps() {
             assert_eq!(sd["lifecycleStage"], "PRODUCTION_TRAFFIC_SHIFT", "{sd}");
             assert_eq!(sd["sourceServiceRevisions"][0]["requestedProductionTrafficWeight"], 80.0, "{sd}");
             // tg2 is live since the first deployment: tg1 is the canary's.
-            assert_eq!((env.weight(&env.production_rule, &env.tg1), env.weight(&env.production_rule, &env.tg2)), (20, 80));
+            assert_eq!(
+                (env.weight(&env.production_rule, &env.tg1), env.weight(&env.production_rule, &env.tg2)),
+                (20, 80)
+            );
             break;
         }
         assert!(Instant::now() < deadline, "never at the canary step: {sd}");
@@ -356,7 +376,10 @@ fn canary_and_linear_shift_in_steps() {
 fn the_circuit_breaker_rolls_blue_green_back_to_blue() {
     let env = env("eu-central-1");
     let breaker = json!({"enable": true, "rollback": true});
-    env.create("repo:good-1", json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 1, "deploymentCircuitBreaker": breaker}));
+    env.create(
+        "repo:good-1",
+        json!({"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 1, "deploymentCircuitBreaker": breaker}),
+    );
     let (first, _) = env.until_status("SUCCESSFUL");
     env.update("repo:bad-2");
     let (sd, _) = env.until_status("ROLLBACK_SUCCESSFUL");
@@ -369,9 +392,14 @@ fn the_circuit_breaker_rolls_blue_green_back_to_blue() {
     assert_eq!(env.healthy(&env.tg2), 2);
     let service = env.service();
     let primary = &service["deployments"][0];
-    assert_eq!((primary["status"].as_str(), primary["rolloutState"].as_str()), (Some("PRIMARY"), Some("COMPLETED")), "{service}");
+    assert_eq!(
+        (primary["status"].as_str(), primary["rolloutState"].as_str()),
+        (Some("PRIMARY"), Some("COMPLETED")),
+        "{service}"
+    );
     assert!(primary["taskDefinition"].as_str().unwrap().ends_with("app:1"), "{service}");
-    let events: Vec<&str> = service["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    let events: Vec<&str> =
+        service["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
     assert!(events.iter().any(|e| e.ends_with("deployment failed: tasks failed to start.")), "{events:?}");
 }
 
@@ -456,7 +484,8 @@ fn an_alarm_during_a_rolling_bake_fails_and_rolls_back() {
     let primary = &service["deployments"][0];
     assert!(primary["taskDefinition"].as_str().unwrap().ends_with("app:1"), "{service}");
     assert_eq!(primary["rolloutState"], "COMPLETED", "{service}");
-    let events: Vec<&str> = service["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
+    let events: Vec<&str> =
+        service["events"].as_array().unwrap().iter().filter_map(|e| e["message"].as_str()).collect();
     assert!(events.iter().any(|e| e.ends_with("deployment failed: alarm detected.")), "{events:?}");
     assert!(events.iter().any(|e| e.contains("rolling back to deployment")), "{events:?}");
 }
@@ -488,10 +517,12 @@ fn stop_service_deployment_rolls_back_at_once_and_refuses_a_finished_one() {
     let (sd, _) = env.until_status("ROLLBACK_SUCCESSFUL");
     assert_eq!(sd["rollback"]["serviceRevisionArn"], first["targetServiceRevision"]["arn"], "{sd}");
     assert_eq!(sd["statusReason"], "Service deployment rolled back because of a StopServiceDeployment request.");
-    let (status, again) = ecs(env.proxy.port(), env.region, "StopServiceDeployment", json!({"serviceDeploymentArn": arn}));
+    let (status, again) =
+        ecs(env.proxy.port(), env.region, "StopServiceDeployment", json!({"serviceDeploymentArn": arn}));
     assert_eq!((status, again["__type"].as_str()), (400, Some("ConflictException")), "{again}");
     let unknown = "arn:aws:ecs:us-east-2:123456789012:service-deployment/c/app/nope";
-    let (status, missing) = ecs(env.proxy.port(), env.region, "StopServiceDeployment", json!({"serviceDeploymentArn": unknown}));
+    let (status, missing) =
+        ecs(env.proxy.port(), env.region, "StopServiceDeployment", json!({"serviceDeploymentArn": unknown}));
     assert_eq!((status, missing["__type"].as_str()), (400, Some("ServiceDeploymentNotFoundException")));
     let described = env.call("DescribeServiceDeployments", json!({"serviceDeploymentArns": [unknown]}));
     assert_eq!(described["failures"][0], json!({"arn": unknown, "reason": "MISSING"}));
@@ -528,12 +559,16 @@ fn service_deployments_are_listed_filtered_and_paginated_and_configs_validated()
     assert!(next.get("nextToken").is_none(), "{next}");
     let none = env.call("ListServiceDeployments", json!({"cluster": "c", "service": "app", "status": ["IN_PROGRESS"]}));
     assert_eq!(none["serviceDeployments"], json!([]));
-    let future = env.call("ListServiceDeployments", json!({"cluster": "c", "service": "app", "createdAt": {"after": 4_000_000_000u64}}));
+    let future = env.call(
+        "ListServiceDeployments",
+        json!({"cluster": "c", "service": "app", "createdAt": {"after": 4_000_000_000u64}}),
+    );
     assert_eq!(future["serviceDeployments"], json!([]));
     let arn = all["serviceDeployments"][0]["serviceDeploymentArn"].as_str().unwrap();
     assert!(arn.starts_with("arn:aws:ecs:us-east-1:123456789012:service-deployment/c/app/"), "{arn}");
     let revision = all["serviceDeployments"][0]["targetServiceRevisionArn"].as_str().unwrap();
     assert!(revision.starts_with("arn:aws:ecs:us-east-1:123456789012:service-revision/c/app/"), "{revision}");
-    let (status, unknown) = ecs(env.proxy.port(), env.region, "ListServiceDeployments", json!({"cluster": "c", "service": "nope"}));
+    let (status, unknown) =
+        ecs(env.proxy.port(), env.region, "ListServiceDeployments", json!({"cluster": "c", "service": "nope"}));
     assert_eq!((status, unknown["__type"].as_str()), (400, Some("ServiceNotFoundException")));
 }

@@ -371,7 +371,8 @@ pub(crate) fn document(service: &Service, state: &State, sd: &Sd, breaker_thresh
 
 /// `DescribeServiceDeployments`: known ARNs described, the others in `failures` (MISSING).
 pub(crate) fn describe(state: &State, req: &Value, breaker_threshold: usize, now: u64) -> Reply {
-    let arns: Vec<&str> = req["serviceDeploymentArns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let arns: Vec<&str> =
+        req["serviceDeploymentArns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if arns.len() > 20 {
         return invalid("serviceDeploymentArns can have at most 20 items.");
     }
@@ -389,7 +390,8 @@ pub(crate) fn describe(state: &State, req: &Value, breaker_threshold: usize, now
 
 /// `DescribeServiceRevisions`: known ARNs described, the others in `failures` (MISSING).
 pub(crate) fn describe_revisions(state: &State, req: &Value) -> Reply {
-    let arns: Vec<&str> = req["serviceRevisionArns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let arns: Vec<&str> =
+        req["serviceRevisionArns"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     if arns.len() > 20 {
         return invalid("serviceRevisionArns can have at most 20 items.");
     }
@@ -464,12 +466,16 @@ mod tests {
     fn strategies_shift_in_their_steps() {
         assert_eq!(steps(&json!({"strategy": "BLUE_GREEN"})), vec![(0.0, 100.0)]);
         assert_eq!(
-            steps(&json!({"strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 20.0, "canaryBakeTimeInMinutes": 3}})),
+            steps(
+                &json!({"strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 20.0, "canaryBakeTimeInMinutes": 3}})
+            ),
             vec![(0.0, 20.0), (3.0, 100.0)]
         );
         assert_eq!(steps(&json!({"strategy": "CANARY"})), vec![(0.0, 5.0), (10.0, 100.0)]);
         assert_eq!(
-            steps(&json!({"strategy": "LINEAR", "linearConfiguration": {"stepPercent": 40.0, "stepBakeTimeInMinutes": 2}})),
+            steps(
+                &json!({"strategy": "LINEAR", "linearConfiguration": {"stepPercent": 40.0, "stepBakeTimeInMinutes": 2}})
+            ),
             vec![(0.0, 40.0), (2.0, 80.0), (4.0, 100.0)]
         );
     }
@@ -484,11 +490,18 @@ mod tests {
         let lb = json!([{"targetGroupArn": "tg-1", "containerName": "c", "containerPort": 80}]);
         let err = validate(&updated, &lb).unwrap_err();
         assert_eq!(err.status, 400);
-        assert!(err.body.contains("InvalidParameterException") && err.body.contains("advancedConfiguration"), "{}", err.body);
+        assert!(
+            err.body.contains("InvalidParameterException") && err.body.contains("advancedConfiguration"),
+            "{}",
+            err.body
+        );
         let with_advanced = json!([{"targetGroupArn": "tg-1", "advancedConfiguration": {"alternateTargetGroupArn": "tg-2", "productionListenerRule": "r", "roleArn": "role"}}]);
         assert!(validate(&updated, &with_advanced).is_ok());
-        assert!(validate(&json!({"strategy": "LINEAR", "linearConfiguration": {"stepPercent": 2.0}}), &json!([])).is_err());
-        assert!(validate(&json!({"strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 0.05}}), &json!([])).is_err());
+        assert!(
+            validate(&json!({"strategy": "LINEAR", "linearConfiguration": {"stepPercent": 2.0}}), &json!([])).is_err()
+        );
+        assert!(validate(&json!({"strategy": "CANARY", "canaryConfiguration": {"canaryPercent": 0.05}}), &json!([]))
+            .is_err());
         assert!(validate(&json!({"bakeTimeInMinutes": 1441}), &json!([])).is_err());
         assert!(validate(&json!({"strategy": "ROLLING"}), &lb).is_ok(), "rolling needs no advancedConfiguration");
     }

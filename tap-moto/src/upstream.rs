@@ -42,7 +42,7 @@ pub fn query(port: u16, region: &str, service: &str, params: &[(String, String)]
 /// ELBv2 takes them (integers 0-999): whole percents as they are, tenths of a percent in tenths.
 pub fn weights(green_percent: f64) -> (u32, u32) {
     let tenths = (green_percent.clamp(0.0, 100.0) * 10.0).round() as u32;
-    if tenths % 10 == 0 {
+    if tenths.is_multiple_of(10) {
         (100 - tenths / 10, tenths / 10)
     } else {
         (1000 - tenths, tenths)
@@ -111,7 +111,8 @@ pub fn parse_alarms(xml: &str) -> Vec<Alarm> {
 
 /// `DescribeAlarms` of these names in `region`.
 pub fn describe_alarms(port: u16, region: &str, names: &[String]) -> io::Result<Vec<Alarm>> {
-    let mut params = vec![("Action".to_string(), "DescribeAlarms".to_string()), ("Version".into(), "2010-08-01".into())];
+    let mut params =
+        vec![("Action".to_string(), "DescribeAlarms".to_string()), ("Version".into(), "2010-08-01".into())];
     for (i, n) in names.iter().enumerate() {
         params.push((format!("AlarmNames.member.{}", i + 1), n.clone()));
     }
