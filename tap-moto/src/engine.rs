@@ -363,3 +363,100 @@ impl Double {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::{json, Value};
+
+    use crate::rollout::{Double, Rollouts};
+
+    const SERVICE: &str = "arn:aws:ecs:eu-west-1:123456789012:service/c/app";
+
+    fn register(double: &Double, n: u32) -> String {
+        let td = format!("arn:aws:ecs:eu-west-1:123456789012:task-definition/app:{n}");
+        let req = json!({"containerDefinitions": [{"name": "app", "image": format!("repo:good-{n}")}]});
+        let resp = json!({"taskDefinition": {"taskDefinitionArn": td}});
+        double.observe("RegisterTaskDefinition", req.to_string().as_bytes(), resp.to_string().as_bytes());
+        td
+    }
+
+    fn ecs(double: &Double, op: &str, req: Value) -> Value {
+        let reply = double.answer(op, true, "eu-west-1", req.to_string().as_bytes()).expect(op);
+        assert_eq!(reply.status, 200, "{op}: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    fn update(double: &Double, req: Value) {
+        let resp = json!({"service": {"serviceArn": SERVICE}});
+        double.observe("UpdateService", req.to_string().as_bytes(), resp.to_string().as_bytes());
+    }
+
+    /// The service deployments, newest first, described.
+    fn deployments(double: &Double) -> Vec<Value> {
+        let list = ecs(double, "ListServiceDeployments", json!({"cluster": "c", "service": "app"}));
+        let arns: Vec<Value> =
+            list["serviceDeployments"].as_array().unwrap().iter().map(|d| d["serviceDeploymentArn"].clone()).collect();
+        let described = ecs(double, "DescribeServiceDeployments", json!({"serviceDeploymentArns": arns}));
+        described["serviceDeployments"].as_array().unwrap().clone()
+    }
+
+    fn until(double: &Double, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let newest = deployments(double).remove(0);
+            if done(&newest) {
+                return newest;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {newest}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A deployment started while a blue/green one bakes replaces it (STOPPED, RECONCILE_SERVICE
+    /// first); ABORT stops a deployment where it is.
+    #[test]
+    fn a_newer_deployment_replaces_one_in_flight_and_abort_stops_where_it_is() {
+        let double = Double::new(Rollouts {
+            task_start: Duration::from_millis(10),
+            healthy_after: Duration::from_millis(10),
+            minute: Duration::from_millis(100),
+            ..Rollouts::default()
+        });
+        let lbs = json!([{"targetGroupArn": "tg-1", "containerName": "app", "containerPort": 80, "advancedConfiguration": {
+            "alternateTargetGroupArn": "tg-2", "productionListenerRule": "rule", "roleArn": "role"}}]);
+        let create = json!({"desiredCount": 1, "loadBalancers": lbs, "deploymentConfiguration": {"strategy": "BLUE_GREEN", "bakeTimeInMinutes": 0}});
+        let resp = json!({"service": {"serviceArn": SERVICE, "clusterArn": "arn:aws:ecs:eu-west-1:123456789012:cluster/c",
+            "serviceName": "app", "taskDefinition": register(&double, 1)}});
+        double.observe("CreateService", create.to_string().as_bytes(), resp.to_string().as_bytes());
+        until(&double, "SUCCESSFUL", |d| d["status"] == "SUCCESSFUL");
+
+        let td2 = register(&double, 2);
+        update(&double, json!({"taskDefinition": td2, "deploymentConfiguration": {"bakeTimeInMinutes": 100}}));
+        until(&double, "baking", |d| d["lifecycleStage"] == "BAKE_TIME");
+        let td3 = register(&double, 3);
+        update(&double, json!({"taskDefinition": td3, "deploymentConfiguration": {"bakeTimeInMinutes": 0}}));
+        let third = until(&double, "SUCCESSFUL", |d| d["status"] == "SUCCESSFUL");
+        let all = deployments(&double);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1]["status"], "STOPPED", "{}", all[1]);
+        assert!(all[1]["stoppedAt"].is_number(), "{}", all[1]);
+        assert_eq!(all[1]["statusReason"], "Service deployment stopped because a newer service deployment started.");
+        assert_eq!(third["sourceServiceRevisions"][0]["arn"], all[2]["targetServiceRevision"]["arn"], "{third}");
+
+        let td4 = register(&double, 4);
+        update(&double, json!({"taskDefinition": td4, "deploymentConfiguration": {"bakeTimeInMinutes": 100}}));
+        let baking = until(&double, "baking", |d| d["lifecycleStage"] == "BAKE_TIME");
+        let arn = baking["serviceDeploymentArn"].clone();
+        ecs(&double, "StopServiceDeployment", json!({"serviceDeploymentArn": arn, "stopType": "ABORT"}));
+        let stopped = until(&double, "STOPPED", |d| d["status"] == "STOPPED");
+        assert_eq!(stopped["lifecycleStage"], "BAKE_TIME", "it stops where it is: {stopped}");
+        assert!(stopped["stoppedAt"].is_number() && stopped.get("rollback").is_none(), "{stopped}");
+        let described = double
+            .observe("DescribeServices", b"{}", json!({"services": [{"serviceArn": SERVICE}]}).to_string().as_bytes())
+            .unwrap();
+        let described: Value = serde_json::from_str(&described).unwrap();
+        assert_eq!(described["services"][0]["deployments"][0]["rolloutState"], "FAILED", "{described}");
+    }
+}
