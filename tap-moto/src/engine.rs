@@ -2,8 +2,9 @@
 //! waves, the blue/green, canary and linear lifecycle with its traffic steps, the circuit
 //! breaker, alarms, stop requests and rollbacks.
 
-use crate::rollout::{start_deployment, stop, Deployment, Double, Service, State};
+use crate::rollout::{start_deployment, Deployment, Double, Service, State};
 use crate::service_deployments as sds;
+use crate::tasks::stop;
 
 /// Why a deployment failed.
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ pub mod rollout;
 #[cfg(test)]
 mod rollout_tests;
 pub mod service_deployments;
+mod tasks;
 pub mod upstream;
 
 use std::io::{self, Read, Write};
