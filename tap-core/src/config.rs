@@ -141,11 +141,20 @@ pub struct DeploySettings {
     /// Stopped tasks of a new revision after which deploy rolls the service back to the previous
     /// revision itself (without waiting for the circuit breaker) and fails.
     pub max_failed_tasks: u32,
+    /// Let deploy move a running service to an image its repository does not have (a warning
+    /// instead of a refusal; `--allow-missing-image`).
+    pub allow_missing_images: bool,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false, max_failed_tasks: 3 }
+        DeploySettings {
+            wait: true,
+            timeout_seconds: 900,
+            prune_data: false,
+            max_failed_tasks: 3,
+            allow_missing_images: false,
+        }
     }
 }
 

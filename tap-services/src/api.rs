@@ -10,6 +10,7 @@ use tap_core::outputs::{is_known, ClusterOutputs};
 use tap_core::{AwsError, Context, StepError};
 
 use crate::component;
+use crate::image::RepositoryImage;
 use crate::logs::ObservedLogGroup;
 use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
 use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
@@ -100,6 +101,9 @@ pub trait ServicesApi: Send + Sync {
 
     /// Whether `repository` holds an image tagged `tag` (a missing repository holds none).
     async fn image_exists(&self, repository: &str, tag: &str) -> Result<bool, AwsError>;
+    /// Every image of `repository` with its tags and push time (DescribeImages, all pages; a
+    /// missing repository holds none).
+    async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError>;
 
     /// The targets of a target group with their health (`healthy`, `unhealthy`, `initial`, …)
     /// and, when not healthy, ELB's reason (`Target.FailedHealthChecks`, …).
