@@ -410,6 +410,41 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_deploy_names_each_service_its_image_and_the_override() {
+        let reports = vec![
+            StepReport { step: "network", changes: vec![], elapsed: std::time::Duration::ZERO },
+            StepReport {
+                step: "services",
+                changes: vec![
+                    tap_core::Change::update("services/task-definition/frontend", "tap-frontend-dev", vec![]),
+                    tap_core::Change::refuse(
+                        "services/image/frontend",
+                        "tap-frontend-dev:v9",
+                        "tap-frontend-dev:v9 is not in the repository (it has: v2, v1)",
+                    ),
+                ],
+                elapsed: std::time::Duration::ZERO,
+            },
+        ];
+        assert!(Refused::of(&reports[..1]).is_none(), "no `!`, no refusal");
+        let err = anyhow::Error::new(Refused::of(&reports).expect("a refusal"));
+        let text = render_text("deploy", &err);
+        assert!(text.starts_with("error: deploy refused before any change (1 refusal); nothing was written"), "{text}");
+        for needle in [
+            "services: services/image/frontend",
+            "frontend runs and would move to an image its repository does not have",
+            "tap-frontend-dev:v9 is not in the repository (it has: v2, v1)",
+            "hint: push the image first",
+            "--allow-missing-image",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let doc = render_json("deploy", Some("dev"), &err);
+        assert_eq!(doc["error"]["failures"][0]["resource"], "services/image/frontend");
+        assert!(doc["error"]["message"].as_str().unwrap().contains("tap-frontend-dev:v9"), "{doc}");
+    }
+
+    #[test]
     fn other_errors_are_shown_whole() {
         let err = anyhow::anyhow!("environment `x` has no network yet");
         assert_eq!(render_text("outputs", &err), "error: environment `x` has no network yet\n");

@@ -272,6 +272,55 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_is_marked_with_its_reason_and_counted_in_the_totals() {
+        let reports = vec![StepReport {
+            step: "services",
+            changes: vec![
+                Change::update(
+                    "services/task-definition/api-gateway",
+                    "tap-api-gateway-dev",
+                    vec![AttrChange::new("container.image", Some("r:v2".into()), Some("r:v9".into()))],
+                ),
+                Change::refuse(
+                    "services/image/api-gateway",
+                    "tap-api-gateway-dev:v9",
+                    "tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)",
+                ),
+            ],
+            elapsed: Duration::from_millis(3),
+        }];
+        let ordered = ordered(&reports, &["services"]);
+        let text = changes_text(&ordered, Style { color: false });
+        assert!(
+            text.ends_with(
+                "  ! services/image/api-gateway: tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)\n"
+            ),
+            "{text}"
+        );
+        let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), 0);
+        assert_eq!((summary.update, summary.refuse), (1, 1));
+        assert!(summary.changed());
+        let line = total_line(Operation::Plan, "dev", &summary, &CallCounts::default(), Duration::ZERO);
+        assert!(line.contains("1 refused (!)") && line.contains("--allow-missing-image"), "{line}");
+        let doc = changes_json(&ChangesDoc {
+            command: "plan",
+            environment: "dev",
+            region: "eu-west-1",
+            reports: &ordered,
+            summary,
+            unchanged_by_step: &BTreeMap::new(),
+            calls: &CallCounts::default(),
+            elapsed: Duration::ZERO,
+            peak_rss_kb: None,
+            cost: None,
+        });
+        assert_eq!(doc["changes"][1]["action"], "refuse");
+        assert_eq!(doc["changes"][1]["reason"], "tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)");
+        assert!(doc["changes"][0].get("reason").is_none(), "only refusals have a reason");
+        assert_eq!(doc["summary"]["refuse"], 1);
+    }
+
+    #[test]
     fn total_lines() {
         let calls = CallCounts { total: 40, mutating: 3, ..CallCounts::default() };
         let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0, refuse: 0 };
