@@ -35,6 +35,10 @@
 //! `Step::prune_reads`). `destroy` removes everything these listings find, whatever the config
 //! says, and gives [`Gone::EcsServices`] as soon as the ECS services are INACTIVE.
 //!
+//! [`image`]: a service that already runs is never moved to an image its repository does not
+//! have — checked before anything of it is written; plan lists a refusal (`!`), apply fails
+//! (unless `deploy.allow_missing_images`). A service still to be created is created all the same.
+//!
 //! After converging, deploy warns about images missing from ECR and (unless `deploy.wait` is off)
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.
 //!
