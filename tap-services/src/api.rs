@@ -45,7 +45,8 @@ pub trait ServicesApi: Send + Sync {
     /// Deletes a log group.
     async fn delete_log_group(&self, name: &str) -> Result<(), AwsError>;
 
-    /// The latest revision of a task definition family (`None` when the family has none).
+    /// The latest revision of a task definition family, or the revision a `family:revision` or an
+    /// ARN names (`None` when there is none).
     async fn describe_task_definition(&self, family: &str) -> Result<Option<ObservedTaskDefinition>, AwsError>;
     /// Registers a new revision; returns it.
     async fn register_task_definition(

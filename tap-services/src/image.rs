@@ -1,12 +1,11 @@
 //! The image check: a service that already runs is never moved to an image its repository does
 //! not have.
 //!
-//! A service *runs* when its ECS service is ACTIVE, whatever its task count. It *moves* when this
-//! deploy would start a rollout to another image: the desired image differs from the one of the
-//! family's latest revision, or the service runs another revision than the latest (after a
-//! rollback) or the family has none. Only then is the repository asked for the tag (one
-//! DescribeImages), and only when the tag is missing are its tags listed (one paged
-//! DescribeImages), so a deploy that changes nothing makes no call here.
+//! A service *runs* when its ECS service is ACTIVE, whatever its task count. It *moves* when the
+//! desired image differs from the one of the revision it runs (the family's latest, read already,
+//! or — after a rollback — an older one, read then). Only then is the repository asked for the
+//! tag (one DescribeImages), and only when the tag is missing are its tags listed (one paged
+//! DescribeImages), so a deploy that changes no image makes no call here.
 //!
 //! When the tag is missing, plan lists a [`Change::refuse`] for the service
 //! (`services/image/<service>`) and apply fails before registering anything for it; unless
@@ -98,21 +97,34 @@ pub fn newest_tags(mut images: Vec<RepositoryImage>) -> Vec<String> {
     tags
 }
 
-/// Whether this deploy would move the running service to another image or revision (see the
-/// module docs). `None` repository: the step's render names the missing output.
-pub(crate) fn moves(ctx: &Context, inputs: &Inputs, spec: &ServiceSpec, observed: &Observed) -> bool {
+/// Whether this deploy would move the running service to another image than the one it runs
+/// (see the module docs). The image it runs is its revision's: the family's latest one, read
+/// already, or — when it runs another revision (after a rollback, or a deploy interrupted between
+/// registering a revision and moving the service to it) — that revision, read here.
+pub(crate) async fn moves(
+    api: &dyn ServicesApi,
+    ctx: &Context,
+    inputs: &Inputs,
+    spec: &ServiceSpec,
+    observed: &Observed,
+) -> Result<bool, StepError> {
     let Some(running) = observed.services.get(&ctx.names.ecs_service(&spec.name)).filter(|s| s.is_active()) else {
-        return false;
+        return Ok(false);
     };
-    let Some(repository) = inputs.registry.repositories.get(&spec.name) else { return false };
+    // Without a repository the step's render names the missing output.
+    let Some(repository) = inputs.registry.repositories.get(&spec.name) else { return Ok(false) };
     let image = format!("{}:{}", repository.uri, ctx.config.image_tag_of(spec));
-    match observed.task_definitions.get(&ctx.names.task_family(&spec.name)) {
-        None => true,
-        Some(latest) => {
-            running.task_definition.as_deref() != Some(latest.arn.as_str())
-                || latest.definition.containers.iter().any(|c| c.image != image)
-        }
-    }
+    let latest = observed.task_definitions.get(&ctx.names.task_family(&spec.name));
+    let runs = match (running.task_definition.as_deref(), latest) {
+        (Some(arn), Some(latest)) if arn == latest.arn => Some(latest.definition.clone()),
+        (Some(arn), _) => api
+            .describe_task_definition(arn)
+            .await
+            .map_err(StepError::aws(component("task-definition", &spec.name), "DescribeTaskDefinition"))?
+            .map(|td| td.definition),
+        (None, _) => None,
+    };
+    Ok(runs.is_none_or(|definition| definition.containers.iter().any(|c| c.image != image)))
 }
 
 /// Whether `repository` holds the service's image: no call for a repository this run creates or

@@ -258,7 +258,7 @@ impl ServicesStep {
         observed: &api::Observed,
         spec: &ServiceSpec,
     ) -> Result<(Option<bool>, Option<Change>), StepError> {
-        if !image::moves(ctx, inputs, spec, observed) {
+        if !image::moves(self.api.as_ref(), ctx, inputs, spec, observed).await? {
             return Ok((None, None));
         }
         let Some(repository) = inputs.registry.repositories.get(&spec.name) else { return Ok((None, None)) };

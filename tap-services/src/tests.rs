@@ -219,6 +219,8 @@ fn matching_policy(ctx: &Context, service: &str) -> ObservedScalingPolicy {
 struct World {
     log_groups: BTreeMap<String, ObservedLogGroup>,
     task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    /// Older revisions, which DescribeTaskDefinition finds by ARN.
+    revisions: Vec<ObservedTaskDefinition>,
     services: BTreeMap<String, ObservedService>,
     targets: BTreeMap<String, ObservedScalableTarget>,
     policies: BTreeMap<String, Vec<ObservedScalingPolicy>>,
@@ -301,6 +303,9 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         e.times(3 * n);
     }
     e.returning(move |family| {
+        if let Some(td) = w2.revisions.iter().chain(w2.task_definitions.values()).find(|t| t.arn == family) {
+            return Ok(Some(td.clone()));
+        }
         let made = w2.made.lock().unwrap().task_definitions.get(family).cloned();
         Ok(made.or_else(|| w2.task_definitions.get(family).cloned()))
     });
@@ -1564,11 +1569,17 @@ async fn allow_missing_images_moves_running_services_with_a_warning() {
 }
 
 #[tokio::test]
-async fn a_service_moving_back_to_the_latest_revision_is_checked_too() {
-    // After a rollback the frontend runs revision 1 while the latest is 2, whose image was never
-    // pushed: the deploy would move it to revision 2. The others stay where they are: not asked.
-    let ctx = deployed_ctx(config(false));
+async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
+    // After a rollback the frontend runs revision 1 (`latest`) while the latest revision, 2, asks
+    // for `v9`, never pushed: deploying `v9` would move it there. The others run `v9` already.
+    let ctx = deployed_ctx(tag_config("v9"));
     let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(ObservedTaskDefinition {
+        arn: td_arn("frontend", 1),
+        revision: 1,
+        active: true,
+        definition: desired_td(&deployed_ctx(config(false)), "frontend"),
+    });
     let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
     (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
     let checked = world.image_checks.clone();
@@ -1587,5 +1598,23 @@ async fn a_service_moving_back_to_the_latest_revision_is_checked_too() {
             ("services/ecs-service/frontend".to_string(), Action::Update),
             ("services/image/frontend".to_string(), Action::Refuse),
         ])
+    );
+
+    // A deploy interrupted between registering revision 2 and moving the service to it: both
+    // revisions have the image the config asks for, so the service moves without a check.
+    let ctx = deployed_ctx(config(false));
+    let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(world.task_definitions["tap-frontend-dev"].clone());
+    let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 0);
+    assert_eq!(
+        changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
+        [("services/ecs-service/frontend", Action::Update)]
     );
 }
