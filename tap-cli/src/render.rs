@@ -371,7 +371,10 @@ mod tests {
         ] {
             assert!(doc.get(key).is_some(), "{key} in {doc}");
         }
-        assert_eq!(doc["summary"], json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "refuse": 0, "unchanged": 4}));
+        assert_eq!(
+            doc["summary"],
+            json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "refuse": 0, "unchanged": 4})
+        );
         assert_eq!(doc["cost"]["currency"], "USD");
         assert_eq!(
             doc["changes"][1]["attributes"][0],

@@ -199,7 +199,13 @@ pub struct Change {
 impl Change {
     /// A resource to create.
     pub fn create(resource: impl Into<String>, name: impl Into<String>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Create, attributes: vec![], reason: None }
+        Change {
+            resource: resource.into(),
+            name: name.into(),
+            action: Action::Create,
+            attributes: vec![],
+            reason: None,
+        }
     }
     /// A resource to update.
     pub fn update(resource: impl Into<String>, name: impl Into<String>, attributes: Vec<AttrChange>) -> Self {
@@ -207,7 +213,13 @@ impl Change {
     }
     /// A resource to delete.
     pub fn delete(resource: impl Into<String>, name: impl Into<String>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Delete, attributes: vec![], reason: None }
+        Change {
+            resource: resource.into(),
+            name: name.into(),
+            action: Action::Delete,
+            attributes: vec![],
+            reason: None,
+        }
     }
     /// A resource no longer declared that is kept because it holds data (see [`Action::Keep`]).
     pub fn keep(resource: impl Into<String>, name: impl Into<String>) -> Self {

@@ -1506,7 +1506,10 @@ async fn a_running_service_moving_to_a_missing_tag_is_refused_naming_the_tags_th
     no_mutations(&mut api);
     api.expect_repository_images().returning(|repository| Ok(pushed_v1_v2(repository)));
     let err = step(api).apply(&ctx).await.unwrap_err();
-    assert!(matches!(err, StepError::Conflict { ref resource, .. } if resource.starts_with("services/image/")), "{err}");
+    assert!(
+        matches!(err, StepError::Conflict { ref resource, .. } if resource.starts_with("services/image/")),
+        "{err}"
+    );
     let msg = err.to_string();
     for needle in [" runs and would move", ":v9 is not in the repository (it has: v2, v1)", "--allow-missing-image"] {
         assert!(msg.contains(needle), "{needle} in {msg}");

@@ -319,9 +319,9 @@ impl TestEnv {
         let clients = self.clients().await;
         for service in services {
             let repo = format!("tap-{service}-{}", self.suffix);
-            let seed = format!("{repo}:{tag}").bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+            let seed = format!("{repo}:{tag}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
             let manifest = format!(
                 r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:{seed:064x}"}},"layers":[]}}"#
             );

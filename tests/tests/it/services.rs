@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_ecs::types::{TaskDefinitionField, TaskDefinitionStatus};
 use serde_json::Value;
-use tap_core::AwsError;
 use tap_core::aws::is_mutating;
+use tap_core::AwsError;
 use tests::{proxy, Faults, TestEnv};
 
 const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
@@ -494,7 +494,8 @@ async fn a_running_service_is_never_moved_to_an_image_its_repository_does_not_ha
 
     let wire = proxy(Faults::default());
     let through = env.with_endpoint(&wire.endpoint());
-    let ops_since = |before: usize| -> Vec<String> { wire.calls()[before..].iter().map(|c| c.operation.clone()).collect() };
+    let ops_since =
+        |before: usize| -> Vec<String> { wire.calls()[before..].iter().map(|c| c.operation.clone()).collect() };
 
     // Nothing moves: the repositories are not asked for any image.
     let before = wire.calls().len();
