@@ -315,6 +315,13 @@ impl Run<'_> {
             result = run_steps(&read_only, &look_ctx, look_op, quiet.as_ref()) => Some(result),
             _ = guard.tripped() => None,
         };
+        // Deploy refuses what its look marks `!` (e.g. a running service moving to an image its
+        // repository does not have) before it takes the lock or writes anything.
+        if let (Operation::Apply, Some(Ok(reports))) = (op, &looked) {
+            if let Some(refused) = errors::Refused::of(reports) {
+                return Err(refused.into());
+            }
+        }
         let nothing_to_write = match (&looked, guard.attempted()) {
             (Some(Ok(reports)), None) => reports.iter().all(|r| r.changes.is_empty()),
             _ => false,

@@ -155,6 +155,9 @@ pub struct DeploySettings {
     pub linear_step_percent: f64,
     /// `linear`: minutes between steps.
     pub linear_step_bake_time_minutes: u32,
+    /// Let deploy move a running service to an image its repository does not have (a warning
+    /// instead of a refusal; `--allow-missing-image`).
+    pub allow_missing_images: bool,
 }
 
 impl Default for DeploySettings {
@@ -164,6 +167,7 @@ impl Default for DeploySettings {
             timeout_seconds: 900,
             prune_data: false,
             max_failed_tasks: 3,
+            allow_missing_images: false,
             strategy: Strategy::Rolling,
             bake_time_minutes: 5,
             // ECS's own defaults.

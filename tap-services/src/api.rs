@@ -10,6 +10,7 @@ use tap_core::outputs::{is_known, ClusterOutputs};
 use tap_core::{AwsError, Context, StepError};
 
 use crate::component;
+use crate::image::RepositoryImage;
 use crate::logs::ObservedLogGroup;
 use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
 use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
@@ -45,7 +46,8 @@ pub trait ServicesApi: Send + Sync {
     /// Deletes a log group.
     async fn delete_log_group(&self, name: &str) -> Result<(), AwsError>;
 
-    /// The latest revision of a task definition family (`None` when the family has none).
+    /// The latest revision of a task definition family, or the revision a `family:revision` or an
+    /// ARN names (`None` when there is none).
     async fn describe_task_definition(&self, family: &str) -> Result<Option<ObservedTaskDefinition>, AwsError>;
     /// Registers a new revision; returns it.
     async fn register_task_definition(
@@ -101,6 +103,9 @@ pub trait ServicesApi: Send + Sync {
 
     /// Whether `repository` holds an image tagged `tag` (a missing repository holds none).
     async fn image_exists(&self, repository: &str, tag: &str) -> Result<bool, AwsError>;
+    /// Every image of `repository` with its tags and push time (DescribeImages, all pages; a
+    /// missing repository holds none).
+    async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError>;
 
     /// The targets of a target group with their health (`healthy`, `unhealthy`, `initial`, …)
     /// and, when not healthy, ELB's reason (`Target.FailedHealthChecks`, …).

@@ -14,6 +14,7 @@ use tap_core::naming::Tag;
 use tap_core::AwsError;
 
 use crate::api::{RevisionStatus, ServicesApi};
+use crate::image::RepositoryImage;
 use crate::logs::ObservedLogGroup;
 use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
@@ -816,6 +817,37 @@ impl ServicesApi for SdkServices {
                 let e = AwsError::from(e);
                 if e.is_not_found() {
                     Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError> {
+        let tagged = ecr::types::DescribeImagesFilter::builder().tag_status(ecr::types::TagStatus::Tagged).build();
+        let result: Result<Vec<ecr::types::ImageDetail>, _> = self
+            .ecr
+            .describe_images()
+            .repository_name(repository)
+            .filter(tagged)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await;
+        match result {
+            Ok(images) => Ok(images
+                .iter()
+                .map(|i| RepositoryImage {
+                    tags: i.image_tags().to_vec(),
+                    pushed_at: i.image_pushed_at().map(|t| t.secs()),
+                })
+                .collect()),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(vec![])
                 } else {
                     Err(e)
                 }

@@ -223,6 +223,8 @@ fn matching_policy(ctx: &Context, service: &str) -> ObservedScalingPolicy {
 struct World {
     log_groups: BTreeMap<String, ObservedLogGroup>,
     task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    /// Older revisions, which DescribeTaskDefinition finds by ARN.
+    revisions: Vec<ObservedTaskDefinition>,
     services: BTreeMap<String, ObservedService>,
     targets: BTreeMap<String, ObservedScalableTarget>,
     policies: BTreeMap<String, Vec<ObservedScalingPolicy>>,
@@ -305,6 +307,9 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         e.times(3 * n);
     }
     e.returning(move |family| {
+        if let Some(td) = w2.revisions.iter().chain(w2.task_definitions.values()).find(|t| t.arn == family) {
+            return Ok(Some(td.clone()));
+        }
         let made = w2.made.lock().unwrap().task_definitions.get(family).cloned();
         Ok(made.or_else(|| w2.task_definitions.get(family).cloned()))
     });
@@ -1532,4 +1537,179 @@ fn a_blue_green_service_gets_its_strategy_and_traffic_shift() {
     assert_eq!(update.circuit_breaker, Some(want.circuit_breaker));
     assert!(update.load_balancers.unwrap()[0].traffic_shift.is_some());
     assert_eq!(update.task_definition, None);
+}
+
+/// A config deploying image tag `tag` (the converged world runs `latest`).
+fn tag_config(tag: &str) -> Config {
+    let mut config = config(false);
+    config.image_tag = tag.into();
+    config
+}
+
+/// What each repository holds: `v1` pushed before `v2` (and an untagged image).
+fn pushed_v1_v2(repository: &str) -> Vec<image::RepositoryImage> {
+    assert!(repository.starts_with("tap-") && repository.ends_with("-dev"), "{repository}");
+    vec![
+        image::RepositoryImage { tags: vec!["v1".into()], pushed_at: Some(100) },
+        image::RepositoryImage { tags: vec![], pushed_at: Some(300) },
+        image::RepositoryImage { tags: vec!["v2".into()], pushed_at: Some(200) },
+    ]
+}
+
+/// Registers revision 2 of whatever is asked and moves the services to it.
+fn expect_moves(api: &mut MockServicesApi, times: usize) {
+    api.expect_register_task_definition().times(times).returning(|def, _| {
+        let service = def.containers[0].name.clone();
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_update_service().times(times).returning(|u| {
+        let ctx = deployed_ctx(config(false));
+        let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+        Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
+    });
+}
+
+#[tokio::test]
+async fn a_running_service_moving_to_a_missing_tag_is_refused_naming_the_tags_the_repository_has() {
+    let world = World { images: false, ..converged_world(&deployed_ctx(config(false))) };
+
+    // Plan: the task definitions would change, and each service gets a `!` line naming the tags.
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    let checked = world.image_checks.clone();
+    api.expect_repository_images().times(3).returning(|repository| Ok(pushed_v1_v2(repository)));
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 3, "one DescribeImages of the tag per service");
+    for s in SERVICES {
+        let refusal = changes.iter().find(|c| c.resource == format!("services/image/{s}")).expect("a refusal");
+        assert_eq!(refusal.action, Action::Refuse);
+        assert_eq!(refusal.name, format!("tap-{s}-dev:v9"));
+        assert_eq!(
+            refusal.reason.as_deref(),
+            Some(format!("tap-{s}-dev:v9 is not in the repository (it has: v2, v1)").as_str())
+        );
+        let td = changes.iter().find(|c| c.resource == format!("services/task-definition/{s}")).unwrap();
+        assert_eq!(td.action, Action::Update);
+    }
+
+    // Apply (the look before it was skipped): it stops before writing anything.
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images().returning(|repository| Ok(pushed_v1_v2(repository)));
+    let err = step(api).apply(&ctx).await.unwrap_err();
+    assert!(
+        matches!(err, StepError::Conflict { ref resource, .. } if resource.starts_with("services/image/")),
+        "{err}"
+    );
+    let msg = err.to_string();
+    for needle in [" runs and would move", ":v9 is not in the repository (it has: v2, v1)", "--allow-missing-image"] {
+        assert!(msg.contains(needle), "{needle} in {msg}");
+    }
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn services_still_to_create_are_created_with_a_missing_tag() {
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut world = World { images: false, ..converged_world(&deployed_ctx(config(false))) };
+    world.services.clear();
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    api.expect_register_task_definition().times(3).returning(|def, _| {
+        let service = def.containers[0].name.clone();
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert!(changes.iter().all(|c| c.action != Action::Refuse), "{changes:#?}");
+    assert_eq!(changes.iter().filter(|c| c.resource.starts_with("services/ecs-service/")).count(), 3);
+}
+
+#[tokio::test]
+async fn a_pushed_tag_moves_the_services_without_listing_the_repository() {
+    let ctx = deployed_ctx(tag_config("v9"));
+    let world = converged_world(&deployed_ctx(config(false)));
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let planned = step(api).plan(&ctx).await.unwrap();
+    assert!(planned.iter().all(|c| c.action != Action::Refuse), "{planned:#?}");
+    assert_eq!(*checked.lock().unwrap(), 3);
+
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    expect_moves(&mut api, 3);
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 6, "{changes:#?}");
+}
+
+#[tokio::test]
+async fn allow_missing_images_moves_running_services_with_a_warning() {
+    let mut config = tag_config("v9");
+    config.deploy.allow_missing_images = true;
+    let ctx = deployed_ctx(config);
+    let world = World { images: false, ..converged_world(&deployed_ctx(self::config(false))) };
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let planned = step(api).plan(&ctx).await.unwrap();
+    assert!(planned.iter().all(|c| c.action != Action::Refuse), "{planned:#?}");
+
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    expect_moves(&mut api, 3);
+    assert_eq!(step(api).apply(&ctx).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
+    // After a rollback the frontend runs revision 1 (`latest`) while the latest revision, 2, asks
+    // for `v9`, never pushed: deploying `v9` would move it there. The others run `v9` already.
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(ObservedTaskDefinition {
+        arn: td_arn("frontend", 1),
+        revision: 1,
+        active: true,
+        definition: desired_td(&deployed_ctx(config(false)), "frontend"),
+    });
+    let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images()
+        .withf(|repository| repository == "tap-frontend-dev")
+        .times(1)
+        .returning(|_| Ok(vec![image::RepositoryImage { tags: vec!["v1".into()], pushed_at: None }]));
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 1);
+    let listed: BTreeSet<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([
+            ("services/ecs-service/frontend".to_string(), Action::Update),
+            ("services/image/frontend".to_string(), Action::Refuse),
+        ])
+    );
+
+    // A deploy interrupted between registering revision 2 and moving the service to it: both
+    // revisions have the image the config asks for, so the service moves without a check.
+    let ctx = deployed_ctx(config(false));
+    let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(world.task_definitions["tap-frontend-dev"].clone());
+    let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 0);
+    assert_eq!(
+        changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
+        [("services/ecs-service/frontend", Action::Update)]
+    );
 }

@@ -313,6 +313,30 @@ impl TestEnv {
         path
     }
 
+    /// Pushes an image tagged `tag` into the ECR repository of each of `services` (straight to
+    /// the emulator, with PutImage: a manifest of its own per repository and tag).
+    pub async fn push_image(&self, services: &[&str], tag: &str) {
+        let clients = self.clients().await;
+        for service in services {
+            let repo = format!("tap-{service}-{}", self.suffix);
+            let seed = format!("{repo}:{tag}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:{seed:064x}"}},"layers":[]}}"#
+            );
+            clients
+                .ecr
+                .put_image()
+                .repository_name(&repo)
+                .image_manifest(manifest)
+                .image_tag(tag)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PutImage {repo}:{tag}: {e:?}"));
+        }
+    }
+
     /// Counts, with the SDK, every resource of this environment by kind (see [`Inventory`]).
     pub async fn inventory(&self) -> Inventory {
         Inventory::read(&self.clients().await, &self.suffix).await

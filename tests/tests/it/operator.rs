@@ -76,7 +76,7 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
     for c in changes {
         let k = keys(c);
         assert!(k.is_superset(&set(&["step", "resource", "name", "action"])), "{c}");
-        assert!(k.is_subset(&set(&["step", "resource", "name", "action", "attributes"])), "{c}");
+        assert!(k.is_subset(&set(&["step", "resource", "name", "action", "attributes", "reason"])), "{c}");
         let action = c["action"].as_str().unwrap();
         assert!(["create", "update", "delete"].contains(&action), "{c}");
         *counted.entry(action.to_owned()).or_default() += 1;
@@ -84,7 +84,7 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
             assert_eq!(keys(a), set(&["attribute", "old", "new"]), "{a}");
         }
     }
-    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "unchanged"]));
+    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "refuse", "unchanged"]));
     for action in ["create", "update", "delete"] {
         assert_eq!(doc["summary"][action].as_u64(), Some(counted.get(action).copied().unwrap_or(0)), "{action}");
     }
