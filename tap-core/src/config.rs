@@ -640,9 +640,16 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 
-    /// How ECS replaces `service`'s tasks: its own strategy settings over `deploy`'s.
+    /// How ECS replaces `service`'s tasks: its own strategy settings over `deploy`'s. A
+    /// traffic-shifting `deploy.strategy` is the default of the services behind the load
+    /// balancer; one without a route deploys rolling unless it asks otherwise itself (which
+    /// validation refuses).
     pub fn strategy_of(&self, service: &ServiceSpec) -> StrategySettings {
-        self.deploy.strategy_settings().with(&service.deploy)
+        let mut settings = self.deploy.strategy_settings();
+        if service.route.is_none() && service.deploy.strategy.is_none() {
+            settings.strategy = Strategy::Rolling;
+        }
+        settings.with(&service.deploy)
     }
 
     /// The image tag a service deploys.
@@ -1272,8 +1279,12 @@ mod tests {
             deploy: DeploySettings { strategy: Strategy::Canary, ..DeploySettings::default() },
             ..Config::default()
         };
-        assert_eq!(problems(&all).len(), 1, "{:?}", problems(&all));
-        assert!(problems(&all)[0].contains("services[2].deploy.strategy") && problems(&all)[0].contains("`route`"));
+        assert_eq!(problems(&all), Vec::<String>::new());
+        assert_eq!(all.strategy_of(&all.services[2]).strategy, Strategy::Rolling, "no route: rolling");
+        let mut own = all.clone();
+        own.services[2].deploy.strategy = Some(Strategy::BlueGreen);
+        assert_eq!(problems(&own).len(), 1, "{:?}", problems(&own));
+        assert!(problems(&own)[0].contains("services[2].deploy.strategy") && problems(&own)[0].contains("`route`"));
 
         let mut c = Config::default();
         c.services[1].deploy = StrategyOverrides {

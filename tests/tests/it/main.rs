@@ -17,3 +17,4 @@ mod reliability;
 mod rollout;
 mod security;
 mod services;
+mod strategies;
