@@ -41,6 +41,8 @@ pub struct Config {
     pub logs: LogSettings,
     /// Auto scaling of every service.
     pub scaling: ScalingSettings,
+    /// CloudWatch alarms on every service's health, which roll its deployments back.
+    pub alarms: AlarmSettings,
     /// Secrets Manager secrets; values are generated on first deploy and kept afterwards.
     pub secrets: Vec<SecretSpec>,
     /// The services of the platform: data, so a fourth service is a config change.
@@ -252,6 +254,72 @@ pub struct ScalingSettings {
     pub scale_out_cooldown: i32,
 }
 
+/// CloudWatch alarms on every service's health (`[alarms]`): CPU and memory high for every
+/// service, unhealthy targets and target 5xx for services behind the load balancer. Each service
+/// names its alarms in `deploymentConfiguration.alarms` with rollback on, so ECS rolls a
+/// deployment back when one goes to ALARM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmSettings {
+    /// Create the alarms and name them in the services' deployment configuration; `false`
+    /// deletes them (and clears the deployment configuration's alarms).
+    pub enabled: bool,
+    /// Average CPU utilization of the service's tasks, percent, at or above which it alarms.
+    pub cpu_high_percent: u32,
+    /// Average memory utilization of the service's tasks, percent, at or above which it alarms.
+    pub memory_high_percent: u32,
+    /// Unhealthy targets in the service's target group(s) at or above which it alarms.
+    pub unhealthy_targets: u32,
+    /// 5xx answers of the service's targets within one period at or above which it alarms.
+    pub target_5xx_count: u32,
+    /// Seconds of one evaluation period (a multiple of 60: ECS and load balancer metrics are
+    /// published once a minute).
+    pub period_seconds: u32,
+    /// Consecutive periods that must breach before the alarm goes to ALARM.
+    pub evaluation_periods: u32,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        AlarmSettings {
+            enabled: true,
+            cpu_high_percent: 90,
+            memory_high_percent: 90,
+            unhealthy_targets: 1,
+            target_5xx_count: 10,
+            period_seconds: 60,
+            evaluation_periods: 3,
+        }
+    }
+}
+
+/// A service's own alarm thresholds (`services[*].alarms`), each replacing the `[alarms]` one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmOverrides {
+    /// See [`AlarmSettings::cpu_high_percent`].
+    pub cpu_high_percent: Option<u32>,
+    /// See [`AlarmSettings::memory_high_percent`].
+    pub memory_high_percent: Option<u32>,
+    /// See [`AlarmSettings::unhealthy_targets`].
+    pub unhealthy_targets: Option<u32>,
+    /// See [`AlarmSettings::target_5xx_count`].
+    pub target_5xx_count: Option<u32>,
+}
+
+/// The thresholds one service's alarms use: its overrides, else `[alarms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmThresholds {
+    /// CPU high, percent.
+    pub cpu_high_percent: u32,
+    /// Memory high, percent.
+    pub memory_high_percent: u32,
+    /// Unhealthy targets.
+    pub unhealthy_targets: u32,
+    /// Target 5xx answers per period.
+    pub target_5xx_count: u32,
+}
+
 /// A Secrets Manager secret `tap-{name}-{s}` holding a JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +400,9 @@ pub struct ServiceSpec {
     /// Extra task-role permissions.
     #[serde(default)]
     pub permissions: Vec<TaskPermission>,
+    /// This service's own alarm thresholds (each unset one is `[alarms]`'s).
+    #[serde(default)]
+    pub alarms: AlarmOverrides,
 }
 
 fn default_desired() -> i32 {
@@ -352,6 +423,7 @@ impl Default for Config {
             discovery: DiscoverySettings::default(),
             logs: LogSettings::default(),
             scaling: ScalingSettings::default(),
+            alarms: AlarmSettings::default(),
             secrets: default_secrets(),
             services: default_services(),
             cost: CostSettings::default(),
@@ -457,6 +529,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![],
+            alarms: AlarmOverrides::default(),
         },
         ServiceSpec {
             name: "api-gateway".into(),
@@ -476,6 +549,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![TaskPermission::DiscoverInstances],
+            alarms: AlarmOverrides::default(),
         },
         ServiceSpec {
             name: "processing-service".into(),
@@ -490,6 +564,7 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: true,
             allow_from: vec!["api-gateway".into()],
             permissions: vec![TaskPermission::TradeDataBucket],
+            alarms: AlarmOverrides::default(),
         },
     ]
 }
@@ -590,6 +665,17 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// The alarm thresholds of `service`: its own overrides, else `[alarms]`'s.
+    pub fn alarm_thresholds(&self, service: &ServiceSpec) -> AlarmThresholds {
+        let (a, o) = (&self.alarms, &service.alarms);
+        AlarmThresholds {
+            cpu_high_percent: o.cpu_high_percent.unwrap_or(a.cpu_high_percent),
+            memory_high_percent: o.memory_high_percent.unwrap_or(a.memory_high_percent),
+            unhealthy_targets: o.unhealthy_targets.unwrap_or(a.unhealthy_targets),
+            target_5xx_count: o.target_5xx_count.unwrap_or(a.target_5xx_count),
+        }
+    }
+
     /// The image tag a service deploys.
     pub fn image_tag_of<'a>(&'a self, service: &'a ServiceSpec) -> &'a str {
         service.image_tag.as_deref().unwrap_or(&self.image_tag)
@@ -604,6 +690,7 @@ impl Config {
         self.validate_network(&mut p);
         self.validate_services(&mut p);
         self.validate_settings(&mut p);
+        self.validate_alarms(&mut p);
         self.validate_cost(&mut p);
         self.validate_names(&mut p);
         match p.len() {
@@ -856,6 +943,67 @@ impl Config {
                 "discovery.failure_threshold",
                 self.discovery.failure_threshold,
                 "must be between 1 and 10",
+            ));
+        }
+    }
+
+    /// What PutMetricAlarm accepts for the metrics tap watches (published once a minute).
+    fn validate_alarms(&self, p: &mut Vec<ConfigError>) {
+        let a = &self.alarms;
+        let thresholds = |p: &mut Vec<ConfigError>, prefix: &str, o: &AlarmOverrides| {
+            for (key, value) in
+                [("cpu_high_percent", o.cpu_high_percent), ("memory_high_percent", o.memory_high_percent)]
+            {
+                if let Some(v) = value.filter(|v| !(1..=100).contains(v)) {
+                    p.push(invalid(
+                        format!("{prefix}{key}"),
+                        v,
+                        "a utilization threshold is a percentage from 1 to 100",
+                    ));
+                }
+            }
+            for (key, value) in [("unhealthy_targets", o.unhealthy_targets), ("target_5xx_count", o.target_5xx_count)] {
+                if value == Some(0) {
+                    p.push(invalid(
+                        format!("{prefix}{key}"),
+                        0,
+                        "must be at least 1 (a threshold of 0 is always reached)",
+                    ));
+                }
+            }
+        };
+        let global = AlarmOverrides {
+            cpu_high_percent: Some(a.cpu_high_percent),
+            memory_high_percent: Some(a.memory_high_percent),
+            unhealthy_targets: Some(a.unhealthy_targets),
+            target_5xx_count: Some(a.target_5xx_count),
+        };
+        thresholds(p, "alarms.", &global);
+        for (i, s) in self.services.iter().enumerate() {
+            thresholds(p, &format!("services[{i}].alarms."), &s.alarms);
+        }
+        if a.period_seconds == 0 || a.period_seconds % 60 != 0 {
+            p.push(invalid(
+                "alarms.period_seconds",
+                a.period_seconds,
+                "must be a multiple of 60 (ECS and load balancer metrics are published once a minute; \
+                 CloudWatch's 10, 20 and 30 s periods are for high-resolution metrics)",
+            ));
+        }
+        if a.evaluation_periods == 0 {
+            p.push(invalid("alarms.evaluation_periods", 0, "must be at least 1"));
+        }
+        // CloudWatch: period × evaluation periods at most one day, or 7 days for periods of an hour or more.
+        let window = u64::from(a.period_seconds) * u64::from(a.evaluation_periods);
+        let limit: u64 = if a.period_seconds >= 3600 { 604_800 } else { 86_400 };
+        if window > limit {
+            p.push(invalid(
+                "alarms.evaluation_periods",
+                a.evaluation_periods,
+                format!(
+                    "period_seconds × evaluation_periods is {window} s; CloudWatch allows at most {limit} s \
+                     (one day, or seven for periods of an hour or more)"
+                ),
             ));
         }
     }
@@ -1132,6 +1280,49 @@ mod tests {
             text.contains("ingress.deregistration_delay_seconds")
                 && text.contains("4000")
                 && text.contains("0 and 3600"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn alarms_defaults_layering_overrides_and_the_ranges_cloudwatch_accepts() {
+        let c = Config::default();
+        assert!(c.alarms.enabled);
+        assert_eq!((c.alarms.cpu_high_percent, c.alarms.memory_high_percent), (90, 90));
+        assert_eq!((c.alarms.unhealthy_targets, c.alarms.target_5xx_count), (1, 10));
+        assert_eq!((c.alarms.period_seconds, c.alarms.evaluation_periods), (60, 3));
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tap.toml",
+                "[alarms]\ncpu_high_percent = 80\nperiod_seconds = 300\n\n[[services]]\nname = \"solo\"\ncpu = 256\n\
+                 memory = 512\nport = 7000\nalarms = { memory_high_percent = 75 }\n",
+            )?;
+            jail.set_env("TAP_ALARMS__EVALUATION_PERIODS", "5");
+            let c = Config::load(None, no_overrides()).unwrap();
+            assert_eq!((c.alarms.cpu_high_percent, c.alarms.period_seconds, c.alarms.evaluation_periods), (80, 300, 5));
+            let t = c.alarm_thresholds(&c.services[0]);
+            assert_eq!((t.cpu_high_percent, t.memory_high_percent, t.target_5xx_count), (80, 75, 10));
+            Ok(())
+        });
+        rejects(|c| c.alarms.cpu_high_percent = 0, "alarms.cpu_high_percent");
+        rejects(|c| c.alarms.memory_high_percent = 101, "alarms.memory_high_percent");
+        rejects(|c| c.alarms.unhealthy_targets = 0, "alarms.unhealthy_targets");
+        rejects(|c| c.alarms.target_5xx_count = 0, "alarms.target_5xx_count");
+        rejects(|c| c.alarms.evaluation_periods = 0, "alarms.evaluation_periods");
+        rejects(|c| c.services[1].alarms.cpu_high_percent = Some(150), "services[1].alarms.cpu_high_percent");
+        for bad in [0, 10, 30, 90] {
+            rejects(|c| c.alarms.period_seconds = bad, "alarms.period_seconds");
+        }
+        // 60 s × 1441 is over a day; an hour's period may span seven days.
+        rejects(|c| c.alarms.evaluation_periods = 1441, "alarms.evaluation_periods");
+        let mut c = Config::default();
+        (c.alarms.period_seconds, c.alarms.evaluation_periods) = (3600, 168);
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.alarms.period_seconds = 45;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("alarms.period_seconds") && text.contains("45") && text.contains("multiple of 60"),
             "{text}"
         );
     }

@@ -1,0 +1,1 @@
+//! Unit tests of the alarms step over a mocked [`AlarmsApi`].
