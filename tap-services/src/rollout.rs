@@ -748,6 +748,7 @@ mod tests {
             network: None,
             health_check_grace_period_seconds: None,
             circuit_breaker: None,
+            alarms: None,
             load_balancers: vec![],
             service_registries: vec![],
             tags: vec![],

@@ -18,8 +18,8 @@ use crate::logs::ObservedLogGroup;
 use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
-    CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
-    StrategyItem,
+    CircuitBreaker, DeploymentAlarms, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment,
+    ObservedService, ServiceUpdate, StrategyItem,
 };
 use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
 
@@ -105,12 +105,29 @@ fn registries(arns: &[String]) -> Vec<ecs::types::ServiceRegistry> {
     arns.iter().map(|a| ecs::types::ServiceRegistry::builder().registry_arn(a).build()).collect()
 }
 
-fn deployment_configuration(cb: CircuitBreaker) -> ecs::types::DeploymentConfiguration {
-    ecs::types::DeploymentConfiguration::builder()
-        .deployment_circuit_breaker(
-            ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
+fn deployment_configuration(
+    cb: Option<CircuitBreaker>,
+    alarms: Option<&DeploymentAlarms>,
+) -> Result<ecs::types::DeploymentConfiguration, AwsError> {
+    let alarms = match alarms {
+        Some(a) => Some(
+            ecs::types::DeploymentAlarms::builder()
+                .set_alarm_names(Some(a.alarm_names.clone()))
+                .enable(a.enable)
+                .rollback(a.rollback)
+                .build()
+                .map_err(invalid_request)?,
+        ),
+        None => None,
+    };
+    Ok(ecs::types::DeploymentConfiguration::builder()
+        .set_deployment_circuit_breaker(
+            cb.map(|cb| {
+                ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build()
+            }),
         )
-        .build()
+        .set_alarms(alarms)
+        .build())
 }
 
 fn observed_service(s: &ecs::types::Service) -> ObservedService {
@@ -142,6 +159,11 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             .deployment_configuration()
             .and_then(|d| d.deployment_circuit_breaker())
             .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
+        alarms: s.deployment_configuration().and_then(|d| d.alarms()).map(|a| DeploymentAlarms {
+            alarm_names: a.alarm_names().to_vec(),
+            enable: a.enable(),
+            rollback: a.rollback(),
+        }),
         load_balancers: s
             .load_balancers()
             .iter()
@@ -546,7 +568,7 @@ impl ServicesApi for SdkServices {
             .set_health_check_grace_period_seconds(d.health_check_grace_period_seconds)
             .set_load_balancers(Some(load_balancers(&d.load_balancers)))
             .set_service_registries(Some(registries(&d.service_registries)))
-            .deployment_configuration(deployment_configuration(d.circuit_breaker))
+            .deployment_configuration(deployment_configuration(Some(d.circuit_breaker), d.alarms.as_ref())?)
             .scheduling_strategy(ecs::types::SchedulingStrategy::Replica)
             .propagate_tags(ecs::types::PropagateTags::Service)
             .enable_ecs_managed_tags(true)
@@ -577,8 +599,8 @@ impl ServicesApi for SdkServices {
         if u.force_new_deployment {
             req = req.force_new_deployment(true);
         }
-        if let Some(cb) = u.circuit_breaker {
-            req = req.deployment_configuration(deployment_configuration(cb));
+        if u.circuit_breaker.is_some() || u.alarms.is_some() {
+            req = req.deployment_configuration(deployment_configuration(u.circuit_breaker, u.alarms.as_ref())?);
         }
         if let Some(n) = &u.network {
             req = req.network_configuration(network(n)?);

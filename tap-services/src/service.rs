@@ -1,7 +1,8 @@
 //! ECS services: created with the full desired configuration, read back (an emulator or an older
 //! API may drop fields on create) and corrected in the same run; afterwards updated only when the
-//! task definition, capacity-provider strategy, grace period, deployment configuration, network
-//! configuration, load balancers or service registries differ. The desired count is set on create
+//! task definition, capacity-provider strategy, grace period, deployment configuration (circuit
+//! breaker and CloudWatch alarms), network configuration, load balancers or service registries
+//! differ. The desired count is set on create
 //! only: auto scaling owns it afterwards.
 
 use std::time::Duration;
@@ -69,6 +70,32 @@ pub struct CircuitBreaker {
     pub rollback: bool,
 }
 
+/// The CloudWatch alarms ECS watches during a deployment (`deploymentConfiguration.alarms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentAlarms {
+    /// Alarm names, sorted.
+    pub alarm_names: Vec<String>,
+    /// Watch them.
+    pub enable: bool,
+    /// Roll back when one goes to ALARM.
+    pub rollback: bool,
+}
+
+impl DeploymentAlarms {
+    /// What an update sends to stop watching alarms.
+    pub fn off() -> Self {
+        DeploymentAlarms { alarm_names: vec![], enable: false, rollback: false }
+    }
+
+    /// The alarms in effect (enabled), names sorted, for comparing what AWS has with what tap wants.
+    fn in_effect(alarms: &Option<DeploymentAlarms>) -> Option<DeploymentAlarms> {
+        alarms
+            .as_ref()
+            .filter(|a| a.enable)
+            .map(|a| DeploymentAlarms { alarm_names: sorted(&a.alarm_names), ..a.clone() })
+    }
+}
+
 /// Everything tap sets when it creates a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredService {
@@ -92,6 +119,8 @@ pub struct DesiredService {
     pub service_registries: Vec<String>,
     /// Deployment circuit breaker.
     pub circuit_breaker: CircuitBreaker,
+    /// The service's CloudWatch alarms, with rollback on (`None` when `alarms.enabled` is off).
+    pub alarms: Option<DeploymentAlarms>,
     /// Tags (propagated to tasks from the service, ECS-managed tags on).
     pub tags: Vec<Tag>,
     /// Idempotency token of the create call.
@@ -146,6 +175,8 @@ pub struct ObservedService {
     pub health_check_grace_period_seconds: Option<i32>,
     /// Deployment circuit breaker.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Deployment alarms.
+    pub alarms: Option<DeploymentAlarms>,
     /// Target groups.
     pub load_balancers: Vec<LoadBalancerRef>,
     /// Cloud Map service ARNs.
@@ -188,6 +219,8 @@ pub struct ServiceUpdate {
     pub health_check_grace_period_seconds: Option<i32>,
     /// New circuit breaker.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// New deployment alarms (sent in one `deploymentConfiguration` with the circuit breaker).
+    pub alarms: Option<DeploymentAlarms>,
     /// New network configuration.
     pub network: Option<NetworkConfig>,
     /// New target groups.
@@ -289,6 +322,12 @@ pub(crate) fn desired(
         load_balancers,
         service_registries,
         circuit_breaker: CircuitBreaker { enable: true, rollback: true },
+        alarms: inputs
+            .alarms
+            .alarm_names
+            .get(&service.name)
+            .filter(|names| !names.is_empty())
+            .map(|names| DeploymentAlarms { alarm_names: sorted(names), enable: true, rollback: true }),
         tags: names.tags(&component("ecs-service", &service.name), &name),
         client_token: client_token(&[names.env(), &service.name, task_definition]),
         name,
@@ -336,6 +375,15 @@ pub(crate) fn update_for(
     }
     if observed.circuit_breaker != Some(desired.circuit_breaker) {
         diff(&mut attrs, "deployment_circuit_breaker", &observed.circuit_breaker, &Some(desired.circuit_breaker));
+        update.circuit_breaker = Some(desired.circuit_breaker);
+        // One deploymentConfiguration carries both: what is not sent may be reset.
+        update.alarms = desired.alarms.clone();
+    }
+    let (want_alarms, have_alarms) =
+        (DeploymentAlarms::in_effect(&desired.alarms), DeploymentAlarms::in_effect(&observed.alarms));
+    if want_alarms != have_alarms {
+        diff(&mut attrs, "deployment_alarms", &have_alarms, &want_alarms);
+        update.alarms = Some(want_alarms.unwrap_or_else(DeploymentAlarms::off));
         update.circuit_breaker = Some(desired.circuit_breaker);
     }
     let want_network = desired.network.normalized();
