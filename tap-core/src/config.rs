@@ -94,11 +94,13 @@ pub struct PriceOverrides {
     pub hosted_zone_month: Option<f64>,
     /// A Cloud Map registered instance, per month.
     pub cloud_map_instance_month: Option<f64>,
+    /// A standard-resolution CloudWatch alarm, per metric it evaluates, per month.
+    pub alarm_metric_month: Option<f64>,
 }
 
 impl PriceOverrides {
     /// Each price by its config key (`nat_gateway_hour`, …).
-    pub fn entries(&self) -> [(&'static str, Option<f64>); 11] {
+    pub fn entries(&self) -> [(&'static str, Option<f64>); 12] {
         [
             ("nat_gateway_hour", self.nat_gateway_hour),
             ("public_ipv4_hour", self.public_ipv4_hour),
@@ -111,6 +113,7 @@ impl PriceOverrides {
             ("log_storage_gb_month", self.log_storage_gb_month),
             ("hosted_zone_month", self.hosted_zone_month),
             ("cloud_map_instance_month", self.cloud_map_instance_month),
+            ("alarm_metric_month", self.alarm_metric_month),
         ]
     }
 }
