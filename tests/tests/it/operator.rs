@@ -208,10 +208,14 @@ async fn json_documents_and_exit_codes_of_every_command() {
                 "task_definition",
                 "revision",
                 "target_health",
+                "alarms",
             ]),
             "{s}"
         );
         assert!(s["desired"].is_i64() && s["running"].is_i64() && s["pending"].is_i64());
+        for a in s["alarms"].as_array().unwrap() {
+            assert_eq!(keys(a), set(&["name", "alarm", "state"]), "{a}");
+        }
     }
 
     // unlock: one document, also when there is no lock.
