@@ -985,7 +985,7 @@ impl Config {
         for (i, s) in self.services.iter().enumerate() {
             thresholds(p, &format!("services[{i}].alarms."), &s.alarms);
         }
-        if a.period_seconds == 0 || a.period_seconds % 60 != 0 {
+        if a.period_seconds == 0 || !a.period_seconds.is_multiple_of(60) {
             p.push(invalid(
                 "alarms.period_seconds",
                 a.period_seconds,

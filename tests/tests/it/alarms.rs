@@ -4,7 +4,9 @@
 //! service's `deploymentConfiguration.alarms` with rollback on; plan afterwards is empty and a
 //! second deploy makes no mutating call; a threshold and a service's alarm list changed behind
 //! tap's back are shown by plan and repaired by deploy; `tap status` shows each alarm's state; a
-//! removed service's alarms are pruned; destroy leaves no alarm.
+//! removed service's alarms are pruned; destroy leaves no alarm. A traffic-shifting service's load
+//! balancer alarms, summed over both target groups with metric math, round-trip through CloudWatch
+//! (the step run alone on the emulator, with the ingress outputs the lead's blue/green fills in).
 
 use std::collections::BTreeMap;
 
@@ -292,4 +294,66 @@ async fn alarms_are_deployed_converged_repaired_shown_pruned_and_destroyed() {
     assert_eq!(changes_of(&destroyed, "alarms").len(), 8, "{destroyed:#}");
     assert!(Alarms::read(&c, &s).await.0.is_empty());
     env.inventory().await.assert_empty("after destroy");
+}
+
+#[tokio::test]
+async fn a_traffic_shifting_services_alarms_watch_both_target_groups_and_converge() {
+    use tap_core::outputs::{ClusterOutputs, IngressOutputs, TrafficShift};
+    use tap_core::{Config, Context, Step};
+
+    let env = TestEnv::new("alarms-shift");
+    let c = env.clients().await;
+    let s = env.suffix.clone();
+    let mut config = Config { environment: s.clone(), ..Config::default() };
+    config.services.truncate(1);
+    let ctx = Context::new(config);
+    let elb = "arn:aws:elasticloadbalancing:us-east-1:123456789012";
+    let (primary, alternate) =
+        (format!("{elb}:targetgroup/tap-fe-{s}/1111"), format!("{elb}:targetgroup/tap-fe-alt-{s}/2222"));
+    ctx.put(ClusterOutputs { name: format!("tap-cluster-{s}"), arn: format!("arn:aws:ecs:::cluster/tap-cluster-{s}") });
+    ctx.put(IngressOutputs {
+        load_balancer_arn: format!("{elb}:loadbalancer/app/tap-alb-{s}/3333"),
+        dns_name: "example".into(),
+        target_group_arns: BTreeMap::from([("frontend".into(), primary)]),
+        traffic_shifts: BTreeMap::from([(
+            "frontend".into(),
+            TrafficShift {
+                alternate_target_group_arn: alternate,
+                production_listener_rule_arn: "rule-1".into(),
+                test_listener_rule_arn: "rule-2".into(),
+            },
+        )]),
+    });
+    let step = tap_alarms::AlarmsStep::from_session(&c.session);
+    assert_eq!(step.apply(&ctx).await.unwrap().len(), 4);
+    assert!(step.plan(&ctx).await.unwrap().is_empty(), "the metric math reads back as it was put");
+
+    let alarms = Alarms::read(&c, &s).await;
+    let unhealthy = alarms.get(&format!("tap-{s}-frontend-unhealthy-targets")).expect("alarm");
+    assert_eq!(unhealthy.metric_name(), None, "metric math, not one metric");
+    let queries = unhealthy.metrics();
+    let groups: Vec<String> = queries
+        .iter()
+        .filter_map(|q| q.metric_stat())
+        .map(|m| {
+            let metric = m.metric().unwrap();
+            assert_eq!(
+                (metric.metric_name(), m.stat(), m.period()),
+                (Some("UnHealthyHostCount"), Some("Maximum"), Some(60))
+            );
+            let dims: BTreeMap<&str, &str> =
+                metric.dimensions().iter().map(|d| (d.name().unwrap(), d.value().unwrap())).collect();
+            assert_eq!(dims["LoadBalancer"], format!("app/tap-alb-{s}/3333"));
+            dims["TargetGroup"].to_owned()
+        })
+        .collect();
+    assert_eq!(groups, [format!("targetgroup/tap-fe-{s}/1111"), format!("targetgroup/tap-fe-alt-{s}/2222")]);
+    let expression: Vec<&str> =
+        queries.iter().filter(|q| q.return_data() == Some(true)).filter_map(|q| q.expression()).collect();
+    assert_eq!(expression, ["SUM([m1, m2])"]);
+    let cpu = alarms.get(&format!("tap-{s}-frontend-cpu-high")).expect("alarm");
+    assert_eq!(cpu.metric_name(), Some("CPUUtilization"), "the ECS alarms watch one metric");
+
+    assert_eq!(step.destroy(&ctx).await.unwrap().len(), 4);
+    assert!(Alarms::read(&c, &s).await.0.is_empty());
 }
