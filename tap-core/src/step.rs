@@ -43,6 +43,8 @@ pub enum OutputKind {
     Discovery,
     /// [`crate::outputs::ServicesOutputs`]
     Services,
+    /// [`crate::outputs::AlarmsOutputs`]
+    Alarms,
 }
 
 impl fmt::Display for OutputKind {

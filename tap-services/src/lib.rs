@@ -3,7 +3,8 @@
 //!
 //! **Reads** from the [`Context`]: the private subnets (network), the repository URIs (registry),
 //! the cluster (cluster), the security groups, roles and secret ARNs (security), the ALB DNS name and
-//! target groups (ingress) and the Cloud Map services (discovery).
+//! target groups (ingress), the Cloud Map services (discovery) and each service's CloudWatch alarm
+//! names (alarms), which it names in `deploymentConfiguration.alarms` with rollback on.
 //! **Writes** [`ServicesOutputs`]: service name → ECS service ARN (in apply mode after the prune).
 //!
 //! Per service, concurrently across services:
@@ -75,8 +76,8 @@ use futures::future::try_join_all;
 use tap_core::aws::AwsSession;
 use tap_core::config::ServiceSpec;
 use tap_core::outputs::{
-    is_known, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, SecurityOutputs,
-    ServicesOutputs,
+    is_known, AlarmsOutputs, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs,
+    SecurityOutputs, ServicesOutputs,
 };
 use tap_core::resource::Engine;
 use tap_core::step::{Gone, OutputKind};
@@ -120,6 +121,7 @@ pub(crate) struct Inputs {
     pub security: SecurityOutputs,
     pub ingress: IngressOutputs,
     pub discovery: DiscoveryOutputs,
+    pub alarms: AlarmsOutputs,
 }
 
 impl Inputs {
@@ -133,6 +135,7 @@ impl Inputs {
             security: ctx.get(STEP)?,
             ingress: ctx.get(STEP)?,
             discovery: ctx.get(STEP)?,
+            alarms: ctx.get(STEP)?,
         })
     }
 
@@ -145,6 +148,7 @@ impl Inputs {
             security: ctx.wait(STEP).await?,
             ingress: ctx.wait(STEP).await?,
             discovery: ctx.wait(STEP).await?,
+            alarms: ctx.wait(STEP).await?,
         })
     }
 }
@@ -386,6 +390,7 @@ impl Step for ServicesStep {
             OutputKind::Security,
             OutputKind::Ingress,
             OutputKind::Discovery,
+            OutputKind::Alarms,
         ]
     }
 

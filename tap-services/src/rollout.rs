@@ -922,6 +922,7 @@ mod tests {
             strategy: crate::service::DeploymentStrategy::from_settings(
                 &tap_core::Config::default().deploy.strategy_settings(),
             ),
+            alarms: None,
             load_balancers: vec![],
             service_registries: vec![],
             tags: vec![],

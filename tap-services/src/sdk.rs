@@ -19,8 +19,8 @@ use crate::logs::ObservedLogGroup;
 use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
-    CircuitBreaker, DeploymentStrategy, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment,
-    ObservedService, ServiceUpdate, StrategyItem, TrafficShiftRef,
+    CircuitBreaker, DeploymentAlarms, DeploymentStrategy, DesiredService, LoadBalancerRef, NetworkConfig,
+    ObservedDeployment, ObservedService, ServiceUpdate, StrategyItem, TrafficShiftRef,
 };
 use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
@@ -116,9 +116,24 @@ fn registries(arns: &[String]) -> Vec<ecs::types::ServiceRegistry> {
     arns.iter().map(|a| ecs::types::ServiceRegistry::builder().registry_arn(a).build()).collect()
 }
 
-fn deployment_configuration(cb: CircuitBreaker, strategy: &DeploymentStrategy) -> ecs::types::DeploymentConfiguration {
+fn deployment_configuration(
+    cb: CircuitBreaker,
+    strategy: &DeploymentStrategy,
+    alarms: Option<&DeploymentAlarms>,
+) -> Result<ecs::types::DeploymentConfiguration, AwsError> {
     let minutes_and_percent = |(tenths, minutes): (u32, i32)| (f64::from(tenths) / 10.0, minutes);
-    ecs::types::DeploymentConfiguration::builder()
+    let alarms = match alarms {
+        Some(a) => Some(
+            ecs::types::DeploymentAlarms::builder()
+                .set_alarm_names(Some(a.alarm_names.clone()))
+                .enable(a.enable)
+                .rollback(a.rollback)
+                .build()
+                .map_err(invalid_request)?,
+        ),
+        None => None,
+    };
+    Ok(ecs::types::DeploymentConfiguration::builder()
         .deployment_circuit_breaker(
             ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
         )
@@ -133,7 +148,8 @@ fn deployment_configuration(cb: CircuitBreaker, strategy: &DeploymentStrategy) -
         .set_linear_configuration(strategy.linear.map(minutes_and_percent).map(|(percent, minutes)| {
             ecs::types::LinearConfiguration::builder().step_percent(percent).step_bake_time_in_minutes(minutes).build()
         }))
-        .build()
+        .set_alarms(alarms)
+        .build())
 }
 
 fn observed_strategy(d: Option<&ecs::types::DeploymentConfiguration>) -> DeploymentStrategy {
@@ -180,6 +196,11 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             .and_then(|d| d.deployment_circuit_breaker())
             .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
         strategy: observed_strategy(s.deployment_configuration()),
+        alarms: s.deployment_configuration().and_then(|d| d.alarms()).map(|a| DeploymentAlarms {
+            alarm_names: a.alarm_names().to_vec(),
+            enable: a.enable(),
+            rollback: a.rollback(),
+        }),
         load_balancers: s
             .load_balancers()
             .iter()
@@ -590,7 +611,7 @@ impl ServicesApi for SdkServices {
             .set_health_check_grace_period_seconds(d.health_check_grace_period_seconds)
             .set_load_balancers(Some(load_balancers(&d.load_balancers)))
             .set_service_registries(Some(registries(&d.service_registries)))
-            .deployment_configuration(deployment_configuration(d.circuit_breaker, &d.strategy))
+            .deployment_configuration(deployment_configuration(d.circuit_breaker, &d.strategy, d.alarms.as_ref())?)
             .scheduling_strategy(ecs::types::SchedulingStrategy::Replica)
             .propagate_tags(ecs::types::PropagateTags::Service)
             .enable_ecs_managed_tags(true)
@@ -622,7 +643,7 @@ impl ServicesApi for SdkServices {
             req = req.force_new_deployment(true);
         }
         if let (Some(cb), Some(strategy)) = (u.circuit_breaker, &u.strategy) {
-            req = req.deployment_configuration(deployment_configuration(cb, strategy));
+            req = req.deployment_configuration(deployment_configuration(cb, strategy, u.alarms.as_ref())?);
         }
         if let Some(n) = &u.network {
             req = req.network_configuration(network(n)?);

@@ -112,7 +112,27 @@ fn deployed_ctx(config: Config) -> Context {
             DiscoveryService { id: "srv-processing".into(), arn: CLOUD_MAP_ARN.into() },
         )]),
     });
+    ctx.put(alarms_outputs(&ctx));
     ctx
+}
+
+/// The alarm names the alarms step publishes: CPU and memory for every service, the load
+/// balancer's two for routed ones.
+fn alarms_outputs(ctx: &Context) -> AlarmsOutputs {
+    let alarm_names = ctx
+        .config
+        .services
+        .iter()
+        .filter(|_| ctx.config.alarms.enabled)
+        .map(|s| {
+            let routed: &[&str] = if s.route.is_some() { &["target-5xx", "unhealthy-targets"] } else { &[] };
+            let mut names: Vec<String> =
+                ["cpu-high", "memory-high"].iter().chain(routed).map(|what| ctx.names.alarm(&s.name, what)).collect();
+            names.sort();
+            (s.name.clone(), names)
+        })
+        .collect();
+    AlarmsOutputs { alarm_names }
 }
 
 /// A context as `plan` sees it before anything exists: every id PENDING.
@@ -148,6 +168,7 @@ fn pending_ctx() -> Context {
         namespace_name: "tap-dev.local".into(),
         services: BTreeMap::from([("processing-service".into(), DiscoveryService { id: p(), arn: p() })]),
     });
+    ctx.put(alarms_outputs(&ctx));
     ctx
 }
 
@@ -178,6 +199,7 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
         health_check_grace_period_seconds: desired.health_check_grace_period_seconds.or(Some(0)),
         circuit_breaker: Some(desired.circuit_breaker),
         strategy: desired.strategy.clone(),
+        alarms: desired.alarms.clone(),
         load_balancers: desired.load_balancers.clone(),
         service_registries: desired.service_registries.clone(),
         tags: desired.tags.clone(),
@@ -202,6 +224,7 @@ fn moto_created(desired: &DesiredService) -> ObservedService {
     s.capacity_provider_strategy = vec![];
     s.health_check_grace_period_seconds = None;
     s.circuit_breaker = None;
+    s.alarms = None;
     s
 }
 
@@ -1712,4 +1735,83 @@ async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
         changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
         [("services/ecs-service/frontend", Action::Update)]
     );
+}
+
+#[tokio::test]
+async fn deployment_alarms_are_named_repaired_and_cleared_in_one_deployment_configuration() {
+    use crate::service::DeploymentAlarms;
+    let ctx = deployed_ctx(config(false));
+    let d = desired_service(&ctx, "frontend", &td_arn("frontend", 1));
+    let want = DeploymentAlarms {
+        alarm_names: ["cpu-high", "memory-high", "target-5xx", "unhealthy-targets"]
+            .iter()
+            .map(|w| format!("tap-dev-frontend-{w}"))
+            .collect(),
+        enable: true,
+        rollback: true,
+    };
+    assert_eq!(d.alarms, Some(want.clone()));
+    let processing = desired_service(&ctx, "processing-service", &td_arn("processing-service", 1));
+    assert_eq!(processing.alarms.map(|a| a.alarm_names.len()), Some(2));
+
+    // Missing on frontend (drift), in another order on api-gateway (no drift), and the circuit
+    // breaker gone on processing-service: each fix sends the whole deployment configuration.
+    let mut world = converged_world(&ctx);
+    world.services.get_mut("tap-frontend-dev").unwrap().alarms = None;
+    world.services.get_mut("tap-api-gateway-dev").unwrap().alarms.as_mut().unwrap().alarm_names.reverse();
+    world.services.get_mut("tap-processing-service-dev").unwrap().circuit_breaker = None;
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mut api = read_mock(world);
+    let log = sent.clone();
+    api.expect_update_service().times(2).returning(move |u| {
+        log.lock().unwrap().push(u.clone());
+        let ctx = deployed_ctx(config(false));
+        let label = u.service.trim_start_matches("tap-").trim_end_matches("-dev").to_owned();
+        Ok(observed_from(&desired_service(&ctx, &label, &td_arn(&label, 1))))
+    });
+    let plan_changes = {
+        let mut world = converged_world(&ctx);
+        world.services.get_mut("tap-frontend-dev").unwrap().alarms = None;
+        world.services.get_mut("tap-processing-service-dev").unwrap().circuit_breaker = None;
+        let mut api = read_mock(world);
+        no_mutations(&mut api);
+        step(api).plan(&ctx).await.unwrap()
+    };
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes, plan_changes, "deploy does what plan showed");
+    let frontend = changes.iter().find(|c| c.resource == "services/ecs-service/frontend").unwrap();
+    assert_eq!(frontend.attributes.len(), 1);
+    assert_eq!(frontend.attributes[0].attribute, "deployment_alarms");
+    let sent = sent.lock().unwrap().clone();
+    let of = |s: &str| sent.iter().find(|u| u.service == format!("tap-{s}-dev")).unwrap().clone();
+    let u = of("frontend");
+    assert_eq!((u.alarms, u.circuit_breaker), (Some(want), Some(CircuitBreaker { enable: true, rollback: true })));
+    let u = of("processing-service");
+    assert_eq!(u.circuit_breaker, Some(CircuitBreaker { enable: true, rollback: true }));
+    assert_eq!(u.alarms.map(|a| (a.alarm_names.len(), a.enable, a.rollback)), Some((2, true, true)));
+
+    // Alarms disabled: the services stop naming them.
+    let mut disabled = config(false);
+    disabled.alarms.enabled = false;
+    let off_ctx = deployed_ctx(disabled);
+    assert_eq!(desired_service(&off_ctx, "frontend", &td_arn("frontend", 1)).alarms, None);
+    let mut api = read_mock(converged_world(&ctx));
+    api.expect_update_service()
+        .withf(|u| u.alarms == Some(DeploymentAlarms::off()) && u.circuit_breaker.is_some())
+        .times(3)
+        .returning(|u| {
+            let ctx = deployed_ctx(config(false));
+            let label = u.service.trim_start_matches("tap-").trim_end_matches("-dev").to_owned();
+            Ok(observed_from(&desired_service(&ctx, &label, &td_arn(&label, 1))))
+        });
+    let changes = step(api).apply(&off_ctx).await.unwrap();
+    assert_eq!(changes.len(), 3, "{changes:#?}");
+    // …and a service with alarms off matches a desire for none.
+    let mut world = converged_world(&off_ctx);
+    for s in world.services.values_mut() {
+        s.alarms = Some(DeploymentAlarms::off());
+    }
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    assert_eq!(step(api).apply(&off_ctx).await.unwrap(), vec![]);
 }

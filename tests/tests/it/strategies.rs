@@ -9,11 +9,15 @@
 //!   it, production traffic where it was. `tap rollback` in the bake time stops the deployment.
 //! - Switching a service to blue/green and back converges, pruning the alternate target group and
 //!   the infrastructure role; destroy leaves nothing.
+//! - A CloudWatch alarm of the service set to ALARM (`SetAlarmState`, as CloudWatch does when its
+//!   metric breaches) in a blue/green bake time, and in ECS's alarm bake after a rolling
+//!   deployment: ECS rolls back, deploy exits 1 naming the alarm.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use aws_sdk_cloudwatch::types::StateValue;
 use tap_moto::rollout::{Failure, Rollouts};
 use tests::services_toml::{API_GATEWAY, FRONTEND, PROCESSING};
 use tests::{proxy, Faults, Inventory, Proxy, Run, TestEnv};
@@ -297,5 +301,133 @@ async fn switching_to_blue_green_and_back_converges_and_prunes_what_it_no_longer
     tap(&via, &blue_green, &["deploy", "--no-wait"]).success();
     // Destroy finds everything by its tags, whatever the config says now.
     tap(&via, &rolling, &["destroy", "--yes"]).success();
+    env.inventory().await.assert_empty("after destroy");
+}
+
+/// Sets the CloudWatch alarm `name` to `state`, as CloudWatch does when its metric breaches.
+async fn set_alarm(env: &TestEnv, name: &str, state: StateValue) {
+    let clients = env.clients().await;
+    clients
+        .cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason("set by the test")
+        .send()
+        .await
+        .expect("SetAlarmState");
+}
+
+/// The task definitions of a service's running tasks.
+async fn running_revisions(via: &TestEnv, service: &str) -> Vec<String> {
+    let clients = via.clients().await;
+    let cluster = format!("tap-cluster-{}", via.suffix);
+    let listed = clients
+        .ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .service_name(format!("tap-{service}-{}", via.suffix))
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+        .send()
+        .await
+        .expect("ListTasks");
+    if listed.task_arns().is_empty() {
+        return vec![];
+    }
+    let tasks = clients
+        .ecs
+        .describe_tasks()
+        .cluster(&cluster)
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .expect("DescribeTasks");
+    let mut revisions: Vec<String> =
+        tasks.tasks().iter().filter_map(|t| t.task_definition_arn().map(str::to_string)).collect();
+    revisions.sort();
+    revisions.dedup();
+    revisions
+}
+
+/// Polls `done` every 200 ms for up to a minute.
+async fn until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done().await {
+        assert!(Instant::now() < deadline, "never saw: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alarm_firing_in_the_bake_time_rolls_back_blue_green_and_rolling_deployments_naming_it() {
+    let env = TestEnv::new("shift4");
+    let proxy = double();
+    let via = env.with_endpoint(&proxy.endpoint());
+    // ECS bakes a rolling deployment for its alarms' longest window: 20 periods of a minute, 6 s
+    // of the double's ECS minutes.
+    let toml = [
+        "[deploy]\nbake_time_minutes = 0\n[alarms]\nevaluation_periods = 20\n".to_string(),
+        with_deploy(FRONTEND, r#"strategy = "blue-green""#),
+        API_GATEWAY.into(),
+        PROCESSING.into(),
+    ]
+    .concat();
+    let config = env.config_file("alarms", &toml);
+    tap(&via, &config, &["deploy", "--timeout", "120"]).success();
+    let before = rule_weights(&env).await;
+    let services = ["frontend", "api-gateway", "processing-service"];
+
+    // Blue/green with a long bake time: once production traffic is on the new revision, the
+    // frontend's unhealthy-targets alarm fires. ECS rolls back; deploy names the alarm.
+    env.push_image(&services, "v2").await;
+    let mut command = via.command();
+    command.env("TAP_DEPLOY__BAKE_TIME_MINUTES", "100");
+    command.args(["--config", config.to_str().unwrap(), "deploy", "--image-tag", "v2", "--timeout", "120"]);
+    let deploy = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    until("frontend in its bake time", || async { newest_deployment(&via, "frontend").await.1 == "BAKE_TIME" }).await;
+    assert_ne!(live(&rule_weights(&env).await, 50000), live(&before, 50000), "baking on the new revision");
+    let alarm = format!("tap-{}-frontend-unhealthy-targets", env.suffix);
+    set_alarm(&env, &alarm, StateValue::Alarm).await;
+    let out = deploy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&alarm), "deploy names the alarm:\n{stderr}");
+    assert!(stderr.contains("ECS service tap-frontend-shift4"), "{stderr}");
+    let (status, _, reason) = newest_deployment(&via, "frontend").await;
+    assert_eq!(status, "ROLLBACK_SUCCESSFUL", "{reason}");
+    assert_eq!(live(&rule_weights(&env).await, 50000), live(&before, 50000), "production traffic back");
+
+    // Rolling: processing-service's tasks all replaced, ECS watching its alarms before it calls the
+    // deployment done, its CPU alarm fires.
+    set_alarm(&env, &alarm, StateValue::Ok).await;
+    env.push_image(&services, "v3").await;
+    let old = running_revisions(&via, "processing-service").await;
+    let mut command = via.command();
+    command.args(["--config", config.to_str().unwrap(), "deploy", "--image-tag", "v3", "--timeout", "120"]);
+    let deploy = command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    until("processing-service's tasks all on the new revision", || async {
+        let now = running_revisions(&via, "processing-service").await;
+        now.len() == 1 && now != old
+    })
+    .await;
+    let (status, _, _) = newest_deployment(&via, "processing-service").await;
+    assert_eq!(status, "IN_PROGRESS", "ECS is still watching the alarms");
+    let cpu = format!("tap-{}-processing-service-cpu-high", env.suffix);
+    set_alarm(&env, &cpu, StateValue::Alarm).await;
+    let out = deploy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&cpu), "deploy names the alarm:\n{stderr}");
+    assert!(stderr.contains("ECS service tap-processing-service-shift4"), "{stderr}");
+    let (status, _, reason) = newest_deployment(&via, "processing-service").await;
+    assert_eq!(status, "ROLLBACK_SUCCESSFUL", "{reason}");
+    assert_eq!(running_revisions(&via, "processing-service").await, old, "the old revision runs again");
+
+    set_alarm(&env, &cpu, StateValue::Ok).await;
+    tap(&via, &config, &["destroy", "--yes"]).success();
     env.inventory().await.assert_empty("after destroy");
 }
