@@ -148,6 +148,14 @@ async fn newest_deployment(via: &TestEnv, service: &str) -> (String, String, Str
     )
 }
 
+/// The platform from nothing, then image `v1` pushed and deployed to its end: ECS has a completed
+/// deployment to roll back to (the first deploy into empty repositories does not wait).
+async fn deploy_v1(env: &TestEnv, via: &TestEnv, config: &Path) {
+    tap(via, config, &["deploy", "--timeout", "120"]).success();
+    env.push_image(&["frontend", "api-gateway", "processing-service"], "v1").await;
+    tap(via, config, &["deploy", "--image-tag", "v1", "--timeout", "120"]).success();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn blue_green_canary_and_linear_run_to_success_and_leave_nothing_to_repair() {
     let env = TestEnv::new("shift1");
@@ -218,7 +226,7 @@ async fn ecs_rolls_back_a_crashing_blue_green_deployment_and_tap_rollback_stops_
     ]
     .concat();
     let config = env.config_file("blue-green", &toml);
-    tap(&via, &config, &["deploy", "--timeout", "120"]).success();
+    deploy_v1(&env, &via, &config).await;
     let before = rule_weights(&env).await;
 
     // A crashing image: ECS's circuit breaker rolls the deployment back; deploy names it.
@@ -377,7 +385,7 @@ async fn an_alarm_firing_in_the_bake_time_rolls_back_blue_green_and_rolling_depl
     ]
     .concat();
     let config = env.config_file("alarms", &toml);
-    tap(&via, &config, &["deploy", "--timeout", "120"]).success();
+    deploy_v1(&env, &via, &config).await;
     let before = rule_weights(&env).await;
     let services = ["frontend", "api-gateway", "processing-service"];
 
