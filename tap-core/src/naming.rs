@@ -139,6 +139,16 @@ impl Names {
     pub fn ecs_service(&self, service: &str) -> String {
         self.name(service)
     }
+    /// The prefix of every CloudWatch alarm of the environment, `tap-{s}-`: the environment comes
+    /// first so that `DescribeAlarms AlarmNamePrefix` finds its alarms (and those of environments
+    /// whose suffix extends this one, told apart by their tags) without listing every tap alarm.
+    pub fn alarm_prefix(&self) -> String {
+        format!("tap-{}-", self.env)
+    }
+    /// A service's CloudWatch alarm `tap-{s}-{service}-{what}`, e.g. `tap-dev-frontend-cpu-high`.
+    pub fn alarm(&self, service: &str, what: &str) -> String {
+        format!("{}{service}-{what}", self.alarm_prefix())
+    }
     /// The trade-data bucket the processing service may use.
     pub fn trade_data_bucket(&self) -> String {
         self.name("trade-data")
@@ -203,6 +213,8 @@ impl Names {
             out.push(("ECS service", self.ecs_service(s), 255));
             out.push(("log group", self.log_group(s), 512));
             out.push(("security group", self.service_security_group(s), 255));
+            // The longest of the service's alarm names.
+            out.push(("CloudWatch alarm", self.alarm(s, "unhealthy-targets"), 255));
             // Cloud Map service names are DNS labels.
             out.push(("Cloud Map service", s.clone(), 63));
         }
@@ -250,6 +262,8 @@ mod tests {
         assert_eq!(n.log_group("frontend"), "/ecs/tap-frontend-pr-7");
         assert_eq!(n.secret("db-credentials"), "tap-db-credentials-pr-7");
         assert_eq!(n.trade_data_bucket(), "tap-trade-data-pr-7");
+        assert_eq!(n.alarm("frontend", "cpu-high"), "tap-pr-7-frontend-cpu-high");
+        assert!(n.alarm("frontend", "cpu-high").starts_with(&n.alarm_prefix()));
     }
 
     #[test]

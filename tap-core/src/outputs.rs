@@ -133,3 +133,11 @@ pub struct ServicesOutputs {
     /// Service name → ECS service ARN.
     pub service_arns: BTreeMap<String, String>,
 }
+
+/// Written by the alarms step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmsOutputs {
+    /// Service name → the names of its CloudWatch alarms, sorted (what its
+    /// `deploymentConfiguration.alarms` names); no entry for any service when alarms are disabled.
+    pub alarm_names: BTreeMap<String, Vec<String>>,
+}

@@ -1,7 +1,8 @@
 //! ECS services: created with the full desired configuration, read back (an emulator or an older
 //! API may drop fields on create) and corrected in the same run; afterwards updated only when the
-//! task definition, capacity-provider strategy, grace period, deployment configuration, network
-//! configuration, load balancers or service registries differ. The desired count is set on create
+//! task definition, capacity-provider strategy, grace period, deployment configuration (circuit
+//! breaker and CloudWatch alarms), network configuration, load balancers or service registries
+//! differ. The desired count is set on create
 //! only: auto scaling owns it afterwards.
 //!
 //! A traffic-shifting strategy (blue-green, canary, linear) gives the routed service's load
@@ -168,6 +169,32 @@ pub struct CircuitBreaker {
     pub rollback: bool,
 }
 
+/// The CloudWatch alarms ECS watches during a deployment (`deploymentConfiguration.alarms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentAlarms {
+    /// Alarm names, sorted.
+    pub alarm_names: Vec<String>,
+    /// Watch them.
+    pub enable: bool,
+    /// Roll back when one goes to ALARM.
+    pub rollback: bool,
+}
+
+impl DeploymentAlarms {
+    /// What an update sends to stop watching alarms.
+    pub fn off() -> Self {
+        DeploymentAlarms { alarm_names: vec![], enable: false, rollback: false }
+    }
+
+    /// The alarms in effect (enabled), names sorted, for comparing what AWS has with what tap wants.
+    fn in_effect(alarms: &Option<DeploymentAlarms>) -> Option<DeploymentAlarms> {
+        alarms
+            .as_ref()
+            .filter(|a| a.enable)
+            .map(|a| DeploymentAlarms { alarm_names: sorted(&a.alarm_names), ..a.clone() })
+    }
+}
+
 /// Everything tap sets when it creates a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredService {
@@ -193,6 +220,8 @@ pub struct DesiredService {
     pub circuit_breaker: CircuitBreaker,
     /// Deployment strategy.
     pub strategy: DeploymentStrategy,
+    /// The service's CloudWatch alarms, with rollback on (`None` when `alarms.enabled` is off).
+    pub alarms: Option<DeploymentAlarms>,
     /// Tags (propagated to tasks from the service, ECS-managed tags on).
     pub tags: Vec<Tag>,
     /// Idempotency token of the create call.
@@ -249,6 +278,8 @@ pub struct ObservedService {
     pub circuit_breaker: Option<CircuitBreaker>,
     /// Deployment strategy (`ROLLING` when ECS reports none).
     pub strategy: DeploymentStrategy,
+    /// Deployment alarms.
+    pub alarms: Option<DeploymentAlarms>,
     /// Target groups.
     pub load_balancers: Vec<LoadBalancerRef>,
     /// Cloud Map service ARNs.
@@ -294,6 +325,8 @@ pub struct ServiceUpdate {
     /// New deployment strategy (sent with the circuit breaker: the deployment configuration is
     /// written whole).
     pub strategy: Option<DeploymentStrategy>,
+    /// New deployment alarms (sent in one `deploymentConfiguration` with the circuit breaker).
+    pub alarms: Option<DeploymentAlarms>,
     /// New network configuration.
     pub network: Option<NetworkConfig>,
     /// New target groups.
@@ -414,6 +447,12 @@ pub(crate) fn desired(
         service_registries,
         circuit_breaker: CircuitBreaker { enable: true, rollback: true },
         strategy,
+        alarms: inputs
+            .alarms
+            .alarm_names
+            .get(&service.name)
+            .filter(|names| !names.is_empty())
+            .map(|names| DeploymentAlarms { alarm_names: sorted(names), enable: true, rollback: true }),
         tags: names.tags(&component("ecs-service", &service.name), &name),
         client_token: client_token(&[names.env(), &service.name, task_definition]),
         name,
@@ -468,10 +507,17 @@ pub(crate) fn update_for(
         let (have, want) = (observed.strategy.to_string(), desired.strategy.to_string());
         attrs.push(AttrChange::new("deployment_strategy", Some(have), Some(want)));
     }
-    if breaker_differs || strategy_differs {
-        // UpdateService writes the deployment configuration whole.
+    let (want_alarms, have_alarms) =
+        (DeploymentAlarms::in_effect(&desired.alarms), DeploymentAlarms::in_effect(&observed.alarms));
+    let alarms_differ = want_alarms != have_alarms;
+    if alarms_differ {
+        diff(&mut attrs, "deployment_alarms", &have_alarms, &want_alarms);
+    }
+    if breaker_differs || strategy_differs || alarms_differ {
+        // UpdateService writes the deployment configuration whole: what is not sent may be reset.
         update.circuit_breaker = Some(desired.circuit_breaker);
         update.strategy = Some(desired.strategy.clone());
+        update.alarms = Some(want_alarms.unwrap_or_else(DeploymentAlarms::off));
     }
     let want_network = desired.network.normalized();
     let have_network = observed.network.as_ref().map(NetworkConfig::normalized);
