@@ -5,7 +5,8 @@
 //! or `PATH`) and installs it into that venv with pip when it is missing. [`Moto::start`] runs it on
 //! a free 127.0.0.1 port with IAM's managed policies loaded, waits until it answers, and stops it on
 //! drop. [`proxy::Proxy`] sits in front of it to add latency or inject faults (throttling, lost
-//! responses, a stall at call N), to model AWS's asynchronous deletions ([`async_deletes`]) and,
+//! responses, a stall at call N), to model AWS's asynchronous deletions ([`async_deletes`]) and its
+//! per-service API rate limits ([`rate_limits`]) and,
 //! with [`rollout`], to play ECS rollouts over time: rolling, blue/green, canary and linear
 //! deployments with their service deployments ([`service_deployments`]), traffic moved on the
 //! listener rules and alarms read in moto ([`upstream`]).
@@ -20,6 +21,7 @@
 pub mod async_deletes;
 mod engine;
 pub mod proxy;
+pub mod rate_limits;
 pub mod rollout;
 #[cfg(test)]
 mod rollout_tests;

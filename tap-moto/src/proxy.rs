@@ -1,7 +1,8 @@
 //! A small loopback HTTP proxy in front of `moto_server` that injects what real AWS does to a
 //! client: latency, throttling, responses lost after the request took effect, `500
 //! InternalError` answers to requests that took effect, and a stall that lets a test kill the
-//! client at an exact call.
+//! client at an exact call; and, when set ([`Proxy::set_rate_limits`]), AWS's per-service token
+//! bucket rate limits ([`crate::rate_limits`]).
 //!
 //! Each client connection carries one request: the proxy answers with `Connection: close`, so the
 //! SDK opens a new connection per call and every call passes through here on its own.
@@ -11,9 +12,10 @@ use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::async_deletes::AsyncDeletes;
+use crate::rate_limits::{self, BucketId, RateLimiter, RateLimits, Service};
 use crate::rollout::{Double, Reply, Rollouts};
 
 /// What to do to the calls passing through.
@@ -50,6 +52,9 @@ pub struct SeenCall {
     pub operation: String,
     /// What the proxy did with it.
     pub fate: Fate,
+    /// The rate-limit buckets it is subject to (empty when no [`RateLimits`] are set): it took a
+    /// token from each, unless it was [`Fate::Throttled`] or [`Fate::Stalled`].
+    pub buckets: Vec<BucketId>,
 }
 
 /// What the proxy did with a call.
@@ -57,7 +62,8 @@ pub struct SeenCall {
 pub enum Fate {
     /// Forwarded and answered.
     Forwarded,
-    /// Answered with a throttling error, not forwarded.
+    /// Answered with a throttling error, not forwarded: by [`Faults::throttle_percent`] or because
+    /// one of its rate-limit buckets was empty ([`Proxy::set_rate_limits`]).
     Throttled,
     /// Forwarded, then the response was dropped.
     ResponseDropped,
@@ -83,6 +89,8 @@ struct Shared {
     deletes: AsyncDeletes,
     /// The ECS rollout double, when a test turned it on.
     rollouts: Mutex<Option<Arc<Double>>>,
+    /// AWS's rate limits and the buckets' tokens, when set.
+    limiter: Mutex<Option<Arc<RateLimiter>>>,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -107,6 +115,7 @@ impl Proxy {
             stopped: AtomicBool::new(false),
             deletes: AsyncDeletes::default(),
             rollouts: Mutex::new(None),
+            limiter: Mutex::new(None),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -148,6 +157,20 @@ impl Proxy {
         let double = Arc::new(Double::with_upstream(settings, self.shared.upstream));
         Double::start_ticking(&double);
         *self.shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(double);
+    }
+
+    /// Limits the calls from now on to AWS's request rates ([`crate::rate_limits`]): each call
+    /// takes a token from its service's buckets, starting full, or is answered with the service's
+    /// throttling error ([`Fate::Throttled`]) and not forwarded. The buckets are shared by every
+    /// client of this proxy. `None` lifts the limits; setting limits again starts from full
+    /// buckets.
+    pub fn set_rate_limits(&self, limits: Option<RateLimits>) {
+        *self.shared.limiter.lock().unwrap_or_else(|e| e.into_inner()) = limits.map(|l| Arc::new(RateLimiter::new(l)));
+    }
+
+    /// The rate limits in force, if any.
+    pub fn rate_limits(&self) -> Option<RateLimits> {
+        self.shared.limiter.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.limits().clone())
     }
 
     /// Every call seen so far.
@@ -403,8 +426,18 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let op = operation(&req);
     let n = shared.counter.fetch_add(1, Ordering::SeqCst) + 1;
     let faults = shared.faults.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let record =
-        |fate| shared.calls.lock().unwrap_or_else(|e| e.into_inner()).push(SeenCall { operation: op.clone(), fate });
+    let limiter = shared.limiter.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let head = String::from_utf8_lossy(&req.head).into_owned();
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let service = limiter.as_ref().and_then(|_| Service::of_request(&head, &body));
+    let buckets = match (&limiter, service) {
+        (Some(limiter), Some(service)) => limiter.limits().buckets(service, &region(&req), &op, &body),
+        _ => Vec::new(),
+    };
+    let record = |fate| {
+        let call = SeenCall { operation: op.clone(), fate, buckets: buckets.clone() };
+        shared.calls.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+    };
     let mut client = client;
     if faults.stall_after.is_some_and(|limit| n > limit) {
         record(Fate::Stalled);
@@ -415,12 +448,18 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     if !faults.latency.is_zero() {
         thread::sleep(faults.latency);
     }
+    if let (Some(limiter), Some(service)) = (&limiter, service) {
+        if limiter.admit(&buckets, Instant::now()).is_err() {
+            record(Fate::Throttled);
+            client.write_all(&rate_limits::throttling_response(service, &op))?;
+            return client.shutdown(Shutdown::Both);
+        }
+    }
     if faults.throttle_percent > 0 && roll(shared) < faults.throttle_percent {
         record(Fate::Throttled);
         client.write_all(&error_response(&req, &THROTTLING))?;
         return client.shutdown(Shutdown::Both);
     }
-    let body = String::from_utf8_lossy(&req.body).into_owned();
     if let Some((code, message)) = faults.async_delete_window.and_then(|w| shared.deletes.refusal(w, &op, &body)) {
         record(Fate::Refused);
         client.write_all(&ec2_error(code, &message))?;
@@ -428,7 +467,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     // Cloud Map shares ECS's operation names (CreateService, UpdateService, DeleteService): only
     // ECS's own calls are ECS services.
-    let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
+    let ecs = head.contains("AmazonEC2ContainerService");
     let double = shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(reply) = double.as_ref().and_then(|d| d.answer(&op, ecs, &region(&req), &req.body)) {
         record(Fate::Synthesized);
@@ -550,6 +589,45 @@ mod tests {
         assert_eq!(fates, vec![Fate::Synthesized, Fate::Forwarded, Fate::Forwarded]);
     }
 
+    /// Rate limits: a burst empties the bucket, further calls get the service's throttling error
+    /// and are not forwarded, the bucket refills over time; other services' buckets are untouched.
+    #[test]
+    fn rate_limits_throttle_a_burst_and_refill() {
+        use crate::rate_limits::{Limit, MUTATING};
+        let proxy = proxy_over_ok_upstream();
+        proxy.set_rate_limits(Some(
+            RateLimits::default().with(Service::Ecs, "service-modify", Limit::new(2.0, 2.0)).with(
+                Service::Ec2,
+                MUTATING,
+                Limit::new(1.0, 0.001),
+            ),
+        ));
+        let update = || send(&proxy, Some("AmazonEC2ContainerServiceV20141113.UpdateService"), "{}");
+        assert!(update().ends_with("ok") && update().ends_with("ok"), "the burst passes");
+        let throttled = update();
+        assert!(throttled.starts_with("HTTP/1.1 400 "), "{throttled}");
+        assert!(throttled.contains(r#""__type":"ThrottlingException""#), "{throttled}");
+        assert!(send(&proxy, None, "Action=CreateVpc&Version=2016-11-15").ends_with("ok"), "EC2 has its own");
+        let ec2 = send(&proxy, None, "Action=CreateVpc&Version=2016-11-15");
+        assert!(ec2.starts_with("HTTP/1.1 503 ") && ec2.contains("RequestLimitExceeded"), "{ec2}");
+        assert!(send(&proxy, None, "Action=CreateRole&Version=2010-05-08").ends_with("ok"), "IAM is not limited");
+        // Two tokens a second: one comes back within a second (polled, not slept through).
+        let start = std::time::Instant::now();
+        while !update().ends_with("ok") {
+            assert!(start.elapsed() < Duration::from_secs(5), "the bucket never refilled");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let calls = proxy.calls();
+        let fates: Vec<Fate> = calls.iter().take(6).map(|c| c.fate).collect();
+        use Fate::{Forwarded, Throttled};
+        assert_eq!(fates, [Forwarded, Forwarded, Throttled, Forwarded, Throttled, Forwarded]);
+        assert_eq!(calls[0].buckets.iter().map(ToString::to_string).collect::<Vec<_>>(), ["ecs[] service-modify"]);
+        assert!(calls[5].buckets.is_empty(), "no IAM class is limited");
+        assert_eq!(calls.last().map(|c| c.fate), Some(Forwarded));
+        proxy.set_rate_limits(None);
+        assert!(update().ends_with("ok") && update().ends_with("ok") && update().ends_with("ok"));
+    }
+
     #[test]
     fn seeds_choose_other_calls_reproducibly() {
         let fates_of = |seed: u64| {
@@ -563,6 +641,7 @@ mod tests {
                 stopped: AtomicBool::new(false),
                 deletes: AsyncDeletes::default(),
                 rollouts: Mutex::new(None),
+                limiter: Mutex::new(None),
             };
             (0..64).map(|_| roll(&shared) < 30).collect::<Vec<bool>>()
         };
