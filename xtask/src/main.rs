@@ -6,13 +6,20 @@
 //!   start their own `moto_server`; it is installed first when missing).
 //! - `demo`: the main job end to end against a local emulator: deploy, show the plan is empty,
 //!   print the outputs, destroy.
-//! - `bench`: wall time and AWS calls of deploy from empty, a no-op redeploy, plan and destroy.
+//! - `bench`: wall time and AWS calls of deploy from empty, a no-op redeploy, plan and destroy;
+//!   with `--rate-limits`, through AWS's documented API rate limits (`tap_moto::rate_limits`),
+//!   with the calls throttled and the least wall time the buckets allow; `--environments K` runs K
+//!   environments at once against the same buckets.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use tap_moto::proxy::{Fate, SeenCall};
+use tap_moto::rate_limits::{Floor, RateLimits};
 use tap_moto::Moto;
 
 mod tidy;
@@ -28,7 +35,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]>"
+                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR] [--rate-limits] [--environments K] [--timeout-s N]>"
             );
             std::process::exit(2)
         }
@@ -150,7 +157,8 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-/// Bench options: `--runs N`, `--latency-ms N`, `--services N`, `--async-delete-window-s N`.
+/// Bench options: `--runs N`, `--latency-ms N`, `--services N`, `--async-delete-window-s N`,
+/// `--call-log DIR`, `--rate-limits`, `--environments K`, `--timeout-s N`.
 struct BenchOptions {
     runs: usize,
     latency_ms: u64,
@@ -160,10 +168,34 @@ struct BenchOptions {
     async_delete_window_s: u64,
     /// `--call-log DIR`: each measured run's call log (every AWS call, its end time and duration).
     call_log: Option<PathBuf>,
+    /// `--rate-limits`: the proxy throttles calls as AWS's documented token buckets do
+    /// (`tap_moto::rate_limits`), shared by every environment.
+    rate_limits: bool,
+    /// `--environments K`: K environments run each phase at once through one proxy.
+    environments: usize,
+    /// `--timeout-s N`: a `tap` run taking longer is killed and counted as failed.
+    timeout_s: u64,
 }
 
 impl BenchOptions {
     fn parse(args: &[String]) -> Result<BenchOptions> {
+        const WITH_VALUE: [&str; 7] = [
+            "--runs",
+            "--latency-ms",
+            "--services",
+            "--async-delete-window-s",
+            "--call-log",
+            "--environments",
+            "--timeout-s",
+        ];
+        let mut i = 0;
+        while let Some(arg) = args.get(i) {
+            match arg.as_str() {
+                a if WITH_VALUE.contains(&a) => i += 2,
+                "--rate-limits" => i += 1,
+                other => bail!("unknown bench option `{other}`"),
+            }
+        }
         let value = |flag: &str, default: u64| -> Result<u64> {
             match args.iter().position(|a| a == flag) {
                 Some(i) => args
@@ -180,11 +212,26 @@ impl BenchOptions {
             services: value("--services", 3)? as usize,
             async_delete_window_s: value("--async-delete-window-s", 0)?,
             call_log: args.iter().position(|a| a == "--call-log").and_then(|i| args.get(i + 1)).map(PathBuf::from),
+            rate_limits: args.iter().any(|a| a == "--rate-limits"),
+            environments: value("--environments", 1)? as usize,
+            timeout_s: value("--timeout-s", 1800)?,
         };
         if options.runs == 0 || options.services == 0 || options.services > 200 {
             bail!("--runs must be at least 1 and --services between 1 and 200");
         }
+        if !(1..=20).contains(&options.environments) || options.timeout_s == 0 {
+            bail!("--environments must be between 1 and 20 and --timeout-s at least 1");
+        }
         Ok(options)
+    }
+
+    /// The environments each phase runs: `bench`, or `bench-1` … `bench-K`.
+    fn environment_names(&self) -> Vec<String> {
+        if self.environments == 1 {
+            vec!["bench".to_owned()]
+        } else {
+            (1..=self.environments).map(|k| format!("bench-{k}")).collect()
+        }
     }
 }
 
@@ -251,18 +298,115 @@ fn bench_tap(bin: &Path, endpoint: &str, workdir: &Path, env: &str) -> Command {
     cmd
 }
 
-/// One measured `tap` run: its JSON document; its call log goes to `call_log` when given.
-fn measured(bin: &Path, endpoint: &str, workdir: &Path, args: &[&str], call_log: Option<&Path>) -> Result<Value> {
-    let mut cmd = bench_tap(bin, endpoint, workdir, "bench");
-    cmd.args(["--output", "json"]).args(args);
+/// What one measured `tap` run did.
+struct Outcome {
+    env: String,
+    /// Its exit code (`None`: ended by a signal, or killed at the timeout).
+    code: Option<i32>,
+    timed_out: bool,
+    /// Its JSON document, when it printed one (a failed run prints none).
+    doc: Option<Value>,
+    /// The process's wall time.
+    wall: Duration,
+    /// The last lines of its stderr: why it failed.
+    stderr_tail: String,
+}
+
+impl Outcome {
+    /// Exit 0, or 2 (plan: there are changes).
+    fn ok(&self) -> bool {
+        !self.timed_out && matches!(self.code, Some(0 | 2))
+    }
+
+    /// "exit 1", "killed after 1800 s", … and the end of its stderr.
+    fn failure(&self, timeout: Duration) -> String {
+        let how = match (self.timed_out, self.code) {
+            (true, _) => format!("killed after {} s", timeout.as_secs()),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) => "ended by a signal".to_owned(),
+        };
+        format!("{}: {how}: {}", self.env, self.stderr_tail)
+    }
+}
+
+/// One measured `tap` run of `env`, killed if it takes longer than `timeout`; its call log goes
+/// to `call_log` when given.
+fn measured(
+    bin: &Path,
+    endpoint: &str,
+    workdir: &Path,
+    env: &str,
+    args: &[&str],
+    call_log: Option<&Path>,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let mut cmd = bench_tap(bin, endpoint, workdir, env);
+    cmd.args(["--output", "json"]).args(args).stdout(Stdio::piped());
+    match call_log {
+        Some(path) => cmd.env("RUST_LOG", "warn,tap_core::aws=debug").stderr(std::fs::File::create(path)?),
+        None => cmd.stderr(Stdio::piped()),
+    };
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| display(&cmd))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        pipe.map(|mut p| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = p.read_to_end(&mut bytes);
+                bytes
+            })
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait()? {
+            break (Some(status), false);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let wall = start.elapsed();
+    let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    let out = joined(stdout);
+    let mut err = String::from_utf8_lossy(&joined(stderr)).into_owned();
     if let Some(path) = call_log {
-        cmd.env("RUST_LOG", "warn,tap_core::aws=debug").stderr(std::fs::File::create(path)?);
+        err = std::fs::read_to_string(path).unwrap_or_default();
     }
-    let out = cmd.output().with_context(|| display(&cmd))?;
-    if !out.status.success() && out.status.code() != Some(2) {
-        bail!("`{}` failed: {}", display(&cmd), out.status);
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let tail: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let stderr_tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+    Ok(Outcome {
+        env: env.to_owned(),
+        code: status.and_then(|s| s.code()),
+        timed_out,
+        doc: serde_json::from_slice(&out).ok(),
+        wall,
+        stderr_tail,
+    })
+}
+
+/// One phase: `tap <args>` of every environment at once; their outcomes in order.
+fn run_phase(
+    bin: &Path,
+    endpoint: &str,
+    workdir: &Path,
+    envs: &[String],
+    args: &[&str],
+    logs: &[Option<PathBuf>],
+    timeout: Duration,
+) -> Result<Vec<Outcome>> {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = envs
+            .iter()
+            .zip(logs)
+            .map(|(env, log)| scope.spawn(move || measured(bin, endpoint, workdir, env, args, log.as_deref(), timeout)))
+            .collect();
+        runs.into_iter().map(|r| r.join().map_err(|_| anyhow::anyhow!("a bench thread panicked"))?).collect()
+    })
 }
 
 /// An unmeasured `tap plan` of the environment `warm-up`, which touches every service tap uses.
@@ -281,6 +425,56 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
+/// One phase of one run, over its environments.
+struct Sample {
+    /// The steps' wall time (the longest of the environments'), or the process's when a run
+    /// printed no document (it failed).
+    wall_ms: u64,
+    /// AWS calls as `tap` counts them (summed over environments; failed runs count none).
+    calls: u64,
+    mutating: u64,
+    /// The longest critical path of the environments.
+    critical: u64,
+    rss_kb: u64,
+    /// The environments' runs, and the failures among them.
+    outcomes: Vec<Outcome>,
+    /// Calls the proxy answered with a throttling error, and all it saw.
+    throttled: u64,
+    proxy_calls: u64,
+    /// What the rate limits impose on the calls of the phase.
+    floor: Option<Floor>,
+}
+
+impl Sample {
+    fn of(outcomes: Vec<Outcome>, seen: &[SeenCall], limits: Option<&RateLimits>) -> Sample {
+        let docs: Vec<&Value> = outcomes.iter().filter_map(|o| o.doc.as_ref()).collect();
+        let field = |doc: &Value, path: &[&str]| path.iter().fold(doc, |v, k| &v[*k]).as_u64().unwrap_or(0);
+        let sum = |path: &[&str]| docs.iter().map(|d| field(d, path)).sum::<u64>();
+        let max = |path: &[&str]| docs.iter().map(|d| field(d, path)).max().unwrap_or(0);
+        let all_reported = docs.len() == outcomes.len();
+        let wall_ms = if all_reported {
+            max(&["elapsed_ms"])
+        } else {
+            outcomes.iter().map(|o| o.wall.as_millis() as u64).max().unwrap_or(0)
+        };
+        Sample {
+            wall_ms,
+            calls: sum(&["calls", "total"]),
+            mutating: sum(&["calls", "mutating"]),
+            critical: max(&["calls", "critical_path"]),
+            rss_kb: max(&["peak_rss_kb"]),
+            throttled: seen.iter().filter(|c| c.fate == Fate::Throttled).count() as u64,
+            proxy_calls: seen.len() as u64,
+            floor: limits.and_then(|l| l.lower_bound(seen)),
+            outcomes,
+        }
+    }
+
+    fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.ok()).count()
+    }
+}
+
 fn bench(args: &[String]) -> Result<()> {
     let options = BenchOptions::parse(args)?;
     let bin = std::env::var_os("XTASK_TAP_BIN").map(PathBuf::from).map_or_else(|| build_tap(true), Ok)?;
@@ -288,82 +482,155 @@ fn bench(args: &[String]) -> Result<()> {
     let proxy = tap_moto::proxy::Proxy::start(
         moto.port(),
         tap_moto::proxy::Faults {
-            latency: std::time::Duration::from_millis(options.latency_ms),
+            latency: Duration::from_millis(options.latency_ms),
             async_delete_window: (options.async_delete_window_s > 0)
-                .then(|| std::time::Duration::from_secs(options.async_delete_window_s)),
+                .then(|| Duration::from_secs(options.async_delete_window_s)),
             ..Default::default()
         },
     )?;
-    let proxied = options.latency_ms > 0 || options.async_delete_window_s > 0;
+    let limits = options.rate_limits.then(RateLimits::aws_documented);
+    let proxied =
+        options.latency_ms > 0 || options.async_delete_window_s > 0 || limits.is_some() || options.environments > 1;
     let endpoint = if proxied { proxy.endpoint() } else { moto.endpoint() };
     let workdir = std::env::temp_dir().join(format!("tap-bench-{}", std::process::id()));
     std::fs::create_dir_all(&workdir)?;
     std::fs::write(workdir.join("tap.toml"), services_config(options.services))?;
+    let envs = options.environment_names();
+    let timeout = Duration::from_secs(options.timeout_s);
     let phases: [(&str, &[&str]); 4] = [
         ("deploy from empty", &["deploy", "--no-wait"]),
         ("no-op redeploy", &["deploy", "--no-wait"]),
         ("plan", &["plan"]),
         ("destroy", &["destroy", "--yes"]),
     ];
-    let mut samples: Vec<Vec<Value>> = vec![Vec::new(); phases.len()];
+    let mut samples: Vec<Vec<Sample>> = phases.iter().map(|_| Vec::new()).collect();
     for run in 0..options.runs {
         moto.reset()?;
         // moto builds each service's backend on the first call in a region (EC2 alone takes
-        // seconds); real AWS has no such cost, so an unmeasured plan of another environment pays it.
+        // seconds); real AWS has no such cost, so an unmeasured plan of another environment pays
+        // it, outside the rate limits; the measured phases then start from full buckets.
+        proxy.set_rate_limits(None);
         warm_up(&bin, &endpoint, &workdir)?;
+        proxy.set_rate_limits(limits.clone());
         for (i, (name, a)) in phases.iter().enumerate() {
             eprintln!("run {}/{}: {name}", run + 1, options.runs);
-            let log =
-                options.call_log.as_ref().map(|dir| dir.join(format!("{}-{}.log", name.replace(' ', "-"), run + 1)));
+            let logs: Vec<Option<PathBuf>> = envs
+                .iter()
+                .map(|env| {
+                    let suffix = if envs.len() > 1 { format!("-{env}") } else { String::new() };
+                    options
+                        .call_log
+                        .as_ref()
+                        .map(|dir| dir.join(format!("{}-{}{suffix}.log", name.replace(' ', "-"), run + 1)))
+                })
+                .collect();
             if let Some(dir) = &options.call_log {
                 std::fs::create_dir_all(dir)?;
             }
-            samples[i].push(measured(&bin, &endpoint, &workdir, a, log.as_deref())?);
+            let mark = proxy.calls().len();
+            let outcomes = run_phase(&bin, &endpoint, &workdir, &envs, a, &logs, timeout)?;
+            let seen = proxy.calls().split_off(mark);
+            let sample = Sample::of(outcomes, &seen, limits.as_ref());
+            for o in sample.outcomes.iter().filter(|o| !o.ok()) {
+                eprintln!("run {}/{}: {name} failed: {}", run + 1, options.runs, o.failure(timeout));
+            }
+            samples[i].push(sample);
         }
     }
     let _ = std::fs::remove_dir_all(&workdir);
+    report(&options, &phases.map(|(name, _)| name), &samples, timeout)
+}
+
+/// Prints the table, the floors, the failures and the JSON line; fails if a `tap` run failed.
+fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], timeout: Duration) -> Result<()> {
+    let rate_columns = options.rate_limits;
     println!(
-        "services: {}, latency: {} ms/call, async deletions: {} s, runs: {} (medians)\n{:<18} {:>9} {:>6} {:>9} {:>9} {:>13} {:>9} {:>9}",
+        "services: {}, environments: {}, latency: {} ms/call, async deletions: {} s, rate limits: {}, runs: {} (medians)",
         options.services,
+        options.environments,
         options.latency_ms,
         options.async_delete_window_s,
+        if options.rate_limits { "AWS documented" } else { "off" },
         options.runs,
-        "phase",
-        "wall ms",
-        "calls",
-        "mutating",
-        "critical",
-        "crit×latency",
-        "wall/crit",
-        "rss MiB"
     );
+    let mut header = format!(
+        "{:<18} {:>7} {:>9} {:>6} {:>9} {:>9} {:>13} {:>9} {:>9}",
+        "phase", "failed", "wall ms", "calls", "mutating", "critical", "crit×latency", "wall/crit", "rss MiB"
+    );
+    if rate_columns {
+        header.push_str(&format!(" {:>9} {:>9} {:>10}", "throttled", "floor ms", "wall/floor"));
+    }
+    println!("{header}");
     let mut rows = Vec::new();
-    for ((name, _), runs) in phases.iter().zip(&samples) {
-        let pick = |f: &dyn Fn(&Value) -> u64| median(runs.iter().map(f).collect());
-        let wall = pick(&|r| r["elapsed_ms"].as_u64().unwrap_or(0));
-        let calls = pick(&|r| r["calls"]["total"].as_u64().unwrap_or(0));
-        let mutating = pick(&|r| r["calls"]["mutating"].as_u64().unwrap_or(0));
-        let critical = pick(&|r| r["calls"]["critical_path"].as_u64().unwrap_or(0));
-        let rss_kb = pick(&|r| r["peak_rss_kb"].as_u64().unwrap_or(0));
-        let floor = critical * options.latency_ms;
-        let ratio = if floor > 0 { format!("{:.2}", wall as f64 / floor as f64) } else { "-".into() };
-        println!(
-            "{name:<18} {wall:>9} {calls:>6} {mutating:>9} {critical:>9} {floor:>13} {ratio:>9} {:>9.1}",
+    let mut notes = Vec::new();
+    let mut failures = 0;
+    for (name, runs) in phases.iter().zip(samples) {
+        let pick = |f: &dyn Fn(&Sample) -> u64| median(runs.iter().map(f).collect());
+        let wall = pick(&|s| s.wall_ms);
+        let calls = pick(&|s| s.calls);
+        let mutating = pick(&|s| s.mutating);
+        let critical = pick(&|s| s.critical);
+        let rss_kb = pick(&|s| s.rss_kb);
+        let throttled = pick(&|s| s.throttled);
+        let proxy_calls = pick(&|s| s.proxy_calls);
+        let floor_ms = pick(&|s| s.floor.as_ref().map_or(0, |f| f.duration.as_millis() as u64));
+        let failed: usize = runs.iter().map(Sample::failed).sum();
+        let attempted: usize = runs.iter().map(|s| s.outcomes.len()).sum();
+        failures += failed;
+        let latency_floor = critical * options.latency_ms;
+        let ratio = |num: u64, den: u64| if den > 0 { format!("{:.2}", num as f64 / den as f64) } else { "-".into() };
+        let mut line = format!(
+            "{name:<18} {:>7} {wall:>9} {calls:>6} {mutating:>9} {critical:>9} {latency_floor:>13} {:>9} {:>9.1}",
+            format!("{failed}/{attempted}"),
+            ratio(wall, latency_floor),
             rss_kb as f64 / 1024.0
         );
+        if rate_columns {
+            line.push_str(&format!(" {throttled:>9} {floor_ms:>9} {:>10}", ratio(wall, floor_ms)));
+        }
+        println!("{line}");
+        let floor = runs.last().and_then(|s| s.floor.as_ref());
+        if let Some(f) = floor {
+            notes.push(format!(
+                "floor of {name}: {} ({} calls, burst {}, refill {}/s)",
+                f.bucket, f.calls, f.limit.capacity, f.limit.refill_per_second
+            ));
+        }
+        let errors: Vec<String> = runs
+            .iter()
+            .enumerate()
+            .flat_map(|(r, s)| {
+                s.outcomes
+                    .iter()
+                    .filter(|o| !o.ok())
+                    .map(move |o| format!("{name}, run {}: {}", r + 1, o.failure(timeout)))
+            })
+            .collect();
+        notes.extend(errors.iter().map(|e| format!("failed: {e}")));
         rows.push(json!({
             "phase": name, "wall_ms": wall, "calls": calls, "mutating_calls": mutating,
-            "critical_path_calls": critical, "critical_path_x_latency_ms": floor, "peak_rss_kb": rss_kb,
+            "critical_path_calls": critical, "critical_path_x_latency_ms": latency_floor, "peak_rss_kb": rss_kb,
+            "failed_runs": failed, "runs": attempted, "errors": errors,
+            "proxy_calls": proxy_calls, "throttled_calls": throttled,
+            "rate_limit_floor_ms": floor_ms, "rate_limit_floor_bucket": floor.map(|f| f.bucket.to_string()),
             // Where the time went in the last run: each step's wall time (steps overlap).
-            "step_ms": runs.last().map(|r| r["steps"].as_array().into_iter().flatten()
+            "step_ms": runs.last().and_then(|s| s.outcomes.iter().find_map(|o| o.doc.as_ref())).map(|d| d["steps"]
+                .as_array().into_iter().flatten()
                 .map(|s| (s["step"].as_str().unwrap_or("?").to_owned(), s["elapsed_ms"].clone()))
                 .collect::<serde_json::Map<_, _>>()),
         }));
     }
+    for note in &notes {
+        println!("{note}");
+    }
     println!(
         "{}",
-        serde_json::to_string(&json!({"services": options.services, "latency_ms": options.latency_ms,
-                "async_delete_window_s": options.async_delete_window_s, "runs": options.runs, "phases": rows}))?
+        serde_json::to_string(&json!({"services": options.services, "environments": options.environments,
+                "latency_ms": options.latency_ms, "async_delete_window_s": options.async_delete_window_s,
+                "rate_limits": options.rate_limits, "runs": options.runs, "phases": rows}))?
     );
+    if failures > 0 {
+        bail!("{failures} tap run(s) failed (see `failed:` above)");
+    }
     Ok(())
 }
