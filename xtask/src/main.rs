@@ -318,14 +318,44 @@ impl Outcome {
         !self.timed_out && matches!(self.code, Some(0 | 2))
     }
 
-    /// "exit 1", "killed after 1800 s", … and the end of its stderr.
+    /// "exit 1", "killed after 1800 s", … and why: the failures of its JSON error document (step,
+    /// action, resource, AWS code), else the end of its stderr.
     fn failure(&self, timeout: Duration) -> String {
         let how = match (self.timed_out, self.code) {
             (true, _) => format!("killed after {} s", timeout.as_secs()),
             (false, Some(code)) => format!("exit {code}"),
             (false, None) => "ended by a signal".to_owned(),
         };
-        format!("{}: {how}: {}", self.env, self.stderr_tail)
+        let failures: Vec<String> = self
+            .doc
+            .as_ref()
+            .and_then(|d| d["error"]["failures"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                ["step", "action", "resource", "code", "message"]
+                    .iter()
+                    .filter_map(|k| f[*k].as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let why = if failures.is_empty() {
+            self.stderr_tail.clone()
+        } else {
+            let more = failures.len().saturating_sub(3);
+            let mut why = failures.into_iter().take(3).collect::<Vec<_>>().join("; ");
+            if more > 0 {
+                why.push_str(&format!("; and {more} more"));
+            }
+            why
+        };
+        format!("{}: {how}: {why}", self.env)
+    }
+
+    /// The wall time of its steps, when it reported them.
+    fn steps_ms(&self) -> Option<u64> {
+        self.doc.as_ref().and_then(|d| d["elapsed_ms"].as_u64())
     }
 }
 
@@ -436,6 +466,8 @@ struct Sample {
     /// The longest critical path of the environments.
     critical: u64,
     rss_kb: u64,
+    /// Whether every environment's run reported its steps (else the counts above are empty).
+    reported: bool,
     /// The environments' runs, and the failures among them.
     outcomes: Vec<Outcome>,
     /// Calls the proxy answered with a throttling error, and all it saw.
@@ -443,6 +475,8 @@ struct Sample {
     proxy_calls: u64,
     /// What the rate limits impose on the calls of the phase.
     floor: Option<Floor>,
+    /// The throttled calls per bucket (or operation), most first.
+    throttled_by: Vec<(String, u64)>,
 }
 
 impl Sample {
@@ -451,11 +485,11 @@ impl Sample {
         let field = |doc: &Value, path: &[&str]| path.iter().fold(doc, |v, k| &v[*k]).as_u64().unwrap_or(0);
         let sum = |path: &[&str]| docs.iter().map(|d| field(d, path)).sum::<u64>();
         let max = |path: &[&str]| docs.iter().map(|d| field(d, path)).max().unwrap_or(0);
-        let all_reported = docs.len() == outcomes.len();
-        let wall_ms = if all_reported {
-            max(&["elapsed_ms"])
-        } else {
-            outcomes.iter().map(|o| o.wall.as_millis() as u64).max().unwrap_or(0)
+        let steps: Option<Vec<u64>> = outcomes.iter().map(Outcome::steps_ms).collect();
+        let reported = steps.is_some();
+        let wall_ms = match steps {
+            Some(steps) => steps.into_iter().max().unwrap_or(0),
+            None => outcomes.iter().map(|o| o.wall.as_millis() as u64).max().unwrap_or(0),
         };
         Sample {
             wall_ms,
@@ -466,6 +500,8 @@ impl Sample {
             throttled: seen.iter().filter(|c| c.fate == Fate::Throttled).count() as u64,
             proxy_calls: seen.len() as u64,
             floor: limits.and_then(|l| l.lower_bound(seen)),
+            throttled_by: throttled_by(seen),
+            reported,
             outcomes,
         }
     }
@@ -473,6 +509,20 @@ impl Sample {
     fn failed(&self) -> usize {
         self.outcomes.iter().filter(|o| !o.ok()).count()
     }
+}
+
+/// The throttled calls among `seen`, counted per bucket that refused them (any bucket of the call
+/// named) or, without buckets, per operation; most first.
+fn throttled_by(seen: &[SeenCall]) -> Vec<(String, u64)> {
+    let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for call in seen.iter().filter(|c| c.fate == Fate::Throttled) {
+        let names: Vec<String> = call.buckets.iter().map(ToString::to_string).collect();
+        let key = if names.is_empty() { call.operation.clone() } else { names.join(" + ") };
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
 }
 
 fn bench(args: &[String]) -> Result<()> {
@@ -558,7 +608,7 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
         "phase", "failed", "wall ms", "calls", "mutating", "critical", "crit×latency", "wall/crit", "rss MiB"
     );
     if rate_columns {
-        header.push_str(&format!(" {:>9} {:>9} {:>10}", "throttled", "floor ms", "wall/floor"));
+        header.push_str(&format!(" {:>6} {:>9} {:>9} {:>10}", "seen", "throttled", "floor ms", "wall/floor"));
     }
     println!("{header}");
     let mut rows = Vec::new();
@@ -566,27 +616,36 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
     let mut failures = 0;
     for (name, runs) in phases.iter().zip(samples) {
         let pick = |f: &dyn Fn(&Sample) -> u64| median(runs.iter().map(f).collect());
+        // What tap reports: over the runs that reported (a failed run prints no counts).
+        let reported: Vec<&Sample> = runs.iter().filter(|s| s.reported).collect();
+        let tap_pick = |f: &dyn Fn(&Sample) -> u64| {
+            (!reported.is_empty()).then(|| median(reported.iter().map(|s| f(s)).collect()))
+        };
         let wall = pick(&|s| s.wall_ms);
-        let calls = pick(&|s| s.calls);
-        let mutating = pick(&|s| s.mutating);
-        let critical = pick(&|s| s.critical);
-        let rss_kb = pick(&|s| s.rss_kb);
+        let calls = tap_pick(&|s| s.calls);
+        let mutating = tap_pick(&|s| s.mutating);
+        let critical = tap_pick(&|s| s.critical);
+        let rss_kb = tap_pick(&|s| s.rss_kb);
         let throttled = pick(&|s| s.throttled);
         let proxy_calls = pick(&|s| s.proxy_calls);
         let floor_ms = pick(&|s| s.floor.as_ref().map_or(0, |f| f.duration.as_millis() as u64));
         let failed: usize = runs.iter().map(Sample::failed).sum();
         let attempted: usize = runs.iter().map(|s| s.outcomes.len()).sum();
         failures += failed;
-        let latency_floor = critical * options.latency_ms;
+        let latency_floor = critical.unwrap_or(0) * options.latency_ms;
         let ratio = |num: u64, den: u64| if den > 0 { format!("{:.2}", num as f64 / den as f64) } else { "-".into() };
+        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let mut line = format!(
-            "{name:<18} {:>7} {wall:>9} {calls:>6} {mutating:>9} {critical:>9} {latency_floor:>13} {:>9} {:>9.1}",
+            "{name:<18} {:>7} {wall:>9} {:>6} {:>9} {:>9} {latency_floor:>13} {:>9} {:>9}",
             format!("{failed}/{attempted}"),
+            show(calls),
+            show(mutating),
+            show(critical),
             ratio(wall, latency_floor),
-            rss_kb as f64 / 1024.0
+            rss_kb.map_or_else(|| "-".to_owned(), |kb| format!("{:.1}", kb as f64 / 1024.0)),
         );
         if rate_columns {
-            line.push_str(&format!(" {throttled:>9} {floor_ms:>9} {:>10}", ratio(wall, floor_ms)));
+            line.push_str(&format!(" {proxy_calls:>6} {throttled:>9} {floor_ms:>9} {:>10}", ratio(wall, floor_ms)));
         }
         println!("{line}");
         let floor = runs.last().and_then(|s| s.floor.as_ref());
@@ -595,6 +654,13 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
                 "floor of {name}: {} ({} calls, burst {}, refill {}/s)",
                 f.bucket, f.calls, f.limit.capacity, f.limit.refill_per_second
             ));
+        }
+        let throttled_by = runs.last().map(|s| s.throttled_by.clone()).unwrap_or_default();
+        if !throttled_by.is_empty() {
+            let top: Vec<String> = throttled_by.iter().take(5).map(|(b, n)| format!("{b} ×{n}")).collect();
+            let more = throttled_by.len().saturating_sub(5);
+            let more = if more > 0 { format!(", {more} more") } else { String::new() };
+            notes.push(format!("throttled in {name}: {}{more}", top.join(", ")));
         }
         let errors: Vec<String> = runs
             .iter()
@@ -613,6 +679,7 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
             "failed_runs": failed, "runs": attempted, "errors": errors,
             "proxy_calls": proxy_calls, "throttled_calls": throttled,
             "rate_limit_floor_ms": floor_ms, "rate_limit_floor_bucket": floor.map(|f| f.bucket.to_string()),
+            "throttled_by_bucket": throttled_by.iter().map(|(b, n)| (b.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             // Where the time went in the last run: each step's wall time (steps overlap).
             "step_ms": runs.last().and_then(|s| s.outcomes.iter().find_map(|o| o.doc.as_ref())).map(|d| d["steps"]
                 .as_array().into_iter().flatten()
