@@ -168,7 +168,14 @@ impl Proxy {
         *self.shared.limiter.lock().unwrap_or_else(|e| e.into_inner()) = limits.map(|l| Arc::new(RateLimiter::new(l)));
     }
 
-    /// The rate limits in force, if any.
+    /// Names each call's rate-limit buckets ([`SeenCall::buckets`]) by `limits` without throttling
+    /// any: what the calls would meet, for [`RateLimits::lower_bound`]. `None`: off.
+    pub fn observe_rate_limits(&self, limits: Option<RateLimits>) {
+        *self.shared.limiter.lock().unwrap_or_else(|e| e.into_inner()) =
+            limits.map(|l| Arc::new(RateLimiter::observing(l)));
+    }
+
+    /// The rate limits in force or observed, if any.
     pub fn rate_limits(&self) -> Option<RateLimits> {
         self.shared.limiter.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.limits().clone())
     }
@@ -449,7 +456,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         thread::sleep(faults.latency);
     }
     if let (Some(limiter), Some(service)) = (&limiter, service) {
-        if limiter.admit(&buckets, Instant::now()).is_err() {
+        if limiter.enforces() && limiter.admit(&buckets, Instant::now()).is_err() {
             record(Fate::Throttled);
             client.write_all(&rate_limits::throttling_response(service, &op))?;
             return client.shutdown(Shutdown::Both);
@@ -626,6 +633,16 @@ mod tests {
         assert_eq!(calls.last().map(|c| c.fate), Some(Forwarded));
         proxy.set_rate_limits(None);
         assert!(update().ends_with("ok") && update().ends_with("ok") && update().ends_with("ok"));
+        assert!(proxy.calls().last().is_some_and(|c| c.buckets.is_empty()));
+        // Observed, not enforced: buckets named, nothing throttled.
+        proxy.observe_rate_limits(Some(RateLimits::default().with(
+            Service::Ecs,
+            "service-modify",
+            Limit::new(1.0, 0.001),
+        )));
+        assert!(update().ends_with("ok") && update().ends_with("ok"));
+        let last = proxy.calls().pop().unwrap();
+        assert_eq!((last.fate, last.buckets.len()), (Forwarded, 1));
     }
 
     #[test]

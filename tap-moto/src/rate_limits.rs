@@ -809,13 +809,25 @@ struct Tokens {
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
+    enforce: bool,
     buckets: Mutex<HashMap<BucketId, Tokens>>,
 }
 
 impl RateLimiter {
     /// Full buckets for `limits`.
     pub fn new(limits: RateLimits) -> RateLimiter {
-        RateLimiter { limits, buckets: Mutex::new(HashMap::new()) }
+        RateLimiter { limits, enforce: true, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// `limits` only to name each call's buckets ([`SeenCall::buckets`], for
+    /// [`RateLimits::lower_bound`]): no call is throttled.
+    pub fn observing(limits: RateLimits) -> RateLimiter {
+        RateLimiter { enforce: false, ..RateLimiter::new(limits) }
+    }
+
+    /// Whether calls finding an empty bucket are throttled.
+    pub fn enforces(&self) -> bool {
+        self.enforce
     }
 
     /// The figures.

@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR] [--rate-limits] [--environments K] [--timeout-s N]>"
+                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR] [--rate-limits | --rate-limits-observe] [--environments K] [--timeout-s N]>"
             );
             std::process::exit(2)
         }
@@ -158,7 +158,7 @@ fn demo() -> Result<()> {
 }
 
 /// Bench options: `--runs N`, `--latency-ms N`, `--services N`, `--async-delete-window-s N`,
-/// `--call-log DIR`, `--rate-limits`, `--environments K`, `--timeout-s N`.
+/// `--call-log DIR`, `--rate-limits`, `--rate-limits-observe`, `--environments K`, `--timeout-s N`.
 struct BenchOptions {
     runs: usize,
     latency_ms: u64,
@@ -171,6 +171,9 @@ struct BenchOptions {
     /// `--rate-limits`: the proxy throttles calls as AWS's documented token buckets do
     /// (`tap_moto::rate_limits`), shared by every environment.
     rate_limits: bool,
+    /// `--rate-limits-observe`: the same buckets named for every call but never throttling: the
+    /// floor the calls of an unthrottled run would meet.
+    observe_rate_limits: bool,
     /// `--environments K`: K environments run each phase at once through one proxy.
     environments: usize,
     /// `--timeout-s N`: a `tap` run taking longer is killed and counted as failed.
@@ -192,7 +195,7 @@ impl BenchOptions {
         while let Some(arg) = args.get(i) {
             match arg.as_str() {
                 a if WITH_VALUE.contains(&a) => i += 2,
-                "--rate-limits" => i += 1,
+                "--rate-limits" | "--rate-limits-observe" => i += 1,
                 other => bail!("unknown bench option `{other}`"),
             }
         }
@@ -213,11 +216,15 @@ impl BenchOptions {
             async_delete_window_s: value("--async-delete-window-s", 0)?,
             call_log: args.iter().position(|a| a == "--call-log").and_then(|i| args.get(i + 1)).map(PathBuf::from),
             rate_limits: args.iter().any(|a| a == "--rate-limits"),
+            observe_rate_limits: args.iter().any(|a| a == "--rate-limits-observe"),
             environments: value("--environments", 1)? as usize,
             timeout_s: value("--timeout-s", 1800)?,
         };
         if options.runs == 0 || options.services == 0 || options.services > 200 {
             bail!("--runs must be at least 1 and --services between 1 and 200");
+        }
+        if options.rate_limits && options.observe_rate_limits {
+            bail!("--rate-limits and --rate-limits-observe exclude each other");
         }
         if !(1..=20).contains(&options.environments) || options.timeout_s == 0 {
             bail!("--environments must be between 1 and 20 and --timeout-s at least 1");
@@ -538,7 +545,7 @@ fn bench(args: &[String]) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let limits = options.rate_limits.then(RateLimits::aws_documented);
+    let limits = (options.rate_limits || options.observe_rate_limits).then(RateLimits::aws_documented);
     let proxied =
         options.latency_ms > 0 || options.async_delete_window_s > 0 || limits.is_some() || options.environments > 1;
     let endpoint = if proxied { proxy.endpoint() } else { moto.endpoint() };
@@ -561,7 +568,11 @@ fn bench(args: &[String]) -> Result<()> {
         // it, outside the rate limits; the measured phases then start from full buckets.
         proxy.set_rate_limits(None);
         warm_up(&bin, &endpoint, &workdir)?;
-        proxy.set_rate_limits(limits.clone());
+        if options.observe_rate_limits {
+            proxy.observe_rate_limits(limits.clone());
+        } else {
+            proxy.set_rate_limits(limits.clone());
+        }
         for (i, (name, a)) in phases.iter().enumerate() {
             eprintln!("run {}/{}: {name}", run + 1, options.runs);
             let logs: Vec<Option<PathBuf>> = envs
@@ -593,14 +604,18 @@ fn bench(args: &[String]) -> Result<()> {
 
 /// Prints the table, the floors, the failures and the JSON line; fails if a `tap` run failed.
 fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], timeout: Duration) -> Result<()> {
-    let rate_columns = options.rate_limits;
+    let rate_columns = options.rate_limits || options.observe_rate_limits;
     println!(
         "services: {}, environments: {}, latency: {} ms/call, async deletions: {} s, rate limits: {}, runs: {} (medians)",
         options.services,
         options.environments,
         options.latency_ms,
         options.async_delete_window_s,
-        if options.rate_limits { "AWS documented" } else { "off" },
+        match (options.rate_limits, options.observe_rate_limits) {
+            (true, _) => "AWS documented",
+            (_, true) => "AWS documented, observed only (nothing throttled)",
+            _ => "off",
+        },
         options.runs,
     );
     let mut header = format!(
@@ -694,7 +709,8 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
         "{}",
         serde_json::to_string(&json!({"services": options.services, "environments": options.environments,
                 "latency_ms": options.latency_ms, "async_delete_window_s": options.async_delete_window_s,
-                "rate_limits": options.rate_limits, "runs": options.runs, "phases": rows}))?
+                "rate_limits": options.rate_limits, "rate_limits_observed": options.observe_rate_limits,
+                "runs": options.runs, "phases": rows}))?
     );
     if failures > 0 {
         bail!("{failures} tap run(s) failed (see `failed:` above)");
