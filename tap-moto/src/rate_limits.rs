@@ -763,13 +763,18 @@ impl RateLimits {
     /// starting from full buckets: for each bucket, the calls that took a token beyond its
     /// capacity, divided by its refill rate; the largest, with its bucket and call count.
     pub fn lower_bound<'a>(&self, calls: impl IntoIterator<Item = &'a SeenCall>) -> Option<Floor> {
+        self.floors(calls).into_iter().next()
+    }
+
+    /// What each bucket imposes on `calls` (see [`RateLimits::lower_bound`]), largest first.
+    pub fn floors<'a>(&self, calls: impl IntoIterator<Item = &'a SeenCall>) -> Vec<Floor> {
         let mut counts: BTreeMap<&BucketId, u64> = BTreeMap::new();
         for call in calls.into_iter().filter(|c| !matches!(c.fate, Fate::Throttled | Fate::Stalled)) {
             for bucket in &call.buckets {
                 *counts.entry(bucket).or_default() += 1;
             }
         }
-        counts
+        let mut floors: Vec<Floor> = counts
             .into_iter()
             .filter_map(|(bucket, calls)| {
                 let limit = self.limit(bucket.service, &bucket.class)?;
@@ -782,7 +787,9 @@ impl RateLimits {
                     limit,
                 })
             })
-            .max_by(|a, b| a.duration.cmp(&b.duration).then_with(|| a.calls.cmp(&b.calls)))
+            .collect();
+        floors.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| b.calls.cmp(&a.calls)));
+        floors
     }
 }
 
@@ -1087,6 +1094,8 @@ mod tests {
         calls.extend((0..5).map(|_| call("DeregisterTaskDefinition", Fate::Forwarded)));
         let floor = limits.lower_bound(&calls).unwrap();
         assert_eq!((floor.duration, floor.bucket.class.as_str()), (Duration::from_secs(15), "task-definition-modify"));
+        let floors: Vec<String> = limits.floors(&calls).into_iter().map(|f| f.bucket.class).collect();
+        assert_eq!(floors, ["task-definition-modify", "service-modify"]);
         assert_eq!(RateLimits::default().lower_bound(&[]), None);
     }
 }

@@ -480,8 +480,8 @@ struct Sample {
     /// Calls the proxy answered with a throttling error, and all it saw.
     throttled: u64,
     proxy_calls: u64,
-    /// What the rate limits impose on the calls of the phase.
-    floor: Option<Floor>,
+    /// What the rate limits impose on the calls of the phase, per bucket, largest first.
+    floors: Vec<Floor>,
     /// The throttled calls per bucket (or operation), most first.
     throttled_by: Vec<(String, u64)>,
 }
@@ -506,7 +506,7 @@ impl Sample {
             rss_kb: max(&["peak_rss_kb"]),
             throttled: seen.iter().filter(|c| c.fate == Fate::Throttled).count() as u64,
             proxy_calls: seen.len() as u64,
-            floor: limits.and_then(|l| l.lower_bound(seen)),
+            floors: limits.map(|l| l.floors(seen)).unwrap_or_default(),
             throttled_by: throttled_by(seen),
             reported,
             outcomes,
@@ -643,7 +643,7 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
         let rss_kb = tap_pick(&|s| s.rss_kb);
         let throttled = pick(&|s| s.throttled);
         let proxy_calls = pick(&|s| s.proxy_calls);
-        let floor_ms = pick(&|s| s.floor.as_ref().map_or(0, |f| f.duration.as_millis() as u64));
+        let floor_ms = pick(&|s| s.floors.first().map_or(0, |f| f.duration.as_millis() as u64));
         let failed: usize = runs.iter().map(Sample::failed).sum();
         let attempted: usize = runs.iter().map(|s| s.outcomes.len()).sum();
         failures += failed;
@@ -663,12 +663,24 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
             line.push_str(&format!(" {proxy_calls:>6} {throttled:>9} {floor_ms:>9} {:>10}", ratio(wall, floor_ms)));
         }
         println!("{line}");
-        let floor = runs.last().and_then(|s| s.floor.as_ref());
-        if let Some(f) = floor {
-            notes.push(format!(
-                "floor of {name}: {} ({} calls, burst {}, refill {}/s)",
-                f.bucket, f.calls, f.limit.capacity, f.limit.refill_per_second
-            ));
+        let floors = runs.last().map(|s| s.floors.as_slice()).unwrap_or_default();
+        let floor = floors.first();
+        if !floors.is_empty() {
+            let top: Vec<String> = floors
+                .iter()
+                .take(3)
+                .map(|f| {
+                    format!(
+                        "{} ms {} ({} calls, burst {}, refill {}/s)",
+                        f.duration.as_millis(),
+                        f.bucket,
+                        f.calls,
+                        f.limit.capacity,
+                        f.limit.refill_per_second
+                    )
+                })
+                .collect();
+            notes.push(format!("floors of {name}: {}", top.join("; ")));
         }
         let throttled_by = runs.last().map(|s| s.throttled_by.clone()).unwrap_or_default();
         if !throttled_by.is_empty() {
