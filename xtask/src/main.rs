@@ -706,6 +706,10 @@ fn report(options: &BenchOptions, phases: &[&str], samples: &[Vec<Sample>], time
             "failed_runs": failed, "runs": attempted, "errors": errors,
             "proxy_calls": proxy_calls, "throttled_calls": throttled,
             "rate_limit_floor_ms": floor_ms, "rate_limit_floor_bucket": floor.map(|f| f.bucket.to_string()),
+            // Every bucket the last run's calls went beyond the burst of: its floor in ms.
+            "rate_limit_floors_ms": floors.iter().filter(|f| !f.duration.is_zero())
+                .map(|f| (f.bucket.to_string(), json!(f.duration.as_millis() as u64)))
+                .collect::<serde_json::Map<_, _>>(),
             "throttled_by_bucket": throttled_by.iter().map(|(b, n)| (b.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
             // Where the time went in the last run: each step's wall time (steps overlap).
             "step_ms": runs.last().and_then(|s| s.outcomes.iter().find_map(|o| o.doc.as_ref())).map(|d| d["steps"]
