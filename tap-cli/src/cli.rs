@@ -166,6 +166,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (`tap.1` and one per command) into DIR; `cargo xtask dist` packs them.
+    #[command(hide = true)]
+    Manpages {
+        /// The folder to write them into (created when missing).
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -184,6 +190,7 @@ impl Command {
             Command::List => "list",
             Command::Logs { .. } => "logs",
             Command::Completions { .. } => "completions",
+            Command::Manpages { .. } => "manpages",
         }
     }
 }
