@@ -48,6 +48,16 @@ fn from_git(manifest_dir: &Path) -> Option<(String, bool)> {
     // Tracked changes only, like `git describe --dirty`: an untracked scratch file is not in the build.
     let dirty = !git(manifest_dir, &["status", "--porcelain", "--untracked-files=no"])?.is_empty();
 
+    // Any tracked file's edit may flip the dirty flag: watching each (cargo compares mtimes) keeps
+    // `tap --version` of a dev build true, at the price of rerunning this script after an edit.
+    if let Some(files) = git(workspace, &["ls-files", "-z"]) {
+        for file in files.split('\0').filter(|f| !f.is_empty()) {
+            let path = workspace.join(file);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
     // HEAD moves on checkout, the branch ref on commit, the index on `git add` / `git status`.
     let mut watched = vec!["HEAD".to_owned(), "index".to_owned(), "packed-refs".to_owned()];
     if let Some(branch) = git(manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {

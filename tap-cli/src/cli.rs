@@ -166,8 +166,7 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Write the man pages (`tap.1` and one per command) into DIR; `cargo xtask dist` packs them.
-    #[command(hide = true)]
+    /// Write the man pages (`tap.1` and one per command) into DIR, e.g. `tap manpages ~/.local/share/man/man1`.
     Manpages {
         /// The folder to write them into (created when missing).
         dir: PathBuf,

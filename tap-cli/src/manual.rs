@@ -1,6 +1,6 @@
 //! What shells and `man` know about tap, generated from the clap command: shell completions
 //! (`tap completions SHELL`) and man pages (`clap_mangen`: `tap.1` and one page per command,
-//! `tap-deploy.1`, …, written by the hidden `tap manpages DIR`). `cargo xtask dist` packs both
+//! `tap-deploy.1`, …, written by `tap manpages DIR`). `cargo xtask dist` packs both
 //! into the release archive.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ pub fn completion(shell: clap_complete::Shell) -> Vec<u8> {
 }
 
 /// Writes `tap.1` and one page per visible command into `dir` (created when missing); the files
-/// written, `tap.1` first.
+/// written, `tap.1` first, then each command's page after its parent's.
 pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut command = Cli::command().disable_help_subcommand(true);
@@ -30,7 +30,10 @@ pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn write_page(command: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let subcommands: Vec<clap::Command> = command.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
-    let man = clap_mangen::Man::new(command).manual("tap manual");
+    // Every page names the tap version as its source (a subcommand has no version of its own).
+    let man = clap_mangen::Man::new(command)
+        .source(format!("tap {}", env!("CARGO_PKG_VERSION")))
+        .manual("tap manual");
     let path = dir.join(man.get_filename());
     let mut page = Vec::new();
     man.render(&mut page)?;
@@ -60,14 +63,15 @@ mod tests {
             .collect();
         assert_eq!(names[1..], visible[..]);
         assert!(names.contains(&"tap-deploy.1".to_owned()) && names.contains(&"tap-completions.1".to_owned()));
-        assert!(!names.iter().any(|n| n.contains("manpages") || n == "tap-help.1"), "{names:?}");
+        assert!(!names.contains(&"tap-help.1".to_owned()), "{names:?}");
 
         let tap = std::fs::read_to_string(dir.join("tap.1")).unwrap();
-        assert!(tap.starts_with(".ie") || tap.contains(".TH tap 1"), "{}", &tap[..200.min(tap.len())]);
-        assert!(tap.contains(".TH tap 1") && tap.contains(env!("CARGO_PKG_VERSION")));
+        let source = format!("\"tap {}\"", env!("CARGO_PKG_VERSION"));
+        assert!(tap.contains(".TH tap 1") && tap.contains(&source), "{}", &tap[..200.min(tap.len())]);
         assert!(tap.contains("deploy") && tap.contains("\\-\\-output"), "the options and commands are listed");
         let deploy = std::fs::read_to_string(dir.join("tap-deploy.1")).unwrap();
-        assert!(deploy.contains(".TH tap\\-deploy 1") && deploy.contains("\\-\\-no\\-wait"), "{deploy}");
+        assert!(deploy.contains(".TH tap-deploy 1") && deploy.contains(&source), "{deploy}");
+        assert!(deploy.contains("\\-\\-no\\-wait"), "{deploy}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -80,7 +84,6 @@ mod tests {
             for word in ["deploy", "plan", "rollback", "output"] {
                 assert!(script.contains(word), "{shell}: {word} missing");
             }
-            assert!(!script.contains("manpages"), "{shell}: the hidden command is not offered");
         }
     }
 }
