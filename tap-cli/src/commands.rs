@@ -39,7 +39,8 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         }
     }
     if let Command::Manpages { dir } = &cli.command {
-        let written = crate::manual::write_all(dir).with_context(|| format!("writing man pages into {}", dir.display()))?;
+        let written =
+            crate::manual::write_all(dir).with_context(|| format!("writing man pages into {}", dir.display()))?;
         for page in written {
             println!("{}", page.display());
         }

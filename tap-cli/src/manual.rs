@@ -31,9 +31,7 @@ pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn write_page(command: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let subcommands: Vec<clap::Command> = command.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
     // Every page names the tap version as its source (a subcommand has no version of its own).
-    let man = clap_mangen::Man::new(command)
-        .source(format!("tap {}", env!("CARGO_PKG_VERSION")))
-        .manual("tap manual");
+    let man = clap_mangen::Man::new(command).source(format!("tap {}", env!("CARGO_PKG_VERSION"))).manual("tap manual");
     let path = dir.join(man.get_filename());
     let mut page = Vec::new();
     man.render(&mut page)?;
@@ -78,7 +76,9 @@ mod tests {
     #[test]
     fn completions_for_bash_zsh_and_fish_know_the_commands_and_flags() {
         use clap_complete::Shell;
-        for (shell, marker) in [(Shell::Bash, "complete -F _tap"), (Shell::Zsh, "#compdef tap"), (Shell::Fish, "complete -c tap")] {
+        for (shell, marker) in
+            [(Shell::Bash, "complete -F _tap"), (Shell::Zsh, "#compdef tap"), (Shell::Fish, "complete -c tap")]
+        {
             let script = String::from_utf8(completion(shell)).unwrap();
             assert!(script.contains(marker), "{shell}: {marker} missing");
             for word in ["deploy", "plan", "rollback", "output"] {

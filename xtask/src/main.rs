@@ -1,4 +1,4 @@
-//! Developer automation, rust-analyzer style: `cargo xtask <ci|tidy|demo|bench>`.
+//! Developer automation, rust-analyzer style: `cargo xtask <ci|tidy|demo|bench|dist|release|package>`.
 //!
 //! - `tidy`: the architecture invariants a machine can check (see [`tidy`] and ARCHITECTURE.md):
 //!   each concern crate's normal dependencies, `//!` docs at each crate root, no `todo!`.
@@ -7,6 +7,11 @@
 //! - `demo`: the main job end to end against a local emulator: deploy, show the plan is empty,
 //!   print the outputs, destroy.
 //! - `bench`: wall time and AWS calls of deploy from empty, a no-op redeploy, plan and destroy.
+//! - `dist [--target T]`: the release archive with completions, man pages, `SHA256SUMS` and a
+//!   CycloneDX SBOM, smoke-tested (see [`dist`], [`sbom`]).
+//! - `release <version> [--execute]`: bump, date the CHANGELOG, commit and tag; a dry run unless
+//!   `--execute` (see [`release`]).
+//! - `package`: `cargo package` of every publishable library crate (see [`package`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +20,12 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tap_moto::Moto;
 
+mod clock;
+mod dist;
+mod git;
+mod package;
+mod release;
+mod sbom;
 mod tidy;
 
 fn main() -> Result<()> {
@@ -26,9 +37,13 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::run_dist(&args[1..]),
+        Some("release") => release::run_release(&args[1..]),
+        Some("package") => package::check(&dist::metadata(&root, None)?).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]>"
+                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR]\n\
+                 \x20                 |dist [--target TRIPLE]|release <version> [--execute]|package>"
             );
             std::process::exit(2)
         }
