@@ -77,6 +77,10 @@ pub fn check(metadata: &Value) -> Result<Vec<String>> {
     }
     let mut cmd = cargo();
     cmd.args(["package", "--allow-dirty"]);
+    // Cargo verifies each crate as a workspace of its own, without this workspace's profiles; no
+    // debug info (as `[profile.dev.package."*"]` has for dependencies here) lets it reuse the
+    // dependencies a `cargo build` or `cargo test` compiled instead of building the SDK again.
+    cmd.env("CARGO_PROFILE_DEV_DEBUG", "false");
     for name in &crates {
         cmd.args(["--package", name]);
     }
