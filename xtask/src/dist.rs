@@ -367,7 +367,7 @@ fn smoke(archive: &Path, version: &str, commit: Option<&str>) -> Result<()> {
         .env_remove("AWS_PROFILE");
     let out = plan.output().with_context(|| display(&plan))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    if out.status.code() != Some(2) || !stdout.contains("vpc") {
+    if out.status.code() != Some(2) || !stdout.contains("+ network/vpc") {
         bail!(
             "`{}` should plan the whole environment (exit 2): {}\n{stdout}\n{}",
             display(&plan),
