@@ -57,6 +57,27 @@ pub fn package_version(metadata: &Value, name: &str) -> Result<String> {
         .with_context(|| format!("no workspace package {name}"))
 }
 
+/// `name@version` of every package `cargo tree` lists for the normal dependencies of `package`
+/// built for `target`: the features of that build alone, not the workspace's.
+pub fn built_packages(root: &Path, package: &str, target: &str) -> Result<std::collections::BTreeSet<String>> {
+    let mut cmd = cargo();
+    cmd.args(["tree", "--package", package, "--edges", "normal", "--target", target, "--prefix", "none"])
+        .args(["--format", "{p}"])
+        .current_dir(root);
+    let out = cmd.output().with_context(|| display(&cmd))?;
+    if !out.status.success() {
+        bail!("`{}` failed: {}", display(&cmd), String::from_utf8_lossy(&out.stderr));
+    }
+    // `name v1.2.3`, `name v1.2.3 (/path)`, `name v1.2.3 (*)`
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some(format!("{}@{}", words.next()?, words.next()?.strip_prefix('v')?))
+        })
+        .collect())
+}
+
 /// The host's target triple (`rustc -vV`).
 pub fn host_target() -> Result<String> {
     let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
@@ -125,7 +146,9 @@ pub fn run_dist(args: &[String]) -> Result<()> {
     };
     let time = git::head_time(&root).unwrap_or_else(crate::clock::now);
     let cargo_lock = std::fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
-    let subject = crate::sbom::Subject { package: "tap-cli", binary: "tap", target: &target, time };
+    let built = built_packages(&root, "tap-cli", &target)?;
+    let subject =
+        crate::sbom::Subject { package: "tap-cli", binary: "tap", target: &target, time, built: Some(&built) };
     let sbom = crate::sbom::cyclonedx(&metadata, &cargo_lock, &subject)?;
     let packed = pack(&Pack {
         root: &root,
@@ -515,10 +538,22 @@ mod tests {
         let target = host_target().unwrap();
         let metadata = metadata(&tap_moto::workspace_root(), Some(&target)).unwrap();
         let lock = std::fs::read_to_string(tap_moto::workspace_root().join("Cargo.lock")).unwrap();
-        let subject = crate::sbom::Subject { package: "tap-cli", binary: "tap", target: &target, time: 0 };
+        let built = built_packages(&tap_moto::workspace_root(), "tap-cli", &target).unwrap();
+        let subject =
+            crate::sbom::Subject { package: "tap-cli", binary: "tap", target: &target, time: 0, built: Some(&built) };
         let bom = crate::sbom::cyclonedx(&metadata, &lock, &subject).unwrap();
         let names: Vec<&str> =
             bom["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        // Exactly what the binary's build compiles, the binary's own package aside.
+        let root = &bom["metadata"]["component"];
+        let listed: std::collections::BTreeSet<String> = bom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{}@{}", c["name"].as_str().unwrap(), c["version"].as_str().unwrap()))
+            .chain([format!("tap-cli@{}", root["version"].as_str().unwrap())])
+            .collect();
+        assert_eq!(listed, built);
         for name in ["tap-core", "tap-services", "aws-sdk-ecs", "aws-config", "tokio", "clap_mangen"] {
             assert!(names.contains(&name), "{name} missing");
         }

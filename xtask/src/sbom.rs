@@ -1,9 +1,12 @@
 //! The release archive's SBOM: a CycloneDX 1.5 JSON document of what the `tap` binary is built
 //! from, computed from `cargo metadata --filter-platform <target>` (no tool to install).
 //!
-//! Its components are the normal-dependency closure of `tap-cli` in the resolve graph (what
-//! `cargo tree -p tap-cli -e normal --target <target>` shows): dev-dependencies and
-//! build-dependencies are not in the binary and are left out. Each component has its version,
+//! Its components are the normal-dependency closure of `tap-cli` in the resolve graph:
+//! dev-dependencies and build-dependencies are not in the binary and are left out. `cargo
+//! metadata` resolves features for the whole workspace, dev-dependencies included, so its closure
+//! can hold a crate only another member's features pull in; the closure is therefore narrowed to
+//! the packages `cargo tree -p tap-cli -e normal --target <target>` lists (features as the binary's
+//! own build resolves them). Each component has its version,
 //! its licence (the crate's SPDX expression), its package URL, its repository, and the SHA-256 of
 //! the `.crate` file Cargo.lock pins.
 
@@ -115,12 +118,14 @@ pub struct Subject<'a> {
     pub target: &'a str,
     /// Seconds since the epoch of the build's source (the commit's time).
     pub time: u64,
+    /// The `name@version` of every package the binary's build compiles (`cargo tree`), when known.
+    pub built: Option<&'a BTreeSet<String>>,
 }
 
 /// The CycloneDX document of `subject`, from `cargo metadata --filter-platform <target>` JSON
 /// and the text of Cargo.lock.
 pub fn cyclonedx(metadata: &Value, cargo_lock: &str, subject: &Subject) -> Result<Value> {
-    let ids = closure(metadata, subject.package)?;
+    let mut ids = closure(metadata, subject.package)?;
     let checksums = lock_checksums(cargo_lock)?;
     let empty = Vec::new();
     let packages: BTreeMap<&str, &Value> = metadata["packages"]
@@ -130,7 +135,14 @@ pub fn cyclonedx(metadata: &Value, cargo_lock: &str, subject: &Subject) -> Resul
         .filter_map(|p| Some((p["id"].as_str()?, p)))
         .filter(|(id, _)| ids.contains(id))
         .collect();
-    let root = packages.values().find(|p| p["name"] == subject.package).context("the root package")?;
+    let root = packages.values().copied().find(|p| p["name"] == subject.package).context("the root package")?;
+    if let Some(built) = subject.built {
+        let key = |p: &Value| {
+            format!("{}@{}", p["name"].as_str().unwrap_or_default(), p["version"].as_str().unwrap_or_default())
+        };
+        ids.retain(|id| packages.get(id).is_some_and(|p| p["id"] == root["id"] || built.contains(&key(p))));
+    }
+    let packages: BTreeMap<&str, &Value> = packages.into_iter().filter(|(id, _)| ids.contains(id)).collect();
 
     let mut root_component = component(root, "application", &checksums)?;
     root_component["name"] = json!(subject.binary);
@@ -225,7 +237,8 @@ mod tests {
     #[test]
     fn components_carry_version_licence_purl_and_lock_checksum() {
         let metadata = doctored();
-        let subject = Subject { package: "app-cli", binary: "app", target: "x86_64-unknown-linux-gnu", time: 0 };
+        let subject =
+            Subject { package: "app-cli", binary: "app", target: "x86_64-unknown-linux-gnu", time: 0, built: None };
         let bom = cyclonedx(&metadata, LOCK, &subject).unwrap();
         assert_eq!(bom["bomFormat"], "CycloneDX");
         assert_eq!(bom["metadata"]["component"]["name"], "app");
@@ -244,10 +257,22 @@ mod tests {
     }
 
     #[test]
+    fn the_closure_narrows_to_what_the_build_compiles() {
+        let metadata = doctored();
+        let built = BTreeSet::from(["lib@1.0.0".to_owned()]);
+        let subject = Subject { package: "app-cli", binary: "app", target: "t", time: 0, built: Some(&built) };
+        let bom = cyclonedx(&metadata, LOCK, &subject).unwrap();
+        assert_eq!(bom["components"].as_array().unwrap().len(), 1);
+        assert_eq!(bom["components"][0]["name"], "lib");
+        let lib = bom["dependencies"].as_array().unwrap().iter().find(|d| d["ref"] == "pkg:cargo/lib@1.0.0").unwrap();
+        assert_eq!(lib["dependsOn"], json!([]), "no edge to a package left out");
+    }
+
+    #[test]
     fn a_crate_without_any_licence_is_an_error() {
         let mut metadata = doctored();
         metadata["packages"][2]["license"] = Value::Null;
-        let subject = Subject { package: "app-cli", binary: "app", target: "t", time: 0 };
+        let subject = Subject { package: "app-cli", binary: "app", target: "t", time: 0, built: None };
         let err = cyclonedx(&metadata, LOCK, &subject).unwrap_err().to_string();
         assert!(err.contains("deep 1.0.0 declares no licence"), "{err}");
     }
