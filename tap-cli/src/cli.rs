@@ -80,6 +80,10 @@ pub enum Command {
         /// holding images, secrets (config key `deploy.prune_data`).
         #[arg(long)]
         prune_data: bool,
+        /// Move running services to images their repositories do not have, with a warning,
+        /// instead of refusing before any change (config key `deploy.allow_missing_images`).
+        #[arg(long)]
+        allow_missing_image: bool,
     },
     /// Show what deploy would create, update or delete; changes nothing.
     Plan {
@@ -92,6 +96,9 @@ pub enum Command {
         /// Plan a deploy with `--prune-data` (config key `deploy.prune_data`).
         #[arg(long)]
         prune_data: bool,
+        /// Plan a deploy with `--allow-missing-image` (config key `deploy.allow_missing_images`).
+        #[arg(long)]
+        allow_missing_image: bool,
     },
     /// Remove every resource of the environment, in dependency order.
     Destroy {
@@ -280,10 +287,13 @@ impl Cli {
         set("aws.profile", &self.profile);
         set("aws.endpoint_url", &self.endpoint_url);
         match &self.command {
-            Command::Deploy { image_tag, no_wait, timeout, prune_data, .. } => {
+            Command::Deploy { image_tag, no_wait, timeout, prune_data, allow_missing_image, .. } => {
                 set("image_tag", image_tag);
                 if *prune_data {
                     f = f.merge(Serialized::default("deploy.prune_data", true));
+                }
+                if *allow_missing_image {
+                    f = f.merge(Serialized::default("deploy.allow_missing_images", true));
                 }
                 if *no_wait {
                     f = f.merge(Serialized::default("deploy.wait", false));
@@ -303,10 +313,13 @@ impl Cli {
                     f = f.merge(Serialized::default("deploy.timeout_seconds", t));
                 }
             }
-            Command::Plan { image_tag, prune_data, .. } => {
+            Command::Plan { image_tag, prune_data, allow_missing_image, .. } => {
                 set("image_tag", image_tag);
                 if *prune_data {
                     f = f.merge(Serialized::default("deploy.prune_data", true));
+                }
+                if *allow_missing_image {
+                    f = f.merge(Serialized::default("deploy.allow_missing_images", true));
                 }
             }
             _ => {}

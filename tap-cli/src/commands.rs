@@ -237,25 +237,52 @@ impl Run<'_> {
             Command::Status { service: Some(service) } => {
                 known_service(&ctx.config, service)?;
                 let api = tap_services::SdkServices::from_session(clients);
-                let detail = tap_services::status::detail(&api, ctx, service).await?;
+                let alarms_api = tap_alarms::SdkAlarms::from_session(clients);
+                let (detail, mut alarms) = tokio::try_join!(
+                    tap_services::status::detail(&api, ctx, service),
+                    tap_alarms::status::status(&alarms_api, ctx)
+                )?;
+                let alarms = alarms.remove(service.as_str()).unwrap_or_default();
                 match cli.output {
                     OutputFormat::Json => {
-                        let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "service": detail});
+                        let mut service = serde_json::to_value(&detail)?;
+                        service["alarms"] = serde_json::to_value(&alarms)?;
+                        let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "service": service});
                         println!("{}", serde_json::to_string_pretty(&doc)?);
                     }
-                    OutputFormat::Text => print!("{}", tap_services::status::render_detail(&detail)),
+                    OutputFormat::Text => {
+                        print!("{}", tap_services::status::render_detail(&detail));
+                        let single = std::collections::BTreeMap::from([(service.clone(), alarms)]);
+                        print!("{}", tap_alarms::status::render_table(&single));
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }
             Command::Status { service: None } => {
                 let api = tap_services::SdkServices::from_session(clients);
-                let services = tap_services::status::status(&api, ctx).await?;
+                let alarms_api = tap_alarms::SdkAlarms::from_session(clients);
+                let (services, alarms) = tokio::try_join!(
+                    tap_services::status::status(&api, ctx),
+                    tap_alarms::status::status(&alarms_api, ctx)
+                )?;
                 match cli.output {
                     OutputFormat::Json => {
+                        // Each service's alarms beside its counts.
+                        let services: Vec<Value> = services
+                            .iter()
+                            .map(|s| {
+                                let mut doc = serde_json::to_value(s)?;
+                                doc["alarms"] = serde_json::to_value(alarms.get(&s.name).cloned().unwrap_or_default())?;
+                                Ok(doc)
+                            })
+                            .collect::<Result<_>>()?;
                         let doc = json!({"environment": ctx.names.env(), "region": ctx.region, "services": services});
                         println!("{}", serde_json::to_string_pretty(&doc)?);
                     }
-                    OutputFormat::Text => print!("{}", tap_services::status::render_table(ctx.names.env(), &services)),
+                    OutputFormat::Text => {
+                        print!("{}", tap_services::status::render_table(ctx.names.env(), &services));
+                        print!("{}", tap_alarms::status::render_table(&alarms));
+                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -319,6 +346,13 @@ impl Run<'_> {
             result = run_steps(&read_only, &look_ctx, look_op, quiet.as_ref()) => Some(result),
             _ = guard.tripped() => None,
         };
+        // Deploy refuses what its look marks `!` (e.g. a running service moving to an image its
+        // repository does not have) before it takes the lock or writes anything.
+        if let (Operation::Apply, Some(Ok(reports))) = (op, &looked) {
+            if let Some(refused) = errors::Refused::of(reports) {
+                return Err(refused.into());
+            }
+        }
         let nothing_to_write = match (&looked, guard.attempted()) {
             (Some(Ok(reports)), None) => reports.iter().all(|r| r.changes.is_empty()),
             _ => false,

@@ -11,7 +11,8 @@
 //! zone for the internet-facing load balancer), load balancer hours, Fargate and Fargate Spot vCPU
 //! and GB hours of each service's tasks at its desired count split by the capacity strategy,
 //! Secrets Manager secrets, CloudWatch Logs storage at the retention, the Cloud Map namespace's
-//! hosted zone and its registered instances. Everything driven by traffic is named in
+//! hosted zone and its registered instances, and the services' CloudWatch alarms (per metric
+//! each evaluates). Everything driven by traffic is named in
 //! [`NOT_INCLUDED`] instead.
 //!
 //! A module of the binary rather than a crate of its own: its only user is `tap`, and a crate
@@ -76,6 +77,8 @@ pub struct Prices {
     pub hosted_zone_month: f64,
     /// Cloud Map registered instance, per month.
     pub cloud_map_instance_month: f64,
+    /// Standard-resolution CloudWatch alarm, per metric, per month.
+    pub alarm_metric_month: f64,
 }
 
 impl Prices {
@@ -93,6 +96,7 @@ impl Prices {
         log_storage_gb_month: 0.03,
         hosted_zone_month: 0.50,
         cloud_map_instance_month: 0.10,
+        alarm_metric_month: 0.10,
     };
 
     /// The list prices with the configured ones in their place.
@@ -110,6 +114,7 @@ impl Prices {
             log_storage_gb_month: o.log_storage_gb_month.unwrap_or(l.log_storage_gb_month),
             hosted_zone_month: o.hosted_zone_month.unwrap_or(l.hosted_zone_month),
             cloud_map_instance_month: o.cloud_map_instance_month.unwrap_or(l.cloud_map_instance_month),
+            alarm_metric_month: o.alarm_metric_month.unwrap_or(l.alarm_metric_month),
         }
     }
 }
@@ -152,6 +157,11 @@ pub enum Billable {
     CloudMapInstances {
         /// How many.
         count: u32,
+    },
+    /// A CloudWatch alarm (standard resolution), billed per metric it evaluates.
+    Alarm {
+        /// Metrics it evaluates (one; two for a metric-math alarm over two target groups).
+        metrics: u32,
     },
 }
 
@@ -262,6 +272,17 @@ pub fn parts(config: &Config) -> Vec<Part> {
     if config.services.iter().any(|s| s.discovery) {
         out.push(Part::new("discovery/namespace", Billable::HostedZone));
     }
+    if config.alarms.enabled {
+        // CPU and memory for every service, the load balancer's two for routed ones (one metric
+        // each; a traffic-shifting service's load balancer alarms evaluate two, not priced here).
+        for s in &config.services {
+            for what in ["cpu-high", "memory-high", "unhealthy-targets", "target-5xx"] {
+                if s.route.is_some() || what.ends_with("-high") {
+                    out.push(Part::new(format!("alarms/{what}/{}", s.name), Billable::Alarm { metrics: 1 }));
+                }
+            }
+        }
+    }
     for s in &config.secrets {
         out.push(Part::new(format!("security/secret/{}", s.name), Billable::Secret));
     }
@@ -325,6 +346,8 @@ pub fn before(config: &Config, after: &[Part], changes: &[&Change]) -> (Vec<Part
             vec![log_storage(config)]
         } else if r == "discovery/namespace" {
             vec![Billable::HostedZone]
+        } else if r.starts_with("alarms/") {
+            vec![Billable::Alarm { metrics: 1 }]
         } else if r.starts_with("services/ecs-service/") || r.starts_with("discovery/service/") {
             unpriced.push(format!("{r} (removed: its size is no longer in the configuration)"));
             vec![]
@@ -396,6 +419,14 @@ pub fn price(part: &Part, p: &Prices) -> Item {
         Billable::CloudMapInstances { count } => (
             format!("{count} Cloud Map instances × ${}", p.cloud_map_instance_month),
             f64::from(*count) * p.cloud_map_instance_month,
+        ),
+        Billable::Alarm { metrics } => (
+            format!(
+                "CloudWatch alarm: {metrics} metric{} × ${} a month",
+                if *metrics == 1 { "" } else { "s" },
+                p.alarm_metric_month
+            ),
+            f64::from(*metrics) * p.alarm_metric_month,
         ),
     };
     Item { resource: part.resource.clone(), what, monthly }
@@ -606,7 +637,9 @@ mod tests {
         assert!(close(of("discovery/service/processing-service"), 0.20));
         assert_eq!(items.iter().filter(|i| i.resource.starts_with("network/nat/")).count(), 3);
         let fargate = 730.0 * (0.02024 + 0.004445 + 0.04048 + 0.00889 + 0.08096 + 0.01778) * 1.44;
-        let expected = 3.0 * 32.85 + 3.0 * 3.65 + 16.425 + 10.95 + fargate + 0.8 + 3.0 * 0.09 + 0.5 + 0.2;
+        assert!(close(of("alarms/target-5xx/frontend"), 0.10));
+        assert_eq!(items.iter().filter(|i| i.resource.starts_with("alarms/")).count(), 10, "4 + 4 + 2");
+        let expected = 3.0 * 32.85 + 3.0 * 3.65 + 16.425 + 10.95 + fargate + 0.8 + 3.0 * 0.09 + 0.5 + 0.2 + 1.0;
         assert!(close(total(&items), expected), "{} vs {expected}", total(&items));
     }
 
@@ -659,7 +692,7 @@ mod tests {
         let cmp = Comparison::of(&config, "us-east-1", &refs);
         assert_eq!(cmp.monthly_before(), 0.0);
         assert!(cmp.monthly_before().is_sign_positive(), "shown as $0.00, not $-0.00");
-        assert!(cmp.line().starts_with("Cost: $0.00 → $320.29 a month (+$320.29)"), "{}", cmp.line());
+        assert!(cmp.line().starts_with("Cost: $0.00 → $321.29 a month (+$321.29)"), "{}", cmp.line());
         assert_eq!(cmp.to_json()["monthly_before"].to_string(), "0.0");
         assert!(cmp.monthly_after() > 300.0);
         // Converged: nothing changes, before is after.
@@ -704,6 +737,21 @@ mod tests {
         assert!(cmp.source.contains("us-east-1 list prices") && cmp.source.contains("approximation"), "{}", cmp.source);
         assert!(cmp.source.contains("cost.prices"));
         assert!(!source_note("us-west-2", false).contains("approximation"));
+    }
+
+    #[test]
+    fn alarms_are_priced_per_metric_with_their_override_and_go_when_disabled() {
+        let mut config = Config::default();
+        config.cost.prices.alarm_metric_month = Some(0.25);
+        let cmp = Comparison::of(&config, "us-east-1", &[]);
+        let alarms: f64 = cmp.after.iter().filter(|i| i.resource.starts_with("alarms/")).map(|i| i.monthly).sum();
+        assert!(close(alarms, 2.5), "10 alarms × $0.25: {alarms}");
+        config.alarms.enabled = false;
+        assert!(!parts(&config).iter().any(|p| p.resource.starts_with("alarms/")));
+        // A pruned alarm was priced before.
+        let gone = Change::delete("alarms/cpu-high/reports", "tap-dev-reports-cpu-high");
+        let (before_parts, unpriced) = before(&config, &parts(&config), &[&gone]);
+        assert!(before_parts.iter().any(|p| p.billable == Billable::Alarm { metrics: 1 }) && unpriced.is_empty());
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tap_core::{AwsError, StepError};
+use tap_core::{Action, AwsError, Change, StepError};
 
 use crate::lock::LockError;
-use crate::runner::RunError;
+use crate::runner::{RunError, StepReport};
 
 /// One failure, taken apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,8 +175,73 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
     None
 }
 
+/// Deploy stopped before any change: its read-only look found something it refuses to do
+/// (plan's `!` lines, [`tap_core::Action::Refuse`]).
+#[derive(Debug)]
+pub struct Refused {
+    /// Each refusal with the step that found it.
+    pub refusals: Vec<(&'static str, Change)>,
+}
+
+impl Refused {
+    /// The refusals among the changes of `reports`, if any.
+    pub fn of(reports: &[StepReport]) -> Option<Refused> {
+        let refusals: Vec<(&'static str, Change)> = reports
+            .iter()
+            .flat_map(|r| r.changes.iter().filter(|c| c.action == Action::Refuse).map(move |c| (r.step, c.clone())))
+            .collect();
+        (!refusals.is_empty()).then_some(Refused { refusals })
+    }
+
+    fn diagnoses(&self) -> Vec<Diagnosis> {
+        self.refusals
+            .iter()
+            .map(|(step, c)| {
+                // `services/image/<service>`: a running service and an image its repository lacks.
+                let service = c.resource.rsplit('/').next().unwrap_or(&c.resource);
+                let reason = c.reason.clone().unwrap_or_default();
+                let (message, hint) = if c.resource.starts_with("services/image/") {
+                    (
+                        format!("{service} runs and would move to an image its repository does not have: {reason}"),
+                        "push the image first (`tap outputs` shows each repository's URI; `docker push \
+                         <uri>:<tag>`), deploy a tag the repository has (--image-tag, `image_tag`), or pass \
+                         --allow-missing-image (deploy.allow_missing_images = true) to move the services anyway"
+                            .to_owned(),
+                    )
+                } else {
+                    (reason, "change the configuration, or what is in AWS, so that plan shows no `!`".to_owned())
+                };
+                Diagnosis {
+                    step: Some((*step).to_owned()),
+                    resource: Some(c.resource.clone()),
+                    action: None,
+                    code: None,
+                    message,
+                    hint: Some(hint),
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused before any change:")?;
+        for (i, (_, c)) in self.refusals.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            write!(f, "{sep}{}: {}", c.resource, c.reason.as_deref().unwrap_or(&c.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Every failure inside `err`, taken apart.
 pub fn diagnose(err: &anyhow::Error) -> Vec<Diagnosis> {
+    if let Some(refused) = err.downcast_ref::<Refused>() {
+        return refused.diagnoses();
+    }
     if let Some(run) = err.downcast_ref::<RunError>() {
         return run.failures.iter().map(|(step, e)| diagnose_step(Some(step), e)).collect();
     }
@@ -204,8 +269,14 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
         return format!("error: {err:#}\n");
     }
     let mut out = String::new();
-    let what = if failures.len() == 1 { "1 failure".to_owned() } else { format!("{} failures", failures.len()) };
-    let _ = writeln!(out, "error: {command} failed ({what})");
+    if let Some(refused) = err.downcast_ref::<Refused>() {
+        let n = refused.refusals.len();
+        let what = if n == 1 { "1 refusal".to_owned() } else { format!("{n} refusals") };
+        let _ = writeln!(out, "error: {command} refused before any change ({what}); nothing was written");
+    } else {
+        let what = if failures.len() == 1 { "1 failure".to_owned() } else { format!("{} failures", failures.len()) };
+        let _ = writeln!(out, "error: {command} failed ({what})");
+    }
     let mut hints: Vec<&str> = Vec::new();
     for d in &failures {
         let head = match (&d.step, &d.action, &d.resource) {
@@ -336,6 +407,41 @@ mod tests {
         assert_eq!(f["code"], "InvalidRequestException");
         assert!(f["hint"].as_str().unwrap().contains("restore-secret"));
         assert_eq!(doc["environment"], "dev");
+    }
+
+    #[test]
+    fn a_refused_deploy_names_each_service_its_image_and_the_override() {
+        let reports = vec![
+            StepReport { step: "network", changes: vec![], elapsed: std::time::Duration::ZERO },
+            StepReport {
+                step: "services",
+                changes: vec![
+                    tap_core::Change::update("services/task-definition/frontend", "tap-frontend-dev", vec![]),
+                    tap_core::Change::refuse(
+                        "services/image/frontend",
+                        "tap-frontend-dev:v9",
+                        "tap-frontend-dev:v9 is not in the repository (it has: v2, v1)",
+                    ),
+                ],
+                elapsed: std::time::Duration::ZERO,
+            },
+        ];
+        assert!(Refused::of(&reports[..1]).is_none(), "no `!`, no refusal");
+        let err = anyhow::Error::new(Refused::of(&reports).expect("a refusal"));
+        let text = render_text("deploy", &err);
+        assert!(text.starts_with("error: deploy refused before any change (1 refusal); nothing was written"), "{text}");
+        for needle in [
+            "services: services/image/frontend",
+            "frontend runs and would move to an image its repository does not have",
+            "tap-frontend-dev:v9 is not in the repository (it has: v2, v1)",
+            "hint: push the image first",
+            "--allow-missing-image",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let doc = render_json("deploy", Some("dev"), &err);
+        assert_eq!(doc["error"]["failures"][0]["resource"], "services/image/frontend");
+        assert!(doc["error"]["message"].as_str().unwrap().contains("tap-frontend-dev:v9"), "{doc}");
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! environment's NAT gateways, load balancer and ECS services. The estimate prices what the reads
 //! find (NAT gateways, Elastic IPs, the load balancer and its zones, each ECS service's task size,
 //! desired count and capacity strategy, secrets, log groups at their retention, the Cloud Map
-//! namespace and its instances), with the local configuration's `cost` settings.
+//! namespace and its instances, the CloudWatch alarms per metric), with the local configuration's
+//! `cost` settings. Alarms are told apart by name (`tap-{s}-…`, the longest suffix found wins)
+//! rather than by one tag read each.
 
 use std::collections::BTreeMap;
 
 use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, NatGatewayState};
 use serde_json::{json, Value};
+use tap_alarms::AlarmsApi as _;
 use tap_core::aws::AwsSession;
 use tap_core::naming::{PROJECT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::{AwsError, Config, StepError};
@@ -193,6 +196,18 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
         .await
         .map_err(aws("namespaces", "ListNamespaces"))?;
     let namespace_names: Vec<&str> = namespaces.iter().flat_map(|p| p.namespaces()).filter_map(|n| n.name()).collect();
+
+    let alarms = tap_alarms::SdkAlarms::from_session(session)
+        .list_alarms("tap-")
+        .await
+        .map_err(aws("alarms", "DescribeAlarms"))?;
+    for alarm in &alarms {
+        let env = found.keys().filter(|env| alarm.name.starts_with(&format!("tap-{env}-"))).max_by_key(|env| env.len());
+        if let Some(e) = env.cloned().and_then(|env| found.get_mut(&env)) {
+            let metrics = alarm.metric.as_ref().map_or(1, |m| m.metric_count()) as u32;
+            e.parts.push(Part { resource: format!("alarms/{}", alarm.name), billable: Billable::Alarm { metrics } });
+        }
+    }
 
     for e in found.values_mut() {
         let cluster = format!("tap-cluster-{}", e.name);

@@ -356,6 +356,7 @@ impl ProgressSink for Progress {
                         Action::Update => "updating",
                         Action::Delete => "deleting",
                         Action::Keep => "keeping",
+                        Action::Refuse => "refusing",
                     };
                     bar.set_message(format!("{doing} {resource}"));
                 }

@@ -39,6 +39,7 @@ impl Style {
             Action::Update => "33",
             Action::Delete => "31",
             Action::Keep => "36",
+            Action::Refuse => "1;31",
         };
         self.paint(code, text)
     }
@@ -66,6 +67,9 @@ pub struct Summary {
     /// Resources the config no longer declares, kept because they hold data (`--prune-data`
     /// deletes them).
     pub keep: usize,
+    /// Refusals: what deploy will not do (a running service moving to an image its repository
+    /// does not have); deploy stops before any change while there are any.
+    pub refuse: usize,
 }
 
 impl Summary {
@@ -78,14 +82,15 @@ impl Summary {
                 Action::Update => s.update += 1,
                 Action::Delete => s.delete += 1,
                 Action::Keep => s.keep += 1,
+                Action::Refuse => s.refuse += 1,
             }
         }
         s
     }
 
-    /// Whether anything is (to be) created, updated or deleted.
+    /// Whether anything is (to be) created, updated or deleted, or refused.
     pub fn changed(&self) -> bool {
-        self.create + self.update + self.delete > 0
+        self.create + self.update + self.delete + self.refuse > 0
     }
 }
 
@@ -103,6 +108,11 @@ pub fn changes_text(reports: &[&StepReport], style: Style) -> String {
         let _ = writeln!(out, "{}", style.bold(r.step));
         for c in &r.changes {
             let head = format!("{} {}", c.action.symbol(), c.resource);
+            if let Some(reason) = &c.reason {
+                // A refusal: its reason names what it is about.
+                let _ = writeln!(out, "  {}: {reason}", style.action(c.action, &head));
+                continue;
+            }
             let _ = writeln!(out, "  {}  {}", style.action(c.action, &head), style.dim(&c.name));
             for a in &c.attributes {
                 let old = a.old.as_deref().unwrap_or("(none)");
@@ -122,11 +132,18 @@ pub fn changes_text(reports: &[&StepReport], style: Style) -> String {
 
 /// The one closing line of a plan, deploy or destroy.
 pub fn total_line(op: Operation, environment: &str, s: &Summary, calls: &CallCounts, wall: Duration) -> String {
-    let line = total(op, environment, s, calls, wall);
-    match s.keep {
-        0 => line,
-        n => format!("{line} {n} no longer declared but kept: they hold data (deploy --prune-data deletes them)."),
+    let mut line = total(op, environment, s, calls, wall);
+    if s.keep > 0 {
+        let n = s.keep;
+        line = format!("{line} {n} no longer declared but kept: they hold data (deploy --prune-data deletes them).");
     }
+    if s.refuse > 0 {
+        let n = s.refuse;
+        line = format!(
+            "{line} {n} refused (!): deploy stops before any change (push the images, or deploy --allow-missing-image)."
+        );
+    }
+    line
 }
 
 fn total(op: Operation, environment: &str, s: &Summary, calls: &CallCounts, wall: Duration) -> String {
@@ -255,9 +272,58 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_is_marked_with_its_reason_and_counted_in_the_totals() {
+        let reports = vec![StepReport {
+            step: "services",
+            changes: vec![
+                Change::update(
+                    "services/task-definition/api-gateway",
+                    "tap-api-gateway-dev",
+                    vec![AttrChange::new("container.image", Some("r:v2".into()), Some("r:v9".into()))],
+                ),
+                Change::refuse(
+                    "services/image/api-gateway",
+                    "tap-api-gateway-dev:v9",
+                    "tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)",
+                ),
+            ],
+            elapsed: Duration::from_millis(3),
+        }];
+        let ordered = ordered(&reports, &["services"]);
+        let text = changes_text(&ordered, Style { color: false });
+        assert!(
+            text.ends_with(
+                "  ! services/image/api-gateway: tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)\n"
+            ),
+            "{text}"
+        );
+        let summary = Summary::of(ordered.iter().flat_map(|r| r.changes.iter()), 0);
+        assert_eq!((summary.update, summary.refuse), (1, 1));
+        assert!(summary.changed());
+        let line = total_line(Operation::Plan, "dev", &summary, &CallCounts::default(), Duration::ZERO);
+        assert!(line.contains("1 refused (!)") && line.contains("--allow-missing-image"), "{line}");
+        let doc = changes_json(&ChangesDoc {
+            command: "plan",
+            environment: "dev",
+            region: "eu-west-1",
+            reports: &ordered,
+            summary,
+            unchanged_by_step: &BTreeMap::new(),
+            calls: &CallCounts::default(),
+            elapsed: Duration::ZERO,
+            peak_rss_kb: None,
+            cost: None,
+        });
+        assert_eq!(doc["changes"][1]["action"], "refuse");
+        assert_eq!(doc["changes"][1]["reason"], "tap-api-gateway-dev:v9 is not in the repository (it has: v2, v1)");
+        assert!(doc["changes"][0].get("reason").is_none(), "only refusals have a reason");
+        assert_eq!(doc["summary"]["refuse"], 1);
+    }
+
+    #[test]
     fn total_lines() {
         let calls = CallCounts { total: 40, mutating: 3, ..CallCounts::default() };
-        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0 };
+        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0, refuse: 0 };
         let wall = Duration::from_millis(2500);
         assert_eq!(
             total_line(Operation::Plan, "dev", &s, &calls, wall),
@@ -305,7 +371,10 @@ mod tests {
         ] {
             assert!(doc.get(key).is_some(), "{key} in {doc}");
         }
-        assert_eq!(doc["summary"], json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "unchanged": 4}));
+        assert_eq!(
+            doc["summary"],
+            json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "refuse": 0, "unchanged": 4})
+        );
         assert_eq!(doc["cost"]["currency"], "USD");
         assert_eq!(
             doc["changes"][1]["attributes"][0],

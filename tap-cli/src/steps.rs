@@ -17,6 +17,7 @@ pub fn all(session: &AwsSession) -> Vec<Arc<dyn Step>> {
         Arc::new(tap_registry::RegistryStep::from_session(session)),
         Arc::new(tap_cluster::ClusterStep::from_session(session)),
         Arc::new(tap_discovery::DiscoveryStep::from_session(session)),
+        Arc::new(tap_alarms::AlarmsStep::from_session(session)),
         Arc::new(tap_services::ServicesStep::from_session(session)),
     ]
 }

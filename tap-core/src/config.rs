@@ -14,6 +14,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::naming::{Names, Owner};
+use crate::strategy::{self, Strategy, StrategyOverrides, StrategySettings};
 
 /// Everything tap needs to know to build one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub logs: LogSettings,
     /// Auto scaling of every service.
     pub scaling: ScalingSettings,
+    /// CloudWatch alarms on every service's health, which roll its deployments back.
+    pub alarms: AlarmSettings,
     /// Secrets Manager secrets; values are generated on first deploy and kept afterwards.
     pub secrets: Vec<SecretSpec>,
     /// The services of the platform: data, so a fourth service is a config change.
@@ -92,11 +95,13 @@ pub struct PriceOverrides {
     pub hosted_zone_month: Option<f64>,
     /// A Cloud Map registered instance, per month.
     pub cloud_map_instance_month: Option<f64>,
+    /// A standard-resolution CloudWatch alarm, per metric it evaluates, per month.
+    pub alarm_metric_month: Option<f64>,
 }
 
 impl PriceOverrides {
     /// Each price by its config key (`nat_gateway_hour`, …).
-    pub fn entries(&self) -> [(&'static str, Option<f64>); 11] {
+    pub fn entries(&self) -> [(&'static str, Option<f64>); 12] {
         [
             ("nat_gateway_hour", self.nat_gateway_hour),
             ("public_ipv4_hour", self.public_ipv4_hour),
@@ -109,6 +114,7 @@ impl PriceOverrides {
             ("log_storage_gb_month", self.log_storage_gb_month),
             ("hosted_zone_month", self.hosted_zone_month),
             ("cloud_map_instance_month", self.cloud_map_instance_month),
+            ("alarm_metric_month", self.alarm_metric_month),
         ]
     }
 }
@@ -141,11 +147,54 @@ pub struct DeploySettings {
     /// Stopped tasks of a new revision after which deploy rolls the service back to the previous
     /// revision itself (without waiting for the circuit breaker) and fails.
     pub max_failed_tasks: u32,
+    /// How ECS replaces a running service's tasks (each service may set its own).
+    pub strategy: Strategy,
+    /// Minutes ECS keeps the old revision after production traffic moved (traffic-shifting
+    /// strategies; a rollback until then is a traffic switch).
+    pub bake_time_minutes: u32,
+    /// `canary`: percent of production traffic the new revision gets first.
+    pub canary_percent: f64,
+    /// `canary`: minutes before the rest of the traffic moves.
+    pub canary_bake_time_minutes: u32,
+    /// `linear`: percent of production traffic moved in each step.
+    pub linear_step_percent: f64,
+    /// `linear`: minutes between steps.
+    pub linear_step_bake_time_minutes: u32,
+    /// Let deploy move a running service to an image its repository does not have (a warning
+    /// instead of a refusal; `--allow-missing-image`).
+    pub allow_missing_images: bool,
 }
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings { wait: true, timeout_seconds: 900, prune_data: false, max_failed_tasks: 3 }
+        DeploySettings {
+            wait: true,
+            timeout_seconds: 900,
+            prune_data: false,
+            max_failed_tasks: 3,
+            allow_missing_images: false,
+            strategy: Strategy::Rolling,
+            bake_time_minutes: 5,
+            // ECS's own defaults.
+            canary_percent: 5.0,
+            canary_bake_time_minutes: 10,
+            linear_step_percent: 10.0,
+            linear_step_bake_time_minutes: 6,
+        }
+    }
+}
+
+impl DeploySettings {
+    /// The strategy settings every service starts from.
+    pub fn strategy_settings(&self) -> StrategySettings {
+        StrategySettings {
+            strategy: self.strategy,
+            bake_time_minutes: self.bake_time_minutes,
+            canary_percent: self.canary_percent,
+            canary_bake_time_minutes: self.canary_bake_time_minutes,
+            linear_step_percent: self.linear_step_percent,
+            linear_step_bake_time_minutes: self.linear_step_bake_time_minutes,
+        }
     }
 }
 
@@ -252,6 +301,72 @@ pub struct ScalingSettings {
     pub scale_out_cooldown: i32,
 }
 
+/// CloudWatch alarms on every service's health (`[alarms]`): CPU and memory high for every
+/// service, unhealthy targets and target 5xx for services behind the load balancer. Each service
+/// names its alarms in `deploymentConfiguration.alarms` with rollback on, so ECS rolls a
+/// deployment back when one goes to ALARM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmSettings {
+    /// Create the alarms and name them in the services' deployment configuration; `false`
+    /// deletes them (and clears the deployment configuration's alarms).
+    pub enabled: bool,
+    /// Average CPU utilization of the service's tasks, percent, at or above which it alarms.
+    pub cpu_high_percent: u32,
+    /// Average memory utilization of the service's tasks, percent, at or above which it alarms.
+    pub memory_high_percent: u32,
+    /// Unhealthy targets in the service's target group(s) at or above which it alarms.
+    pub unhealthy_targets: u32,
+    /// 5xx answers of the service's targets within one period at or above which it alarms.
+    pub target_5xx_count: u32,
+    /// Seconds of one evaluation period (a multiple of 60: ECS and load balancer metrics are
+    /// published once a minute).
+    pub period_seconds: u32,
+    /// Consecutive periods that must breach before the alarm goes to ALARM.
+    pub evaluation_periods: u32,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        AlarmSettings {
+            enabled: true,
+            cpu_high_percent: 90,
+            memory_high_percent: 90,
+            unhealthy_targets: 1,
+            target_5xx_count: 10,
+            period_seconds: 60,
+            evaluation_periods: 3,
+        }
+    }
+}
+
+/// A service's own alarm thresholds (`services[*].alarms`), each replacing the `[alarms]` one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmOverrides {
+    /// See [`AlarmSettings::cpu_high_percent`].
+    pub cpu_high_percent: Option<u32>,
+    /// See [`AlarmSettings::memory_high_percent`].
+    pub memory_high_percent: Option<u32>,
+    /// See [`AlarmSettings::unhealthy_targets`].
+    pub unhealthy_targets: Option<u32>,
+    /// See [`AlarmSettings::target_5xx_count`].
+    pub target_5xx_count: Option<u32>,
+}
+
+/// The thresholds one service's alarms use: its overrides, else `[alarms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmThresholds {
+    /// CPU high, percent.
+    pub cpu_high_percent: u32,
+    /// Memory high, percent.
+    pub memory_high_percent: u32,
+    /// Unhealthy targets.
+    pub unhealthy_targets: u32,
+    /// Target 5xx answers per period.
+    pub target_5xx_count: u32,
+}
+
 /// A Secrets Manager secret `tap-{name}-{s}` holding a JSON object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +447,12 @@ pub struct ServiceSpec {
     /// Extra task-role permissions.
     #[serde(default)]
     pub permissions: Vec<TaskPermission>,
+    /// This service's own deployment strategy settings (the rest from `deploy`).
+    #[serde(default)]
+    pub deploy: StrategyOverrides,
+    /// This service's own alarm thresholds (each unset one is `[alarms]`'s).
+    #[serde(default)]
+    pub alarms: AlarmOverrides,
 }
 
 fn default_desired() -> i32 {
@@ -352,6 +473,7 @@ impl Default for Config {
             discovery: DiscoverySettings::default(),
             logs: LogSettings::default(),
             scaling: ScalingSettings::default(),
+            alarms: AlarmSettings::default(),
             secrets: default_secrets(),
             services: default_services(),
             cost: CostSettings::default(),
@@ -457,6 +579,8 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![],
+            deploy: StrategyOverrides::default(),
+            alarms: AlarmOverrides::default(),
         },
         ServiceSpec {
             name: "api-gateway".into(),
@@ -476,6 +600,8 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: false,
             allow_from: vec![],
             permissions: vec![TaskPermission::DiscoverInstances],
+            deploy: StrategyOverrides::default(),
+            alarms: AlarmOverrides::default(),
         },
         ServiceSpec {
             name: "processing-service".into(),
@@ -490,6 +616,8 @@ fn default_services() -> Vec<ServiceSpec> {
             discovery: true,
             allow_from: vec!["api-gateway".into()],
             permissions: vec![TaskPermission::TradeDataBucket],
+            deploy: StrategyOverrides::default(),
+            alarms: AlarmOverrides::default(),
         },
     ]
 }
@@ -590,6 +718,29 @@ impl Config {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// How ECS replaces `service`'s tasks: its own strategy settings over `deploy`'s. A
+    /// traffic-shifting `deploy.strategy` is the default of the services behind the load
+    /// balancer; one without a route deploys rolling unless it asks otherwise itself (which
+    /// validation refuses).
+    pub fn strategy_of(&self, service: &ServiceSpec) -> StrategySettings {
+        let mut settings = self.deploy.strategy_settings();
+        if service.route.is_none() && service.deploy.strategy.is_none() {
+            settings.strategy = Strategy::Rolling;
+        }
+        settings.with(&service.deploy)
+    }
+
+    /// The alarm thresholds of `service`: its own overrides, else `[alarms]`'s.
+    pub fn alarm_thresholds(&self, service: &ServiceSpec) -> AlarmThresholds {
+        let (a, o) = (&self.alarms, &service.alarms);
+        AlarmThresholds {
+            cpu_high_percent: o.cpu_high_percent.unwrap_or(a.cpu_high_percent),
+            memory_high_percent: o.memory_high_percent.unwrap_or(a.memory_high_percent),
+            unhealthy_targets: o.unhealthy_targets.unwrap_or(a.unhealthy_targets),
+            target_5xx_count: o.target_5xx_count.unwrap_or(a.target_5xx_count),
+        }
+    }
+
     /// The image tag a service deploys.
     pub fn image_tag_of<'a>(&'a self, service: &'a ServiceSpec) -> &'a str {
         service.image_tag.as_deref().unwrap_or(&self.image_tag)
@@ -603,7 +754,9 @@ impl Config {
         self.validate_environment(&mut p);
         self.validate_network(&mut p);
         self.validate_services(&mut p);
+        self.validate_strategies(&mut p);
         self.validate_settings(&mut p);
+        self.validate_alarms(&mut p);
         self.validate_cost(&mut p);
         self.validate_names(&mut p);
         match p.len() {
@@ -781,6 +934,68 @@ impl Config {
         }
     }
 
+    /// The ranges ECS accepts, and what a traffic-shifting strategy needs: a route, and free
+    /// priorities for the rules ECS moves traffic on ([`strategy::rule_priorities`]).
+    fn validate_strategies(&self, p: &mut Vec<ConfigError>) {
+        let base = self.deploy.strategy_settings();
+        for (field, value, rule) in base.problems() {
+            p.push(invalid(format!("deploy.{field}"), value, rule));
+        }
+        let configured: BTreeSet<i32> = self
+            .services
+            .iter()
+            .filter_map(|s| s.route.as_ref().filter(|r| r.path_pattern.is_some()).map(|r| r.priority))
+            .collect();
+        let mut taken = BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let settings = self.strategy_of(s);
+            let reported_for_deploy = base.problems();
+            for (field, value, rule) in settings.problems() {
+                let set_here = s.deploy.sets(field);
+                // An inherited value that is wrong for `deploy`'s own strategy is reported there once.
+                if !set_here && reported_for_deploy.iter().any(|(f, _, _)| *f == field) {
+                    continue;
+                }
+                let rule = if set_here { rule } else { format!("{rule} (inherited from `deploy.{field}`)") };
+                p.push(invalid(format!("services[{i}].deploy.{field}"), value, rule));
+            }
+            if !settings.strategy.shifts_traffic() {
+                continue;
+            }
+            let Some(route) = &s.route else {
+                p.push(invalid(
+                    format!("services[{i}].deploy.strategy"),
+                    settings.strategy.config_name(),
+                    "only a service behind the load balancer (with a `route`) can shift traffic; use `rolling`",
+                ));
+                continue;
+            };
+            let path_priority = route.path_pattern.as_ref().map(|_| route.priority);
+            let (production, test) = strategy::rule_priorities(path_priority, true);
+            let mut wanted = vec![("test rule", test)];
+            if path_priority.is_none() {
+                wanted.push(("production rule", production));
+            }
+            for (what, priority) in wanted.into_iter().filter_map(|(w, p)| p.map(|p| (w, p))) {
+                if priority < 1 || configured.contains(&priority) || !taken.insert(priority) {
+                    p.push(invalid(
+                        format!("services[{i}].route.priority"),
+                        route.priority,
+                        format!(
+                            "with strategy {} the service's {what} needs listener priority {priority}, which {}",
+                            settings.strategy.config_name(),
+                            if priority < 1 {
+                                "does not exist (use a priority of 2 or more)"
+                            } else {
+                                "another rule has"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     fn validate_settings(&self, p: &mut Vec<ConfigError>) {
         let sc = &self.scaling;
         if sc.min_capacity < 0 {
@@ -856,6 +1071,67 @@ impl Config {
                 "discovery.failure_threshold",
                 self.discovery.failure_threshold,
                 "must be between 1 and 10",
+            ));
+        }
+    }
+
+    /// What PutMetricAlarm accepts for the metrics tap watches (published once a minute).
+    fn validate_alarms(&self, p: &mut Vec<ConfigError>) {
+        let a = &self.alarms;
+        let thresholds = |p: &mut Vec<ConfigError>, prefix: &str, o: &AlarmOverrides| {
+            for (key, value) in
+                [("cpu_high_percent", o.cpu_high_percent), ("memory_high_percent", o.memory_high_percent)]
+            {
+                if let Some(v) = value.filter(|v| !(1..=100).contains(v)) {
+                    p.push(invalid(
+                        format!("{prefix}{key}"),
+                        v,
+                        "a utilization threshold is a percentage from 1 to 100",
+                    ));
+                }
+            }
+            for (key, value) in [("unhealthy_targets", o.unhealthy_targets), ("target_5xx_count", o.target_5xx_count)] {
+                if value == Some(0) {
+                    p.push(invalid(
+                        format!("{prefix}{key}"),
+                        0,
+                        "must be at least 1 (a threshold of 0 is always reached)",
+                    ));
+                }
+            }
+        };
+        let global = AlarmOverrides {
+            cpu_high_percent: Some(a.cpu_high_percent),
+            memory_high_percent: Some(a.memory_high_percent),
+            unhealthy_targets: Some(a.unhealthy_targets),
+            target_5xx_count: Some(a.target_5xx_count),
+        };
+        thresholds(p, "alarms.", &global);
+        for (i, s) in self.services.iter().enumerate() {
+            thresholds(p, &format!("services[{i}].alarms."), &s.alarms);
+        }
+        if a.period_seconds == 0 || !a.period_seconds.is_multiple_of(60) {
+            p.push(invalid(
+                "alarms.period_seconds",
+                a.period_seconds,
+                "must be a multiple of 60 (ECS and load balancer metrics are published once a minute; \
+                 CloudWatch's 10, 20 and 30 s periods are for high-resolution metrics)",
+            ));
+        }
+        if a.evaluation_periods == 0 {
+            p.push(invalid("alarms.evaluation_periods", 0, "must be at least 1"));
+        }
+        // CloudWatch: period × evaluation periods at most one day, or 7 days for periods of an hour or more.
+        let window = u64::from(a.period_seconds) * u64::from(a.evaluation_periods);
+        let limit: u64 = if a.period_seconds >= 3600 { 604_800 } else { 86_400 };
+        if window > limit {
+            p.push(invalid(
+                "alarms.evaluation_periods",
+                a.evaluation_periods,
+                format!(
+                    "period_seconds × evaluation_periods is {window} s; CloudWatch allows at most {limit} s \
+                     (one day, or seven for periods of an hour or more)"
+                ),
             ));
         }
     }
@@ -1137,9 +1413,105 @@ mod tests {
     }
 
     #[test]
+    fn alarms_defaults_layering_overrides_and_the_ranges_cloudwatch_accepts() {
+        let c = Config::default();
+        assert!(c.alarms.enabled);
+        assert_eq!((c.alarms.cpu_high_percent, c.alarms.memory_high_percent), (90, 90));
+        assert_eq!((c.alarms.unhealthy_targets, c.alarms.target_5xx_count), (1, 10));
+        assert_eq!((c.alarms.period_seconds, c.alarms.evaluation_periods), (60, 3));
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tap.toml",
+                "[alarms]\ncpu_high_percent = 80\nperiod_seconds = 300\n\n[[services]]\nname = \"solo\"\ncpu = 256\n\
+                 memory = 512\nport = 7000\nalarms = { memory_high_percent = 75 }\n",
+            )?;
+            jail.set_env("TAP_ALARMS__EVALUATION_PERIODS", "5");
+            let c = Config::load(None, no_overrides()).unwrap();
+            assert_eq!((c.alarms.cpu_high_percent, c.alarms.period_seconds, c.alarms.evaluation_periods), (80, 300, 5));
+            let t = c.alarm_thresholds(&c.services[0]);
+            assert_eq!((t.cpu_high_percent, t.memory_high_percent, t.target_5xx_count), (80, 75, 10));
+            Ok(())
+        });
+        rejects(|c| c.alarms.cpu_high_percent = 0, "alarms.cpu_high_percent");
+        rejects(|c| c.alarms.memory_high_percent = 101, "alarms.memory_high_percent");
+        rejects(|c| c.alarms.unhealthy_targets = 0, "alarms.unhealthy_targets");
+        rejects(|c| c.alarms.target_5xx_count = 0, "alarms.target_5xx_count");
+        rejects(|c| c.alarms.evaluation_periods = 0, "alarms.evaluation_periods");
+        rejects(|c| c.services[1].alarms.cpu_high_percent = Some(150), "services[1].alarms.cpu_high_percent");
+        for bad in [0, 10, 30, 90] {
+            rejects(|c| c.alarms.period_seconds = bad, "alarms.period_seconds");
+        }
+        // 60 s × 1441 is over a day; an hour's period may span seven days.
+        rejects(|c| c.alarms.evaluation_periods = 1441, "alarms.evaluation_periods");
+        let mut c = Config::default();
+        (c.alarms.period_seconds, c.alarms.evaluation_periods) = (3600, 168);
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.alarms.period_seconds = 45;
+        let text = c.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("alarms.period_seconds") && text.contains("45") && text.contains("multiple of 60"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn long_suffix_error_names_the_limited_name() {
         let c = Config { environment: "abcdefghijklmnopqrstuvwxyz".into(), ..Config::default() };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("environment") && err.contains("32"), "{err}");
+    }
+
+    #[test]
+    fn strategies_are_checked_before_any_call() {
+        use crate::strategy::{Strategy, StrategyOverrides};
+        let problems = |c: &Config| -> Vec<String> {
+            c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
+        };
+        // Every routed service may shift traffic; the defaults leave room for the test rules.
+        let all = Config {
+            deploy: DeploySettings { strategy: Strategy::Canary, ..DeploySettings::default() },
+            ..Config::default()
+        };
+        assert_eq!(problems(&all), Vec::<String>::new());
+        assert_eq!(all.strategy_of(&all.services[2]).strategy, Strategy::Rolling, "no route: rolling");
+        let mut own = all.clone();
+        own.services[2].deploy.strategy = Some(Strategy::BlueGreen);
+        assert_eq!(problems(&own).len(), 1, "{:?}", problems(&own));
+        assert!(problems(&own)[0].contains("services[2].deploy.strategy") && problems(&own)[0].contains("`route`"));
+
+        let mut c = Config::default();
+        c.services[1].deploy = StrategyOverrides {
+            strategy: Some(Strategy::Linear),
+            linear_step_percent: Some(2.0),
+            ..Default::default()
+        };
+        c.deploy.canary_percent = 0.0;
+        let found = problems(&c);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("services[1].deploy.linear_step_percent") && found[0].contains("3.0 to 100.0"),
+            "{found:?}"
+        );
+
+        // The api-gateway's test rule needs priority 9: a rule of another service there is a clash.
+        let mut c = Config::default();
+        c.services[1].deploy.strategy = Some(Strategy::BlueGreen);
+        let mut extra = c.services[1].clone();
+        extra.name = "admin".into();
+        extra.port = 8081;
+        extra.deploy = StrategyOverrides::default();
+        extra.route = Some(RouteSpec {
+            short_name: "adm".into(),
+            path_pattern: Some("/admin/*".into()),
+            priority: 9,
+            health_check_path: "/".into(),
+        });
+        c.services.push(extra);
+        let found = problems(&c);
+        assert!(
+            found.iter().any(|p| p.contains("services[1].route.priority") && p.contains("priority 9")),
+            "{found:?}"
+        );
     }
 }

@@ -77,6 +77,7 @@ pub struct Outputs {
     ingress: Option<IngressOutputs>,
     discovery: Option<DiscoveryOutputs>,
     services: Option<ServicesOutputs>,
+    alarms: Option<AlarmsOutputs>,
 }
 
 /// A value one step writes and others read.
@@ -104,6 +105,7 @@ step_output!(SecurityOutputs, Security, security);
 step_output!(IngressOutputs, Ingress, ingress);
 step_output!(DiscoveryOutputs, Discovery, discovery);
 step_output!(ServicesOutputs, Services, services);
+step_output!(AlarmsOutputs, Alarms, alarms);
 
 impl Context {
     /// A context for `config` (which should already be validated).
@@ -326,6 +328,7 @@ impl Context {
             OutputKind::Ingress => outputs.ingress.is_some(),
             OutputKind::Discovery => outputs.discovery.is_some(),
             OutputKind::Services => outputs.services.is_some(),
+            OutputKind::Alarms => outputs.alarms.is_some(),
         }
     }
 

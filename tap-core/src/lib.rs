@@ -37,6 +37,7 @@ pub mod outputs;
 pub mod progress;
 pub mod resource;
 pub mod step;
+pub mod strategy;
 pub mod wait;
 
 pub use config::Config;

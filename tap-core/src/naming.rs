@@ -27,6 +27,8 @@ pub struct Names {
     env: String,
     services: Vec<String>,
     route_short_names: Vec<String>,
+    /// Short names of the routes whose service shifts traffic (it has an alternate target group).
+    shifting_short_names: Vec<String>,
     secrets: Vec<String>,
 }
 
@@ -39,6 +41,12 @@ impl Names {
             route_short_names: config
                 .services
                 .iter()
+                .filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone()))
+                .collect(),
+            shifting_short_names: config
+                .services
+                .iter()
+                .filter(|s| config.strategy_of(s).strategy.shifts_traffic())
                 .filter_map(|s| s.route.as_ref().map(|r| r.short_name.clone()))
                 .collect(),
             secrets: config.secrets.iter().map(|s| s.name.clone()).collect(),
@@ -106,6 +114,15 @@ impl Names {
     pub fn target_group(&self, short_name: &str) -> String {
         self.name(short_name)
     }
+    /// The alternate target group of a traffic-shifting routed service (32 characters at most):
+    /// the new revision registers there while ECS moves traffic.
+    pub fn alternate_target_group(&self, short_name: &str) -> String {
+        self.name(&format!("{short_name}-alt"))
+    }
+    /// The role ECS assumes to move a traffic-shifting service's traffic on the load balancer.
+    pub fn infrastructure_role(&self) -> String {
+        self.name("ecs-infrastructure")
+    }
     /// Cloud Map private DNS namespace.
     pub fn namespace(&self) -> String {
         format!("tap-{}.local", self.env)
@@ -121,6 +138,16 @@ impl Names {
     /// ECS service name of a service.
     pub fn ecs_service(&self, service: &str) -> String {
         self.name(service)
+    }
+    /// The prefix of every CloudWatch alarm of the environment, `tap-{s}-`: the environment comes
+    /// first so that `DescribeAlarms AlarmNamePrefix` finds its alarms (and those of environments
+    /// whose suffix extends this one, told apart by their tags) without listing every tap alarm.
+    pub fn alarm_prefix(&self) -> String {
+        format!("tap-{}-", self.env)
+    }
+    /// A service's CloudWatch alarm `tap-{s}-{service}-{what}`, e.g. `tap-dev-frontend-cpu-high`.
+    pub fn alarm(&self, service: &str, what: &str) -> String {
+        format!("{}{service}-{what}", self.alarm_prefix())
     }
     /// The trade-data bucket the processing service may use.
     pub fn trade_data_bucket(&self) -> String {
@@ -150,6 +177,12 @@ impl Names {
         for short in &self.route_short_names {
             out.push(tap("target group", self.target_group(short), "route"));
         }
+        for short in &self.shifting_short_names {
+            out.push(tap("target group", self.alternate_target_group(short), "alternate target group"));
+        }
+        if !self.shifting_short_names.is_empty() {
+            out.push(tap("IAM role", self.infrastructure_role(), "ECS infrastructure role"));
+        }
         for (i, s) in self.secrets.iter().enumerate() {
             out.push(NamedResource { namespace: "secret", name: self.secret(s), owner: Owner::Secret(i) });
         }
@@ -168,12 +201,20 @@ impl Names {
         for short in &self.route_short_names {
             out.push(("target group", self.target_group(short), 32));
         }
+        for short in &self.shifting_short_names {
+            out.push(("target group", self.alternate_target_group(short), 32));
+        }
+        if !self.shifting_short_names.is_empty() {
+            out.push(("IAM role", self.infrastructure_role(), 64));
+        }
         for s in &self.services {
             out.push(("IAM role", self.task_role(s), 64));
             out.push(("ECR repository", self.repository(s), 256));
             out.push(("ECS service", self.ecs_service(s), 255));
             out.push(("log group", self.log_group(s), 512));
             out.push(("security group", self.service_security_group(s), 255));
+            // The longest of the service's alarm names.
+            out.push(("CloudWatch alarm", self.alarm(s, "unhealthy-targets"), 255));
             // Cloud Map service names are DNS labels.
             out.push(("Cloud Map service", s.clone(), 63));
         }
@@ -221,6 +262,8 @@ mod tests {
         assert_eq!(n.log_group("frontend"), "/ecs/tap-frontend-pr-7");
         assert_eq!(n.secret("db-credentials"), "tap-db-credentials-pr-7");
         assert_eq!(n.trade_data_bucket(), "tap-trade-data-pr-7");
+        assert_eq!(n.alarm("frontend", "cpu-high"), "tap-pr-7-frontend-cpu-high");
+        assert!(n.alarm("frontend", "cpu-high").starts_with(&n.alarm_prefix()));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct SecurityOutputs {
     pub task_role_arns: BTreeMap<String, String>,
     /// Logical secret name → secret ARN (never the value).
     pub secret_arns: BTreeMap<String, String>,
+    /// The role ECS assumes to move traffic on the load balancer, while a service shifts traffic.
+    pub infrastructure_role_arn: Option<String>,
 }
 
 /// Written by the ingress step.
@@ -130,4 +132,12 @@ pub struct DiscoveryOutputs {
 pub struct ServicesOutputs {
     /// Service name → ECS service ARN.
     pub service_arns: BTreeMap<String, String>,
+}
+
+/// Written by the alarms step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmsOutputs {
+    /// Service name → the names of its CloudWatch alarms, sorted (what its
+    /// `deploymentConfiguration.alarms` names); no entry for any service when alarms are disabled.
+    pub alarm_names: BTreeMap<String, Vec<String>>,
 }

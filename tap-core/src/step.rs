@@ -43,6 +43,8 @@ pub enum OutputKind {
     Discovery,
     /// [`crate::outputs::ServicesOutputs`]
     Services,
+    /// [`crate::outputs::AlarmsOutputs`]
+    Alarms,
 }
 
 impl fmt::Display for OutputKind {
@@ -131,6 +133,9 @@ pub enum Action {
     /// The config no longer declares it, but it holds data (an ECR repository with images, a
     /// secret): left in place unless `deploy --prune-data` is given.
     Keep,
+    /// Deploy refuses to go on because of it (e.g. a running service would move to an image its
+    /// repository does not have); [`Change::reason`] says why and how to proceed.
+    Refuse,
 }
 
 impl Action {
@@ -141,6 +146,7 @@ impl Action {
             Action::Update => '~',
             Action::Delete => '-',
             Action::Keep => '=',
+            Action::Refuse => '!',
         }
     }
 }
@@ -187,30 +193,58 @@ pub struct Change {
     /// For updates: the attributes that differ.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<AttrChange>,
+    /// For refusals: why deploy refuses, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Change {
     /// A resource to create.
     pub fn create(resource: impl Into<String>, name: impl Into<String>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Create, attributes: vec![] }
+        Change {
+            resource: resource.into(),
+            name: name.into(),
+            action: Action::Create,
+            attributes: vec![],
+            reason: None,
+        }
     }
     /// A resource to update.
     pub fn update(resource: impl Into<String>, name: impl Into<String>, attributes: Vec<AttrChange>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Update, attributes }
+        Change { resource: resource.into(), name: name.into(), action: Action::Update, attributes, reason: None }
     }
     /// A resource to delete.
     pub fn delete(resource: impl Into<String>, name: impl Into<String>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Delete, attributes: vec![] }
+        Change {
+            resource: resource.into(),
+            name: name.into(),
+            action: Action::Delete,
+            attributes: vec![],
+            reason: None,
+        }
     }
     /// A resource no longer declared that is kept because it holds data (see [`Action::Keep`]).
     pub fn keep(resource: impl Into<String>, name: impl Into<String>) -> Self {
-        Change { resource: resource.into(), name: name.into(), action: Action::Keep, attributes: vec![] }
+        Change { resource: resource.into(), name: name.into(), action: Action::Keep, attributes: vec![], reason: None }
+    }
+    /// Something deploy refuses to do, and why (see [`Action::Refuse`]).
+    pub fn refuse(resource: impl Into<String>, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Change {
+            resource: resource.into(),
+            name: name.into(),
+            action: Action::Refuse,
+            attributes: vec![],
+            reason: Some(reason.into()),
+        }
     }
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} ({})", self.action.symbol(), self.resource, self.name)?;
+        if let Some(reason) = &self.reason {
+            write!(f, ": {reason}")?;
+        }
         for a in &self.attributes {
             write!(
                 f,

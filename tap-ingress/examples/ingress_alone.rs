@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         execution_role_arn: String::new(),
         task_role_arns: BTreeMap::new(),
         secret_arns: BTreeMap::new(),
+        infrastructure_role_arn: None,
     });
 
     let step = IngressStep::from_session(&tap_core::aws::AwsSession::new(sdk.clone()));

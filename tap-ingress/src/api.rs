@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{
-    Action, ActionTypeEnum, Certificate, IpAddressType, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Matcher,
-    PathPatternConditionConfig, ProtocolEnum, RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition,
-    TargetGroupAttribute, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, ForwardActionConfig, HttpHeaderConditionConfig, IpAddressType,
+    LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Matcher, PathPatternConditionConfig, ProtocolEnum,
+    RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition, TargetGroupAttribute, TargetGroupTuple,
+    TargetTypeEnum,
 };
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
@@ -128,7 +129,13 @@ pub enum ListenerAction {
         /// `HTTP_301` or `HTTP_302`.
         status_code: Option<String>,
     },
-    /// Anything else (fixed response, authentication, weighted forward…), by type.
+    /// Forward to several target groups by weight (a traffic-shifting service's rules: ECS moves
+    /// the weights during a deployment).
+    Weighted {
+        /// (target group ARN, weight), in AWS's order.
+        target_groups: Vec<(String, i32)>,
+    },
+    /// Anything else (fixed response, authentication…), by type.
     Other {
         /// Action type as AWS names it.
         kind: String,
@@ -209,29 +216,99 @@ pub struct ObservedRule {
     pub actions: Vec<ListenerAction>,
 }
 
-/// What `CreateRule` / `ModifyRule` send: one path-pattern condition forwarding to a target group.
+/// Where a rule forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// One target group.
+    One(String),
+    /// A traffic-shifting service's two target groups. Which one gets the traffic (the weights)
+    /// is ECS's to move during a deployment: tap compares only the pair, and writes all the
+    /// weight on `primary` only when it writes the pair.
+    Shifting {
+        /// The service's target group.
+        primary: String,
+        /// Its alternate target group.
+        alternate: String,
+    },
+}
+
+impl RuleTarget {
+    /// The action tap writes.
+    pub fn action(&self) -> ListenerAction {
+        match self {
+            RuleTarget::One(arn) => ListenerAction::forward(arn),
+            RuleTarget::Shifting { primary, alternate } => {
+                ListenerAction::Weighted { target_groups: vec![(primary.clone(), 100), (alternate.clone(), 0)] }
+            }
+        }
+    }
+
+    /// Whether `actions` forward where this target says, whatever ECS made of the weights.
+    pub fn matches(&self, actions: &[ListenerAction]) -> bool {
+        match (self, actions) {
+            (RuleTarget::One(arn), [ListenerAction::Forward { target_group_arn }]) => arn == target_group_arn,
+            (RuleTarget::Shifting { primary, alternate }, [ListenerAction::Weighted { target_groups }]) => {
+                let mut have: Vec<&str> = target_groups.iter().map(|(arn, _)| arn.as_str()).collect();
+                have.sort_unstable();
+                let mut want = [primary.as_str(), alternate.as_str()];
+                want.sort_unstable();
+                have == want
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What `CreateRule` / `ModifyRule` send: a path-pattern condition (and, for a test route, a
+/// header condition) forwarding to a target group or a traffic-shifting pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSpec {
     /// Priority (unique per listener).
     pub priority: i32,
     /// Path pattern, e.g. `/api/*`.
     pub path_pattern: String,
-    /// Target group the rule forwards to.
-    pub target_group_arn: String,
+    /// A header the request must carry, (name, value): the test route of a traffic-shifting
+    /// service.
+    pub header: Option<(String, String)>,
+    /// Where it forwards.
+    pub target: RuleTarget,
     /// Tags applied at creation.
     pub tags: Vec<Tag>,
 }
 
 impl RuleSpec {
-    /// The conditions this rule has in AWS.
+    /// The conditions this rule has in AWS, sorted by field (AWS keeps no order).
     pub fn conditions(&self) -> Vec<Condition> {
-        vec![Condition { field: "path-pattern".into(), values: vec![self.path_pattern.clone()] }]
+        let mut c = vec![Condition { field: "path-pattern".into(), values: vec![self.path_pattern.clone()] }];
+        if let Some((name, value)) = &self.header {
+            c.push(Condition { field: "http-header".into(), values: vec![format!("{name}={value}")] });
+        }
+        c.sort_by(|a, b| a.field.cmp(&b.field));
+        c
     }
 
-    /// The actions this rule has in AWS.
+    /// The actions tap writes.
     pub fn actions(&self) -> Vec<ListenerAction> {
-        vec![ListenerAction::forward(&self.target_group_arn)]
+        vec![self.target.action()]
     }
+}
+
+/// A `ModifyRule`: the wanted rule and which of its parts differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleUpdate {
+    /// The wanted rule.
+    pub spec: RuleSpec,
+    /// Send its conditions.
+    pub conditions: bool,
+    /// Send its actions.
+    pub actions: bool,
+}
+
+/// Conditions sorted by field, for comparing with [`RuleSpec::conditions`].
+pub fn sorted_conditions(conditions: &[Condition]) -> Vec<Condition> {
+    let mut c = conditions.to_vec();
+    c.sort_by(|a, b| a.field.cmp(&b.field));
+    c
 }
 
 /// Exactly the Elastic Load Balancing v2 calls the ingress step makes.
@@ -281,8 +358,9 @@ pub trait ElbApi: Send + Sync {
     async fn list_rules(&self, listener_arn: &str) -> Result<Vec<ObservedRule>, AwsError>;
     /// `CreateRule`; returns the rule ARN.
     async fn create_rule(&self, listener_arn: &str, spec: &RuleSpec) -> Result<String, AwsError>;
-    /// `ModifyRule` with the spec's conditions and actions.
-    async fn modify_rule(&self, rule_arn: &str, spec: &RuleSpec) -> Result<(), AwsError>;
+    /// `ModifyRule` with the conditions and/or the actions the update names (a traffic-shifting
+    /// rule's weights are ECS's: its actions are sent only when its target groups differ).
+    async fn modify_rule(&self, rule_arn: &str, update: &RuleUpdate) -> Result<(), AwsError>;
     /// `DeleteRule`.
     async fn delete_rule(&self, rule_arn: &str) -> Result<(), AwsError>;
 
@@ -345,7 +423,15 @@ fn observed_action(action: &Action) -> ListenerAction {
             });
             match single {
                 Some(target_group_arn) => ListenerAction::Forward { target_group_arn },
-                None => ListenerAction::Other { kind: "forward (weighted)".into() },
+                None => ListenerAction::Weighted {
+                    target_groups: action
+                        .forward_config()
+                        .map(|f| f.target_groups())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|t| (t.target_group_arn().unwrap_or_default().to_owned(), t.weight().unwrap_or(1)))
+                        .collect(),
+                },
             }
         }
         Some(ActionTypeEnum::Redirect) => {
@@ -377,6 +463,15 @@ fn sdk_action(action: &ListenerAction) -> Action {
             }
             Action::builder().r#type(ActionTypeEnum::Redirect).redirect_config(config.build()).build()
         }
+        ListenerAction::Weighted { target_groups } => {
+            let config = ForwardActionConfig::builder().set_target_groups(Some(
+                target_groups
+                    .iter()
+                    .map(|(arn, weight)| TargetGroupTuple::builder().target_group_arn(arn).weight(*weight).build())
+                    .collect(),
+            ));
+            Action::builder().r#type(ActionTypeEnum::Forward).forward_config(config.build()).build()
+        }
         ListenerAction::Other { kind } => Action::builder().r#type(ActionTypeEnum::from(kind.as_str())).build(),
     }
 }
@@ -386,17 +481,30 @@ fn observed_condition(c: &RuleCondition) -> Condition {
     let from_config = match field.as_str() {
         "path-pattern" => c.path_pattern_config().map(|p| p.values().to_vec()),
         "host-header" => c.host_header_config().map(|h| h.values().to_vec()),
+        "http-header" => c.http_header_config().map(|h| {
+            let name = h.http_header_name().unwrap_or_default().to_ascii_lowercase();
+            h.values().iter().map(|v| format!("{name}={v}")).collect()
+        }),
         _ => None,
     };
     let values = from_config.filter(|v| !v.is_empty()).unwrap_or_else(|| c.values().to_vec());
     Condition { field, values }
 }
 
-fn sdk_path_condition(pattern: &str) -> RuleCondition {
-    RuleCondition::builder()
+fn sdk_conditions(spec: &RuleSpec) -> Vec<RuleCondition> {
+    let mut conditions = vec![RuleCondition::builder()
         .field("path-pattern")
-        .path_pattern_config(PathPatternConditionConfig::builder().values(pattern).build())
-        .build()
+        .path_pattern_config(PathPatternConditionConfig::builder().values(&spec.path_pattern).build())
+        .build()];
+    if let Some((name, value)) = &spec.header {
+        conditions.push(
+            RuleCondition::builder()
+                .field("http-header")
+                .http_header_config(HttpHeaderConditionConfig::builder().http_header_name(name).values(value).build())
+                .build(),
+        );
+    }
+    conditions
 }
 
 fn observed_listener(l: &elbv2::types::Listener) -> ObservedListener {
@@ -678,8 +786,8 @@ impl ElbApi for SdkElb {
             .create_rule()
             .listener_arn(listener_arn)
             .priority(spec.priority)
-            .conditions(sdk_path_condition(&spec.path_pattern))
-            .actions(sdk_action(&ListenerAction::forward(&spec.target_group_arn)))
+            .set_conditions(Some(sdk_conditions(spec)))
+            .actions(sdk_action(&spec.target.action()))
             .set_tags(Some(sdk_tags(&spec.tags)))
             .customize()
             .config_override(no_blind_retry())
@@ -692,12 +800,13 @@ impl ElbApi for SdkElb {
             .ok_or_else(|| AwsError::new("EmptyResponse", "CreateRule returned no rule"))
     }
 
-    async fn modify_rule(&self, rule_arn: &str, spec: &RuleSpec) -> Result<(), AwsError> {
+    async fn modify_rule(&self, rule_arn: &str, update: &RuleUpdate) -> Result<(), AwsError> {
+        let spec = &update.spec;
         self.0
             .modify_rule()
             .rule_arn(rule_arn)
-            .conditions(sdk_path_condition(&spec.path_pattern))
-            .actions(sdk_action(&ListenerAction::forward(&spec.target_group_arn)))
+            .set_conditions(update.conditions.then(|| sdk_conditions(spec)))
+            .set_actions(update.actions.then(|| vec![sdk_action(&spec.target.action())]))
             .send()
             .await?;
         Ok(())

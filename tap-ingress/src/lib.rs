@@ -60,9 +60,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, PENDING};
+use tap_core::outputs::{
+    is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, TrafficShift, PENDING,
+};
 use tap_core::resource::{Engine, Owned, Resource};
 use tap_core::step::{Gone, OutputKind};
+use tap_core::strategy;
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
 
@@ -70,8 +73,11 @@ use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
 pub use api::MockElbApi;
 pub use api::{
     Condition, ElbApi, HealthCheck, ListenerAction, ListenerSpec, LoadBalancerSpec, ObservedListener,
-    ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, SdkElb, TargetGroupSpec,
+    ObservedLoadBalancer, ObservedRule, ObservedTargetGroup, RuleSpec, RuleTarget, RuleUpdate, SdkElb, TargetGroupSpec,
 };
+
+/// Logical rule id → rule ARN ([`PENDING`] in plan mode for a rule to be created).
+type RuleArns = BTreeMap<String, String>;
 pub use listener::{ListenerKind, ListenerWant};
 pub use load_balancer::{LoadBalancerKind, LoadBalancerUpdate};
 pub use rule::{RuleKind, RuleWant};
@@ -95,6 +101,11 @@ pub fn target_group_id(service: &str) -> String {
     format!("ingress/target-group/{service}")
 }
 
+/// Logical id of a traffic-shifting service's alternate target group.
+pub fn alternate_target_group_id(service: &str) -> String {
+    format!("ingress/target-group/{service}/alternate")
+}
+
 /// Logical id of a listener (`http` for :80, `https` for :443).
 pub fn listener_id(port: i32) -> String {
     match port {
@@ -104,9 +115,14 @@ pub fn listener_id(port: i32) -> String {
     }
 }
 
-/// Logical id of a listener rule forwarding to `service`.
+/// Logical id of a listener rule forwarding to `service` (its production rule).
 pub fn rule_id(port: i32, service: &str) -> String {
     format!("{}/rule/{service}", listener_id(port))
+}
+
+/// Logical id of a traffic-shifting service's test rule.
+pub fn test_rule_id(port: i32, service: &str) -> String {
+    format!("{}/rule/{service}/test", listener_id(port))
 }
 
 /// One service reached through the load balancer.
@@ -119,6 +135,20 @@ struct Routed {
     priority: i32,
     health_check: HealthCheck,
     deregistration_delay: i32,
+    /// The alternate target group's name, when the service's strategy shifts traffic.
+    alternate_target_group_name: Option<String>,
+}
+
+impl Routed {
+    /// The target groups it needs: (logical id, name) of its own and, when it shifts traffic, of
+    /// its alternate.
+    fn target_groups(&self) -> Vec<(String, String)> {
+        let mut out = vec![(target_group_id(&self.service), self.target_group_name.clone())];
+        if let Some(alternate) = &self.alternate_target_group_name {
+            out.push((alternate_target_group_id(&self.service), alternate.clone()));
+        }
+        out
+    }
 }
 
 /// What the config asks for.
@@ -169,6 +199,12 @@ impl Desired {
                         matcher: HEALTH_MATCHER.into(),
                     },
                     deregistration_delay: ingress.deregistration_delay_seconds,
+                    alternate_target_group_name: ctx
+                        .config
+                        .strategy_of(s)
+                        .strategy
+                        .shifts_traffic()
+                        .then(|| names.alternate_target_group(&route.short_name)),
                 })
             })
             .collect()
@@ -188,8 +224,16 @@ struct LoadBalancerRef {
 #[derive(Debug, Clone)]
 struct DesiredListener {
     spec: ListenerSpec,
-    /// Routed service → its rule.
+    /// (logical id, rule).
     rules: Vec<(String, RuleSpec)>,
+}
+
+/// A rule's display name: the listener's and the rule's conditions.
+fn rule_name(listener_name: &str, rule: &RuleSpec) -> String {
+    match &rule.header {
+        None => format!("{listener_name} {}", rule.path_pattern),
+        Some((name, value)) => format!("{listener_name} {} [{name}: {value}]", rule.path_pattern),
+    }
 }
 
 /// Sorted copy, for comparing id sets whose order AWS does not keep.
@@ -220,6 +264,10 @@ pub(crate) fn show_actions(actions: &[ListenerAction]) -> String {
                 port.as_deref().unwrap_or("#{port}"),
                 status_code.as_deref().unwrap_or("?")
             ),
+            ListenerAction::Weighted { target_groups } => {
+                let shares: Vec<String> = target_groups.iter().map(|(arn, w)| format!("{arn} ({w})")).collect();
+                format!("forward to {}", shares.join(" + "))
+            }
             ListenerAction::Other { kind } => kind.clone(),
         })
         .collect();
@@ -304,10 +352,11 @@ impl IngressStep {
         ctx: &Context,
         vpc_id: &str,
         routed: &Routed,
+        (id, name): (&str, &str),
         observed: Option<&ObservedTargetGroup>,
     ) -> Result<String, StepError> {
-        let id = target_group_id(&routed.service);
-        let name = &routed.target_group_name;
+        let (id, name) = (id.to_owned(), name.to_owned());
+        let name = &name;
         let spec = TargetGroupSpec {
             name: name.clone(),
             port: routed.port,
@@ -341,27 +390,44 @@ impl IngressStep {
         let Some(default) = desired.routed.iter().find(|r| r.path_pattern.is_none()) else {
             return vec![];
         };
-        let arn_of = |service: &str| target_group_arns.get(service).cloned().unwrap_or_else(|| PENDING.into());
-        let forward_default = ListenerAction::forward(arn_of(&default.service));
+        let arn_of = |id: &str| target_group_arns.get(id).cloned().unwrap_or_else(|| PENDING.into());
+        let forward_default = ListenerAction::forward(arn_of(&target_group_id(&default.service)));
         let rules_on = |port: i32| -> Vec<(String, RuleSpec)> {
-            desired
-                .routed
-                .iter()
-                .filter_map(|r| {
-                    let pattern = r.path_pattern.clone()?;
-                    let id = rule_id(port, &r.service);
-                    let name = format!("{lb_name}:{port} {pattern}");
-                    Some((
-                        r.service.clone(),
-                        RuleSpec {
-                            priority: r.priority,
-                            path_pattern: pattern,
-                            target_group_arn: arn_of(&r.service),
-                            tags: ctx.names.tags(&id, &name),
-                        },
-                    ))
-                })
-                .collect()
+            let listener_name = format!("{lb_name}:{port}");
+            let mut rules = Vec::new();
+            for r in &desired.routed {
+                let shifts = r.alternate_target_group_name.is_some();
+                let path_priority = r.path_pattern.as_ref().map(|_| r.priority);
+                let (production, test) = strategy::rule_priorities(path_priority, shifts);
+                let target = match shifts {
+                    false => RuleTarget::One(arn_of(&target_group_id(&r.service))),
+                    true => RuleTarget::Shifting {
+                        primary: arn_of(&target_group_id(&r.service)),
+                        alternate: arn_of(&alternate_target_group_id(&r.service)),
+                    },
+                };
+                // The listener's default service shifts on a rule matching every path.
+                let path_pattern = r.path_pattern.clone().unwrap_or_else(|| "/*".to_owned());
+                let mut rule = |id: String, priority: i32, header: Option<(String, String)>| {
+                    let mut spec = RuleSpec {
+                        priority,
+                        path_pattern: path_pattern.clone(),
+                        header,
+                        target: target.clone(),
+                        tags: vec![],
+                    };
+                    spec.tags = ctx.names.tags(&id, &rule_name(&listener_name, &spec));
+                    rules.push((id, spec));
+                };
+                if let Some(priority) = production {
+                    rule(rule_id(port, &r.service), priority, None);
+                }
+                if let Some(priority) = test {
+                    let header = (strategy::TEST_TRAFFIC_HEADER.to_owned(), strategy::TEST_TRAFFIC_VALUE.to_owned());
+                    rule(test_rule_id(port, &r.service), priority, Some(header));
+                }
+            }
+            rules
         };
         let listener = |port: i32, protocol: &str, action: ListenerAction, https: bool, rules| {
             let name = format!("{lb_name}:{port}");
@@ -396,7 +462,7 @@ impl IngressStep {
         lb: &LoadBalancerRef,
         wanted: &[DesiredListener],
         mode: Mode,
-    ) -> Result<Vec<Change>, StepError> {
+    ) -> Result<(Vec<Change>, RuleArns), StepError> {
         let lb_arn = lb.arn.as_str();
         let observed = if lb.created || !is_known(lb_arn) {
             vec![]
@@ -417,8 +483,12 @@ impl IngressStep {
             self.converge_listener(ctx, lb_name, lb_arn, w, found, mode)
         }))
         .await?;
-        changes.extend(per_listener.into_iter().flatten());
-        Ok(changes)
+        let mut arns = RuleArns::new();
+        for (listener_changes, listener_arns) in per_listener {
+            changes.extend(listener_changes);
+            arns.extend(listener_arns);
+        }
+        Ok((changes, arns))
     }
 
     /// One listener, on the engine, then its rules: all created on a new listener, converged on
@@ -431,7 +501,7 @@ impl IngressStep {
         wanted: &DesiredListener,
         observed: Option<ObservedListener>,
         mode: Mode,
-    ) -> Result<Vec<Change>, StepError> {
+    ) -> Result<(Vec<Change>, RuleArns), StepError> {
         let spec = &wanted.spec;
         let id = listener_id(spec.port);
         let name = format!("{lb_name}:{}", spec.port);
@@ -440,27 +510,33 @@ impl IngressStep {
         let existed = observed.is_some();
         let now = engine.converge(&kind, &id, &name, &want, observed).await?;
         let mut changes = engine.into_changes();
-        match now {
+        let arns = match now {
             Some(listener) if existed => {
                 let rules = self.api.list_rules(&listener.arn).await.map_err(StepError::aws(&id, "DescribeRules"))?;
-                changes.extend(self.converge_rules(ctx, &name, spec.port, &listener.arn, wanted, &rules, mode).await?);
+                let (rule_changes, arns) =
+                    self.converge_rules(ctx, &name, spec.port, &listener.arn, wanted, &rules, mode).await?;
+                changes.extend(rule_changes);
+                arns
             }
             now => {
                 // A new listener has no rule: each one is created (in plan mode: listed).
                 let arn = now.map_or_else(|| PENDING.to_owned(), |l| l.arn);
                 let (kind, engine) = (RuleKind::new(&*self.api), Engine::new(ctx, STEP, mode));
-                try_join_all(wanted.rules.iter().map(|(service, rule)| {
+                let created = try_join_all(wanted.rules.iter().map(|(rid, rule)| {
                     let want = RuleWant { listener_arn: arn.clone(), spec: rule.clone() };
-                    let rid = rule_id(spec.port, service);
-                    let rname = format!("{name} {}", rule.path_pattern);
+                    let rname = rule_name(&name, rule);
                     let (kind, engine) = (&kind, &engine);
-                    async move { engine.create(kind, &rid, &rname, &want).await }
+                    async move {
+                        let now = engine.create(kind, rid, &rname, &want).await?;
+                        Ok::<_, StepError>((rid.clone(), now.map_or_else(|| PENDING.to_owned(), |r| r.arn)))
+                    }
                 }))
                 .await?;
                 changes.extend(engine.into_changes());
+                created.into_iter().collect()
             }
-        }
-        Ok(changes)
+        };
+        Ok((changes, arns))
     }
 
     /// The path rules of one listener, on the engine: matched by priority, modified when their
@@ -476,7 +552,7 @@ impl IngressStep {
         wanted: &DesiredListener,
         observed: &[ObservedRule],
         mode: Mode,
-    ) -> Result<Vec<Change>, StepError> {
+    ) -> Result<(Vec<Change>, RuleArns), StepError> {
         let listener = listener_id(port);
         let existing: Vec<&ObservedRule> = observed.iter().filter(|r| !r.is_default && r.priority.is_some()).collect();
         let wanted_priorities: BTreeSet<i32> = wanted.rules.iter().map(|(_, r)| r.priority).collect();
@@ -504,23 +580,25 @@ impl IngressStep {
             engine.prune(&kind, ours, &BTreeSet::new()).await?;
         }
 
-        try_join_all(wanted.rules.iter().map(|(service, spec)| {
-            let id = rule_id(port, service);
-            let name = format!("{listener_name} {}", spec.path_pattern);
+        let arns = try_join_all(wanted.rules.iter().map(|(id, spec)| {
+            let name = rule_name(listener_name, spec);
             let have = existing.iter().find(|r| r.priority == Some(spec.priority)).map(|r| (*r).clone());
             let want = RuleWant { listener_arn: listener_arn.to_owned(), spec: spec.clone() };
             let (kind, engine) = (&kind, &engine);
-            async move { engine.converge(kind, &id, &name, &want, have).await }
+            async move {
+                let now = engine.converge(kind, id, &name, &want, have).await?;
+                Ok::<_, StepError>((id.clone(), now.map_or_else(|| PENDING.to_owned(), |r| r.arn)))
+            }
         }))
         .await?;
-        Ok(engine.into_changes())
+        Ok((engine.into_changes(), arns.into_iter().collect()))
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
         // The reads need only names, so they run while the inputs are still coming; the target
         // groups then need only the VPC, the load balancer also its subnets and security group.
         let routed = Desired::routed(ctx);
-        let tg_names: Vec<String> = routed.iter().map(|r| r.target_group_name.clone()).collect();
+        let tg_names: Vec<String> = routed.iter().flat_map(|r| r.target_groups()).map(|(_, name)| name).collect();
         let lb_name = ctx.names.load_balancer();
         // The region's target groups, listed once: the routed ones by name, and the environment's
         // that the config no longer declares.
@@ -533,9 +611,15 @@ impl IngressStep {
 
         let engine = Engine::new(ctx, STEP, mode);
         let target_groups = async {
-            let results = try_join_all(routed.iter().map(|r| {
-                let found = observed_tgs.iter().copied().find(|tg| tg.name == r.target_group_name);
-                self.converge_target_group(&engine, ctx, &network.vpc_id, r, found)
+            let wanted: Vec<(&Routed, (String, String))> =
+                routed.iter().flat_map(|r| r.target_groups().into_iter().map(move |tg| (r, tg))).collect();
+            let (engine, vpc_id) = (&engine, network.vpc_id.as_str());
+            let results = try_join_all(wanted.iter().map(|(r, (id, name))| {
+                let found = observed_tgs.iter().copied().find(|tg| &tg.name == name);
+                async move {
+                    let arn = self.converge_target_group(engine, ctx, vpc_id, r, (id, name), found).await?;
+                    Ok::<_, StepError>((id.clone(), arn))
+                }
             }))
             .await?;
             Ok::<_, StepError>(results)
@@ -549,19 +633,40 @@ impl IngressStep {
         };
         let ((desired, lb, mut changes), tg_results) = tokio::try_join!(load_balancer, target_groups)?;
 
-        let target_group_arns: BTreeMap<String, String> =
-            desired.routed.iter().map(|r| r.service.clone()).zip(tg_results).collect();
+        // Logical id → ARN of every wanted target group.
+        let tg_arns: BTreeMap<String, String> = tg_results.into_iter().collect();
         changes.extend(engine.changes());
 
-        let wanted = Self::desired_listeners(ctx, &desired, &target_group_arns);
+        let wanted = Self::desired_listeners(ctx, &desired, &tg_arns);
         // Rules of services no longer routed are deleted here, before their target groups.
-        changes.extend(self.converge_listeners(ctx, &desired.load_balancer.name, &lb, &wanted, mode).await?);
+        let (listener_changes, rule_arns) =
+            self.converge_listeners(ctx, &desired.load_balancer.name, &lb, &wanted, mode).await?;
+        changes.extend(listener_changes);
 
+        let arn = |map: &BTreeMap<String, String>, id: &str| map.get(id).cloned().unwrap_or_else(|| PENDING.into());
+        let rules_port = wanted.iter().rev().find(|l| !l.rules.is_empty()).map_or(80, |l| l.spec.port);
+        let traffic_shifts = desired
+            .routed
+            .iter()
+            .filter(|r| r.alternate_target_group_name.is_some())
+            .map(|r| {
+                let shift = TrafficShift {
+                    alternate_target_group_arn: arn(&tg_arns, &alternate_target_group_id(&r.service)),
+                    production_listener_rule_arn: arn(&rule_arns, &rule_id(rules_port, &r.service)),
+                    test_listener_rule_arn: arn(&rule_arns, &test_rule_id(rules_port, &r.service)),
+                };
+                (r.service.clone(), shift)
+            })
+            .collect();
         ctx.put(IngressOutputs {
             load_balancer_arn: lb.arn,
             dns_name: lb.dns_name,
-            target_group_arns,
-            traffic_shifts: BTreeMap::new(),
+            target_group_arns: desired
+                .routed
+                .iter()
+                .map(|r| (r.service.clone(), arn(&tg_arns, &target_group_id(&r.service))))
+                .collect(),
+            traffic_shifts,
         });
 
         // Prune: the environment's target groups the config no longer routes to.
@@ -575,7 +680,7 @@ impl IngressStep {
                 ctx.wait::<ServicesOutputs>(STEP).await?;
             }
             let prune = Engine::new(ctx, STEP, mode);
-            let declared: BTreeSet<String> = routed.iter().map(|r| target_group_id(&r.service)).collect();
+            let declared: BTreeSet<String> = routed.iter().flat_map(|r| r.target_groups()).map(|(id, _)| id).collect();
             prune.prune(&kind, undeclared, &declared).await?;
             changes.extend(prune.into_changes());
         }

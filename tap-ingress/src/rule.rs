@@ -2,8 +2,9 @@
 //! listener that forwards (`/api/*` → the api-gateway target group), run by the resource engine
 //! ([`tap_core::resource`]).
 //!
-//! - **diff**: conditions and actions, converged with one `ModifyRule` (the typed update is the
-//!   wanted [`RuleSpec`]).
+//! - **diff**: conditions and where it forwards, converged with one `ModifyRule` that sends only
+//!   what differs ([`RuleUpdate`]). A traffic-shifting service's rules forward to its two target
+//!   groups; the weights between them are ECS's during and after a deployment, never "repaired".
 //! - **find** (adoption after a create whose outcome is unknown, or `PriorityInUse`): the
 //!   listener's rule at the same priority, only when it is the one wanted (same conditions and
 //!   actions); another rule there is a conflict, reported as AWS's `PriorityInUse`.
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use tap_core::resource::{ActionError, Diff, During, Resource};
 use tap_core::AwsError;
 
-use crate::api::{ElbApi, ObservedRule, RuleSpec};
+use crate::api::{sorted_conditions, ElbApi, ObservedRule, RuleSpec, RuleUpdate};
 use crate::{push_attr, show_actions, show_conditions};
 
 /// What the config asks of one rule: its listener and its settings.
@@ -42,26 +43,30 @@ impl<'a> RuleKind<'a> {
 impl Resource for RuleKind<'_> {
     type Desired = RuleWant;
     type Observed = ObservedRule;
-    /// The rule's wanted conditions and actions (`ModifyRule` sends both).
-    type Update = RuleSpec;
+    /// The wanted rule and what of it differs.
+    type Update = RuleUpdate;
     const KIND: &'static str = "ingress/listener/rule";
     const CREATE: &'static str = "CreateRule";
     const DELETE: &'static str = "DeleteRule";
 
-    fn diff(&self, want: &RuleWant, have: &ObservedRule) -> Result<Option<Diff<RuleSpec>>, String> {
-        let (want_c, want_a) = (want.spec.conditions(), want.spec.actions());
+    fn diff(&self, want: &RuleWant, have: &ObservedRule) -> Result<Option<Diff<RuleUpdate>>, String> {
+        let want_c = want.spec.conditions();
+        let have_c = sorted_conditions(&have.conditions);
+        let conditions = have_c != want_c;
+        let actions = !want.spec.target.matches(&have.actions);
         let mut attrs = Vec::new();
-        let (have_c, have_a) = (show_conditions(&have.conditions), show_actions(&have.actions));
-        push_attr(&mut attrs, "conditions", have.conditions != want_c, have_c, show_conditions(&want_c));
-        push_attr(&mut attrs, "actions", have.actions != want_a, have_a, show_actions(&want_a));
-        Ok((!attrs.is_empty()).then(|| Diff::new(want.spec.clone(), attrs)))
+        push_attr(&mut attrs, "conditions", conditions, show_conditions(&have_c), show_conditions(&want_c));
+        push_attr(&mut attrs, "actions", actions, show_actions(&have.actions), show_actions(&want.spec.actions()));
+        Ok((!attrs.is_empty()).then(|| Diff::new(RuleUpdate { spec: want.spec.clone(), conditions, actions }, attrs)))
     }
 
     async fn find(&self, want: &RuleWant) -> Result<Option<ObservedRule>, AwsError> {
         let rules = self.api.list_rules(&want.listener_arn).await?;
         let spec = &want.spec;
         Ok(rules.into_iter().find(|r| {
-            r.priority == Some(spec.priority) && r.conditions == spec.conditions() && r.actions == spec.actions()
+            r.priority == Some(spec.priority)
+                && sorted_conditions(&r.conditions) == spec.conditions()
+                && spec.target.matches(&r.actions)
         }))
     }
 
@@ -80,8 +85,8 @@ impl Resource for RuleKind<'_> {
         error.is("PriorityInUse")
     }
 
-    async fn update(&self, have: &ObservedRule, spec: &RuleSpec) -> Result<(), ActionError> {
-        self.api.modify_rule(&have.arn, spec).await.during("ModifyRule")
+    async fn update(&self, have: &ObservedRule, update: &RuleUpdate) -> Result<(), ActionError> {
+        self.api.modify_rule(&have.arn, update).await.during("ModifyRule")
     }
 
     async fn delete(&self, have: &ObservedRule) -> Result<(), ActionError> {

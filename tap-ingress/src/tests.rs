@@ -41,6 +41,7 @@ fn context_with(config: Config, known: bool) -> Context {
         execution_role_arn: id("arn:role"),
         task_role_arns: BTreeMap::new(),
         secret_arns: BTreeMap::new(),
+        infrastructure_role_arn: None,
     });
     ctx
 }
@@ -249,7 +250,8 @@ async fn creates_exactly_the_spec_from_nothing() {
             l == L80_ARN
                 && r.priority == 10
                 && r.path_pattern == "/api/*"
-                && r.target_group_arn == API_ARN
+                && r.target == RuleTarget::One(API_ARN.into())
+                && r.header.is_none()
                 && has(&r.tags, "tap:component", "ingress/listener/http/rule/api-gateway")
         })
         .times(1)
@@ -395,7 +397,14 @@ async fn listener_and_rule_drift_are_converged() {
         .times(1)
         .returning(|_, _| Ok(()));
     m.expect_modify_rule()
-        .withf(|arn, r| arn == RULE_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .withf(|arn, r| {
+            arn == RULE_ARN
+                && r.spec.path_pattern == "/api/*"
+                && r.spec.target == RuleTarget::One(API_ARN.into())
+                // Only the path drifted: its target is not sent again.
+                && r.conditions
+                && !r.actions
+        })
         .times(1)
         .returning(|_, _| Ok(()));
     m.expect_delete_rule().withf(|arn| arn == "rule-stale").times(1).returning(|_| Ok(()));
@@ -576,7 +585,7 @@ async fn certificate_adds_https_listener_and_redirects_http() {
         .returning(|_, _| Ok(L443_ARN.into()));
     // The path rule goes on :443 only.
     m.expect_create_rule()
-        .withf(|l, r| l == L443_ARN && r.path_pattern == "/api/*" && r.target_group_arn == API_ARN)
+        .withf(|l, r| l == L443_ARN && r.path_pattern == "/api/*" && r.target == RuleTarget::One(API_ARN.into()))
         .times(1)
         .returning(|_, _| Ok(RULE_ARN.into()));
     let changes = step(m).apply(&context_with_certificate()).await.unwrap();
@@ -987,4 +996,97 @@ async fn a_configured_deregistration_delay_is_the_one_set() {
     m.expect_modify_target_group().never();
     let changes = step(m).apply(&context_with(config, true)).await.unwrap();
     assert_eq!(changes.len(), 2, "{changes:?}");
+}
+
+fn shifting_desired(config: Config) -> (Context, Desired) {
+    let ctx = Context::new(config);
+    let load_balancer = LoadBalancerSpec {
+        name: ctx.names.load_balancer(),
+        scheme: SCHEME.into(),
+        subnet_ids: vec![],
+        security_group_ids: vec![],
+        tags: vec![],
+    };
+    let desired = Desired { load_balancer, routed: Desired::routed(&ctx), certificate_arn: None };
+    (ctx, desired)
+}
+
+#[test]
+fn a_traffic_shifting_service_gets_an_alternate_group_a_production_rule_and_a_test_rule() {
+    let mut config = Config::default();
+    config.deploy.strategy = tap_core::strategy::Strategy::BlueGreen;
+    let (ctx, desired) = shifting_desired(config);
+    let fe = desired.routed.iter().find(|r| r.service == "frontend").unwrap();
+    assert_eq!(
+        fe.target_groups(),
+        vec![
+            ("ingress/target-group/frontend".to_string(), "tap-fe-dev".to_string()),
+            ("ingress/target-group/frontend/alternate".to_string(), "tap-fe-alt-dev".to_string()),
+        ]
+    );
+    let arns: BTreeMap<String, String> =
+        desired.routed.iter().flat_map(|r| r.target_groups()).map(|(id, name)| (id, format!("arn:{name}"))).collect();
+    let listeners = IngressStep::desired_listeners(&ctx, &desired, &arns);
+    assert_eq!(listeners.len(), 1);
+    // The listener's default action stays a plain forward: ECS shifts traffic on rules only.
+    assert_eq!(listeners[0].spec.default_action, ListenerAction::forward("arn:tap-fe-dev"));
+    let rules: Vec<(&str, i32, &str, Option<&str>, &RuleTarget)> = listeners[0]
+        .rules
+        .iter()
+        .map(|(id, r)| {
+            (id.as_str(), r.priority, r.path_pattern.as_str(), r.header.as_ref().map(|h| h.0.as_str()), &r.target)
+        })
+        .collect();
+    let pair = |short: &str| RuleTarget::Shifting {
+        primary: format!("arn:tap-{short}-dev"),
+        alternate: format!("arn:tap-{short}-alt-dev"),
+    };
+    let (fe_pair, api_pair) = (pair("fe"), pair("api"));
+    assert_eq!(
+        rules,
+        vec![
+            ("ingress/listener/http/rule/frontend", 50000, "/*", None, &fe_pair),
+            ("ingress/listener/http/rule/frontend/test", 49999, "/*", Some("x-tap-test-traffic"), &fe_pair),
+            ("ingress/listener/http/rule/api-gateway", 10, "/api/*", None, &api_pair),
+            ("ingress/listener/http/rule/api-gateway/test", 9, "/api/*", Some("x-tap-test-traffic"), &api_pair),
+        ]
+    );
+    // Written with all the weight on the service's own group.
+    assert_eq!(
+        fe_pair.action(),
+        ListenerAction::Weighted {
+            target_groups: vec![("arn:tap-fe-dev".into(), 100), ("arn:tap-fe-alt-dev".into(), 0)]
+        }
+    );
+}
+
+#[test]
+fn the_weights_ecs_moved_are_never_repaired_but_a_missing_group_is() {
+    let want = RuleWant {
+        listener_arn: L80_ARN.into(),
+        spec: RuleSpec {
+            priority: 10,
+            path_pattern: "/api/*".into(),
+            header: None,
+            target: RuleTarget::Shifting { primary: API_ARN.into(), alternate: "arn:alt".into() },
+            tags: vec![],
+        },
+    };
+    let observed = |actions: Vec<ListenerAction>| ObservedRule {
+        arn: RULE_ARN.into(),
+        priority: Some(10),
+        is_default: false,
+        conditions: vec![Condition { field: "path-pattern".into(), values: vec!["/api/*".into()] }],
+        actions,
+    };
+    let m = MockElbApi::new();
+    let kind = RuleKind::new(&m);
+    // After a deployment ECS left all traffic on the alternate group: that is no drift.
+    let moved =
+        observed(vec![ListenerAction::Weighted { target_groups: vec![("arn:alt".into(), 100), (API_ARN.into(), 0)] }]);
+    assert!(kind.diff(&want, &moved).unwrap().is_none());
+    // A rule that forwards to one group (the service was rolling) gets the pair: actions only.
+    let single = observed(vec![ListenerAction::forward(API_ARN)]);
+    let diff = kind.diff(&want, &single).unwrap().expect("the pair is missing");
+    assert!(diff.update.actions && !diff.update.conditions);
 }

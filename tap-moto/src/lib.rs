@@ -6,7 +6,9 @@
 //! a free 127.0.0.1 port with IAM's managed policies loaded, waits until it answers, and stops it on
 //! drop. [`proxy::Proxy`] sits in front of it to add latency or inject faults (throttling, lost
 //! responses, a stall at call N), to model AWS's asynchronous deletions ([`async_deletes`]) and,
-//! with [`rollout`], to play ECS rollouts over time.
+//! with [`rollout`], to play ECS rollouts over time: rolling, blue/green, canary and linear
+//! deployments with their service deployments ([`service_deployments`]), traffic moved on the
+//! listener rules and alarms read in moto ([`upstream`]).
 //!
 //! ```no_run
 //! let moto = tap_moto::Moto::start().unwrap();
@@ -16,8 +18,14 @@
 #![forbid(unsafe_code)]
 
 pub mod async_deletes;
+mod engine;
 pub mod proxy;
 pub mod rollout;
+#[cfg(test)]
+mod rollout_tests;
+pub mod service_deployments;
+mod tasks;
+pub mod upstream;
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

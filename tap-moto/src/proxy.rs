@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::async_deletes::AsyncDeletes;
-use crate::rollout::{Double, Rollouts};
+use crate::rollout::{Double, Reply, Rollouts};
 
 /// What to do to the calls passing through.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +130,11 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Replaces the faults (e.g. to stop injecting them).
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
@@ -137,8 +142,12 @@ impl Proxy {
 
     /// Turns on the ECS rollout double (see [`crate::rollout`]) for the services created from
     /// now on.
+    /// The double moves listener rule weights and reads alarms in the moto behind the proxy, and
+    /// plays rollouts forward on its own every [`Rollouts::tick`].
     pub fn set_rollouts(&self, settings: Rollouts) {
-        *self.shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Double::new(settings)));
+        let double = Arc::new(Double::with_upstream(settings, self.shared.upstream));
+        Double::start_ticking(&double);
+        *self.shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(double);
     }
 
     /// Every call seen so far.
@@ -372,11 +381,15 @@ fn with_body(response: &[u8], body: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// A `200` answer with this body.
-fn ok_response(content_type: &str, body: &str) -> Vec<u8> {
+/// The double's answer on the wire.
+fn reply_response(reply: &Reply) -> Vec<u8> {
+    let status = if reply.status == 200 { "200 OK".to_string() } else { format!("{} Bad Request", reply.status) };
+    let error = reply.error_type.as_ref().map(|e| format!("x-amzn-ErrorType: {e}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nx-amzn-RequestId: tap-rollout-double\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nx-amzn-RequestId: tap-rollout-double\r\n{error}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reply.content_type,
+        reply.body.len(),
+        reply.body
     )
     .into_bytes()
 }
@@ -413,19 +426,19 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(&ec2_error(code, &message))?;
         return client.shutdown(Shutdown::Both);
     }
+    // Cloud Map shares ECS's operation names (CreateService, UpdateService, DeleteService): only
+    // ECS's own calls are ECS services.
+    let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
     let double = shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some((content_type, body)) = double.as_ref().and_then(|d| d.answer(&op, &region(&req), &req.body)) {
+    if let Some(reply) = double.as_ref().and_then(|d| d.answer(&op, ecs, &region(&req), &req.body)) {
         record(Fate::Synthesized);
-        client.write_all(&ok_response(content_type, &body))?;
+        client.write_all(&reply_response(&reply))?;
         return client.shutdown(Shutdown::Both);
     }
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
     let mut response = read_response(&mut upstream)?;
-    // Cloud Map shares ECS's operation names (CreateService, UpdateService, DeleteService): only
-    // ECS's own calls are ECS services.
-    let ecs = String::from_utf8_lossy(&req.head).contains("AmazonEC2ContainerService");
     if is_success(&response) {
         let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
         shared.deletes.observe(&op, ecs, &body, &String::from_utf8_lossy(&response[split..]));
@@ -517,6 +530,24 @@ mod tests {
                 ("DescribeServices".into(), Fate::Forwarded),
             ]
         );
+    }
+
+    /// ECS's own calls meet the double (an invalid deployment configuration is refused as ECS
+    /// refuses it, not forwarded); Cloud Map's calls of the same names pass untouched.
+    #[test]
+    fn the_double_answers_ecs_and_leaves_cloud_map_alone() {
+        let proxy = proxy_over_ok_upstream();
+        proxy.set_rollouts(Rollouts::default());
+        let invalid = r#"{"serviceName":"s","desiredCount":1,"deploymentConfiguration":{"strategy":"LINEAR","linearConfiguration":{"stepPercent":1.0}}}"#;
+        let ecs = send(&proxy, Some("AmazonEC2ContainerServiceV20141113.CreateService"), invalid);
+        assert!(ecs.starts_with("HTTP/1.1 400 "), "{ecs}");
+        assert!(ecs.contains("x-amzn-ErrorType: InvalidParameterException") && ecs.contains("stepPercent"), "{ecs}");
+        let cloud_map = send(&proxy, Some("Route53AutoNaming_v20170314.CreateService"), invalid);
+        assert!(cloud_map.ends_with("ok"), "{cloud_map}");
+        let listed = send(&proxy, Some("Route53AutoNaming_v20170314.ListServiceDeployments"), "{}");
+        assert!(listed.ends_with("ok"), "only ECS's service deployments are the double's: {listed}");
+        let fates: Vec<Fate> = proxy.calls().into_iter().map(|c| c.fate).collect();
+        assert_eq!(fates, vec![Fate::Synthesized, Fate::Forwarded, Fate::Forwarded]);
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub fn task_component(service: &str) -> String {
 /// One call instead of four per role (`GetRole`, `ListAttachedRolePolicies`, `GetRolePolicy`,
 /// `ListRolePolicies`): a no-op deploy with 3 services makes 1 IAM call instead of 16.
 pub async fn read_roles(api: &dyn IamApi, ctx: &Context) -> Result<BTreeMap<String, RoleDetail>, StepError> {
-    let mut names = vec![ctx.names.execution_role()];
+    let mut names = vec![ctx.names.execution_role(), ctx.names.infrastructure_role()];
     names.extend(ctx.config.services.iter().map(|s| ctx.names.task_role(&s.name)));
     api.role_details(&names).await.map_err(StepError::aws(ROLES_COMPONENT, "GetAccountAuthorizationDetails"))
 }
@@ -250,6 +250,43 @@ fn spec(ctx: &Context, component: &str, name: &str, policies: PoliciesFn) -> Rol
         tags: ctx.names.tags(component, name),
         policies,
     }
+}
+
+/// Logical id of the ECS infrastructure role for load balancers.
+pub const INFRASTRUCTURE_COMPONENT: &str = "security/role/ecs-infrastructure";
+
+/// Whether any service's strategy shifts traffic (and so needs the infrastructure role).
+fn needs_infrastructure_role(ctx: &Context) -> bool {
+    ctx.config.services.iter().any(|s| s.route.is_some() && ctx.config.strategy_of(s).strategy.shifts_traffic())
+}
+
+/// The ECS infrastructure role for load balancers, while a service shifts traffic: trusted by
+/// `ecs.amazonaws.com`, the AWS-managed `AmazonECSInfrastructureRolePolicyForLoadBalancers` and
+/// nothing else. Returns its ARN ([`PENDING`] in plan mode when it would be created), `None` when
+/// no service needs it (an existing one is then pruned with the roles the config no longer
+/// declares).
+pub async fn converge_infrastructure_role(
+    api: &dyn IamApi,
+    ctx: &Context,
+    engine: &Engine<'_>,
+    roles: &BTreeMap<String, RoleDetail>,
+) -> Result<Option<String>, StepError> {
+    if !needs_infrastructure_role(ctx) {
+        return Ok(None);
+    }
+    let name = ctx.names.infrastructure_role();
+    let want = RoleSpec {
+        name: name.clone(),
+        trust: policy::ecs_trust_policy(),
+        tags: ctx.names.tags(INFRASTRUCTURE_COMPONENT, &name),
+        policies: Box::new(|arn: &ArnParts| RolePolicies {
+            managed: Some(BTreeSet::from([policy::infrastructure_managed_policy_arn(&arn.partition)])),
+            inline: Some(BTreeMap::new()),
+        }),
+    };
+    let have = roles.get(&name).map(|d| observed(&name, d));
+    let role = engine.converge(&kind(api, ctx), INFRASTRUCTURE_COMPONENT, &name, &want, have).await?;
+    Ok(Some(role.map(|r| r.detail.arn).unwrap_or_else(|| PENDING.into())))
 }
 
 fn conflict(id: &str, name: &str) -> impl FnOnce(String) -> StepError {
@@ -408,6 +445,9 @@ pub fn undeclared_roles(ctx: &Context, roles: &BTreeMap<String, RoleDetail>) -> 
 fn declared_names(ctx: &Context) -> BTreeMap<String, String> {
     let mut named: BTreeMap<String, String> =
         BTreeMap::from([(ctx.names.execution_role(), EXECUTION_COMPONENT.into())]);
+    if needs_infrastructure_role(ctx) {
+        named.insert(ctx.names.infrastructure_role(), INFRASTRUCTURE_COMPONENT.into());
+    }
     named.extend(ctx.config.services.iter().map(|s| (ctx.names.task_role(&s.name), task_component(&s.name))));
     named
 }

@@ -7,6 +7,9 @@
 //!   `AmazonECSTaskExecutionRolePolicy` + `secretsmanager:GetSecretValue` on exactly the secrets)
 //!   and one task role per service (its own log group, plus its `permissions`), all trusted by
 //!   `ecs-tasks.amazonaws.com`; typed policy documents compared semantically.
+//! - The ECS infrastructure role for load balancers (trust `ecs.amazonaws.com`, the AWS-managed
+//!   `AmazonECSInfrastructureRolePolicyForLoadBalancers`, nothing else), only while a service's
+//!   deployment strategy shifts traffic: ECS assumes it to move traffic between target groups.
 //! - [`secrets`]: one secret per `config.secrets` entry, a JSON object of fixed and generated
 //!   fields, created once and never regenerated, read or printed afterwards.
 //!
@@ -105,6 +108,9 @@ impl SecurityStep {
         let observed_roles = tokio::sync::OnceCell::new();
         let roles = || observed_roles.get_or_try_init(|| iam::read_roles(&*self.iam, ctx));
         let task_roles = async { iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?).await };
+        let infrastructure_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
+        let infrastructure_role =
+            async { iam::converge_infrastructure_role(&*self.iam, ctx, &infrastructure_engine, roles().await?).await };
         let execution_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
         let execution = async {
             let engine = &execution_engine;
@@ -127,14 +133,15 @@ impl SecurityStep {
                     Err(_) => std::future::pending().await,
                 }
             };
-            let (group_ids, task_roles, (secrets, execution_role)) =
-                tokio::try_join!(group_ids, task_roles, execution)?;
+            let (group_ids, task_roles, (secrets, execution_role), infrastructure_role_arn) =
+                tokio::try_join!(group_ids, task_roles, execution, infrastructure_role)?;
             ctx.put(SecurityOutputs {
                 alb_security_group_id: group_ids.alb,
                 service_security_group_ids: group_ids.services,
                 execution_role_arn: execution_role.clone(),
                 task_role_arns: task_roles.iter().map(|(service, arn, _)| (service.clone(), arn.clone())).collect(),
                 secret_arns: secrets.arns.clone(),
+                infrastructure_role_arn,
             });
             Ok::<_, StepError>((task_roles, secrets, execution_role))
         };
@@ -142,6 +149,7 @@ impl SecurityStep {
 
         let mut changes = groups.changes;
         changes.extend(execution_engine.into_changes());
+        changes.extend(infrastructure_engine.into_changes());
         changes.extend(task_roles.into_iter().flat_map(|(_, _, role)| role));
         changes.extend(secrets.changes);
 

@@ -136,6 +136,24 @@ pub fn ecs_tasks_trust_policy() -> PolicyDocument {
     }])
 }
 
+/// Trust policy of the role ECS itself assumes (the infrastructure role for load balancers).
+pub fn ecs_trust_policy() -> PolicyDocument {
+    PolicyDocument::new(vec![Statement {
+        sid: None,
+        effect: Effect::Allow,
+        principal: Some(Principal { service: vec!["ecs.amazonaws.com".into()] }),
+        action: vec!["sts:AssumeRole".into()],
+        resource: None,
+        condition: None,
+    }])
+}
+
+/// The AWS-managed policy of the ECS infrastructure role for load balancers: what ECS needs to
+/// move traffic between a service's target groups on its listener rules.
+pub fn infrastructure_managed_policy_arn(partition: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers")
+}
+
 /// The AWS-managed policy attached to the execution role (pull images, write logs).
 pub fn execution_managed_policy_arn(partition: &str) -> String {
     format!("arn:{partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")

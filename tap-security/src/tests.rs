@@ -183,8 +183,10 @@ fn role_details(world: &World, names: &[String]) -> BTreeMap<String, RoleDetail>
 }
 
 /// The names of the environment's four roles, as the step asks for them.
+/// The roles one read asks for: every role the environment may have (the infrastructure role
+/// too, so a config that no longer needs it still finds it to prune).
 fn all_role_names() -> Vec<String> {
-    let mut names = vec!["tap-task-execution-dev".to_string()];
+    let mut names = vec!["tap-task-execution-dev".to_string(), "tap-ecs-infrastructure-dev".to_string()];
     names.extend(SERVICES.iter().map(|s| format!("tap-{s}-task-dev")));
     names
 }

@@ -1,6 +1,6 @@
 //! The plan of the services step (log groups, task definitions, ECS services, auto scaling) made
 //! with `tap-services` alone (and tap-core) against a local `moto_server`. The services step reads
-//! the outputs of all six other steps; this example puts hand-made ones into the [`Context`] and
+//! the outputs of all seven other steps; this example puts hand-made ones into the [`Context`] and
 //! plans — what a first deploy would create — without a single mutating call.
 //!
 //! ```sh
@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use tap_core::aws::AwsSession;
 
 use tap_core::outputs::{
-    ClusterOutputs, DiscoveryOutputs, DiscoveryService, IngressOutputs, NetworkOutputs, RegistryOutputs, Repository,
-    SecurityOutputs, SubnetRef,
+    AlarmsOutputs, ClusterOutputs, DiscoveryOutputs, DiscoveryService, IngressOutputs, NetworkOutputs, RegistryOutputs,
+    Repository, SecurityOutputs, SubnetRef,
 };
 use tap_core::{Config, Context, Step};
 use tap_services::ServicesStep;
@@ -83,6 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|s| (s.name.clone(), format!("arn:aws:secretsmanager:{region}:{account}:secret:{}", s.name)))
             .collect(),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{region}:{account}:loadbalancer/app/tap-alb/1"),
@@ -103,6 +104,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let arn = format!("arn:aws:servicediscovery:{region}:{account}:service/{id}");
                 (s, DiscoveryService { id, arn })
             })
+            .collect(),
+    });
+    // The alarms each service names in its deployment configuration.
+    ctx.put(AlarmsOutputs {
+        alarm_names: per_service(&|_| String::new())
+            .into_keys()
+            .map(|s| (s.clone(), vec![ctx.names.alarm(&s, "cpu-high"), ctx.names.alarm(&s, "memory-high")]))
             .collect(),
     });
     let step = ServicesStep::from_session(&session);

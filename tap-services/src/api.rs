@@ -10,11 +10,13 @@ use tap_core::outputs::{is_known, ClusterOutputs};
 use tap_core::{AwsError, Context, StepError};
 
 use crate::component;
+use crate::image::RepositoryImage;
 use crate::logs::ObservedLogGroup;
 use crate::prune::{target_prefix, Listed, FAMILY_PREFIX, LOG_GROUP_PREFIX};
 use crate::rollout::{LogPage, ObservedTask, OneOffTask, TargetState};
 use crate::scaling::{desired_policy, resource_id, ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{DesiredService, ObservedService, ServiceUpdate};
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
 
 /// Which revisions of a task definition family to list.
@@ -44,7 +46,8 @@ pub trait ServicesApi: Send + Sync {
     /// Deletes a log group.
     async fn delete_log_group(&self, name: &str) -> Result<(), AwsError>;
 
-    /// The latest revision of a task definition family (`None` when the family has none).
+    /// The latest revision of a task definition family, or the revision a `family:revision` or an
+    /// ARN names (`None` when there is none).
     async fn describe_task_definition(&self, family: &str) -> Result<Option<ObservedTaskDefinition>, AwsError>;
     /// Registers a new revision; returns it.
     async fn register_task_definition(
@@ -100,6 +103,9 @@ pub trait ServicesApi: Send + Sync {
 
     /// Whether `repository` holds an image tagged `tag` (a missing repository holds none).
     async fn image_exists(&self, repository: &str, tag: &str) -> Result<bool, AwsError>;
+    /// Every image of `repository` with its tags and push time (DescribeImages, all pages; a
+    /// missing repository holds none).
+    async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError>;
 
     /// The targets of a target group with their health (`healthy`, `unhealthy`, `initial`, …)
     /// and, when not healthy, ELB's reason (`Target.FailedHealthChecks`, …).
@@ -121,6 +127,20 @@ pub trait ServicesApi: Send + Sync {
     ) -> Result<LogPage, AwsError>;
     /// Starts a one-off task (RunTask) and returns it.
     async fn run_task(&self, task: &OneOffTask) -> Result<ObservedTask, AwsError>;
+
+    /// `ListServiceDeployments` of one service, every page.
+    async fn list_service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError>;
+    /// `DescribeServiceDeployments` (up to 20 ARNs).
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError>;
+    /// `DescribeServiceRevisions` (up to 20 ARNs): revision ARN → the task definition it runs.
+    async fn service_revision_task_definitions(&self, arns: &[String]) -> Result<BTreeMap<String, String>, AwsError>;
+    /// `StopServiceDeployment` with stop type `ROLLBACK`: production traffic back on the source
+    /// revision.
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), AwsError>;
 }
 
 /// What one batched read found of the configured services' log groups, ECS services, scalable

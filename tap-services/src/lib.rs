@@ -3,7 +3,8 @@
 //!
 //! **Reads** from the [`Context`]: the private subnets (network), the repository URIs (registry),
 //! the cluster (cluster), the security groups, roles and secret ARNs (security), the ALB DNS name and
-//! target groups (ingress) and the Cloud Map services (discovery).
+//! target groups (ingress), the Cloud Map services (discovery) and each service's CloudWatch alarm
+//! names (alarms), which it names in `deploymentConfiguration.alarms` with rollback on.
 //! **Writes** [`ServicesOutputs`]: service name → ECS service ARN (in apply mode after the prune).
 //!
 //! Per service, concurrently across services:
@@ -35,6 +36,10 @@
 //! `Step::prune_reads`). `destroy` removes everything these listings find, whatever the config
 //! says, and gives [`Gone::EcsServices`] as soon as the ECS services are INACTIVE.
 //!
+//! [`image`]: a service that already runs is never moved to an image its repository does not
+//! have — checked before anything of it is written; plan lists a refusal (`!`), apply fails
+//! (unless `deploy.allow_missing_images`). A service still to be created is created all the same.
+//!
 //! After converging, deploy warns about images missing from ECR and (unless `deploy.wait` is off)
 //! waits for every rollout to complete. [`status::status`] backs `tap status`.
 //!
@@ -51,12 +56,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod image;
 pub mod logs;
 mod prune;
 pub mod rollout;
 pub mod scaling;
 mod sdk;
 pub mod service;
+pub mod service_deployment;
 pub mod status;
 pub mod task_definition;
 
@@ -69,8 +76,8 @@ use futures::future::try_join_all;
 use tap_core::aws::AwsSession;
 use tap_core::config::ServiceSpec;
 use tap_core::outputs::{
-    is_known, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, SecurityOutputs,
-    ServicesOutputs,
+    is_known, AlarmsOutputs, ClusterOutputs, DiscoveryOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs,
+    SecurityOutputs, ServicesOutputs,
 };
 use tap_core::resource::Engine;
 use tap_core::step::{Gone, OutputKind};
@@ -114,6 +121,7 @@ pub(crate) struct Inputs {
     pub security: SecurityOutputs,
     pub ingress: IngressOutputs,
     pub discovery: DiscoveryOutputs,
+    pub alarms: AlarmsOutputs,
 }
 
 impl Inputs {
@@ -127,6 +135,7 @@ impl Inputs {
             security: ctx.get(STEP)?,
             ingress: ctx.get(STEP)?,
             discovery: ctx.get(STEP)?,
+            alarms: ctx.get(STEP)?,
         })
     }
 
@@ -139,6 +148,7 @@ impl Inputs {
             security: ctx.wait(STEP).await?,
             ingress: ctx.wait(STEP).await?,
             discovery: ctx.wait(STEP).await?,
+            alarms: ctx.wait(STEP).await?,
         })
     }
 }
@@ -188,6 +198,9 @@ impl ServicesStep {
     ) -> Result<Converged, StepError> {
         let (ctx, mode) = (engine.ctx(), engine.mode());
         let api = self.api.as_ref();
+        // A running service is never moved to an image its repository does not have: checked
+        // before anything of the service is written (plan lists the refusal, apply stops).
+        let (image_found, refusal) = self.check_move(ctx, mode, inputs, observed, spec).await?;
         let work = async {
             let log_group = async {
                 let name = ctx.names.log_group(&spec.name);
@@ -212,19 +225,19 @@ impl ServicesStep {
         // missing: a no-op under `--no-wait` needs neither. When the answer is sure to be needed
         // (waiting, or a service still to create) it runs beside the service's calls, not after.
         let creating = !observed.services.contains_key(&ctx.names.ecs_service(&spec.name));
-        let early = mode.is_apply() && (ctx.config.deploy.wait || creating);
+        let early = mode.is_apply() && image_found.is_none() && (ctx.config.deploy.wait || creating);
         let early_check = async {
             if early {
                 return self.check_image(ctx, inputs, spec).await.map(Some);
             }
-            Ok(None)
+            Ok(image_found)
         };
         let previous = observed
             .services
             .get(&ctx.names.ecs_service(&spec.name))
             .filter(|s| s.is_active())
             .and_then(|s| s.task_definition.clone());
-        let (image_found, (arn, changes, task_definition)) = tokio::try_join!(early_check, work)?;
+        let (image_found, (arn, mut changes, task_definition)) = tokio::try_join!(early_check, work)?;
         // This service's changes: its own and those the engine recorded under its logical ids.
         let mine = |c: &Change| c.resource.rsplit('/').next() == Some(spec.name.as_str());
         let changed = !changes.is_empty() || engine.changes().iter().any(mine);
@@ -234,7 +247,45 @@ impl ServicesStep {
                 Some(found) => found,
                 None => self.check_image(ctx, inputs, spec).await?,
             };
+        changes.extend(refusal);
         Ok(Converged { name: spec.name.clone(), arn, changes, wait, task_definition, previous })
+    }
+
+    /// For a running service this deploy would move (see [`image`]): whether its image is in the
+    /// repository, and, when it is not, the refusal plan lists; apply fails with it instead,
+    /// unless `deploy.allow_missing_images` lets the service move anyway (with a warning).
+    /// `(None, None)` for a service that does not move: nothing was asked.
+    async fn check_move(
+        &self,
+        ctx: &Context,
+        mode: Mode,
+        inputs: &Inputs,
+        observed: &api::Observed,
+        spec: &ServiceSpec,
+    ) -> Result<(Option<bool>, Option<Change>), StepError> {
+        if !image::moves(self.api.as_ref(), ctx, inputs, spec, observed).await? {
+            return Ok((None, None));
+        }
+        let Some(repository) = inputs.registry.repositories.get(&spec.name) else { return Ok((None, None)) };
+        let api = self.api.as_ref();
+        let tag = ctx.config.image_tag_of(spec);
+        if image::exists(api, repository, spec, tag).await? {
+            return Ok((Some(true), None));
+        }
+        if ctx.config.deploy.allow_missing_images {
+            let why = if mode.is_apply() {
+                "moving the running service to it anyway (deploy.allow_missing_images); not waiting for it"
+            } else {
+                "deploy would move the running service to it anyway (deploy.allow_missing_images)"
+            };
+            image::warn_missing(ctx, spec, repository, tag, why);
+            return Ok((Some(false), None));
+        }
+        let missing = image::missing(api, repository, spec, tag).await?;
+        if mode.is_apply() {
+            return Err(missing.error());
+        }
+        Ok((Some(false), Some(missing.change())))
     }
 
     /// Whether the service's image is in ECR; warns with the push commands when it is not.
@@ -245,24 +296,9 @@ impl ServicesStep {
         }
         let tag = ctx.config.image_tag_of(spec);
         // A repository made by this run holds no image yet.
-        let found = !repo.created
-            && self
-                .api
-                .image_exists(&repo.name, tag)
-                .await
-                .map_err(StepError::aws(format!("registry/repository/{}", spec.name), "DescribeImages"))?;
+        let found = image::exists(self.api.as_ref(), repo, spec, tag).await?;
         if !found {
-            let registry = repo.uri.split('/').next().unwrap_or(&repo.uri);
-            tracing::warn!(
-                service = %spec.name,
-                repository = %repo.name,
-                tag,
-                "image {uri}:{tag} is not in ECR, so the service cannot start tasks; not waiting for it. Push it with: \
-                 aws ecr get-login-password --region {region} | docker login --username AWS --password-stdin {registry} \
-                 && docker tag <local image> {uri}:{tag} && docker push {uri}:{tag}",
-                uri = repo.uri,
-                region = ctx.region,
-            );
+            image::warn_missing(ctx, spec, repo, tag, "not waiting for it");
         }
         Ok(found)
     }
@@ -319,7 +355,9 @@ impl ServicesStep {
                         task_definition: c.task_definition.clone(),
                         rollback_to: c.previous.clone(),
                         max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
+                        shifts_traffic: rollout::shifts_traffic(ctx, &c.name),
                         backoff,
+                        ctx: Some(ctx),
                     };
                     rollout::wait(api, &wait).await
                 }
@@ -352,6 +390,7 @@ impl Step for ServicesStep {
             OutputKind::Security,
             OutputKind::Ingress,
             OutputKind::Discovery,
+            OutputKind::Alarms,
         ]
     }
 

@@ -17,6 +17,7 @@ use tap_core::StepError;
 use crate::api::ServicesApi;
 use crate::component;
 use crate::service::{find, ObservedService, ServiceUpdate};
+use crate::service_deployment::Tracker;
 
 /// How many log lines of a stopped task are shown.
 pub const LOG_TAIL: i32 = 5;
@@ -209,8 +210,35 @@ pub struct RolloutWait<'a> {
     pub rollback_to: Option<String>,
     /// Stopped tasks of the new revision tolerated before tap rolls back.
     pub max_failed_tasks: usize,
+    /// The service's strategy moves traffic between target groups (ECS runs the rollout and
+    /// its rollback; tap follows the service deployment alone).
+    pub shifts_traffic: bool,
     /// Polling and deadline.
     pub backoff: Backoff,
+    /// Where progress goes (the lifecycle stage, the traffic share, the bake time left).
+    pub ctx: Option<&'a tap_core::Context>,
+}
+
+/// Whether the service `label` of the config has a traffic-shifting strategy (and a route).
+pub fn shifts_traffic(ctx: &tap_core::Context, label: &str) -> bool {
+    ctx.config.service(label).is_some_and(|s| s.route.is_some() && ctx.config.strategy_of(s).strategy.shifts_traffic())
+}
+
+/// Where the rollout of `target` stands: for a traffic-shifting strategy, its service deployment
+/// alone; for a rolling one, the PRIMARY deployment ([`phase`]) and then its service deployment
+/// (`SUCCESSFUL` only after the alarms' watch), whose failure names the alarms or the breaker.
+fn combined_phase(shifts_traffic: bool, deployments: Phase, service_deployment: Option<Phase>, target: &str) -> Phase {
+    let waiting = || Phase::InProgress(format!("waiting for the service deployment of {}", revision_name(target)));
+    if shifts_traffic {
+        return service_deployment.unwrap_or_else(waiting);
+    }
+    match (deployments, service_deployment) {
+        (_, Some(failed @ Phase::Failed { .. })) => failed,
+        (Phase::Done, Some(Phase::Done)) => Phase::Done,
+        (Phase::Done, Some(progress @ Phase::InProgress(_))) => progress,
+        (Phase::Done, None) => waiting(),
+        (other, _) => other,
+    }
 }
 
 /// Waits for the rollout (see the module docs); every failure is a [`StepError::Conflict`]
@@ -228,6 +256,9 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
     // Our deployment's last FAILED reason: once ECS's rollback completes, the failed deployment
     // is gone from the service.
     let mut failed_reason: Option<String> = None;
+    let mut tracker = Tracker::default();
+    // tap stopped the service deployment itself (StopServiceDeployment, rolling it back).
+    let mut stopped_by_tap = false;
     loop {
         let Some(svc) = find(api, w.cluster, name, &resource).await? else {
             return Err(StepError::Conflict {
@@ -246,7 +277,13 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
             failed_reason = d.rollout_state_reason.clone().or(Some("deployment FAILED".into()));
         }
         let target = rolled_back.as_deref().unwrap_or(ours);
-        let now = phase(&svc, target);
+        let service_deployment = tracker.current(api, w.cluster, name, w.label, target).await?;
+        let now = combined_phase(
+            w.shifts_traffic,
+            phase(&svc, target),
+            service_deployment.as_ref().map(|d| tracker.phase(d)),
+            target,
+        );
         if now != Phase::Done || rolled_back.is_some() {
             for task in new_stopped_tasks(api, w, &resource, &deployment_ids, &mut seen).await? {
                 tracing::warn!("{}", task.describe(w.label));
@@ -277,8 +314,18 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
                     let (_, tail) = e.message.split_once(&format!("(deployment {id}) "))?;
                     tail.contains("failed").then(|| format!("ECS: {tail}"))
                 });
-                let reason = failed_reason.as_deref().or(from_events.as_deref()).unwrap_or(reason);
+                let reason = match service_deployment.is_some() {
+                    // The service deployment names the alarms or the breaker.
+                    true => reason.as_str(),
+                    false => failed_reason.as_deref().or(from_events.as_deref()).unwrap_or(reason),
+                };
                 let headline = match primary {
+                    Some(p) if stopped_by_tap => format!(
+                        "the rollout of {} to ECS service {name} failed: {} of its tasks stopped, so tap stopped the deployment and ECS rolled it back ({reason}): {} runs instead",
+                        revision_name(ours),
+                        stopped.len(),
+                        revision_name(p)
+                    ),
                     Some(p) => format!(
                         "the rollout of {} to ECS service {name} failed ({reason}) and ECS rolled it back: {} is PRIMARY instead of {}",
                         revision_name(ours),
@@ -301,7 +348,27 @@ pub async fn wait(api: &dyn ServicesApi, w: &RolloutWait<'_>) -> Result<(), Step
             }
             (Phase::InProgress(progress), _) => {
                 tracing::info!(service = name, "{progress}");
-                if rolled_back.is_none() && stopped.len() >= w.max_failed_tasks.max(1) {
+                if let Some(ctx) = w.ctx {
+                    let what = format!("{}: {progress}", w.label);
+                    ctx.progress(tap_core::progress::ProgressEvent::Waiting { step: crate::STEP, what: &what });
+                }
+                let in_flight = service_deployment.as_ref().filter(|d| d.in_flight());
+                if let Some(deployment) = in_flight.filter(|_| w.shifts_traffic && !stopped_by_tap) {
+                    if stopped.len() >= w.max_failed_tasks.max(1) {
+                        tracing::warn!(
+                            service = name,
+                            "{} tasks of {} stopped: stopping its service deployment (ECS rolls it back)",
+                            stopped.len(),
+                            revision_name(ours)
+                        );
+                        api.stop_service_deployment(&deployment.arn)
+                            .await
+                            .map_err(StepError::aws(&resource, "StopServiceDeployment"))?;
+                        stopped_by_tap = true;
+                        continue;
+                    }
+                }
+                if !w.shifts_traffic && rolled_back.is_none() && stopped.len() >= w.max_failed_tasks.max(1) {
                     let Some(previous) = w.rollback_to.clone().filter(|p| p != ours) else {
                         return Err(StepError::Conflict {
                             resource,
@@ -528,12 +595,26 @@ pub async fn rollback(
 ) -> Result<Vec<RolledBack>, StepError> {
     let cluster = ctx.names.cluster();
     let mut plans = Vec::new();
+    let mut stops = Vec::new();
     for label in services {
         let resource = component("ecs-service", label);
         let name = ctx.names.ecs_service(label);
         let svc = find(api, &cluster, &name, &resource).await?.filter(ObservedService::is_active).ok_or_else(|| {
             StepError::Conflict { resource: resource.clone(), message: format!("ECS service {name} is not deployed") }
         })?;
+        if let Some(stop) = in_flight_deployment(api, &cluster, &name, label).await? {
+            if to.is_some() {
+                return Err(StepError::Conflict {
+                    resource,
+                    message: format!(
+                        "a deployment of ECS service {name} is in flight ({}); `tap rollback` without --to stops it and puts production traffic back",
+                        stop.1
+                    ),
+                });
+            }
+            stops.push((label.clone(), name, stop));
+            continue;
+        }
         let current = svc.task_definition.clone().unwrap_or_default();
         let family = ctx.names.task_family(label);
         let active = api
@@ -544,6 +625,18 @@ pub async fn rollback(
             .map_err(|message| StepError::Conflict { resource: resource.clone(), message })?;
         plans.push((label.clone(), name, current, target));
     }
+    // In-flight deployments are stopped (ECS rolls them back: production traffic returns to the
+    // source revision at once) and followed until ECS reports the rollback done.
+    let stopped =
+        futures::future::join_all(stops.iter().map(|(label, name, (deployment, from, to))| {
+            stop_and_wait(api, label, name, deployment, from, to, backoff)
+        }))
+        .await;
+    let (stopped, failed): (Vec<_>, Vec<_>) = stopped.into_iter().partition(Result::is_ok);
+    if let Some(err) = combine(failed.into_iter().filter_map(Result::err).collect()) {
+        return Err(err);
+    }
+    let stopped: Vec<RolledBack> = stopped.into_iter().filter_map(Result::ok).collect();
     for (label, name, current, target) in &plans {
         if current == target {
             continue;
@@ -569,7 +662,9 @@ pub async fn rollback(
                     task_definition: target.clone(),
                     rollback_to: None,
                     max_failed_tasks: ctx.config.deploy.max_failed_tasks as usize,
+                    shifts_traffic: shifts_traffic(ctx, label),
                     backoff,
+                    ctx: Some(ctx),
                 };
                 wait(api, &w).await
             }
@@ -580,14 +675,90 @@ pub async fn rollback(
             return Err(err);
         }
     }
-    Ok(plans
+    Ok(stopped
         .into_iter()
-        .map(|(service, _, from, to)| RolledBack {
+        .chain(plans.into_iter().map(|(service, _, from, to)| RolledBack {
             service,
             from: revision_name(&from).to_string(),
             to: revision_name(&to).to_string(),
-        })
+        }))
         .collect())
+}
+
+/// The service's newest service deployment when ECS is still working on it: (its ARN, the task
+/// definition it deploys, the one it replaces).
+async fn in_flight_deployment(
+    api: &dyn ServicesApi,
+    cluster: &str,
+    name: &str,
+    label: &str,
+) -> Result<Option<(String, String, String)>, StepError> {
+    let resource = component("ecs-service", label);
+    let briefs = api
+        .list_service_deployments(cluster, name)
+        .await
+        .map_err(StepError::aws(&resource, "ListServiceDeployments"))?;
+    let Some(newest) = briefs.iter().max_by_key(|b| b.created_at_ms.unwrap_or_default()) else { return Ok(None) };
+    if !matches!(newest.status.as_str(), "PENDING" | "IN_PROGRESS") {
+        return Ok(None);
+    }
+    let described = api
+        .describe_service_deployments(std::slice::from_ref(&newest.arn))
+        .await
+        .map_err(StepError::aws(&resource, "DescribeServiceDeployments"))?;
+    let Some(deployment) = described.into_iter().next().filter(|d| d.in_flight()) else { return Ok(None) };
+    let revisions: Vec<String> =
+        deployment.target_revision_arn.iter().chain(deployment.source_revision_arns.iter().take(1)).cloned().collect();
+    let tds = api
+        .service_revision_task_definitions(&revisions)
+        .await
+        .map_err(StepError::aws(&resource, "DescribeServiceRevisions"))?;
+    let td = |arn: Option<&String>| arn.and_then(|a| tds.get(a)).cloned().unwrap_or_default();
+    let (from, to) = (td(deployment.target_revision_arn.as_ref()), td(deployment.source_revision_arns.first()));
+    Ok(Some((deployment.arn, from, to)))
+}
+
+/// Stops one in-flight service deployment with a rollback and waits until ECS has rolled it back.
+async fn stop_and_wait(
+    api: &dyn ServicesApi,
+    label: &str,
+    name: &str,
+    deployment: &str,
+    from: &str,
+    to: &str,
+    backoff: Backoff,
+) -> Result<RolledBack, StepError> {
+    let resource = component("ecs-service", label);
+    api.stop_service_deployment(deployment).await.map_err(StepError::aws(&resource, "StopServiceDeployment"))?;
+    tracing::info!(service = %name, from = revision_name(from), to = revision_name(to), "stopping the deployment in flight");
+    let arns = [deployment.to_owned()];
+    let done = tap_core::wait::poll_until(&format!("the rollback of ECS service {name}"), backoff, || async {
+        let found = api
+            .describe_service_deployments(&arns)
+            .await
+            .map_err(StepError::aws(&resource, "DescribeServiceDeployments"))?;
+        Ok(found
+            .into_iter()
+            .next()
+            .filter(|d| !d.in_flight() && !d.status.ends_with("REQUESTED") && d.status != "ROLLBACK_IN_PROGRESS"))
+    })
+    .await?;
+    match done.status.as_str() {
+        "ROLLBACK_SUCCESSFUL" | "STOPPED" => Ok(RolledBack {
+            service: label.to_owned(),
+            from: revision_name(from).to_string(),
+            to: revision_name(to).to_string(),
+        }),
+        _ => Err(StepError::Conflict {
+            resource,
+            message: format!(
+                "tap stopped the deployment of {} to ECS service {name}, but it ended {}: {}",
+                revision_name(from),
+                done.status,
+                done.failure()
+            ),
+        }),
+    }
 }
 
 /// A one-off task (`tap run`): a service's task definition, network and capacity with the
@@ -748,6 +919,10 @@ mod tests {
             network: None,
             health_check_grace_period_seconds: None,
             circuit_breaker: None,
+            strategy: crate::service::DeploymentStrategy::from_settings(
+                &tap_core::Config::default().deploy.strategy_settings(),
+            ),
+            alarms: None,
             load_balancers: vec![],
             service_registries: vec![],
             tags: vec![],
@@ -768,6 +943,38 @@ mod tests {
         }
     }
 
+    /// The service deployments ECS reports: one, the newest, deploying `now().0` with status
+    /// `now().1` (a circuit-breaker rollback when `now().2`), from `OLD` (or to `OLD` from `NEW`).
+    fn service_deployments(
+        api: &mut MockServicesApi,
+        now: impl Fn() -> (String, String, bool) + Send + Sync + 'static,
+    ) {
+        let now = Arc::new(now);
+        let n = now.clone();
+        api.expect_list_service_deployments().returning(move |_, _| {
+            Ok(vec![crate::service_deployment::ServiceDeploymentBrief {
+                arn: "sd-1".into(),
+                status: n().1,
+                target_revision_arn: Some(format!("rev:{}", n().0)),
+                created_at_ms: Some(1),
+            }])
+        });
+        api.expect_service_revision_task_definitions()
+            .returning(|arns| Ok(arns.iter().map(|a| (a.clone(), a.trim_start_matches("rev:").to_owned())).collect()));
+        api.expect_describe_service_deployments().returning(move |_| {
+            let (td, status, breaker) = now();
+            let source = if td == OLD { NEW } else { OLD };
+            Ok(vec![crate::service_deployment::ServiceDeployment {
+                arn: "sd-1".into(),
+                status,
+                target_revision_arn: Some(format!("rev:{td}")),
+                source_revision_arns: vec![format!("rev:{source}")],
+                circuit_breaker_status: breaker.then(|| "TRIGGERED".into()),
+                ..Default::default()
+            }])
+        });
+    }
+
     fn waiting(rollback_to: Option<&str>) -> RolloutWait<'static> {
         RolloutWait {
             cluster: "c",
@@ -777,11 +984,13 @@ mod tests {
             task_definition: NEW.into(),
             rollback_to: rollback_to.map(str::to_owned),
             max_failed_tasks: 3,
+            shifts_traffic: false,
             backoff: Backoff {
                 initial: Duration::from_millis(1),
                 max: Duration::from_millis(2),
                 timeout: Duration::from_secs(5),
             },
+            ctx: None,
         }
     }
 
@@ -818,6 +1027,11 @@ mod tests {
             .withf(|group, stream, _, _| group == "/ecs/tap-api-dev" && stream.starts_with("api/api/task"))
             .returning(|_, _, _, _| Ok(LogPage { lines: vec!["fatal: no database".into()], next: None }));
         let r = rolled.clone();
+        service_deployments(&mut api, move || match r.lock().unwrap().as_deref() {
+            None => (NEW.into(), "IN_PROGRESS".into(), false),
+            Some(_) => (OLD.into(), "SUCCESSFUL".into(), false),
+        });
+        let r = rolled.clone();
         api.expect_update_service().times(1).returning(move |u| {
             assert_eq!(u.task_definition.as_deref(), Some(OLD), "back to the previous revision");
             assert_eq!(u.desired_count, None);
@@ -843,6 +1057,7 @@ mod tests {
             ])])
         });
         api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
+        service_deployments(&mut api, || (NEW.into(), "ROLLBACK_SUCCESSFUL".into(), true));
         api.expect_update_service().never();
         let err = wait(&api, &waiting(Some(OLD))).await.unwrap_err();
         let msg = err.to_string();
@@ -877,8 +1092,15 @@ mod tests {
             }])
         });
         api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
+        let c = n.clone();
+        // The service deployment succeeds one poll after the PRIMARY deployment completed (the
+        // alarms' watch): only then is the rollout done.
+        service_deployments(&mut api, move || {
+            let status = if c.load(Ordering::SeqCst) >= 4 { "SUCCESSFUL" } else { "IN_PROGRESS" };
+            (NEW.into(), status.into(), false)
+        });
         wait(&api, &waiting(Some(OLD))).await.unwrap();
-        assert_eq!(n.load(Ordering::SeqCst), 3, "polled until our deployment completed");
+        assert_eq!(n.load(Ordering::SeqCst), 4, "polled until our service deployment succeeded");
     }
 
     fn deployed_service() -> ObservedService {

@@ -14,13 +14,15 @@ use tap_core::naming::Tag;
 use tap_core::AwsError;
 
 use crate::api::{RevisionStatus, ServicesApi};
+use crate::image::RepositoryImage;
 use crate::logs::ObservedLogGroup;
 use crate::rollout::{LogPage, ObservedContainer, ObservedTask, OneOffTask, ServiceEvent, TargetState};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicySpec};
 use crate::service::{
-    CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
-    StrategyItem,
+    CircuitBreaker, DeploymentAlarms, DeploymentStrategy, DesiredService, LoadBalancerRef, NetworkConfig,
+    ObservedDeployment, ObservedService, ServiceUpdate, StrategyItem, TrafficShiftRef,
 };
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefinitionSpec};
 
 /// The services step's AWS calls over the SDK clients of a run.
@@ -92,10 +94,19 @@ fn network(n: &NetworkConfig) -> Result<ecs::types::NetworkConfiguration, AwsErr
 fn load_balancers(lbs: &[LoadBalancerRef]) -> Vec<ecs::types::LoadBalancer> {
     lbs.iter()
         .map(|l| {
+            let advanced = l.traffic_shift.as_ref().map(|t| {
+                ecs::types::AdvancedConfiguration::builder()
+                    .alternate_target_group_arn(&t.alternate_target_group_arn)
+                    .production_listener_rule(&t.production_listener_rule)
+                    .test_listener_rule(&t.test_listener_rule)
+                    .role_arn(&t.role_arn)
+                    .build()
+            });
             ecs::types::LoadBalancer::builder()
                 .target_group_arn(&l.target_group_arn)
                 .container_name(&l.container_name)
                 .container_port(l.container_port)
+                .set_advanced_configuration(advanced)
                 .build()
         })
         .collect()
@@ -105,12 +116,54 @@ fn registries(arns: &[String]) -> Vec<ecs::types::ServiceRegistry> {
     arns.iter().map(|a| ecs::types::ServiceRegistry::builder().registry_arn(a).build()).collect()
 }
 
-fn deployment_configuration(cb: CircuitBreaker) -> ecs::types::DeploymentConfiguration {
-    ecs::types::DeploymentConfiguration::builder()
+fn deployment_configuration(
+    cb: CircuitBreaker,
+    strategy: &DeploymentStrategy,
+    alarms: Option<&DeploymentAlarms>,
+) -> Result<ecs::types::DeploymentConfiguration, AwsError> {
+    let minutes_and_percent = |(tenths, minutes): (u32, i32)| (f64::from(tenths) / 10.0, minutes);
+    let alarms = match alarms {
+        Some(a) => Some(
+            ecs::types::DeploymentAlarms::builder()
+                .set_alarm_names(Some(a.alarm_names.clone()))
+                .enable(a.enable)
+                .rollback(a.rollback)
+                .build()
+                .map_err(invalid_request)?,
+        ),
+        None => None,
+    };
+    Ok(ecs::types::DeploymentConfiguration::builder()
         .deployment_circuit_breaker(
             ecs::types::DeploymentCircuitBreaker::builder().enable(cb.enable).rollback(cb.rollback).build(),
         )
-        .build()
+        .strategy(ecs::types::DeploymentStrategy::from(strategy.strategy.as_str()))
+        .set_bake_time_in_minutes(strategy.bake_time_minutes)
+        .set_canary_configuration(strategy.canary.map(minutes_and_percent).map(|(percent, minutes)| {
+            ecs::types::CanaryConfiguration::builder()
+                .canary_percent(percent)
+                .canary_bake_time_in_minutes(minutes)
+                .build()
+        }))
+        .set_linear_configuration(strategy.linear.map(minutes_and_percent).map(|(percent, minutes)| {
+            ecs::types::LinearConfiguration::builder().step_percent(percent).step_bake_time_in_minutes(minutes).build()
+        }))
+        .set_alarms(alarms)
+        .build())
+}
+
+fn observed_strategy(d: Option<&ecs::types::DeploymentConfiguration>) -> DeploymentStrategy {
+    let tenths = |percent: Option<f64>| tap_core::strategy::tenths(percent.unwrap_or_default());
+    DeploymentStrategy {
+        strategy: d.and_then(|d| d.strategy()).map_or_else(|| "ROLLING".to_owned(), |s| s.as_str().to_owned()),
+        bake_time_minutes: d.and_then(|d| d.bake_time_in_minutes()),
+        canary: d
+            .and_then(|d| d.canary_configuration())
+            .map(|c| (tenths(c.canary_percent()), c.canary_bake_time_in_minutes().unwrap_or_default())),
+        linear: d
+            .and_then(|d| d.linear_configuration())
+            .map(|c| (tenths(c.step_percent()), c.step_bake_time_in_minutes().unwrap_or_default())),
+    }
 }
 
 fn observed_service(s: &ecs::types::Service) -> ObservedService {
@@ -142,6 +195,12 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
             .deployment_configuration()
             .and_then(|d| d.deployment_circuit_breaker())
             .map(|c| CircuitBreaker { enable: c.enable(), rollback: c.rollback() }),
+        strategy: observed_strategy(s.deployment_configuration()),
+        alarms: s.deployment_configuration().and_then(|d| d.alarms()).map(|a| DeploymentAlarms {
+            alarm_names: a.alarm_names().to_vec(),
+            enable: a.enable(),
+            rollback: a.rollback(),
+        }),
         load_balancers: s
             .load_balancers()
             .iter()
@@ -150,6 +209,12 @@ fn observed_service(s: &ecs::types::Service) -> ObservedService {
                     target_group_arn: l.target_group_arn()?.to_string(),
                     container_name: text(l.container_name()),
                     container_port: l.container_port().unwrap_or_default(),
+                    traffic_shift: l.advanced_configuration().map(|a| TrafficShiftRef {
+                        alternate_target_group_arn: text(a.alternate_target_group_arn()),
+                        production_listener_rule: text(a.production_listener_rule()),
+                        test_listener_rule: text(a.test_listener_rule()),
+                        role_arn: text(a.role_arn()),
+                    }),
                 })
             })
             .collect(),
@@ -546,7 +611,7 @@ impl ServicesApi for SdkServices {
             .set_health_check_grace_period_seconds(d.health_check_grace_period_seconds)
             .set_load_balancers(Some(load_balancers(&d.load_balancers)))
             .set_service_registries(Some(registries(&d.service_registries)))
-            .deployment_configuration(deployment_configuration(d.circuit_breaker))
+            .deployment_configuration(deployment_configuration(d.circuit_breaker, &d.strategy, d.alarms.as_ref())?)
             .scheduling_strategy(ecs::types::SchedulingStrategy::Replica)
             .propagate_tags(ecs::types::PropagateTags::Service)
             .enable_ecs_managed_tags(true)
@@ -577,8 +642,8 @@ impl ServicesApi for SdkServices {
         if u.force_new_deployment {
             req = req.force_new_deployment(true);
         }
-        if let Some(cb) = u.circuit_breaker {
-            req = req.deployment_configuration(deployment_configuration(cb));
+        if let (Some(cb), Some(strategy)) = (u.circuit_breaker, &u.strategy) {
+            req = req.deployment_configuration(deployment_configuration(cb, strategy, u.alarms.as_ref())?);
         }
         if let Some(n) = &u.network {
             req = req.network_configuration(network(n)?);
@@ -780,6 +845,37 @@ impl ServicesApi for SdkServices {
         }
     }
 
+    async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError> {
+        let tagged = ecr::types::DescribeImagesFilter::builder().tag_status(ecr::types::TagStatus::Tagged).build();
+        let result: Result<Vec<ecr::types::ImageDetail>, _> = self
+            .ecr
+            .describe_images()
+            .repository_name(repository)
+            .filter(tagged)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await;
+        match result {
+            Ok(images) => Ok(images
+                .iter()
+                .map(|i| RepositoryImage {
+                    tags: i.image_tags().to_vec(),
+                    pushed_at: i.image_pushed_at().map(|t| t.secs()),
+                })
+                .collect()),
+            Err(e) => {
+                let e = AwsError::from(e);
+                if e.is_not_found() {
+                    Ok(vec![])
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError> {
         let out = self.elbv2.describe_target_health().target_group_arn(target_group_arn).send().await?;
         Ok(out
@@ -869,5 +965,86 @@ impl ServicesApi for SdkServices {
             lines: out.events().iter().map(|e| e.message().unwrap_or_default().trim_end().to_string()).collect(),
             next: out.next_forward_token().map(str::to_owned),
         })
+    }
+
+    async fn list_service_deployments(
+        &self,
+        cluster: &str,
+        service: &str,
+    ) -> Result<Vec<ServiceDeploymentBrief>, AwsError> {
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .ecs
+                .list_service_deployments()
+                .cluster(cluster)
+                .service(service)
+                .set_next_token(token.take())
+                .send()
+                .await?;
+            found.extend(out.service_deployments().iter().map(|b| ServiceDeploymentBrief {
+                arn: b.service_deployment_arn().unwrap_or_default().to_owned(),
+                status: b.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                target_revision_arn: b.target_service_revision_arn().map(str::to_owned),
+                created_at_ms: b.created_at().and_then(|t| t.to_millis().ok()),
+            }));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    async fn describe_service_deployments(&self, arns: &[String]) -> Result<Vec<ServiceDeployment>, AwsError> {
+        let out =
+            self.ecs.describe_service_deployments().set_service_deployment_arns(Some(arns.to_vec())).send().await?;
+        let text = |v: Option<&str>| v.map(str::to_owned);
+        Ok(out
+            .service_deployments()
+            .iter()
+            .map(|d| ServiceDeployment {
+                arn: d.service_deployment_arn().unwrap_or_default().to_owned(),
+                status: d.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                status_reason: text(d.status_reason()),
+                lifecycle_stage: d.lifecycle_stage().map(|s| s.as_str().to_owned()),
+                target_revision_arn: d.target_service_revision().and_then(|r| text(r.arn())),
+                source_revision_arns: d.source_service_revisions().iter().filter_map(|r| text(r.arn())).collect(),
+                target_production_weight: d
+                    .target_service_revision()
+                    .and_then(|r| r.requested_production_traffic_weight()),
+                bake_time_minutes: d.deployment_configuration().and_then(|c| c.bake_time_in_minutes()),
+                triggered_alarms: d.alarms().map(|a| a.triggered_alarm_names().to_vec()).unwrap_or_default(),
+                circuit_breaker_status: d
+                    .deployment_circuit_breaker()
+                    .and_then(|c| c.status())
+                    .map(|s| s.as_str().to_owned()),
+                rollback_reason: d.rollback().and_then(|r| text(r.reason())),
+            })
+            .collect())
+    }
+
+    async fn service_revision_task_definitions(&self, arns: &[String]) -> Result<BTreeMap<String, String>, AwsError> {
+        let mut found = BTreeMap::new();
+        for chunk in arns.chunks(20) {
+            let out =
+                self.ecs.describe_service_revisions().set_service_revision_arns(Some(chunk.to_vec())).send().await?;
+            found.extend(
+                out.service_revisions()
+                    .iter()
+                    .filter_map(|r| Some((r.service_revision_arn()?.to_owned(), r.task_definition()?.to_owned()))),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn stop_service_deployment(&self, arn: &str) -> Result<(), AwsError> {
+        self.ecs
+            .stop_service_deployment()
+            .service_deployment_arn(arn)
+            .stop_type(ecs::types::StopServiceDeploymentStopType::Rollback)
+            .send()
+            .await?;
+        Ok(())
     }
 }

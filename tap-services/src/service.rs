@@ -1,8 +1,14 @@
 //! ECS services: created with the full desired configuration, read back (an emulator or an older
 //! API may drop fields on create) and corrected in the same run; afterwards updated only when the
-//! task definition, capacity-provider strategy, grace period, deployment configuration, network
-//! configuration, load balancers or service registries differ. The desired count is set on create
+//! task definition, capacity-provider strategy, grace period, deployment configuration (circuit
+//! breaker and CloudWatch alarms), network configuration, load balancers or service registries
+//! differ. The desired count is set on create
 //! only: auto scaling owns it afterwards.
+//!
+//! A traffic-shifting strategy (blue-green, canary, linear) gives the routed service's load
+//! balancer an `advancedConfiguration` (alternate target group, production and test rules, the
+//! ECS infrastructure role). Which of the two target groups is live after a deployment is ECS's:
+//! the pair is compared as a set, never "repaired".
 
 use std::time::Duration;
 
@@ -12,6 +18,7 @@ use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
 use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
+use tap_core::strategy::{self, Strategy, StrategySettings};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{Context, StepError};
 
@@ -58,6 +65,99 @@ pub struct LoadBalancerRef {
     pub container_name: String,
     /// Its port.
     pub container_port: i32,
+    /// How ECS shifts the traffic (`advancedConfiguration`), for a traffic-shifting strategy.
+    pub traffic_shift: Option<TrafficShiftRef>,
+}
+
+/// A load balancer's `advancedConfiguration`: the second target group and the rules ECS moves
+/// traffic on, and the role it does so with.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrafficShiftRef {
+    /// The alternate target group.
+    pub alternate_target_group_arn: String,
+    /// The production listener rule.
+    pub production_listener_rule: String,
+    /// The test listener rule.
+    pub test_listener_rule: String,
+    /// The ECS infrastructure role.
+    pub role_arn: String,
+}
+
+impl LoadBalancerRef {
+    /// What tap compares: which of the two target groups is the service's and which the
+    /// alternate is ECS's to swap during a deployment, so the pair is compared as a set.
+    fn comparable(&self) -> LoadBalancerRef {
+        let mut groups = vec![self.target_group_arn.clone()];
+        groups.extend(self.traffic_shift.as_ref().map(|t| t.alternate_target_group_arn.clone()));
+        groups.sort();
+        LoadBalancerRef {
+            target_group_arn: groups.join(" "),
+            traffic_shift: self
+                .traffic_shift
+                .clone()
+                .map(|t| TrafficShiftRef { alternate_target_group_arn: String::new(), ..t }),
+            ..self.clone()
+        }
+    }
+}
+
+/// How ECS runs a deployment (`deploymentConfiguration.strategy` and its settings), with
+/// percentages in tenths (the precision ECS keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentStrategy {
+    /// `ROLLING`, `BLUE_GREEN`, `CANARY` or `LINEAR`.
+    pub strategy: String,
+    /// Bake time (traffic-shifting strategies).
+    pub bake_time_minutes: Option<i32>,
+    /// `CANARY`: (percent in tenths, bake minutes).
+    pub canary: Option<(u32, i32)>,
+    /// `LINEAR`: (step percent in tenths, bake minutes).
+    pub linear: Option<(u32, i32)>,
+}
+
+impl DeploymentStrategy {
+    /// The strategy the config asks for.
+    pub fn from_settings(s: &StrategySettings) -> Self {
+        let shifts = s.strategy.shifts_traffic();
+        DeploymentStrategy {
+            strategy: s.strategy.ecs_name().to_owned(),
+            bake_time_minutes: shifts.then_some(s.bake_time_minutes as i32),
+            canary: (s.strategy == Strategy::Canary)
+                .then(|| (strategy::tenths(s.canary_percent), s.canary_bake_time_minutes as i32)),
+            linear: (s.strategy == Strategy::Linear)
+                .then(|| (strategy::tenths(s.linear_step_percent), s.linear_step_bake_time_minutes as i32)),
+        }
+    }
+
+    /// Whether `observed` (what ECS reports; no strategy means `ROLLING`) runs deployments this way:
+    /// only the settings this strategy uses are compared.
+    pub fn matches(&self, observed: &DeploymentStrategy) -> bool {
+        self.strategy == observed.strategy
+            && (self.bake_time_minutes.is_none() || self.bake_time_minutes == observed.bake_time_minutes)
+            && (self.canary.is_none() || self.canary == observed.canary)
+            && (self.linear.is_none() || self.linear == observed.linear)
+    }
+
+    /// Whether ECS moves traffic between two target groups.
+    pub fn shifts_traffic(&self) -> bool {
+        self.strategy != "ROLLING"
+    }
+}
+
+impl std::fmt::Display for DeploymentStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.strategy)?;
+        if let Some(bake) = self.bake_time_minutes {
+            write!(f, ", bake {bake} min")?;
+        }
+        if let Some((percent, bake)) = self.canary {
+            write!(f, ", canary {}% for {bake} min", f64::from(percent) / 10.0)?;
+        }
+        if let Some((percent, bake)) = self.linear {
+            write!(f, ", steps of {}% every {bake} min", f64::from(percent) / 10.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// The deployment circuit breaker.
@@ -67,6 +167,32 @@ pub struct CircuitBreaker {
     pub enable: bool,
     /// Roll back to the last completed deployment.
     pub rollback: bool,
+}
+
+/// The CloudWatch alarms ECS watches during a deployment (`deploymentConfiguration.alarms`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentAlarms {
+    /// Alarm names, sorted.
+    pub alarm_names: Vec<String>,
+    /// Watch them.
+    pub enable: bool,
+    /// Roll back when one goes to ALARM.
+    pub rollback: bool,
+}
+
+impl DeploymentAlarms {
+    /// What an update sends to stop watching alarms.
+    pub fn off() -> Self {
+        DeploymentAlarms { alarm_names: vec![], enable: false, rollback: false }
+    }
+
+    /// The alarms in effect (enabled), names sorted, for comparing what AWS has with what tap wants.
+    fn in_effect(alarms: &Option<DeploymentAlarms>) -> Option<DeploymentAlarms> {
+        alarms
+            .as_ref()
+            .filter(|a| a.enable)
+            .map(|a| DeploymentAlarms { alarm_names: sorted(&a.alarm_names), ..a.clone() })
+    }
 }
 
 /// Everything tap sets when it creates a service.
@@ -92,6 +218,10 @@ pub struct DesiredService {
     pub service_registries: Vec<String>,
     /// Deployment circuit breaker.
     pub circuit_breaker: CircuitBreaker,
+    /// Deployment strategy.
+    pub strategy: DeploymentStrategy,
+    /// The service's CloudWatch alarms, with rollback on (`None` when `alarms.enabled` is off).
+    pub alarms: Option<DeploymentAlarms>,
     /// Tags (propagated to tasks from the service, ECS-managed tags on).
     pub tags: Vec<Tag>,
     /// Idempotency token of the create call.
@@ -146,6 +276,10 @@ pub struct ObservedService {
     pub health_check_grace_period_seconds: Option<i32>,
     /// Deployment circuit breaker.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Deployment strategy (`ROLLING` when ECS reports none).
+    pub strategy: DeploymentStrategy,
+    /// Deployment alarms.
+    pub alarms: Option<DeploymentAlarms>,
     /// Target groups.
     pub load_balancers: Vec<LoadBalancerRef>,
     /// Cloud Map service ARNs.
@@ -188,6 +322,11 @@ pub struct ServiceUpdate {
     pub health_check_grace_period_seconds: Option<i32>,
     /// New circuit breaker.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// New deployment strategy (sent with the circuit breaker: the deployment configuration is
+    /// written whole).
+    pub strategy: Option<DeploymentStrategy>,
+    /// New deployment alarms (sent in one `deploymentConfiguration` with the circuit breaker).
+    pub alarms: Option<DeploymentAlarms>,
     /// New network configuration.
     pub network: Option<NetworkConfig>,
     /// New target groups.
@@ -245,6 +384,7 @@ pub(crate) fn desired(
     let cluster_settings = &ctx.config.cluster;
     let security_group =
         lookup(&inputs.security.service_security_group_ids, &service.name, OutputKind::Security, "security group")?;
+    let strategy = DeploymentStrategy::from_settings(&ctx.config.strategy_of(service));
     let load_balancers = match &service.route {
         Some(_) => vec![LoadBalancerRef {
             target_group_arn: lookup(
@@ -256,6 +396,23 @@ pub(crate) fn desired(
             .clone(),
             container_name: service.name.clone(),
             container_port: i32::from(service.port),
+            traffic_shift: match strategy.shifts_traffic() {
+                false => None,
+                true => {
+                    let shift =
+                        lookup(&inputs.ingress.traffic_shifts, &service.name, OutputKind::Ingress, "traffic shift")?;
+                    let role = inputs.security.infrastructure_role_arn.clone().ok_or_else(|| StepError::Conflict {
+                        resource: component("ecs-service", &service.name),
+                        message: "the security step published no ECS infrastructure role for its traffic shift".into(),
+                    })?;
+                    Some(TrafficShiftRef {
+                        alternate_target_group_arn: shift.alternate_target_group_arn.clone(),
+                        production_listener_rule: shift.production_listener_rule_arn.clone(),
+                        test_listener_rule: shift.test_listener_rule_arn.clone(),
+                        role_arn: role,
+                    })
+                }
+            },
         }],
         None => vec![],
     };
@@ -289,6 +446,13 @@ pub(crate) fn desired(
         load_balancers,
         service_registries,
         circuit_breaker: CircuitBreaker { enable: true, rollback: true },
+        strategy,
+        alarms: inputs
+            .alarms
+            .alarm_names
+            .get(&service.name)
+            .filter(|names| !names.is_empty())
+            .map(|names| DeploymentAlarms { alarm_names: sorted(names), enable: true, rollback: true }),
         tags: names.tags(&component("ecs-service", &service.name), &name),
         client_token: client_token(&[names.env(), &service.name, task_definition]),
         name,
@@ -334,9 +498,26 @@ pub(crate) fn update_for(
             update.health_check_grace_period_seconds = Some(grace);
         }
     }
-    if observed.circuit_breaker != Some(desired.circuit_breaker) {
+    let breaker_differs = observed.circuit_breaker != Some(desired.circuit_breaker);
+    if breaker_differs {
         diff(&mut attrs, "deployment_circuit_breaker", &observed.circuit_breaker, &Some(desired.circuit_breaker));
+    }
+    let strategy_differs = !desired.strategy.matches(&observed.strategy);
+    if strategy_differs {
+        let (have, want) = (observed.strategy.to_string(), desired.strategy.to_string());
+        attrs.push(AttrChange::new("deployment_strategy", Some(have), Some(want)));
+    }
+    let (want_alarms, have_alarms) =
+        (DeploymentAlarms::in_effect(&desired.alarms), DeploymentAlarms::in_effect(&observed.alarms));
+    let alarms_differ = want_alarms != have_alarms;
+    if alarms_differ {
+        diff(&mut attrs, "deployment_alarms", &have_alarms, &want_alarms);
+    }
+    if breaker_differs || strategy_differs || alarms_differ {
+        // UpdateService writes the deployment configuration whole: what is not sent may be reset.
         update.circuit_breaker = Some(desired.circuit_breaker);
+        update.strategy = Some(desired.strategy.clone());
+        update.alarms = Some(want_alarms.unwrap_or_else(DeploymentAlarms::off));
     }
     let want_network = desired.network.normalized();
     let have_network = observed.network.as_ref().map(NetworkConfig::normalized);
@@ -344,9 +525,10 @@ pub(crate) fn update_for(
         diff(&mut attrs, "network_configuration", &have_network, &Some(want_network));
         update.network = Some(desired.network.clone());
     }
+    let comparable = |lbs: &[LoadBalancerRef]| sorted(&lbs.iter().map(LoadBalancerRef::comparable).collect::<Vec<_>>());
     let want_lbs = sorted(&desired.load_balancers);
     let have_lbs = sorted(&observed.load_balancers);
-    if want_lbs != have_lbs {
+    if comparable(&want_lbs) != comparable(&have_lbs) {
         diff(&mut attrs, "load_balancers", &have_lbs, &want_lbs);
         update.load_balancers = Some(desired.load_balancers.clone());
     }

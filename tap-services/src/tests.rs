@@ -16,6 +16,7 @@ use crate::service::{
     CircuitBreaker, DesiredService, LoadBalancerRef, NetworkConfig, ObservedDeployment, ObservedService, ServiceUpdate,
     StrategyItem,
 };
+use crate::service_deployment::{ServiceDeployment, ServiceDeploymentBrief};
 use crate::task_definition::{ObservedTaskDefinition, TaskDefinitionSpec};
 
 const ACCOUNT: &str = "123456789012";
@@ -94,6 +95,7 @@ fn deployed_ctx(config: Config) -> Context {
             ("db-credentials".into(), DB_SECRET.into()),
             ("api-keys".into(), KEYS_SECRET.into()),
         ]),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: format!("arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/tap-alb-dev/1"),
@@ -110,7 +112,27 @@ fn deployed_ctx(config: Config) -> Context {
             DiscoveryService { id: "srv-processing".into(), arn: CLOUD_MAP_ARN.into() },
         )]),
     });
+    ctx.put(alarms_outputs(&ctx));
     ctx
+}
+
+/// The alarm names the alarms step publishes: CPU and memory for every service, the load
+/// balancer's two for routed ones.
+fn alarms_outputs(ctx: &Context) -> AlarmsOutputs {
+    let alarm_names = ctx
+        .config
+        .services
+        .iter()
+        .filter(|_| ctx.config.alarms.enabled)
+        .map(|s| {
+            let routed: &[&str] = if s.route.is_some() { &["target-5xx", "unhealthy-targets"] } else { &[] };
+            let mut names: Vec<String> =
+                ["cpu-high", "memory-high"].iter().chain(routed).map(|what| ctx.names.alarm(&s.name, what)).collect();
+            names.sort();
+            (s.name.clone(), names)
+        })
+        .collect();
+    AlarmsOutputs { alarm_names }
 }
 
 /// A context as `plan` sees it before anything exists: every id PENDING.
@@ -132,6 +154,7 @@ fn pending_ctx() -> Context {
         execution_role_arn: p(),
         task_role_arns: SERVICES.iter().map(|s| (s.to_string(), p())).collect(),
         secret_arns: BTreeMap::from([("db-credentials".into(), p()), ("api-keys".into(), p())]),
+        infrastructure_role_arn: None,
     });
     ctx.put(IngressOutputs {
         load_balancer_arn: p(),
@@ -145,6 +168,7 @@ fn pending_ctx() -> Context {
         namespace_name: "tap-dev.local".into(),
         services: BTreeMap::from([("processing-service".into(), DiscoveryService { id: p(), arn: p() })]),
     });
+    ctx.put(alarms_outputs(&ctx));
     ctx
 }
 
@@ -174,6 +198,8 @@ fn observed_from(desired: &DesiredService) -> ObservedService {
         network: Some(desired.network.clone()),
         health_check_grace_period_seconds: desired.health_check_grace_period_seconds.or(Some(0)),
         circuit_breaker: Some(desired.circuit_breaker),
+        strategy: desired.strategy.clone(),
+        alarms: desired.alarms.clone(),
         load_balancers: desired.load_balancers.clone(),
         service_registries: desired.service_registries.clone(),
         tags: desired.tags.clone(),
@@ -198,6 +224,7 @@ fn moto_created(desired: &DesiredService) -> ObservedService {
     s.capacity_provider_strategy = vec![];
     s.health_check_grace_period_seconds = None;
     s.circuit_breaker = None;
+    s.alarms = None;
     s
 }
 
@@ -219,6 +246,8 @@ fn matching_policy(ctx: &Context, service: &str) -> ObservedScalingPolicy {
 struct World {
     log_groups: BTreeMap<String, ObservedLogGroup>,
     task_definitions: BTreeMap<String, ObservedTaskDefinition>,
+    /// Older revisions, which DescribeTaskDefinition finds by ARN.
+    revisions: Vec<ObservedTaskDefinition>,
     services: BTreeMap<String, ObservedService>,
     targets: BTreeMap<String, ObservedScalableTarget>,
     policies: BTreeMap<String, Vec<ObservedScalingPolicy>>,
@@ -301,6 +330,9 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         e.times(3 * n);
     }
     e.returning(move |family| {
+        if let Some(td) = w2.revisions.iter().chain(w2.task_definitions.values()).find(|t| t.arn == family) {
+            return Ok(Some(td.clone()));
+        }
         let made = w2.made.lock().unwrap().task_definitions.get(family).cloned();
         Ok(made.or_else(|| w2.task_definitions.get(family).cloned()))
     });
@@ -557,7 +589,8 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
                     vec![LoadBalancerRef {
                         target_group_arn: tg_arn(short),
                         container_name: s.into(),
-                        container_port: port
+                        container_port: port,
+                        traffic_shift: None,
                     }]
                 );
                 assert!(d.service_registries.is_empty());
@@ -957,10 +990,43 @@ fn rollout_mock(ctx: &Context, rollout: &'static str, running: i32) -> MockServi
         svc.deployments[0].rollout_state_reason = Some(format!("ECS deployment {rollout}"));
         svc.deployments[0].running_count = running;
     }
+    // Each service's newest service deployment: of the revision its PRIMARY runs.
+    let revisions: BTreeMap<String, String> = world
+        .services
+        .values()
+        .map(|svc| (svc.name.clone(), svc.deployments[0].task_definition.clone().unwrap_or_default()))
+        .collect();
+    let status = match rollout {
+        "COMPLETED" => "SUCCESSFUL",
+        "FAILED" => "ROLLBACK_FAILED",
+        other => other,
+    };
     let mut api = read_mock(world);
     no_mutations(&mut api);
     api.expect_list_tasks().returning(|_, _, _| Ok(vec![]));
     api.expect_target_health().returning(|_| Ok(vec![]));
+    api.expect_list_service_deployments().returning(move |_, service| {
+        Ok(vec![ServiceDeploymentBrief {
+            arn: format!("sd/{service}"),
+            status: status.into(),
+            target_revision_arn: revisions.get(service).map(|td| format!("rev/{td}")),
+            created_at_ms: Some(1),
+        }])
+    });
+    api.expect_service_revision_task_definitions()
+        .returning(|arns| Ok(arns.iter().map(|a| (a.clone(), a.trim_start_matches("rev/").to_owned())).collect()));
+    api.expect_describe_service_deployments().returning(move |arns| {
+        Ok(arns
+            .iter()
+            .map(|arn| ServiceDeployment {
+                arn: arn.clone(),
+                status: status.into(),
+                status_reason: Some(format!("ECS deployment {rollout}")),
+                target_revision_arn: None,
+                ..Default::default()
+            })
+            .collect())
+    });
     api
 }
 
@@ -1440,4 +1506,312 @@ async fn every_existing_resource_is_reported_as_found() {
             assert!(events.contains(&found), "{found} missing from {events:#?}");
         }
     }
+}
+
+/// A deployed context whose api-gateway deploys blue-green, with its traffic shift published.
+fn blue_green_ctx() -> Context {
+    let mut config = config(false);
+    config.services[1].deploy.strategy = Some(tap_core::strategy::Strategy::BlueGreen);
+    let ctx = deployed_ctx(config);
+    let mut security: SecurityOutputs = ctx.get("test").unwrap();
+    security.infrastructure_role_arn = Some(format!("arn:aws:iam::{ACCOUNT}:role/tap-ecs-infrastructure-dev"));
+    ctx.put(security);
+    let mut ingress: IngressOutputs = ctx.get("test").unwrap();
+    ingress.traffic_shifts.insert(
+        "api-gateway".into(),
+        TrafficShift {
+            alternate_target_group_arn: tg_arn("api-alt"),
+            production_listener_rule_arn: "arn:rule/prod".into(),
+            test_listener_rule_arn: "arn:rule/test".into(),
+        },
+    );
+    ctx.put(ingress);
+    ctx
+}
+
+#[test]
+fn a_blue_green_service_gets_its_strategy_and_traffic_shift() {
+    let ctx = blue_green_ctx();
+    let want = desired_service(&ctx, "api-gateway", &td_arn("api-gateway", 1));
+    assert_eq!(want.strategy.strategy, "BLUE_GREEN");
+    assert_eq!(want.strategy.bake_time_minutes, Some(5));
+    let shift = want.load_balancers[0].traffic_shift.clone().expect("advancedConfiguration");
+    assert_eq!(shift.alternate_target_group_arn, tg_arn("api-alt"));
+    assert_eq!(
+        (shift.production_listener_rule.as_str(), shift.test_listener_rule.as_str()),
+        ("arn:rule/prod", "arn:rule/test")
+    );
+    assert!(shift.role_arn.ends_with("role/tap-ecs-infrastructure-dev"));
+
+    // After a deployment ECS serves from the alternate group: no drift, nothing to repair.
+    let mut have = observed_from(&want);
+    let lb = &mut have.load_balancers[0];
+    let swapped = lb.traffic_shift.as_mut().unwrap();
+    std::mem::swap(&mut lb.target_group_arn, &mut swapped.alternate_target_group_arn);
+    assert_eq!(service::update_for(&want, &have), None);
+
+    // A service still rolling: the strategy and the load balancer change, in one UpdateService
+    // that writes the deployment configuration whole.
+    let rolling = desired_service(&deployed_ctx(config(false)), "api-gateway", &td_arn("api-gateway", 1));
+    let (update, attrs) = service::update_for(&want, &observed_from(&rolling)).expect("drift");
+    let names: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
+    assert_eq!(names, ["deployment_strategy", "load_balancers"]);
+    assert_eq!(update.strategy.as_ref().map(|s| s.strategy.as_str()), Some("BLUE_GREEN"));
+    assert_eq!(update.circuit_breaker, Some(want.circuit_breaker));
+    assert!(update.load_balancers.unwrap()[0].traffic_shift.is_some());
+    assert_eq!(update.task_definition, None);
+}
+
+/// A config deploying image tag `tag` (the converged world runs `latest`).
+fn tag_config(tag: &str) -> Config {
+    let mut config = config(false);
+    config.image_tag = tag.into();
+    config
+}
+
+/// What each repository holds: `v1` pushed before `v2` (and an untagged image).
+fn pushed_v1_v2(repository: &str) -> Vec<image::RepositoryImage> {
+    assert!(repository.starts_with("tap-") && repository.ends_with("-dev"), "{repository}");
+    vec![
+        image::RepositoryImage { tags: vec!["v1".into()], pushed_at: Some(100) },
+        image::RepositoryImage { tags: vec![], pushed_at: Some(300) },
+        image::RepositoryImage { tags: vec!["v2".into()], pushed_at: Some(200) },
+    ]
+}
+
+/// Registers revision 2 of whatever is asked and moves the services to it.
+fn expect_moves(api: &mut MockServicesApi, times: usize) {
+    api.expect_register_task_definition().times(times).returning(|def, _| {
+        let service = def.containers[0].name.clone();
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_update_service().times(times).returning(|u| {
+        let ctx = deployed_ctx(config(false));
+        let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+        Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
+    });
+}
+
+#[tokio::test]
+async fn a_running_service_moving_to_a_missing_tag_is_refused_naming_the_tags_the_repository_has() {
+    let world = World { images: false, ..converged_world(&deployed_ctx(config(false))) };
+
+    // Plan: the task definitions would change, and each service gets a `!` line naming the tags.
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    let checked = world.image_checks.clone();
+    api.expect_repository_images().times(3).returning(|repository| Ok(pushed_v1_v2(repository)));
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 3, "one DescribeImages of the tag per service");
+    for s in SERVICES {
+        let refusal = changes.iter().find(|c| c.resource == format!("services/image/{s}")).expect("a refusal");
+        assert_eq!(refusal.action, Action::Refuse);
+        assert_eq!(refusal.name, format!("tap-{s}-dev:v9"));
+        assert_eq!(
+            refusal.reason.as_deref(),
+            Some(format!("tap-{s}-dev:v9 is not in the repository (it has: v2, v1)").as_str())
+        );
+        let td = changes.iter().find(|c| c.resource == format!("services/task-definition/{s}")).unwrap();
+        assert_eq!(td.action, Action::Update);
+    }
+
+    // Apply (the look before it was skipped): it stops before writing anything.
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images().returning(|repository| Ok(pushed_v1_v2(repository)));
+    let err = step(api).apply(&ctx).await.unwrap_err();
+    assert!(
+        matches!(err, StepError::Conflict { ref resource, .. } if resource.starts_with("services/image/")),
+        "{err}"
+    );
+    let msg = err.to_string();
+    for needle in [" runs and would move", ":v9 is not in the repository (it has: v2, v1)", "--allow-missing-image"] {
+        assert!(msg.contains(needle), "{needle} in {msg}");
+    }
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn services_still_to_create_are_created_with_a_missing_tag() {
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut world = World { images: false, ..converged_world(&deployed_ctx(config(false))) };
+    world.services.clear();
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    api.expect_register_task_definition().times(3).returning(|def, _| {
+        let service = def.containers[0].name.clone();
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+    });
+    api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert!(changes.iter().all(|c| c.action != Action::Refuse), "{changes:#?}");
+    assert_eq!(changes.iter().filter(|c| c.resource.starts_with("services/ecs-service/")).count(), 3);
+}
+
+#[tokio::test]
+async fn a_pushed_tag_moves_the_services_without_listing_the_repository() {
+    let ctx = deployed_ctx(tag_config("v9"));
+    let world = converged_world(&deployed_ctx(config(false)));
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let planned = step(api).plan(&ctx).await.unwrap();
+    assert!(planned.iter().all(|c| c.action != Action::Refuse), "{planned:#?}");
+    assert_eq!(*checked.lock().unwrap(), 3);
+
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    expect_moves(&mut api, 3);
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes.len(), 6, "{changes:#?}");
+}
+
+#[tokio::test]
+async fn allow_missing_images_moves_running_services_with_a_warning() {
+    let mut config = tag_config("v9");
+    config.deploy.allow_missing_images = true;
+    let ctx = deployed_ctx(config);
+    let world = World { images: false, ..converged_world(&deployed_ctx(self::config(false))) };
+    let mut api = read_mock(world.clone());
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let planned = step(api).plan(&ctx).await.unwrap();
+    assert!(planned.iter().all(|c| c.action != Action::Refuse), "{planned:#?}");
+
+    let mut api = read_mock(world);
+    api.expect_repository_images().never();
+    expect_moves(&mut api, 3);
+    assert_eq!(step(api).apply(&ctx).await.unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
+    // After a rollback the frontend runs revision 1 (`latest`) while the latest revision, 2, asks
+    // for `v9`, never pushed: deploying `v9` would move it there. The others run `v9` already.
+    let ctx = deployed_ctx(tag_config("v9"));
+    let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(ObservedTaskDefinition {
+        arn: td_arn("frontend", 1),
+        revision: 1,
+        active: true,
+        definition: desired_td(&deployed_ctx(config(false)), "frontend"),
+    });
+    let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images()
+        .withf(|repository| repository == "tap-frontend-dev")
+        .times(1)
+        .returning(|_| Ok(vec![image::RepositoryImage { tags: vec!["v1".into()], pushed_at: None }]));
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 1);
+    let listed: BTreeSet<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([
+            ("services/ecs-service/frontend".to_string(), Action::Update),
+            ("services/image/frontend".to_string(), Action::Refuse),
+        ])
+    );
+
+    // A deploy interrupted between registering revision 2 and moving the service to it: both
+    // revisions have the image the config asks for, so the service moves without a check.
+    let ctx = deployed_ctx(config(false));
+    let mut world = World { images: false, ..converged_world(&ctx) };
+    world.revisions.push(world.task_definitions["tap-frontend-dev"].clone());
+    let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
+    let checked = world.image_checks.clone();
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    api.expect_repository_images().never();
+    let changes = step(api).plan(&ctx).await.unwrap();
+    assert_eq!(*checked.lock().unwrap(), 0);
+    assert_eq!(
+        changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
+        [("services/ecs-service/frontend", Action::Update)]
+    );
+}
+
+#[tokio::test]
+async fn deployment_alarms_are_named_repaired_and_cleared_in_one_deployment_configuration() {
+    use crate::service::DeploymentAlarms;
+    let ctx = deployed_ctx(config(false));
+    let d = desired_service(&ctx, "frontend", &td_arn("frontend", 1));
+    let want = DeploymentAlarms {
+        alarm_names: ["cpu-high", "memory-high", "target-5xx", "unhealthy-targets"]
+            .iter()
+            .map(|w| format!("tap-dev-frontend-{w}"))
+            .collect(),
+        enable: true,
+        rollback: true,
+    };
+    assert_eq!(d.alarms, Some(want.clone()));
+    let processing = desired_service(&ctx, "processing-service", &td_arn("processing-service", 1));
+    assert_eq!(processing.alarms.map(|a| a.alarm_names.len()), Some(2));
+
+    // Missing on frontend (drift), in another order on api-gateway (no drift), and the circuit
+    // breaker gone on processing-service: each fix sends the whole deployment configuration.
+    let mut world = converged_world(&ctx);
+    world.services.get_mut("tap-frontend-dev").unwrap().alarms = None;
+    world.services.get_mut("tap-api-gateway-dev").unwrap().alarms.as_mut().unwrap().alarm_names.reverse();
+    world.services.get_mut("tap-processing-service-dev").unwrap().circuit_breaker = None;
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let mut api = read_mock(world);
+    let log = sent.clone();
+    api.expect_update_service().times(2).returning(move |u| {
+        log.lock().unwrap().push(u.clone());
+        let ctx = deployed_ctx(config(false));
+        let label = u.service.trim_start_matches("tap-").trim_end_matches("-dev").to_owned();
+        Ok(observed_from(&desired_service(&ctx, &label, &td_arn(&label, 1))))
+    });
+    let plan_changes = {
+        let mut world = converged_world(&ctx);
+        world.services.get_mut("tap-frontend-dev").unwrap().alarms = None;
+        world.services.get_mut("tap-processing-service-dev").unwrap().circuit_breaker = None;
+        let mut api = read_mock(world);
+        no_mutations(&mut api);
+        step(api).plan(&ctx).await.unwrap()
+    };
+    let changes = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(changes, plan_changes, "deploy does what plan showed");
+    let frontend = changes.iter().find(|c| c.resource == "services/ecs-service/frontend").unwrap();
+    assert_eq!(frontend.attributes.len(), 1);
+    assert_eq!(frontend.attributes[0].attribute, "deployment_alarms");
+    let sent = sent.lock().unwrap().clone();
+    let of = |s: &str| sent.iter().find(|u| u.service == format!("tap-{s}-dev")).unwrap().clone();
+    let u = of("frontend");
+    assert_eq!((u.alarms, u.circuit_breaker), (Some(want), Some(CircuitBreaker { enable: true, rollback: true })));
+    let u = of("processing-service");
+    assert_eq!(u.circuit_breaker, Some(CircuitBreaker { enable: true, rollback: true }));
+    assert_eq!(u.alarms.map(|a| (a.alarm_names.len(), a.enable, a.rollback)), Some((2, true, true)));
+
+    // Alarms disabled: the services stop naming them.
+    let mut disabled = config(false);
+    disabled.alarms.enabled = false;
+    let off_ctx = deployed_ctx(disabled);
+    assert_eq!(desired_service(&off_ctx, "frontend", &td_arn("frontend", 1)).alarms, None);
+    let mut api = read_mock(converged_world(&ctx));
+    api.expect_update_service()
+        .withf(|u| u.alarms == Some(DeploymentAlarms::off()) && u.circuit_breaker.is_some())
+        .times(3)
+        .returning(|u| {
+            let ctx = deployed_ctx(config(false));
+            let label = u.service.trim_start_matches("tap-").trim_end_matches("-dev").to_owned();
+            Ok(observed_from(&desired_service(&ctx, &label, &td_arn(&label, 1))))
+        });
+    let changes = step(api).apply(&off_ctx).await.unwrap();
+    assert_eq!(changes.len(), 3, "{changes:#?}");
+    // …and a service with alarms off matches a desire for none.
+    let mut world = converged_world(&off_ctx);
+    for s in world.services.values_mut() {
+        s.alarms = Some(DeploymentAlarms::off());
+    }
+    let mut api = read_mock(world);
+    no_mutations(&mut api);
+    assert_eq!(step(api).apply(&off_ctx).await.unwrap(), vec![]);
 }

@@ -224,6 +224,8 @@ pub struct AwsClients {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     /// Application Auto Scaling.
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    /// CloudWatch (alarms).
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl AwsClients {
@@ -240,6 +242,7 @@ impl AwsClients {
             servicediscovery: tap_core::sdk_client!(aws_sdk_servicediscovery, s),
             logs: tap_core::sdk_client!(aws_sdk_cloudwatchlogs, s),
             autoscaling: tap_core::sdk_client!(aws_sdk_applicationautoscaling, s),
+            cloudwatch: tap_core::sdk_client!(aws_sdk_cloudwatch, s),
             session,
         }
     }
@@ -313,6 +316,30 @@ impl TestEnv {
         path
     }
 
+    /// Pushes an image tagged `tag` into the ECR repository of each of `services` (straight to
+    /// the emulator, with PutImage: a manifest of its own per repository and tag).
+    pub async fn push_image(&self, services: &[&str], tag: &str) {
+        let clients = self.clients().await;
+        for service in services {
+            let repo = format!("tap-{service}-{}", self.suffix);
+            let seed = format!("{repo}:{tag}")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:{seed:064x}"}},"layers":[]}}"#
+            );
+            clients
+                .ecr
+                .put_image()
+                .repository_name(&repo)
+                .image_manifest(manifest)
+                .image_tag(tag)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PutImage {repo}:{tag}: {e:?}"));
+        }
+    }
+
     /// Counts, with the SDK, every resource of this environment by kind (see [`Inventory`]).
     pub async fn inventory(&self) -> Inventory {
         Inventory::read(&self.clients().await, &self.suffix).await
@@ -344,6 +371,7 @@ pub const SPEC_COUNTS: &[(&str, usize)] = &[
     ("ecs:service", 3),
     ("autoscaling:scalable-target", 3),
     ("autoscaling:scaling-policy", 3),
+    ("cloudwatch:alarm", 10),
     ("logs:lock", 0),
 ];
 
@@ -354,7 +382,8 @@ pub const SPEC_COUNTS: &[(&str, usize)] = &[
 /// services only while ACTIVE, task definition families with an ACTIVE revision. Listeners and
 /// rules are those of the environment's load balancers (rules without the default one); Cloud Map
 /// services those of its namespaces plus any whose namespace is gone; scaling targets and policies
-/// those of its cluster's services; `logs:lock` is the environment lock's log group.
+/// those of its cluster's services; `logs:lock` is the environment lock's log group; alarms those
+/// under `tap-{suffix}-` whose `Environment` tag is the suffix (4 per routed service, 2 per other).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inventory {
     /// Kind → count, for every kind of [`SPEC_COUNTS`].
@@ -658,6 +687,60 @@ impl Inventory {
             "autoscaling:scaling-policy",
             policies.iter().filter(|p| p.resource_id().starts_with(&resource_prefix)).count(),
         );
+        let alarms = Alarms::read(clients, suffix).await;
+        counts.insert("cloudwatch:alarm", alarms.0.len());
         Inventory { counts }
+    }
+}
+
+/// The CloudWatch alarms of an environment, read back with the SDK: those under the prefix
+/// `tap-{suffix}-` whose `Environment` tag is the suffix (the prefix alone would also match the
+/// alarms of an environment named `{suffix}-…`).
+#[derive(Debug, Clone)]
+pub struct Alarms(pub Vec<aws_sdk_cloudwatch::types::MetricAlarm>);
+
+impl Alarms {
+    /// Reads every alarm of environment `suffix` through `clients`.
+    pub async fn read(clients: &AwsClients, suffix: &str) -> Alarms {
+        let cw = &clients.cloudwatch;
+        let (mut all, mut token) = (Vec::new(), None::<String>);
+        loop {
+            let out = cw
+                .describe_alarms()
+                .alarm_name_prefix(format!("tap-{suffix}-"))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .expect("DescribeAlarms");
+            all.extend(out.metric_alarms().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        let mut ours = Vec::new();
+        for alarm in all {
+            let tags = cw
+                .list_tags_for_resource()
+                .resource_arn(alarm.alarm_arn().unwrap_or_default())
+                .send()
+                .await
+                .expect("ListTagsForResource");
+            if tags.tags().iter().any(|t| t.key() == Some("Environment") && t.value() == Some(suffix)) {
+                ours.push(alarm);
+            }
+        }
+        ours.sort_by(|a, b| a.alarm_name().cmp(&b.alarm_name()));
+        Alarms(ours)
+    }
+
+    /// The alarm named `name`.
+    pub fn get(&self, name: &str) -> Option<&aws_sdk_cloudwatch::types::MetricAlarm> {
+        self.0.iter().find(|a| a.alarm_name() == Some(name))
+    }
+
+    /// Every alarm's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().filter_map(|a| a.alarm_name().map(str::to_owned)).collect()
     }
 }

@@ -25,6 +25,7 @@ pub const SDK_ALLOWED: &[(&str, &[&str])] = &[
     ("tap-security", &["aws-sdk-ec2", "aws-sdk-iam", "aws-sdk-secretsmanager"]),
     ("tap-ingress", &["aws-sdk-elasticloadbalancingv2"]),
     ("tap-discovery", &["aws-sdk-servicediscovery"]),
+    ("tap-alarms", &["aws-sdk-cloudwatch"]),
     (
         "tap-services",
         &[

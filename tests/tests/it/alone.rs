@@ -91,3 +91,16 @@ fn services_plans_alone() {
         &["+ services/ecs-service/frontend", "+ services/log-group/api-gateway", "(mutating: 0)"],
     );
 }
+
+#[test]
+fn alarms_runs_alone() {
+    run_alone(
+        "alarms_alone",
+        &[
+            "+ alarms/cpu-high/frontend (tap-alarms-alone-frontend-cpu-high)",
+            "+ alarms/target-5xx/api-gateway",
+            "second plan: 0 change(s)",
+            "- alarms/memory-high/processing-service",
+        ],
+    );
+}

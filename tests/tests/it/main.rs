@@ -3,6 +3,7 @@
 //! moto_server (see the `tests` crate's harness). Run one area with
 //! `cargo test --workspace --test it -- <module>::`.
 
+mod alarms;
 mod alone;
 mod base_steps;
 mod cli;
@@ -17,3 +18,4 @@ mod reliability;
 mod rollout;
 mod security;
 mod services;
+mod strategies;

@@ -76,7 +76,7 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
     for c in changes {
         let k = keys(c);
         assert!(k.is_superset(&set(&["step", "resource", "name", "action"])), "{c}");
-        assert!(k.is_subset(&set(&["step", "resource", "name", "action", "attributes"])), "{c}");
+        assert!(k.is_subset(&set(&["step", "resource", "name", "action", "attributes", "reason"])), "{c}");
         let action = c["action"].as_str().unwrap();
         assert!(["create", "update", "delete"].contains(&action), "{c}");
         *counted.entry(action.to_owned()).or_default() += 1;
@@ -84,7 +84,7 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
             assert_eq!(keys(a), set(&["attribute", "old", "new"]), "{a}");
         }
     }
-    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "unchanged"]));
+    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "refuse", "unchanged"]));
     for action in ["create", "update", "delete"] {
         assert_eq!(doc["summary"][action].as_u64(), Some(counted.get(action).copied().unwrap_or(0)), "{action}");
     }
@@ -92,7 +92,10 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
     assert_eq!(doc["changed"], Value::Bool(!changes.is_empty()));
     let steps: BTreeSet<String> =
         doc["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(steps, set(&["network", "registry", "cluster", "security", "ingress", "discovery", "services"]));
+    assert_eq!(
+        steps,
+        set(&["network", "registry", "cluster", "security", "ingress", "discovery", "alarms", "services"])
+    );
     for s in doc["steps"].as_array().unwrap() {
         assert_eq!(keys(s), set(&["step", "elapsed_ms", "changes", "unchanged"]), "{s}");
     }
@@ -205,10 +208,14 @@ async fn json_documents_and_exit_codes_of_every_command() {
                 "task_definition",
                 "revision",
                 "target_health",
+                "alarms",
             ]),
             "{s}"
         );
         assert!(s["desired"].is_i64() && s["running"].is_i64() && s["pending"].is_i64());
+        for a in s["alarms"].as_array().unwrap() {
+            assert_eq!(keys(a), set(&["name", "alarm", "state"]), "{a}");
+        }
     }
 
     // unlock: one document, also when there is no lock.
@@ -311,7 +318,7 @@ async fn progress_is_plain_without_a_terminal_and_live_under_a_pty() {
 
     // No terminal: plain timestamped lines on stderr, no escape sequences; results on stdout.
     let plan = tap_with(&env, &[("RUST_LOG", "warn")], &["plan"]).success();
-    for step in ["network", "registry", "cluster", "security", "ingress", "discovery", "services"] {
+    for step in ["network", "registry", "cluster", "security", "ingress", "discovery", "alarms", "services"] {
         assert!(plan.stderr.contains(&format!("{step:<10} planning")), "{step} start in:\n{}", plan.stderr);
         assert!(plan.stderr.contains(&format!("{step:<10} done: ")), "{step} end in:\n{}", plan.stderr);
     }
@@ -353,7 +360,7 @@ async fn progress_is_plain_without_a_terminal_and_live_under_a_pty() {
     let (code, live) = under_pty(&env, &["plan"]);
     assert_eq!(code, Some(0), "{live}");
     assert!(live.contains("\u{1b}[") && live.contains('\r'), "the live view redraws in place: {live:?}");
-    for step in ["network", "registry", "cluster", "security", "ingress", "discovery", "services"] {
+    for step in ["network", "registry", "cluster", "security", "ingress", "discovery", "alarms", "services"] {
         assert!(live.contains(&format!("✓ {step}")), "✓ {step} in {live:?}");
     }
     assert!(live.contains("network    no changes, 18 unchanged"), "{live:?}");

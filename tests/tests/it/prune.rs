@@ -3,7 +3,7 @@
 //! repository that still holds images as kept, `=`), deploy removes them, a second deploy is a
 //! no-op, and destroy run with a one-service config leaves nothing of the environment behind.
 //!
-//! Covers every step whose resources belong to a service: services, discovery, registry and
+//! Covers every step whose resources belong to a service: services, discovery, registry, alarms and
 //! security (the removed services here are not routed; `tests/tests/security.rs` prunes a routed
 //! one's target group and rule).
 
@@ -51,6 +51,11 @@ fn removal(kept_repository: bool) -> BTreeSet<(String, String, String)> {
         }
     }
     want.insert(("discovery".into(), "discovery/service/processing-service".into(), "delete".into()));
+    for service in ["processing-service", "reporting"] {
+        for what in ["cpu-high", "memory-high"] {
+            want.insert(("alarms".into(), format!("alarms/{what}/{service}"), "delete".into()));
+        }
+    }
     for service in ["processing-service", "reporting"] {
         want.insert(("security".into(), format!("security/sg/{service}"), "delete".into()));
         want.insert(("security".into(), format!("security/role/{service}-task"), "delete".into()));

@@ -19,6 +19,7 @@ fn rollout_proxy(circuit_breaker_threshold: usize) -> Proxy {
         task_start: Duration::from_millis(300),
         healthy_after: Duration::from_millis(400),
         circuit_breaker_threshold,
+        ..Rollouts::default()
     });
     proxy
 }
@@ -195,7 +196,7 @@ async fn a_circuit_breaker_rollback_is_reported_as_a_failure() {
         let text = &rest[..rest[1..].find("services/ecs-service/").map_or(rest.len(), |i| i + 1)];
         assert!(text.contains(&format!("ECS rolled it back: {ecs}:1 is PRIMARY instead of {ecs}:2")), "{text}");
         assert!(text.contains("failed (ECS: deployment failed: tasks failed to start.)"), "{text}");
-        assert!(text.contains("deployment circuit breaker: rolling back"), "{text}");
+        assert!(text.contains("rolling back to deployment ecs-svc/"), "{text}");
         assert!(text.contains("Essential container in task exited"), "{text}");
     }
     assert!(!run.stdout.contains("\"summary\""), "no success document: {}", run.stdout);

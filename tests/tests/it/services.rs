@@ -3,15 +3,16 @@
 //! converges in one run (moto drops fields on CreateService, tap corrects them right away); the
 //! outputs match AWS; `tap status` lists the services; a second deploy makes no mutating call; a new
 //! image tag registers exactly one revision per service and updates the services; destroy leaves
-//! nothing behind.
+//! nothing behind. A tag never pushed is refused on a running environment before any write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use aws_sdk_ecs::types::{TaskDefinitionField, TaskDefinitionStatus};
 use serde_json::Value;
+use tap_core::aws::is_mutating;
 use tap_core::AwsError;
-use tests::TestEnv;
+use tests::{proxy, Faults, TestEnv};
 
 const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
 
@@ -443,7 +444,8 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
         assert_eq!(aws.active_revisions(svc).await.len(), 1, "{svc}");
     }
 
-    // A new image tag: exactly one new revision per service, and the services move to it.
+    // A new image tag, pushed: exactly one new revision per service, and the services move to it.
+    env.push_image(&SERVICES, "v2").await;
     let (third, _) = tap_run(&env, &["deploy", "--no-wait", "--image-tag", "v2"]);
     let mutations = mutating_calls(&third);
     assert_eq!(mutations.get("ECS:RegisterTaskDefinition"), Some(&3), "{mutations:?}");
@@ -477,4 +479,75 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     // Destroying again is a no-op.
     let (again, _) = tap_run(&env, &["destroy", "--yes"]);
     assert_eq!(services_changes(&again), vec![]);
+}
+
+#[tokio::test]
+async fn a_running_service_is_never_moved_to_an_image_its_repository_does_not_have() {
+    let env = TestEnv::new("svc-image");
+    // A first deploy into new, empty repositories creates the services and says how to push.
+    let (first, logs) = tap_run(&env, &["deploy", "--no-wait"]);
+    assert!(services_changes(&first).iter().any(|(r, a)| r == "services/ecs-service/api-gateway" && a == "create"));
+    assert!(logs.contains("is not in ECR") && logs.contains("docker push"), "{logs}");
+    env.push_image(&SERVICES, "v1").await;
+    env.push_image(&SERVICES, "v2").await;
+    tap_run(&env, &["deploy", "--no-wait", "--image-tag", "v2"]);
+
+    let wire = proxy(Faults::default());
+    let through = env.with_endpoint(&wire.endpoint());
+    let ops_since =
+        |before: usize| -> Vec<String> { wire.calls()[before..].iter().map(|c| c.operation.clone()).collect() };
+
+    // Nothing moves: the repositories are not asked for any image.
+    let before = wire.calls().len();
+    through.tap(&["deploy", "--no-wait", "--image-tag", "v2"]).success();
+    let seen = ops_since(before);
+    assert!(!seen.iter().any(|op| op == "DescribeImages"), "a no-op deploy asks no repository: {seen:?}");
+    assert!(!seen.iter().any(|op| is_mutating(op)), "{seen:?}");
+
+    // A tag never pushed: plan marks each running service, and says so in its exit code.
+    let plan = through.tap(&["plan", "--image-tag", "v9", "--detailed-exitcode"]).expect_code(2);
+    for s in SERVICES {
+        let line = format!("! services/image/{s}: tap-{s}-svc-image:v9 is not in the repository (it has: v2, v1)");
+        assert!(plan.stdout.contains(&line), "{line} in\n{}", plan.stdout);
+    }
+    assert!(plan.stdout.contains("3 refused (!)"), "{}", plan.stdout);
+    let doc = through.tap(&["--output", "json", "plan", "--image-tag", "v9"]).success().json();
+    let refused: Vec<&Value> = doc["changes"].as_array().unwrap().iter().filter(|c| c["action"] == "refuse").collect();
+    assert_eq!(refused.len(), 3, "{doc}");
+    assert_eq!(refused[0]["resource"], "services/image/frontend");
+    assert_eq!(refused[0]["name"], "tap-frontend-svc-image:v9");
+    assert_eq!(refused[0]["reason"], "tap-frontend-svc-image:v9 is not in the repository (it has: v2, v1)");
+    assert_eq!(doc["summary"]["refuse"], 3);
+
+    // Deploy refuses before the lock and before any write, naming the services, the tag and the
+    // tags the repositories have, and how to override.
+    let before = wire.calls().len();
+    let refused = through.tap(&["deploy", "--image-tag", "v9"]).expect_code(1);
+    let seen = ops_since(before);
+    let writes: Vec<&String> = seen.iter().filter(|op| is_mutating(op)).collect();
+    assert_eq!(writes, Vec::<&String>::new(), "no mutating call on the wire, the lock included: {seen:?}");
+    let listings = seen.iter().filter(|op| *op == "DescribeImages").count();
+    assert_eq!(listings, 6, "per service, the tag asked for, then the repository listed once: {seen:?}");
+    assert!(refused.stderr.contains("error: deploy refused before any change (3 refusals)"), "{}", refused.stderr);
+    for s in SERVICES {
+        let named = format!("{s} runs and would move to an image its repository does not have: tap-{s}-svc-image:v9");
+        assert!(refused.stderr.contains(&named), "{named} in\n{}", refused.stderr);
+    }
+    assert!(refused.stderr.contains("(it has: v2, v1)"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("--allow-missing-image"), "{}", refused.stderr);
+    let clients = env.clients().await;
+    for s in SERVICES {
+        let family = format!("tap-{s}-svc-image");
+        let td = clients.ecs.describe_task_definition().task_definition(&family).send().await.unwrap();
+        let image = td.task_definition().unwrap().container_definitions()[0].image().unwrap_or_default().to_string();
+        assert!(image.ends_with(":v2"), "{family} still runs v2: {image}");
+    }
+
+    // The override keeps the old behaviour: the services move, with a warning.
+    let (moved, logs) = tap_run(&through, &["deploy", "--no-wait", "--image-tag", "v9", "--allow-missing-image"]);
+    assert_eq!(mutating_calls(&moved).get("ECS:RegisterTaskDefinition"), Some(&3), "{:?}", mutating_calls(&moved));
+    assert!(logs.contains("is not in ECR") && logs.contains("anyway"), "{logs}");
+    assert!(services_changes(&moved).iter().all(|(_, a)| a != "refuse"), "{:?}", services_changes(&moved));
+
+    env.tap(&["destroy", "--yes"]).success();
 }
