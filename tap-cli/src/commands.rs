@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use tap_core::aws::{AwsSession, CallCounts, WriteGuard};
-use tap_core::outputs::{is_known, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
+use tap_core::outputs::{is_known, service_output_keys, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
 use tap_core::{Config, Context};
 
 use crate::cli::{Cli, Command, OutputFormat};
@@ -582,7 +582,8 @@ fn peak_rss_kb() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The 12 stack outputs of SPEC.md §1, from what a read-only pass found in AWS.
+/// The stack outputs of SPEC.md §1 (12 for the default three services: each service adds its ARN
+/// and repository URL), from what a read-only pass found in AWS.
 fn stack_outputs(ctx: &Context) -> Result<Value> {
     let env = ctx.names.env();
     let not_deployed = |what: &str| anyhow::anyhow!("environment `{env}` has no {what} yet: run `tap deploy` first");
@@ -591,22 +592,19 @@ fn stack_outputs(ctx: &Context) -> Result<Value> {
     let cluster: ClusterOutputs = ctx.try_get().ok_or_else(|| not_deployed("cluster"))?;
     let ingress: IngressOutputs = ctx.try_get().ok_or_else(|| not_deployed("load balancer"))?;
     let services: ServicesOutputs = ctx.try_get().ok_or_else(|| not_deployed("services"))?;
-    let service_arn = |name: &str| services.service_arns.get(name).cloned().unwrap_or_default();
-    let repo_url = |name: &str| registry.repositories.get(name).map(|r| r.uri.clone()).unwrap_or_default();
-    let doc = json!({
+    let mut doc = json!({
         "vpcId": network.vpc_id,
         "albDnsName": ingress.dns_name,
         "clusterName": cluster.name,
         "clusterArn": cluster.arn,
-        "frontendServiceArn": service_arn("frontend"),
-        "apiGatewayServiceArn": service_arn("api-gateway"),
-        "processingServiceArn": service_arn("processing-service"),
-        "frontendEcrUrl": repo_url("frontend"),
-        "apiGatewayEcrUrl": repo_url("api-gateway"),
-        "processingServiceEcrUrl": repo_url("processing-service"),
         "publicSubnetIds": network.public_subnets.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
         "privateSubnetIds": network.private_subnets.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
     });
+    for service in &ctx.config.services {
+        let (arn_key, url_key) = service_output_keys(&service.name);
+        doc[arn_key] = json!(services.service_arns.get(&service.name).cloned().unwrap_or_default());
+        doc[url_key] = json!(registry.repositories.get(&service.name).map(|r| r.uri.clone()).unwrap_or_default());
+    }
     let missing: Vec<&String> = doc
         .as_object()
         .into_iter()

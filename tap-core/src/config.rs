@@ -831,6 +831,7 @@ impl Config {
             p.push(invalid("services", "[]", "at least one service is needed"));
         }
         let mut names = BTreeSet::new();
+        let mut output_keys = BTreeMap::new();
         let mut ports = BTreeSet::new();
         let mut short_names = BTreeSet::new();
         let mut priorities = BTreeSet::new();
@@ -841,6 +842,12 @@ impl Config {
             validate_label(p, &f("name"), &s.name);
             if !names.insert(s.name.as_str()) {
                 p.push(invalid(f("name"), &s.name, "service names must be unique"));
+            } else if let Some(other) = output_keys.insert(crate::outputs::service_output_keys(&s.name).0, &s.name) {
+                p.push(invalid(
+                    f("name"),
+                    &s.name,
+                    format!("gives the same `tap outputs` keys as service `{other}`: rename one of them"),
+                ));
             }
             if !ports.insert(s.port) {
                 p.push(invalid(f("port"), s.port, "service ports must be unique"));
@@ -1351,6 +1358,20 @@ mod tests {
         c.services[2].name = "vpc".into();
         c.services[2].allow_from = vec!["api-gateway".into()];
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn services_whose_output_keys_collide_are_refused_naming_both() {
+        let mut c = Config::default();
+        c.services[0].name = "processing".into();
+        let err = c.validate().unwrap_err();
+        match &err {
+            ConfigError::Invalid { field, value, rule } => {
+                assert_eq!((field.as_str(), value.as_str()), ("services[2].name", "processing-service"));
+                assert!(rule.contains("`tap outputs` keys as service `processing`"), "{rule}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -13,6 +13,27 @@ pub fn is_known(id: &str) -> bool {
     id != PENDING && !id.is_empty()
 }
 
+/// The stack-output keys of a service's ARN and repository URL: `<camelCaseName>ServiceArn` and
+/// `<camelCaseName>EcrUrl`, except that a name already ending in `-service` is not doubled, so the
+/// default three give SPEC.md's `frontendServiceArn`, `apiGatewayServiceArn`,
+/// `processingServiceArn` and `…EcrUrl`.
+pub fn service_output_keys(service: &str) -> (String, String) {
+    let mut camel = String::with_capacity(service.len());
+    let mut upper = false;
+    for c in service.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            camel.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            camel.push(c);
+        }
+    }
+    let arn = if camel.ends_with("Service") { format!("{camel}Arn") } else { format!("{camel}ServiceArn") };
+    (arn, format!("{camel}EcrUrl"))
+}
+
 /// One subnet and its availability zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SubnetRef {
@@ -140,4 +161,21 @@ pub struct AlarmsOutputs {
     /// Service name → the names of its CloudWatch alarms, sorted (what its
     /// `deploymentConfiguration.alarms` names); no entry for any service when alarms are disabled.
     pub alarm_names: BTreeMap<String, Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_output_keys;
+
+    #[test]
+    fn output_keys_are_camel_case_and_give_the_specs_for_the_default_services() {
+        let keys = |s: &str| {
+            let (arn, url) = service_output_keys(s);
+            [arn, url]
+        };
+        assert_eq!(keys("frontend"), ["frontendServiceArn", "frontendEcrUrl"]);
+        assert_eq!(keys("api-gateway"), ["apiGatewayServiceArn", "apiGatewayEcrUrl"]);
+        assert_eq!(keys("processing-service"), ["processingServiceArn", "processingServiceEcrUrl"]);
+        assert_eq!(keys("billing-v2"), ["billingV2ServiceArn", "billingV2EcrUrl"]);
+    }
 }

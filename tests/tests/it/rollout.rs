@@ -195,7 +195,8 @@ async fn a_circuit_breaker_rollback_is_reported_as_a_failure() {
         let rest = &message[start..];
         let text = &rest[..rest[1..].find("services/ecs-service/").map_or(rest.len(), |i| i + 1)];
         assert!(text.contains(&format!("ECS rolled it back: {ecs}:1 is PRIMARY instead of {ecs}:2")), "{text}");
-        assert!(text.contains("failed (ECS: deployment failed: tasks failed to start.)"), "{text}");
+        assert!(text.contains("failed (the deployment circuit breaker stopped it"), "{text}");
+        assert!(text.contains("ECS: ECS deployment circuit breaker: tasks failed to start."), "{text}");
         assert!(text.contains("rolling back to deployment ecs-svc/"), "{text}");
         assert!(text.contains("Essential container in task exited"), "{text}");
     }

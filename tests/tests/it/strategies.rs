@@ -208,6 +208,17 @@ async fn blue_green_canary_and_linear_run_to_success_and_leave_nothing_to_repair
     let again = tap(&via, &config, &["--output", "json", "deploy", "--image-tag", "v2"]).success().json();
     assert_eq!(again["calls"]["mutating"], 0, "{}", again["calls"]);
 
+    // `tap outputs` of a four-service environment: the SPEC's 12 keys and the fourth service's two.
+    let outputs = tap(&via, &config, &["--output", "json", "outputs"]).success().json();
+    let keys: Vec<&str> = outputs.as_object().expect("outputs").keys().map(String::as_str).collect();
+    for key in ["frontendServiceArn", "apiGatewayServiceArn", "processingServiceArn", "processingServiceEcrUrl"] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    assert_eq!(keys.len(), 14, "{keys:?}");
+    let admin = outputs["adminServiceArn"].as_str().unwrap_or_default();
+    assert!(admin.ends_with(&format!("service/tap-cluster-{0}/tap-admin-{0}", env.suffix)), "{outputs}");
+    assert!(outputs["adminEcrUrl"].as_str().unwrap_or_default().ends_with(&format!("/tap-admin-{}", env.suffix)));
+
     tap(&via, &config, &["destroy", "--yes"]).success();
     env.inventory().await.assert_empty("after destroy");
 }
@@ -375,10 +386,10 @@ async fn an_alarm_firing_in_the_bake_time_rolls_back_blue_green_and_rolling_depl
     let env = TestEnv::new("shift4");
     let proxy = double();
     let via = env.with_endpoint(&proxy.endpoint());
-    // ECS bakes a rolling deployment for its alarms' longest window: 20 periods of a minute, 6 s
-    // of the double's ECS minutes.
+    // ECS bakes a rolling deployment for its alarms' longest window: 60 periods of a minute, 18 s
+    // of the double's ECS minutes (time to see the new tasks and set the alarm, on a busy machine).
     let toml = [
-        "[deploy]\nbake_time_minutes = 0\n[alarms]\nevaluation_periods = 20\n".to_string(),
+        "[deploy]\nbake_time_minutes = 0\n[alarms]\nevaluation_periods = 60\n".to_string(),
         with_deploy(FRONTEND, r#"strategy = "blue-green""#),
         API_GATEWAY.into(),
         PROCESSING.into(),
