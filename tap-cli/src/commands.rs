@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use tap_core::aws::{AwsSession, CallCounts, WriteGuard};
-use tap_core::outputs::{is_known, service_output_keys, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs};
+use tap_core::outputs::{
+    is_known, service_output_keys, ClusterOutputs, IngressOutputs, NetworkOutputs, RegistryOutputs, ServicesOutputs,
+};
 use tap_core::{Config, Context};
 
 use crate::cli::{Cli, Command, OutputFormat};
