@@ -173,6 +173,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write the man pages (`tap.1` and one per command) into DIR, e.g. `tap manpages ~/.local/share/man/man1`.
+    Manpages {
+        /// The folder to write them into (created when missing).
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -191,6 +196,7 @@ impl Command {
             Command::List => "list",
             Command::Logs { .. } => "logs",
             Command::Completions { .. } => "completions",
+            Command::Manpages { .. } => "manpages",
         }
     }
 }

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use clap::CommandFactory;
 use serde_json::{json, Value};
 use tap_core::aws::{AwsSession, CallCounts, WriteGuard};
 use tap_core::outputs::{
@@ -36,13 +35,18 @@ static ENVIRONMENT: OnceLock<String> = OnceLock::new();
 /// Runs the command line; the exit code on success (plan's detailed exit code may be 2).
 pub async fn run(cli: &Cli) -> Result<ExitCode> {
     if let Command::Completions { shell } = cli.command {
-        let mut command = Cli::command();
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut command, "tap", &mut script);
-        match std::io::stdout().lock().write_all(&script) {
+        match std::io::stdout().lock().write_all(&crate::manual::completion(shell)) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => return Ok(ExitCode::SUCCESS),
         }
+    }
+    if let Command::Manpages { dir } = &cli.command {
+        let written =
+            crate::manual::write_all(dir).with_context(|| format!("writing man pages into {}", dir.display()))?;
+        for page in written {
+            println!("{}", page.display());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(cli.config.as_deref(), cli.overrides())?;
     let _ = ENVIRONMENT.set(config.environment.clone());
@@ -319,7 +323,7 @@ impl Run<'_> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+            Command::Completions { .. } | Command::Manpages { .. } => Ok(ExitCode::SUCCESS),
         }
     }
 

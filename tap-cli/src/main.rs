@@ -13,6 +13,7 @@
 //! - [`errors`]: errors with the resource, action, AWS code and message, and hints.
 //! - [`logs`]: `tap logs`; [`lock`]: the environment lock; [`steps`]: the registered steps.
 //! - [`cost`]: the pricing table and the monthly estimate; [`list`]: `tap list`.
+//! - [`version`]: `tap --version` (commit, dirty flag, target); [`manual`]: completions and man pages.
 //!
 //! ```sh
 //! tap --env dev --region eu-west-1 plan --detailed-exitcode   # 0: nothing to do, 2: changes
@@ -30,17 +31,27 @@ mod errors;
 mod list;
 mod lock;
 mod logs;
+mod manual;
 mod progress;
 mod render;
 mod runner;
 mod steps;
+mod version;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's own version line has no commit; ours has, and honours `--output json`.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            version::print(version::wants_json(std::env::args_os()));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     cli::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1,4 +1,4 @@
-//! Developer automation, rust-analyzer style: `cargo xtask <ci|tidy|demo|bench>`.
+//! Developer automation, rust-analyzer style: `cargo xtask <ci|tidy|demo|bench|dist|release|package>`.
 //!
 //! - `tidy`: the architecture invariants a machine can check (see [`tidy`] and ARCHITECTURE.md):
 //!   each concern crate's normal dependencies, `//!` docs at each crate root, no `todo!`.
@@ -10,6 +10,11 @@
 //!   with `--rate-limits`, through AWS's documented API rate limits (`tap_moto::rate_limits`),
 //!   with the calls throttled and the least wall time the buckets allow; `--environments K` runs K
 //!   environments at once against the same buckets.
+//! - `dist [--target T]`: the release archive with completions, man pages, `SHA256SUMS` and a
+//!   CycloneDX SBOM, smoke-tested (see [`dist`], [`sbom`]).
+//! - `release <version> [--execute]`: bump, date the CHANGELOG, commit and tag; a dry run unless
+//!   `--execute` (see [`release`]).
+//! - `package`: `cargo package` of every publishable library crate (see [`package`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +27,12 @@ use tap_moto::proxy::{Fate, SeenCall};
 use tap_moto::rate_limits::{Floor, RateLimits};
 use tap_moto::Moto;
 
+mod clock;
+mod dist;
+mod git;
+mod package;
+mod release;
+mod sbom;
 mod tidy;
 
 fn main() -> Result<()> {
@@ -33,9 +44,13 @@ fn main() -> Result<()> {
         Some("tidy") => tidy(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::run_dist(&args[1..]),
+        Some("release") => release::run_release(&args[1..]),
+        Some("package") => package::check(&dist::metadata(&root, None)?).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR] [--rate-limits | --rate-limits-observe] [--environments K] [--timeout-s N]>"
+                "usage: cargo xtask <ci|tidy|demo|bench [--runs N] [--latency-ms N] [--services N] [--async-delete-window-s N] [--call-log DIR] [--rate-limits | --rate-limits-observe] [--environments K] [--timeout-s N]\n\
+                 \x20                 |dist [--target TRIPLE]|release <version> [--execute]|package>"
             );
             std::process::exit(2)
         }
