@@ -641,8 +641,14 @@ fn confirm_destroy(env: &str) -> Result<()> {
 
 fn print_stats(counts: &CallCounts, elapsed_ms: u128) {
     eprintln!(
-        "AWS calls: {} total, {} mutating, {} HTTP attempts, {} ms",
-        counts.total, counts.mutating, counts.attempts, elapsed_ms
+        "AWS calls: {} total, {} mutating, {} HTTP attempts ({} retries, {} throttled), {} ms waited between attempts, {} ms",
+        counts.total,
+        counts.mutating,
+        counts.attempts,
+        counts.retries(),
+        counts.throttled,
+        counts.waited_ms,
+        elapsed_ms
     );
     for (op, n) in &counts.by_operation {
         eprintln!("  {n:>4}  {op}");

@@ -3,11 +3,22 @@
 //! [`sdk_client!`](crate::sdk_client); the interceptor that counts every call by service and
 //! operation ([`CallCounter`]); the [`WriteGuard`] that makes a session read-only; the run's
 //! retry and timeout policy. Loading the AWS config (the standard chain) is `tap-cli`'s job.
+//!
+//! AWS throttles every account and region with token buckets per API. A run sends many calls at
+//! once (every resource of a step concurrently), so throttling is expected at scale and must never
+//! fail a deploy alone: the SDK's **adaptive** retry mode puts a client-side rate limiter in front
+//! of each service, shared by every client of that service in the run (one [`RetryPartition`] per
+//! service, [`AwsSession::retry_partition`]), which slows down to what AWS accepts after the first
+//! throttling answer; throttled attempts cost nothing from the SDK's retry quota (only other
+//! errors do), and [`CallCounts`] reports the retries, the throttled attempts and the time spent
+//! waiting between attempts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use aws_smithy_runtime::client::retries::RetryPartition;
+use aws_smithy_runtime::client::retries::TokenBucket;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
@@ -56,6 +67,46 @@ impl Storable for SpanIndex {
     type Storer = StoreReplace<Self>;
 }
 
+/// When the current attempt started, and how long the operation's earlier attempts took (in the
+/// operation's config bag): the rest of its time went to backoff and the client rate limiter.
+#[derive(Debug, Clone, Copy)]
+struct AttemptClock {
+    started: Option<Instant>,
+    in_attempts: Duration,
+}
+
+impl Storable for AttemptClock {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The error codes AWS services answer a throttled call with (as the SDK's retry classifier
+/// knows them).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "EC2ThrottledException",
+];
+
+/// Whether an error answer's body carries a throttling code: `<Code>X</Code>` (query and XML
+/// protocols) or `"…#X"` / `"X"` as the JSON protocols' error type.
+fn is_throttling_answer(status: u16, body: &[u8]) -> bool {
+    if status < 400 {
+        return false;
+    }
+    let body = String::from_utf8_lossy(body);
+    THROTTLING_CODES.iter().any(|code| {
+        body.contains(&format!("<Code>{code}</Code>"))
+            || body.contains(&format!("#{code}\""))
+            || body.contains(&format!("\"{code}\""))
+    })
+}
+
 /// A snapshot of the counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounts {
@@ -65,6 +116,11 @@ pub struct CallCounts {
     pub mutating: u64,
     /// HTTP attempts, retries included.
     pub attempts: u64,
+    /// Attempts AWS answered with a throttling error (each was retried, or its operation failed).
+    pub throttled: u64,
+    /// Time operations spent between their attempts, summed: retry backoff and waits for the
+    /// client-side rate limiter's tokens.
+    pub waited_ms: u64,
     /// `service:Operation` → operations executed.
     pub by_operation: BTreeMap<String, u64>,
     /// The longest chain of operations that ran one after another (each started after the
@@ -73,6 +129,11 @@ pub struct CallCounts {
 }
 
 impl CallCounts {
+    /// Attempts beyond each operation's first.
+    pub fn retries(&self) -> u64 {
+        self.attempts.saturating_sub(self.total)
+    }
+
     /// The mutating operations and their counts.
     pub fn mutating_operations(&self) -> BTreeMap<String, u64> {
         self.by_operation
@@ -147,8 +208,13 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(&SpanIndex(i)) = cfg.load::<SpanIndex>() {
+            let in_attempts = cfg.load::<AttemptClock>().map(|c| c.in_attempts).unwrap_or_default();
             let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let state = &mut *guard;
+            if let Some(&(start, _)) = state.spans.get(i) {
+                let waited = start.elapsed().saturating_sub(in_attempts);
+                state.counts.waited_ms += waited.as_millis() as u64;
+            }
             if let Some(span) = state.spans.get_mut(i) {
                 let end = Instant::now();
                 span.1 = Some(end);
@@ -163,9 +229,30 @@ impl Intercept for CallCounter {
         &self,
         _ctx: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.attempts += 1;
+        let in_attempts = cfg.load::<AttemptClock>().map(|c| c.in_attempts).unwrap_or_default();
+        cfg.interceptor_state().store_put(AttemptClock { started: Some(Instant::now()), in_attempts });
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        ctx: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(AttemptClock { started: Some(started), in_attempts }) = cfg.load::<AttemptClock>().copied() {
+            let in_attempts = in_attempts + started.elapsed();
+            cfg.interceptor_state().store_put(AttemptClock { started: None, in_attempts });
+        }
+        let throttled = ctx
+            .response()
+            .is_some_and(|r| is_throttling_answer(r.status().as_u16(), r.body().bytes().unwrap_or_default()));
+        if throttled {
+            self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.throttled += 1;
+        }
         Ok(())
     }
 }
@@ -179,12 +266,13 @@ pub struct AwsSession {
     sdk_config: SdkConfig,
     counter: CallCounter,
     guard: Option<WriteGuard>,
+    partitions: Arc<Mutex<HashMap<&'static str, RetryPartition>>>,
 }
 
 impl AwsSession {
     /// A session over an already-loaded SDK config, with a fresh call counter and no guard.
     pub fn new(sdk_config: SdkConfig) -> Self {
-        AwsSession { sdk_config, counter: CallCounter::default(), guard: None }
+        AwsSession { sdk_config, counter: CallCounter::default(), guard: None, partitions: Arc::default() }
     }
 
     /// The shared SDK config.
@@ -214,12 +302,30 @@ impl AwsSession {
         AwsSession { guard: Some(guard.clone()), ..self.clone() }
     }
 
-    /// The retry policy of every tap run: the standard mode (throttling and transient errors back
-    /// off) with `settings.max_attempts` attempts. The loader in `tap-cli` puts it in the SDK config.
+    /// The retry policy of every tap run: the adaptive mode (throttling and transient errors back
+    /// off; after a throttling answer a client-side rate limiter paces the service's calls) with
+    /// `settings.max_attempts` attempts. The loader in `tap-cli` puts it in the SDK config.
     pub fn retry_config(settings: &AwsSettings) -> RetryConfig {
-        RetryConfig::standard()
+        RetryConfig::adaptive()
             .with_max_attempts(settings.max_attempts)
             .with_initial_backoff(Duration::from_millis(200))
+            .with_max_backoff(Duration::from_secs(20))
+    }
+
+    /// The retry partition of `service`'s clients (the SDK crate's name): one per service and
+    /// session, so every client of that service in the run shares its adaptive rate limiter and
+    /// its retry quota. A throttled attempt costs no retry quota: the rate limiter answers
+    /// throttling; the quota still ends retries of other errors in an outage.
+    pub fn retry_partition(&self, service: &'static str) -> RetryPartition {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        partitions
+            .entry(service)
+            .or_insert_with(|| {
+                RetryPartition::custom(format!("tap-{service}"))
+                    .token_bucket(TokenBucket::builder().throttling_retry_cost(0).build())
+                    .build()
+            })
+            .clone()
     }
 
     /// Bounded timeouts, so a lost connection fails one attempt instead of hanging the run.
@@ -242,7 +348,8 @@ impl AwsSession {
 macro_rules! sdk_client {
     ($sdk:ident, $session:expr) => {{
         let session: &$crate::aws::AwsSession = $session;
-        let mut builder = $sdk::config::Builder::from(session.sdk_config());
+        let mut builder = $sdk::config::Builder::from(session.sdk_config())
+            .retry_partition(session.retry_partition(stringify!($sdk)));
         if let Some(guard) = session.guard() {
             builder = builder.interceptor(guard.clone());
         }
@@ -342,6 +449,37 @@ impl Intercept for WriteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttling_answers_are_told_by_their_code_in_every_protocol() {
+        let xml =
+            b"<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
+        assert!(is_throttling_answer(400, xml));
+        let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
+        assert!(is_throttling_answer(503, ec2));
+        let json = br#"{"__type":"com.amazonaws.ecs#ThrottlingException","message":"Rate exceeded"}"#;
+        assert!(is_throttling_answer(400, json));
+        assert!(is_throttling_answer(400, br#"{"__type":"ThrottlingException"}"#));
+        // Other errors, and a successful answer that mentions the word, are not throttling.
+        assert!(!is_throttling_answer(400, b"<Error><Code>ThrottlingConfigInvalid</Code></Error>"));
+        assert!(!is_throttling_answer(404, br#"{"__type":"ResourceNotFoundException"}"#));
+        assert!(!is_throttling_answer(200, b"<Code>Throttling</Code>"));
+    }
+
+    #[test]
+    fn each_service_has_one_retry_partition_per_session() {
+        let session = AwsSession::new(SdkConfig::builder().build());
+        let read_only = session.read_only(&WriteGuard::default());
+        for s in [&session, &read_only, &session] {
+            assert_eq!(s.retry_partition("aws_sdk_ecs").to_string(), "tap-aws_sdk_ecs");
+        }
+        session.retry_partition("aws_sdk_iam");
+        // Built once per service and shared by every client of the run, read-only ones included
+        // (a custom partition's rate limiter and quota are its own: shared only when cloned).
+        assert_eq!(session.partitions.lock().unwrap().len(), 2);
+        let counts = CallCounts { total: 3, attempts: 5, ..CallCounts::default() };
+        assert_eq!(counts.retries(), 2);
+    }
 
     #[test]
     fn critical_path_is_the_longest_sequential_chain() {
