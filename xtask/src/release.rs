@@ -304,6 +304,10 @@ serde = { version = "1", features = ["derive"] }
     fn the_bump_on_a_scratch_copy_moves_every_crate_and_requirement_to_the_new_version() {
         let scratch = scratch_copy();
         let root = scratch.path();
+        // Right after a release the Unreleased section is empty: give the copy an entry to move.
+        let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+        let changelog = changelog.replacen("## [Unreleased]\n", "## [Unreleased]\n\n### Fixed\n- A change.\n", 1);
+        std::fs::write(root.join("CHANGELOG.md"), changelog).unwrap();
         let current = current_version(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
         let next = Version::new(current.major, current.minor + 1, 0);
         let bumped = bump_files(root, &next, "2026-12-07").unwrap();
