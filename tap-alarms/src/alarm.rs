@@ -9,7 +9,8 @@
 //!   the put creates the alarm). A put is idempotent: resent after a lost answer, it changes
 //!   nothing.
 //! - **find**: `DescribeAlarms AlarmNames=[name]`.
-//! - **delete**: `DeleteAlarms`; an alarm already gone (`ResourceNotFound`) is no change.
+//! - **delete**: `DeleteAlarms`, up to 100 alarms a call (a destroy or prune of a whole
+//!   environment is one call); an alarm already gone (`ResourceNotFound`) is no change.
 //! - **owned**: alarms under the environment's prefix (`tap-{s}-`) that the config does not
 //!   declare are checked with `ListTagsForResource`, one each; those whose tags say the
 //!   environment owns them ([`tap_core::resource::owned`]) are what a prune or destroy deletes.
@@ -155,5 +156,13 @@ impl Resource for AlarmKind<'_> {
 
     async fn delete(&self, have: &ObservedAlarm) -> Result<(), ActionError> {
         self.api.delete_alarms(std::slice::from_ref(&have.name)).await.during("DeleteAlarms")
+    }
+
+    /// `DeleteAlarms` takes up to 100 names (and deletes none when one is gone).
+    const DELETE_BATCH: usize = 100;
+
+    async fn delete_many(&self, haves: &[&ObservedAlarm]) -> Result<(), ActionError> {
+        let names: Vec<String> = haves.iter().map(|h| h.name.clone()).collect();
+        self.api.delete_alarms(&names).await.during("DeleteAlarms")
     }
 }

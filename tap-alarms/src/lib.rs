@@ -319,7 +319,7 @@ impl Step for AlarmsStep {
         let declared: BTreeSet<String> = named.into_keys().collect();
         doomed.extend(self.owned_undeclared(ctx, &found, &declared).await?);
         let (kind, engine) = (AlarmKind::new(&*self.api), Engine::new(ctx, STEP, Mode::Apply));
-        try_join_all(doomed.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;
+        engine.delete_all(&kind, &doomed.iter().collect::<Vec<_>>()).await?;
         Ok(engine.into_changes())
     }
 }

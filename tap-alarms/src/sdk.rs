@@ -7,20 +7,38 @@
 use async_trait::async_trait;
 use aws_sdk_cloudwatch as cloudwatch;
 use cloudwatch::types::{ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, Statistic};
+use std::sync::Arc;
+
 use tap_core::aws::AwsSession;
 use tap_core::naming::Tag;
+use tap_core::pace::Pacer;
 use tap_core::AwsError;
 
 use crate::api::{AlarmMetric, AlarmSpec, AlarmsApi, MetricStat, ObservedAlarm};
 
+/// CloudWatch's documented rate for `PutMetricAlarm` and for `DeleteAlarms`, each: 3 a second
+/// per account and region (its service quotas page). A run writes 2 to 4 alarms a service at
+/// once, so it paces them rather than having most throttled.
+const ALARM_WRITES_PER_SECOND: u32 = 3;
+
 /// [`AlarmsApi`] over the real SDK client.
 #[derive(Debug, Clone)]
-pub struct SdkAlarms(pub cloudwatch::Client);
+pub struct SdkAlarms {
+    client: cloudwatch::Client,
+    puts: Arc<Pacer>,
+    deletes: Arc<Pacer>,
+}
 
 impl SdkAlarms {
     /// The CloudWatch client of `session` (with its call counter and write guard).
     pub fn from_session(session: &AwsSession) -> Self {
-        SdkAlarms(tap_core::sdk_client!(aws_sdk_cloudwatch, session))
+        SdkAlarms::new(tap_core::sdk_client!(aws_sdk_cloudwatch, session))
+    }
+
+    /// Over `client`, with the run's alarm writes paced to CloudWatch's rate.
+    pub fn new(client: cloudwatch::Client) -> Self {
+        let pacer = || Arc::new(Pacer::new(f64::from(ALARM_WRITES_PER_SECOND), ALARM_WRITES_PER_SECOND));
+        SdkAlarms { client, puts: pacer(), deletes: pacer() }
     }
 }
 
@@ -104,7 +122,7 @@ impl AlarmsApi for SdkAlarms {
         let mut token: Option<String> = None;
         loop {
             let out = self
-                .0
+                .client
                 .describe_alarms()
                 .alarm_name_prefix(prefix)
                 .max_records(100)
@@ -120,13 +138,14 @@ impl AlarmsApi for SdkAlarms {
     }
 
     async fn find_alarm(&self, name: &str) -> Result<Option<ObservedAlarm>, AwsError> {
-        let out = self.0.describe_alarms().alarm_names(name).send().await?;
+        let out = self.client.describe_alarms().alarm_names(name).send().await?;
         Ok(out.metric_alarms().iter().find(|a| a.alarm_name() == Some(name)).map(observed))
     }
 
     async fn put_metric_alarm(&self, spec: &AlarmSpec) -> Result<(), AwsError> {
+        self.puts.ready().await;
         let mut req = self
-            .0
+            .client
             .put_metric_alarm()
             .alarm_name(&spec.name)
             .alarm_description(&spec.description)
@@ -166,12 +185,13 @@ impl AlarmsApi for SdkAlarms {
     }
 
     async fn delete_alarms(&self, names: &[String]) -> Result<(), AwsError> {
-        self.0.delete_alarms().set_alarm_names(Some(names.to_vec())).send().await?;
+        self.deletes.ready().await;
+        self.client.delete_alarms().set_alarm_names(Some(names.to_vec())).send().await?;
         Ok(())
     }
 
     async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
-        let out = self.0.list_tags_for_resource().resource_arn(arn).send().await?;
+        let out = self.client.list_tags_for_resource().resource_arn(arn).send().await?;
         Ok(out
             .tags()
             .iter()

@@ -129,7 +129,8 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// Endpoint override, e.g. a local emulator (`AWS_ENDPOINT_URL` works too).
     pub endpoint_url: Option<String>,
-    /// Attempts per AWS call (standard retry mode: throttling and transient errors back off).
+    /// Attempts per AWS call (standard retry mode: throttling and transient errors back off, up to
+    /// 20 s between attempts). 12 rides out AWS's API rate limits at a hundred resources of a kind.
     pub max_attempts: u32,
 }
 
@@ -483,7 +484,7 @@ impl Default for Config {
 
 impl Default for AwsSettings {
     fn default() -> Self {
-        AwsSettings { region: None, profile: None, endpoint_url: None, max_attempts: 5 }
+        AwsSettings { region: None, profile: None, endpoint_url: None, max_attempts: 12 }
     }
 }
 

@@ -34,6 +34,7 @@ pub mod error;
 pub mod idempotent;
 pub mod naming;
 pub mod outputs;
+pub mod pace;
 pub mod progress;
 pub mod resource;
 pub mod step;

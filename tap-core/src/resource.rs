@@ -155,6 +155,20 @@ pub trait Resource: Send + Sync {
     /// Deletes `have`; a resource already gone is not an error (the engine ignores not-found).
     async fn delete(&self, have: &Self::Observed) -> Result<(), ActionError>;
 
+    /// How many resources one [`Resource::delete_many`] call deletes: more than 1 where AWS's
+    /// delete takes a list (CloudWatch `DeleteAlarms` takes 100 names), which saves calls against
+    /// the API's rate limit.
+    const DELETE_BATCH: usize = 1;
+
+    /// Deletes all of `haves` (at most [`Resource::DELETE_BATCH`]) in one call. The default
+    /// deletes them one by one.
+    async fn delete_many(&self, haves: &[&Self::Observed]) -> Result<(), ActionError> {
+        for have in haves {
+            self.delete(have).await?;
+        }
+        Ok(())
+    }
+
     /// Whether the engine compares what a create returned (or adopted) with `want` and runs the
     /// update for what differs, in the same run. Turn it off for a kind whose step sets that
     /// itself (e.g. beside other calls, to keep the run's chain of calls short).
@@ -318,9 +332,51 @@ impl<'a> Engine<'a> {
         Ok(true)
     }
 
-    /// Deletes every owned resource whose id is not `declared`, concurrently. A data-bearing one
-    /// is kept (and listed as [`Action::Keep`]) unless the config allows pruning data
-    /// (`deploy.prune_data`). Returns the ones deleted (or, in plan mode, to be deleted).
+    /// Deletes `doomed` (in plan mode: lists them), concurrently, [`Resource::DELETE_BATCH`] at a
+    /// time where the kind's API takes a list. A batch AWS refuses because one of them is already
+    /// gone is deleted again one by one, so what is gone stays no error and no change. Returns,
+    /// for each, whether it was (or would be) deleted.
+    pub async fn delete_all<R: Resource>(
+        &self,
+        resource: &R,
+        doomed: &[&Owned<R::Observed>],
+    ) -> Result<Vec<bool>, StepError> {
+        if R::DELETE_BATCH <= 1 || doomed.len() <= 1 || !self.mode.is_apply() {
+            return self.delete_each(resource, doomed).await;
+        }
+        let batches = futures::future::try_join_all(doomed.chunks(R::DELETE_BATCH).map(|chunk| async move {
+            for o in chunk {
+                self.working(&o.id, Action::Delete);
+            }
+            let haves: Vec<&R::Observed> = chunk.iter().map(|o| &o.observed).collect();
+            match resource.delete_many(&haves).await {
+                Ok(()) => {
+                    for o in chunk {
+                        tracing::info!(step = self.step, resource = o.id, name = o.name, "deleted");
+                        self.record(Change::delete(&o.id, &o.name));
+                    }
+                    Ok(vec![true; chunk.len()])
+                }
+                Err(e) if e.source.is_not_found() => self.delete_each(resource, chunk).await,
+                Err(e) => Err(e.on(&chunk[0].id)),
+            }
+        }))
+        .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    /// [`Engine::delete`] of each of `doomed`, concurrently.
+    async fn delete_each<R: Resource>(
+        &self,
+        resource: &R,
+        doomed: &[&Owned<R::Observed>],
+    ) -> Result<Vec<bool>, StepError> {
+        futures::future::try_join_all(doomed.iter().map(|o| self.delete(resource, &o.id, &o.name, &o.observed))).await
+    }
+
+    /// Deletes every owned resource whose id is not `declared` ([`Engine::delete_all`]). A
+    /// data-bearing one is kept (and listed as [`Action::Keep`]) unless the config allows pruning
+    /// data (`deploy.prune_data`). Returns the ones deleted (or, in plan mode, to be deleted).
     pub async fn prune<R: Resource>(
         &self,
         resource: &R,
@@ -329,16 +385,18 @@ impl<'a> Engine<'a> {
     ) -> Result<Vec<Owned<R::Observed>>, StepError> {
         let undeclared: Vec<Owned<R::Observed>> = owned.into_iter().filter(|o| !declared.contains(&o.id)).collect();
         let prune_data = self.ctx.config.deploy.prune_data;
-        let outcomes = futures::future::try_join_all(undeclared.into_iter().map(|o| async move {
-            if !prune_data && resource.holds_data(&o.observed).await.map_err(|e| e.on(&o.id))? {
+        let kept = futures::future::try_join_all(undeclared.iter().map(|o| async move {
+            let keep = !prune_data && resource.holds_data(&o.observed).await.map_err(|e| e.on(&o.id))?;
+            if keep {
                 self.record(Change::keep(&o.id, &o.name));
-                return Ok(None);
             }
-            let deleted = self.delete(resource, &o.id, &o.name, &o.observed).await?;
-            Ok::<_, StepError>(deleted.then_some(o))
+            Ok::<_, StepError>(keep)
         }))
         .await?;
-        Ok(outcomes.into_iter().flatten().collect())
+        let doomed: Vec<&Owned<R::Observed>> =
+            undeclared.iter().zip(&kept).filter(|(_, keep)| !**keep).map(|(o, _)| o).collect();
+        let deleted = self.delete_all(resource, &doomed).await?;
+        Ok(doomed.into_iter().zip(deleted).filter(|(_, d)| *d).map(|(o, _)| o.clone()).collect())
     }
 
     /// Reports a resource that exists and was compared (unchanged unless a change names it too).
@@ -486,6 +544,81 @@ mod tests {
         async fn holds_data(&self, have: &Record) -> Result<bool, ActionError> {
             Ok(have.data)
         }
+    }
+
+    /// A kind whose delete takes a list of two, and deletes none when one of them is gone (as
+    /// CloudWatch's `DeleteAlarms` does).
+    #[derive(Default)]
+    struct Pairs {
+        names: Mutex<BTreeSet<String>>,
+        calls: Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Resource for Pairs {
+        type Desired = String;
+        type Observed = String;
+        type Update = ();
+        const KIND: &'static str = "fake/pair";
+        const CREATE: &'static str = "CreatePair";
+        const DELETE: &'static str = "DeletePairs";
+        const DELETE_BATCH: usize = 2;
+
+        fn diff(&self, _want: &String, _have: &String) -> Result<Option<Diff<()>>, String> {
+            Ok(None)
+        }
+        async fn find(&self, _want: &String) -> Result<Option<String>, AwsError> {
+            Ok(None)
+        }
+        async fn create(&self, want: &String) -> Result<String, AwsError> {
+            Ok(want.clone())
+        }
+        async fn update(&self, _have: &String, _update: &()) -> Result<(), ActionError> {
+            Ok(())
+        }
+        async fn delete(&self, have: &String) -> Result<(), ActionError> {
+            self.delete_many(&[have]).await
+        }
+        async fn delete_many(&self, haves: &[&String]) -> Result<(), ActionError> {
+            self.calls.lock().unwrap().push(haves.iter().map(|h| h.to_string()).collect());
+            let mut names = self.names.lock().unwrap();
+            if haves.iter().any(|h| !names.contains(*h)) {
+                return Err(AwsError::new("ResourceNotFound", "no such pair")).during("DeletePairs");
+            }
+            for h in haves {
+                names.remove(*h);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kind_whose_delete_takes_a_list_is_deleted_in_batches_and_one_gone_is_no_change() {
+        let pairs = Pairs::default();
+        pairs.names.lock().unwrap().extend(["a", "b", "c", "e"].map(String::from));
+        // `d` is already gone: its batch is refused whole, then deleted one by one.
+        let doomed: Vec<Owned<String>> = ["a", "b", "c", "d", "e"]
+            .map(|n| Owned { id: format!("fake/pair/{n}"), name: n.to_string(), observed: n.to_string() })
+            .to_vec();
+        let ctx = Context::new(Config::default());
+        let engine = Engine::new(&ctx, "fake", Mode::Apply);
+        let deleted = engine.delete_all(&pairs, &doomed.iter().collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(deleted, [true, true, true, false, true]);
+        let calls = pairs.calls.lock().unwrap().clone();
+        let batches: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(&batches[..3], [2, 2, 1], "{calls:?}");
+        assert_eq!(calls.len(), 5, "the refused batch again one by one: {calls:?}");
+        assert!(pairs.names.lock().unwrap().is_empty());
+        let changes = engine.into_changes();
+        let gone: BTreeSet<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(gone, BTreeSet::from(["a", "b", "c", "e"]), "`d` was gone: no change");
+
+        // Plan mode lists each, one by one, and calls nothing.
+        let pairs = Pairs::default();
+        let engine = Engine::new(&ctx, "fake", Mode::Plan);
+        let listed = engine.delete_all(&pairs, &doomed.iter().collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(listed, [true; 5]);
+        assert!(pairs.calls.lock().unwrap().is_empty());
     }
 
     fn record(env: &str, name: &str, size: u32) -> Record {
