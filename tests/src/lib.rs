@@ -24,19 +24,44 @@ pub fn moto() -> &'static Moto {
     })
 }
 
-/// The `tap` binary of this build (`TAP_BIN` overrides).
+/// The `tap` binary of this build, built by this test run (`TAP_BIN` overrides).
 ///
-/// `cargo test --workspace` builds it before any test runs (tap-cli's own integration test needs
-/// it); when running only this package, build it first: `cargo build -p tap-cli`. Building it from
-/// here is not an option: cargo holds the build lock while tests run.
+/// The first call has Cargo build it as `cargo test --workspace` (what `cargo xtask ci` runs)
+/// builds it, into this test binary's own target dir and profile: `cargo test --workspace
+/// --no-run`, a no-op under `cargo xtask ci`. So a test never runs a `tap` older than the sources,
+/// e.g. after `cargo test -p tests` alone, which builds no binary. (Not `cargo build -p tap-cli`:
+/// without the workspace's dev-dependencies it unifies other features and would build the AWS SDK
+/// crates and the binary a second way.) Cargo has released its build lock while tests run.
 pub fn tap_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("TAP_BIN") {
         return PathBuf::from(bin);
     }
-    // target/<profile>/deps/<this test> → target/<profile>/tap
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_tap).clone()
+}
+
+/// Builds `tap` as [`tap_binary`] says; its path.
+fn build_tap() -> PathBuf {
+    // <target>/<profile>/deps/<this test>
     let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("tap");
-    assert!(bin.is_file(), "{} is missing: run `cargo build -p tap-cli` first (cargo xtask ci does)", bin.display());
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("the profile's dir");
+    let target_dir = profile_dir.parent().expect("the target dir");
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.args(["test", "--workspace", "--no-run", "--quiet", "--manifest-path"]);
+    cargo.arg(tap_moto::workspace_root().join("Cargo.toml")).arg("--target-dir").arg(target_dir);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cargo.arg("--release");
+        }
+        Some(name) => {
+            cargo.args(["--profile", name]);
+        }
+    }
+    let out = cargo.stdin(Stdio::null()).output().expect("run cargo to build tap");
+    assert!(out.status.success(), "building tap failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let bin = profile_dir.join(format!("tap{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.is_file(), "{} is missing after cargo built it", bin.display());
     bin
 }
 
