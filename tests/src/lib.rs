@@ -47,6 +47,19 @@ fn build_tap() -> PathBuf {
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("the profile's dir");
     let target_dir = profile_dir.parent().expect("the target dir");
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Cargo gives a test its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*, …): inherited,
+    // they would count as changed for build scripts that watch them (ring's does) and rebuild the
+    // SDK's TLS stack for nothing. The user's own Cargo settings stay.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let setting = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "CARGO_LOG"].contains(&key.as_ref())
+            || ["CARGO_BUILD_", "CARGO_TERM_", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTR", "CARGO_PROFILE_"]
+                .iter()
+                .any(|p| key.starts_with(p));
+        if (key.starts_with("CARGO") && !setting) || key == "OUT_DIR" {
+            cargo.env_remove(key.as_ref());
+        }
+    }
     cargo.args(["test", "--workspace", "--no-run", "--quiet", "--manifest-path"]);
     cargo.arg(tap_moto::workspace_root().join("Cargo.toml")).arg("--target-dir").arg(target_dir);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
