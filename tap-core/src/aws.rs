@@ -82,20 +82,6 @@ impl Storable for AttemptClock {
     type Storer = StoreReplace<Self>;
 }
 
-/// The error codes AWS services answer a throttled call with (as the SDK's retry classifier
-/// knows them).
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "SlowDown",
-    "EC2ThrottledException",
-];
-
 /// Whether an error answer's body carries a throttling code: `<Code>X</Code>` (query and XML
 /// protocols) or `"…#X"` / `"X"` as the JSON protocols' error type.
 fn is_throttling_answer(status: u16, body: &[u8]) -> bool {
@@ -103,7 +89,7 @@ fn is_throttling_answer(status: u16, body: &[u8]) -> bool {
         return false;
     }
     let body = String::from_utf8_lossy(body);
-    THROTTLING_CODES.iter().any(|code| {
+    crate::error::THROTTLING_CODES.iter().any(|code| {
         body.contains(&format!("<Code>{code}</Code>"))
             || body.contains(&format!("#{code}\""))
             || body.contains(&format!("\"{code}\""))

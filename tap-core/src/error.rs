@@ -17,6 +17,7 @@ pub const THROTTLING_CODES: &[&str] = &[
     "RequestThrottled",
     "RequestThrottledException",
     "SlowDown",
+    "EC2ThrottledException",
 ];
 
 /// An AWS call that failed: AWS's code and message, the HTTP status of the answer, and whether

@@ -261,15 +261,11 @@ async fn ecs_rolls_back_a_crashing_blue_green_deployment_and_tap_rollback_stops_
     let args = ["--config", config.to_str().unwrap(), "deploy", "--image-tag", "v3", "--no-wait"];
     let out = slow.args(args).output().expect("run tap");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    until("frontend and api-gateway in their bake time", || async {
         let stages = [newest_deployment(&via, "frontend").await.1, newest_deployment(&via, "api-gateway").await.1];
-        if stages.iter().all(|s| s == "BAKE_TIME") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never reached the bake time: {stages:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        stages.iter().all(|s| s == "BAKE_TIME")
+    })
+    .await;
     let baking = rule_weights(&env).await;
     assert_ne!(live(&baking, 10), live(&after, 10), "in the bake time production runs the new revision");
     let rollback = tap(&via, &config, &["--output", "json", "rollback", "frontend", "api-gateway"]).success().json();
