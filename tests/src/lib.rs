@@ -78,6 +78,17 @@ fn build_tap() -> PathBuf {
     bin
 }
 
+/// The mutating operations of a run's JSON document (`calls.by_operation`), with their counts.
+pub fn mutating_calls(doc: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    doc["calls"]["by_operation"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(op, _)| tap_core::aws::is_mutating(op.rsplit(':').next().unwrap_or(op)))
+        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or(0)))
+        .collect()
+}
+
 /// Records `suffix` as taken by a test of this binary. IAM is global and the harness finds an
 /// environment's roles by name (`tap-…-{suffix}`), so no suffix may equal another or end with
 /// `-` + another (`base-drift` would count as `drift`'s).

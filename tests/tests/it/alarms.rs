@@ -35,17 +35,6 @@ fn changes_of(doc: &Value, step: &str) -> Vec<(String, String)> {
     v
 }
 
-/// The mutating operations of a run and their counts.
-fn mutating(doc: &Value) -> BTreeMap<String, u64> {
-    doc["calls"]["by_operation"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(op, _)| tap_core::aws::is_mutating(op.rsplit(':').next().unwrap_or(op)))
-        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or(0)))
-        .collect()
-}
-
 fn dimensions(alarm: &MetricAlarm) -> BTreeMap<String, String> {
     alarm
         .dimensions()
@@ -184,7 +173,7 @@ async fn alarms_are_deployed_converged_repaired_shown_pruned_and_destroyed() {
     let plan = tap_json(&env, &["plan", "--detailed-exitcode"], 0);
     assert_eq!(plan["changes"].as_array().map(Vec::len), Some(0), "{plan:#}");
     let again = tap_json(&env, &["deploy", "--no-wait"], 0);
-    assert_eq!(again["calls"]["mutating"], 0, "{:?}", mutating(&again));
+    assert_eq!(again["calls"]["mutating"], 0, "{:?}", tests::mutating_calls(&again));
 
     // Drift behind tap's back: a threshold, and a service that no longer watches its alarms.
     let cpu = format!("tap-{s}-api-gateway-cpu-high");
@@ -232,13 +221,13 @@ async fn alarms_are_deployed_converged_repaired_shown_pruned_and_destroyed() {
     assert_eq!(service["attributes"][0]["attribute"], "deployment_alarms", "{service:#}");
     let repaired = tap_json(&env, &["deploy", "--no-wait"], 0);
     assert_eq!(
-        mutating(&repaired),
+        tests::mutating_calls(&repaired),
         BTreeMap::from([("CloudWatch:PutMetricAlarm".to_owned(), 1), ("ECS:UpdateService".to_owned(), 1)])
     );
     assert_alarms_are_the_spec(&c, &s).await;
     assert_eq!(deployment_alarms(&c, &s).await[&frontend].0.len(), 4);
     let again = tap_json(&env, &["deploy", "--no-wait"], 0);
-    assert_eq!(again["calls"]["mutating"], 0, "{:?}", mutating(&again));
+    assert_eq!(again["calls"]["mutating"], 0, "{:?}", tests::mutating_calls(&again));
 
     // `tap status` shows each alarm's state; one set to ALARM is shown as such.
     let errors = format!("tap-{s}-frontend-target-5xx");

@@ -23,17 +23,6 @@ fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
     env.tap(&all).expect_code(code).json()
 }
 
-/// The mutating operations of a run, with their counts.
-fn mutating_calls(doc: &Value) -> Vec<(String, u64)> {
-    doc["calls"]["by_operation"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(op, _)| tap_core::aws::is_mutating(op.rsplit(':').next().unwrap_or(op)))
-        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or(0)))
-        .collect()
-}
-
 /// (resource, action) of the network step's changes.
 fn network_changes(doc: &Value) -> BTreeSet<(String, String)> {
     doc["changes"]
@@ -269,9 +258,14 @@ async fn network_deploy_builds_the_spec_is_idempotent_repairs_routes_and_destroy
         "the call counter recorded no call of the first deploy: {}",
         first["calls"]
     );
-    assert_eq!(second["calls"]["mutating"], 0, "second deploy makes no mutating call: {:?}", mutating_calls(&second));
+    assert_eq!(
+        second["calls"]["mutating"],
+        0,
+        "second deploy makes no mutating call: {:?}",
+        tests::mutating_calls(&second)
+    );
     let repaired: BTreeMap<String, u64> =
-        mutating_calls(&repair).into_iter().filter(|(op, _)| op.starts_with("EC2:")).collect();
+        tests::mutating_calls(&repair).into_iter().filter(|(op, _)| op.starts_with("EC2:")).collect();
     assert_eq!(
         repaired,
         BTreeMap::from([("EC2:CreateRoute".to_owned(), 1), ("EC2:ReplaceRoute".to_owned(), 1)]),

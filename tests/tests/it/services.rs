@@ -47,10 +47,6 @@ fn calls(doc: &Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn mutating_calls(doc: &Value) -> BTreeMap<String, u64> {
-    calls(doc).into_iter().filter(|(op, _)| tap_core::aws::is_mutating(op.rsplit(':').next().unwrap_or(op))).collect()
-}
-
 fn str_set(v: &Value) -> BTreeSet<String> {
     v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap_or_default().to_string()).collect()
 }
@@ -397,7 +393,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
 
     // Plan from empty: every services resource is a create, nothing is touched.
     let (plan, _) = tap_run(&env, &["plan"]);
-    assert_eq!(plan["calls"]["mutating"], 0, "{:?}", mutating_calls(&plan));
+    assert_eq!(plan["calls"]["mutating"], 0, "{:?}", tests::mutating_calls(&plan));
     let planned = services_changes(&plan);
     assert_eq!(planned.len(), 15, "{planned:?}");
     assert!(planned.iter().all(|(_, a)| a == "create"));
@@ -438,7 +434,12 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
 
     // A second deploy changes nothing: no revision, no mutating call at all.
     let (second, _) = tap_run(&env, &["deploy", "--no-wait"]);
-    assert_eq!(second["calls"]["mutating"], 0, "second deploy makes no mutating call: {:?}", mutating_calls(&second));
+    assert_eq!(
+        second["calls"]["mutating"],
+        0,
+        "second deploy makes no mutating call: {:?}",
+        tests::mutating_calls(&second)
+    );
     assert_eq!(services_changes(&second), vec![]);
     for svc in SERVICES {
         assert_eq!(aws.active_revisions(svc).await.len(), 1, "{svc}");
@@ -447,7 +448,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     // A new image tag, pushed: exactly one new revision per service, and the services move to it.
     env.push_image(&SERVICES, "v2").await;
     let (third, _) = tap_run(&env, &["deploy", "--no-wait", "--image-tag", "v2"]);
-    let mutations = mutating_calls(&third);
+    let mutations = tests::mutating_calls(&third);
     assert_eq!(mutations.get("ECS:RegisterTaskDefinition"), Some(&3), "{mutations:?}");
     assert_eq!(mutations.get("ECS:UpdateService"), Some(&3), "{mutations:?}");
     assert_eq!(mutations.values().sum::<u64>(), 6, "nothing else changes: {mutations:?}");
@@ -457,7 +458,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     }
     assert_services_are_the_spec(&aws, &outputs, "v2", 2).await;
     let (again, _) = tap_run(&env, &["deploy", "--no-wait", "--image-tag", "v2"]);
-    assert_eq!(again["calls"]["mutating"], 0, "{:?}", mutating_calls(&again));
+    assert_eq!(again["calls"]["mutating"], 0, "{:?}", tests::mutating_calls(&again));
 
     // Destroy leaves nothing of the services behind.
     let (destroyed, _) = tap_run(&env, &["destroy", "--yes"]);
@@ -545,7 +546,12 @@ async fn a_running_service_is_never_moved_to_an_image_its_repository_does_not_ha
 
     // The override keeps the old behaviour: the services move, with a warning.
     let (moved, logs) = tap_run(&through, &["deploy", "--no-wait", "--image-tag", "v9", "--allow-missing-image"]);
-    assert_eq!(mutating_calls(&moved).get("ECS:RegisterTaskDefinition"), Some(&3), "{:?}", mutating_calls(&moved));
+    assert_eq!(
+        tests::mutating_calls(&moved).get("ECS:RegisterTaskDefinition"),
+        Some(&3),
+        "{:?}",
+        tests::mutating_calls(&moved)
+    );
     assert!(logs.contains("is not in ECR") && logs.contains("anyway"), "{logs}");
     assert!(services_changes(&moved).iter().all(|(_, a)| a != "refuse"), "{:?}", services_changes(&moved));
 
