@@ -382,10 +382,11 @@ async fn an_alarm_firing_in_the_bake_time_rolls_back_blue_green_and_rolling_depl
     let env = TestEnv::new("shift4");
     let proxy = double();
     let via = env.with_endpoint(&proxy.endpoint());
-    // ECS bakes a rolling deployment for its alarms' longest window: 60 periods of a minute, 18 s
-    // of the double's ECS minutes (time to see the new tasks and set the alarm, on a busy machine).
+    // ECS bakes a rolling deployment for its alarms' longest window: 120 periods of a minute, 36 s
+    // of the double's ECS minutes (time to see the new tasks and set the alarm, on a busy machine:
+    // 18 s was once too short under the whole suite).
     let toml = [
-        "[deploy]\nbake_time_minutes = 0\n[alarms]\nevaluation_periods = 60\n".to_string(),
+        "[deploy]\nbake_time_minutes = 0\n[alarms]\nevaluation_periods = 120\n".to_string(),
         with_deploy(FRONTEND, r#"strategy = "blue-green""#),
         API_GATEWAY.into(),
         PROCESSING.into(),
