@@ -6,6 +6,7 @@
 use aws_config::{BehaviorVersion, Region};
 use tap_core::aws::AwsSession;
 use tap_core::config::AwsSettings;
+use tap_core::throttle::LimiterSettings;
 
 /// The session of a run, from the standard AWS chain with `settings`' region, profile and
 /// endpoint overrides.
@@ -22,7 +23,12 @@ pub async fn load(settings: &AwsSettings) -> AwsSession {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    AwsSession::new(loader.load().await)
+    let limits = LimiterSettings {
+        max_in_flight: settings.max_in_flight,
+        patience: std::time::Duration::from_secs(settings.throttle_patience_seconds),
+        ..LimiterSettings::default()
+    };
+    AwsSession::with_limits(loader.load().await, limits)
 }
 
 #[cfg(test)]

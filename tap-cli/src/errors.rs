@@ -156,8 +156,8 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
     }
     if err.retryable && tap_core::error::THROTTLING_CODES.contains(&code) {
         return Some(
-            "AWS kept throttling after every retry: run the command again, or raise `aws.max_attempts` \
-             (TAP_AWS__MAX_ATTEMPTS)"
+            "AWS kept throttling past `aws.throttle_patience_seconds` and every retry: run the command again \
+             later, or raise `aws.throttle_patience_seconds` or `aws.max_attempts` (TAP_AWS__MAX_ATTEMPTS)"
                 .into(),
         );
     }

@@ -1,20 +1,22 @@
 //! What every concern crate builds its SDK clients from, without tap-core naming a single
-//! `aws-sdk-*` service crate: the [`AwsSession`] (SDK config, call counter, optional guard) and
-//! [`sdk_client!`](crate::sdk_client); the interceptor that counts every call by service and
-//! operation ([`CallCounter`]); the [`WriteGuard`] that makes a session read-only; the run's
-//! retry and timeout policy. Loading the AWS config (the standard chain) is `tap-cli`'s job.
+//! `aws-sdk-*` service crate: the [`AwsSession`] (SDK config, call counter, rate limiter,
+//! optional guard) and [`sdk_client!`](crate::sdk_client); the interceptor that counts every call
+//! by service and operation ([`CallCounter`]); the [`WriteGuard`] that makes a session read-only;
+//! the run's retry and timeout policy. Loading the AWS config (the standard chain) is `tap-cli`'s
+//! job.
 //!
 //! AWS throttles every account and region with token buckets per API. A run sends many calls at
 //! once (every resource of a step concurrently), so throttling is expected at scale and must not
-//! fail a deploy alone. Throttled calls back off and retry (standard mode, up to
+//! fail a deploy. Every client of a session sends through the session's client-side rate limiter
+//! ([`crate::throttle`]): it paces each operation at a rate it learns from AWS's answers, bounds
+//! the calls in flight per service, and resends a throttled call itself, so throttling costs time
+//! but no retry attempt. Other errors back off and retry in the SDK's standard mode (up to
 //! `aws.max_attempts`, at most 20 s apart); every client of one service in the run shares one
-//! [`RetryPartition`] ([`AwsSession::retry_partition`]) whose retry quota a throttled attempt does
-//! not spend, so a burst of throttling cannot exhaust the quota and end retries early (the quota
-//! still ends them in an outage). The crate of an API with a very low documented rate paces its
-//! own calls ([`crate::pace`]). [`CallCounts`] reports retries, throttled attempts and the time
-//! spent waiting between attempts. (The SDK's adaptive mode was measured and not chosen: its
-//! client-side limiter falls to 0.5 calls a second after one throttling answer and charges a retry
-//! 5 tokens, which made a 3-service destroy take 25 s instead of 0.6 s.)
+//! [`RetryPartition`] ([`AwsSession::retry_partition`]). [`CallCounts`] reports retries,
+//! throttled answers and the time spent waiting for tokens and between attempts. (The SDK's
+//! adaptive mode was measured and not chosen: its one limiter per client falls to 0.5 calls a
+//! second after one throttling answer, for every operation of the service, and charges a retry 5
+//! tokens, which made a 3-service destroy take 25 s instead of 0.6 s.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 pub use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_runtime::client::retries::TokenBucket;
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::behavior_version::BehaviorVersion;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextMut, BeforeSerializationInterceptorContextRef,
     BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
@@ -30,6 +34,9 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
+use aws_smithy_runtime_api::client::runtime_plugin::RuntimePlugin;
+pub use aws_smithy_runtime_api::client::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -37,6 +44,7 @@ use aws_types::SdkConfig;
 use serde::Serialize;
 
 use crate::config::AwsSettings;
+use crate::throttle::{LimiterSettings, RateLimiter, ThrottledClient};
 
 /// Whether an operation changes anything in AWS, judged by its name (`Describe*`, `List*`, `Get*`
 /// and a few other read verbs are read-only).
@@ -82,20 +90,6 @@ impl Storable for AttemptClock {
     type Storer = StoreReplace<Self>;
 }
 
-/// Whether an error answer's body carries a throttling code: `<Code>X</Code>` (query and XML
-/// protocols) or `"…#X"` / `"X"` as the JSON protocols' error type.
-fn is_throttling_answer(status: u16, body: &[u8]) -> bool {
-    if status < 400 {
-        return false;
-    }
-    let body = String::from_utf8_lossy(body);
-    crate::error::THROTTLING_CODES.iter().any(|code| {
-        body.contains(&format!("<Code>{code}</Code>"))
-            || body.contains(&format!("#{code}\""))
-            || body.contains(&format!("\"{code}\""))
-    })
-}
-
 /// A snapshot of the counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounts {
@@ -138,6 +132,23 @@ impl CallCounter {
     pub fn snapshot(&self) -> CallCounts {
         let state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         CallCounts { critical_path: longest_chain(&state.spans), ..state.counts.clone() }
+    }
+
+    /// A throttling answer (the client-side limiter saw it, see [`crate::throttle`]).
+    pub(crate) fn note_throttled(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.throttled += 1;
+    }
+
+    /// A call sent again by the limiter after a throttling answer: one more attempt.
+    pub(crate) fn note_resend(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.attempts += 1;
+    }
+
+    /// Time a call waited for the limiter's token.
+    pub(crate) fn note_wait(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.waited_ms += waited.as_millis() as u64;
+        }
     }
 
     fn record(&self, service: &str, operation: &str) -> usize {
@@ -228,19 +239,13 @@ impl Intercept for CallCounter {
 
     fn read_after_attempt(
         &self,
-        ctx: &FinalizerInterceptorContextRef<'_>,
+        _ctx: &FinalizerInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(AttemptClock { started: Some(started), in_attempts }) = cfg.load::<AttemptClock>().copied() {
             let in_attempts = in_attempts + started.elapsed();
             cfg.interceptor_state().store_put(AttemptClock { started: None, in_attempts });
-        }
-        let throttled = ctx
-            .response()
-            .is_some_and(|r| is_throttling_answer(r.status().as_u16(), r.body().bytes().unwrap_or_default()));
-        if throttled {
-            self.inner.lock().unwrap_or_else(|e| e.into_inner()).counts.throttled += 1;
         }
         Ok(())
     }
@@ -256,12 +261,52 @@ pub struct AwsSession {
     counter: CallCounter,
     guard: Option<WriteGuard>,
     partitions: Arc<Mutex<HashMap<&'static str, RetryPartition>>>,
+    limiter: Arc<RateLimiter>,
+    /// The HTTP client the limiter sends through: the SDK config's, else the SDK's default.
+    http: SharedHttpClient,
 }
 
 impl AwsSession {
-    /// A session over an already-loaded SDK config, with a fresh call counter and no guard.
+    /// A session over an already-loaded SDK config, with a fresh call counter, the default rate
+    /// limiter and no guard.
     pub fn new(sdk_config: SdkConfig) -> Self {
-        AwsSession { sdk_config, counter: CallCounter::default(), guard: None, partitions: Arc::default() }
+        Self::with_limits(sdk_config, LimiterSettings::default())
+    }
+
+    /// A session whose rate limiter has `limits`.
+    pub fn with_limits(sdk_config: SdkConfig, limits: LimiterSettings) -> Self {
+        let http = sdk_config.http_client().unwrap_or_else(default_http_client);
+        AwsSession {
+            sdk_config,
+            counter: CallCounter::default(),
+            guard: None,
+            partitions: Arc::default(),
+            limiter: Arc::new(RateLimiter::new(limits)),
+            http,
+        }
+    }
+
+    /// The HTTP client of `service`'s clients (the SDK crate's name): the session's, behind the
+    /// run's rate limiter ([`crate::throttle`]).
+    pub fn http_client(&self, service: &'static str) -> SharedHttpClient {
+        SharedHttpClient::new(ThrottledClient::new(
+            service,
+            self.http.clone(),
+            self.limiter.clone(),
+            self.counter.clone(),
+        ))
+    }
+
+    /// The SDK's stalled-stream protection with uploads left out: a request waiting for the rate
+    /// limiter's token uploads nothing for seconds, which the upload check takes for a stalled
+    /// connection (request bodies here are small and in memory; downloads stay protected).
+    pub fn stalled_stream_protection() -> StalledStreamProtectionConfig {
+        StalledStreamProtectionConfig::enabled().upload_enabled(false).build()
+    }
+
+    /// The run's rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
     }
 
     /// The shared SDK config.
@@ -316,17 +361,23 @@ impl AwsSession {
             .clone()
     }
 
-    /// Bounded timeouts, so a lost connection fails one attempt instead of hanging the run.
+    /// Bounded timeouts, so a lost connection fails one attempt instead of hanging the run. They
+    /// are the connection's (connect, and the answer's first byte), not the attempt's: an attempt
+    /// also waits for the rate limiter's token, which may take longer at scale.
     pub fn timeout_config() -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .operation_attempt_timeout(Duration::from_secs(60))
-            .build()
+        TimeoutConfig::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(60)).build()
     }
 }
 
-/// Builds an `aws_sdk_<service>::Client` from an [`AwsSession`], with the session's
-/// [`WriteGuard`] (if any) and its [`CallCounter`] attached — the guard first, so it refuses a
+/// The SDK's default HTTPS client (what a client gets when its config names none).
+fn default_http_client() -> SharedHttpClient {
+    aws_smithy_runtime::client::defaults::default_http_client_plugin_v2(BehaviorVersion::latest())
+        .and_then(|plugin| plugin.runtime_components(&RuntimeComponentsBuilder::new("tap")).http_client())
+        .expect("the SDK's default HTTPS client is compiled in (aws-smithy-runtime's default-https-client)")
+}
+
+/// Builds an `aws_sdk_<service>::Client` from an [`AwsSession`], sending through the session's
+/// rate limiter, with the session's [`WriteGuard`] (if any) and its [`CallCounter`] attached — the guard first, so it refuses a
 /// mutating call before the counter sees it. The calling crate names its own SDK crate:
 ///
 /// ```ignore
@@ -337,7 +388,10 @@ macro_rules! sdk_client {
     ($sdk:ident, $session:expr) => {{
         let session: &$crate::aws::AwsSession = $session;
         let mut builder = $sdk::config::Builder::from(session.sdk_config())
-            .retry_partition(session.retry_partition(stringify!($sdk)));
+            .retry_partition(session.retry_partition(stringify!($sdk)))
+            .http_client(session.http_client(stringify!($sdk)))
+            .stalled_stream_protection($crate::aws::AwsSession::stalled_stream_protection())
+            .interceptor($crate::throttle::LabelOperation);
         if let Some(guard) = session.guard() {
             builder = builder.interceptor(guard.clone());
         }
@@ -437,22 +491,6 @@ impl Intercept for WriteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn throttling_answers_are_told_by_their_code_in_every_protocol() {
-        let xml =
-            b"<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>";
-        assert!(is_throttling_answer(400, xml));
-        let ec2 = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code></Error></Errors></Response>";
-        assert!(is_throttling_answer(503, ec2));
-        let json = br#"{"__type":"com.amazonaws.ecs#ThrottlingException","message":"Rate exceeded"}"#;
-        assert!(is_throttling_answer(400, json));
-        assert!(is_throttling_answer(400, br#"{"__type":"ThrottlingException"}"#));
-        // Other errors, and a successful answer that mentions the word, are not throttling.
-        assert!(!is_throttling_answer(400, b"<Error><Code>ThrottlingConfigInvalid</Code></Error>"));
-        assert!(!is_throttling_answer(404, br#"{"__type":"ResourceNotFoundException"}"#));
-        assert!(!is_throttling_answer(200, b"<Code>Throttling</Code>"));
-    }
 
     #[test]
     fn each_service_has_one_retry_partition_per_session() {

@@ -129,9 +129,15 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// Endpoint override, e.g. a local emulator (`AWS_ENDPOINT_URL` works too).
     pub endpoint_url: Option<String>,
-    /// Attempts per AWS call (standard retry mode: throttling and transient errors back off, up to
-    /// 20 s between attempts). 12 rides out AWS's API rate limits at a hundred resources of a kind.
+    /// Attempts per AWS call for errors other than throttling (standard retry mode: transient
+    /// errors back off, up to 20 s between attempts). Throttled calls are paced and resent by the
+    /// client-side rate limiter without spending attempts (`tap_core::throttle`).
     pub max_attempts: u32,
+    /// Calls of one AWS service on the wire at once.
+    pub max_in_flight: usize,
+    /// How long one call may be kept throttled (paced and resent by the rate limiter) before the
+    /// throttling answer counts as an attempt's failure.
+    pub throttle_patience_seconds: u64,
 }
 
 /// How `deploy` waits for the services to become stable.
@@ -484,7 +490,14 @@ impl Default for Config {
 
 impl Default for AwsSettings {
     fn default() -> Self {
-        AwsSettings { region: None, profile: None, endpoint_url: None, max_attempts: 12 }
+        AwsSettings {
+            region: None,
+            profile: None,
+            endpoint_url: None,
+            max_attempts: 12,
+            max_in_flight: 16,
+            throttle_patience_seconds: 600,
+        }
     }
 }
 
@@ -783,6 +796,16 @@ impl Config {
         }
         if !(1..=20).contains(&self.aws.max_attempts) {
             p.push(invalid("aws.max_attempts", self.aws.max_attempts, "must be between 1 and 20"));
+        }
+        if !(1..=256).contains(&self.aws.max_in_flight) {
+            p.push(invalid("aws.max_in_flight", self.aws.max_in_flight, "must be between 1 and 256"));
+        }
+        if self.aws.throttle_patience_seconds > 3600 {
+            p.push(invalid(
+                "aws.throttle_patience_seconds",
+                self.aws.throttle_patience_seconds,
+                "must be at most 3600 (an hour)",
+            ));
         }
     }
 

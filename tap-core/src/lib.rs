@@ -39,6 +39,7 @@ pub mod progress;
 pub mod resource;
 pub mod step;
 pub mod strategy;
+pub mod throttle;
 pub mod wait;
 
 pub use config::Config;

@@ -432,14 +432,16 @@ async fn errors_name_the_resource_the_action_the_code_and_a_hint() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`eu-wst` is not an AWS region name"), "{stderr}");
 
-    // AWS answers with an error code: every call throttled (through the fault proxy), one attempt.
+    // AWS answers with an error code: every call throttled (through the fault proxy), one attempt
+    // and no patience for throttling.
     let proxy = tap_moto::proxy::Proxy::start(
         tests::moto().port(),
         tap_moto::proxy::Faults { throttle_percent: 100, ..Default::default() },
     )
     .unwrap();
     let throttled = TestEnv { endpoint: proxy.endpoint(), ..env.clone() };
-    let run = tap_with(&throttled, &[("TAP_AWS__MAX_ATTEMPTS", "1")], &["--output", "json", "plan"]).expect_code(1);
+    let patience = [("TAP_AWS__MAX_ATTEMPTS", "1"), ("TAP_AWS__THROTTLE_PATIENCE_SECONDS", "0")];
+    let run = tap_with(&throttled, &patience, &["--output", "json", "plan"]).expect_code(1);
     let doc = run.json();
     let failures = doc["error"]["failures"].as_array().unwrap();
     assert!(!failures.is_empty(), "{doc:#}");
