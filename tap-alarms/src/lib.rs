@@ -91,12 +91,35 @@ pub fn arn_suffix(arn: &str) -> &str {
 }
 
 /// The alarms of one service.
+/// Which of a service's alarms: those on its ECS metrics need only the cluster, those on its
+/// target groups need the load balancer's too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wave {
+    Ecs,
+    TargetGroups,
+}
+
+impl Wave {
+    fn of(what: What) -> Wave {
+        if what.needs_route() {
+            Wave::TargetGroups
+        } else {
+            Wave::Ecs
+        }
+    }
+}
+
 fn service_alarms(
     ctx: &Context,
     service: &ServiceSpec,
     cluster: &ClusterOutputs,
-    ingress: &IngressOutputs,
+    ingress: Option<&IngressOutputs>,
+    wave: Wave,
 ) -> Result<Vec<DesiredAlarm>, StepError> {
+    let whats: Vec<What> = What::of(service.route.is_some()).filter(|w| Wave::of(*w) == wave).collect();
+    if whats.is_empty() {
+        return Ok(vec![]);
+    }
     let settings = &ctx.config.alarms;
     let thresholds = ctx.config.alarm_thresholds(service);
     let ecs_service = ctx.names.ecs_service(&service.name);
@@ -106,9 +129,8 @@ fn service_alarms(
         AlarmMetric::Single(MetricStat::new("AWS/ECS", metric, dims, "Average"))
     };
     // Routed: its target group, and the alternate one while its deployments shift traffic.
-    let target_groups: Vec<String> = match &service.route {
-        None => vec![],
-        Some(_) => {
+    let target_groups: Vec<String> = match (&service.route, ingress) {
+        (Some(_), Some(ingress)) if wave == Wave::TargetGroups => {
             let primary = ingress.target_group_arns.get(&service.name).ok_or_else(|| StepError::MissingOutput {
                 step: STEP.into(),
                 output: OutputKind::Ingress.to_string(),
@@ -121,9 +143,10 @@ fn service_alarms(
                 .filter(|arn| !arn.is_empty());
             std::iter::once(primary.clone()).chain(alternate).collect()
         }
+        _ => vec![],
     };
     let elb = |metric: &str, statistic: &str| {
-        let lb = arn_suffix(&ingress.load_balancer_arn).to_owned();
+        let lb = ingress.map(|i| arn_suffix(&i.load_balancer_arn).to_owned()).unwrap_or_default();
         AlarmMetric::sum(
             target_groups
                 .iter()
@@ -139,7 +162,8 @@ fn service_alarms(
     };
     let window = format!("{} × {} s", settings.evaluation_periods, settings.period_seconds);
     let label = format!("{} ({})", service.name, ctx.names.env());
-    Ok(What::of(service.route.is_some())
+    Ok(whats
+        .into_iter()
         .map(|what| {
             let (metric, threshold, description) = match what {
                 What::CpuHigh => (
@@ -194,11 +218,27 @@ pub fn desired(
     cluster: &ClusterOutputs,
     ingress: &IngressOutputs,
 ) -> Result<Vec<DesiredAlarm>, StepError> {
+    let mut all = desired_in(ctx, cluster, None, Wave::Ecs)?;
+    all.extend(desired_in(ctx, cluster, Some(ingress), Wave::TargetGroups)?);
+    Ok(all)
+}
+
+/// The alarms of one wave.
+fn desired_in(
+    ctx: &Context,
+    cluster: &ClusterOutputs,
+    ingress: Option<&IngressOutputs>,
+    wave: Wave,
+) -> Result<Vec<DesiredAlarm>, StepError> {
     if !ctx.config.alarms.enabled {
         return Ok(vec![]);
     }
-    let per_service =
-        ctx.config.services.iter().map(|s| service_alarms(ctx, s, cluster, ingress)).collect::<Result<Vec<_>, _>>()?;
+    let per_service = ctx
+        .config
+        .services
+        .iter()
+        .map(|s| service_alarms(ctx, s, cluster, ingress, wave))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(per_service.into_iter().flatten().collect())
 }
 
@@ -247,22 +287,30 @@ impl AlarmsStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        // The listing needs only the environment's name: it runs while the inputs are coming.
-        let inputs = async {
-            let cluster: ClusterOutputs = ctx.wait(STEP).await?;
-            let ingress: IngressOutputs = ctx.wait(STEP).await?;
-            Ok::<_, StepError>((cluster, ingress))
-        };
-        let (found, (cluster, ingress)) = tokio::try_join!(self.list(ctx), inputs)?;
-        let wanted = desired(ctx, &cluster, &ingress)?;
+        // The listing needs only the environment's name: it runs while the cluster is coming.
+        let (found, cluster) = tokio::try_join!(self.list(ctx), ctx.wait::<ClusterOutputs>(STEP))?;
         let kind = AlarmKind::new(&*self.api);
         let engine = Engine::new(ctx, STEP, mode);
-        try_join_all(wanted.iter().map(|w| {
-            let have = found.iter().find(|a| a.name == w.spec.name).cloned();
-            let (kind, engine) = (&kind, &engine);
-            async move { engine.converge(kind, &w.id, &w.spec.name, &w.spec, have).await }
-        }))
-        .await?;
+        let converge_all = |wanted: Vec<DesiredAlarm>| {
+            let (found, kind, engine) = (&found, &kind, &engine);
+            async move {
+                try_join_all(wanted.iter().map(|w| {
+                    let have = found.iter().find(|a| a.name == w.spec.name).cloned();
+                    async move { engine.converge(kind, &w.id, &w.spec.name, &w.spec, have).await }
+                }))
+                .await?;
+                Ok::<_, StepError>(wanted)
+            }
+        };
+        // The ECS metrics' alarms (most of them, written at CloudWatch's 3 a second) go while the
+        // load balancer is still being made; the target groups' follow once it is there.
+        let ecs = converge_all(desired_in(ctx, &cluster, None, Wave::Ecs)?);
+        let target_groups = async {
+            let ingress: IngressOutputs = ctx.wait(STEP).await?;
+            converge_all(desired_in(ctx, &cluster, Some(&ingress), Wave::TargetGroups)?).await
+        };
+        let (mut wanted, routed) = tokio::try_join!(ecs, target_groups)?;
+        wanted.extend(routed);
         // The services name these alarms in their deployment configuration: published once they exist.
         ctx.put(outputs(&wanted));
 

@@ -235,8 +235,8 @@ impl BenchOptions {
             environments: value("--environments", 1)? as usize,
             timeout_s: value("--timeout-s", 1800)?,
         };
-        if options.runs == 0 || options.services == 0 || options.services > 200 {
-            bail!("--runs must be at least 1 and --services between 1 and 200");
+        if options.runs == 0 || options.services == 0 || options.services > 500 {
+            bail!("--runs must be at least 1 and --services between 1 and 500");
         }
         if options.rate_limits && options.observe_rate_limits {
             bail!("--rate-limits and --rate-limits-observe exclude each other");
