@@ -23,6 +23,11 @@ pub trait IngressUsageApi: Send + Sync {
     async fn count_target_groups(&self) -> Result<usize, AwsError>;
 }
 
+/// The usage reads over a client built from `session` (its counter and guard attached).
+pub fn usage_api(session: &tap_core::aws::AwsSession) -> SdkElb {
+    SdkElb(tap_core::sdk_client!(aws_sdk_elasticloadbalancingv2, session))
+}
+
 #[async_trait]
 impl IngressUsageApi for SdkElb {
     async fn count_application_load_balancers(&self) -> Result<usize, AwsError> {

@@ -31,6 +31,11 @@ pub trait NetworkUsageApi: Send + Sync {
     async fn nat_gateways_by_zone(&self) -> Result<BTreeMap<String, usize>, AwsError>;
 }
 
+/// The usage reads over a client built from `session` (its counter and guard attached).
+pub fn usage_api(session: &tap_core::aws::AwsSession) -> SdkEc2 {
+    SdkEc2(tap_core::sdk_client!(aws_sdk_ec2, session))
+}
+
 #[async_trait]
 impl NetworkUsageApi for SdkEc2 {
     async fn count_vpcs(&self) -> Result<usize, AwsError> {

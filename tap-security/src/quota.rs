@@ -19,6 +19,11 @@ pub trait SecurityUsageApi: Send + Sync {
     async fn count_roles(&self) -> Result<usize, AwsError>;
 }
 
+/// The usage reads over a client built from `session` (its counter and guard attached).
+pub fn usage_api(session: &tap_core::aws::AwsSession) -> SdkIam {
+    SdkIam(tap_core::sdk_client!(aws_sdk_iam, session))
+}
+
 #[async_trait]
 impl SecurityUsageApi for SdkIam {
     async fn count_roles(&self) -> Result<usize, AwsError> {

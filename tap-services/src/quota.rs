@@ -31,6 +31,11 @@ pub trait ServicesUsageApi: Send + Sync {
     async fn running_fargate_vcpus(&self) -> Result<FargateVcpus, AwsError>;
 }
 
+/// The usage reads over clients built from `session` (its counter and guard attached).
+pub fn usage_api(session: &tap_core::aws::AwsSession) -> SdkServices {
+    SdkServices::from_session(session)
+}
+
 #[async_trait]
 impl ServicesUsageApi for SdkServices {
     async fn running_fargate_vcpus(&self) -> Result<FargateVcpus, AwsError> {
