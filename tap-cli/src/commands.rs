@@ -520,7 +520,8 @@ impl Run<'_> {
         let stdout_shows_it = cli.output == OutputFormat::Text && std::io::stdout().is_terminal();
         self.progress.finish((!stdout_shows_it).then_some(total.as_str()));
 
-        let preflight = self.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|_| op != Operation::Destroy);
+        let preflight =
+            self.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|_| op != Operation::Destroy);
         let mut out = std::io::stdout().lock();
         match cli.output {
             OutputFormat::Json => {

@@ -34,7 +34,11 @@ impl IngressUsageApi for SdkElb {
         let (mut n, mut marker) = (0, None::<String>);
         loop {
             let out = self.0.describe_load_balancers().page_size(400).set_marker(marker.take()).send().await?;
-            n += out.load_balancers().iter().filter(|lb| lb.r#type() == Some(&LoadBalancerTypeEnum::Application)).count();
+            n += out
+                .load_balancers()
+                .iter()
+                .filter(|lb| lb.r#type() == Some(&LoadBalancerTypeEnum::Application))
+                .count();
             match out.next_marker() {
                 Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
                 _ => return Ok(n),
@@ -71,10 +75,7 @@ pub fn needs(changes: &[Change]) -> Vec<Need> {
 }
 
 /// What the account uses of each ingress quota in `touched`, counted concurrently.
-pub async fn usage(
-    api: &dyn IngressUsageApi,
-    touched: &[(QuotaKey, Option<String>)],
-) -> Result<Vec<Usage>, StepError> {
+pub async fn usage(api: &dyn IngressUsageApi, touched: &[(QuotaKey, Option<String>)]) -> Result<Vec<Usage>, StepError> {
     let wants = |key| touched.iter().any(|(k, _)| *k == key);
     let usage = |key| move |n: usize| vec![Usage { key, zone: None, in_use: n as f64 }];
     let (lbs, tgs) = tokio::join!(

@@ -158,8 +158,7 @@ impl ServiceQuotas {
                 if !(1..=100).contains(&max) {
                     return Some(Reply::error("IllegalArgumentException", "MaxResults must be between 1 and 100"));
                 }
-                let listed: Vec<&&DefaultQuota> =
-                    known.iter().filter(|q| !q.global || region == "us-east-1").collect();
+                let listed: Vec<&&DefaultQuota> = known.iter().filter(|q| !q.global || region == "us-east-1").collect();
                 let page: Vec<Value> =
                     listed.iter().skip(start).take(max).map(|q| self.shape(q, region, applied)).collect();
                 let mut out = json!({"Quotas": page});
@@ -196,10 +195,7 @@ impl ServiceQuotas {
 }
 
 fn no_such_resource() -> Reply {
-    Reply::error(
-        "NoSuchResourceException",
-        "The request failed because the specified service does not exist.",
-    )
+    Reply::error("NoSuchResourceException", "The request failed because the specified service does not exist.")
 }
 
 #[cfg(test)]
@@ -229,7 +225,8 @@ mod tests {
         let (_, default) = call(&sq, "GetAWSDefaultServiceQuota", "eu-west-1", body);
         assert_eq!(default["Quota"]["Value"], 5.0);
         assert_eq!(default["Quota"]["QuotaArn"], "arn:aws:servicequotas:eu-west-1::vpc/L-F678F1CE");
-        let (_, unset) = call(&sq, "GetServiceQuota", "eu-west-1", json!({"ServiceCode": "fargate", "QuotaCode": "L-3032A538"}));
+        let (_, unset) =
+            call(&sq, "GetServiceQuota", "eu-west-1", json!({"ServiceCode": "fargate", "QuotaCode": "L-3032A538"}));
         assert_eq!(unset["Quota"]["Value"], 6.0, "an unset code answers AWS's default");
     }
 
@@ -242,7 +239,10 @@ mod tests {
         };
         let nsr = (400, "NoSuchResourceException".to_owned());
         assert_eq!(error("GetServiceQuota", "eu-west-1", json!({"ServiceCode": "ec2", "QuotaCode": "L-NOPE"})), nsr);
-        assert_eq!(error("GetServiceQuota", "eu-west-1", json!({"ServiceCode": "nope", "QuotaCode": "L-0263D0A3"})), nsr);
+        assert_eq!(
+            error("GetServiceQuota", "eu-west-1", json!({"ServiceCode": "nope", "QuotaCode": "L-0263D0A3"})),
+            nsr
+        );
         let iam = json!({"ServiceCode": "iam", "QuotaCode": "L-FE177D64"});
         assert_eq!(error("GetServiceQuota", "eu-west-1", iam.clone()), nsr, "global quotas live in us-east-1");
         assert_eq!(call(&sq, "GetServiceQuota", "us-east-1", iam).1["Quota"]["GlobalQuota"], true);

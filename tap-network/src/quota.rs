@@ -107,10 +107,7 @@ pub fn needs(changes: &[Change], zones: &[String]) -> Vec<Need> {
 
 /// What the account uses of each network quota in `touched` (others are not asked), counted
 /// concurrently.
-pub async fn usage(
-    api: &dyn NetworkUsageApi,
-    touched: &[(QuotaKey, Option<String>)],
-) -> Result<Vec<Usage>, StepError> {
+pub async fn usage(api: &dyn NetworkUsageApi, touched: &[(QuotaKey, Option<String>)]) -> Result<Vec<Usage>, StepError> {
     let wants = |key| touched.iter().any(|(k, _)| *k == key);
     let count = |key: QuotaKey, n: Result<usize, AwsError>, action| {
         n.map(|n| vec![Usage { key, zone: None, in_use: n as f64 }]).map_err(StepError::aws("quota/network", action))
@@ -124,7 +121,9 @@ pub async fn usage(
         },
         async {
             match wants(QuotaKey::InternetGateways) {
-                true => count(QuotaKey::InternetGateways, api.count_internet_gateways().await, "DescribeInternetGateways"),
+                true => {
+                    count(QuotaKey::InternetGateways, api.count_internet_gateways().await, "DescribeInternetGateways")
+                }
                 false => Ok(vec![]),
             }
         },

@@ -270,11 +270,8 @@ impl Preflight {
                 continue;
             }
             let quota = *need.key.quota();
-            let in_use = usage
-                .iter()
-                .filter(|u| u.key == need.key && u.zone == need.zone)
-                .map(|u| u.in_use)
-                .fold(0.0, f64::max);
+            let in_use =
+                usage.iter().filter(|u| u.key == need.key && u.zone == need.zone).map(|u| u.in_use).fold(0.0, f64::max);
             let (limit, source) = match limits.iter().find(|l| l.key == need.key) {
                 Some(l) => (l.value, l.source.clone()),
                 None => (quota.default, Source::Documented { why: "not asked".into() }),

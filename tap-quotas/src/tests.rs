@@ -17,11 +17,13 @@ fn applied(key: QuotaKey, value: f64) -> Limit {
 
 #[test]
 fn a_quota_exactly_met_is_fine_one_over_is_refused_naming_quota_code_numbers_and_the_fix() {
-    let met = Preflight::decide(&[eips(2.0)], &[in_use(QuotaKey::ElasticIps, 3.0)], &[applied(QuotaKey::ElasticIps, 5.0)]);
+    let met =
+        Preflight::decide(&[eips(2.0)], &[in_use(QuotaKey::ElasticIps, 3.0)], &[applied(QuotaKey::ElasticIps, 5.0)]);
     assert!(met.shortfall().is_none() && met.warnings().is_empty(), "{met:?}");
     assert_eq!(met.rows[0].left(), 0.0);
 
-    let over = Preflight::decide(&[eips(3.0)], &[in_use(QuotaKey::ElasticIps, 3.0)], &[applied(QuotaKey::ElasticIps, 5.0)]);
+    let over =
+        Preflight::decide(&[eips(3.0)], &[in_use(QuotaKey::ElasticIps, 3.0)], &[applied(QuotaKey::ElasticIps, 5.0)]);
     let refused = over.shortfall().expect("one over is refused");
     let text = refused.to_string();
     for needle in [
@@ -52,7 +54,8 @@ fn needs_add_up_per_quota_and_zone() {
         applied(QuotaKey::FargateOnDemandVcpu, 6.0),
     ];
     let p = Preflight::decide(&needs, &usage, &limits);
-    let row = |key, zone: Option<&str>| p.rows.iter().find(|r| r.quota.key == key && r.zone.as_deref() == zone).unwrap();
+    let row =
+        |key, zone: Option<&str>| p.rows.iter().find(|r| r.quota.key == key && r.zone.as_deref() == zone).unwrap();
     assert_eq!(row(QuotaKey::ElasticIps, None).adds, 3.0);
     assert_eq!(row(QuotaKey::ElasticIps, None).resources.len(), 3);
     assert!(row(QuotaKey::NatGatewaysPerAz, Some("eu-west-1a")).short(), "5 in use + 1 > 5 in that zone");
@@ -85,7 +88,10 @@ async fn the_applied_value_wins_then_the_aws_default_then_the_documented_one_say
     assert!(limits[2].source.to_string().contains("documented default (GetServiceQuota: AccessDeniedException)"));
     assert_eq!(limits[3].value, 3000.0);
     let said = limits[3].source.to_string();
-    assert!(said.contains("NoSuchResourceException") && said.contains("GetAWSDefaultServiceQuota: InternalFailure"), "{said}");
+    assert!(
+        said.contains("NoSuchResourceException") && said.contains("GetAWSDefaultServiceQuota: InternalFailure"),
+        "{said}"
+    );
 }
 
 #[test]
