@@ -27,7 +27,7 @@ use crate::lock::{EnvLock, HeldLock, LockHolder, Stale, Taken};
 use crate::progress::{Progress, ProgressMode};
 use crate::render::{self, ChangesDoc, Style, Summary};
 use crate::runner::{Operation, RunError, RunObserver, Runner, StepReport};
-use crate::{cost, errors, list, logs, steps};
+use crate::{cost, errors, list, logs, quotas, steps};
 
 /// The environment of this run, once the config is loaded (for error documents).
 static ENVIRONMENT: OnceLock<String> = OnceLock::new();
@@ -91,6 +91,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         lock: lock.as_ref(),
         lock_timeout,
         held: &held,
+        quotas: Mutex::new(None),
     };
     let result = tokio::select! {
         result = run.execute() => result,
@@ -171,6 +172,8 @@ struct Run<'a> {
     lock_timeout: Option<Duration>,
     /// The lock while this run holds it: released by [`run`] however the run ends (Ctrl-C too).
     held: &'a Mutex<Option<HeldLock>>,
+    /// The quota preflight of this plan or deploy, once made (rendered with the changes).
+    quotas: Mutex<Option<tap_quotas::Preflight>>,
 }
 
 impl Run<'_> {
@@ -331,6 +334,10 @@ impl Run<'_> {
     async fn changes(&self, op: Operation) -> Result<Summary> {
         let started = Instant::now();
         let reports = run_steps(self.runner, self.ctx, op, self.progress.as_ref()).await?;
+        if op == Operation::Plan {
+            let preflight = quotas::preflight(self.clients, self.ctx, &reports).await?;
+            *self.quotas.lock().unwrap_or_else(|e| e.into_inner()) = Some(preflight);
+        }
         self.render(op, &reports, self.progress, started.elapsed())
     }
 
@@ -354,6 +361,13 @@ impl Run<'_> {
             if let Some(refused) = errors::Refused::of(reports) {
                 return Err(refused.into());
             }
+            // What it would add against the account's quotas, before the lock and any write (a
+            // deploy that creates nothing asks nothing here).
+            let preflight = quotas::preflight(&self.clients.read_only(&guard), &look_ctx, reports).await?;
+            if let Some(shortfall) = preflight.shortfall() {
+                return Err(shortfall.into());
+            }
+            *self.quotas.lock().unwrap_or_else(|e| e.into_inner()) = Some(preflight);
         }
         let nothing_to_write = match (&looked, guard.attempted()) {
             (Some(Ok(reports)), None) => reports.iter().all(|r| r.changes.is_empty()),
@@ -506,6 +520,8 @@ impl Run<'_> {
         let stdout_shows_it = cli.output == OutputFormat::Text && std::io::stdout().is_terminal();
         self.progress.finish((!stdout_shows_it).then_some(total.as_str()));
 
+        let preflight =
+            self.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|_| op != Operation::Destroy);
         let mut out = std::io::stdout().lock();
         match cli.output {
             OutputFormat::Json => {
@@ -522,12 +538,19 @@ impl Run<'_> {
                     peak_rss_kb: peak_rss_kb(),
                     cost: cost.as_ref().map(cost::Comparison::to_json),
                 });
+                let mut doc = doc;
+                if let Some(preflight) = &preflight {
+                    doc["quotas"] = quotas::to_json(preflight);
+                }
                 writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
             }
             OutputFormat::Text => {
                 write!(out, "{}", render::changes_text(&ordered, Style { color: cli.color() }))?;
                 if summary.changed() {
                     writeln!(out)?;
+                }
+                if let Some(preflight) = &preflight {
+                    write!(out, "{}", preflight.render_text())?;
                 }
                 if let Some(cost) = &cost {
                     writeln!(out, "{}", cost.line())?;

@@ -242,6 +242,9 @@ pub fn diagnose(err: &anyhow::Error) -> Vec<Diagnosis> {
     if let Some(refused) = err.downcast_ref::<Refused>() {
         return refused.diagnoses();
     }
+    if let Some(short) = err.downcast_ref::<tap_quotas::Shortfall>() {
+        return quota_diagnoses(short);
+    }
     if let Some(run) = err.downcast_ref::<RunError>() {
         return run.failures.iter().map(|(step, e)| diagnose_step(Some(step), e)).collect();
     }
@@ -261,6 +264,36 @@ pub fn diagnose(err: &anyhow::Error) -> Vec<Diagnosis> {
     vec![]
 }
 
+/// One failure per quota a deploy would exceed: the quota's name and code, the numbers, and how
+/// to raise it.
+fn quota_diagnoses(short: &tap_quotas::Shortfall) -> Vec<Diagnosis> {
+    use tap_quotas::number;
+    short
+        .rows
+        .iter()
+        .map(|r| Diagnosis {
+            step: Some("quotas".into()),
+            resource: Some(format!("{} ({}, service {})", r.label(), r.quota.quota_code, r.quota.service_code)),
+            action: None,
+            code: None,
+            message: format!(
+                "{} in use + {} this deploy adds = {} > quota {} ({}); added by {}",
+                number(r.in_use),
+                number(r.adds),
+                number(r.in_use + r.adds),
+                number(r.limit),
+                r.source,
+                r.resources.join(", ")
+            ),
+            hint: Some(format!(
+                "free some of it in the region, or ask AWS to raise the quota (granted after a while, not at once): \
+                 `{}`",
+                r.raise_command()
+            )),
+        })
+        .collect()
+}
+
 /// The error for people (stderr): what failed, then each failure's resource, action, code,
 /// message, and the distinct hints at the end.
 pub fn render_text(command: &str, err: &anyhow::Error) -> String {
@@ -273,6 +306,13 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
         let n = refused.refusals.len();
         let what = if n == 1 { "1 refusal".to_owned() } else { format!("{n} refusals") };
         let _ = writeln!(out, "error: {command} refused before any change ({what}); nothing was written");
+    } else if err.downcast_ref::<tap_quotas::Shortfall>().is_some() {
+        let n = failures.len();
+        let what = if n == 1 { "1 quota".to_owned() } else { format!("{n} quotas") };
+        let _ = writeln!(
+            out,
+            "error: {command} refused before any change: it would exceed {what} of the account; nothing was written"
+        );
     } else {
         let what = if failures.len() == 1 { "1 failure".to_owned() } else { format!("{} failures", failures.len()) };
         let _ = writeln!(out, "error: {command} failed ({what})");
@@ -442,6 +482,28 @@ mod tests {
         let doc = render_json("deploy", Some("dev"), &err);
         assert_eq!(doc["error"]["failures"][0]["resource"], "services/image/frontend");
         assert!(doc["error"]["message"].as_str().unwrap().contains("tap-frontend-dev:v9"), "{doc}");
+    }
+
+    #[test]
+    fn a_quota_shortfall_names_the_quota_its_code_the_numbers_and_the_raise_command() {
+        use tap_core::quota::{Need, QuotaKey, Usage};
+        use tap_quotas::{Limit, Preflight, Source};
+        let needs = [Need::new(QuotaKey::ElasticIps, 3.0, vec!["network/eip/1".into()])];
+        let usage = [Usage { key: QuotaKey::ElasticIps, zone: None, in_use: 3.0 }];
+        let limits = [Limit { key: QuotaKey::ElasticIps, value: 5.0, source: Source::Applied }];
+        let err = anyhow::Error::new(Preflight::decide(&needs, &usage, &limits).shortfall().unwrap());
+        let text = render_text("deploy", &err);
+        for needle in [
+            "error: deploy refused before any change: it would exceed 1 quota of the account; nothing was written",
+            "EC2-VPC Elastic IPs (L-0263D0A3, service ec2)",
+            "3 in use + 3 this deploy adds = 6 > quota 5",
+            "hint: free some of it",
+            "--service-code ec2 --quota-code L-0263D0A3 --desired-value 6",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+        let doc = render_json("deploy", Some("dev"), &err);
+        assert_eq!(doc["error"]["failures"][0]["step"], "quotas");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`render`]: plan / deploy / destroy results as grouped text or the JSON document.
 //! - [`errors`]: errors with the resource, action, AWS code and message, and hints.
 //! - [`logs`]: `tap logs`; [`lock`]: the environment lock; [`steps`]: the registered steps.
+//! - [`quotas`]: the quota preflight of plan and deploy (what the plan adds, in use, the limits).
 //! - [`cost`]: the pricing table and the monthly estimate; [`list`]: `tap list`.
 //! - [`version`]: `tap --version` (commit, dirty flag, target); [`manual`]: completions and man pages.
 //!
@@ -33,6 +34,7 @@ mod lock;
 mod logs;
 mod manual;
 mod progress;
+mod quotas;
 mod render;
 mod runner;
 mod steps;

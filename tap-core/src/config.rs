@@ -769,6 +769,7 @@ impl Config {
         self.validate_network(&mut p);
         self.validate_services(&mut p);
         self.validate_strategies(&mut p);
+        self.validate_load_balancer_limits(&mut p);
         self.validate_settings(&mut p);
         self.validate_alarms(&mut p);
         self.validate_cost(&mut p);
@@ -1024,6 +1025,39 @@ impl Config {
                     ));
                 }
             }
+        }
+    }
+
+    /// The per-load-balancer limits AWS sets that the config alone can exceed
+    /// ([`crate::quota::listener_rules`], [`crate::quota::target_groups`]): refused here instead of
+    /// at the 101st rule, after half the platform was built.
+    fn validate_load_balancer_limits(&self, p: &mut Vec<ConfigError>) {
+        use crate::quota::{MAX_RULES_PER_LOAD_BALANCER, MAX_TARGET_GROUPS_PER_LOAD_BALANCER};
+        let rules = crate::quota::listener_rules(self);
+        if rules > MAX_RULES_PER_LOAD_BALANCER {
+            p.push(invalid(
+                "services",
+                format!("{rules} listener rules"),
+                format!(
+                    "an Application Load Balancer listener takes at most {MAX_RULES_PER_LOAD_BALANCER} rules (its \
+                     default rule not counted; AWS's \"Rules per Application Load Balancer\"): the routed services \
+                     need {rules} (one per path, and a test rule, plus a `/*` rule for the listener's default \
+                     service, for each that shifts traffic); route fewer services, or deploy them as two \
+                     environments"
+                ),
+            ));
+        }
+        let groups = crate::quota::target_groups(self);
+        if groups > MAX_TARGET_GROUPS_PER_LOAD_BALANCER {
+            p.push(invalid(
+                "services",
+                format!("{groups} target groups"),
+                format!(
+                    "an Application Load Balancer takes at most {MAX_TARGET_GROUPS_PER_LOAD_BALANCER} target groups \
+                     (AWS's \"Target Groups per Application Load Balancer\", not adjustable): the routed services \
+                     need {groups} (one each, two for a service that shifts traffic)"
+                ),
+            ));
         }
     }
 
@@ -1558,5 +1592,49 @@ mod tests {
             found.iter().any(|p| p.contains("services[1].route.priority") && p.contains("priority 9")),
             "{found:?}"
         );
+    }
+
+    /// 120 routed services need 120 rules on the one listener: refused naming `services`, the
+    /// count and the 100-rule limit, before any AWS call. 100 rules exactly are accepted.
+    #[test]
+    fn more_routed_services_than_a_listener_takes_rules_are_refused() {
+        let problems = |c: &Config| -> Vec<String> {
+            c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
+        };
+        let with_routed = |n: usize| {
+            let mut c = Config::default();
+            c.services.truncate(1);
+            let template = Config::default().services[1].clone();
+            for i in 0..n {
+                let mut s = template.clone();
+                s.name = format!("svc-{i}");
+                s.port = 20000 + i as u16;
+                s.route = Some(RouteSpec {
+                    short_name: format!("s{i}"),
+                    path_pattern: Some(format!("/s{i}/*")),
+                    priority: 100 + i as i32,
+                    health_check_path: "/".into(),
+                });
+                c.services.push(s);
+            }
+            c
+        };
+        assert!(with_routed(99).validate().is_ok(), "99 path rules and 100 target groups (with the frontend's)");
+        let found = problems(&with_routed(100));
+        assert_eq!(found.len(), 1, "exactly 100 rules are fine, 101 target groups are not: {found:?}");
+        assert!(found[0].contains("101 target groups") && found[0].contains("at most 100 target groups"));
+        let found = problems(&with_routed(120));
+        let rules: Vec<&String> = found.iter().filter(|p| p.contains("rules")).collect();
+        assert_eq!(rules.len(), 1, "{found:?}");
+        for needle in ["`services`", "120 listener rules", "at most 100 rules"] {
+            assert!(rules[0].contains(needle), "{needle} in {rules:?}");
+        }
+        // Blue/green doubles them and adds the default service's `/*` pair: 51 routed shifting
+        // services need 102 rules and 102 target groups.
+        let mut c = with_routed(50);
+        c.deploy.strategy = Strategy::BlueGreen;
+        let found = problems(&c);
+        assert!(found.iter().any(|p| p.contains("102 listener rules")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("102 target groups")), "{found:?}");
     }
 }

@@ -14,6 +14,8 @@
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
 //! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.
 //! - [`progress`]: live progress events steps may report through the [`Context`].
+//! - [`quota`]: the quotas the preflight checks (codes, names, documented defaults), what a run
+//!   needs and what is in use, as plain data; the per-load-balancer limits a config can break.
 //! - [`resource`]: the resource engine — one find / compare / create / update / delete / prune life
 //!   cycle that every resource kind of every concern crate runs through.
 //!
@@ -36,6 +38,7 @@ pub mod naming;
 pub mod outputs;
 pub mod pace;
 pub mod progress;
+pub mod quota;
 pub mod resource;
 pub mod step;
 pub mod strategy;

@@ -18,6 +18,8 @@
 //!   its outputs, its own prune done — the target group ([`target_group`], on the resource
 //!   engine), found among the region's target groups by name shape and tags. Destroy finds the
 //!   target groups the same way, whatever the config says.
+//! - **Quotas** ([`quota`]): what a plan's changes add (a load balancer, target groups) and what
+//!   the account uses in the region, for the quota preflight.
 //!
 //! ```
 //! use tap_core::{Config, Context, Step};
@@ -51,6 +53,7 @@
 pub mod api;
 pub mod listener;
 pub mod load_balancer;
+pub mod quota;
 pub mod rule;
 pub mod target_group;
 

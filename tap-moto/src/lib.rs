@@ -9,7 +9,8 @@
 //! per-service API rate limits ([`rate_limits`]) and,
 //! with [`rollout`], to play ECS rollouts over time: rolling, blue/green, canary and linear
 //! deployments with their service deployments ([`service_deployments`]), traffic moved on the
-//! listener rules and alarms read in moto ([`upstream`]).
+//! listener rules and alarms read in moto ([`upstream`]); [`service_quotas`] answers Service
+//! Quotas as AWS does, with a test's applied values ([`proxy::Proxy::set_quotas`]).
 //!
 //! ```no_run
 //! let moto = tap_moto::Moto::start().unwrap();
@@ -26,6 +27,7 @@ pub mod rollout;
 #[cfg(test)]
 mod rollout_tests;
 pub mod service_deployments;
+pub mod service_quotas;
 mod tasks;
 pub mod upstream;
 

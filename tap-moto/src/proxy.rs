@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::async_deletes::AsyncDeletes;
 use crate::rate_limits::{self, BucketId, RateLimiter, RateLimits, Service};
 use crate::rollout::{Double, Reply, Rollouts};
+use crate::service_quotas::ServiceQuotas;
 
 /// What to do to the calls passing through.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +75,8 @@ pub enum Fate {
     /// Refused as AWS refuses a deletion whose dependents are still being deleted
     /// ([`Faults::async_delete_window`]), not forwarded.
     Refused,
-    /// Answered by the ECS rollout double ([`crate::rollout`]), not forwarded.
+    /// Answered by the ECS rollout double ([`crate::rollout`]) or the Service Quotas double
+    /// ([`crate::service_quotas`]), not forwarded.
     Synthesized,
 }
 
@@ -91,6 +93,8 @@ struct Shared {
     rollouts: Mutex<Option<Arc<Double>>>,
     /// AWS's rate limits and the buckets' tokens, when set.
     limiter: Mutex<Option<Arc<RateLimiter>>>,
+    /// The Service Quotas double, when a test turned it on.
+    quotas: Mutex<Option<Arc<ServiceQuotas>>>,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -116,6 +120,7 @@ impl Proxy {
             deletes: AsyncDeletes::default(),
             rollouts: Mutex::new(None),
             limiter: Mutex::new(None),
+            quotas: Mutex::new(None),
         });
         let accept_shared = shared.clone();
         thread::spawn(move || {
@@ -157,6 +162,15 @@ impl Proxy {
         let double = Arc::new(Double::with_upstream(settings, self.shared.upstream));
         Double::start_ticking(&double);
         *self.shared.rollouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(double);
+    }
+
+    /// Turns on the Service Quotas double ([`crate::service_quotas`]): Service Quotas calls are
+    /// answered as AWS answers them ([`Fate::Synthesized`]), with these applied values (service
+    /// code, quota code, value) and AWS's documented defaults for the others. Calling it again
+    /// replaces the applied values.
+    pub fn set_quotas(&self, applied: &[(&str, &str, f64)]) {
+        let double = ServiceQuotas::new(applied.iter().map(|(s, q, v)| ((s.to_string(), q.to_string()), *v)));
+        *self.shared.quotas.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(double));
     }
 
     /// Limits the calls from now on to AWS's request rates ([`crate::rate_limits`]): each call
@@ -472,6 +486,14 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(&ec2_error(code, &message))?;
         return client.shutdown(Shutdown::Both);
     }
+    let quotas = shared.quotas.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if head.contains("ServiceQuotasV20190624") {
+        if let Some(reply) = quotas.as_ref().and_then(|q| q.answer(&op, &region(&req), &req.body)) {
+            record(Fate::Synthesized);
+            client.write_all(&reply_response(&reply))?;
+            return client.shutdown(Shutdown::Both);
+        }
+    }
     // Cloud Map shares ECS's operation names (CreateService, UpdateService, DeleteService): only
     // ECS's own calls are ECS services.
     let ecs = head.contains("AmazonEC2ContainerService");
@@ -659,6 +681,7 @@ mod tests {
                 deletes: AsyncDeletes::default(),
                 rollouts: Mutex::new(None),
                 limiter: Mutex::new(None),
+                quotas: Mutex::new(None),
             };
             (0..64).map(|_| roll(&shared) < 30).collect::<Vec<bool>>()
         };

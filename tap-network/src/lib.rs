@@ -54,12 +54,16 @@
 //! A complete run against a local emulator (it starts `moto_server`, deploys, plans again,
 //! destroys): `cargo run -p tap-network --example network_alone`.
 //!
+//! For the quota preflight, [`quota`] says what a plan's changes add (VPC, internet gateway,
+//! Elastic IPs, NAT gateways per zone) and counts what the account uses in the region.
+//!
 //! While it works, the step reports progress through [`Context::progress`](tap_core::Context::progress):
 //! each resource found, each one created / updated / deleted, and the NAT gateway waits.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod desired;
+pub mod quota;
 mod sdk;
 mod step;
 

@@ -10,6 +10,7 @@
 //! - The ECS infrastructure role for load balancers (trust `ecs.amazonaws.com`, the AWS-managed
 //!   `AmazonECSInfrastructureRolePolicyForLoadBalancers`, nothing else), only while a service's
 //!   deployment strategy shifts traffic: ECS assumes it to move traffic between target groups.
+//! - [`quota`]: for the quota preflight, the roles a plan creates and the account's role count.
 //! - [`secrets`]: one secret per `config.secrets` entry, a JSON object of fixed and generated
 //!   fields, created once and never regenerated, read or printed afterwards.
 //!
@@ -47,6 +48,7 @@
 pub mod groups;
 pub mod iam;
 pub mod policy;
+pub mod quota;
 pub mod role;
 pub mod secrets;
 pub mod security_group;

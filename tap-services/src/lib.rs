@@ -15,6 +15,8 @@
 //!   back so fields an endpoint dropped on create are set in the same run; later updated only on
 //!   difference, never touching the desired count (auto scaling owns it).
 //! - [`scaling`]: scalable target (min/max) and a CPU target-tracking policy, found by resource id.
+//! - [`quota`]: for the quota preflight, the Fargate vCPUs (on demand and Spot) the services a plan
+//!   creates would run, and what the region's running tasks use.
 //!
 //! Log groups, ECS services and scaling run through the resource engine ([`tap_core::resource`]);
 //! task definition revisions are registered by [`task_definition`] itself (the service needs the
@@ -59,6 +61,7 @@ pub mod api;
 pub mod image;
 pub mod logs;
 mod prune;
+pub mod quota;
 pub mod rollout;
 pub mod scaling;
 mod sdk;

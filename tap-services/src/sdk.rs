@@ -28,7 +28,7 @@ use crate::task_definition::{ContainerSpec, ObservedTaskDefinition, TaskDefiniti
 /// The services step's AWS calls over the SDK clients of a run.
 #[derive(Debug, Clone)]
 pub struct SdkServices {
-    ecs: ecs::Client,
+    pub(crate) ecs: ecs::Client,
     logs: logs::Client,
     autoscaling: aas::Client,
     ecr: ecr::Client,

@@ -205,6 +205,19 @@ impl TestEnv {
         TestEnv { suffix: suffix.into(), region: OWN_REGION.into(), endpoint: moto().endpoint() }
     }
 
+    /// A fresh environment named `suffix` in `region`, which must be none of the regions the other
+    /// tests share ([`OWN_REGION`] included) and is taken by this test only: for a test that
+    /// counts what a whole region holds (quotas).
+    pub fn in_region(suffix: &str, region: &str) -> TestEnv {
+        static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        assert!(!REGIONS.contains(&region) && region != OWN_REGION, "{region} is shared by other tests");
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(!taken.iter().any(|r| r == region), "{region} is already taken by another test");
+        taken.push(region.to_owned());
+        claim(suffix);
+        TestEnv { suffix: suffix.into(), region: region.into(), endpoint: moto().endpoint() }
+    }
+
     /// A second environment in the same region as this one.
     pub fn sibling(&self, suffix: &str) -> TestEnv {
         claim(suffix);

@@ -26,6 +26,7 @@ pub const SDK_ALLOWED: &[(&str, &[&str])] = &[
     ("tap-ingress", &["aws-sdk-elasticloadbalancingv2"]),
     ("tap-discovery", &["aws-sdk-servicediscovery"]),
     ("tap-alarms", &["aws-sdk-cloudwatch"]),
+    ("tap-quotas", &["aws-sdk-servicequotas"]),
     (
         "tap-services",
         &[

@@ -14,6 +14,7 @@ mod lock;
 mod network;
 mod operator;
 mod prune;
+mod quotas;
 mod reliability;
 mod rollout;
 mod security;
