@@ -57,17 +57,15 @@ pub struct SdkQuotas {
 }
 
 impl SdkQuotas {
-    /// Clients built from `session` (its counter and guard attached). A value is optional to the
-    /// preflight (it falls back to the documented default), so a call is tried twice at most
-    /// instead of the run's retry budget.
+    /// Clients built from `session` (its counter, limiter and guard attached). A value is optional
+    /// to the preflight (without it the documented default is shown and only warned about), so a
+    /// call is tried once instead of spending the run's retry budget (and time) on it.
     pub fn from_session(session: &AwsSession) -> Self {
-        let mut builder = sq::config::Builder::from(session.sdk_config())
-            .retry_partition(session.retry_partition("aws_sdk_servicequotas"))
-            .retry_config(aws_sdk_servicequotas::config::retry::RetryConfig::standard().with_max_attempts(2));
-        if let Some(guard) = session.guard() {
-            builder = builder.interceptor(guard.clone());
-        }
-        let builder = builder.interceptor(session.counter().clone());
+        let client: sq::Client = tap_core::sdk_client!(aws_sdk_servicequotas, session);
+        let builder = client
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_servicequotas::config::retry::RetryConfig::standard().with_max_attempts(1));
         SdkQuotas {
             regional: sq::Client::from_conf(builder.clone().build()),
             global: sq::Client::from_conf(builder.region(sq::config::Region::new("us-east-1")).build()),
