@@ -49,6 +49,7 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::aws::AwsSession;
 use tap_core::config::ServiceSpec;
+use tap_core::context::Gathered;
 use tap_core::outputs::{AlarmsOutputs, ClusterOutputs, IngressOutputs};
 use tap_core::resource::{Engine, Owned};
 use tap_core::step::OutputKind;
@@ -291,12 +292,32 @@ impl AlarmsStep {
         let (found, cluster) = tokio::try_join!(self.list(ctx), ctx.wait::<ClusterOutputs>(STEP))?;
         let kind = AlarmKind::new(&*self.api);
         let engine = Engine::new(ctx, STEP, mode);
+        // A service's alarm names are published (in part) once all of its alarms exist: its ECS
+        // service names them, and needs no other service's (see `Context::wait_for`).
+        let expected: BTreeMap<&str, usize> =
+            ctx.config.services.iter().map(|s| (s.name.as_str(), What::of(s.route.is_some()).count())).collect();
+        let pending: std::sync::Mutex<BTreeMap<String, Vec<String>>> = std::sync::Mutex::default();
+        let made = Gathered::default();
+        let done = |w: &DesiredAlarm| {
+            let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+            let names = pending.entry(w.service.clone()).or_default();
+            names.push(w.spec.name.clone());
+            if expected.get(w.service.as_str()) == Some(&names.len()) {
+                let mut names = names.clone();
+                names.sort();
+                made.add(&w.service, names, |alarm_names| ctx.put_partial(AlarmsOutputs { alarm_names }));
+            }
+        };
         let converge_all = |wanted: Vec<DesiredAlarm>| {
-            let (found, kind, engine) = (&found, &kind, &engine);
+            let (found, kind, engine, done) = (&found, &kind, &engine, &done);
             async move {
                 try_join_all(wanted.iter().map(|w| {
                     let have = found.iter().find(|a| a.name == w.spec.name).cloned();
-                    async move { engine.converge(kind, &w.id, &w.spec.name, &w.spec, have).await }
+                    async move {
+                        engine.converge(kind, &w.id, &w.spec.name, &w.spec, have).await?;
+                        done(w);
+                        Ok::<_, StepError>(())
+                    }
                 }))
                 .await?;
                 Ok::<_, StepError>(wanted)

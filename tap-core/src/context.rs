@@ -29,6 +29,8 @@ pub struct Context {
     /// The AWS region the run talks to (for ARNs the steps build, e.g. log group ARNs).
     pub region: String,
     outputs: RwLock<Outputs>,
+    /// Outputs written in part so far ([`Context::put_partial`]), read by [`Context::wait_for`].
+    partial: RwLock<Outputs>,
     arrivals: Mutex<Arrivals>,
     published: Notify,
     progress: ProgressSlot,
@@ -107,6 +109,34 @@ step_output!(DiscoveryOutputs, Discovery, discovery);
 step_output!(ServicesOutputs, Services, services);
 step_output!(AlarmsOutputs, Alarms, alarms);
 
+/// A step's per-service entries as they are made, for writing its output in part after each
+/// ([`Context::put_partial`]).
+#[derive(Debug)]
+pub struct Gathered<V> {
+    entries: Mutex<BTreeMap<String, V>>,
+}
+
+impl<V> Default for Gathered<V> {
+    fn default() -> Self {
+        Gathered { entries: Mutex::default() }
+    }
+}
+
+impl<V: Clone> Gathered<V> {
+    /// Adds `key`'s entry and hands every entry so far to `publish`, under the lock, so that
+    /// concurrent additions publish in order and a later part never lacks an earlier entry.
+    pub fn add(&self, key: impl Into<String>, value: V, publish: impl FnOnce(BTreeMap<String, V>)) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(key.into(), value);
+        publish(entries.clone());
+    }
+
+    /// Every entry so far.
+    pub fn all(&self) -> BTreeMap<String, V> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 impl Context {
     /// A context for `config` (which should already be validated).
     pub fn new(config: Config) -> Self {
@@ -117,6 +147,7 @@ impl Context {
             names,
             region,
             outputs: RwLock::default(),
+            partial: RwLock::default(),
             arrivals: Mutex::default(),
             published: Notify::new(),
             progress: ProgressSlot::default(),
@@ -264,6 +295,54 @@ impl Context {
         self.published.notify_waiters();
     }
 
+    /// Writes this step's output in part: what is known so far, e.g. the task roles made so far
+    /// while the others are still being made. [`Context::wait`] ignores it (it waits for the whole
+    /// output); [`Context::wait_for`] returns it once it holds what the reader asks for. A
+    /// producer writes the whole output with [`Context::put`] in the end, as always.
+    pub fn put_partial<T: StepOutput>(&self, value: T) {
+        let mut partial = self.partial.write().unwrap_or_else(|e| e.into_inner());
+        *T::slot(&mut partial) = Some(value);
+        drop(partial);
+        self.published.notify_waiters();
+    }
+
+    /// Reads an input as soon as it holds what `ready` asks for (an entry for one service, say),
+    /// whole or in part ([`Context::put_partial`]); else as [`Context::wait`]: the whole output
+    /// once written, whatever `ready` says, or the error of an output that will never come.
+    /// This lets one service's resources go ahead while another's inputs are still being made.
+    pub async fn wait_for<T: StepOutput>(&self, reader: &str, ready: impl Fn(&T) -> bool) -> Result<T, StepError> {
+        self.check_output(reader, T::KIND)?;
+        loop {
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            if let Some(value) = self.try_get::<T>() {
+                return Ok(value);
+            }
+            let partial = {
+                let mut partial = self.partial.write().unwrap_or_else(|e| e.into_inner());
+                T::slot(&mut partial).clone()
+            };
+            if let Some(value) = partial.filter(|v| ready(v)) {
+                return Ok(value);
+            }
+            {
+                let arrivals = self.arrivals();
+                if let Some(why) = arrivals.missing.get(&T::KIND) {
+                    return Err(StepError::MissingOutput {
+                        step: reader.into(),
+                        output: T::KIND.to_string(),
+                        why: why.clone(),
+                    });
+                }
+                if !arrivals.coming.contains(&T::KIND) {
+                    return self.get(reader);
+                }
+            }
+            published.await;
+        }
+    }
+
     /// Declares outputs that steps of this run will write (the runner calls this before starting
     /// them): [`Context::wait`] waits for those and fails at once for any other missing output.
     pub fn expect(&self, kinds: impl IntoIterator<Item = OutputKind>) {
@@ -359,6 +438,41 @@ mod tests {
         ctx.put(network());
         let got = tokio::time::timeout(Duration::from_secs(5), reader).await.unwrap().unwrap().unwrap();
         assert_eq!(got.vpc_id, "vpc-1");
+    }
+
+    #[tokio::test]
+    async fn wait_for_takes_a_partial_output_that_holds_what_it_asks_and_wait_does_not() {
+        let ctx = Arc::new(Context::new(Config::default()));
+        ctx.expect([OutputKind::Services]);
+        let registry = |names: &[&str]| ServicesOutputs {
+            service_arns: names.iter().map(|n| (n.to_string(), format!("arn/{n}"))).collect(),
+        };
+        let wants = |name: &'static str| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.wait_for::<ServicesOutputs>("alarms", |r| r.service_arns.contains_key(name)).await
+            })
+        };
+        let (api, worker) = (wants("api"), wants("worker"));
+        let whole = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.wait::<ServicesOutputs>("alarms").await }
+        });
+        ctx.put_partial(registry(&["api"]));
+        let got = tokio::time::timeout(Duration::from_secs(5), api).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.service_arns.len(), 1, "the part holding `api` is enough for its reader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!worker.is_finished() && !whole.is_finished(), "the others wait on");
+        ctx.put(registry(&["api", "worker"]));
+        let got = tokio::time::timeout(Duration::from_secs(5), worker).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.service_arns.len(), 2);
+        let got = tokio::time::timeout(Duration::from_secs(5), whole).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.service_arns.len(), 2);
+        // A whole output that still lacks the entry is returned: the reader names what is missing.
+        let ctx = Context::new(Config::default());
+        ctx.put(registry(&[]));
+        let got = ctx.wait_for::<ServicesOutputs>("alarms", |r| r.service_arns.contains_key("x")).await.unwrap();
+        assert!(got.service_arns.is_empty());
     }
 
     #[tokio::test]

@@ -7,12 +7,13 @@
 //! dozen resources of a kind. Every client a session builds sends through a [`ThrottledClient`]
 //! (the session's HTTP client wrapped), which for each operation (`service`, `Operation`):
 //!
-//! - **paces** its calls with a token bucket of its own ([`Aimd`]): it starts at EC2's documented
-//!   general figures (mutating 5 a second, burst 10; non-mutating 20, burst 50) and learns the
-//!   real rate: a throttling answer cuts the rate to 70 % (at most once a second, so one burst
-//!   of answers counts once), each success raises it by 10 % of itself a second, additive
-//!   increase and multiplicative decrease, as TCP shares a link. It keeps no table of AWS's rates:
-//!   several environments deploying in one account share AWS's buckets, which no table knows.
+//! - **paces** its calls with a token bucket of its own ([`LearnedRate`]): it starts at EC2's
+//!   documented general figures (mutating 5 a second, burst 10; non-mutating 20, burst 50) and
+//!   learns the real rate: a throttling answer sets it just under the rate at which the
+//!   operation's calls succeeded over the last seconds (what AWS's bucket let through), and
+//!   while callers wait without throttling it grows, probing for more. It keeps no table of
+//!   AWS's rates: several environments deploying in one account share AWS's buckets, which no
+//!   table knows, and the learned rate is this run's share.
 //! - **resends** a throttled call itself once its bucket allows, instead of handing the
 //!   throttling error to the SDK's retry loop, whose attempts are few and whose backoff knows
 //!   nothing of the rate: throttling alone never spends an attempt. A signed request stays
@@ -26,7 +27,7 @@
 //! The session's [`CallCounter`] gets each throttled answer, each resend (as an attempt) and the
 //! time spent waiting for tokens, for `--stats`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,31 +120,53 @@ impl Intercept for LabelOperation {
     }
 }
 
-/// One operation's learned rate: a token bucket whose refill rate goes down on throttling and up
-/// on success.
+/// One operation's learned rate: a token bucket whose refill rate follows what AWS lets through.
+///
+/// While callers wait for tokens and nothing was throttled for a second, the rate grows (10 % of
+/// itself plus 0.05 a second): it probes for more. A throttling answer means AWS's bucket is
+/// empty, so the rate becomes 95 % of the rate at which this operation's calls succeeded over the
+/// last 5 s (when the client is held back by AWS, what succeeds is AWS's refill rate, or this
+/// run's share of it when other clients spend the same bucket), and never more than 95 % of
+/// what it was; with no success in that window, half. It changes at most once a second, so the
+/// answers of one burst count once. A rate learned from successes, not cut blindly, wastes
+/// little: it sits just under AWS's rate instead of sawing between it and a fraction of it.
 #[derive(Debug)]
-pub struct Aimd {
+pub struct LearnedRate {
     rate: f64,
     burst: f64,
     tokens: f64,
     at: Instant,
-    last_cut: Option<Instant>,
+    created: Instant,
+    last_throttled: Option<Instant>,
+    successes: VecDeque<Instant>,
 }
 
-impl Aimd {
-    /// Cut to this share of the rate on throttling.
-    const DECREASE: f64 = 0.7;
-    /// Grow by this share of the rate per second of successes.
-    const INCREASE_PER_S: f64 = 0.1;
+impl LearnedRate {
+    /// Growth a second while callers wait: this share of the rate …
+    const GROWTH: f64 = 0.1;
+    /// … plus this many calls a second.
+    const GROWTH_FLOOR: f64 = 0.05;
+    /// The share of the measured success rate a throttling answer sets the rate to.
+    const BELOW_MEASURED: f64 = 0.95;
     /// Never slower than one call in 20 s.
     const MIN_RATE: f64 = 0.05;
-    /// Cuts at most this often: the answers of one burst all come back within it.
-    const CUT_INTERVAL: Duration = Duration::from_secs(1);
+    /// Successes counted back this far.
+    const WINDOW: Duration = Duration::from_secs(5);
+    /// The rate is cut at most this often, and grows only this long after a throttling answer.
+    const SETTLE: Duration = Duration::from_secs(1);
 
     /// A full bucket of `burst` refilled at `rate` a second.
     pub fn new(rate: f64, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
-        Aimd { rate, burst, tokens: burst, at: now, last_cut: None }
+        LearnedRate {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+            created: now,
+            last_throttled: None,
+            successes: VecDeque::new(),
+        }
     }
 
     /// The first operation of its kind: EC2's documented general figures (mutating 50 burst / 5
@@ -151,9 +174,9 @@ impl Aimd {
     /// API sees a small first burst.
     fn for_operation(operation: &str, now: Instant) -> Self {
         if is_mutating(operation) {
-            Aimd::new(5.0, 10, now)
+            LearnedRate::new(5.0, 10, now)
         } else {
-            Aimd::new(20.0, 50, now)
+            LearnedRate::new(20.0, 50, now)
         }
     }
 
@@ -162,15 +185,24 @@ impl Aimd {
         self.rate
     }
 
-    fn refill(&mut self, now: Instant) {
+    fn settled(&self, now: Instant) -> bool {
+        self.last_throttled.is_none_or(|at| now.saturating_duration_since(at) >= Self::SETTLE)
+    }
+
+    /// Refills the tokens; `waiting`: a caller is held back, so the rate probes upwards.
+    fn refill(&mut self, now: Instant, waiting: bool) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if waiting && self.settled(now) {
+            self.rate += (self.rate * Self::GROWTH + Self::GROWTH_FLOOR) * elapsed.min(1.0);
+        }
         self.at = now;
     }
 
     /// Takes a token, or says how long until one is due.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
+        let waiting = self.tokens < 1.0;
+        self.refill(now, waiting);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -179,21 +211,30 @@ impl Aimd {
         }
     }
 
-    /// A call was answered: the rate grows with the time since the last answer.
-    pub fn succeeded(&mut self, now: Instant, since: Duration) {
-        self.refill(now);
-        self.rate += self.rate * Self::INCREASE_PER_S * since.as_secs_f64().min(1.0);
+    /// A call was answered.
+    pub fn succeeded(&mut self, now: Instant) {
+        self.successes.push_back(now);
+        while self.successes.front().is_some_and(|&t| now.saturating_duration_since(t) > Self::WINDOW) {
+            self.successes.pop_front();
+        }
     }
 
-    /// A call was throttled: AWS's bucket is empty, so this one is too, and the rate is cut unless
-    /// it was cut within the last second.
+    /// A call was throttled: AWS's bucket is empty, so this one is too, and the rate follows what
+    /// succeeded (see the type's docs).
     pub fn throttled(&mut self, now: Instant) {
-        self.refill(now);
+        self.refill(now, false);
         self.tokens = self.tokens.min(0.0);
-        if self.last_cut.is_none_or(|at| now.saturating_duration_since(at) >= Self::CUT_INTERVAL) {
-            self.rate = (self.rate * Self::DECREASE).max(Self::MIN_RATE);
-            self.last_cut = Some(now);
+        if !self.settled(now) {
+            return;
         }
+        self.last_throttled = Some(now);
+        let window = now.saturating_duration_since(self.created).min(Self::WINDOW).max(Self::SETTLE).as_secs_f64();
+        let recent = self.successes.iter().filter(|&&t| now.saturating_duration_since(t) <= Self::WINDOW).count();
+        let next = match recent {
+            0 => self.rate * 0.5,
+            n => (n as f64 / window * Self::BELOW_MEASURED).min(self.rate * Self::BELOW_MEASURED),
+        };
+        self.rate = next.max(Self::MIN_RATE);
     }
 }
 
@@ -202,8 +243,7 @@ type OperationKey = (&'static str, String);
 
 #[derive(Debug)]
 struct OperationState {
-    bucket: Aimd,
-    last_answer: Instant,
+    bucket: LearnedRate,
 }
 
 /// The run's limiter: a learned bucket per operation and a concurrency bound per service, shared
@@ -227,7 +267,7 @@ impl RateLimiter {
             .entry((service, operation.to_owned()))
             .or_insert_with(|| {
                 let now = Instant::now();
-                Arc::new(Mutex::new(OperationState { bucket: Aimd::for_operation(operation, now), last_answer: now }))
+                Arc::new(Mutex::new(OperationState { bucket: LearnedRate::for_operation(operation, now) }))
             })
             .clone()
     }
@@ -379,10 +419,8 @@ async fn send(
             if throttled {
                 state.bucket.throttled(now);
             } else {
-                let since = now.saturating_duration_since(state.last_answer);
-                state.bucket.succeeded(now, since);
+                state.bucket.succeeded(now);
             }
-            state.last_answer = now;
         }
         if !throttled {
             return Ok(response);
@@ -402,26 +440,35 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
-    fn the_rate_is_cut_once_per_burst_of_throttling_and_grows_back_with_successes() {
+    fn a_throttling_answer_sets_the_rate_just_under_what_succeeded_once_a_second() {
         let t = Instant::now();
-        let mut bucket = Aimd::new(10.0, 2, t);
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let mut bucket = LearnedRate::new(10.0, 2, t);
         assert!(bucket.take(t).is_ok());
         assert!(bucket.take(t).is_ok());
         // Empty: the next token is due in 1/10 s.
         assert_eq!(bucket.take(t), Err(Duration::from_millis(100)));
-        bucket.throttled(t);
-        bucket.throttled(t + Duration::from_millis(500));
-        assert!((bucket.rate() - 7.0).abs() < 1e-9, "one cut for one burst: {}", bucket.rate());
-        bucket.throttled(t + Duration::from_millis(1000));
-        assert!((bucket.rate() - 4.9).abs() < 1e-9, "a second later, another: {}", bucket.rate());
-        // A second of successes adds 10 %.
-        bucket.succeeded(t + Duration::from_secs(2), Duration::from_secs(1));
-        assert!((bucket.rate() - 5.39).abs() < 1e-9, "{}", bucket.rate());
+        // Two calls a second succeeded over the last two seconds, then AWS throttles.
+        for ms in [0, 500, 1000, 1500] {
+            bucket.succeeded(at(ms));
+        }
+        bucket.throttled(at(2000));
+        assert!((bucket.rate() - 1.9).abs() < 1e-9, "95 % of 4 calls in 2 s: {}", bucket.rate());
+        bucket.throttled(at(2500));
+        assert!((bucket.rate() - 1.9).abs() < 1e-9, "one change per burst of answers: {}", bucket.rate());
+        // Nothing succeeded in the last 5 s: half.
+        bucket.throttled(at(9000));
+        assert!((bucket.rate() - 0.95).abs() < 1e-9, "{}", bucket.rate());
+        // Callers waiting without throttling: the rate grows (10 % + 0.05 a second).
+        bucket.tokens = 0.0;
+        bucket.at = at(10_000);
+        let _ = bucket.take(at(11_000));
+        assert!((bucket.rate() - (0.95 * 1.1 + 0.05)).abs() < 1e-9, "{}", bucket.rate());
         // Never below one call in 20 s.
-        for s in 3..40 {
+        for s in 12..40 {
             bucket.throttled(t + Duration::from_secs(s));
         }
-        assert!((bucket.rate() - Aimd::MIN_RATE).abs() < 1e-9);
+        assert!((bucket.rate() - LearnedRate::MIN_RATE).abs() < 1e-9);
     }
 
     #[test]
@@ -490,7 +537,7 @@ mod tests {
         assert_eq!((counts.throttled, counts.attempts), (3, 3), "three throttled answers, three resends");
         // The operation's rate was cut (once: the answers came within a second) and no other's.
         let rate = client.limiter.rate("aws_sdk_ecs", "CreateService").unwrap();
-        assert!(rate > 5.0 * 0.7 * 0.7 && rate < 5.0 * 0.75, "cut to 3.5, then grown a little: {rate}");
+        assert!(rate < 5.0 * 0.6, "nothing had succeeded: halved once a second: {rate}");
         assert_eq!(client.limiter.rate("aws_sdk_ecs", "DescribeServices"), None);
     }
 

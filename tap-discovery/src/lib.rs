@@ -44,6 +44,7 @@ use aws_sdk_servicediscovery::types::{
     NamespaceFilterName, NamespaceType, RecordType, RoutingPolicy, ServiceChange, ServiceFilter, ServiceFilterName,
 };
 use futures::future::try_join_all;
+use tap_core::context::Gathered;
 use tap_core::idempotent::{create_or_adopt, NoBlindRetry, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, ServicesOutputs, PENDING};
@@ -726,6 +727,16 @@ impl DiscoveryStep {
         // all, a create of an existing service is adopted by the engine.)
         let observed = if created { BTreeMap::new() } else { self.find_services(&namespace.id, |_| true).await? };
         let kind = self.kind();
+        // Published in part as soon as the namespace is there, then after each service: an ECS
+        // service needs only its own (see `Context::wait_for`).
+        let part = |services| DiscoveryOutputs {
+            namespace_id: namespace.id.clone(),
+            namespace_arn: namespace.arn.clone(),
+            namespace_name: ns_name.clone(),
+            services,
+        };
+        let made = Gathered::default();
+        ctx.put_partial(part(BTreeMap::new()));
         let converged = wanted.iter().map(|service| {
             let component = service_component(service);
             let want = DesiredService {
@@ -740,23 +751,20 @@ impl DiscoveryStep {
                 },
                 tags: ctx.names.tags(&component, service),
             };
-            let (engine, kind, have) = (&engine, &kind, observed.get(*service).cloned());
+            let (engine, kind, have, made, part) = (&engine, &kind, observed.get(*service).cloned(), &made, &part);
             async move {
                 let now = engine.converge(kind, &component, service, &want, have).await?;
-                Ok::<_, StepError>(match now {
+                let service_now = match now {
                     Some(s) => DiscoveryService { id: s.id, arn: s.arn },
                     None => DiscoveryService { id: PENDING.into(), arn: PENDING.into() },
-                })
+                };
+                made.add(*service, service_now.clone(), |services| ctx.put_partial(part(services)));
+                Ok::<_, StepError>(service_now)
             }
         });
         let services: BTreeMap<String, DiscoveryService> =
             wanted.iter().map(|s| s.to_string()).zip(try_join_all(converged).await?).collect();
-        ctx.put(DiscoveryOutputs {
-            namespace_id: namespace.id,
-            namespace_arn: namespace.arn,
-            namespace_name: ns_name,
-            services,
-        });
+        ctx.put(part(services));
         let undeclared = observed.values().filter(|s| !wanted.contains(&s.name.as_str()));
         self.prune(&engine, undeclared).await?;
         Ok(engine.into_changes())

@@ -628,7 +628,8 @@ impl IngressStep {
             Ok::<_, StepError>(results)
         };
         let load_balancer = async {
-            let security: SecurityOutputs = ctx.wait(STEP).await?;
+            // Any part of the output will do: the groups come before the roles (see `Context::wait_for`).
+            let security: SecurityOutputs = ctx.wait_for(STEP, |_| true).await?;
             let desired = Desired::new(ctx, &network, &security);
             let engine = Engine::new(ctx, STEP, mode);
             let lb = self.converge_load_balancer(&engine, &desired, observed_lb).await?;

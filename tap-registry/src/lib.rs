@@ -30,6 +30,7 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use futures::future::try_join_all;
 use serde_json::{json, Value};
+use tap_core::context::Gathered;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
@@ -294,12 +295,19 @@ impl RegistryStep {
         let services: Vec<&str> = ctx.config.services.iter().map(|s| s.name.as_str()).collect();
         let names: Vec<String> = services.iter().map(|s| ctx.names.repository(s)).collect();
         let found = self.owned(ctx, &names).await?;
-        let results = try_join_all(
-            services
-                .iter()
-                .zip(&names)
-                .map(|(service, name)| self.converge_one(&engine, service, name, found.configured.get(name))),
-        )
+        // Each repository is published as soon as it is there: a service's task definition needs
+        // only its own (see `Context::wait_for`).
+        let made = Gathered::default();
+        let results = try_join_all(services.iter().zip(&names).map(|(service, name)| {
+            let (engine, made, configured) = (&engine, &made, found.configured.get(name));
+            async move {
+                let repository = self.converge_one(engine, service, name, configured).await?;
+                made.add(*service, repository.clone(), |repositories| {
+                    ctx.put_partial(RegistryOutputs { repositories })
+                });
+                Ok::<_, StepError>(repository)
+            }
+        }))
         .await?;
         ctx.put(RegistryOutputs { repositories: services.iter().map(|s| s.to_string()).zip(results).collect() });
         // Repositories of services no longer configured: an empty one is deleted, one holding

@@ -404,17 +404,20 @@ pub async fn converge_task_role(
 }
 
 /// Every task role, concurrently, each with its own engine: (service, ARN, changes), in the
-/// config's order; `roles` is what [`read_roles`] read.
+/// config's order; `roles` is what [`read_roles`] read. `made` hears of each role (service, ARN)
+/// as soon as it is done.
 pub async fn converge_task_roles(
     api: &dyn IamApi,
     ctx: &Context,
     mode: Mode,
     roles: &BTreeMap<String, RoleDetail>,
+    made: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<Vec<(String, String, Vec<Change>)>, StepError> {
     try_join_all(ctx.config.services.iter().map(|s| async move {
         let engine = Engine::new(ctx, STEP, mode);
         let detail = roles.get(&ctx.names.task_role(&s.name));
         let arn = converge_task_role(api, ctx, &engine, s, detail).await?;
+        made(&s.name, &arn);
         Ok::<_, StepError>((s.name.clone(), arn, engine.into_changes()))
     }))
     .await

@@ -56,7 +56,10 @@ pub mod security_group;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use tap_core::aws::AwsSession;
+use tap_core::context::Gathered;
 use tap_core::outputs::{SecurityOutputs, ServicesOutputs};
 use tap_core::step::{Gone, OutputKind};
 use tap_core::wait::Backoff;
@@ -109,11 +112,13 @@ impl SecurityStep {
         // execution role (whichever asks first makes it, beside the groups and the secrets).
         let observed_roles = tokio::sync::OnceCell::new();
         let roles = || observed_roles.get_or_try_init(|| iam::read_roles(&*self.iam, ctx));
-        let task_roles = async { iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?).await };
         let infrastructure_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
         let infrastructure_role =
             async { iam::converge_infrastructure_role(&*self.iam, ctx, &infrastructure_engine, roles().await?).await };
         let execution_engine = tap_core::resource::Engine::new(ctx, STEP, mode);
+        // The task roles start once the execution role is done: every service needs that one,
+        // and IAM's writes are few a second, so it goes first, not somewhere in a hundred.
+        let (execution_done, execution_gate) = tokio::sync::oneshot::channel::<()>();
         let execution = async {
             let engine = &execution_engine;
             let (secrets, role) = tokio::try_join!(secrets::converge(&*self.secrets, ctx, mode), async {
@@ -122,28 +127,60 @@ impl SecurityStep {
             let arns: Vec<String> =
                 ctx.config.secrets.iter().filter_map(|s| secrets.arns.get(&s.name).cloned()).collect();
             let arn = iam::finish_execution_role(&*self.iam, ctx, engine, role, &arns).await?;
+            let _ = execution_done.send(());
             Ok::<_, StepError>((secrets, arn))
         };
-        // Other steps read only ids: they are published once every group exists and the roles and
-        // secrets are done, while the groups' rules are still being written (the step still fails
-        // if those fail).
-        let publish = async {
-            let group_ids = async {
-                match group_ids_rx.await {
-                    Ok(ids) => Ok::<_, StepError>(ids),
-                    // The groups failed before their ids were known: their error ends the step.
-                    Err(_) => std::future::pending().await,
+        let group_ids = async {
+            match group_ids_rx.await {
+                Ok(ids) => Ok::<_, StepError>(ids),
+                // The groups failed before their ids were known: their error ends the step.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        // Other steps read only ids. The output is written in part once what every service needs
+        // is there (the groups' ids, the execution role, the secrets, the infrastructure role),
+        // then after each task role (a service's task definition needs only its own, see
+        // `Context::wait_for`), and whole once every role is done, while the groups' rules are
+        // still being written (the step still fails if those fail).
+        let shared: std::sync::Mutex<Option<SecurityOutputs>> = std::sync::Mutex::default();
+        let made_roles = Gathered::default();
+        let made = |service: &str, arn: &str| {
+            let base = shared.lock().unwrap_or_else(|e| e.into_inner());
+            made_roles.add(service, arn.to_owned(), |task_role_arns| {
+                if let Some(base) = base.clone() {
+                    ctx.put_partial(SecurityOutputs { task_role_arns, ..base });
                 }
-            };
-            let (group_ids, task_roles, (secrets, execution_role), infrastructure_role_arn) =
-                tokio::try_join!(group_ids, task_roles, execution, infrastructure_role)?;
-            ctx.put(SecurityOutputs {
+            });
+        };
+        let base = async {
+            let (group_ids, (secrets, execution_role), infrastructure_role_arn) =
+                tokio::try_join!(group_ids, execution, infrastructure_role)?;
+            let base = SecurityOutputs {
                 alb_security_group_id: group_ids.alb,
                 service_security_group_ids: group_ids.services,
                 execution_role_arn: execution_role.clone(),
-                task_role_arns: task_roles.iter().map(|(service, arn, _)| (service.clone(), arn.clone())).collect(),
+                task_role_arns: BTreeMap::new(),
                 secret_arns: secrets.arns.clone(),
                 infrastructure_role_arn,
+            };
+            let mut slot = shared.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(base.clone());
+            ctx.put_partial(SecurityOutputs { task_role_arns: made_roles.all(), ..base.clone() });
+            drop(slot);
+            Ok::<_, StepError>((base, secrets, execution_role))
+        };
+        let task_roles = async {
+            if execution_gate.await.is_err() {
+                // The execution role failed: its error ends the step.
+                std::future::pending::<()>().await;
+            }
+            iam::converge_task_roles(&*self.iam, ctx, mode, roles().await?, &made).await
+        };
+        let publish = async {
+            let ((base, secrets, execution_role), task_roles) = tokio::try_join!(base, task_roles)?;
+            ctx.put(SecurityOutputs {
+                task_role_arns: task_roles.iter().map(|(service, arn, _)| (service.clone(), arn.clone())).collect(),
+                ..base
             });
             Ok::<_, StepError>((task_roles, secrets, execution_role))
         };

@@ -122,7 +122,9 @@ pub(crate) struct Inputs {
     pub registry: RegistryOutputs,
     pub cluster: ClusterOutputs,
     pub security: SecurityOutputs,
-    pub ingress: IngressOutputs,
+    /// `None` for a service that reads nothing of the load balancer (not routed, no `{alb_dns}`
+    /// in its environment): it does not wait for it.
+    pub ingress: Option<IngressOutputs>,
     pub discovery: DiscoveryOutputs,
     pub alarms: AlarmsOutputs,
 }
@@ -136,23 +138,46 @@ impl Inputs {
             registry: ctx.get(STEP)?,
             cluster: ctx.get(STEP)?,
             security: ctx.get(STEP)?,
-            ingress: ctx.get(STEP)?,
+            ingress: Some(ctx.get(STEP)?),
             discovery: ctx.get(STEP)?,
             alarms: ctx.get(STEP)?,
         })
     }
 
-    /// Waits for every input (each is written by a step running concurrently with this one).
-    async fn wait(ctx: &Context) -> Result<Self, StepError> {
-        Ok(Inputs {
-            network: ctx.wait(STEP).await?,
-            registry: ctx.wait(STEP).await?,
-            cluster: ctx.wait(STEP).await?,
-            security: ctx.wait(STEP).await?,
-            ingress: ctx.wait(STEP).await?,
-            discovery: ctx.wait(STEP).await?,
-            alarms: ctx.wait(STEP).await?,
+    /// The load balancer's outputs (there for every service that reads them).
+    pub fn ingress(&self) -> Result<&IngressOutputs, StepError> {
+        self.ingress.as_ref().ok_or_else(|| StepError::MissingOutput {
+            step: STEP.into(),
+            output: OutputKind::Ingress.to_string(),
+            why: "the service was thought to need nothing of the load balancer".into(),
         })
+    }
+
+    /// What `spec` reads of the other steps, as soon as its own part is there: its repository,
+    /// its task role, its Cloud Map service and its alarms (their steps write their outputs in
+    /// part, see `Context::wait_for`), so that one service's task definition, ECS service and
+    /// scaling go ahead while the next one's role is still being made. At a hundred services
+    /// this overlaps IAM's, ECR's and Cloud Map's few writes a second with ECS's and
+    /// Application Auto Scaling's instead of running them one after another.
+    async fn for_service(ctx: &Context, spec: &ServiceSpec) -> Result<Self, StepError> {
+        let name = spec.name.as_str();
+        let reads_load_balancer = spec.route.is_some() || spec.environment.values().any(|v| v.contains("{alb_dns}"));
+        let ingress = async {
+            match reads_load_balancer {
+                true => ctx.wait::<IngressOutputs>(STEP).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (network, registry, cluster, security, ingress, discovery, alarms) = tokio::try_join!(
+            ctx.wait::<NetworkOutputs>(STEP),
+            ctx.wait_for::<RegistryOutputs>(STEP, |r| r.repositories.contains_key(name)),
+            ctx.wait::<ClusterOutputs>(STEP),
+            ctx.wait_for::<SecurityOutputs>(STEP, |s| s.task_role_arns.contains_key(name)),
+            ingress,
+            ctx.wait_for::<DiscoveryOutputs>(STEP, |d| !spec.discovery || d.services.contains_key(name)),
+            ctx.wait_for::<AlarmsOutputs>(STEP, |a| a.alarm_names.contains_key(name)),
+        )?;
+        Ok(Inputs { network, registry, cluster, security, ingress, discovery, alarms })
     }
 }
 
@@ -317,13 +342,17 @@ impl ServicesStep {
             api::Observed::read(api, ctx, &cluster).await
         };
         let task_definitions = api::latest_task_definitions(api, ctx);
-        let (inputs, mut observed, (task_definitions, families)) =
-            tokio::try_join!(Inputs::wait(ctx), observed, task_definitions)?;
+        let (cluster, mut observed, (task_definitions, families)) =
+            tokio::try_join!(ctx.wait::<ClusterOutputs>(STEP), observed, task_definitions)?;
         observed.task_definitions = task_definitions;
         observed.listed.families = families;
-        let converged = try_join_all(
-            ctx.config.services.iter().map(|spec| self.converge_service(&engine, &inputs, &observed, spec)),
-        )
+        let converged = try_join_all(ctx.config.services.iter().map(|spec| {
+            let (engine, observed) = (&engine, &observed);
+            async move {
+                let inputs = Inputs::for_service(ctx, spec).await?;
+                self.converge_service(engine, &inputs, observed, spec).await
+            }
+        }))
         .await?;
         let outputs =
             ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() };
@@ -334,7 +363,7 @@ impl ServicesStep {
         // removed service's Cloud Map service, target group, security group and role once this
         // step has published its outputs, so in apply mode they are published after the prune.
         let declared: BTreeSet<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
-        let cluster = &inputs.cluster.name;
+        let cluster = &cluster.name;
         let found = prune::undeclared(api, ctx, cluster, &observed.listed, &declared).await?;
         prune::remove(api, &engine, cluster, found, &|| ()).await?;
         if mode.is_apply() {
@@ -348,7 +377,7 @@ impl ServicesStep {
             };
             let waits = converged.iter().filter(|c| c.wait).map(|c| {
                 let name = ctx.names.ecs_service(&c.name);
-                let cluster = inputs.cluster.name.as_str();
+                let cluster = cluster.as_str();
                 async move {
                     let wait = rollout::RolloutWait {
                         cluster,

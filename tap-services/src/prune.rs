@@ -198,9 +198,11 @@ pub(crate) async fn undeclared(
     })
 }
 
-/// Removes (in plan mode: lists) `found` in dependency order: scaling first (so nothing scales a
-/// draining service back up), then the ECS services, waiting in apply mode until ECS has drained
-/// them, then their task definition families and log groups.
+/// Removes (in plan mode: lists) `found` in dependency order: the ECS services, waiting in apply
+/// mode until ECS has drained them, then their task definition families and log groups; the
+/// scaling alongside (DeleteService forces the deletion whatever scaling sets the desired count
+/// to), not holding the families up: at a hundred services each of the two takes most of a
+/// hundred seconds at AWS's rates.
 pub(crate) async fn remove(
     api: &dyn ServicesApi,
     engine: &Engine<'_>,
@@ -225,13 +227,13 @@ pub(crate) async fn remove(
             try_join_all(deleted.iter().map(|s| wait_inactive(api, cluster, &s.name, &s.id))).await?;
         }
         services_gone();
+        let (families, log_groups) = (TaskFamily(api), LogGroup(api));
+        tokio::try_join!(
+            engine.prune(&families, found.families, &none),
+            engine.prune(&log_groups, found.log_groups, &none),
+        )?;
         Ok::<_, StepError>(())
     };
     tokio::try_join!(scaling, services)?;
-    let (families, log_groups) = (TaskFamily(api), LogGroup(api));
-    tokio::try_join!(
-        engine.prune(&families, found.families, &none),
-        engine.prune(&log_groups, found.log_groups, &none),
-    )?;
     Ok(())
 }

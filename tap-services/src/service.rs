@@ -388,7 +388,7 @@ pub(crate) fn desired(
     let load_balancers = match &service.route {
         Some(_) => vec![LoadBalancerRef {
             target_group_arn: lookup(
-                &inputs.ingress.target_group_arns,
+                &inputs.ingress()?.target_group_arns,
                 &service.name,
                 OutputKind::Ingress,
                 "target group",
@@ -400,7 +400,7 @@ pub(crate) fn desired(
                 false => None,
                 true => {
                     let shift =
-                        lookup(&inputs.ingress.traffic_shifts, &service.name, OutputKind::Ingress, "traffic shift")?;
+                        lookup(&inputs.ingress()?.traffic_shifts, &service.name, OutputKind::Ingress, "traffic shift")?;
                     let role = inputs.security.infrastructure_role_arn.clone().ok_or_else(|| StepError::Conflict {
                         resource: component("ecs-service", &service.name),
                         message: "the security step published no ECS infrastructure role for its traffic shift".into(),

@@ -150,8 +150,14 @@ pub(crate) fn render(ctx: &Context, inputs: &Inputs, service: &ServiceSpec) -> R
     let environment = service
         .environment
         .iter()
-        .map(|(k, v)| (k.clone(), v.replace("{alb_dns}", &inputs.ingress.dns_name).replace("{namespace}", &namespace)))
-        .collect();
+        .map(|(k, v)| {
+            let v = match v.contains("{alb_dns}") {
+                true => v.replace("{alb_dns}", &inputs.ingress()?.dns_name),
+                false => v.clone(),
+            };
+            Ok::<_, StepError>((k.clone(), v.replace("{namespace}", &namespace)))
+        })
+        .collect::<Result<_, _>>()?;
     let secrets = service
         .secrets
         .iter()
