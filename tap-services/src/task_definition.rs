@@ -305,26 +305,39 @@ impl Resource for TaskFamily<'_> {
     }
 
     async fn delete(&self, have: &ObservedFamily) -> Result<(), ActionError> {
-        let family = &have.family;
-        let active =
-            self.0.list_task_definitions(family, RevisionStatus::Active).await.during("ListTaskDefinitions")?;
-        for arn in &active {
-            match self.0.deregister_task_definition(arn).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is("ClientException") => {
-                    tracing::debug!(arn, error = %e, "task definition revision already gone")
+        self.delete_many(&[have]).await
+    }
+
+    /// Families are deleted ten at a time: `DeleteTaskDefinitions` takes ten revisions a call, and
+    /// ECS allows it one call a second (a hundred families' revisions in ten calls, not a hundred).
+    const DELETE_BATCH: usize = 10;
+
+    /// Deregisters every active revision of `haves`, then deletes their inactive revisions, ten to
+    /// a call.
+    async fn delete_many(&self, haves: &[&ObservedFamily]) -> Result<(), ActionError> {
+        let deregistered = futures::future::try_join_all(haves.iter().map(|have| async move {
+            let family = &have.family;
+            let active =
+                self.0.list_task_definitions(family, RevisionStatus::Active).await.during("ListTaskDefinitions")?;
+            for arn in &active {
+                match self.0.deregister_task_definition(arn).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() || e.is("ClientException") => {
+                        tracing::debug!(arn, error = %e, "task definition revision already gone")
+                    }
+                    Err(e) => return Err(ActionError { action: "DeregisterTaskDefinition", source: e }),
                 }
-                Err(e) => return Err(ActionError { action: "DeregisterTaskDefinition", source: e }),
             }
-        }
-        let inactive =
-            self.0.list_task_definitions(family, RevisionStatus::Inactive).await.during("ListTaskDefinitions")?;
+            self.0.list_task_definitions(family, RevisionStatus::Inactive).await.during("ListTaskDefinitions")
+        }))
+        .await?;
+        let inactive: Vec<String> = deregistered.into_iter().flatten().collect();
         for chunk in inactive.chunks(10) {
             match self.0.delete_task_definitions(chunk).await {
                 Ok(()) => {}
                 Err(e) if e.retryable => return Err(ActionError { action: "DeleteTaskDefinitions", source: e }),
                 // Deregistered revisions are harmless; an endpoint without DeleteTaskDefinitions keeps them.
-                Err(e) => tracing::warn!(family, error = %e, "could not delete deregistered task definition revisions"),
+                Err(e) => tracing::warn!(error = %e, "could not delete deregistered task definition revisions"),
             }
         }
         Ok(())
