@@ -371,30 +371,8 @@ impl Context {
     /// ([`Context::declare`]) that declares `T` neither in its needs nor its prune reads is
     /// refused in debug builds.
     pub async fn wait<T: StepOutput>(&self, reader: &str) -> Result<T, StepError> {
-        self.check_output(reader, T::KIND)?;
-        loop {
-            // Registered before looking, so a `put` between the look and the await is not lost.
-            let published = self.published.notified();
-            tokio::pin!(published);
-            published.as_mut().enable();
-            if let Some(value) = self.try_get::<T>() {
-                return Ok(value);
-            }
-            {
-                let arrivals = self.arrivals();
-                if let Some(why) = arrivals.missing.get(&T::KIND) {
-                    return Err(StepError::MissingOutput {
-                        step: reader.into(),
-                        output: T::KIND.to_string(),
-                        why: why.clone(),
-                    });
-                }
-                if !arrivals.coming.contains(&T::KIND) {
-                    return self.get(reader);
-                }
-            }
-            published.await;
-        }
+        // No part will do: only the whole output.
+        self.wait_for(reader, |_| false).await
     }
 
     fn has(&self, kind: OutputKind) -> bool {
