@@ -176,7 +176,8 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
 }
 
 /// Deploy stopped before any change: its read-only look found something it refuses to do
-/// (plan's `!` lines, [`tap_core::Action::Refuse`]).
+/// (plan's `!` lines: [`tap_core::Action::Refuse`], and [`tap_core::Action::Conflict`] for a
+/// resource of this environment's name that another environment owns).
 #[derive(Debug)]
 pub struct Refused {
     /// Each refusal with the step that found it.
@@ -188,7 +189,12 @@ impl Refused {
     pub fn of(reports: &[StepReport]) -> Option<Refused> {
         let refusals: Vec<(&'static str, Change)> = reports
             .iter()
-            .flat_map(|r| r.changes.iter().filter(|c| c.action == Action::Refuse).map(move |c| (r.step, c.clone())))
+            .flat_map(|r| {
+                r.changes
+                    .iter()
+                    .filter(|c| matches!(c.action, Action::Refuse | Action::Conflict))
+                    .map(move |c| (r.step, c.clone()))
+            })
             .collect();
         (!refusals.is_empty()).then_some(Refused { refusals })
     }
@@ -200,7 +206,14 @@ impl Refused {
                 // `services/image/<service>`: a running service and an image its repository lacks.
                 let service = c.resource.rsplit('/').next().unwrap_or(&c.resource);
                 let reason = c.reason.clone().unwrap_or_default();
-                let (message, hint) = if c.resource.starts_with("services/image/") {
+                let (message, hint) = if c.action == Action::Conflict {
+                    (
+                        reason,
+                        "an environment never changes what another owns: rename the service (or choose another \
+                         environment suffix) so that its names no longer collide with the other environment's"
+                            .to_owned(),
+                    )
+                } else if c.resource.starts_with("services/image/") {
                     (
                         format!("{service} runs and would move to an image its repository does not have: {reason}"),
                         "push the image first (`tap outputs` shows each repository's URI; `docker push \

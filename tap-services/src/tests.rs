@@ -276,11 +276,11 @@ fn converged_world(ctx: &Context) -> World {
     let mut w = World { images: true, ..Default::default() };
     for s in SERVICES {
         let log_group = ctx.names.log_group(s);
-        w.log_groups.insert(log_group.clone(), ObservedLogGroup { name: log_group, retention_days: Some(30) });
+        w.log_groups.insert(log_group.clone(), ObservedLogGroup { name: log_group, retention_days: Some(30), tags: Some(dev_tags()) });
         let family = ctx.names.task_family(s);
         w.task_definitions.insert(
             family,
-            ObservedTaskDefinition { arn: td_arn(s, 1), revision: 1, active: true, definition: desired_td(ctx, s) },
+            ObservedTaskDefinition { arn: td_arn(s, 1), revision: 1, active: true, definition: desired_td(ctx, s), tags: dev_tags() },
         );
         let svc = observed_from(&desired_service(ctx, s, &td_arn(s, 1)));
         w.services.insert(svc.name.clone(), svc);
@@ -504,7 +504,7 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
         .returning(move |def, _| {
             reg.lock().unwrap().push(def.clone());
             let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition { arn: td_arn(&service, 1), revision: 1, active: true, definition: def.clone() })
+            Ok(ObservedTaskDefinition { arn: td_arn(&service, 1), revision: 1, active: true, definition: def.clone(), tags: dev_tags() })
         });
 
     let created: Arc<Mutex<Vec<DesiredService>>> = Arc::default();
@@ -752,7 +752,7 @@ async fn new_image_tag_registers_one_revision_and_updates_the_service() {
     api.expect_register_task_definition().withf(|def, _| def.containers[0].image.ends_with(":v2")).times(3).returning(
         |def, _| {
             let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+            Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() })
         },
     );
     api.expect_update_service()
@@ -792,7 +792,7 @@ async fn an_inactive_latest_revision_or_service_counts_as_missing() {
     world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
     let mut api = read_mock(world);
     api.expect_register_task_definition().times(1).returning(|def, _| {
-        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() })
     });
     api.expect_create_service()
         .withf(|d| d.name == "tap-frontend-dev" && d.task_definition == td_arn("frontend", 2) && d.desired_count == 2)
@@ -826,7 +826,7 @@ async fn a_register_answered_500_that_took_effect_is_adopted_not_registered_agai
     api.expect_register_task_definition().times(3).returning(move |def, _| {
         let service = def.containers[0].name.clone();
         let registered =
-            ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() };
+            ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() };
         made.lock().unwrap().task_definitions.insert(def.family.clone(), registered);
         Err(internal_error())
     });
@@ -856,7 +856,7 @@ async fn a_register_answered_500_that_did_not_take_effect_is_sent_again() {
     let mut seq = mockall::Sequence::new();
     api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|_, _| Err(internal_error()));
     api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|def, _| {
-        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() })
     });
     api.expect_update_service()
         .withf(|u| u.task_definition.as_deref() == Some(td_arn("frontend", 2).as_str()))
@@ -1056,6 +1056,11 @@ async fn wait_times_out_naming_the_service() {
 }
 
 /// The tags tap gives a resource of environment `env`.
+/// The tags of a resource of environment `dev` (whose, is all they tell here).
+fn dev_tags() -> Vec<(String, String)> {
+    tags_of("dev", "services/x", "x")
+}
+
 fn tags_of(env: &str, component: &str, name: &str) -> Vec<(String, String)> {
     let config = Config { environment: env.into(), ..Config::default() };
     tap_core::naming::Names::new(&config).tags(component, name)
@@ -1228,7 +1233,7 @@ async fn destroy_treats_not_found_as_gone() {
     api.expect_list_task_families().returning(|_| Ok(vec![]));
     api.expect_list_task_definitions().never();
     api.expect_list_log_groups()
-        .returning(|_| Ok(vec![ObservedLogGroup { name: "/ecs/tap-frontend-dev".into(), retention_days: Some(30) }]));
+        .returning(|_| Ok(vec![ObservedLogGroup { name: "/ecs/tap-frontend-dev".into(), retention_days: Some(30), tags: None }]));
     api.expect_log_group_tags().returning(|name| Ok(tags_of("dev", "services/log-group/frontend", name)));
     api.expect_delete_log_group().returning(|_| Ok(()));
     let changes = step(api).destroy(&ctx).await.unwrap();
@@ -1474,7 +1479,7 @@ async fn nothing_is_pruned_without_this_environments_tags() {
         ObservedScalableTarget { min_capacity: 1, max_capacity: 2 },
     );
     let group = "/ecs/tap-frontend-x-dev".to_string();
-    world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None });
+    world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None, tags: Some(dev_tags()) });
     let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
     foreign.arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/tap-frontend-x-dev:1".into();
     world.task_definitions.insert("tap-frontend-x-dev".into(), foreign);
@@ -1583,7 +1588,7 @@ fn pushed_v1_v2(repository: &str) -> Vec<image::RepositoryImage> {
 fn expect_moves(api: &mut MockServicesApi, times: usize) {
     api.expect_register_task_definition().times(times).returning(|def, _| {
         let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() })
     });
     api.expect_update_service().times(times).returning(|u| {
         let ctx = deployed_ctx(config(false));
@@ -1641,7 +1646,7 @@ async fn services_still_to_create_are_created_with_a_missing_tag() {
     api.expect_repository_images().never();
     api.expect_register_task_definition().times(3).returning(|def, _| {
         let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone(), tags: dev_tags() })
     });
     api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
     let changes = step(api).apply(&ctx).await.unwrap();
@@ -1697,6 +1702,7 @@ async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
         revision: 1,
         active: true,
         definition: desired_td(&deployed_ctx(config(false)), "frontend"),
+        tags: dev_tags(),
     });
     let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
     (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);
