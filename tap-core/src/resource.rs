@@ -259,11 +259,17 @@ impl Owner {
     /// Why a resource named `name` is not this environment's (`env`), and what to do, for people.
     pub fn conflict_reason(&self, name: &str, env: &str) -> String {
         let whose = self.whose(name, env);
-        format!(
-            "conflict: {whose}; environment `{env}` would take it over through the same name, and tap never \
-             adopts, changes or deletes what another environment owns: rename the service (or pick another \
-             environment suffix) so that the names differ"
-        )
+        match self {
+            Owner::Unmanaged => format!(
+                "conflict: {whose}; tap never adopts, changes or deletes what it did not make: remove or rename \
+                 it, or pick another environment suffix"
+            ),
+            _ => format!(
+                "conflict: {whose}; environment `{env}` derives the same name, and an environment never adopts, \
+                 changes or deletes what another owns: rename the service (or pick another environment suffix) \
+                 so that the names differ"
+            ),
+        }
     }
 }
 

@@ -370,12 +370,27 @@ impl IngressStep {
         };
         let observed = match observed {
             Some(tg) => {
-                let delay = self
-                    .api
-                    .deregistration_delay(&tg.arn)
-                    .await
-                    .map_err(StepError::aws(id.as_str(), "DescribeTargetGroupAttributes"))?;
-                Some(ObservedTargetGroup { deregistration_delay: delay, ..tg.clone() })
+                // Its tags (whose it is: `tap-api-x-dev` is both `dev`'s route `api-x` and
+                // `x-dev`'s route `api`) beside its deregistration delay.
+                let (delay, mut tags) = tokio::try_join!(
+                    async {
+                        self.api
+                            .deregistration_delay(&tg.arn)
+                            .await
+                            .map_err(StepError::aws(id.as_str(), "DescribeTargetGroupAttributes"))
+                    },
+                    async {
+                        if let Some(tags) = &tg.tags {
+                            return Ok(BTreeMap::from([(tg.arn.clone(), tags.clone())]));
+                        }
+                        self.api
+                            .describe_tags(std::slice::from_ref(&tg.arn))
+                            .await
+                            .map_err(StepError::aws(id.as_str(), "DescribeTags"))
+                    },
+                )?;
+                let tags = Some(tags.remove(&tg.arn).unwrap_or_default());
+                Some(ObservedTargetGroup { deregistration_delay: delay, tags, ..tg.clone() })
             }
             None => None,
         };
