@@ -658,6 +658,59 @@ async fn converged_environment_makes_no_mutating_call_and_one_batched_read_per_k
     }
 }
 
+/// `frontend`'s task definition family and log group carry another environment's tags (two
+/// environments derive one name, e.g. `dev`'s `api-x` and `x-dev`'s `api`): plan lists each as a
+/// conflict naming the owner, never an update; apply stops before any write (no revision is
+/// registered into the family, no retention put).
+#[tokio::test]
+async fn a_family_or_log_group_of_another_environment_is_a_conflict_never_an_update() {
+    for mode in [Mode::Plan, Mode::Apply] {
+        let ctx = deployed_ctx(config(false));
+        let mut world = converged_world(&ctx);
+        let theirs = tags_of("prod", "services/task-definition/frontend", "tap-frontend-dev");
+        let family = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+        family.tags = theirs.clone();
+        family.definition.cpu = "4096".into();
+        let group = world.log_groups.get_mut("/ecs/tap-frontend-dev").unwrap();
+        // Not read with the listing: asked for (ListTagsLogGroup).
+        group.tags = None;
+        group.retention_days = Some(7);
+        let mut api = read_mock(world);
+        no_mutations(&mut api);
+        api.expect_log_group_tags()
+            .withf(|name| name == "/ecs/tap-frontend-dev")
+            .times(1)
+            .returning(|name| Ok(tags_of("prod", "services/log-group/frontend", name)));
+        let result = match mode {
+            Mode::Apply => step(api).apply(&ctx).await,
+            Mode::Plan => step(api).plan(&ctx).await,
+        };
+        if mode.is_apply() {
+            let err = result.unwrap_err();
+            assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+            assert!(err.to_string().contains("environment `prod`"), "{err}");
+            continue;
+        }
+        let changes = result.unwrap();
+        // (This environment's own ECS service would move to the revision it cannot register: an
+        // update of its own, listed as such.)
+        let mut got: Vec<(&str, Action)> = changes
+            .iter()
+            .filter(|c| c.resource != "services/ecs-service/frontend")
+            .map(|c| (c.resource.as_str(), c.action))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [("services/log-group/frontend", Action::Conflict), ("services/task-definition/frontend", Action::Conflict)],
+            "{changes:#?}"
+        );
+        for c in changes.iter().filter(|c| c.action == Action::Conflict) {
+            assert!(c.reason.as_deref().unwrap().contains("belongs to environment `prod`"), "{c:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn only_this_environments_policy_on_this_service_counts() {
     let ctx = deployed_ctx(config(false));
