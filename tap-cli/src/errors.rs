@@ -316,8 +316,13 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
     }
     let mut out = String::new();
     if let Some(refused) = err.downcast_ref::<Refused>() {
-        let n = refused.refusals.len();
-        let what = if n == 1 { "1 refusal".to_owned() } else { format!("{n} refusals") };
+        let conflicts = refused.refusals.iter().filter(|(_, c)| c.action == Action::Conflict).count();
+        let plural = |n: usize, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
+        let what = match (refused.refusals.len() - conflicts, conflicts) {
+            (n, 0) => plural(n, "refusal"),
+            (0, c) => plural(c, "conflict"),
+            (n, c) => format!("{}, {}", plural(n, "refusal"), plural(c, "conflict")),
+        };
         let _ = writeln!(out, "error: {command} refused before any change ({what}); nothing was written");
     } else if err.downcast_ref::<tap_quotas::Shortfall>().is_some() {
         let n = failures.len();
@@ -495,6 +500,24 @@ mod tests {
         let doc = render_json("deploy", Some("dev"), &err);
         assert_eq!(doc["error"]["failures"][0]["resource"], "services/image/frontend");
         assert!(doc["error"]["message"].as_str().unwrap().contains("tap-frontend-dev:v9"), "{doc}");
+    }
+
+    #[test]
+    fn a_conflict_refuses_deploy_naming_the_resource_and_the_environment_that_owns_it() {
+        let owner = tap_core::resource::Owner::Other("dev".into());
+        let conflict = tap_core::Change::conflict("services/task-definition/api", "tap-api-x-dev", &owner, "x-dev");
+        let reports =
+            vec![StepReport { step: "services", changes: vec![conflict], elapsed: std::time::Duration::ZERO }];
+        let err = anyhow::Error::new(Refused::of(&reports).expect("a conflict refuses"));
+        let text = render_text("deploy", &err);
+        assert!(text.starts_with("error: deploy refused before any change (1 conflict); nothing was written"), "{text}");
+        for needle in [
+            "services: services/task-definition/api",
+            "tap-api-x-dev belongs to environment `dev`",
+            "hint: an environment never changes what another owns",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ async fn an_environment_never_takes_over_what_another_environment_owns() {
     let writes: Vec<&str> = calls.iter().map(|c| c.operation.as_str()).filter(|op| is_mutating(op)).collect();
     assert_eq!(writes, Vec::<&str>::new(), "no mutating call on the wire: {} calls", calls.len());
     assert!(!calls.is_empty(), "the look went through the proxy");
-    assert!(run.stderr.contains("error: deploy refused before any change (4 refusals)"), "{}", run.stderr);
+    assert!(run.stderr.contains("error: deploy refused before any change (4 conflicts)"), "{}", run.stderr);
     for (resource, _) in &want {
         assert!(run.stderr.contains(resource.as_str()), "{resource} in\n{}", run.stderr);
     }
