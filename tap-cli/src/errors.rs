@@ -510,7 +510,10 @@ mod tests {
             vec![StepReport { step: "services", changes: vec![conflict], elapsed: std::time::Duration::ZERO }];
         let err = anyhow::Error::new(Refused::of(&reports).expect("a conflict refuses"));
         let text = render_text("deploy", &err);
-        assert!(text.starts_with("error: deploy refused before any change (1 conflict); nothing was written"), "{text}");
+        assert!(
+            text.starts_with("error: deploy refused before any change (1 conflict); nothing was written"),
+            "{text}"
+        );
         for needle in [
             "services: services/task-definition/api",
             "tap-api-x-dev belongs to environment `dev`",

@@ -28,7 +28,7 @@ use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSett
 use tap_core::config::ClusterSettings;
 use tap_core::naming::Tag;
 use tap_core::outputs::{ClusterOutputs, PENDING};
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, Gone, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
 

@@ -384,12 +384,13 @@ impl<'a> Engine<'a> {
             *foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner);
             Ok(None)
         };
-        let created = create_or_adopt(id, self.recovery, |e| resource.already_exists(e), find, || resource.create(want))
-            .await
-            .map_err(|e| match foreign.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                Some(owner) => self.conflict_error(id, name, &owner),
-                None => StepError::aws(id, R::CREATE)(e),
-            })?;
+        let created =
+            create_or_adopt(id, self.recovery, |e| resource.already_exists(e), find, || resource.create(want))
+                .await
+                .map_err(|e| match foreign.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(owner) => self.conflict_error(id, name, &owner),
+                    None => StepError::aws(id, R::CREATE)(e),
+                })?;
         // What exists now may still differ from what was asked: an adopted resource (its create's
         // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
         // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
@@ -448,10 +449,9 @@ impl<'a> Engine<'a> {
             return self.delete_each(resource, doomed).await;
         }
         // Only what is this environment's goes into a batch; the rest is skipped (and said so).
-        let mine = futures::future::try_join_all(
-            doomed.iter().map(|o| self.deletable(resource, &o.id, &o.name, &o.observed)),
-        )
-        .await?;
+        let mine =
+            futures::future::try_join_all(doomed.iter().map(|o| self.deletable(resource, &o.id, &o.name, &o.observed)))
+                .await?;
         let ours: Vec<&Owned<R::Observed>> = doomed.iter().zip(&mine).filter(|(_, m)| **m).map(|(o, _)| *o).collect();
         let mut deleted = self.delete_batches(resource, &ours).await?.into_iter();
         Ok(mine.iter().map(|m| *m && deleted.next().unwrap_or(false)).collect())
@@ -986,8 +986,11 @@ mod tests {
         assert!(matches!(err, StepError::Conflict { .. }) && err.to_string().contains("`dev`"), "{err}");
         // Deletes, one by one or in a prune, leave them alone.
         assert!(!apply.delete(&fake, "fake/record/a", "a", &theirs).await.unwrap());
-        let found = [("a", &theirs), ("b", &untagged)]
-            .map(|(n, r)| Owned { id: format!("fake/record/{n}"), name: n.into(), observed: r.clone() });
+        let found = [("a", &theirs), ("b", &untagged)].map(|(n, r)| Owned {
+            id: format!("fake/record/{n}"),
+            name: n.into(),
+            observed: r.clone(),
+        });
         assert!(apply.prune(&fake, found.to_vec(), &BTreeSet::new()).await.unwrap().is_empty());
         assert!(apply.changes().is_empty(), "{:?}", apply.changes());
         assert_eq!(aws.records.lock().unwrap().get("a"), Some(&theirs), "dev's record is untouched");
@@ -1014,7 +1017,9 @@ mod tests {
 
     #[test]
     fn the_owner_is_read_from_all_three_tags() {
-        let tags = |pairs: &[(&str, &str)]| -> Vec<Tag> { pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+        let tags = |pairs: &[(&str, &str)]| -> Vec<Tag> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
         let full = tags(&[("Project", "tap"), ("ManagedBy", "tap"), ("Environment", "dev")]);
         assert_eq!(Owner::of(&full, "dev"), Owner::This);
         assert_eq!(Owner::of(&full, "x-dev"), Owner::Other("dev".into()));

@@ -11,7 +11,7 @@
 //!   wants through the engine.
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{ElbApi, ListenerSpec, ObservedListener};

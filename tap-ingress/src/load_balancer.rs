@@ -12,7 +12,7 @@
 //!   ([`LoadBalancerKind::wait_until_active`], which the step runs before the engine's update).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AwsError, StepError};
 

@@ -12,7 +12,7 @@
 //!   say the environment owns it (see the step).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{sorted_conditions, ElbApi, ObservedRule, RuleSpec, RuleUpdate};

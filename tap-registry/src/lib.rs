@@ -332,9 +332,14 @@ impl RegistryStep {
                 // `RepositoryKind::owner`) beside its lifecycle policy.
                 let (lifecycle_policy, tags) = tokio::try_join!(
                     async {
-                        self.api.get_lifecycle_policy(name).await.map_err(StepError::aws(&component, "GetLifecyclePolicy"))
+                        self.api
+                            .get_lifecycle_policy(name)
+                            .await
+                            .map_err(StepError::aws(&component, "GetLifecyclePolicy"))
                     },
-                    async { self.api.list_tags(&repo.arn).await.map_err(StepError::aws(&component, "ListTagsForResource")) },
+                    async {
+                        self.api.list_tags(&repo.arn).await.map_err(StepError::aws(&component, "ListTagsForResource"))
+                    },
                 )?;
                 Some(RepositoryState { repository: repo.clone(), lifecycle_policy, tags: Some(tags) })
             }
@@ -525,7 +530,8 @@ mod tests {
             let tag = env_tag.to_string();
             mock.expect_list_tags().times(1).returning(move |arn| {
                 let name = arn.rsplit('/').next().unwrap();
-                Ok(Names::new(&Config { environment: tag.clone(), ..Config::default() }).tags("registry/repository/x", name))
+                Ok(Names::new(&Config { environment: tag.clone(), ..Config::default() })
+                    .tags("registry/repository/x", name))
             });
             mock.expect_get_lifecycle_policy().returning(|_| Ok(None));
             mock.expect_put_lifecycle_policy().returning(|_, _| Ok(()));
@@ -654,7 +660,8 @@ mod tests {
             mock.expect_list_tags().returning(|arn| {
                 let name = arn.rsplit('/').next().unwrap();
                 let env = if name == "tap-frontend-dev" { "x-dev" } else { "dev" };
-                Ok(Names::new(&Config { environment: env.into(), ..Config::default() }).tags("registry/repository/x", name))
+                Ok(Names::new(&Config { environment: env.into(), ..Config::default() })
+                    .tags("registry/repository/x", name))
             });
             no_mutations(&mut mock);
             let ctx = ctx();
@@ -734,18 +741,15 @@ mod tests {
         });
         mock.expect_get_lifecycle_policy().times(2).returning(|_| Ok(Some(desired_policy_text())));
         // The repositories of this environment's name are asked for their tags (whose they are).
-        mock.expect_list_tags()
-            .withf(|arn: &str| arn.ends_with("-dev"))
-            .times(5)
-            .returning(|arn| {
-                let name = arn.rsplit('/').next().unwrap();
-                if name == "tap-hand-made-dev" {
-                    // Named like tap's, but not tagged as managed by tap.
-                    return Ok(vec![(TAG_ENVIRONMENT.to_string(), "dev".to_string())]);
-                }
-                let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
-                Ok(Names::new(&Config::default()).tags(&format!("registry/repository/{service}"), name))
-            });
+        mock.expect_list_tags().withf(|arn: &str| arn.ends_with("-dev")).times(5).returning(|arn| {
+            let name = arn.rsplit('/').next().unwrap();
+            if name == "tap-hand-made-dev" {
+                // Named like tap's, but not tagged as managed by tap.
+                return Ok(vec![(TAG_ENVIRONMENT.to_string(), "dev".to_string())]);
+            }
+            let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+            Ok(Names::new(&Config::default()).tags(&format!("registry/repository/{service}"), name))
+        });
         // `old` is empty; `processing-service` holds images when `with_images`.
         mock.expect_has_images()
             .times(if prune_data { 0 } else { 2 })

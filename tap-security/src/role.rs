@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, StepError};
 

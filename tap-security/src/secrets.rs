@@ -21,7 +21,7 @@ use futures::future::try_join_all;
 use tap_core::config::SecretSpec;
 use tap_core::naming::{Tag, TAG_ENVIRONMENT};
 use tap_core::outputs::PENDING;
-use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Resource, Owner};
+use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Owner, Resource};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 
 /// Length of every generated value.

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::{AttrChange, AwsError};
 
 use crate::groups::{Ec2Api, ObservedGroup, Rule, RuleSource};

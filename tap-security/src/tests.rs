@@ -158,11 +158,16 @@ fn converged() -> World {
         roles,
         secrets: ["tap-db-credentials-dev", "tap-api-keys-dev"]
             .into_iter()
-            .map(|n| (n.to_string(), ObservedSecret {
+            .map(|n| {
+                (
+                    n.to_string(),
+                    ObservedSecret {
                         arn: secret_arn(n),
                         scheduled_for_deletion: false,
                         tags: dev_tags("security/secret/x", n),
-                    }))
+                    },
+                )
+            })
             .collect(),
     }
 }

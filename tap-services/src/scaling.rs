@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::{AwsError, Context, StepError};
 

@@ -408,7 +408,8 @@ impl ServicesApi for SdkServices {
                 .await?;
             for g in out.log_groups() {
                 if let Some(name) = g.log_group_name().filter(|n| names.iter().any(|w| w == n)) {
-                    let group = ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None };
+                    let group =
+                        ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None };
                     found.insert(name.to_string(), group);
                 }
             }
@@ -428,7 +429,11 @@ impl ServicesApi for SdkServices {
                 self.logs.describe_log_groups().log_group_name_prefix(prefix).set_next_token(token).send().await?;
             for g in out.log_groups() {
                 if let Some(name) = g.log_group_name().filter(|n| n.starts_with(prefix)) {
-                    found.push(ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None });
+                    found.push(ObservedLogGroup {
+                        name: name.to_string(),
+                        retention_days: g.retention_in_days(),
+                        tags: None,
+                    });
                 }
             }
             match out.next_token() {

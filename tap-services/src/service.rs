@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource, Owner};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::strategy::{self, Strategy, StrategySettings};
 use tap_core::wait::{poll_until, Backoff};
