@@ -136,6 +136,8 @@ pub struct ObservedAlarm {
     pub treat_missing_data: Option<String>,
     /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
     pub state: Option<String>,
+    /// Its tags, when already read (`ListTagsForResource`; DescribeAlarms does not report them).
+    pub tags: Option<Vec<Tag>>,
 }
 
 impl ObservedAlarm {
@@ -152,6 +154,7 @@ impl ObservedAlarm {
             comparison: Some(spec.comparison.clone()),
             treat_missing_data: Some(spec.treat_missing_data.clone()),
             state: None,
+            tags: Some(spec.tags.clone()),
         }
     }
 }

@@ -99,6 +99,7 @@ fn observed(a: &MetricAlarm) -> ObservedAlarm {
         comparison: a.comparison_operator().map(|c| c.as_str().to_owned()),
         treat_missing_data: a.treat_missing_data().map(str::to_owned),
         state: a.state_value().map(|s| s.as_str().to_owned()),
+        tags: None,
     }
 }
 

@@ -405,3 +405,40 @@ async fn status_reports_each_alarms_state_and_the_missing_ones() {
         "{text}"
     );
 }
+
+/// `tap-dev-frontend-cpu-high` is another environment's (a suffix and service that spell the same
+/// name): plan lists a conflict naming it, apply puts no alarm; the rest is this environment's,
+/// known from the description tap wrote, without asking CloudWatch for tags.
+#[tokio::test]
+async fn an_alarm_of_this_name_with_another_environments_tags_is_a_conflict_never_overwritten() {
+    let ctx = context();
+    let theirs = "tap-dev-frontend-cpu-high";
+    let alarms: Vec<ObservedAlarm> = wanted(&ctx)
+        .iter()
+        .map(|d| {
+            let mut a = ObservedAlarm { tags: None, ..stored(&d.spec) };
+            if a.name == theirs {
+                a.description = Some("cpu-high (dev-frontend): average CPU".into());
+                a.threshold = Some(50.0);
+            }
+            a
+        })
+        .collect();
+    let prod = Config { environment: "dev-frontend".into(), ..Config::default() };
+    let tags = BTreeMap::from([(arn(theirs), tap_core::naming::Names::new(&prod).tags("alarms/x", theirs))]);
+    let w = world(alarms, tags);
+    let plan = step(&w).plan(&ctx).await.unwrap();
+    assert_eq!(summary(&plan), [("alarms/cpu-high/frontend".to_string(), Action::Conflict)], "{plan:#?}");
+    assert!(plan[0].reason.as_deref().unwrap().contains("environment `dev-frontend`"), "{plan:?}");
+    let err = step(&w).apply(&ctx).await.unwrap_err();
+    assert!(matches!(err, StepError::Conflict { .. }) && err.to_string().contains(theirs), "{err}");
+    assert!(w.puts.lock().unwrap().is_empty(), "nothing overwritten");
+}
+
+#[test]
+fn the_environment_of_an_alarm_is_read_from_the_description_tap_writes() {
+    assert_eq!(alarm::description_environment(Some("api-x (dev): average CPU at or above 90%")), Some("dev"));
+    assert_eq!(alarm::description_environment(Some("a (b) (x-dev): …")), Some("x-dev"));
+    assert_eq!(alarm::description_environment(Some("made by hand")), None);
+    assert_eq!(alarm::description_environment(None), None);
+}

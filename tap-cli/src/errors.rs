@@ -176,7 +176,8 @@ pub fn hint(action: &str, resource: Option<&str>, err: &AwsError) -> Option<Stri
 }
 
 /// Deploy stopped before any change: its read-only look found something it refuses to do
-/// (plan's `!` lines, [`tap_core::Action::Refuse`]).
+/// (plan's `!` lines: [`tap_core::Action::Refuse`], and [`tap_core::Action::Conflict`] for a
+/// resource of this environment's name that another environment owns).
 #[derive(Debug)]
 pub struct Refused {
     /// Each refusal with the step that found it.
@@ -188,7 +189,12 @@ impl Refused {
     pub fn of(reports: &[StepReport]) -> Option<Refused> {
         let refusals: Vec<(&'static str, Change)> = reports
             .iter()
-            .flat_map(|r| r.changes.iter().filter(|c| c.action == Action::Refuse).map(move |c| (r.step, c.clone())))
+            .flat_map(|r| {
+                r.changes
+                    .iter()
+                    .filter(|c| matches!(c.action, Action::Refuse | Action::Conflict))
+                    .map(move |c| (r.step, c.clone()))
+            })
             .collect();
         (!refusals.is_empty()).then_some(Refused { refusals })
     }
@@ -200,7 +206,14 @@ impl Refused {
                 // `services/image/<service>`: a running service and an image its repository lacks.
                 let service = c.resource.rsplit('/').next().unwrap_or(&c.resource);
                 let reason = c.reason.clone().unwrap_or_default();
-                let (message, hint) = if c.resource.starts_with("services/image/") {
+                let (message, hint) = if c.action == Action::Conflict {
+                    (
+                        reason,
+                        "an environment never changes what another owns: rename the service (or choose another \
+                         environment suffix) so that its names no longer collide with the other environment's"
+                            .to_owned(),
+                    )
+                } else if c.resource.starts_with("services/image/") {
                     (
                         format!("{service} runs and would move to an image its repository does not have: {reason}"),
                         "push the image first (`tap outputs` shows each repository's URI; `docker push \
@@ -303,8 +316,13 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
     }
     let mut out = String::new();
     if let Some(refused) = err.downcast_ref::<Refused>() {
-        let n = refused.refusals.len();
-        let what = if n == 1 { "1 refusal".to_owned() } else { format!("{n} refusals") };
+        let conflicts = refused.refusals.iter().filter(|(_, c)| c.action == Action::Conflict).count();
+        let plural = |n: usize, one: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {one}s") };
+        let what = match (refused.refusals.len() - conflicts, conflicts) {
+            (n, 0) => plural(n, "refusal"),
+            (0, c) => plural(c, "conflict"),
+            (n, c) => format!("{}, {}", plural(n, "refusal"), plural(c, "conflict")),
+        };
         let _ = writeln!(out, "error: {command} refused before any change ({what}); nothing was written");
     } else if err.downcast_ref::<tap_quotas::Shortfall>().is_some() {
         let n = failures.len();
@@ -482,6 +500,27 @@ mod tests {
         let doc = render_json("deploy", Some("dev"), &err);
         assert_eq!(doc["error"]["failures"][0]["resource"], "services/image/frontend");
         assert!(doc["error"]["message"].as_str().unwrap().contains("tap-frontend-dev:v9"), "{doc}");
+    }
+
+    #[test]
+    fn a_conflict_refuses_deploy_naming_the_resource_and_the_environment_that_owns_it() {
+        let owner = tap_core::resource::Owner::Other("dev".into());
+        let conflict = tap_core::Change::conflict("services/task-definition/api", "tap-api-x-dev", &owner, "x-dev");
+        let reports =
+            vec![StepReport { step: "services", changes: vec![conflict], elapsed: std::time::Duration::ZERO }];
+        let err = anyhow::Error::new(Refused::of(&reports).expect("a conflict refuses"));
+        let text = render_text("deploy", &err);
+        assert!(
+            text.starts_with("error: deploy refused before any change (1 conflict); nothing was written"),
+            "{text}"
+        );
+        for needle in [
+            "services: services/task-definition/api",
+            "tap-api-x-dev belongs to environment `dev`",
+            "hint: an environment never changes what another owns",
+        ] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
     }
 
     #[test]

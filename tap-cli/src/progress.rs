@@ -356,7 +356,7 @@ impl ProgressSink for Progress {
                         Action::Update => "updating",
                         Action::Delete => "deleting",
                         Action::Keep => "keeping",
-                        Action::Refuse => "refusing",
+                        Action::Refuse | Action::Conflict => "refusing",
                     };
                     bar.set_message(format!("{doing} {resource}"));
                 }

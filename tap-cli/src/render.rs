@@ -39,7 +39,7 @@ impl Style {
             Action::Update => "33",
             Action::Delete => "31",
             Action::Keep => "36",
-            Action::Refuse => "1;31",
+            Action::Refuse | Action::Conflict => "1;31",
         };
         self.paint(code, text)
     }
@@ -70,6 +70,9 @@ pub struct Summary {
     /// Refusals: what deploy will not do (a running service moving to an image its repository
     /// does not have); deploy stops before any change while there are any.
     pub refuse: usize,
+    /// Conflicts: resources of this environment's names that another environment (or no tap
+    /// environment) owns; deploy stops before any change while there are any.
+    pub conflict: usize,
 }
 
 impl Summary {
@@ -83,6 +86,7 @@ impl Summary {
                 Action::Delete => s.delete += 1,
                 Action::Keep => s.keep += 1,
                 Action::Refuse => s.refuse += 1,
+                Action::Conflict => s.conflict += 1,
             }
         }
         s
@@ -90,7 +94,7 @@ impl Summary {
 
     /// Whether anything is (to be) created, updated or deleted, or refused.
     pub fn changed(&self) -> bool {
-        self.create + self.update + self.delete + self.refuse > 0
+        self.create + self.update + self.delete + self.refuse + self.conflict > 0
     }
 }
 
@@ -141,6 +145,13 @@ pub fn total_line(op: Operation, environment: &str, s: &Summary, calls: &CallCou
         let n = s.refuse;
         line = format!(
             "{line} {n} refused (!): deploy stops before any change (push the images, or deploy --allow-missing-image)."
+        );
+    }
+    if s.conflict > 0 {
+        let n = s.conflict;
+        line = format!(
+            "{line} {n} in conflict (!): another environment owns these names; deploy stops before any change \
+             (rename the service or choose another environment suffix)."
         );
     }
     line
@@ -323,7 +334,7 @@ mod tests {
     #[test]
     fn total_lines() {
         let calls = CallCounts { total: 40, mutating: 3, ..CallCounts::default() };
-        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0, refuse: 0 };
+        let s = Summary { create: 1, update: 1, delete: 1, unchanged: 9, keep: 0, refuse: 0, conflict: 0 };
         let wall = Duration::from_millis(2500);
         assert_eq!(
             total_line(Operation::Plan, "dev", &s, &calls, wall),
@@ -373,7 +384,7 @@ mod tests {
         }
         assert_eq!(
             doc["summary"],
-            json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "refuse": 0, "unchanged": 4})
+            json!({"create": 1, "update": 1, "delete": 1, "keep": 0, "refuse": 0, "conflict": 0, "unchanged": 4})
         );
         assert_eq!(doc["cost"]["currency"], "USD");
         assert_eq!(

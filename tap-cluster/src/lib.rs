@@ -28,7 +28,7 @@ use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSett
 use tap_core::config::ClusterSettings;
 use tap_core::naming::Tag;
 use tap_core::outputs::{ClusterOutputs, PENDING};
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, Gone, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
 
@@ -292,6 +292,12 @@ impl Resource for Cluster<'_> {
         Ok(self.api.describe_cluster(&want.name).await?.filter(|c| c.status != "INACTIVE"))
     }
 
+    /// From its tags (DescribeClusters with `include = TAGS`). `tap-cluster-{s}` is a name no
+    /// other environment derives, but one made by hand is no more tap's to change.
+    async fn owner(&self, have: &ObservedCluster, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.tags, env))
+    }
+
     /// Creates the cluster; what the create call did not store (some endpoints drop the default
     /// strategy) the engine corrects in the same run, from what this returns.
     async fn create(&self, want: &ClusterSpec) -> Result<ObservedCluster, AwsError> {
@@ -429,7 +435,7 @@ mod tests {
             container_insights: Some("disabled".into()),
             capacity_providers: spec.capacity_providers,
             default_strategy: spec.default_strategy,
-            tags: vec![],
+            tags: tap_core::naming::Names::new(&Config::default()).tags(COMPONENT, "tap-cluster-dev"),
         }
     }
 

@@ -13,6 +13,14 @@
 //! - **outcome unknown**: a create whose answer was lost, timed out or was a 5xx, or that AWS answers
 //!   "already exists", is never resent blindly: the engine looks the resource up with
 //!   [`Resource::find`] and adopts it ([`create_or_adopt`]).
+//! - **ownership** ([`Resource::owner`], [`Owner`]): names are `tap-{base}-{env}`, so two
+//!   environments can share one (service `api-x` of `dev` and service `api` of `x-dev` both make
+//!   `tap-api-x-dev`). A resource found by name is converged, adopted or deleted only when it
+//!   carries this environment's tags (`Project=tap`, `ManagedBy=tap`, `Environment={env}`); one
+//!   that carries another environment's tags, or none of tap's, is a **conflict**
+//!   ([`Action::Conflict`]): plan lists it naming its owner, apply fails on it before touching it
+//!   (deploy refuses in its read-only look, before any write), a create AWS answers "already
+//!   exists" for it is not adopted, and a delete (prune, destroy) skips it, saying so.
 //! - **prune** ([`Engine::prune`]): what the environment owns (found by its tags, see [`owned`])
 //!   and the config no longer declares is deleted, except a data-bearing resource
 //!   ([`Resource::holds_data`]) without consent (`deploy --prune-data`), which is listed as kept.
@@ -22,7 +30,7 @@
 //!
 //! ```
 //! use async_trait::async_trait;
-//! use tap_core::resource::{ActionError, Diff, Engine, Resource};
+//! use tap_core::resource::{ActionError, Diff, Engine, Owner, Resource};
 //! use tap_core::{AttrChange, AwsError, Config, Context, Mode};
 //!
 //! /// A toy kind: a named number.
@@ -41,6 +49,7 @@
 //!         Ok((want != have).then(|| Diff::new(*want, vec![AttrChange::new("value", Some(have.to_string()), Some(want.to_string()))])))
 //!     }
 //!     async fn find(&self, _want: &u32) -> Result<Option<u32>, AwsError> { Ok(None) }
+//!     async fn owner(&self, _have: &u32, _env: &str) -> Result<Owner, ActionError> { Ok(Owner::This) }
 //!     async fn create(&self, want: &u32) -> Result<u32, AwsError> { Ok(*want) }
 //!     async fn update(&self, _have: &u32, _update: &u32) -> Result<(), ActionError> { Ok(()) }
 //!     async fn delete(&self, _have: &u32) -> Result<(), ActionError> { Ok(()) }
@@ -65,7 +74,7 @@ use async_trait::async_trait;
 use crate::context::Context;
 use crate::error::{AwsError, StepError};
 use crate::idempotent::{create_or_adopt, Recovery};
-use crate::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
+use crate::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_PROJECT};
 use crate::progress::ProgressEvent;
 use crate::step::{Action, AttrChange, Change, Mode};
 
@@ -135,9 +144,17 @@ pub trait Resource: Send + Sync {
     /// when the difference cannot be converged in place (reported as a conflict).
     fn diff(&self, want: &Self::Desired, have: &Self::Observed) -> Result<Option<Diff<Self::Update>>, String>;
 
-    /// Looks up the one resource `want` describes (by tags or name), only if it is this
-    /// environment's: used to adopt after a create whose outcome is unknown.
+    /// Looks up the one resource `want` describes (by name or tags): used to adopt after a create
+    /// whose outcome is unknown or that AWS answered "already exists". The engine adopts it only
+    /// when [`Resource::owner`] says it is this environment's.
     async fn find(&self, want: &Self::Desired) -> Result<Option<Self::Observed>, AwsError>;
+
+    /// Whose `have` (found by name) is, for environment `env`: from the tags AWS reports for it
+    /// (read here when the observed value does not carry them), or, for a kind AWS cannot tag or
+    /// whose tags tap cannot read, [`Owner::This`] because the caller found it only under a
+    /// resource this environment owns (say which in the implementation). The engine converges,
+    /// adopts and deletes only what is [`Owner::This`]; anything else is a conflict.
+    async fn owner(&self, have: &Self::Observed, env: &str) -> Result<Owner, ActionError>;
 
     /// Creates it, tagged at creation. Must not be resent by the SDK when its outcome is unknown
     /// (see [`crate::idempotent::NoBlindRetry`]): the engine looks it up instead.
@@ -196,11 +213,81 @@ pub struct Owned<O> {
     pub observed: O,
 }
 
-/// The logical id of a resource when its tags say this environment owns it (`ManagedBy=tap`,
-/// `Environment={env}`): its `tap:component` tag, or `fallback` when that tag is missing.
+/// Whose a resource is, as its tags say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// This environment's: `Project=tap`, `ManagedBy=tap`, `Environment={env}`.
+    This,
+    /// Another tap environment's: the value of its `Environment` tag.
+    Other(String),
+    /// Not tap's: it lacks tap's tags (`Project=tap`, `ManagedBy=tap`, an `Environment`).
+    Unmanaged,
+}
+
+impl Owner {
+    /// The owner `tags` name, seen from environment `env`.
+    pub fn of(tags: &[Tag], env: &str) -> Owner {
+        let get = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        if get(TAG_MANAGED_BY) != Some(PROJECT) || get(TAG_PROJECT) != Some(PROJECT) {
+            return Owner::Unmanaged;
+        }
+        match get(TAG_ENVIRONMENT) {
+            Some(e) if e == env => Owner::This,
+            Some(e) => Owner::Other(e.to_owned()),
+            None => Owner::Unmanaged,
+        }
+    }
+
+    /// Whether it is this environment's.
+    pub fn is_this(&self) -> bool {
+        *self == Owner::This
+    }
+
+    /// Whose `name` is, for people: `tap-api-x-dev belongs to environment `dev` (…)`.
+    pub fn whose(&self, name: &str, env: &str) -> String {
+        match self {
+            Owner::This => format!("{name} belongs to this environment, `{env}`"),
+            Owner::Other(other) => {
+                format!("{name} belongs to environment `{other}` (tags Environment={other}, ManagedBy=tap)")
+            }
+            Owner::Unmanaged => {
+                format!("{name} exists and is not tap's (it lacks the tags Project=tap, ManagedBy=tap, Environment)")
+            }
+        }
+    }
+
+    /// Why a resource named `name` is not this environment's (`env`), and what to do, for people.
+    pub fn conflict_reason(&self, name: &str, env: &str) -> String {
+        let whose = self.whose(name, env);
+        match self {
+            Owner::Unmanaged => format!(
+                "conflict: {whose}; tap never adopts, changes or deletes what it did not make: remove or rename \
+                 it, or pick another environment suffix"
+            ),
+            _ => format!(
+                "conflict: {whose}; environment `{env}` derives the same name, and an environment never adopts, \
+                 changes or deletes what another owns: rename the service (or pick another environment suffix) \
+                 so that the names differ"
+            ),
+        }
+    }
+}
+
+impl Change {
+    /// A resource of this environment's name that is not this environment's (see
+    /// [`Action::Conflict`]): `owner` says whose it is.
+    pub fn conflict(resource: impl Into<String>, name: impl Into<String>, owner: &Owner, env: &str) -> Self {
+        let name = name.into();
+        let reason = owner.conflict_reason(&name, env);
+        Change { resource: resource.into(), name, action: Action::Conflict, attributes: vec![], reason: Some(reason) }
+    }
+}
+
+/// The logical id of a resource when its tags say this environment owns it (`Project=tap`,
+/// `ManagedBy=tap`, `Environment={env}`, see [`Owner::of`]): its `tap:component` tag, or
+/// `fallback` when that tag is missing.
 pub fn owned(tags: &[Tag], env: &str, fallback: impl FnOnce() -> String) -> Option<String> {
-    let has = |key: &str, value: &str| tags.iter().any(|(k, v)| k == key && v == value);
-    if !(has(TAG_MANAGED_BY, PROJECT) && has(TAG_ENVIRONMENT, env)) {
+    if !Owner::of(tags, env).is_this() {
         return None;
     }
     Some(tags.iter().find(|(k, _)| k == TAG_COMPONENT).map(|(_, v)| v.clone()).unwrap_or_else(fallback))
@@ -253,6 +340,10 @@ impl<'a> Engine<'a> {
         let Some(have) = have else {
             return self.create(resource, id, name, want).await;
         };
+        let owner = self.owner(resource, id, &have).await?;
+        if !owner.is_this() {
+            return self.conflict(id, name, &owner);
+        }
         self.found(id);
         let diff = resource
             .diff(want, &have)
@@ -281,15 +372,25 @@ impl<'a> Engine<'a> {
             return Ok(None);
         }
         self.working(id, Action::Create);
-        let created = create_or_adopt(
-            id,
-            self.recovery,
-            |e| resource.already_exists(e),
-            || resource.find(want),
-            || resource.create(want),
-        )
-        .await
-        .map_err(StepError::aws(id, R::CREATE))?;
+        // Adopted only when it is this environment's: one found with another owner's tags (its
+        // name is this environment's too) is a conflict, never taken over.
+        let foreign: Mutex<Option<Owner>> = Mutex::default();
+        let find = || async {
+            let Some(found) = resource.find(want).await? else { return Ok(None) };
+            let owner = resource.owner(&found, self.ctx.names.env()).await.map_err(|e| e.source)?;
+            if owner.is_this() {
+                return Ok(Some(found));
+            }
+            *foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner);
+            Ok(None)
+        };
+        let created =
+            create_or_adopt(id, self.recovery, |e| resource.already_exists(e), find, || resource.create(want))
+                .await
+                .map_err(|e| match foreign.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(owner) => self.conflict_error(id, name, &owner),
+                    None => StepError::aws(id, R::CREATE)(e),
+                })?;
         // What exists now may still differ from what was asked: an adopted resource (its create's
         // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
         // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
@@ -319,6 +420,9 @@ impl<'a> Engine<'a> {
         name: &str,
         have: &R::Observed,
     ) -> Result<bool, StepError> {
+        if !self.deletable(resource, id, name, have).await? {
+            return Ok(false);
+        }
         if self.mode.is_apply() {
             self.working(id, Action::Delete);
             match resource.delete(have).await {
@@ -344,6 +448,22 @@ impl<'a> Engine<'a> {
         if R::DELETE_BATCH <= 1 || doomed.len() <= 1 || !self.mode.is_apply() {
             return self.delete_each(resource, doomed).await;
         }
+        // Only what is this environment's goes into a batch; the rest is skipped (and said so).
+        let mine =
+            futures::future::try_join_all(doomed.iter().map(|o| self.deletable(resource, &o.id, &o.name, &o.observed)))
+                .await?;
+        let ours: Vec<&Owned<R::Observed>> = doomed.iter().zip(&mine).filter(|(_, m)| **m).map(|(o, _)| *o).collect();
+        let mut deleted = self.delete_batches(resource, &ours).await?.into_iter();
+        Ok(mine.iter().map(|m| *m && deleted.next().unwrap_or(false)).collect())
+    }
+
+    /// [`Engine::delete_all`] in batches of [`Resource::DELETE_BATCH`], of resources known to be
+    /// this environment's.
+    async fn delete_batches<R: Resource>(
+        &self,
+        resource: &R,
+        doomed: &[&Owned<R::Observed>],
+    ) -> Result<Vec<bool>, StepError> {
         let batches = futures::future::try_join_all(doomed.chunks(R::DELETE_BATCH).map(|chunk| async move {
             for o in chunk {
                 self.working(&o.id, Action::Delete);
@@ -397,6 +517,56 @@ impl<'a> Engine<'a> {
             undeclared.iter().zip(&kept).filter(|(_, keep)| !**keep).map(|(o, _)| o).collect();
         let deleted = self.delete_all(resource, &doomed).await?;
         Ok(doomed.into_iter().zip(deleted).filter(|(_, d)| *d).map(|(o, _)| o.clone()).collect())
+    }
+
+    /// Whose `have` is, for this engine's environment.
+    async fn owner<R: Resource>(&self, resource: &R, id: &str, have: &R::Observed) -> Result<Owner, StepError> {
+        resource.owner(have, self.ctx.names.env()).await.map_err(|e| e.on(id))
+    }
+
+    /// A resource found by this environment's name that is not this environment's: plan lists the
+    /// conflict (and the caller goes on as if it did not exist yet: its outputs are pending);
+    /// apply fails on it before any call touches it.
+    fn conflict<O>(&self, id: &str, name: &str, owner: &Owner) -> Result<Option<O>, StepError> {
+        if self.mode.is_apply() {
+            return Err(self.conflict_error(id, name, owner));
+        }
+        tracing::warn!(step = self.step, resource = id, name, ?owner, "not this environment's: a conflict");
+        self.record(Change::conflict(id, name, owner, self.ctx.names.env()));
+        Ok(None)
+    }
+
+    /// The error apply stops with on a conflict.
+    fn conflict_error(&self, id: &str, name: &str, owner: &Owner) -> StepError {
+        StepError::Conflict { resource: id.into(), message: owner.conflict_reason(name, self.ctx.names.env()) }
+    }
+
+    /// Whether `have` may be deleted: only when it is this environment's. Another's (or one
+    /// without tap's tags) is skipped with a warning, whatever the caller found it by.
+    async fn deletable<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        have: &R::Observed,
+    ) -> Result<bool, StepError> {
+        let owner = match resource.owner(have, self.ctx.names.env()).await {
+            Ok(owner) => owner,
+            // Gone meanwhile: nothing to delete, no change.
+            Err(e) if e.source.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.on(id)),
+        };
+        if owner.is_this() {
+            return Ok(true);
+        }
+        tracing::warn!(
+            step = self.step,
+            resource = id,
+            name,
+            "left alone: {}; an environment never deletes what another owns",
+            owner.whose(name, self.ctx.names.env())
+        );
+        Ok(false)
     }
 
     /// Reports a resource that exists and was compared (unchanged unless a change names it too).
@@ -465,7 +635,6 @@ mod tests {
 
     struct Fake<'a> {
         aws: &'a FakeAws,
-        env: String,
     }
 
     impl Fake<'_> {
@@ -501,8 +670,15 @@ mod tests {
 
         async fn find(&self, want: &Record) -> Result<Option<Record>, AwsError> {
             self.call(format!("find {}", want.name));
-            let found = self.aws.records.lock().unwrap().get(&want.name).cloned();
-            Ok(found.filter(|r| owned(&r.tags, &self.env, String::new).is_some()))
+            Ok(self.aws.records.lock().unwrap().get(&want.name).cloned())
+        }
+
+        fn already_exists(&self, error: &AwsError) -> bool {
+            error.is("RecordAlreadyExists")
+        }
+
+        async fn owner(&self, have: &Record, env: &str) -> Result<Owner, ActionError> {
+            Ok(Owner::of(&have.tags, env))
         }
 
         async fn create(&self, want: &Record) -> Result<Record, AwsError> {
@@ -510,6 +686,9 @@ mod tests {
             let mut stored = want.clone();
             if self.aws.drop_size_on_create {
                 stored.size = 0;
+            }
+            if self.aws.records.lock().unwrap().contains_key(&want.name) {
+                return Err(AwsError::new("RecordAlreadyExists", "a record of this name exists"));
             }
             self.aws.records.lock().unwrap().insert(want.name.clone(), stored.clone());
             let mut lose = self.aws.lose_create_answers.lock().unwrap();
@@ -570,6 +749,9 @@ mod tests {
         async fn find(&self, _want: &String) -> Result<Option<String>, AwsError> {
             Ok(None)
         }
+        async fn owner(&self, have: &String, _env: &str) -> Result<Owner, ActionError> {
+            Ok(if have == "theirs" { Owner::Other("dev".into()) } else { Owner::This })
+        }
         async fn create(&self, want: &String) -> Result<String, AwsError> {
             Ok(want.clone())
         }
@@ -628,6 +810,7 @@ mod tests {
             colour: "blue".into(),
             data: false,
             tags: vec![
+                (TAG_PROJECT.into(), PROJECT.into()),
                 (TAG_MANAGED_BY.into(), PROJECT.into()),
                 (TAG_ENVIRONMENT.into(), env.into()),
                 (TAG_COMPONENT.into(), format!("fake/record/{name}")),
@@ -642,7 +825,7 @@ mod tests {
     /// Plans, then applies, a converge of `want` (name → record) over what `aws` holds, and prunes
     /// what is owned and not wanted. Returns (plan changes, apply changes).
     async fn run(aws: &FakeAws, ctx: &Context, want: &[Record]) -> (Vec<Change>, Vec<Change>) {
-        let fake = Fake { aws, env: ctx.names.env().to_owned() };
+        let fake = Fake { aws };
         let mut out = vec![];
         for mode in [Mode::Plan, Mode::Apply] {
             let engine = Engine::new(ctx, "fake", mode).with_recovery(fast());
@@ -754,7 +937,7 @@ mod tests {
     async fn conflicts_name_the_resource_and_deletes_of_gone_resources_succeed() {
         let aws = FakeAws::default();
         let ctx = ctx("dev");
-        let fake = Fake { aws: &aws, env: "dev".into() };
+        let fake = Fake { aws: &aws };
         let engine = Engine::new(&ctx, "fake", Mode::Apply);
         let mut want = record("dev", "a", 1);
         want.data = true;
@@ -765,6 +948,84 @@ mod tests {
         aws.records.lock().unwrap().insert("y".into(), record("dev", "y", 1));
         assert!(engine.delete(&fake, "fake/record/y", "y", &record("dev", "y", 1)).await.unwrap());
         assert_eq!(engine.changes(), vec![Change::delete("fake/record/y", "y")]);
+    }
+
+    /// `dev`'s record `a` and one without tap's tags, `b`, as environment `x-dev` would find them
+    /// by the names it derives: plan lists each as a conflict naming its owner, apply stops before
+    /// touching them, a create AWS answers "already exists" for is not adopted, and a delete (prune,
+    /// destroy) leaves them alone.
+    #[tokio::test]
+    async fn what_carries_another_environments_tags_is_a_conflict_never_adopted_changed_or_deleted() {
+        let aws = FakeAws::default();
+        let theirs = record("dev", "a", 1);
+        let mut untagged = record("dev", "b", 1);
+        untagged.tags.clear();
+        aws.records.lock().unwrap().insert("a".into(), theirs.clone());
+        aws.records.lock().unwrap().insert("b".into(), untagged.clone());
+        let ctx = ctx("x-dev");
+        let fake = Fake { aws: &aws };
+        let (want_a, want_b) = (record("x-dev", "a", 7), record("x-dev", "b", 7));
+
+        let plan = Engine::new(&ctx, "fake", Mode::Plan);
+        let a = plan.converge(&fake, "fake/record/a", "a", &want_a, Some(theirs.clone())).await.unwrap();
+        let b = plan.converge(&fake, "fake/record/b", "b", &want_b, Some(untagged.clone())).await.unwrap();
+        assert!(a.is_none() && b.is_none(), "what is not ours is not reported as existing");
+        let changes = plan.into_changes();
+        let got: Vec<(&str, Action)> = changes.iter().map(|c| (c.resource.as_str(), c.action)).collect();
+        assert_eq!(got, [("fake/record/a", Action::Conflict), ("fake/record/b", Action::Conflict)]);
+        let reason = changes[0].reason.as_deref().unwrap();
+        assert!(reason.contains("environment `dev`") && reason.contains("a belongs to"), "{reason}");
+        assert!(changes[1].reason.as_deref().unwrap().contains("not tap's"), "{changes:?}");
+
+        let apply = Engine::new(&ctx, "fake", Mode::Apply).with_recovery(fast());
+        let err = apply.converge(&fake, "fake/record/a", "a", &want_a, Some(theirs.clone())).await.unwrap_err();
+        assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("fake/record/a") && err.to_string().contains("`dev`"), "{err}");
+        // Not seen by a listing, then created: AWS says it exists, and it is not adopted.
+        let err = apply.converge(&fake, "fake/record/a", "a", &want_a, None).await.unwrap_err();
+        assert!(matches!(err, StepError::Conflict { .. }) && err.to_string().contains("`dev`"), "{err}");
+        // Deletes, one by one or in a prune, leave them alone.
+        assert!(!apply.delete(&fake, "fake/record/a", "a", &theirs).await.unwrap());
+        let found = [("a", &theirs), ("b", &untagged)].map(|(n, r)| Owned {
+            id: format!("fake/record/{n}"),
+            name: n.into(),
+            observed: r.clone(),
+        });
+        assert!(apply.prune(&fake, found.to_vec(), &BTreeSet::new()).await.unwrap().is_empty());
+        assert!(apply.changes().is_empty(), "{:?}", apply.changes());
+        assert_eq!(aws.records.lock().unwrap().get("a"), Some(&theirs), "dev's record is untouched");
+        assert_eq!(aws.records.lock().unwrap().get("b"), Some(&untagged));
+        let calls = aws.calls.lock().unwrap().clone();
+        assert!(calls.iter().all(|c| !c.starts_with("update") && !c.starts_with("delete")), "{calls:?}");
+    }
+
+    /// A kind whose delete takes a list: what is not the environment's stays out of the batch.
+    #[tokio::test]
+    async fn a_batch_delete_leaves_out_what_is_not_the_environments() {
+        let pairs = Pairs::default();
+        pairs.names.lock().unwrap().extend(["a", "b", "theirs"].map(String::from));
+        let doomed: Vec<Owned<String>> = ["a", "theirs", "b"]
+            .map(|n| Owned { id: format!("fake/pair/{n}"), name: n.to_string(), observed: n.to_string() })
+            .to_vec();
+        let ctx = Context::new(Config::default());
+        let engine = Engine::new(&ctx, "fake", Mode::Apply);
+        let deleted = engine.delete_all(&pairs, &doomed.iter().collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(deleted, [true, false, true]);
+        assert_eq!(pairs.calls.lock().unwrap().clone(), [vec!["a".to_owned(), "b".to_owned()]]);
+        assert_eq!(pairs.names.lock().unwrap().iter().collect::<Vec<_>>(), ["theirs"]);
+    }
+
+    #[test]
+    fn the_owner_is_read_from_all_three_tags() {
+        let tags = |pairs: &[(&str, &str)]| -> Vec<Tag> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let full = tags(&[("Project", "tap"), ("ManagedBy", "tap"), ("Environment", "dev")]);
+        assert_eq!(Owner::of(&full, "dev"), Owner::This);
+        assert_eq!(Owner::of(&full, "x-dev"), Owner::Other("dev".into()));
+        assert_eq!(Owner::of(&full[1..], "dev"), Owner::Unmanaged, "no Project=tap");
+        assert_eq!(Owner::of(&full[..2], "dev"), Owner::Unmanaged, "no Environment");
+        assert_eq!(Owner::of(&[], "dev"), Owner::Unmanaged);
     }
 
     #[tokio::test]

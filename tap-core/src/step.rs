@@ -136,6 +136,10 @@ pub enum Action {
     /// Deploy refuses to go on because of it (e.g. a running service would move to an image its
     /// repository does not have); [`Change::reason`] says why and how to proceed.
     Refuse,
+    /// A resource of this name exists and is not this environment's (another environment's tags,
+    /// or no tap tags at all): never adopted, updated or deleted; deploy refuses before any write.
+    /// [`Change::reason`] names its owner.
+    Conflict,
 }
 
 impl Action {
@@ -146,7 +150,7 @@ impl Action {
             Action::Update => '~',
             Action::Delete => '-',
             Action::Keep => '=',
-            Action::Refuse => '!',
+            Action::Refuse | Action::Conflict => '!',
         }
     }
 }

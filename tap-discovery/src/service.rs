@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, Resource};
+use tap_core::resource::{ActionError, Diff, Owner, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, StepError};
 
@@ -44,6 +44,15 @@ impl Resource for CloudMapService<'_> {
     const KIND: &'static str = "discovery/service";
     const CREATE: &'static str = "CreateService";
     const DELETE: &'static str = "DeleteService";
+
+    /// Its namespace's: a Cloud Map service is found only among the services of this
+    /// environment's own namespace `tap-{s}.local` (a name no other environment derives: the
+    /// suffix is the whole name), so no other environment's service is seen here; reading each
+    /// service's tags would cost a call per service and tell nothing more. The prune still checks
+    /// the tags of what it deletes.
+    async fn owner(&self, _have: &ObservedService, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
+    }
 
     fn diff(&self, want: &DesiredService, have: &ObservedService) -> Result<Option<Diff<Vec<DnsRecordSpec>>>, String> {
         let definition = &want.definition;

@@ -93,6 +93,8 @@ pub struct ObservedTargetGroup {
     /// The attribute `deregistration_delay.timeout_seconds`: `None` until read
     /// (`DescribeTargetGroupAttributes`; `DescribeTargetGroups` does not report it) or set.
     pub deregistration_delay: Option<i32>,
+    /// Its tags, when already read (`DescribeTags`; `DescribeTargetGroups` does not report them).
+    pub tags: Option<Vec<Tag>>,
 }
 
 /// What `CreateTargetGroup` sends (target type `ip`, protocol HTTP).
@@ -408,6 +410,7 @@ fn observed_target_group(tg: &elbv2::types::TargetGroup) -> ObservedTargetGroup 
             matcher: tg.matcher().and_then(|m| m.http_code()).unwrap_or_default().to_owned(),
         },
         deregistration_delay: None,
+        tags: None,
     }
 }
 

@@ -608,9 +608,34 @@ impl IngressStep {
         let all_tgs = async {
             self.api.list_target_groups().await.map_err(StepError::aws("ingress/target-groups", "DescribeTargetGroups"))
         };
-        let observe = async { tokio::try_join!(self.find_load_balancer(&lb_name), all_tgs) };
-        let ((observed_lb, all_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
-        let observed_tgs: Vec<&ObservedTargetGroup> = all_tgs.iter().filter(|tg| tg_names.contains(&tg.name)).collect();
+        let observe = async {
+            let (lb, all) = tokio::try_join!(self.find_load_balancer(&lb_name), all_tgs)?;
+            // The configured groups that exist, with their tags (whose they are: `tap-api-x-dev` is
+            // both `dev`'s route `api-x` and `x-dev`'s route `api`), in one DescribeTags for up to
+            // 20 groups, while the network's outputs are still coming.
+            let configured: Vec<ObservedTargetGroup> =
+                all.iter().filter(|tg| tg_names.contains(&tg.name)).cloned().collect();
+            let untagged: Vec<String> =
+                configured.iter().filter(|tg| tg.tags.is_none()).map(|tg| tg.arn.clone()).collect();
+            let mut tags = match untagged.is_empty() {
+                true => BTreeMap::new(),
+                false => self
+                    .api
+                    .describe_tags(&untagged)
+                    .await
+                    .map_err(StepError::aws("ingress/target-groups", "DescribeTags"))?,
+            };
+            let configured = configured
+                .into_iter()
+                .map(|tg| match tg.tags {
+                    Some(_) => tg,
+                    None => ObservedTargetGroup { tags: Some(tags.remove(&tg.arn).unwrap_or_default()), ..tg },
+                })
+                .collect::<Vec<_>>();
+            Ok::<_, StepError>((lb, all, configured))
+        };
+        let ((observed_lb, all_tgs, observed_tgs), network) =
+            tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
 
         let engine = Engine::new(ctx, STEP, mode);
         let target_groups = async {
@@ -618,7 +643,7 @@ impl IngressStep {
                 routed.iter().flat_map(|r| r.target_groups().into_iter().map(move |tg| (r, tg))).collect();
             let (engine, vpc_id) = (&engine, network.vpc_id.as_str());
             let results = try_join_all(wanted.iter().map(|(r, (id, name))| {
-                let found = observed_tgs.iter().copied().find(|tg| &tg.name == name);
+                let found = observed_tgs.iter().find(|tg| &tg.name == name);
                 async move {
                     let arn = self.converge_target_group(engine, ctx, vpc_id, r, (id, name), found).await?;
                     Ok::<_, StepError>((id.clone(), arn))

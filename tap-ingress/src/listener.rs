@@ -11,7 +11,7 @@
 //!   wants through the engine.
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{ElbApi, ListenerSpec, ObservedListener};
@@ -83,6 +83,11 @@ impl Resource for ListenerKind<'_> {
             );
         }
         Ok((!attrs.is_empty()).then(|| Diff::new(spec.clone(), attrs)))
+    }
+
+    /// Its load balancer's: found only on this environment's own load balancer.
+    async fn owner(&self, _have: &ObservedListener, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
     }
 
     async fn find(&self, want: &ListenerWant) -> Result<Option<ObservedListener>, AwsError> {

@@ -12,7 +12,7 @@
 //!   ([`LoadBalancerKind::wait_until_active`], which the step runs before the engine's update).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AwsError, StepError};
 
@@ -105,6 +105,12 @@ impl Resource for LoadBalancerKind<'_> {
             security_groups: (have_sgs != want_sgs).then(|| want.security_group_ids.clone()),
         };
         Ok((!attrs.is_empty()).then(|| Diff::new(update, attrs)))
+    }
+
+    /// The environment's by its name, `tap-alb-{s}`, which no other environment derives (the
+    /// suffix is all that varies); its listeners and rules are the load balancer's.
+    async fn owner(&self, _have: &ObservedLoadBalancer, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
     }
 
     async fn find(&self, want: &LoadBalancerSpec) -> Result<Option<ObservedLoadBalancer>, AwsError> {

@@ -12,7 +12,7 @@
 //!   say the environment owns it (see the step).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{sorted_conditions, ElbApi, ObservedRule, RuleSpec, RuleUpdate};
@@ -58,6 +58,13 @@ impl Resource for RuleKind<'_> {
         push_attr(&mut attrs, "conditions", conditions, show_conditions(&have_c), show_conditions(&want_c));
         push_attr(&mut attrs, "actions", actions, show_actions(&have.actions), show_actions(&want.spec.actions()));
         Ok((!attrs.is_empty()).then(|| Diff::new(RuleUpdate { spec: want.spec.clone(), conditions, actions }, attrs)))
+    }
+
+    /// Its load balancer's: found only on the listeners of this environment's own load balancer
+    /// (a rule there that tap did not write is matched by priority and converged; the prune
+    /// deletes only rules whose tags are the environment's).
+    async fn owner(&self, _have: &ObservedRule, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
     }
 
     async fn find(&self, want: &RuleWant) -> Result<Option<ObservedRule>, AwsError> {

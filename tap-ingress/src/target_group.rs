@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tap_core::outputs::is_known;
-use tap_core::resource::{owned, ActionError, Diff, During, Owned, Resource};
+use tap_core::resource::{owned, ActionError, Diff, During, Owned, Owner, Resource};
 use tap_core::step::diff;
 use tap_core::wait::Backoff;
 use tap_core::{AttrChange, AwsError, Context, StepError};
@@ -78,8 +78,10 @@ impl<'a> TargetGroupKind<'a> {
         Ok(candidates
             .into_iter()
             .filter_map(|tg| {
-                let id = owned(tags.get(&tg.arn)?, env, String::new).filter(|id| id.starts_with(ID_PREFIX))?;
-                Some(Owned { id, name: tg.name.clone(), observed: tg.clone() })
+                let tags = tags.get(&tg.arn)?;
+                let id = owned(tags, env, String::new).filter(|id| id.starts_with(ID_PREFIX))?;
+                let observed = ObservedTargetGroup { tags: Some(tags.clone()), ..tg.clone() };
+                Some(Owned { id, name: tg.name.clone(), observed })
             })
             .collect())
     }
@@ -150,8 +152,19 @@ impl Resource for TargetGroupKind<'_> {
         }
     }
 
+    /// From its tags (`DescribeTags`, unless already read): target group names are per account
+    /// and region, and `tap-api-x-dev` is both `dev`'s route `api-x` and `x-dev`'s route `api`.
+    async fn owner(&self, have: &ObservedTargetGroup, env: &str) -> Result<Owner, ActionError> {
+        if let Some(tags) = &have.tags {
+            return Ok(Owner::of(tags, env));
+        }
+        let mut tags = self.api.describe_tags(std::slice::from_ref(&have.arn)).await.during("DescribeTags")?;
+        Ok(Owner::of(&tags.remove(&have.arn).unwrap_or_default(), env))
+    }
+
     async fn create(&self, want: &TargetGroupSpec) -> Result<ObservedTargetGroup, AwsError> {
         let mut created = self.api.create_target_group(want).await?;
+        created.tags = Some(want.tags.clone());
         // CreateTargetGroup takes no attributes: the delay is set right after, as part of the
         // create. Should that call fail, the delay stays unknown and the engine's settle after
         // create sets it (and reports a lasting failure).

@@ -101,6 +101,8 @@ fn observed_tg(name: &str, arn: &str, port: i32, path: &str) -> ObservedTargetGr
         vpc_id: Some("vpc-1".into()),
         health_check: health(path),
         deregistration_delay: None,
+        // As if read already (the step reads a listed group's tags beside its attributes).
+        tags: Some(tap_core::naming::Names::new(&Config::default()).tags("ingress/target-group/x", name)),
     }
 }
 

@@ -283,7 +283,7 @@ impl RegistryStep {
             Ok(id.map(|id| resource::Owned {
                 id,
                 name: repo.name.clone(),
-                observed: RepositoryState { repository: repo, lifecycle_policy: None },
+                observed: RepositoryState { repository: repo, lifecycle_policy: None, tags: Some(tags) },
             }))
         });
         let undeclared = try_join_all(checks).await?.into_iter().flatten().collect();
@@ -333,16 +333,23 @@ impl RegistryStep {
             scan_on_push: settings.scan_on_push,
             lifecycle_policy: lifecycle_policy(settings.keep_images),
             tags: ctx.names.tags(&component, name),
-            env: ctx.names.env().into(),
         };
         let have = match observed {
             Some(repo) => {
-                let lifecycle_policy = self
-                    .api
-                    .get_lifecycle_policy(name)
-                    .await
-                    .map_err(StepError::aws(&component, "GetLifecyclePolicy"))?;
-                Some(RepositoryState { repository: repo.clone(), lifecycle_policy })
+                // Its tags (whose it is: names are shared across environments, see
+                // `RepositoryKind::owner`) beside its lifecycle policy.
+                let (lifecycle_policy, tags) = tokio::try_join!(
+                    async {
+                        self.api
+                            .get_lifecycle_policy(name)
+                            .await
+                            .map_err(StepError::aws(&component, "GetLifecyclePolicy"))
+                    },
+                    async {
+                        self.api.list_tags(&repo.arn).await.map_err(StepError::aws(&component, "ListTagsForResource"))
+                    },
+                )?;
+                Some(RepositoryState { repository: repo.clone(), lifecycle_policy, tags: Some(tags) })
             }
             None => None,
         };
@@ -422,6 +429,17 @@ mod tests {
         }
     }
 
+    /// The tags of a repository named `tap-…-{env}` (`x-dev` and `prod` told from `dev`).
+    fn tags_by_arn(arn: &str) -> Vec<Tag> {
+        let name = arn.rsplit('/').next().unwrap();
+        let env = ["x-dev", "prod"].into_iter().find(|e| name.ends_with(&format!("-{e}"))).unwrap_or("dev");
+        Names::new(&Config { environment: env.into(), ..Config::default() }).tags("registry/repository/x", name)
+    }
+
+    fn tags_answered(mock: &mut MockEcrApi) {
+        mock.expect_list_tags().returning(|arn| Ok(tags_by_arn(arn)));
+    }
+
     const NAMES: [&str; 3] = ["tap-frontend-dev", "tap-api-gateway-dev", "tap-processing-service-dev"];
 
     fn all_matching() -> Vec<ObservedRepository> {
@@ -496,7 +514,7 @@ mod tests {
     }
 
     /// The first create's answer was lost and the retry says "already exists": the repository is
-    /// adopted when it carries this environment's tag, and refused (AWS's error) otherwise.
+    /// adopted when it carries this environment's tags, and a conflict naming its owner otherwise.
     #[tokio::test]
     async fn a_repository_that_already_exists_is_adopted_only_when_ours() {
         for (env_tag, adopted) in [("dev", true), ("someone-else", false)] {
@@ -518,7 +536,12 @@ mod tests {
                 }
             });
             let tag = env_tag.to_string();
-            mock.expect_list_tags().times(1).returning(move |_| Ok(vec![(TAG_ENVIRONMENT.to_string(), tag.clone())]));
+            mock.expect_list_tags().times(1).returning(move |arn| {
+                let name = arn.rsplit('/').next().unwrap();
+                Ok(Names::new(&Config { environment: tag.clone(), ..Config::default() })
+                    .tags("registry/repository/x", name))
+            });
+            mock.expect_get_lifecycle_policy().returning(|_| Ok(None));
             mock.expect_put_lifecycle_policy().returning(|_, _| Ok(()));
             let ctx = ctx();
             let result = RegistryStep::new(Arc::new(mock)).apply(&ctx).await;
@@ -527,8 +550,10 @@ mod tests {
                 let out = ctx.get::<RegistryOutputs>("test").unwrap();
                 assert!(out.repositories["frontend"].arn.contains("tap-frontend-dev"));
             } else {
-                let err = result.unwrap_err().to_string();
-                assert!(err.contains("RepositoryAlreadyExistsException"), "{err}");
+                let err = result.unwrap_err();
+                assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+                let err = err.to_string();
+                assert!(err.contains("tap-frontend-dev") && err.contains("`someone-else`"), "{err}");
             }
         }
     }
@@ -536,6 +561,7 @@ mod tests {
     #[tokio::test]
     async fn finds_the_existing_ones_when_some_are_missing() {
         let mut mock = MockEcrApi::new();
+        tags_answered(&mut mock);
         // One listing of the registry finds what exists (no DescribeRepositories by name).
         mock.expect_describe_repositories().never();
         // One listing finds them (another environment's repository among them is ignored).
@@ -558,6 +584,7 @@ mod tests {
     #[tokio::test]
     async fn matching_repositories_get_no_mutating_call() {
         let mut mock = MockEcrApi::new();
+        tags_answered(&mut mock);
         mock.expect_list_repositories().times(1).returning(|| Ok(all_matching()));
         mock.expect_get_lifecycle_policy().times(3).returning(|_| Ok(Some(desired_policy_text())));
         no_mutations(&mut mock);
@@ -570,6 +597,7 @@ mod tests {
     #[tokio::test]
     async fn removed_lifecycle_policy_is_put_back_and_nothing_else() {
         let mut mock = MockEcrApi::new();
+        tags_answered(&mut mock);
         mock.expect_list_repositories().times(1).returning(|| Ok(all_matching()));
         mock.expect_get_lifecycle_policy()
             .times(3)
@@ -592,6 +620,7 @@ mod tests {
     #[tokio::test]
     async fn mutable_tags_are_made_immutable() {
         let mut mock = MockEcrApi::new();
+        tags_answered(&mut mock);
         mock.expect_list_repositories()
             .times(1)
             .returning(|| Ok(NAMES.iter().map(|n| repo(n, *n != "tap-frontend-dev", true)).collect()));
@@ -611,6 +640,7 @@ mod tests {
     #[tokio::test]
     async fn plan_lists_drift_and_creates_without_mutating() {
         let mut mock = MockEcrApi::new();
+        tags_answered(&mut mock);
         mock.expect_describe_repositories()
             .withf(|names: &[String]| names.len() == 3)
             .returning(|_| Err(AwsError::new("RepositoryNotFoundException", "x")));
@@ -624,6 +654,40 @@ mod tests {
         let attrs: Vec<&str> = update.attributes.iter().map(|a| a.attribute.as_str()).collect();
         assert_eq!(attrs, ["scan_on_push", "lifecycle_policy"]);
         assert_eq!(ctx.get::<RegistryOutputs>("test").unwrap().repositories["api-gateway"].arn, PENDING);
+    }
+
+    /// `tap-frontend-dev` carries environment `x-dev`'s tags (its service `frontend` of `x`…, or
+    /// any name two environments share): plan lists a conflict naming `x-dev`, apply stops before
+    /// any write, and it is never reported as this environment's repository.
+    #[tokio::test]
+    async fn a_repository_of_this_name_with_another_environments_tags_is_a_conflict() {
+        for mode in [Mode::Plan, Mode::Apply] {
+            let mut mock = MockEcrApi::new();
+            mock.expect_list_repositories().times(1).returning(|| Ok(all_matching()));
+            mock.expect_get_lifecycle_policy().returning(|_| Ok(Some(desired_policy_text())));
+            mock.expect_list_tags().returning(|arn| {
+                let name = arn.rsplit('/').next().unwrap();
+                let env = if name == "tap-frontend-dev" { "x-dev" } else { "dev" };
+                Ok(Names::new(&Config { environment: env.into(), ..Config::default() })
+                    .tags("registry/repository/x", name))
+            });
+            no_mutations(&mut mock);
+            let ctx = ctx();
+            let result = RegistryStep::new(Arc::new(mock)).converge(&ctx, mode).await;
+            if mode.is_apply() {
+                let err = result.unwrap_err();
+                assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+                assert!(err.to_string().contains("tap-frontend-dev") && err.to_string().contains("`x-dev`"), "{err}");
+                continue;
+            }
+            let changes = result.unwrap();
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].action, tap_core::Action::Conflict);
+            assert_eq!(changes[0].resource, "registry/repository/frontend");
+            assert!(changes[0].reason.as_deref().unwrap().contains("environment `x-dev`"), "{changes:?}");
+            let out = ctx.get::<RegistryOutputs>("test").unwrap();
+            assert_eq!(out.repositories["frontend"].uri, PENDING, "not reported as this environment's");
+        }
     }
 
     #[tokio::test]
@@ -684,21 +748,16 @@ mod tests {
             Ok(repos)
         });
         mock.expect_get_lifecycle_policy().times(2).returning(|_| Ok(Some(desired_policy_text())));
-        // Only the undeclared repositories of this environment's name are asked for their tags.
-        mock.expect_list_tags()
-            .withf(|arn: &str| {
-                ["tap-processing-service-dev", "tap-old-dev", "tap-hand-made-dev"].iter().any(|n| arn.ends_with(n))
-            })
-            .times(3)
-            .returning(|arn| {
-                let name = arn.rsplit('/').next().unwrap();
-                if name == "tap-hand-made-dev" {
-                    // Named like tap's, but not tagged as managed by tap.
-                    return Ok(vec![(TAG_ENVIRONMENT.to_string(), "dev".to_string())]);
-                }
-                let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
-                Ok(Names::new(&Config::default()).tags(&format!("registry/repository/{service}"), name))
-            });
+        // The repositories of this environment's name are asked for their tags (whose they are).
+        mock.expect_list_tags().withf(|arn: &str| arn.ends_with("-dev")).times(5).returning(|arn| {
+            let name = arn.rsplit('/').next().unwrap();
+            if name == "tap-hand-made-dev" {
+                // Named like tap's, but not tagged as managed by tap.
+                return Ok(vec![(TAG_ENVIRONMENT.to_string(), "dev".to_string())]);
+            }
+            let service = name.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+            Ok(Names::new(&Config::default()).tags(&format!("registry/repository/{service}"), name))
+        });
         // `old` is empty; `processing-service` holds images when `with_images`.
         mock.expect_has_images()
             .times(if prune_data { 0 } else { 2 })

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tap_core::naming::{Tag, TAG_ENVIRONMENT};
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::naming::Tag;
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::step::diff;
 use tap_core::{AttrChange, AwsError};
 
@@ -23,8 +23,6 @@ pub struct DesiredRepository {
     pub lifecycle_policy: Value,
     /// Tags set at creation.
     pub tags: Vec<Tag>,
-    /// The environment suffix (a repository is adopted only when its tag names it).
-    pub env: String,
 }
 
 /// A repository as AWS has it, with its lifecycle policy text (`None`: it has none; not read for
@@ -35,6 +33,9 @@ pub struct RepositoryState {
     pub repository: ObservedRepository,
     /// Its lifecycle policy text.
     pub lifecycle_policy: Option<String>,
+    /// Its tags, when already read (`ListTagsForResource`; DescribeRepositories does not report
+    /// them).
+    pub tags: Option<Vec<Tag>>,
 }
 
 /// What an update sets: only what differs.
@@ -56,21 +57,6 @@ pub(crate) fn policy_matches(observed: Option<&str>, desired: &Value) -> bool {
 
 /// The repository kind over the crate's AWS seam.
 pub(crate) struct RepositoryKind<'a>(pub &'a dyn EcrApi);
-
-impl RepositoryKind<'_> {
-    /// The repository named `want.name`, if it carries this environment's tag.
-    async fn find_ours(&self, want: &DesiredRepository) -> Result<Option<ObservedRepository>, AwsError> {
-        let found = match self.0.describe_repositories(std::slice::from_ref(&want.name)).await {
-            Ok(mut repos) => repos.pop(),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        let Some(repo) = found else { return Ok(None) };
-        let tags = self.0.list_tags(&repo.arn).await?;
-        let ours = tags.iter().any(|(k, v)| k == TAG_ENVIRONMENT && *v == want.env);
-        Ok(ours.then_some(repo))
-    }
-}
 
 #[async_trait]
 impl Resource for RepositoryKind<'_> {
@@ -107,31 +93,45 @@ impl Resource for RepositoryKind<'_> {
         Ok((!attrs.is_empty()).then(|| Diff::new(update, attrs)))
     }
 
+    /// The repository named `want.name` with its tags and lifecycle policy (the engine adopts it
+    /// only when its tags say it is this environment's).
     async fn find(&self, want: &DesiredRepository) -> Result<Option<RepositoryState>, AwsError> {
-        let Some(repository) = self.find_ours(want).await? else { return Ok(None) };
-        let lifecycle_policy = self.0.get_lifecycle_policy(&want.name).await?;
-        Ok(Some(RepositoryState { repository, lifecycle_policy }))
+        let found = match self.0.describe_repositories(std::slice::from_ref(&want.name)).await {
+            Ok(mut repos) => repos.pop(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let Some(repository) = found else { return Ok(None) };
+        let (tags, lifecycle_policy) =
+            tokio::try_join!(self.0.list_tags(&repository.arn), self.0.get_lifecycle_policy(&want.name))?;
+        Ok(Some(RepositoryState { repository, lifecycle_policy, tags: Some(tags) }))
     }
 
-    /// Creates the repository and puts its lifecycle policy. A create whose answer was lost and
-    /// was sent again answers "already exists": the repository is adopted when it carries this
-    /// environment's tag (and gets its policy), and refused with AWS's error otherwise.
+    /// A create whose answer was lost and was sent again answers "already exists": the engine
+    /// looks the repository up and adopts it when its tags say it is this environment's (its
+    /// lifecycle policy is then set as a settle), and reports a conflict otherwise.
+    fn already_exists(&self, error: &AwsError) -> bool {
+        error.is("RepositoryAlreadyExistsException")
+    }
+
+    /// From its tags (`ListTagsForResource`, unless already read): repository names are per
+    /// account and region, and `tap-api-x-dev` is both `dev`'s service `api-x` and `x-dev`'s
+    /// service `api`.
+    async fn owner(&self, have: &RepositoryState, env: &str) -> Result<Owner, ActionError> {
+        if let Some(tags) = &have.tags {
+            return Ok(Owner::of(tags, env));
+        }
+        let tags = self.0.list_tags(&have.repository.arn).await.during("ListTagsForResource")?;
+        Ok(Owner::of(&tags, env))
+    }
+
+    /// Creates the repository and puts its lifecycle policy.
     async fn create(&self, want: &DesiredRepository) -> Result<RepositoryState, AwsError> {
         let repository =
-            match self.0.create_repository(&want.name, want.immutable_tags, want.scan_on_push, &want.tags).await {
-                Ok(repo) => repo,
-                Err(e) if e.is("RepositoryAlreadyExistsException") => match self.find_ours(want).await? {
-                    Some(repo) => {
-                        tracing::info!(repository = %want.name, "already exists and is ours: adopted");
-                        repo
-                    }
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            };
+            self.0.create_repository(&want.name, want.immutable_tags, want.scan_on_push, &want.tags).await?;
         let text = want.lifecycle_policy.to_string();
         self.0.put_lifecycle_policy(&want.name, &text).await?;
-        Ok(RepositoryState { repository, lifecycle_policy: Some(text) })
+        Ok(RepositoryState { repository, lifecycle_policy: Some(text), tags: Some(want.tags.clone()) })
     }
 
     async fn update(&self, have: &RepositoryState, update: &RepositoryUpdate) -> Result<(), ActionError> {

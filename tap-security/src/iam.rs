@@ -36,6 +36,8 @@ pub struct ObservedRole {
     pub arn: String,
     /// The trust policy as IAM returns it (URL-encoded JSON).
     pub trust_policy: String,
+    /// Its tags (GetRole reports them): whose it is.
+    pub tags: Vec<Tag>,
 }
 
 /// A role as `GetAccountAuthorizationDetails` shows it.
@@ -104,6 +106,7 @@ impl IamApi for SdkIam {
             o.role().map(|r| ObservedRole {
                 arn: r.arn().to_string(),
                 trust_policy: r.assume_role_policy_document().unwrap_or_default().to_string(),
+                tags: r.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
             })
         }))
     }

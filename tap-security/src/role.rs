@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, StepError};
 
@@ -189,15 +189,17 @@ impl Resource for Role<'_> {
         Ok((!attributes.is_empty()).then(|| Diff::new(update, attributes)))
     }
 
+    /// From its tags (GetAccountAuthorizationDetails and GetRole report them): role names are
+    /// account-wide, and `tap-api-x-task-dev` is both `dev`'s service `api-x` and `x-dev`'s
+    /// service `api`… (and any name two environments derive alike).
+    async fn owner(&self, have: &RoleObserved, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.detail.tags, env))
+    }
+
     async fn find(&self, want: &RoleSpec) -> Result<Option<RoleObserved>, AwsError> {
         Ok(self.api.get_role(&want.name).await?.map(|r| RoleObserved {
             name: want.name.clone(),
-            detail: RoleDetail {
-                arn: r.arn,
-                trust_policy: r.trust_policy,
-                tags: want.tags.clone(),
-                ..Default::default()
-            },
+            detail: RoleDetail { arn: r.arn, trust_policy: r.trust_policy, tags: r.tags, ..Default::default() },
             new: true,
         }))
     }
@@ -323,7 +325,7 @@ mod tests {
                     ("kept".to_string(), doc("sqs:SendMessage").to_json()),
                     ("debug".to_string(), doc("iam:*").to_json()),
                 ]),
-                tags: vec![],
+                tags: tap_core::naming::Names::new(&tap_core::Config::default()).tags("security/role/x", "x"),
             },
             new: false,
         }

@@ -21,7 +21,7 @@ use futures::future::try_join_all;
 use tap_core::config::SecretSpec;
 use tap_core::naming::{Tag, TAG_ENVIRONMENT};
 use tap_core::outputs::PENDING;
-use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Resource};
+use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Owner, Resource};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 
 /// Length of every generated value.
@@ -67,6 +67,9 @@ pub struct ObservedSecret {
     pub arn: String,
     /// `DeletedDate` is set: the secret is scheduled for deletion and can be restored.
     pub scheduled_for_deletion: bool,
+    /// Its tags (whose it is: secret names are shared, `tap-api-keys-x-dev` is both `dev`'s
+    /// secret `api-keys-x` and `x-dev`'s `api-keys`).
+    pub tags: Vec<Tag>,
 }
 
 /// A secret as `ListSecrets` shows it, with its name and tags.
@@ -126,6 +129,11 @@ impl SecretsApi for SdkSecrets {
             Ok(out) => Ok(Some(ObservedSecret {
                 arn: out.arn().unwrap_or_default().to_string(),
                 scheduled_for_deletion: out.deleted_date().is_some(),
+                tags: out
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                    .collect(),
             })),
             Err(e) => {
                 let e = AwsError::from(e);
@@ -156,17 +164,19 @@ impl SecretsApi for SdkSecrets {
                 .send()
                 .await?;
             found.extend(page.secret_list().iter().map(|entry| {
+                let tags: Vec<Tag> = entry
+                    .tags()
+                    .iter()
+                    .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                    .collect();
                 TaggedSecret {
                     name: entry.name().unwrap_or_default().to_string(),
                     secret: ObservedSecret {
                         arn: entry.arn().unwrap_or_default().to_string(),
                         scheduled_for_deletion: entry.deleted_date().is_some(),
+                        tags: tags.clone(),
                     },
-                    tags: entry
-                        .tags()
-                        .iter()
-                        .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
-                        .collect(),
+                    tags,
                 }
             }));
             token = page.next_token().map(str::to_owned);
@@ -309,7 +319,14 @@ impl Resource for SecretKind<'_> {
             tags: self.ctx.names.tags(&component(&want.name), &name),
         };
         let arn = self.api.create_secret(&secret).await?;
-        Ok(NamedSecret { name, secret: ObservedSecret { arn, scheduled_for_deletion: false } })
+        Ok(NamedSecret { name, secret: ObservedSecret { arn, scheduled_for_deletion: false, tags: secret.tags } })
+    }
+
+    /// From its tags (reported by `ListSecrets` and `DescribeSecret` alike). The listing's tag
+    /// filter matches value *prefixes* (`dev` lists `dev-x`'s secrets too), and a secret found by
+    /// name may be another environment's.
+    async fn owner(&self, have: &NamedSecret, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.secret.tags, env))
     }
 
     /// Created meanwhile (a concurrent or interrupted run): that one is kept, never overwritten.

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::{AttrChange, AwsError};
 
 use crate::groups::{Ec2Api, ObservedGroup, Rule, RuleSource};
@@ -108,6 +108,13 @@ impl Resource for SecurityGroupKind<'_> {
     const KIND: &'static str = "security/sg";
     const CREATE: &'static str = "CreateSecurityGroup";
     const DELETE: &'static str = "DeleteSecurityGroup";
+
+    /// From its tags (DescribeSecurityGroups reports them). Groups are found in the
+    /// environment's own VPC, so another environment's group of the same name is not seen here;
+    /// one without tap's tags (made by hand in this VPC) is a conflict.
+    async fn owner(&self, have: &ObservedGroup, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.tags, env))
+    }
 
     fn diff(&self, want: &GroupWant, have: &ObservedGroup) -> Result<Option<Diff<RuleFix>>, String> {
         let desired_egress = [default_egress()];

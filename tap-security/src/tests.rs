@@ -116,7 +116,7 @@ fn converged() -> World {
     roles.insert(
         "tap-task-execution-dev".to_string(),
         (
-            ObservedRole { arn: role_arn("tap-task-execution-dev"), trust_policy: trust.clone() },
+            ObservedRole { arn: role_arn("tap-task-execution-dev"), trust_policy: trust.clone(), tags: vec![] },
             vec![MANAGED.to_string()],
             BTreeMap::from([("read-secrets".to_string(), url_encode(&exec_policy.to_json()))]),
         ),
@@ -126,7 +126,7 @@ fn converged() -> World {
         roles.insert(
             name.clone(),
             (
-                ObservedRole { arn: role_arn(&name), trust_policy: trust.clone() },
+                ObservedRole { arn: role_arn(&name), trust_policy: trust.clone(), tags: vec![] },
                 vec![],
                 BTreeMap::from([("task-permissions".to_string(), url_encode(&desired_task_policy(s).to_json()))]),
             ),
@@ -158,7 +158,16 @@ fn converged() -> World {
         roles,
         secrets: ["tap-db-credentials-dev", "tap-api-keys-dev"]
             .into_iter()
-            .map(|n| (n.to_string(), ObservedSecret { arn: secret_arn(n), scheduled_for_deletion: false }))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    ObservedSecret {
+                        arn: secret_arn(n),
+                        scheduled_for_deletion: false,
+                        tags: dev_tags("security/secret/x", n),
+                    },
+                )
+            })
             .collect(),
     }
 }
@@ -224,7 +233,10 @@ impl Mocks {
         });
         let mut iam = MockIamApi::new();
         let w = world.clone();
-        iam.expect_get_role().returning(move |name| Ok(w.roles.get(name).map(|r| r.0.clone())));
+        iam.expect_get_role().returning(move |name| {
+            let tags = w.role_tags.get(name).cloned().unwrap_or_default();
+            Ok(w.roles.get(name).map(|r| ObservedRole { tags, ..r.0.clone() }))
+        });
         let w = world.clone();
         iam.expect_list_attached_role_policies().returning(move |name| match w.roles.get(name) {
             Some(r) => Ok(r.1.clone()),
@@ -948,14 +960,18 @@ fn world_with_leftovers() -> World {
     let prod_role = "tap-processing-service-task-prod".to_string();
     world.roles.insert(
         prod_role.clone(),
-        (ObservedRole { arn: role_arn(&prod_role), trust_policy: trust }, vec![], BTreeMap::new()),
+        (ObservedRole { arn: role_arn(&prod_role), trust_policy: trust, tags: vec![] }, vec![], BTreeMap::new()),
     );
     let prod_tags = tap_core::naming::Names::new(&Config { environment: "prod".into(), ..Config::default() })
         .tags("security/role/processing-service-task", &prod_role);
     world.role_tags.insert(prod_role, prod_tags);
     world.tagged_secrets.push(TaggedSecret {
         name: "tap-old-token-dev".into(),
-        secret: ObservedSecret { arn: secret_arn("tap-old-token-dev"), scheduled_for_deletion: false },
+        secret: ObservedSecret {
+            arn: secret_arn("tap-old-token-dev"),
+            scheduled_for_deletion: false,
+            tags: dev_tags("security/secret/old-token", "tap-old-token-dev"),
+        },
         tags: dev_tags("security/secret/old-token", "tap-old-token-dev"),
     });
     world

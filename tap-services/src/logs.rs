@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::AwsError;
 
@@ -18,6 +18,8 @@ pub struct ObservedLogGroup {
     pub name: String,
     /// Retention in days; `None` means "never expire".
     pub retention_days: Option<i32>,
+    /// Its tags, when already read (`ListTagsLogGroup`; DescribeLogGroups does not report them).
+    pub tags: Option<Vec<Tag>>,
 }
 
 /// A log group as the config wants it.
@@ -55,6 +57,16 @@ impl Resource for LogGroup<'_> {
         Ok(found.get(&want.name).cloned())
     }
 
+    /// From its tags (`ListTagsLogGroup`, unless already read): log group names are account-wide,
+    /// and `/ecs/tap-api-x-dev` is both `dev`'s service `api-x` and `x-dev`'s service `api`.
+    async fn owner(&self, have: &ObservedLogGroup, env: &str) -> Result<Owner, ActionError> {
+        if let Some(tags) = &have.tags {
+            return Ok(Owner::of(tags, env));
+        }
+        let tags = self.0.log_group_tags(&have.name).await.during("ListTagsLogGroup")?;
+        Ok(Owner::of(&tags, env))
+    }
+
     async fn create(&self, want: &DesiredLogGroup) -> Result<ObservedLogGroup, AwsError> {
         match self.0.create_log_group(&want.name, &want.tags).await {
             Ok(()) => {}
@@ -63,7 +75,11 @@ impl Resource for LogGroup<'_> {
             Err(e) => return Err(e),
         }
         self.0.put_retention_policy(&want.name, want.retention_days).await?;
-        Ok(ObservedLogGroup { name: want.name.clone(), retention_days: Some(want.retention_days) })
+        Ok(ObservedLogGroup {
+            name: want.name.clone(),
+            retention_days: Some(want.retention_days),
+            tags: Some(want.tags.clone()),
+        })
     }
 
     async fn update(&self, have: &ObservedLogGroup, days: &i32) -> Result<(), ActionError> {

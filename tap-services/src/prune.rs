@@ -17,7 +17,7 @@ use crate::component;
 use crate::logs::{LogGroup, ObservedLogGroup};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicy, ScalingTarget, Target};
 use crate::service::{wait_inactive, EcsService, ObservedService};
-use crate::task_definition::{ObservedFamily, TaskFamily};
+use crate::task_definition::{ObservedFamily, ObservedTaskDefinition, TaskFamily};
 
 /// One listing per kind of what may belong to the environment.
 #[derive(Debug, Clone, Default)]
@@ -161,6 +161,7 @@ pub(crate) async fn undeclared(
                 let Some(latest) = latest.filter(|t| t.active) else { return Ok(None) };
                 let tags = api.ecs_tags(&latest.arn).await.map_err(StepError::aws(&id, "ListTagsForResource"))?;
                 let Some(id) = owned(&tags, env, || id.clone()) else { return Ok(None) };
+                let latest = ObservedTaskDefinition { tags, ..latest };
                 Ok::<_, StepError>(Some(Owned {
                     id,
                     name: family.clone(),
@@ -183,7 +184,8 @@ pub(crate) async fn undeclared(
                     Err(e) => return Err(StepError::aws(&id, "ListTagsLogGroup")(e)),
                 };
                 let Some(id) = owned(&tags, env, || id.clone()) else { return Ok(None) };
-                Ok(Some(Owned { id, name: group.name.clone(), observed: group.clone() }))
+                let observed = ObservedLogGroup { tags: Some(tags), ..group.clone() };
+                Ok(Some(Owned { id, name: group.name.clone(), observed }))
             }),
     );
 

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::{AwsError, Context, StepError};
 
@@ -153,6 +153,15 @@ impl Resource for ScalingTarget<'_> {
         }))
     }
 
+    /// Application Auto Scaling cannot be tagged everywhere (nor its tags read, in moto): a
+    /// target's owner is its ECS service's. It is found by resource id
+    /// `service/tap-cluster-{s}/<service>`, in this environment's own cluster, and converged only
+    /// after the engine found that ECS service to be this environment's; the prune leaves out the
+    /// targets of services that are not ([`crate::prune`]).
+    async fn owner(&self, _have: &Target, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
+    }
+
     async fn create(&self, want: &Target) -> Result<Target, AwsError> {
         self.0.register_scalable_target(&want.resource_id, want.min_capacity, want.max_capacity).await?;
         Ok(want.clone())
@@ -192,6 +201,11 @@ impl Resource for ScalingPolicy<'_> {
     async fn find(&self, want: &DesiredPolicy) -> Result<Option<ObservedScalingPolicy>, AwsError> {
         let found = self.0.describe_scaling_policies(&want.resource_id).await?;
         Ok(found.into_iter().find(|p| p.name == want.spec.name))
+    }
+
+    /// Like its scalable target's: its ECS service's (see [`ScalingTarget`]).
+    async fn owner(&self, _have: &ObservedScalingPolicy, _env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::This)
     }
 
     async fn create(&self, want: &DesiredPolicy) -> Result<ObservedScalingPolicy, AwsError> {

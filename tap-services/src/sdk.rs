@@ -271,7 +271,7 @@ fn observed_task(t: &ecs::types::Task) -> ObservedTask {
     }
 }
 
-fn observed_task_definition(td: &ecs::types::TaskDefinition) -> ObservedTaskDefinition {
+fn observed_task_definition(td: &ecs::types::TaskDefinition, tags: Vec<Tag>) -> ObservedTaskDefinition {
     let text = |v: Option<&str>| v.unwrap_or_default().to_string();
     let containers = td
         .container_definitions()
@@ -304,6 +304,7 @@ fn observed_task_definition(td: &ecs::types::TaskDefinition) -> ObservedTaskDefi
         })
         .collect();
     ObservedTaskDefinition {
+        tags,
         arn: text(td.task_definition_arn()),
         revision: td.revision(),
         active: td.status() == Some(&ecs::types::TaskDefinitionStatus::Active),
@@ -407,7 +408,8 @@ impl ServicesApi for SdkServices {
                 .await?;
             for g in out.log_groups() {
                 if let Some(name) = g.log_group_name().filter(|n| names.iter().any(|w| w == n)) {
-                    let group = ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days() };
+                    let group =
+                        ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None };
                     found.insert(name.to_string(), group);
                 }
             }
@@ -427,7 +429,11 @@ impl ServicesApi for SdkServices {
                 self.logs.describe_log_groups().log_group_name_prefix(prefix).set_next_token(token).send().await?;
             for g in out.log_groups() {
                 if let Some(name) = g.log_group_name().filter(|n| n.starts_with(prefix)) {
-                    found.push(ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days() });
+                    found.push(ObservedLogGroup {
+                        name: name.to_string(),
+                        retention_days: g.retention_in_days(),
+                        tags: None,
+                    });
                 }
             }
             match out.next_token() {
@@ -462,8 +468,23 @@ impl ServicesApi for SdkServices {
     }
 
     async fn describe_task_definition(&self, family: &str) -> Result<Option<ObservedTaskDefinition>, AwsError> {
-        match self.ecs.describe_task_definition().task_definition(family).send().await {
-            Ok(out) => Ok(out.task_definition().map(observed_task_definition)),
+        // With its tags (in the same call): whose the family is comes from its revisions' tags.
+        let described = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(family)
+            .include(ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await;
+        match described {
+            Ok(out) => {
+                let tags = out
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                    .collect::<Vec<Tag>>();
+                Ok(out.task_definition().map(|td| observed_task_definition(td, tags)))
+            }
             Err(e) => {
                 let e = AwsError::from(e);
                 // ECS answers an unknown family with a generic ClientException.
@@ -505,7 +526,7 @@ impl ServicesApi for SdkServices {
             .send()
             .await?;
         out.task_definition()
-            .map(observed_task_definition)
+            .map(|td| observed_task_definition(td, tags.to_vec()))
             .ok_or_else(|| invalid_request("RegisterTaskDefinition returned no task definition"))
     }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
-use tap_core::resource::{ActionError, Diff, During, Engine, Resource};
+use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::strategy::{self, Strategy, StrategySettings};
 use tap_core::wait::{poll_until, Backoff};
@@ -639,6 +639,13 @@ impl Resource for EcsService<'_> {
 
     fn diff(&self, want: &DesiredService, have: &ObservedService) -> Result<Option<Diff<ServiceUpdate>>, String> {
         Ok(update_for(want, have).map(|(update, attrs)| Diff::new(update, attrs)))
+    }
+
+    /// From its tags (DescribeServices with `include = TAGS`). ECS service names are per cluster
+    /// and the cluster is the environment's own, so another environment's service of this name
+    /// is not found here; an untagged one (made by hand in this cluster) is a conflict.
+    async fn owner(&self, have: &ObservedService, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.tags, env))
     }
 
     /// What CreateService dropped is set by [`finish`] beside the scaling calls, not right after

@@ -12,7 +12,7 @@ use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
 use tap_core::progress::ProgressEvent;
-use tap_core::resource::{ActionError, Diff, During, Resource};
+use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, StepError};
 
@@ -72,6 +72,9 @@ pub struct ObservedTaskDefinition {
     pub active: bool,
     /// Its settings.
     pub definition: TaskDefinitionSpec,
+    /// Its tags (DescribeTaskDefinition with `include = TAGS`): a family is the environment's
+    /// whose revisions carry its tags.
+    pub tags: Vec<Tag>,
 }
 
 impl TaskDefinitionSpec {
@@ -206,6 +209,19 @@ pub(crate) async fn converge(
     let family = desired.family.clone();
     let resource = component("task-definition", &service.name);
     let current = observed.task_definitions.get(&family);
+    // Family names are account-wide: `tap-api-x-dev` is both `dev`'s service `api-x` and
+    // `x-dev`'s service `api`. A family whose latest revision carries another environment's tags
+    // (or none of tap's) is never registered into: plan lists the conflict, apply stops.
+    if let Some(current) = current {
+        let owner = Owner::of(&current.tags, ctx.names.env());
+        if !owner.is_this() {
+            if mode.is_apply() {
+                let message = owner.conflict_reason(&family, ctx.names.env());
+                return Err(StepError::Conflict { resource, message });
+            }
+            return Ok((PENDING.into(), vec![Change::conflict(&resource, &family, &owner, ctx.names.env())]));
+        }
+    }
     let change = match current {
         None => Change::create(&resource, &family),
         Some(current) => {
@@ -234,6 +250,7 @@ pub(crate) async fn converge(
             let latest = api.describe_task_definition(&family).await?;
             Ok(latest.filter(|td| {
                 td.active
+                    && Owner::of(&td.tags, ctx.names.env()).is_this()
                     && known_revision.is_none_or(|known| td.revision > known)
                     && desired.changes_from(&td.definition).is_empty()
             }))
@@ -292,6 +309,13 @@ impl Resource for TaskFamily<'_> {
     async fn find(&self, want: &DesiredTaskDefinition) -> Result<Option<ObservedFamily>, AwsError> {
         let latest = self.0.describe_task_definition(&want.spec.family).await?;
         Ok(latest.filter(|t| t.active).map(|latest| ObservedFamily { family: want.spec.family.clone(), latest }))
+    }
+
+    /// From the tags of the family's latest ACTIVE revision (read with it): tap registers into a
+    /// family only when that revision is the environment's, so a family holds one environment's
+    /// revisions.
+    async fn owner(&self, have: &ObservedFamily, env: &str) -> Result<Owner, ActionError> {
+        Ok(Owner::of(&have.latest.tags, env))
     }
 
     async fn create(&self, want: &DesiredTaskDefinition) -> Result<ObservedFamily, AwsError> {

@@ -276,11 +276,20 @@ fn converged_world(ctx: &Context) -> World {
     let mut w = World { images: true, ..Default::default() };
     for s in SERVICES {
         let log_group = ctx.names.log_group(s);
-        w.log_groups.insert(log_group.clone(), ObservedLogGroup { name: log_group, retention_days: Some(30) });
+        w.log_groups.insert(
+            log_group.clone(),
+            ObservedLogGroup { name: log_group, retention_days: Some(30), tags: Some(dev_tags()) },
+        );
         let family = ctx.names.task_family(s);
         w.task_definitions.insert(
             family,
-            ObservedTaskDefinition { arn: td_arn(s, 1), revision: 1, active: true, definition: desired_td(ctx, s) },
+            ObservedTaskDefinition {
+                arn: td_arn(s, 1),
+                revision: 1,
+                active: true,
+                definition: desired_td(ctx, s),
+                tags: dev_tags(),
+            },
         );
         let svc = observed_from(&desired_service(ctx, s, &td_arn(s, 1)));
         w.services.insert(svc.name.clone(), svc);
@@ -504,7 +513,13 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
         .returning(move |def, _| {
             reg.lock().unwrap().push(def.clone());
             let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition { arn: td_arn(&service, 1), revision: 1, active: true, definition: def.clone() })
+            Ok(ObservedTaskDefinition {
+                arn: td_arn(&service, 1),
+                revision: 1,
+                active: true,
+                definition: def.clone(),
+                tags: dev_tags(),
+            })
         });
 
     let created: Arc<Mutex<Vec<DesiredService>>> = Arc::default();
@@ -658,6 +673,62 @@ async fn converged_environment_makes_no_mutating_call_and_one_batched_read_per_k
     }
 }
 
+/// `frontend`'s task definition family and log group carry another environment's tags (two
+/// environments derive one name, e.g. `dev`'s `api-x` and `x-dev`'s `api`): plan lists each as a
+/// conflict naming the owner, never an update; apply stops before any write (no revision is
+/// registered into the family, no retention put).
+#[tokio::test]
+async fn a_family_or_log_group_of_another_environment_is_a_conflict_never_an_update() {
+    for mode in [Mode::Plan, Mode::Apply] {
+        let ctx = deployed_ctx(config(false));
+        let mut world = converged_world(&ctx);
+        let theirs = tags_of("prod", "services/task-definition/frontend", "tap-frontend-dev");
+        let family = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+        family.tags = theirs.clone();
+        family.definition.cpu = "4096".into();
+        let group = world.log_groups.get_mut("/ecs/tap-frontend-dev").unwrap();
+        // Not read with the listing: asked for (ListTagsLogGroup).
+        group.tags = None;
+        group.retention_days = Some(7);
+        let mut api = read_mock(world);
+        no_mutations(&mut api);
+        api.expect_log_group_tags()
+            .withf(|name| name == "/ecs/tap-frontend-dev")
+            .times(1)
+            .returning(|name| Ok(tags_of("prod", "services/log-group/frontend", name)));
+        let result = match mode {
+            Mode::Apply => step(api).apply(&ctx).await,
+            Mode::Plan => step(api).plan(&ctx).await,
+        };
+        if mode.is_apply() {
+            let err = result.unwrap_err();
+            assert!(matches!(err, StepError::Conflict { .. }), "{err}");
+            assert!(err.to_string().contains("environment `prod`"), "{err}");
+            continue;
+        }
+        let changes = result.unwrap();
+        // (This environment's own ECS service would move to the revision it cannot register: an
+        // update of its own, listed as such.)
+        let mut got: Vec<(&str, Action)> = changes
+            .iter()
+            .filter(|c| c.resource != "services/ecs-service/frontend")
+            .map(|c| (c.resource.as_str(), c.action))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("services/log-group/frontend", Action::Conflict),
+                ("services/task-definition/frontend", Action::Conflict)
+            ],
+            "{changes:#?}"
+        );
+        for c in changes.iter().filter(|c| c.action == Action::Conflict) {
+            assert!(c.reason.as_deref().unwrap().contains("belongs to environment `prod`"), "{c:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn only_this_environments_policy_on_this_service_counts() {
     let ctx = deployed_ctx(config(false));
@@ -752,7 +823,13 @@ async fn new_image_tag_registers_one_revision_and_updates_the_service() {
     api.expect_register_task_definition().withf(|def, _| def.containers[0].image.ends_with(":v2")).times(3).returning(
         |def, _| {
             let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+            Ok(ObservedTaskDefinition {
+                arn: td_arn(&service, 2),
+                revision: 2,
+                active: true,
+                definition: def.clone(),
+                tags: dev_tags(),
+            })
         },
     );
     api.expect_update_service()
@@ -792,7 +869,13 @@ async fn an_inactive_latest_revision_or_service_counts_as_missing() {
     world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
     let mut api = read_mock(world);
     api.expect_register_task_definition().times(1).returning(|def, _| {
-        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition {
+            arn: td_arn("frontend", 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: dev_tags(),
+        })
     });
     api.expect_create_service()
         .withf(|d| d.name == "tap-frontend-dev" && d.task_definition == td_arn("frontend", 2) && d.desired_count == 2)
@@ -825,8 +908,13 @@ async fn a_register_answered_500_that_took_effect_is_adopted_not_registered_agai
     // ECS registers revision 2, then answers 500: the outcome is unknown.
     api.expect_register_task_definition().times(3).returning(move |def, _| {
         let service = def.containers[0].name.clone();
-        let registered =
-            ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() };
+        let registered = ObservedTaskDefinition {
+            arn: td_arn(&service, 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: dev_tags(),
+        };
         made.lock().unwrap().task_definitions.insert(def.family.clone(), registered);
         Err(internal_error())
     });
@@ -856,7 +944,13 @@ async fn a_register_answered_500_that_did_not_take_effect_is_sent_again() {
     let mut seq = mockall::Sequence::new();
     api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|_, _| Err(internal_error()));
     api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|def, _| {
-        Ok(ObservedTaskDefinition { arn: td_arn("frontend", 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition {
+            arn: td_arn("frontend", 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: dev_tags(),
+        })
     });
     api.expect_update_service()
         .withf(|u| u.task_definition.as_deref() == Some(td_arn("frontend", 2).as_str()))
@@ -1056,6 +1150,11 @@ async fn wait_times_out_naming_the_service() {
 }
 
 /// The tags tap gives a resource of environment `env`.
+/// The tags of a resource of environment `dev` (whose, is all they tell here).
+fn dev_tags() -> Vec<(String, String)> {
+    tags_of("dev", "services/x", "x")
+}
+
 fn tags_of(env: &str, component: &str, name: &str) -> Vec<(String, String)> {
     let config = Config { environment: env.into(), ..Config::default() };
     tap_core::naming::Names::new(&config).tags(component, name)
@@ -1228,8 +1327,9 @@ async fn destroy_treats_not_found_as_gone() {
         .returning(|_| Err(AwsError::new("ObjectNotFoundException", "gone")));
     api.expect_list_task_families().returning(|_| Ok(vec![]));
     api.expect_list_task_definitions().never();
-    api.expect_list_log_groups()
-        .returning(|_| Ok(vec![ObservedLogGroup { name: "/ecs/tap-frontend-dev".into(), retention_days: Some(30) }]));
+    api.expect_list_log_groups().returning(|_| {
+        Ok(vec![ObservedLogGroup { name: "/ecs/tap-frontend-dev".into(), retention_days: Some(30), tags: None }])
+    });
     api.expect_log_group_tags().returning(|name| Ok(tags_of("dev", "services/log-group/frontend", name)));
     api.expect_delete_log_group().returning(|_| Ok(()));
     let changes = step(api).destroy(&ctx).await.unwrap();
@@ -1475,7 +1575,9 @@ async fn nothing_is_pruned_without_this_environments_tags() {
         ObservedScalableTarget { min_capacity: 1, max_capacity: 2 },
     );
     let group = "/ecs/tap-frontend-x-dev".to_string();
-    world.log_groups.insert(group.clone(), ObservedLogGroup { name: group, retention_days: None });
+    world
+        .log_groups
+        .insert(group.clone(), ObservedLogGroup { name: group, retention_days: None, tags: Some(dev_tags()) });
     let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
     foreign.arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/tap-frontend-x-dev:1".into();
     world.task_definitions.insert("tap-frontend-x-dev".into(), foreign);
@@ -1584,7 +1686,13 @@ fn pushed_v1_v2(repository: &str) -> Vec<image::RepositoryImage> {
 fn expect_moves(api: &mut MockServicesApi, times: usize) {
     api.expect_register_task_definition().times(times).returning(|def, _| {
         let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition {
+            arn: td_arn(&service, 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: dev_tags(),
+        })
     });
     api.expect_update_service().times(times).returning(|u| {
         let ctx = deployed_ctx(config(false));
@@ -1642,7 +1750,13 @@ async fn services_still_to_create_are_created_with_a_missing_tag() {
     api.expect_repository_images().never();
     api.expect_register_task_definition().times(3).returning(|def, _| {
         let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition { arn: td_arn(&service, 2), revision: 2, active: true, definition: def.clone() })
+        Ok(ObservedTaskDefinition {
+            arn: td_arn(&service, 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: dev_tags(),
+        })
     });
     api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
     let changes = step(api).apply(&ctx).await.unwrap();
@@ -1698,6 +1812,7 @@ async fn a_service_on_an_older_revision_is_checked_against_the_image_it_runs() {
         revision: 1,
         active: true,
         definition: desired_td(&deployed_ctx(config(false)), "frontend"),
+        tags: dev_tags(),
     });
     let latest = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
     (latest.arn, latest.revision) = (td_arn("frontend", 2), 2);

@@ -93,10 +93,16 @@ pub fn mutating_calls(doc: &serde_json::Value) -> std::collections::BTreeMap<Str
 /// environment's roles by name (`tap-…-{suffix}`), so no suffix may equal another or end with
 /// `-` + another (`base-drift` would count as `drift`'s).
 fn claim(suffix: &str) {
+    claim_except(suffix, None);
+}
+
+/// [`claim`], where a clash with `allowed` (a test's own other environment) is intended.
+fn claim_except(suffix: &str, allowed: Option<&str>) {
     static TAKEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let clash = |a: &str, b: &str| a == b || a.ends_with(&format!("-{b}"));
-    if let Some(other) = taken.iter().find(|t| clash(t, suffix) || clash(suffix, t)) {
+    let mut others = taken.iter().filter(|t| Some(t.as_str()) != allowed);
+    if let Some(other) = others.find(|t| clash(t, suffix) || clash(suffix, t)) {
         panic!("environment suffix {suffix:?} clashes with {other:?} (IAM names are global): pick another");
     }
     taken.push(suffix.to_string());
@@ -222,6 +228,16 @@ impl TestEnv {
     pub fn sibling(&self, suffix: &str) -> TestEnv {
         claim(suffix);
         TestEnv { suffix: suffix.into(), ..self.clone() }
+    }
+
+    /// A second environment in this one's region whose suffix ends with this one's (`x-{suffix}`
+    /// for `prefix` `x`): names `tap-{service}-{env}` of the two can collide (service `api-x` here
+    /// and `api` there both make `tap-api-x-{suffix}`), on purpose. Its suffix must clash with no
+    /// other test's.
+    pub fn colliding_sibling(&self, prefix: &str) -> TestEnv {
+        let suffix = format!("{prefix}-{}", self.suffix);
+        claim_except(&suffix, Some(&self.suffix));
+        TestEnv { suffix, ..self.clone() }
     }
 
     /// The `tap` command with this environment's suffix, region, endpoint and dummy credentials.

@@ -13,6 +13,7 @@ mod ingress;
 mod lock;
 mod network;
 mod operator;
+mod ownership;
 mod prune;
 mod quotas;
 mod reliability;

@@ -84,7 +84,7 @@ fn assert_changes_doc(doc: &Value, command: &str, env: &TestEnv) {
             assert_eq!(keys(a), set(&["attribute", "old", "new"]), "{a}");
         }
     }
-    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "refuse", "unchanged"]));
+    assert_eq!(keys(&doc["summary"]), set(&["create", "update", "delete", "keep", "refuse", "conflict", "unchanged"]));
     for action in ["create", "update", "delete"] {
         assert_eq!(doc["summary"][action].as_u64(), Some(counted.get(action).copied().unwrap_or(0)), "{action}");
     }
