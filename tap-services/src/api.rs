@@ -270,11 +270,18 @@ impl Observed {
             }
             list_services(api, cluster).await
         };
+        // The configured services' targets by their resource ids (50 a call: a few pages however
+        // many targets the region holds), and the cluster's listing for the prune.
         let scalable_targets = async {
             if !cluster_known {
-                return Ok(BTreeMap::new());
+                return Ok((BTreeMap::new(), BTreeMap::new()));
             }
-            list_scalable_targets(api, cluster).await
+            let declared = async {
+                api.describe_scalable_targets(&resource_ids)
+                    .await
+                    .map_err(StepError::aws(component("scaling-target", "*"), "DescribeScalableTargets"))
+            };
+            tokio::try_join!(declared, list_scalable_targets(api, cluster))
         };
         let scaling_policies = async {
             if !cluster_known || policy_names.is_empty() {
@@ -290,16 +297,12 @@ impl Observed {
                 .map(|p| ((p.resource_id.clone(), p.name.clone()), p))
                 .collect())
         };
-        let (log_groups, services, listed_services, targets, scaling_policies) =
+        let (log_groups, services, listed_services, (declared_targets, targets), scaling_policies) =
             tokio::try_join!(list_log_groups(api), services, listed_services, scalable_targets, scaling_policies)?;
         Ok(Observed {
             log_groups: log_groups.iter().map(|g| (g.name.clone(), g.clone())).collect(),
             services,
-            scalable_targets: targets
-                .iter()
-                .filter(|(rid, _)| resource_ids.contains(rid))
-                .map(|(r, t)| (r.clone(), *t))
-                .collect(),
+            scalable_targets: declared_targets.into_iter().filter(|(rid, _)| resource_ids.contains(rid)).collect(),
             scaling_policies,
             task_definitions: BTreeMap::new(),
             listed: Listed { services: listed_services, log_groups, families: vec![], targets },

@@ -378,6 +378,14 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
         e.withf(|prefix| prefix == "service/tap-cluster-dev/").times(n);
     }
     e.returning(move |_| Ok(w4.targets.clone()));
+    let w6 = w.clone();
+    let e = api.expect_describe_scalable_targets();
+    if let Some(n) = runs {
+        e.times(n);
+    }
+    e.returning(move |ids| {
+        Ok(w6.targets.iter().filter(|(r, _)| ids.contains(r)).map(|(r, t)| (r.clone(), *t)).collect())
+    });
     let w5 = w.clone();
     let e = api.expect_describe_named_scaling_policies();
     if let Some(n) = runs {
