@@ -224,12 +224,28 @@ pub(crate) async fn list_scalable_targets(
 impl Listed {
     /// Every listing, for destroy (which reads nothing else).
     pub(crate) async fn read(api: &dyn ServicesApi, cluster: &str) -> Result<Listed, StepError> {
-        let (services, log_groups, families, targets) = tokio::try_join!(
-            list_services(api, cluster),
+        // The targets of the cluster's services are also asked by their resource ids: a listing of
+        // a region's targets can come back short (moto pages it wrongly past 100), and destroy
+        // must not leave one behind.
+        let services_and_their_targets = async {
+            let services = list_services(api, cluster).await?;
+            let ids: Vec<String> = services.iter().map(|s| crate::scaling::resource_id(cluster, s)).collect();
+            let targets = match ids.is_empty() {
+                true => BTreeMap::new(),
+                false => api
+                    .describe_scalable_targets(&ids)
+                    .await
+                    .map_err(StepError::aws(component("scaling-target", "*"), "DescribeScalableTargets"))?,
+            };
+            Ok::<_, StepError>((services, targets))
+        };
+        let ((services, of_services), log_groups, families, mut targets) = tokio::try_join!(
+            services_and_their_targets,
             list_log_groups(api),
             list_families(api),
             list_scalable_targets(api, cluster),
         )?;
+        targets.extend(of_services);
         Ok(Listed { services, log_groups, families, targets })
     }
 }

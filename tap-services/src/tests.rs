@@ -1250,6 +1250,11 @@ async fn destroy_removes_everything_of_the_environment() {
     api.expect_list_scalable_targets()
         .withf(|prefix| prefix == "service/tap-cluster-dev/")
         .returning(move |_| Ok(targets.clone()));
+    // The listed services' targets are asked by their ids too (a listing can come back short).
+    let targets = world.targets.clone();
+    api.expect_describe_scalable_targets().times(1).returning(move |ids| {
+        Ok(targets.iter().filter(|(r, _)| ids.contains(r)).map(|(r, t)| (r.clone(), *t)).collect())
+    });
     api.expect_deregister_scalable_target().times(3).returning(|_| Ok(()));
     // Four families (the old service's too), each found by the listing and owned by its tags.
     api.expect_list_task_families().returning(|_| {
@@ -1315,6 +1320,7 @@ async fn destroy_treats_not_found_as_gone() {
     api.expect_list_scalable_targets().returning(|_| {
         Ok(BTreeMap::from([(rid("frontend"), ObservedScalableTarget { min_capacity: 2, max_capacity: 10 })]))
     });
+    api.expect_describe_scalable_targets().returning(|_| Ok(BTreeMap::new()));
     api.expect_describe_scaling_policies().returning(|r| {
         Ok(vec![ObservedScalingPolicy {
             name: format!("tap-cpu-{}", r.rsplit('/').next().unwrap()),
