@@ -241,15 +241,9 @@ impl LearnedRate {
 /// `(service, Operation)`.
 type OperationKey = (&'static str, String);
 
-/// One operation's bucket and the queue of its callers.
 #[derive(Debug)]
 struct OperationState {
-    bucket: Mutex<LearnedRate>,
-    /// Callers take tokens one after another in the order they came (tokio's mutex is fair):
-    /// the hundred services' calls of every API go out in the config's order, so a service's
-    /// repository, role and Cloud Map service come at about the same time and its task
-    /// definition can follow, instead of each API serving the services in another random order.
-    queue: tokio::sync::Mutex<()>,
+    bucket: LearnedRate,
 }
 
 /// The run's limiter: a learned bucket per operation and a concurrency bound per service, shared
@@ -257,7 +251,7 @@ struct OperationState {
 #[derive(Debug, Default)]
 pub struct RateLimiter {
     settings: LimiterSettings,
-    operations: Mutex<HashMap<OperationKey, Arc<OperationState>>>,
+    operations: Mutex<HashMap<OperationKey, Arc<Mutex<OperationState>>>>,
     in_flight: Mutex<HashMap<&'static str, Arc<Semaphore>>>,
 }
 
@@ -267,14 +261,13 @@ impl RateLimiter {
         RateLimiter { settings, ..RateLimiter::default() }
     }
 
-    fn operation(&self, service: &'static str, operation: &str) -> Arc<OperationState> {
+    fn operation(&self, service: &'static str, operation: &str) -> Arc<Mutex<OperationState>> {
         let mut operations = self.operations.lock().unwrap_or_else(|e| e.into_inner());
         operations
             .entry((service, operation.to_owned()))
             .or_insert_with(|| {
                 let now = Instant::now();
-                let bucket = Mutex::new(LearnedRate::for_operation(operation, now));
-                Arc::new(OperationState { bucket, queue: tokio::sync::Mutex::new(()) })
+                Arc::new(Mutex::new(OperationState { bucket: LearnedRate::for_operation(operation, now) }))
             })
             .clone()
     }
@@ -289,16 +282,15 @@ impl RateLimiter {
         let operations = self.operations.lock().unwrap_or_else(|e| e.into_inner());
         operations
             .get(&(service, operation.to_owned()))
-            .map(|s| s.bucket.lock().unwrap_or_else(|e| e.into_inner()).rate())
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bucket.rate())
     }
 }
 
 /// Waits for a token of `state`'s bucket; returns how long it waited.
-async fn ready(state: &OperationState) -> Duration {
+async fn ready(state: &Mutex<OperationState>) -> Duration {
     let start = Instant::now();
-    let _turn = state.queue.lock().await;
     loop {
-        let wait = state.bucket.lock().unwrap_or_else(|e| e.into_inner()).take(Instant::now());
+        let wait = state.lock().unwrap_or_else(|e| e.into_inner()).bucket.take(Instant::now());
         match wait {
             Ok(()) => return start.elapsed(),
             Err(wait) => tokio::time::sleep(wait).await,
@@ -423,11 +415,11 @@ async fn send(
         };
         let now = Instant::now();
         {
-            let mut bucket = state.bucket.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             if throttled {
-                bucket.throttled(now);
+                state.bucket.throttled(now);
             } else {
-                bucket.succeeded(now);
+                state.bucket.succeeded(now);
             }
         }
         if !throttled {
