@@ -161,7 +161,7 @@ impl Inputs {
     /// Application Auto Scaling's instead of running them one after another.
     async fn for_service(ctx: &Context, spec: &ServiceSpec) -> Result<Self, StepError> {
         let name = spec.name.as_str();
-        let reads_load_balancer = spec.route.is_some() || spec.environment.values().any(|v| v.contains("{alb_dns}"));
+        let reads_load_balancer = task_definition::reads_load_balancer(spec);
         let ingress = async {
             match reads_load_balancer {
                 true => ctx.wait::<IngressOutputs>(STEP).await.map(Some),

@@ -144,6 +144,15 @@ impl TaskDefinitionSpec {
     }
 }
 
+/// The placeholder of a service's environment value for the load balancer's DNS name.
+pub(crate) const ALB_DNS: &str = "{alb_dns}";
+
+/// Whether `service` reads anything of the load balancer: its route, or [`ALB_DNS`] in its
+/// environment. The others do not wait for the ingress step.
+pub(crate) fn reads_load_balancer(service: &ServiceSpec) -> bool {
+    service.route.is_some() || service.environment.values().any(|v| v.contains(ALB_DNS))
+}
+
 /// The task definition a service should run, from the config and the other steps' outputs.
 pub(crate) fn render(ctx: &Context, inputs: &Inputs, service: &ServiceSpec) -> Result<TaskDefinitionSpec, StepError> {
     let names = &ctx.names;
@@ -154,8 +163,8 @@ pub(crate) fn render(ctx: &Context, inputs: &Inputs, service: &ServiceSpec) -> R
         .environment
         .iter()
         .map(|(k, v)| {
-            let v = match v.contains("{alb_dns}") {
-                true => v.replace("{alb_dns}", &inputs.ingress()?.dns_name),
+            let v = match v.contains(ALB_DNS) {
+                true => v.replace(ALB_DNS, &inputs.ingress()?.dns_name),
                 false => v.clone(),
             };
             Ok::<_, StepError>((k.clone(), v.replace("{namespace}", &namespace)))
