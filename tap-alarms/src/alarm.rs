@@ -17,7 +17,7 @@
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::resource::{owned, ActionError, Diff, During, Owned, Owner, Resource};
+use tap_core::resource::{owned, ActionError, Deleted, Diff, During, Owned, Owner, Resource};
 use tap_core::step::diff;
 use tap_core::{AttrChange, AwsError, Context, StepError};
 
@@ -125,9 +125,7 @@ impl Resource for AlarmKind<'_> {
     type Observed = ObservedAlarm;
     /// The whole definition to put.
     type Update = AlarmSpec;
-    const KIND: &'static str = "alarms/alarm";
     const CREATE: &'static str = "PutMetricAlarm";
-    const DELETE: &'static str = "DeleteAlarms";
 
     fn diff(&self, want: &AlarmSpec, have: &ObservedAlarm) -> Result<Option<Diff<AlarmSpec>>, String> {
         let mut attrs = Vec::new();
@@ -175,12 +173,14 @@ impl Resource for AlarmKind<'_> {
         Ok(ObservedAlarm::from_spec(want))
     }
 
-    async fn update(&self, _have: &ObservedAlarm, update: &AlarmSpec) -> Result<(), ActionError> {
-        self.api.put_metric_alarm(update).await.during("PutMetricAlarm")
+    async fn update(&self, have: &ObservedAlarm, update: &AlarmSpec) -> Result<ObservedAlarm, ActionError> {
+        self.api.put_metric_alarm(update).await.during("PutMetricAlarm")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedAlarm) -> Result<(), ActionError> {
-        self.api.delete_alarms(std::slice::from_ref(&have.name)).await.during("DeleteAlarms")
+    async fn delete(&self, have: &ObservedAlarm) -> Result<Deleted, ActionError> {
+        self.api.delete_alarms(std::slice::from_ref(&have.name)).await.during("DeleteAlarms")?;
+        Ok(Deleted::Now)
     }
 
     /// `DeleteAlarms` takes up to 100 names (and deletes none when one is gone).

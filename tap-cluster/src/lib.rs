@@ -28,7 +28,7 @@ use aws_sdk_ecs::types::{CapacityProviderStrategyItem, ClusterField, ClusterSett
 use tap_core::config::ClusterSettings;
 use tap_core::naming::Tag;
 use tap_core::outputs::{ClusterOutputs, PENDING};
-use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, Gone, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, Step, StepError};
 
@@ -280,9 +280,7 @@ impl Resource for Cluster<'_> {
     type Desired = ClusterSpec;
     type Observed = ObservedCluster;
     type Update = ClusterUpdate;
-    const KIND: &'static str = COMPONENT;
     const CREATE: &'static str = "CreateCluster";
-    const DELETE: &'static str = "DeleteCluster";
 
     fn diff(&self, want: &ClusterSpec, have: &ObservedCluster) -> Result<Option<Diff<ClusterUpdate>>, String> {
         Ok(update_for(want, have))
@@ -304,12 +302,14 @@ impl Resource for Cluster<'_> {
         self.api.create_cluster(want, &self.tags).await
     }
 
-    async fn update(&self, have: &ObservedCluster, update: &ClusterUpdate) -> Result<(), ActionError> {
-        self.apply_update(&have.name, update).await
+    async fn update(&self, have: &ObservedCluster, update: &ClusterUpdate) -> Result<ObservedCluster, ActionError> {
+        self.apply_update(&have.name, update).await?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedCluster) -> Result<(), ActionError> {
-        self.api.delete_cluster(&have.name).await.during("DeleteCluster")
+    async fn delete(&self, have: &ObservedCluster) -> Result<Deleted, ActionError> {
+        self.api.delete_cluster(&have.name).await.during("DeleteCluster")?;
+        Ok(Deleted::Now)
     }
 }
 

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use async_trait::async_trait;
-//! use tap_core::resource::{ActionError, Diff, Engine, Owner, Resource};
+//! use tap_core::resource::{ActionError, Deleted, Diff, Engine, Owner, Resource};
 //! use tap_core::{AttrChange, AwsError, Config, Context, Mode};
 //!
 //! /// A toy kind: a named number.
@@ -41,9 +41,7 @@
 //!     type Desired = u32;
 //!     type Observed = u32;
 //!     type Update = u32; // the value to set
-//!     const KIND: &'static str = "toy/counter";
 //!     const CREATE: &'static str = "CreateCounter";
-//!     const DELETE: &'static str = "DeleteCounter";
 //!
 //!     fn diff(&self, want: &u32, have: &u32) -> Result<Option<Diff<u32>>, String> {
 //!         Ok((want != have).then(|| Diff::new(*want, vec![AttrChange::new("value", Some(have.to_string()), Some(want.to_string()))])))
@@ -51,8 +49,8 @@
 //!     async fn find(&self, _want: &u32) -> Result<Option<u32>, AwsError> { Ok(None) }
 //!     async fn owner(&self, _have: &u32, _env: &str) -> Result<Owner, ActionError> { Ok(Owner::This) }
 //!     async fn create(&self, want: &u32) -> Result<u32, AwsError> { Ok(*want) }
-//!     async fn update(&self, _have: &u32, _update: &u32) -> Result<(), ActionError> { Ok(()) }
-//!     async fn delete(&self, _have: &u32) -> Result<(), ActionError> { Ok(()) }
+//!     async fn update(&self, _have: &u32, update: &u32) -> Result<u32, ActionError> { Ok(*update) }
+//!     async fn delete(&self, _have: &u32) -> Result<Deleted, ActionError> { Ok(Deleted::Now) }
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -77,6 +75,7 @@ use crate::idempotent::{create_or_adopt, Recovery};
 use crate::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_PROJECT};
 use crate::progress::ProgressEvent;
 use crate::step::{Action, AttrChange, Change, Mode};
+use crate::wait::{retry_while, Backoff};
 
 /// What apply will do to an existing resource: the typed update it executes and the attributes
 /// it changes, which are what plan prints.
@@ -93,6 +92,15 @@ impl<U> Diff<U> {
     pub fn new(update: U, attributes: Vec<AttrChange>) -> Self {
         Diff { update, attributes }
     }
+}
+
+/// How a delete ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// It was deleted by this call (or its deletion started, where AWS deletes asynchronously).
+    Now,
+    /// It was already gone (or going): someone else deleted it; no change.
+    AlreadyGone,
 }
 
 /// An AWS call that failed, with the action that failed (one update may take several calls).
@@ -133,12 +141,8 @@ pub trait Resource: Send + Sync {
     type Observed: Clone + Send + Sync;
     /// One typed update: what plan prints is derived from the same value apply executes.
     type Update: Send + Sync;
-    /// The kind, e.g. `ingress/target-group` (for logs).
-    const KIND: &'static str;
     /// The AWS action that creates one (named in errors).
     const CREATE: &'static str;
-    /// The AWS action that deletes one (named in errors).
-    const DELETE: &'static str;
 
     /// Compares AWS with the config: `Ok(None)` in sync, `Ok(Some(diff))` to update, `Err(why)`
     /// when the difference cannot be converged in place (reported as a conflict).
@@ -166,11 +170,29 @@ pub trait Resource: Send + Sync {
         false
     }
 
-    /// Runs `update` on `have`.
-    async fn update(&self, have: &Self::Observed, update: &Self::Update) -> Result<(), ActionError>;
+    /// The attributes a create sets, for plan and apply alike: what a create does beyond making
+    /// the resource (a VPC's DNS hostnames, set by a call after `CreateVpc`; a role's inline
+    /// policy), so that plan's `+` lists all that apply will do. Empty by default.
+    fn create_attributes(&self, want: &Self::Desired) -> Vec<AttrChange> {
+        let _ = want;
+        vec![]
+    }
 
-    /// Deletes `have`; a resource already gone is not an error (the engine ignores not-found).
-    async fn delete(&self, have: &Self::Observed) -> Result<(), ActionError>;
+    /// Runs `update` on `have` and returns what exists afterwards: `have` with the update applied,
+    /// or a new identity where AWS makes one (a task definition's next revision).
+    async fn update(&self, have: &Self::Observed, update: &Self::Update) -> Result<Self::Observed, ActionError>;
+
+    /// Deletes `have`. A resource already gone is no error: say [`Deleted::AlreadyGone`], or fail
+    /// with AWS's not-found error ([`AwsError::is_not_found`]), which the engine takes the same way.
+    async fn delete(&self, have: &Self::Observed) -> Result<Deleted, ActionError>;
+
+    /// Whether AWS refused a delete because something still holds the resource for a while
+    /// (`DependencyViolation` while network interfaces are released, `ResourceInUse`): the engine
+    /// sends the delete again, backing off, until [`Engine::with_hold_backoff`]'s deadline.
+    fn held(&self, error: &AwsError) -> bool {
+        let _ = error;
+        false
+    }
 
     /// How many resources one [`Resource::delete_many`] call deletes: more than 1 where AWS's
     /// delete takes a list (CloudWatch `DeleteAlarms` takes 100 names), which saves calls against
@@ -301,13 +323,21 @@ pub struct Engine<'a> {
     step: &'static str,
     mode: Mode,
     recovery: Recovery,
+    hold: Backoff,
     changes: Mutex<Vec<Change>>,
 }
 
 impl<'a> Engine<'a> {
     /// An engine for `step` in `mode`.
     pub fn new(ctx: &'a Context, step: &'static str, mode: Mode) -> Self {
-        Engine { ctx, step, mode, recovery: Recovery::default(), changes: Mutex::default() }
+        Engine { ctx, step, mode, recovery: Recovery::default(), hold: Backoff::default(), changes: Mutex::default() }
+    }
+
+    /// Replaces how long a delete AWS refuses while something holds the resource
+    /// ([`Resource::held`]) is sent again.
+    pub fn with_hold_backoff(mut self, hold: Backoff) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Replaces how long a create with an unknown outcome is looked for before creating again.
@@ -348,15 +378,17 @@ impl<'a> Engine<'a> {
         let diff = resource
             .diff(want, &have)
             .map_err(|message| StepError::Conflict { resource: id.into(), message: format!("{name}: {message}") })?;
-        if let Some(Diff { update, attributes }) = diff {
-            if self.mode.is_apply() {
-                self.working(id, Action::Update);
-                resource.update(&have, &update).await.map_err(|e| e.on(id))?;
-                tracing::info!(step = self.step, resource = id, name, "updated");
-            }
-            self.record(Change::update(id, name, attributes));
-        }
-        Ok(Some(have))
+        let Some(Diff { update, attributes }) = diff else { return Ok(Some(have)) };
+        let now = if self.mode.is_apply() {
+            self.working(id, Action::Update);
+            let now = resource.update(&have, &update).await.map_err(|e| e.on(id))?;
+            tracing::info!(step = self.step, resource = id, name, "updated");
+            now
+        } else {
+            have
+        };
+        self.record(Change::update(id, name, attributes));
+        Ok(Some(now))
     }
 
     /// Creates one resource (in plan mode: lists it and returns `None`).
@@ -367,8 +399,9 @@ impl<'a> Engine<'a> {
         name: &str,
         want: &R::Desired,
     ) -> Result<Option<R::Observed>, StepError> {
+        let created = Change { attributes: resource.create_attributes(want), ..Change::create(id, name) };
         if !self.mode.is_apply() {
-            self.record(Change::create(id, name));
+            self.record(created);
             return Ok(None);
         }
         self.working(id, Action::Create);
@@ -384,7 +417,7 @@ impl<'a> Engine<'a> {
             *foreign.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner);
             Ok(None)
         };
-        let created =
+        let mut made =
             create_or_adopt(id, self.recovery, |e| resource.already_exists(e), find, || resource.create(want))
                 .await
                 .map_err(|e| match foreign.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -395,19 +428,19 @@ impl<'a> Engine<'a> {
         // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
         // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
         if resource.settle_after_create() {
-            let fix = resource.diff(want, &created).map_err(|message| StepError::Conflict {
+            let fix = resource.diff(want, &made).map_err(|message| StepError::Conflict {
                 resource: id.into(),
                 message: format!("{name}: {message}"),
             })?;
             if let Some(Diff { update, attributes }) = fix {
                 let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
                 tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
-                resource.update(&created, &update).await.map_err(|e| e.on(id))?;
+                made = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
             }
         }
         tracing::info!(step = self.step, resource = id, name, "created");
-        self.record(Change::create(id, name));
-        Ok(Some(created))
+        self.record(created);
+        Ok(Some(made))
     }
 
     /// Deletes one resource (in plan mode: lists it). One already gone (AWS answers not-found) is
@@ -425,10 +458,21 @@ impl<'a> Engine<'a> {
         }
         if self.mode.is_apply() {
             self.working(id, Action::Delete);
-            match resource.delete(have).await {
-                Ok(()) => {}
-                Err(e) if e.source.is_not_found() => return Ok(false),
-                Err(e) => return Err(e.on(id)),
+            let held = |e: &StepError| {
+                let held = matches!(e, StepError::Aws { source, .. } if resource.held(source));
+                if held {
+                    tracing::info!(step = self.step, resource = id, name, error = %e, "still held: deleting again shortly");
+                }
+                held
+            };
+            let what = format!("{name} to be let go by what still holds it, to delete it");
+            match retry_while(&what, self.hold, held, || async { resource.delete(have).await.map_err(|e| e.on(id)) })
+                .await
+            {
+                Ok(Deleted::Now) => {}
+                Ok(Deleted::AlreadyGone) => return Ok(false),
+                Err(StepError::Aws { source, .. }) if source.is_not_found() => return Ok(false),
+                Err(e) => return Err(e),
             }
             tracing::info!(step = self.step, resource = id, name, "deleted");
         }
@@ -477,7 +521,10 @@ impl<'a> Engine<'a> {
                     }
                     Ok(vec![true; chunk.len()])
                 }
-                Err(e) if e.source.is_not_found() => self.delete_each(resource, chunk).await,
+                // One of them gone, or held: each on its own, which says so or waits.
+                Err(e) if e.source.is_not_found() || resource.held(&e.source) => {
+                    self.delete_each(resource, chunk).await
+                }
                 Err(e) => Err(e.on(&chunk[0].id)),
             }
         }))
@@ -615,6 +662,8 @@ mod tests {
         /// Creates store size 0 (as an endpoint that drops a field, or a create whose follow-up
         /// call never ran).
         drop_size_on_create: bool,
+        /// Deletes refused with `DependencyViolation` before one goes through.
+        holds: Mutex<u32>,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -648,9 +697,7 @@ mod tests {
         type Desired = Record;
         type Observed = Record;
         type Update = Update;
-        const KIND: &'static str = "fake/record";
         const CREATE: &'static str = "CreateRecord";
-        const DELETE: &'static str = "DeleteRecord";
 
         fn diff(&self, want: &Record, have: &Record) -> Result<Option<Diff<Update>>, String> {
             if want.data != have.data {
@@ -700,7 +747,11 @@ mod tests {
             Ok(stored)
         }
 
-        async fn update(&self, have: &Record, update: &Update) -> Result<(), ActionError> {
+        fn create_attributes(&self, want: &Record) -> Vec<AttrChange> {
+            vec![AttrChange::new("size", None, Some(want.size.to_string()))]
+        }
+
+        async fn update(&self, have: &Record, update: &Update) -> Result<Record, ActionError> {
             self.call(format!("update {} {update:?}", have.name));
             let mut records = self.aws.records.lock().unwrap();
             let r = records.get_mut(&have.name).unwrap();
@@ -709,15 +760,25 @@ mod tests {
                 Update::Repaint(c) => r.colour = c.clone(),
                 Update::Both(s, c) => (r.size, r.colour) = (*s, c.clone()),
             }
-            Ok(())
+            Ok(r.clone())
         }
 
-        async fn delete(&self, have: &Record) -> Result<(), ActionError> {
+        async fn delete(&self, have: &Record) -> Result<Deleted, ActionError> {
             self.call(format!("delete {}", have.name));
+            let mut holds = self.aws.holds.lock().unwrap();
+            if *holds > 0 {
+                *holds -= 1;
+                return Err(AwsError::new("DependencyViolation", "still in use")).during("DeleteRecord");
+            }
             match self.aws.records.lock().unwrap().remove(&have.name) {
-                Some(_) => Ok(()),
+                Some(_) => Ok(Deleted::Now),
+                None if have.name.starts_with("going") => Ok(Deleted::AlreadyGone),
                 None => Err(AwsError::new("RecordNotFound", "no such record")).during("DeleteRecord"),
             }
+        }
+
+        fn held(&self, error: &AwsError) -> bool {
+            error.is("DependencyViolation")
         }
 
         async fn holds_data(&self, have: &Record) -> Result<bool, ActionError> {
@@ -738,9 +799,7 @@ mod tests {
         type Desired = String;
         type Observed = String;
         type Update = ();
-        const KIND: &'static str = "fake/pair";
         const CREATE: &'static str = "CreatePair";
-        const DELETE: &'static str = "DeletePairs";
         const DELETE_BATCH: usize = 2;
 
         fn diff(&self, _want: &String, _have: &String) -> Result<Option<Diff<()>>, String> {
@@ -755,11 +814,11 @@ mod tests {
         async fn create(&self, want: &String) -> Result<String, AwsError> {
             Ok(want.clone())
         }
-        async fn update(&self, _have: &String, _update: &()) -> Result<(), ActionError> {
-            Ok(())
+        async fn update(&self, have: &String, _update: &()) -> Result<String, ActionError> {
+            Ok(have.clone())
         }
-        async fn delete(&self, have: &String) -> Result<(), ActionError> {
-            self.delete_many(&[have]).await
+        async fn delete(&self, have: &String) -> Result<Deleted, ActionError> {
+            self.delete_many(&[have]).await.map(|()| Deleted::Now)
         }
         async fn delete_many(&self, haves: &[&String]) -> Result<(), ActionError> {
             self.calls.lock().unwrap().push(haves.iter().map(|h| h.to_string()).collect());
@@ -884,7 +943,11 @@ mod tests {
         *aws.lose_create_answers.lock().unwrap() = 1;
         let ctx = ctx("dev");
         let (_, apply) = run(&aws, &ctx, &[record("dev", "a", 1)]).await;
-        assert_eq!(apply, vec![Change::create("fake/record/a", "a")]);
+        let created = Change {
+            attributes: vec![AttrChange::new("size", None, Some("1".into()))],
+            ..Change::create("fake/record/a", "a")
+        };
+        assert_eq!(apply, vec![created], "a create lists the attributes it sets");
         let calls = aws.calls.lock().unwrap().clone();
         assert_eq!(calls, ["create a", "find a"], "looked up after the lost answer, not sent again");
     }
@@ -948,6 +1011,42 @@ mod tests {
         aws.records.lock().unwrap().insert("y".into(), record("dev", "y", 1));
         assert!(engine.delete(&fake, "fake/record/y", "y", &record("dev", "y", 1)).await.unwrap());
         assert_eq!(engine.changes(), vec![Change::delete("fake/record/y", "y")]);
+    }
+
+    /// A delete AWS refuses while something holds the resource is sent again until it goes
+    /// through; one the kind finds already gone is no change; an update's new identity is what
+    /// converge returns.
+    #[tokio::test]
+    async fn a_held_delete_is_sent_again_one_already_gone_is_no_change_and_an_update_returns_what_exists_now() {
+        let aws = FakeAws::default();
+        *aws.holds.lock().unwrap() = 2;
+        aws.records.lock().unwrap().insert("a".into(), record("dev", "a", 1));
+        let ctx = ctx("dev");
+        let fake = Fake { aws: &aws };
+        let quick = Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            timeout: Duration::from_secs(5),
+        };
+        let engine = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick);
+        assert!(engine.delete(&fake, "fake/record/a", "a", &record("dev", "a", 1)).await.unwrap());
+        let deletes = aws.calls.lock().unwrap().iter().filter(|c| *c == "delete a").count();
+        assert_eq!(deletes, 3, "two refusals, then the delete that went through");
+        assert!(!engine.delete(&fake, "fake/record/going", "going", &record("dev", "going", 1)).await.unwrap());
+        assert_eq!(engine.changes(), vec![Change::delete("fake/record/a", "a")], "already gone: no change");
+
+        // Held past the deadline: the error names the resource and what AWS said.
+        *aws.holds.lock().unwrap() = u32::MAX;
+        aws.records.lock().unwrap().insert("b".into(), record("dev", "b", 1));
+        let brief = Backoff { timeout: Duration::from_millis(20), ..quick };
+        let engine = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(brief);
+        let err = engine.delete(&fake, "fake/record/b", "b", &record("dev", "b", 1)).await.unwrap_err();
+        assert!(err.to_string().contains("fake/record/b") && err.to_string().contains("DependencyViolation"), "{err}");
+        *aws.holds.lock().unwrap() = 0;
+
+        let now =
+            engine.converge(&fake, "fake/record/b", "b", &record("dev", "b", 9), Some(record("dev", "b", 1))).await;
+        assert_eq!(now.unwrap().map(|r| r.size), Some(9), "converge returns what the update left");
     }
 
     /// `dev`'s record `a` and one without tap's tags, `b`, as environment `x-dev` would find them

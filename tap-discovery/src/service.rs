@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, Owner, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, StepError};
 
@@ -41,9 +41,7 @@ impl Resource for CloudMapService<'_> {
     type Observed = ObservedService;
     /// The DNS record templates to set.
     type Update = Vec<DnsRecordSpec>;
-    const KIND: &'static str = "discovery/service";
     const CREATE: &'static str = "CreateService";
-    const DELETE: &'static str = "DeleteService";
 
     /// Its namespace's: a Cloud Map service is found only among the services of this
     /// environment's own namespace `tap-{s}.local` (a name no other environment derives: the
@@ -108,25 +106,26 @@ impl Resource for CloudMapService<'_> {
         self.api.create_service(&want.definition, &want.tags).await
     }
 
-    async fn update(&self, have: &ObservedService, records: &Vec<DnsRecordSpec>) -> Result<(), ActionError> {
+    async fn update(
+        &self,
+        have: &ObservedService,
+        records: &Vec<DnsRecordSpec>,
+    ) -> Result<ObservedService, ActionError> {
         let op = self
             .api
             .update_service_dns(&have.id, records)
             .await
             .map_err(|source| ActionError { action: "UpdateService", source })?;
-        let resource = format!("{}/{}", Self::KIND, have.name);
+        let resource = format!("discovery/service/{}", have.name);
         wait_operation(self.api, self.backoff, &resource, "UpdateService", &op)
             .await
             .map_err(|e| action_error("UpdateService", e))?;
-        Ok(())
+        Ok(have.clone())
     }
 
     /// A service already gone is a not-found (the engine counts no change).
-    async fn delete(&self, have: &ObservedService) -> Result<(), ActionError> {
-        if self.remove(have).await? {
-            return Ok(());
-        }
-        Err(ActionError { action: "DeleteService", source: AwsError::new("ServiceNotFound", "already gone") })
+    async fn delete(&self, have: &ObservedService) -> Result<Deleted, ActionError> {
+        Ok(if self.remove(have).await? { Deleted::Now } else { Deleted::AlreadyGone })
     }
 }
 

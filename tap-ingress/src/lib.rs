@@ -312,6 +312,12 @@ impl IngressStep {
         self
     }
 
+    /// The engine of this step, whose deletes AWS refuses while something holds the resource (a
+    /// target group a rule still forwards to) are sent again within this step's backoff.
+    fn engine<'c>(&self, ctx: &'c Context, mode: Mode) -> Engine<'c> {
+        Engine::new(ctx, STEP, mode).with_hold_backoff(self.backoff)
+    }
+
     fn load_balancer_kind(&self) -> LoadBalancerKind<'_> {
         LoadBalancerKind::new(&*self.api, self.backoff)
     }
@@ -379,7 +385,7 @@ impl IngressStep {
             }
             None => None,
         };
-        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let kind = TargetGroupKind::new(&*self.api);
         let now = engine.converge(&kind, &id, name, &spec, observed).await?;
         Ok(now.map_or_else(|| PENDING.to_owned(), |tg| tg.arn))
     }
@@ -474,7 +480,7 @@ impl IngressStep {
         };
         let wanted_ports: BTreeSet<i32> = wanted.iter().map(|l| l.spec.port).collect();
         let kind = ListenerKind::new(&*self.api);
-        let prune = Engine::new(ctx, STEP, mode);
+        let prune = self.engine(ctx, mode);
         for l in observed.iter().filter(|l| l.port.is_some_and(|p| (p == 80 || p == 443) && !wanted_ports.contains(&p)))
         {
             let port = l.port.unwrap_or_default();
@@ -508,7 +514,7 @@ impl IngressStep {
         let spec = &wanted.spec;
         let id = listener_id(spec.port);
         let name = format!("{lb_name}:{}", spec.port);
-        let (kind, engine) = (ListenerKind::new(&*self.api), Engine::new(ctx, STEP, mode));
+        let (kind, engine) = (ListenerKind::new(&*self.api), self.engine(ctx, mode));
         let want = ListenerWant { load_balancer_arn: lb_arn.to_owned(), spec: spec.clone() };
         let existed = observed.is_some();
         let now = engine.converge(&kind, &id, &name, &want, observed).await?;
@@ -524,7 +530,7 @@ impl IngressStep {
             now => {
                 // A new listener has no rule: each one is created (in plan mode: listed).
                 let arn = now.map_or_else(|| PENDING.to_owned(), |l| l.arn);
-                let (kind, engine) = (RuleKind::new(&*self.api), Engine::new(ctx, STEP, mode));
+                let (kind, engine) = (RuleKind::new(&*self.api), self.engine(ctx, mode));
                 let created = try_join_all(wanted.rules.iter().map(|(rid, rule)| {
                     let want = RuleWant { listener_arn: arn.clone(), spec: rule.clone() };
                     let rname = rule_name(&name, rule);
@@ -562,7 +568,7 @@ impl IngressStep {
         let extra: Vec<&ObservedRule> =
             existing.iter().copied().filter(|r| r.priority.is_some_and(|p| !wanted_priorities.contains(&p))).collect();
         let kind = RuleKind::new(&*self.api);
-        let engine = Engine::new(ctx, STEP, mode);
+        let engine = self.engine(ctx, mode);
 
         if !extra.is_empty() {
             let arns: Vec<String> = extra.iter().map(|r| r.arn.clone()).collect();
@@ -637,7 +643,7 @@ impl IngressStep {
         let ((observed_lb, all_tgs, observed_tgs), network) =
             tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
 
-        let engine = Engine::new(ctx, STEP, mode);
+        let engine = self.engine(ctx, mode);
         let target_groups = async {
             let wanted: Vec<(&Routed, (String, String))> =
                 routed.iter().flat_map(|r| r.target_groups().into_iter().map(move |tg| (r, tg))).collect();
@@ -656,7 +662,7 @@ impl IngressStep {
             // Any part of the output will do: the groups come before the roles (see `Context::wait_for`).
             let security: SecurityOutputs = ctx.wait_for(STEP, |_| true).await?;
             let desired = Desired::new(ctx, &network, &security);
-            let engine = Engine::new(ctx, STEP, mode);
+            let engine = self.engine(ctx, mode);
             let lb = self.converge_load_balancer(&engine, &desired, observed_lb).await?;
             Ok::<_, StepError>((desired, lb, engine.into_changes()))
         };
@@ -699,7 +705,7 @@ impl IngressStep {
         });
 
         // Prune: the environment's target groups the config no longer routes to.
-        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let kind = TargetGroupKind::new(&*self.api);
         let declared_names: BTreeSet<String> = tg_names.iter().cloned().collect();
         let undeclared = kind.owned_undeclared(ctx, &all_tgs, &declared_names).await?;
         if !undeclared.is_empty() {
@@ -708,7 +714,7 @@ impl IngressStep {
                 // deleted it (that step publishes its outputs once its own prune is done).
                 ctx.wait::<ServicesOutputs>(STEP).await?;
             }
-            let prune = Engine::new(ctx, STEP, mode);
+            let prune = self.engine(ctx, mode);
             let declared: BTreeSet<String> = routed.iter().flat_map(|r| r.target_groups()).map(|(id, _)| id).collect();
             prune.prune(&kind, undeclared, &declared).await?;
             changes.extend(prune.into_changes());
@@ -767,7 +773,7 @@ impl Step for IngressStep {
             .collect();
         let tg_names: Vec<String> = routes.iter().map(|(_, n)| n.clone()).collect();
 
-        let kind = TargetGroupKind::new(&*self.api, self.backoff);
+        let kind = TargetGroupKind::new(&*self.api);
         // The load balancer goes at once (its listeners and rules first); the target groups are
         // found meanwhile and deleted once it and the services using them are gone.
         let load_balancer = async {
@@ -791,7 +797,7 @@ impl Step for IngressStep {
                             Err(e) => return Err(StepError::aws(&id, "DescribeRules")(e)),
                         };
                         // One already gone is no change.
-                        let engine = Engine::new(ctx, STEP, Mode::Apply);
+                        let engine = self.engine(ctx, Mode::Apply);
                         try_join_all(rules.iter().filter(|r| !r.is_default).map(|r| {
                             let rid = format!("{id}/rule/priority-{}", r.priority.unwrap_or_default());
                             let rname = format!("{name} {}", show_conditions(&r.conditions));
@@ -806,7 +812,7 @@ impl Step for IngressStep {
                 .await?;
                 changes.extend(per_listener.into_iter().flatten());
 
-                let engine = Engine::new(ctx, STEP, Mode::Apply);
+                let engine = self.engine(ctx, Mode::Apply);
                 engine.delete(&self.load_balancer_kind(), LOAD_BALANCER_ID, &lb_name, &lb).await?;
                 changes.extend(engine.into_changes());
                 poll_until(&format!("load balancer {lb_name} deletion"), self.backoff, || async {
@@ -843,7 +849,7 @@ impl Step for IngressStep {
             ctx.wait_gone(STEP, Gone::EcsServices).await?;
         }
         // One already gone is no change.
-        let engine = Engine::new(ctx, STEP, Mode::Apply);
+        let engine = self.engine(ctx, Mode::Apply);
         try_join_all(doomed.iter().map(|o| engine.delete(&kind, &o.id, &o.name, &o.observed))).await?;
         changes.extend(engine.into_changes());
         Ok(changes)

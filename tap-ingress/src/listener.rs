@@ -11,7 +11,7 @@
 //!   wants through the engine.
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{ElbApi, ListenerSpec, ObservedListener};
@@ -44,9 +44,7 @@ impl Resource for ListenerKind<'_> {
     type Observed = ObservedListener;
     /// The listener's wanted settings (`ModifyListener` sends them all).
     type Update = ListenerSpec;
-    const KIND: &'static str = "ingress/listener";
     const CREATE: &'static str = "CreateListener";
-    const DELETE: &'static str = "DeleteListener";
 
     fn diff(&self, want: &ListenerWant, have: &ObservedListener) -> Result<Option<Diff<ListenerSpec>>, String> {
         let spec = &want.spec;
@@ -112,11 +110,13 @@ impl Resource for ListenerKind<'_> {
         error.is("DuplicateListener")
     }
 
-    async fn update(&self, have: &ObservedListener, spec: &ListenerSpec) -> Result<(), ActionError> {
-        self.api.modify_listener(&have.arn, spec).await.during("ModifyListener")
+    async fn update(&self, have: &ObservedListener, spec: &ListenerSpec) -> Result<ObservedListener, ActionError> {
+        self.api.modify_listener(&have.arn, spec).await.during("ModifyListener")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedListener) -> Result<(), ActionError> {
-        self.api.delete_listener(&have.arn).await.during("DeleteListener")
+    async fn delete(&self, have: &ObservedListener) -> Result<Deleted, ActionError> {
+        self.api.delete_listener(&have.arn).await.during("DeleteListener")?;
+        Ok(Deleted::Now)
     }
 }

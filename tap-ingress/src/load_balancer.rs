@@ -12,7 +12,7 @@
 //!   ([`LoadBalancerKind::wait_until_active`], which the step runs before the engine's update).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AwsError, StepError};
 
@@ -74,9 +74,7 @@ impl Resource for LoadBalancerKind<'_> {
     type Desired = LoadBalancerSpec;
     type Observed = ObservedLoadBalancer;
     type Update = LoadBalancerUpdate;
-    const KIND: &'static str = "ingress/load-balancer";
     const CREATE: &'static str = "CreateLoadBalancer";
-    const DELETE: &'static str = "DeleteLoadBalancer";
 
     fn diff(
         &self,
@@ -131,17 +129,22 @@ impl Resource for LoadBalancerKind<'_> {
         false
     }
 
-    async fn update(&self, have: &ObservedLoadBalancer, update: &LoadBalancerUpdate) -> Result<(), ActionError> {
+    async fn update(
+        &self,
+        have: &ObservedLoadBalancer,
+        update: &LoadBalancerUpdate,
+    ) -> Result<ObservedLoadBalancer, ActionError> {
         if let Some(subnets) = &update.subnets {
             self.api.set_subnets(&have.arn, subnets).await.during("SetSubnets")?;
         }
         if let Some(groups) = &update.security_groups {
             self.api.set_security_groups(&have.arn, groups).await.during("SetSecurityGroups")?;
         }
-        Ok(())
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedLoadBalancer) -> Result<(), ActionError> {
-        self.api.delete_load_balancer(&have.arn).await.during("DeleteLoadBalancer")
+    async fn delete(&self, have: &ObservedLoadBalancer) -> Result<Deleted, ActionError> {
+        self.api.delete_load_balancer(&have.arn).await.during("DeleteLoadBalancer")?;
+        Ok(Deleted::Now)
     }
 }

@@ -12,7 +12,7 @@
 //!   say the environment owns it (see the step).
 
 use async_trait::async_trait;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::AwsError;
 
 use crate::api::{sorted_conditions, ElbApi, ObservedRule, RuleSpec, RuleUpdate};
@@ -45,9 +45,7 @@ impl Resource for RuleKind<'_> {
     type Observed = ObservedRule;
     /// The wanted rule and what of it differs.
     type Update = RuleUpdate;
-    const KIND: &'static str = "ingress/listener/rule";
     const CREATE: &'static str = "CreateRule";
-    const DELETE: &'static str = "DeleteRule";
 
     fn diff(&self, want: &RuleWant, have: &ObservedRule) -> Result<Option<Diff<RuleUpdate>>, String> {
         let want_c = want.spec.conditions();
@@ -92,11 +90,13 @@ impl Resource for RuleKind<'_> {
         error.is("PriorityInUse")
     }
 
-    async fn update(&self, have: &ObservedRule, update: &RuleUpdate) -> Result<(), ActionError> {
-        self.api.modify_rule(&have.arn, update).await.during("ModifyRule")
+    async fn update(&self, have: &ObservedRule, update: &RuleUpdate) -> Result<ObservedRule, ActionError> {
+        self.api.modify_rule(&have.arn, update).await.during("ModifyRule")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedRule) -> Result<(), ActionError> {
-        self.api.delete_rule(&have.arn).await.during("DeleteRule")
+    async fn delete(&self, have: &ObservedRule) -> Result<Deleted, ActionError> {
+        self.api.delete_rule(&have.arn).await.during("DeleteRule")?;
+        Ok(Deleted::Now)
     }
 }

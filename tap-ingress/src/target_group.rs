@@ -18,13 +18,11 @@
 //!   environment owns them ([`tap_core::resource::owned`]) are what a prune deletes.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use tap_core::outputs::is_known;
-use tap_core::resource::{owned, ActionError, Diff, During, Owned, Owner, Resource};
+use tap_core::resource::{owned, ActionError, Deleted, Diff, During, Owned, Owner, Resource};
 use tap_core::step::diff;
-use tap_core::wait::Backoff;
 use tap_core::{AttrChange, AwsError, Context, StepError};
 
 use crate::api::{ElbApi, HealthCheck, ObservedTargetGroup, TargetGroupSpec};
@@ -44,14 +42,12 @@ pub struct TargetGroupUpdate {
 /// The target group kind over the ELBv2 seam.
 pub struct TargetGroupKind<'a> {
     api: &'a dyn ElbApi,
-    /// How long a delete is retried while the group is still in use.
-    backoff: Backoff,
 }
 
 impl<'a> TargetGroupKind<'a> {
-    /// The kind over `api`; deletes retry `ResourceInUse` within `backoff`.
-    pub fn new(api: &'a dyn ElbApi, backoff: Backoff) -> Self {
-        TargetGroupKind { api, backoff }
+    /// The kind over `api`.
+    pub fn new(api: &'a dyn ElbApi) -> Self {
+        TargetGroupKind { api }
     }
 
     /// The groups the environment owns among `all` (the region's groups) that are not named in
@@ -93,9 +89,7 @@ impl Resource for TargetGroupKind<'_> {
     type Observed = ObservedTargetGroup;
     /// The health check and/or the deregistration delay to set.
     type Update = TargetGroupUpdate;
-    const KIND: &'static str = "ingress/target-group";
     const CREATE: &'static str = "CreateTargetGroup";
-    const DELETE: &'static str = "DeleteTargetGroup";
 
     fn diff(
         &self,
@@ -179,7 +173,11 @@ impl Resource for TargetGroupKind<'_> {
         error.is("DuplicateTargetGroupName")
     }
 
-    async fn update(&self, have: &ObservedTargetGroup, update: &TargetGroupUpdate) -> Result<(), ActionError> {
+    async fn update(
+        &self,
+        have: &ObservedTargetGroup,
+        update: &TargetGroupUpdate,
+    ) -> Result<ObservedTargetGroup, ActionError> {
         let health_check = async {
             match &update.health_check {
                 Some(hc) => self.api.modify_target_group(&have.arn, hc).await.during("ModifyTargetGroup"),
@@ -194,21 +192,17 @@ impl Resource for TargetGroupKind<'_> {
                 None => Ok(()),
             }
         };
-        tokio::try_join!(health_check, deregistration_delay).map(|_| ())
+        tokio::try_join!(health_check, deregistration_delay)?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedTargetGroup) -> Result<(), ActionError> {
-        let start = Instant::now();
-        let mut delay = self.backoff.initial;
-        loop {
-            match self.api.delete_target_group(&have.arn).await {
-                Err(e) if (e.is("ResourceInUse") || e.retryable) && start.elapsed() + delay <= self.backoff.timeout => {
-                    tracing::debug!(name = %have.name, error = %e, "target group still in use; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.backoff.max);
-                }
-                other => return other.during("DeleteTargetGroup"),
-            }
-        }
+    async fn delete(&self, have: &ObservedTargetGroup) -> Result<Deleted, ActionError> {
+        self.api.delete_target_group(&have.arn).await.during("DeleteTargetGroup")?;
+        Ok(Deleted::Now)
+    }
+    /// A group is in use until the listener rules that forward to it are gone, which another
+    /// converge of the same run may still be deleting.
+    fn held(&self, error: &AwsError) -> bool {
+        error.is("ResourceInUse")
     }
 }

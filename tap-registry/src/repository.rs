@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::step::diff;
 use tap_core::{AttrChange, AwsError};
 
@@ -63,9 +63,7 @@ impl Resource for RepositoryKind<'_> {
     type Desired = DesiredRepository;
     type Observed = RepositoryState;
     type Update = RepositoryUpdate;
-    const KIND: &'static str = "registry/repository";
     const CREATE: &'static str = "CreateRepository";
-    const DELETE: &'static str = "DeleteRepository";
 
     fn diff(&self, want: &DesiredRepository, have: &RepositoryState) -> Result<Option<Diff<RepositoryUpdate>>, String> {
         let repo = &have.repository;
@@ -134,7 +132,7 @@ impl Resource for RepositoryKind<'_> {
         Ok(RepositoryState { repository, lifecycle_policy: Some(text), tags: Some(want.tags.clone()) })
     }
 
-    async fn update(&self, have: &RepositoryState, update: &RepositoryUpdate) -> Result<(), ActionError> {
+    async fn update(&self, have: &RepositoryState, update: &RepositoryUpdate) -> Result<RepositoryState, ActionError> {
         let name = &have.repository.name;
         let mutability = async {
             match update.immutable_tags {
@@ -159,13 +157,14 @@ impl Resource for RepositoryKind<'_> {
             }
         };
         tokio::try_join!(mutability, scanning, lifecycle)?;
-        Ok(())
+        Ok(have.clone())
     }
 
     /// Deletes the repository with its images (a prune only gets here for an empty repository or
     /// with consent; destroy always).
-    async fn delete(&self, have: &RepositoryState) -> Result<(), ActionError> {
-        self.0.delete_repository(&have.repository.name, true).await.during("DeleteRepository")
+    async fn delete(&self, have: &RepositoryState) -> Result<Deleted, ActionError> {
+        self.0.delete_repository(&have.repository.name, true).await.during("DeleteRepository")?;
+        Ok(Deleted::Now)
     }
 
     async fn holds_data(&self, have: &RepositoryState) -> Result<bool, ActionError> {

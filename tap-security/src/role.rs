@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::wait::{retry_while, Backoff};
 use tap_core::{AttrChange, AwsError, StepError};
 
@@ -134,9 +134,7 @@ impl Resource for Role<'_> {
     type Desired = RoleSpec;
     type Observed = RoleObserved;
     type Update = RoleUpdate;
-    const KIND: &'static str = "security/role";
     const CREATE: &'static str = "CreateRole";
-    const DELETE: &'static str = "DeleteRole";
 
     fn diff(&self, want: &RoleSpec, have: &RoleObserved) -> Result<Option<Diff<RoleUpdate>>, String> {
         let parts = self.arn_parts(have)?;
@@ -218,7 +216,7 @@ impl Resource for Role<'_> {
         error.is("EntityAlreadyExists")
     }
 
-    async fn update(&self, have: &RoleObserved, update: &RoleUpdate) -> Result<(), ActionError> {
+    async fn update(&self, have: &RoleObserved, update: &RoleUpdate) -> Result<RoleObserved, ActionError> {
         let (api, name, new) = (self.api, have.name.as_str(), have.new);
         let trust = async {
             match &update.trust_policy {
@@ -245,10 +243,10 @@ impl Resource for Role<'_> {
             api.delete_role_policy(name, policy_name).await.during("DeleteRolePolicy")
         }));
         tokio::try_join!(trust, attach, detach, put, delete)?;
-        Ok(())
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &RoleObserved) -> Result<(), ActionError> {
+    async fn delete(&self, have: &RoleObserved) -> Result<Deleted, ActionError> {
         let (api, name) = (self.api, have.name.as_str());
         let gone_is_fine = |r: Result<(), AwsError>, action| match r {
             Err(e) if !e.is_not_found() => Err(ActionError { action, source: e }),
@@ -267,7 +265,8 @@ impl Resource for Role<'_> {
                 .map(|p| async move { gone_is_fine(api.delete_role_policy(name, p).await, "DeleteRolePolicy") }),
         );
         tokio::try_join!(detach, inline)?;
-        api.delete_role(name).await.during("DeleteRole")
+        api.delete_role(name).await.during("DeleteRole")?;
+        Ok(Deleted::Now)
     }
 }
 

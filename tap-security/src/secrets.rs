@@ -21,7 +21,7 @@ use futures::future::try_join_all;
 use tap_core::config::SecretSpec;
 use tap_core::naming::{Tag, TAG_ENVIRONMENT};
 use tap_core::outputs::PENDING;
-use tap_core::resource::{owned, ActionError, Diff, During, Engine, Owned, Owner, Resource};
+use tap_core::resource::{owned, ActionError, Deleted, Diff, During, Engine, Owned, Owner, Resource};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, StepError};
 
 /// Length of every generated value.
@@ -286,9 +286,7 @@ impl Resource for SecretKind<'_> {
     type Desired = SecretSpec;
     type Observed = NamedSecret;
     type Update = Restore;
-    const KIND: &'static str = "security/secret";
     const CREATE: &'static str = "CreateSecret";
-    const DELETE: &'static str = "DeleteSecret";
 
     fn diff(&self, _want: &SecretSpec, have: &NamedSecret) -> Result<Option<Diff<Restore>>, String> {
         Ok(have.secret.scheduled_for_deletion.then(|| {
@@ -334,21 +332,23 @@ impl Resource for SecretKind<'_> {
         error.is("ResourceExistsException")
     }
 
-    async fn update(&self, have: &NamedSecret, _update: &Restore) -> Result<(), ActionError> {
+    async fn update(&self, have: &NamedSecret, _update: &Restore) -> Result<NamedSecret, ActionError> {
         tracing::info!(secret = %have.name, "restoring secret scheduled for deletion");
-        self.api.restore_secret(&have.name).await.during("RestoreSecret")
+        self.api.restore_secret(&have.name).await.during("RestoreSecret")?;
+        Ok(have.clone())
     }
 
     /// Without a recovery window, as destroy always did. Some endpoints refuse to act on a secret
     /// that is scheduled for deletion: it is restored first, then deleted for good.
-    async fn delete(&self, have: &NamedSecret) -> Result<(), ActionError> {
+    async fn delete(&self, have: &NamedSecret) -> Result<Deleted, ActionError> {
         match self.api.delete_secret(&have.name).await {
             Err(e) if have.secret.scheduled_for_deletion && e.is("InvalidRequestException") => {
                 self.api.restore_secret(&have.name).await.during("RestoreSecret")?;
-                self.api.delete_secret(&have.name).await.during("DeleteSecret")
+                self.api.delete_secret(&have.name).await.during("DeleteSecret")?;
             }
-            other => other.during("DeleteSecret"),
+            other => other.during("DeleteSecret")?,
         }
+        Ok(Deleted::Now)
     }
 
     async fn holds_data(&self, _have: &NamedSecret) -> Result<bool, ActionError> {

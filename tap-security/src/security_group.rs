@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::{AttrChange, AwsError};
 
 use crate::groups::{Ec2Api, ObservedGroup, Rule, RuleSource};
@@ -105,9 +105,7 @@ impl Resource for SecurityGroupKind<'_> {
     type Desired = GroupWant;
     type Observed = ObservedGroup;
     type Update = RuleFix;
-    const KIND: &'static str = "security/sg";
     const CREATE: &'static str = "CreateSecurityGroup";
-    const DELETE: &'static str = "DeleteSecurityGroup";
 
     /// From its tags (DescribeSecurityGroups reports them). Groups are found in the
     /// environment's own VPC, so another environment's group of the same name is not seen here;
@@ -178,7 +176,7 @@ impl Resource for SecurityGroupKind<'_> {
         error.is("InvalidGroup.Duplicate")
     }
 
-    async fn update(&self, have: &ObservedGroup, fix: &RuleFix) -> Result<(), ActionError> {
+    async fn update(&self, have: &ObservedGroup, fix: &RuleFix) -> Result<ObservedGroup, ActionError> {
         let id = have.id.as_str();
         let authorize = async {
             if fix.authorize.is_empty() {
@@ -205,10 +203,11 @@ impl Resource for SecurityGroupKind<'_> {
             self.api.revoke_egress(id, &fix.revoke_egress).await.during("RevokeSecurityGroupEgress")
         };
         tokio::try_join!(authorize, revoke, authorize_egress, revoke_egress)?;
-        Ok(())
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedGroup) -> Result<(), ActionError> {
-        self.api.delete_security_group(&have.id).await.during("DeleteSecurityGroup")
+    async fn delete(&self, have: &ObservedGroup) -> Result<Deleted, ActionError> {
+        self.api.delete_security_group(&have.id).await.during("DeleteSecurityGroup")?;
+        Ok(Deleted::Now)
     }
 }

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::AwsError;
 
@@ -42,9 +42,7 @@ impl Resource for LogGroup<'_> {
     type Observed = ObservedLogGroup;
     /// The retention to put.
     type Update = i32;
-    const KIND: &'static str = "services/log-group";
     const CREATE: &'static str = "CreateLogGroup";
-    const DELETE: &'static str = "DeleteLogGroup";
 
     fn diff(&self, want: &DesiredLogGroup, have: &ObservedLogGroup) -> Result<Option<Diff<i32>>, String> {
         let mut attrs: Vec<AttrChange> = Vec::new();
@@ -82,11 +80,13 @@ impl Resource for LogGroup<'_> {
         })
     }
 
-    async fn update(&self, have: &ObservedLogGroup, days: &i32) -> Result<(), ActionError> {
-        self.0.put_retention_policy(&have.name, *days).await.during("PutRetentionPolicy")
+    async fn update(&self, have: &ObservedLogGroup, days: &i32) -> Result<ObservedLogGroup, ActionError> {
+        self.0.put_retention_policy(&have.name, *days).await.during("PutRetentionPolicy")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedLogGroup) -> Result<(), ActionError> {
-        self.0.delete_log_group(&have.name).await.during("DeleteLogGroup")
+    async fn delete(&self, have: &ObservedLogGroup) -> Result<Deleted, ActionError> {
+        self.0.delete_log_group(&have.name).await.during("DeleteLogGroup")?;
+        Ok(Deleted::Now)
     }
 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
-use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::{AwsError, Context, StepError};
 
@@ -133,9 +133,7 @@ impl Resource for ScalingTarget<'_> {
     type Observed = Target;
     /// (min, max) to register.
     type Update = (i32, i32);
-    const KIND: &'static str = "services/scaling-target";
     const CREATE: &'static str = "RegisterScalableTarget";
-    const DELETE: &'static str = "DeregisterScalableTarget";
 
     fn diff(&self, want: &Target, have: &Target) -> Result<Option<Diff<(i32, i32)>>, String> {
         let mut attrs = Vec::new();
@@ -167,12 +165,14 @@ impl Resource for ScalingTarget<'_> {
         Ok(want.clone())
     }
 
-    async fn update(&self, have: &Target, (min, max): &(i32, i32)) -> Result<(), ActionError> {
-        self.0.register_scalable_target(&have.resource_id, *min, *max).await.during("RegisterScalableTarget")
+    async fn update(&self, have: &Target, (min, max): &(i32, i32)) -> Result<Target, ActionError> {
+        self.0.register_scalable_target(&have.resource_id, *min, *max).await.during("RegisterScalableTarget")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &Target) -> Result<(), ActionError> {
-        gone_as_not_found(self.0.deregister_scalable_target(&have.resource_id).await, "DeregisterScalableTarget")
+    async fn delete(&self, have: &Target) -> Result<Deleted, ActionError> {
+        gone_as_not_found(self.0.deregister_scalable_target(&have.resource_id).await, "DeregisterScalableTarget")?;
+        Ok(Deleted::Now)
     }
 }
 
@@ -185,9 +185,7 @@ impl Resource for ScalingPolicy<'_> {
     type Observed = ObservedScalingPolicy;
     /// The policy to put (PutScalingPolicy replaces it whole).
     type Update = ScalingPolicySpec;
-    const KIND: &'static str = "services/scaling-policy";
     const CREATE: &'static str = "PutScalingPolicy";
-    const DELETE: &'static str = "DeleteScalingPolicy";
 
     fn diff(
         &self,
@@ -222,12 +220,18 @@ impl Resource for ScalingPolicy<'_> {
         })
     }
 
-    async fn update(&self, have: &ObservedScalingPolicy, spec: &ScalingPolicySpec) -> Result<(), ActionError> {
-        self.0.put_scaling_policy(&have.resource_id, spec).await.during("PutScalingPolicy")
+    async fn update(
+        &self,
+        have: &ObservedScalingPolicy,
+        spec: &ScalingPolicySpec,
+    ) -> Result<ObservedScalingPolicy, ActionError> {
+        self.0.put_scaling_policy(&have.resource_id, spec).await.during("PutScalingPolicy")?;
+        Ok(have.clone())
     }
 
-    async fn delete(&self, have: &ObservedScalingPolicy) -> Result<(), ActionError> {
-        gone_as_not_found(self.0.delete_scaling_policy(&have.resource_id, &have.name).await, "DeleteScalingPolicy")
+    async fn delete(&self, have: &ObservedScalingPolicy) -> Result<Deleted, ActionError> {
+        gone_as_not_found(self.0.delete_scaling_policy(&have.resource_id, &have.name).await, "DeleteScalingPolicy")?;
+        Ok(Deleted::Now)
     }
 }
 

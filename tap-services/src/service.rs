@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
-use tap_core::resource::{ActionError, Diff, During, Engine, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::strategy::{self, Strategy, StrategySettings};
 use tap_core::wait::{poll_until, Backoff};
@@ -633,9 +633,7 @@ impl Resource for EcsService<'_> {
     type Desired = DesiredService;
     type Observed = ObservedService;
     type Update = ServiceUpdate;
-    const KIND: &'static str = "services/ecs-service";
     const CREATE: &'static str = "CreateService";
-    const DELETE: &'static str = "DeleteService";
 
     fn diff(&self, want: &DesiredService, have: &ObservedService) -> Result<Option<Diff<ServiceUpdate>>, String> {
         Ok(update_for(want, have).map(|(update, attrs)| Diff::new(update, attrs)))
@@ -666,14 +664,14 @@ impl Resource for EcsService<'_> {
         self.api.create_service(want).await
     }
 
-    async fn update(&self, _have: &ObservedService, update: &ServiceUpdate) -> Result<(), ActionError> {
-        self.api.update_service(update).await.map(drop).during("UpdateService")
+    async fn update(&self, _have: &ObservedService, update: &ServiceUpdate) -> Result<ObservedService, ActionError> {
+        self.api.update_service(update).await.during("UpdateService")
     }
 
-    async fn delete(&self, have: &ObservedService) -> Result<(), ActionError> {
+    async fn delete(&self, have: &ObservedService) -> Result<Deleted, ActionError> {
         if !have.is_active() {
             // DRAINING: already deleted, ECS is still draining it.
-            return Ok(());
+            return Ok(Deleted::Now);
         }
         let scale = ServiceUpdate {
             cluster: self.cluster.into(),
@@ -687,6 +685,7 @@ impl Resource for EcsService<'_> {
             ActionError { action, source }
         };
         self.api.update_service(&scale).await.map_err(|e| gone_as_not_found("UpdateService", e))?;
-        self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))
+        self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))?;
+        Ok(Deleted::Now)
     }
 }

@@ -12,7 +12,7 @@ use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
 use tap_core::progress::ProgressEvent;
-use tap_core::resource::{ActionError, Diff, During, Owner, Resource};
+use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::{AwsError, Change, Context, Mode, StepError};
 
@@ -302,9 +302,7 @@ impl Resource for TaskFamily<'_> {
     type Observed = ObservedFamily;
     /// The definition of the revision to register.
     type Update = TaskDefinitionSpec;
-    const KIND: &'static str = "services/task-definition";
     const CREATE: &'static str = "RegisterTaskDefinition";
-    const DELETE: &'static str = "DeregisterTaskDefinition";
 
     fn diff(
         &self,
@@ -332,13 +330,15 @@ impl Resource for TaskFamily<'_> {
         Ok(ObservedFamily { family: want.spec.family.clone(), latest })
     }
 
-    async fn update(&self, have: &ObservedFamily, spec: &TaskDefinitionSpec) -> Result<(), ActionError> {
+    async fn update(&self, have: &ObservedFamily, spec: &TaskDefinitionSpec) -> Result<ObservedFamily, ActionError> {
         let tags = self.0.ecs_tags(&have.latest.arn).await.during("ListTagsForResource")?;
-        self.0.register_task_definition(spec, &tags).await.map(drop).during("RegisterTaskDefinition")
+        let latest = self.0.register_task_definition(spec, &tags).await.during("RegisterTaskDefinition")?;
+        Ok(ObservedFamily { family: have.family.clone(), latest })
     }
 
-    async fn delete(&self, have: &ObservedFamily) -> Result<(), ActionError> {
-        self.delete_many(&[have]).await
+    async fn delete(&self, have: &ObservedFamily) -> Result<Deleted, ActionError> {
+        self.delete_many(&[have]).await?;
+        Ok(Deleted::Now)
     }
 
     /// Families are deleted ten at a time: `DeleteTaskDefinitions` takes ten revisions a call, and
