@@ -335,46 +335,8 @@ pub fn proxy(faults: Faults) -> Proxy {
 pub use tap_moto::proxy::{Fate, Faults, Proxy};
 
 /// The SPEC's three services as `tap.toml` fragments, for tests that write their own service
-/// list (`[FRONTEND, API_GATEWAY].concat()`); the built-in defaults hold the same services.
-pub mod services_toml {
-    /// `frontend`, routed by default.
-    pub const FRONTEND: &str = r#"
-[[services]]
-name = "frontend"
-cpu = 512
-memory = 1024
-port = 3000
-environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
-route = { short_name = "fe", health_check_path = "/" }
-"#;
-
-    /// `api-gateway`, routed on `/api/*`.
-    pub const API_GATEWAY: &str = r#"
-[[services]]
-name = "api-gateway"
-cpu = 1024
-memory = 2048
-port = 8080
-environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
-secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
-route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
-permissions = ["discover-instances"]
-"#;
-
-    /// `processing-service`, in Cloud Map, reached from `api-gateway` only.
-    pub const PROCESSING: &str = r#"
-[[services]]
-name = "processing-service"
-cpu = 2048
-memory = 4096
-port = 9000
-environment = { WORKER_THREADS = "4" }
-secrets = { DB_CREDENTIALS = "db-credentials" }
-discovery = true
-allow_from = ["api-gateway"]
-permissions = ["trade-data-bucket"]
-"#;
-}
+/// list (`[FRONTEND, API_GATEWAY].concat()`): the built-in defaults read the same text.
+pub use tap_core::config::platform as services_toml;
 
 impl TestEnv {
     /// The same environment, with `tap` sent to `endpoint` (e.g. a [`Proxy`] in front of the

@@ -257,55 +257,18 @@ impl BenchOptions {
     }
 }
 
-/// A `tap.toml` with the three default services plus generated ones, up to `count` services.
+/// A `tap.toml` with the default services (the first `count` of them, routed ones first, so the
+/// listener keeps its default) plus generated ones, up to `count` services.
 fn services_config(count: usize) -> String {
-    let mut toml = String::from(
-        r#"[[services]]
-name = "frontend"
-cpu = 512
-memory = 1024
-port = 3000
-environment = { NODE_ENV = "production", API_ENDPOINT = "http://{alb_dns}/api" }
-route = { short_name = "fe", health_check_path = "/" }
-
-[[services]]
-name = "api-gateway"
-cpu = 1024
-memory = 2048
-port = 8080
-environment = { PROCESSING_SERVICE_URL = "http://processing-service.{namespace}:9000" }
-secrets = { DB_CREDENTIALS = "db-credentials", API_KEYS = "api-keys" }
-route = { short_name = "api", path_pattern = "/api/*", priority = 10, health_check_path = "/health" }
-permissions = ["discover-instances"]
-
-[[services]]
-name = "processing-service"
-cpu = 2048
-memory = 4096
-port = 9000
-environment = { WORKER_THREADS = "4" }
-secrets = { DB_CREDENTIALS = "db-credentials" }
-discovery = true
-allow_from = ["api-gateway"]
-permissions = ["trade-data-bucket"]
-"#,
-    );
+    use tap_core::config::platform::{API_GATEWAY, FRONTEND, PROCESSING};
+    let mut toml: String = [FRONTEND, API_GATEWAY, PROCESSING].into_iter().take(count).collect();
     for i in 3..count {
         toml.push_str(&format!(
             "\n[[services]]\nname = \"worker-{i}\"\ncpu = 256\nmemory = 512\nport = {}\nallow_from = [\"api-gateway\"]\ndiscovery = true\n",
             10000 + i
         ));
     }
-    if count < 3 {
-        keep_first_services(&mut toml, count);
-    }
     toml
-}
-
-/// Keeps only the first `count` default services (routed ones first, so the listener keeps its default).
-fn keep_first_services(toml: &mut String, count: usize) {
-    let parts: Vec<&str> = toml.split("[[services]]").filter(|p| !p.trim().is_empty()).collect();
-    *toml = parts.iter().take(count).map(|p| format!("[[services]]{p}")).collect();
 }
 
 /// `tap --env <env>` against the bench endpoint, in the bench's working directory.
