@@ -240,6 +240,30 @@ impl StepError {
     }
 }
 
+/// The one reading of "already gone" for a call whose resource may have been deleted meanwhile:
+/// AWS's not-found answer ([`AwsError::is_not_found`]) becomes `None`.
+pub trait IfFound<T> {
+    /// `Ok(Some(value))` when AWS answered, `Ok(None)` when it said the resource does not exist.
+    fn if_found(self) -> Result<Option<T>, AwsError>;
+    /// The same, with the other answers that mean "gone" for this call (e.g. EC2's
+    /// `Gateway.NotAttached` for a detach, ECS's `ServiceNotActiveException`).
+    fn if_found_or(self, also_gone: impl Fn(&AwsError) -> bool) -> Result<Option<T>, AwsError>;
+}
+
+impl<T> IfFound<T> for Result<T, AwsError> {
+    fn if_found(self) -> Result<Option<T>, AwsError> {
+        self.if_found_or(|_| false)
+    }
+
+    fn if_found_or(self, also_gone: impl Fn(&AwsError) -> bool) -> Result<Option<T>, AwsError> {
+        match self {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.is_not_found() || also_gone(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +310,17 @@ mod tests {
         assert!(AwsError::new("InvalidVpcID.NotFound", "").is_not_found());
         assert!(AwsError::new("NoSuchEntity", "").is_not_found());
         assert!(!AwsError::new("AccessDenied", "").is_not_found());
+    }
+
+    #[test]
+    fn not_found_and_what_the_call_says_means_gone_are_none_anything_else_stays_an_error() {
+        let gone: Result<(), AwsError> = Err(AwsError::new("InvalidVpcID.NotFound", "no such vpc"));
+        assert_eq!(gone.if_found(), Ok(None));
+        assert_eq!(Ok::<_, AwsError>(7).if_found(), Ok(Some(7)));
+        let detached = || Err::<(), _>(AwsError::new("Gateway.NotAttached", "not attached"));
+        assert!(detached().if_found().is_err());
+        assert_eq!(detached().if_found_or(|e| e.is("Gateway.NotAttached")), Ok(None));
+        let denied: Result<(), AwsError> = Err(AwsError::new("AccessDenied", "no"));
+        assert_eq!(denied.if_found().unwrap_err().code.as_deref(), Some("AccessDenied"));
     }
 }

@@ -32,12 +32,13 @@
 //! ```
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::retries::classifiers::{ClassifyRetry, RetryAction, RetryClassifierPriority};
 
 use crate::error::AwsError;
+use crate::wait::Backoff;
 
 /// A retry classifier that forbids the SDK to resend a call whose outcome is unknown: no answer
 /// came back (the response was lost, the connection failed, the attempt timed out), or AWS
@@ -138,17 +139,15 @@ where
     F: FnMut() -> FFut,
     FFut: Future<Output = Result<Option<T>, AwsError>>,
 {
-    let start = Instant::now();
-    let mut delay = recovery.lookup_delay;
+    let mut pauses =
+        Backoff { initial: recovery.lookup_delay, max: recovery.lookup, timeout: recovery.lookup }.pauses();
     loop {
         if let Some(found) = find().await? {
             return Ok(Some(found));
         }
-        if start.elapsed() + delay > recovery.lookup {
+        if !pauses.pause().await {
             return Ok(None);
         }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
     }
 }
 

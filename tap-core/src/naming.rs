@@ -247,6 +247,18 @@ pub struct NamedResource {
     pub owner: Owner,
 }
 
+/// The idempotency token of one logical create: `tap-` and 32 hex digits, 36 characters, which
+/// every token field tap fills takes (EC2 `ClientToken` ≤ 64, ECS `clientToken` ≤ 36, Secrets
+/// Manager `ClientRequestToken` 32–64, Cloud Map `CreatorRequestId` ≤ 64). The same `parts` give
+/// the same token in every run and every release (two FNV-1a hashes of the parts joined with `/`,
+/// not std's hasher, whose output may change between Rust releases), so a create resent after a
+/// lost answer or a crash cannot make a second resource.
+pub fn client_token(parts: &[&str]) -> String {
+    let seed = parts.join("/");
+    let fnv1a = |offset: u64| seed.bytes().fold(offset, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("tap-{:016x}{:016x}", fnv1a(0xcbf2_9ce4_8422_2325), fnv1a(0x6c62_272e_07bb_0142))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +291,18 @@ mod tests {
         ] {
             assert!(tags.contains(&(k.to_string(), v.to_string())), "missing {k}={v}");
         }
+    }
+
+    #[test]
+    fn client_tokens_are_stable_distinct_and_fit_every_token_field() {
+        let token = client_token(&["tap", "dev", "secret", "db-credentials", "initial-version"]);
+        // The value an earlier release sent for this secret's first version: a redeploy after an
+        // upgrade resends the same token.
+        assert_eq!(token, "tap-30b79c3c07b2791ff8f5df6939121522");
+        assert_eq!(token.len(), 36);
+        assert!(token.starts_with("tap-") && token[4..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(token, client_token(&["tap", "dev", "secret", "db-credentials", "initial-version"]));
+        assert_ne!(token, client_token(&["tap", "dev", "secret", "api-keys", "initial-version"]));
+        assert_ne!(client_token(&["a", "b"]), client_token(&["ab"]), "parts stay apart");
     }
 }

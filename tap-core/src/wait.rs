@@ -24,6 +24,40 @@ impl Backoff {
     }
 }
 
+impl Backoff {
+    /// The pauses between attempts under this backoff, counted from now.
+    pub fn pauses(self) -> Pauses {
+        Pauses { backoff: self, start: Instant::now(), next: self.initial }
+    }
+}
+
+/// The pauses of one [`Backoff`]: `initial`, doubling up to `max`, as long as a pause ends before
+/// the deadline. Every wait of tap between two attempts is one of these.
+#[derive(Debug)]
+pub struct Pauses {
+    backoff: Backoff,
+    start: Instant,
+    next: Duration,
+}
+
+impl Pauses {
+    /// Sleeps the next pause and returns `true`; returns `false` at once when the pause would end
+    /// past the deadline (the caller gives up).
+    pub async fn pause(&mut self) -> bool {
+        if self.start.elapsed() + self.next > self.backoff.timeout {
+            return false;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.backoff.max);
+        true
+    }
+
+    /// The pause [`Pauses::pause`] would sleep next (for logs).
+    pub fn next(&self) -> Duration {
+        self.next
+    }
+}
+
 impl Default for Backoff {
     fn default() -> Self {
         Self::with_timeout(Duration::from_secs(600))
@@ -37,18 +71,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, StepError>>,
 {
-    let start = Instant::now();
-    let mut delay = backoff.initial;
+    let mut pauses = backoff.pauses();
     loop {
         if let Some(value) = check().await? {
             return Ok(value);
         }
-        if start.elapsed() + delay > backoff.timeout {
+        tracing::debug!(what, delay_ms = pauses.next().as_millis() as u64, "waiting");
+        if !pauses.pause().await {
             return Err(StepError::Timeout { what: what.into(), seconds: backoff.timeout.as_secs() });
         }
-        tracing::debug!(what, delay_ms = delay.as_millis() as u64, "waiting");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(backoff.max);
     }
 }
 
@@ -64,15 +95,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StepError>>,
 {
-    let start = Instant::now();
-    let mut delay = backoff.initial;
+    let mut pauses = backoff.pauses();
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if transient(&e) && start.elapsed() + delay <= backoff.timeout => {
-                tracing::debug!(what, error = %e, delay_ms = delay.as_millis() as u64, "retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(backoff.max);
+            Err(e) if transient(&e) => {
+                tracing::debug!(what, error = %e, delay_ms = pauses.next().as_millis() as u64, "retrying");
+                if !pauses.pause().await {
+                    return Err(e);
+                }
             }
             Err(e) => return Err(e),
         }
