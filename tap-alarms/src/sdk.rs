@@ -119,23 +119,16 @@ fn metric_query(id: String, m: &MetricStat, period: i32) -> MetricDataQuery {
 #[async_trait]
 impl AlarmsApi for SdkAlarms {
     async fn list_alarms(&self, prefix: &str) -> Result<Vec<ObservedAlarm>, AwsError> {
-        let mut alarms = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .describe_alarms()
-                .alarm_name_prefix(prefix)
-                .max_records(100)
-                .set_next_token(token.take())
-                .send()
-                .await?;
-            alarms.extend(out.metric_alarms().iter().map(observed));
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => return Ok(alarms),
-            }
-        }
+        let pages = self
+            .client
+            .describe_alarms()
+            .alarm_name_prefix(prefix)
+            .max_records(100)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(pages.iter().flat_map(|p| p.metric_alarms()).map(observed).collect())
     }
 
     async fn find_alarm(&self, name: &str) -> Result<Option<ObservedAlarm>, AwsError> {

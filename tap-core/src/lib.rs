@@ -13,6 +13,7 @@
 //! - [`error`]: [`StepError`] and [`AwsError`], which keep AWS's error code and message.
 //! - [`wait`]: bounded polling with backoff for AWS's asynchronous operations.
 //! - [`idempotent`]: creates that happen exactly once even when AWS's answer is lost.
+//! - [`fanout`]: per-service work started in order, a bounded number at a time.
 //! - [`progress`]: live progress events steps may report through the [`Context`].
 //! - [`quota`]: the quotas the preflight checks (codes, names, documented defaults), what a run
 //!   needs and what is in use, as plain data; the per-load-balancer limits a config can break.
@@ -33,6 +34,7 @@ pub mod aws;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod fanout;
 pub mod idempotent;
 pub mod naming;
 pub mod outputs;

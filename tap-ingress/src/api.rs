@@ -600,35 +600,20 @@ impl ElbApi for SdkElb {
     }
 
     async fn describe_target_groups(&self, names: &[String]) -> Result<Vec<ObservedTargetGroup>, AwsError> {
-        let mut groups = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .0
-                .describe_target_groups()
-                .set_names(Some(names.to_vec()))
-                .set_marker(marker.take())
-                .send()
-                .await?;
-            groups.extend(out.target_groups().iter().map(observed_target_group));
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(groups),
-            }
-        }
+        let pages = self
+            .0
+            .describe_target_groups()
+            .set_names(Some(names.to_vec()))
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(pages.iter().flat_map(|p| p.target_groups()).map(observed_target_group).collect())
     }
 
     async fn list_target_groups(&self) -> Result<Vec<ObservedTargetGroup>, AwsError> {
-        let mut groups = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self.0.describe_target_groups().page_size(400).set_marker(marker.take()).send().await?;
-            groups.extend(out.target_groups().iter().map(observed_target_group));
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(groups),
-            }
-        }
+        let pages = self.0.describe_target_groups().page_size(400).into_paginator().send().try_collect().await?;
+        Ok(pages.iter().flat_map(|p| p.target_groups()).map(observed_target_group).collect())
     }
 
     async fn create_target_group(&self, spec: &TargetGroupSpec) -> Result<ObservedTargetGroup, AwsError> {
@@ -701,22 +686,15 @@ impl ElbApi for SdkElb {
     }
 
     async fn list_listeners(&self, load_balancer_arn: &str) -> Result<Vec<ObservedListener>, AwsError> {
-        let mut listeners = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .0
-                .describe_listeners()
-                .load_balancer_arn(load_balancer_arn)
-                .set_marker(marker.take())
-                .send()
-                .await?;
-            listeners.extend(out.listeners().iter().map(observed_listener));
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(listeners),
-            }
-        }
+        let pages = self
+            .0
+            .describe_listeners()
+            .load_balancer_arn(load_balancer_arn)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(pages.iter().flat_map(|p| p.listeners()).map(observed_listener).collect())
     }
 
     async fn create_listener(&self, load_balancer_arn: &str, spec: &ListenerSpec) -> Result<String, AwsError> {
@@ -765,22 +743,18 @@ impl ElbApi for SdkElb {
     }
 
     async fn list_rules(&self, listener_arn: &str) -> Result<Vec<ObservedRule>, AwsError> {
-        let mut rules = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self.0.describe_rules().listener_arn(listener_arn).set_marker(marker.take()).send().await?;
-            rules.extend(out.rules().iter().map(|r| ObservedRule {
+        let pages = self.0.describe_rules().listener_arn(listener_arn).into_paginator().send().try_collect().await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.rules())
+            .map(|r| ObservedRule {
                 arn: r.rule_arn().unwrap_or_default().to_owned(),
                 priority: r.priority().and_then(|p| p.parse().ok()),
                 is_default: r.is_default().unwrap_or(false) || r.priority() == Some("default"),
                 conditions: r.conditions().iter().map(observed_condition).collect(),
                 actions: r.actions().iter().map(observed_action).collect(),
-            }));
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(rules),
-            }
-        }
+            })
+            .collect())
     }
 
     async fn create_rule(&self, listener_arn: &str, spec: &RuleSpec) -> Result<String, AwsError> {

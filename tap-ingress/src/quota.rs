@@ -31,31 +31,14 @@ pub fn usage_api(session: &tap_core::aws::AwsSession) -> SdkElb {
 #[async_trait]
 impl IngressUsageApi for SdkElb {
     async fn count_application_load_balancers(&self) -> Result<usize, AwsError> {
-        let (mut n, mut marker) = (0, None::<String>);
-        loop {
-            let out = self.0.describe_load_balancers().page_size(400).set_marker(marker.take()).send().await?;
-            n += out
-                .load_balancers()
-                .iter()
-                .filter(|lb| lb.r#type() == Some(&LoadBalancerTypeEnum::Application))
-                .count();
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(n),
-            }
-        }
+        let pages = self.0.describe_load_balancers().page_size(400).into_paginator().send().try_collect().await?;
+        let application = Some(&LoadBalancerTypeEnum::Application);
+        Ok(pages.iter().flat_map(|p| p.load_balancers()).filter(|lb| lb.r#type() == application).count())
     }
 
     async fn count_target_groups(&self) -> Result<usize, AwsError> {
-        let (mut n, mut marker) = (0, None::<String>);
-        loop {
-            let out = self.0.describe_target_groups().page_size(400).set_marker(marker.take()).send().await?;
-            n += out.target_groups().len();
-            match out.next_marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
-                _ => return Ok(n),
-            }
-        }
+        let pages = self.0.describe_target_groups().page_size(400).into_paginator().send().try_collect().await?;
+        Ok(pages.iter().map(|p| p.target_groups().len()).sum())
     }
 }
 
