@@ -7,27 +7,14 @@
 //! AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo run -p tap-discovery --example discovery_alone
 //! ```
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_servicediscovery::config::Credentials;
-use tap_core::aws::AwsSession;
 use tap_core::outputs::{DiscoveryOutputs, NetworkOutputs};
 use tap_core::{Config, Context, Step};
 use tap_discovery::DiscoveryStep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own.
-    let moto = match std::env::var_os("AWS_ENDPOINT_URL") {
-        Some(_) => None,
-        None => Some(tap_moto::Moto::start()?),
-    };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"));
-    if let Some(moto) = &moto {
-        loader = loader.endpoint_url(moto.endpoint());
-    }
-    let session = AwsSession::new(loader.load().await);
+    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own (alive while `_moto` is).
+    let (session, _moto) = tap_moto::session::example_session().await?;
 
     let config = Config { environment: "discovery-alone".into(), ..Config::default() };
     config.validate()?;

@@ -10,27 +10,15 @@
 
 use std::collections::BTreeMap;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
 use tap_core::outputs::{IngressOutputs, NetworkOutputs, SecurityOutputs, SubnetRef};
 use tap_core::{Config, Context, Step};
 use tap_ingress::IngressStep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own.
-    let moto = match std::env::var_os("AWS_ENDPOINT_URL") {
-        Some(_) => None,
-        None => Some(tap_moto::Moto::start()?),
-    };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"));
-    if let Some(moto) = &moto {
-        loader = loader.endpoint_url(moto.endpoint());
-    }
-    let sdk = loader.load().await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own (alive while `_moto` is).
+    let (session, _moto) = tap_moto::session::example_session().await?;
+    let ec2 = aws_sdk_ec2::Client::new(session.sdk_config());
 
     // What the network and security steps would have made.
     let vpc_id =
@@ -63,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         infrastructure_role_arn: None,
     });
 
-    let step = IngressStep::from_session(&tap_core::aws::AwsSession::new(sdk.clone()));
+    let step = IngressStep::from_session(&session);
     println!("deploy:");
     for change in step.apply(&ctx).await? {
         println!("  {change}");

@@ -28,6 +28,8 @@ pub mod rollout;
 mod rollout_tests;
 pub mod service_deployments;
 pub mod service_quotas;
+#[cfg(feature = "session")]
+pub mod session;
 mod tasks;
 pub mod upstream;
 

@@ -8,8 +8,6 @@
 //! AWS_ENDPOINT_URL=http://127.0.0.1:5000 cargo run -p tap-network --example network_alone
 //! ```
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
 use tap_core::config::NatMode;
 use tap_core::outputs::NetworkOutputs;
 use tap_core::{Config, Context, Step};
@@ -17,19 +15,9 @@ use tap_network::NetworkStep;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own.
-    let moto = match std::env::var_os("AWS_ENDPOINT_URL") {
-        Some(_) => None,
-        None => Some(tap_moto::Moto::start()?),
-    };
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "example"));
-    if let Some(moto) = &moto {
-        loader = loader.endpoint_url(moto.endpoint());
-    }
-    let sdk = loader.load().await;
-    let step = NetworkStep::from_session(&tap_core::aws::AwsSession::new(sdk));
+    // The emulator AWS_ENDPOINT_URL names (the tests' one), or one of our own (alive while `_moto` is).
+    let (session, _moto) = tap_moto::session::example_session().await?;
+    let step = NetworkStep::from_session(&session);
 
     let mut config = Config { environment: "network-alone".into(), ..Config::default() };
     config.network.nat_gateways = NatMode::Single;
