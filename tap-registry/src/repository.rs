@@ -2,13 +2,14 @@
 //! A repository holding images is data: a prune keeps it unless `deploy.prune_data`.
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tap_core::error::IfFound;
 use tap_core::naming::Tag;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::step::diff;
 use tap_core::{AttrChange, AwsError};
 
-use crate::{EcrApi, ObservedRepository};
+use crate::api::{EcrApi, ObservedRepository};
 
 /// A repository as the config wants it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,22 @@ pub struct RepositoryUpdate {
     pub scan_on_push: Option<bool>,
     /// New lifecycle policy text.
     pub lifecycle_policy: Option<String>,
+}
+
+/// The lifecycle policy that expires every image beyond the newest `keep`.
+pub fn lifecycle_policy(keep: u32) -> Value {
+    json!({
+        "rules": [{
+            "rulePriority": 1,
+            "description": format!("Keep the last {keep} images"),
+            "selection": {
+                "tagStatus": "any",
+                "countType": "imageCountMoreThan",
+                "countNumber": keep,
+            },
+            "action": { "type": "expire" },
+        }]
+    })
 }
 
 /// Whether the observed policy text means the same as `desired` (JSON, so formatting and key
@@ -94,12 +111,8 @@ impl Resource for RepositoryKind<'_> {
     /// The repository named `want.name` with its tags and lifecycle policy (the engine adopts it
     /// only when its tags say it is this environment's).
     async fn find(&self, want: &DesiredRepository) -> Result<Option<RepositoryState>, AwsError> {
-        let found = match self.0.describe_repositories(std::slice::from_ref(&want.name)).await {
-            Ok(mut repos) => repos.pop(),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        let Some(repository) = found else { return Ok(None) };
+        let found = self.0.describe_repositories(std::slice::from_ref(&want.name)).await.if_found()?;
+        let Some(repository) = found.and_then(|mut repos| repos.pop()) else { return Ok(None) };
         let (tags, lifecycle_policy) =
             tokio::try_join!(self.0.list_tags(&repository.arn), self.0.get_lifecycle_policy(&want.name))?;
         Ok(Some(RepositoryState { repository, lifecycle_policy, tags: Some(tags) }))
@@ -132,6 +145,7 @@ impl Resource for RepositoryKind<'_> {
         Ok(RepositoryState { repository, lifecycle_policy: Some(text), tags: Some(want.tags.clone()) })
     }
 
+    /// The repository with the update applied.
     async fn update(&self, have: &RepositoryState, update: &RepositoryUpdate) -> Result<RepositoryState, ActionError> {
         let name = &have.repository.name;
         let mutability = async {
@@ -157,7 +171,17 @@ impl Resource for RepositoryKind<'_> {
             }
         };
         tokio::try_join!(mutability, scanning, lifecycle)?;
-        Ok(have.clone())
+        let mut now = have.clone();
+        if let Some(immutable) = update.immutable_tags {
+            now.repository.immutable_tags = immutable;
+        }
+        if let Some(scan) = update.scan_on_push {
+            now.repository.scan_on_push = scan;
+        }
+        if let Some(text) = &update.lifecycle_policy {
+            now.lifecycle_policy = Some(text.clone());
+        }
+        Ok(now)
     }
 
     /// Deletes the repository with its images (a prune only gets here for an empty repository or
