@@ -3,14 +3,30 @@
 //! missing custom health check cannot be changed in place and is a conflict. Delete deregisters the
 //! instances left (ECS registers them) and retries while Cloud Map still reports them in use.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use futures::future::try_join_all;
+use tap_core::error::IfFound;
 use tap_core::naming::Tag;
-use tap_core::resource::{ActionError, Deleted, Diff, Owner, Resource};
-use tap_core::wait::{retry_while, Backoff};
+use tap_core::resource::{owned, ActionError, Deleted, Diff, During, Owned, Owner, Resource};
+use tap_core::wait::Backoff;
 use tap_core::{AttrChange, AwsError, StepError};
 
-use crate::{wait_operation, CloudMapApi, DnsRecordSpec, ObservedService, ServiceDefinition};
+use crate::api::{CloudMapApi, DnsRecordSpec, ObservedService, ServiceDefinition};
+use crate::operation::wait_operation;
+use crate::NAMESPACE_COMPONENT;
+
+/// Logical id of the Cloud Map service of `service`.
+pub fn service_component(service: &str) -> String {
+    format!("discovery/service/{service}")
+}
+
+/// The description tap gives a Cloud Map service of the namespace `namespace_id`, so a listing
+/// shows which namespace the service belongs to.
+pub fn service_description(namespace_id: &str) -> String {
+    format!("tap service discovery in namespace {namespace_id}")
+}
 
 /// A Cloud Map service as the config wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +43,66 @@ pub(crate) struct CloudMapService<'a> {
     pub backoff: Backoff,
 }
 
-/// A [`StepError`] of a helper, as the failed action of a life-cycle call.
-fn action_error(action: &'static str, e: StepError) -> ActionError {
-    match e {
-        StepError::Aws { action, source, .. } => ActionError { action, source },
-        other => ActionError { action, source: AwsError::new("Timeout", other.to_string()) },
+impl CloudMapService<'_> {
+    /// The services of namespace `namespace_id` whose names `wanted` accepts, by name (one
+    /// `ListServices`). A listed service whose description names this namespace is taken as
+    /// listed; `GetService` reads any other, which is kept only when it is in this namespace (the
+    /// filter by namespace is the API's job, but a listing that ignored it must not mix up two
+    /// environments' services of the same name).
+    pub async fn find_in(
+        &self,
+        namespace_id: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, ObservedService>, StepError> {
+        let listed =
+            self.api.list_services(namespace_id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "ListServices"))?;
+        let marker = service_description(namespace_id);
+        let (marked, unmarked): (Vec<ObservedService>, Vec<ObservedService>) = listed
+            .into_iter()
+            .filter(|s| wanted(&s.name))
+            .partition(|s| s.description.as_deref() == Some(marker.as_str()));
+        let mut found: BTreeMap<String, ObservedService> = marked
+            .into_iter()
+            .map(|s| (s.name.clone(), ObservedService { namespace_id: Some(namespace_id.to_owned()), ..s }))
+            .collect();
+        let reads = unmarked.into_iter().filter(|s| !found.contains_key(&s.name)).map(|s| async move {
+            self.api.get_service(&s.id).await.map_err(StepError::aws(service_component(&s.name), "GetService"))
+        });
+        let read = try_join_all(reads).await?;
+        for service in read.into_iter().flatten() {
+            if service.namespace_id.as_deref().is_none_or(|ns| ns == namespace_id) {
+                found.insert(service.name.clone(), service);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Those of `services` whose tags say they are environment `env`'s (one
+    /// `ListTagsForResource` each), as the engine prunes them.
+    pub async fn owned_among<'s>(
+        &self,
+        services: impl Iterator<Item = &'s ObservedService>,
+        env: &str,
+    ) -> Result<Vec<Owned<ObservedService>>, StepError> {
+        let checks = services.map(|service| async move {
+            let component = service_component(&service.name);
+            // Gone meanwhile: nothing to prune.
+            let Some(tags) = self
+                .api
+                .list_tags(&service.arn)
+                .await
+                .if_found()
+                .map_err(StepError::aws(&component, "ListTagsForResource"))?
+            else {
+                return Ok(None);
+            };
+            Ok(owned(&tags, env, || component.clone()).map(|id| Owned {
+                id,
+                name: service.name.clone(),
+                observed: service.clone(),
+            }))
+        });
+        Ok(try_join_all(checks).await?.into_iter().flatten().collect())
     }
 }
 
@@ -106,66 +177,50 @@ impl Resource for CloudMapService<'_> {
         self.api.create_service(&want.definition, &want.tags).await
     }
 
+    /// The service with its new records.
     async fn update(
         &self,
         have: &ObservedService,
         records: &Vec<DnsRecordSpec>,
     ) -> Result<ObservedService, ActionError> {
-        let op = self
-            .api
-            .update_service_dns(&have.id, records)
-            .await
-            .map_err(|source| ActionError { action: "UpdateService", source })?;
-        let resource = format!("discovery/service/{}", have.name);
-        wait_operation(self.api, self.backoff, &resource, "UpdateService", &op)
-            .await
-            .map_err(|e| action_error("UpdateService", e))?;
-        Ok(have.clone())
+        let op = self.api.update_service_dns(&have.id, records).await.during("UpdateService")?;
+        wait_operation(self.api, self.backoff, &service_component(&have.name), "UpdateService", &op).await?;
+        Ok(ObservedService { dns_records: records.clone(), ..have.clone() })
     }
 
-    /// A service already gone is a not-found (the engine counts no change).
+    /// Deregisters the instances left (ECS registers them; each deregistration is an operation,
+    /// waited for), then deletes the service. Gone at any point (a not-found answer): no change.
     async fn delete(&self, have: &ObservedService) -> Result<Deleted, ActionError> {
-        Ok(if self.remove(have).await? { Deleted::Now } else { Deleted::AlreadyGone })
-    }
-}
-
-impl CloudMapService<'_> {
-    /// Deletes the service; `false` when it was already gone.
-    async fn remove(&self, have: &ObservedService) -> Result<bool, ActionError> {
-        let resource = format!("discovery/service/{}", have.name);
-        let instances = match self.api.list_instances(&have.id).await {
-            Ok(instances) => instances,
-            Err(e) if e.is_not_found() => return Ok(false),
-            Err(source) => return Err(ActionError { action: "ListInstances", source }),
+        let resource = service_component(&have.name);
+        let Some(instances) = self.api.list_instances(&have.id).await.if_found().during("ListInstances")? else {
+            return Ok(Deleted::AlreadyGone);
         };
-        let deregistrations = instances.iter().map(|instance| {
+        try_join_all(instances.iter().map(|instance| {
             let resource = &resource;
             async move {
-                match self.api.deregister_instance(&have.id, instance).await {
-                    Ok(op) => wait_operation(self.api, self.backoff, resource, "DeregisterInstance", &op)
-                        .await
-                        .map(drop)
-                        .map_err(|e| action_error("DeregisterInstance", e)),
-                    Err(e) if e.is_not_found() => Ok(()),
-                    Err(source) => Err(ActionError { action: "DeregisterInstance", source }),
+                let deregistration =
+                    self.api.deregister_instance(&have.id, instance).await.if_found().during("DeregisterInstance")?;
+                match deregistration {
+                    Some(op) => {
+                        wait_operation(self.api, self.backoff, resource, "DeregisterInstance", &op).await.map(drop)
+                    }
+                    None => Ok(()),
                 }
             }
-        });
-        try_join_all(deregistrations).await?;
-        // Deregistration settles shortly after its operation reports success.
-        let in_use = |e: &StepError| e.aws_error().is_some_and(|a| a.is("ResourceInUse"));
-        let deleted = retry_while(&format!("DeleteService on {resource}"), self.backoff, in_use, || async {
-            match self.api.delete_service(&have.id).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.is_not_found() => Ok(false),
-                Err(e) => Err(StepError::aws(&resource, "DeleteService")(e)),
+        }))
+        .await?;
+        match self.api.delete_service(&have.id).await.if_found().during("DeleteService")? {
+            Some(()) => {
+                tracing::info!(service = %have.name, "deleted");
+                Ok(Deleted::Now)
             }
-        })
-        .await
-        .map_err(|e| action_error("DeleteService", e))?;
-        if deleted {
-            tracing::info!(service = %have.name, "deleted");
+            None => Ok(Deleted::AlreadyGone),
         }
-        Ok(deleted)
+    }
+
+    /// Cloud Map still counts an instance whose deregistration just succeeded (it settles
+    /// shortly after): the engine deletes again, backing off.
+    fn held(&self, error: &AwsError) -> bool {
+        error.is("ResourceInUse")
     }
 }
