@@ -7,7 +7,7 @@
 //! - Finds the cluster by name with `DescribeClusters` (settings and tags included); an `INACTIVE`
 //!   cluster (what a deleted cluster looks like for a while) counts as missing and is created
 //!   again. Drift of the setting or of the capacity providers is repaired, and only then.
-//! - The cluster is a [`Resource`](tap_core::resource::Resource) of the engine ([`cluster`]): its
+//! - The cluster is a [`Resource`] of the engine ([`cluster`]): its
 //!   typed [`ClusterUpdate`] is both what plan prints and the calls apply makes.
 //! - Layout: [`api`] (the narrow ECS seam, mocked in tests), [`sdk`] (its implementation over
 //!   `aws_sdk_ecs`), [`cluster`] (the kind); this module only wires the step.

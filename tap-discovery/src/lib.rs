@@ -99,7 +99,7 @@ impl DiscoveryStep {
 
     /// The namespace kind of this step.
     fn namespaces(&self) -> NamespaceKind<'_> {
-        NamespaceKind { api: self.api.as_ref(), backoff: self.backoff }
+        NamespaceKind::new(self.api.as_ref(), self.backoff)
     }
 
     /// The Cloud Map service kind of this step.

@@ -41,13 +41,18 @@ pub struct DesiredNamespace {
 }
 
 /// The namespace kind over the crate's AWS seam.
-pub(crate) struct NamespaceKind<'a> {
-    pub api: &'a dyn CloudMapApi,
+pub struct NamespaceKind<'a> {
+    api: &'a dyn CloudMapApi,
     /// How long a Cloud Map operation may run.
-    pub backoff: Backoff,
+    backoff: Backoff,
 }
 
-impl NamespaceKind<'_> {
+impl<'a> NamespaceKind<'a> {
+    /// The kind over `api`; a Cloud Map operation may run for as long as `backoff` allows.
+    pub fn new(api: &'a dyn CloudMapApi, backoff: Backoff) -> Self {
+        NamespaceKind { api, backoff }
+    }
+
     /// The private DNS namespaces named `name` (normally one; Cloud Map allows one per VPC).
     pub async fn find_by_name(&self, name: &str) -> Result<Vec<ObservedNamespace>, AwsError> {
         let all = self.api.list_private_dns_namespaces().await?;
