@@ -2,6 +2,7 @@
 
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tap_core::naming::{Names, Tag};
 use tap_core::outputs::SubnetRef;
 use tap_core::{Action, AttrChange, AwsError, Config};
@@ -466,4 +467,164 @@ async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
     let changes = apply.await.unwrap();
     assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
     assert_eq!(deleted.load(Ordering::SeqCst), 1);
+}
+
+/// The namespace kind on the engine: what plan lists is what apply does, change by change.
+#[tokio::test]
+async fn plan_lists_exactly_the_changes_apply_makes() {
+    // From nothing: the namespace and its service.
+    let empty = |mock: &mut MockCloudMapApi| {
+        mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+    };
+    let mut plan_mock = MockCloudMapApi::new();
+    empty(&mut plan_mock);
+    no_mutations(&mut plan_mock);
+    let planned = DiscoveryStep::new(Arc::new(plan_mock)).plan(&ctx()).await.unwrap();
+    let mut mock = MockCloudMapApi::new();
+    empty(&mut mock);
+    mock.expect_create_private_dns_namespace()
+        .times(1)
+        .returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
+    mock.expect_get_operation().times(1).returning(|_| Ok(success("NAMESPACE", "ns-1")));
+    mock.expect_get_namespace().times(1).returning(|_| Ok(Some(namespace())));
+    mock.expect_create_service().times(1).returning(|_, _| Ok(service(10)));
+    let applied = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+    assert_eq!(planned, applied);
+    assert_eq!(
+        applied,
+        vec![
+            Change::create(NAMESPACE_COMPONENT, "tap-dev.local"),
+            Change::create("discovery/service/processing-service", "processing-service")
+        ]
+    );
+
+    // The namespace there, the service's TTL drifted: only the service's update.
+    let mut plan_mock = MockCloudMapApi::new();
+    existing(&mut plan_mock, service(60));
+    no_mutations(&mut plan_mock);
+    let planned = DiscoveryStep::new(Arc::new(plan_mock)).plan(&ctx()).await.unwrap();
+    let mut mock = MockCloudMapApi::new();
+    existing(&mut mock, service(60));
+    mock.expect_update_service_dns().times(1).returning(|_, _| Ok("op-2".into()));
+    mock.expect_get_operation().times(1).returning(|_| Ok(success("SERVICE", "srv-1")));
+    mock.expect_create_private_dns_namespace().never();
+    let applied = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+    assert_eq!(planned, applied);
+    assert_eq!(applied.len(), 1);
+}
+
+/// A step whose Cloud Map operations may run only briefly.
+fn impatient(mock: MockCloudMapApi) -> DiscoveryStep {
+    DiscoveryStep {
+        api: Arc::new(mock),
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            timeout: Duration::from_millis(30),
+        },
+    }
+}
+
+fn running() -> OperationState {
+    OperationState { status: "PENDING".into(), error_code: None, error_message: None, targets: BTreeMap::new() }
+}
+
+#[tokio::test]
+async fn a_namespace_creation_that_never_ends_times_out_naming_the_create() {
+    let mut mock = MockCloudMapApi::new();
+    mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+    mock.expect_create_private_dns_namespace()
+        .times(1)
+        .returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
+    mock.expect_get_operation().returning(|_| Ok(running()));
+    mock.expect_get_namespace().never();
+    mock.expect_create_service().never();
+    let err = impatient(mock).apply(&ctx()).await.unwrap_err().to_string();
+    assert!(err.contains(NAMESPACE_COMPONENT) && err.contains("CreatePrivateDnsNamespace"), "{err}");
+    assert!(err.contains("op-1"), "names the operation: {err}");
+}
+
+#[tokio::test]
+async fn an_existing_namespace_answered_by_the_create_is_read_and_taken() {
+    // `NamespaceAlreadyExists` names the namespace (the same CreatorRequestId): no operation.
+    let mut mock = MockCloudMapApi::new();
+    mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
+    mock.expect_create_private_dns_namespace()
+        .times(1)
+        .returning(|_, _, _, _| Ok(NamespaceCreation::Exists("ns-1".into())));
+    mock.expect_get_operation().never();
+    mock.expect_get_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok(Some(namespace())));
+    mock.expect_create_service().times(1).returning(|_, _| Ok(service(10)));
+    let ctx = ctx();
+    let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+    assert_eq!(changes[0], Change::create(NAMESPACE_COMPONENT, "tap-dev.local"));
+    assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_arn, namespace().arn);
+}
+
+/// An empty namespace of the environment, as destroy finds it.
+fn empty_namespace(mock: &mut MockCloudMapApi) {
+    mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
+    mock.expect_list_services().times(1).returning(|_| Ok(vec![]));
+    mock.expect_delete_service().never();
+}
+
+#[tokio::test]
+async fn a_namespace_deletion_is_polled_until_it_succeeds() {
+    let mut mock = MockCloudMapApi::new();
+    empty_namespace(&mut mock);
+    mock.expect_delete_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok("op-n".into()));
+    let polls = AtomicUsize::new(0);
+    mock.expect_get_operation().withf(|id: &str| id == "op-n").times(3).returning(move |_| {
+        Ok(if polls.fetch_add(1, Ordering::SeqCst) < 2 { running() } else { success("NAMESPACE", "ns-1") })
+    });
+    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    assert_eq!(changes, vec![Change::delete(NAMESPACE_COMPONENT, "tap-dev.local")]);
+}
+
+#[tokio::test]
+async fn a_failed_namespace_deletion_fails_naming_the_delete() {
+    let mut mock = MockCloudMapApi::new();
+    empty_namespace(&mut mock);
+    mock.expect_delete_namespace().times(1).returning(|_| Ok("op-n".into()));
+    mock.expect_get_operation().times(1).returning(|_| {
+        Ok(OperationState {
+            status: "FAIL".into(),
+            error_code: Some("INTERNAL_FAILURE".into()),
+            error_message: Some("hosted zone could not be deleted".into()),
+            targets: BTreeMap::new(),
+        })
+    });
+    let err = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap_err();
+    let err = err.to_string();
+    assert!(
+        err.contains("DeleteNamespace") && err.contains("INTERNAL_FAILURE") && err.contains("hosted zone"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_already_gone_on_delete_is_no_change() {
+    let mut mock = MockCloudMapApi::new();
+    empty_namespace(&mut mock);
+    mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
+    mock.expect_get_operation().never();
+    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+}
+
+#[tokio::test]
+async fn a_namespace_still_in_use_is_deleted_once_freed() {
+    let mut mock = MockCloudMapApi::new();
+    empty_namespace(&mut mock);
+    let refused = AtomicUsize::new(0);
+    mock.expect_delete_namespace().times(2).returning(move |_| {
+        if refused.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(AwsError::new("ResourceInUse", "the namespace still holds a service"))
+        } else {
+            Ok("op-n".into())
+        }
+    });
+    mock.expect_get_operation().times(1).returning(|_| Ok(success("NAMESPACE", "ns-1")));
+    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    assert_eq!(changes, vec![Change::delete(NAMESPACE_COMPONENT, "tap-dev.local")]);
 }
