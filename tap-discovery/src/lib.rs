@@ -145,7 +145,7 @@ impl DiscoveryStep {
         // namespace created just now (or still to be) holds none: nothing to list. (Should it be
         // an older one after all, a create of an existing service is adopted by the engine.)
         let kind = self.services();
-        let observed = if created { BTreeMap::new() } else { kind.find_in(&namespace_id, |_| true).await? };
+        let observed = if created { BTreeMap::new() } else { kind.find_in(&namespace_id).await? };
         let settings = &ctx.config.discovery;
         let wanted: Vec<&str> = ctx.config.services.iter().filter(|s| s.discovery).map(|s| s.name.as_str()).collect();
         let desired_records = vec![DnsRecordSpec { record_type: RECORD_TYPE.into(), ttl: settings.dns_ttl }];
@@ -252,7 +252,7 @@ impl Step for DiscoveryStep {
         let (namespace_kind, service_kind) = (self.namespaces(), self.services());
         for namespace in &namespaces {
             // Its services first: Cloud Map refuses to delete a namespace that holds any.
-            let services = service_kind.find_in(&namespace.id, |_| true).await?;
+            let services = service_kind.find_in(&namespace.id).await?;
             try_join_all(services.values().map(|s| {
                 let (engine, kind, component) = (&engine, &service_kind, service_component(&s.name));
                 async move { engine.delete(kind, &component, &s.name, s).await }

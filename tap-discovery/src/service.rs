@@ -1,7 +1,8 @@
 //! The Cloud Map service kind: A records with a TTL, routing MULTIVALUE and a custom health check.
 //! The TTL is updated in place (an asynchronous operation, waited for); a routing policy or a
 //! missing custom health check cannot be changed in place and is a conflict. Delete deregisters the
-//! instances left (ECS registers them) and retries while Cloud Map still reports them in use.
+//! instances left (ECS registers them); while Cloud Map still reports them in use the delete is
+//! held, and the engine sends it again with backoff.
 
 use std::collections::BTreeMap;
 
@@ -44,23 +45,16 @@ pub(crate) struct CloudMapService<'a> {
 }
 
 impl CloudMapService<'_> {
-    /// The services of namespace `namespace_id` whose names `wanted` accepts, by name (one
-    /// `ListServices`). A listed service whose description names this namespace is taken as
+    /// The services of namespace `namespace_id`, by name (one `ListServices`). A listed service whose description names this namespace is taken as
     /// listed; `GetService` reads any other, which is kept only when it is in this namespace (the
     /// filter by namespace is the API's job, but a listing that ignored it must not mix up two
     /// environments' services of the same name).
-    pub async fn find_in(
-        &self,
-        namespace_id: &str,
-        wanted: impl Fn(&str) -> bool,
-    ) -> Result<BTreeMap<String, ObservedService>, StepError> {
+    pub async fn find_in(&self, namespace_id: &str) -> Result<BTreeMap<String, ObservedService>, StepError> {
         let listed =
             self.api.list_services(namespace_id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "ListServices"))?;
         let marker = service_description(namespace_id);
-        let (marked, unmarked): (Vec<ObservedService>, Vec<ObservedService>) = listed
-            .into_iter()
-            .filter(|s| wanted(&s.name))
-            .partition(|s| s.description.as_deref() == Some(marker.as_str()));
+        let (marked, unmarked): (Vec<ObservedService>, Vec<ObservedService>) =
+            listed.into_iter().partition(|s| s.description.as_deref() == Some(marker.as_str()));
         let mut found: BTreeMap<String, ObservedService> = marked
             .into_iter()
             .map(|s| (s.name.clone(), ObservedService { namespace_id: Some(namespace_id.to_owned()), ..s }))
