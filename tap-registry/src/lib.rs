@@ -113,16 +113,22 @@ impl RegistryStep {
         // Each repository is published as soon as it is there: a service's task definition needs
         // only its own (see `Context::wait_for`).
         let made = Gathered::default();
-        let results = try_join_all(services.iter().zip(&names).map(|(service, name)| {
-            let (engine, made, configured) = (&engine, &made, found.configured.get(name));
-            async move {
-                let repository = self.converge_one(engine, service, name, configured).await?;
-                made.add(*service, repository.clone(), |repositories| {
-                    ctx.put_partial(RegistryOutputs { repositories })
-                });
-                Ok::<_, StepError>(repository)
-            }
-        }))
+        // In the config's order, a bounded number at a time: under ECR's rate limit each repository
+        // gets its lifecycle policy before new repositories are made (see `tap_core::fanout`).
+        let at_once = ctx.config.aws.max_in_flight;
+        let results = tap_core::fanout::in_order(
+            services.iter().zip(&names).map(|(service, name)| {
+                let (engine, made, configured) = (&engine, &made, found.configured.get(name));
+                async move {
+                    let repository = self.converge_one(engine, service, name, configured).await?;
+                    made.add(*service, repository.clone(), |repositories| {
+                        ctx.put_partial(RegistryOutputs { repositories })
+                    });
+                    Ok::<_, StepError>(repository)
+                }
+            }),
+            at_once,
+        )
         .await?;
         ctx.put(RegistryOutputs { repositories: services.iter().map(|s| s.to_string()).zip(results).collect() });
         // Repositories of services no longer configured: an empty one is deleted, one holding
