@@ -103,6 +103,18 @@ pub enum Deleted {
     AlreadyGone,
 }
 
+impl Deleted {
+    /// From a delete call read with [`crate::error::IfFound`]: `None` (AWS said it does not
+    /// exist) is [`Deleted::AlreadyGone`].
+    pub fn unless_gone<T>(found: Option<T>) -> Deleted {
+        if found.is_some() {
+            Deleted::Now
+        } else {
+            Deleted::AlreadyGone
+        }
+    }
+}
+
 /// An AWS call that failed, with the action that failed (one update may take several calls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionError {

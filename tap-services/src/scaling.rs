@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
+use tap_core::error::IfFound;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange};
 use tap_core::{AwsError, Context, StepError};
@@ -109,18 +110,10 @@ pub struct DesiredPolicy {
     pub spec: ScalingPolicySpec,
 }
 
-/// Whether a scaling call failed because the target or policy is already gone.
+/// Whether a scaling call failed because the target or policy is already gone (beside not-found,
+/// Application Auto Scaling answers `ValidationException: No scalable target …`).
 fn already_gone(e: &AwsError) -> bool {
-    e.is_not_found() || (e.is("ValidationException") && e.message.contains("No scal"))
-}
-
-/// The error of a delete, as not-found when it says the target or policy is already gone (the
-/// engine then counts no change).
-fn gone_as_not_found(result: Result<(), AwsError>, action: &'static str) -> Result<(), ActionError> {
-    result.map_err(|e| {
-        let source = if already_gone(&e) { AwsError::new("ObjectNotFoundException", e.message) } else { e };
-        ActionError { action, source }
-    })
+    e.is("ValidationException") && e.message.contains("No scal")
 }
 
 /// The scalable-target kind. Found by resource id (not by tags: Application Auto Scaling tagging
@@ -171,8 +164,8 @@ impl Resource for ScalingTarget<'_> {
     }
 
     async fn delete(&self, have: &Target) -> Result<Deleted, ActionError> {
-        gone_as_not_found(self.0.deregister_scalable_target(&have.resource_id).await, "DeregisterScalableTarget")?;
-        Ok(Deleted::Now)
+        let deleted = self.0.deregister_scalable_target(&have.resource_id).await.if_found_or(already_gone);
+        Ok(Deleted::unless_gone(deleted.during("DeregisterScalableTarget")?))
     }
 }
 
@@ -230,8 +223,8 @@ impl Resource for ScalingPolicy<'_> {
     }
 
     async fn delete(&self, have: &ObservedScalingPolicy) -> Result<Deleted, ActionError> {
-        gone_as_not_found(self.0.delete_scaling_policy(&have.resource_id, &have.name).await, "DeleteScalingPolicy")?;
-        Ok(Deleted::Now)
+        let deleted = self.0.delete_scaling_policy(&have.resource_id, &have.name).await.if_found_or(already_gone);
+        Ok(Deleted::unless_gone(deleted.during("DeleteScalingPolicy")?))
     }
 }
 

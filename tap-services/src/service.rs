@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
+use tap_core::error::IfFound;
 use tap_core::naming::Tag;
 use tap_core::outputs::PENDING;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
@@ -362,16 +363,6 @@ pub(crate) async fn finish(
     Ok(())
 }
 
-/// A deterministic idempotency token (FNV-1a) from the parts, at most 36 characters.
-pub(crate) fn client_token(parts: &[&str]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in parts.join("/").bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("tap-{hash:016x}")
-}
-
 /// The service as the config and the other steps' outputs want it.
 pub(crate) fn desired(
     ctx: &Context,
@@ -454,7 +445,7 @@ pub(crate) fn desired(
             .filter(|names| !names.is_empty())
             .map(|names| DeploymentAlarms { alarm_names: sorted(names), enable: true, rollback: true }),
         tags: names.tags(&component("ecs-service", &service.name), &name),
-        client_token: client_token(&[names.env(), &service.name, task_definition]),
+        client_token: tap_core::naming::client_token(&[names.env(), &service.name, task_definition]),
         name,
     })
 }
@@ -623,11 +614,6 @@ pub(crate) struct EcsService<'a> {
     pub cluster: &'a str,
 }
 
-/// Whether ECS says the service is already gone (or already being deleted).
-fn gone(e: &tap_core::AwsError) -> bool {
-    e.is_not_found() || e.is("ServiceNotActiveException")
-}
-
 #[async_trait]
 impl Resource for EcsService<'_> {
     type Desired = DesiredService;
@@ -653,11 +639,8 @@ impl Resource for EcsService<'_> {
     }
 
     async fn find(&self, want: &DesiredService) -> Result<Option<ObservedService>, tap_core::AwsError> {
-        match self.api.describe_services(&want.cluster, std::slice::from_ref(&want.name)).await {
-            Ok(found) => Ok(found.into_iter().find(|s| s.name == want.name && s.is_active())),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let found = self.api.describe_services(&want.cluster, std::slice::from_ref(&want.name)).await.if_found()?;
+        Ok(found.into_iter().flatten().find(|s| s.name == want.name && s.is_active()))
     }
 
     async fn create(&self, want: &DesiredService) -> Result<ObservedService, tap_core::AwsError> {
@@ -679,13 +662,12 @@ impl Resource for EcsService<'_> {
             desired_count: Some(0),
             ..Default::default()
         };
-        // Gone meanwhile (or already being deleted): a not-found, which the engine counts as no change.
-        let gone_as_not_found = |action: &'static str, e: tap_core::AwsError| {
-            let source = if gone(&e) { tap_core::AwsError::new("ServiceNotFoundException", e.message) } else { e };
-            ActionError { action, source }
-        };
-        self.api.update_service(&scale).await.map_err(|e| gone_as_not_found("UpdateService", e))?;
-        self.api.delete_service(self.cluster, &have.name).await.map_err(|e| gone_as_not_found("DeleteService", e))?;
-        Ok(Deleted::Now)
+        // Gone meanwhile (or already being deleted): no change.
+        let not_active = |e: &tap_core::AwsError| e.is("ServiceNotActiveException");
+        if self.api.update_service(&scale).await.if_found_or(not_active).during("UpdateService")?.is_none() {
+            return Ok(Deleted::AlreadyGone);
+        }
+        let deleted = self.api.delete_service(self.cluster, &have.name).await.if_found_or(not_active);
+        Ok(Deleted::unless_gone(deleted.during("DeleteService")?))
     }
 }

@@ -1402,14 +1402,6 @@ async fn status_of_an_environment_without_cluster_is_all_missing() {
 }
 
 #[test]
-fn client_tokens_are_deterministic_and_short() {
-    let a = service::client_token(&["dev", "frontend", "arn:1"]);
-    assert_eq!(a, service::client_token(&["dev", "frontend", "arn:1"]));
-    assert_ne!(a, service::client_token(&["dev", "frontend", "arn:2"]));
-    assert!(a.len() <= 36);
-}
-
-#[test]
 fn rollout_classification() {
     let ctx = deployed_ctx(config(false));
     let mut svc = observed_from(&desired_service(&ctx, "frontend", "td"));
