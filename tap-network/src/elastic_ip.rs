@@ -51,7 +51,8 @@ impl<'a> ElasticIpKind<'a> {
              deleted (e.g. by an interrupted destroy); AWS frees it once that NAT gateway is deleted"
         );
         poll_until(&what, backoff, || async {
-            let found = self.api.find_addresses(self.env).await.map_err(StepError::aws(component, "DescribeAddresses"))?;
+            let found =
+                self.api.find_addresses(self.env).await.map_err(StepError::aws(component, "DescribeAddresses"))?;
             let held = found.iter().any(|a| a.allocation_id == allocation_id && a.association_id.is_some());
             Ok((!held).then_some(()))
         })

@@ -62,12 +62,8 @@ impl Resource for InternetGatewayKind<'_> {
     type Update = Attach;
     const CREATE: &'static str = "CreateInternetGateway";
 
-    fn diff(
-        &self,
-        want: &InternetGatewayWant,
-        have: &ObservedInternetGateway,
-    ) -> Result<Option<Diff<Attach>>, String> {
-        if have.attached_vpcs.iter().any(|v| *v == want.vpc_id) {
+    fn diff(&self, want: &InternetGatewayWant, have: &ObservedInternetGateway) -> Result<Option<Diff<Attach>>, String> {
+        if have.attached_vpcs.contains(&want.vpc_id) {
             return Ok(None);
         }
         if let Some(other) = have.attached_vpcs.first() {

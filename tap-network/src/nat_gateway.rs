@@ -17,9 +17,9 @@
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
+use tap_core::progress::ProgressEvent;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::progress::ProgressEvent;
 use tap_core::{AwsError, Context, StepError};
 
 use crate::api::{Ec2Api, NatState, ObservedNat, Tagged};
@@ -88,7 +88,8 @@ impl<'a> NatGatewayKind<'a> {
         let what = format!("NAT gateway {nat_id} ({}) to be deleted", have.component().unwrap_or("network/nat"));
         self.waiting(&what);
         poll_until(&what, self.backoff, || async {
-            let now = self.api.nat_gateway(nat_id).await.map_err(|e| StepError::aws(nat_id, "DescribeNatGateways")(e))?;
+            let now =
+                self.api.nat_gateway(nat_id).await.map_err(|e| StepError::aws(nat_id, "DescribeNatGateways")(e))?;
             Ok(now.is_none_or(|n| matches!(n.state, NatState::Deleted | NatState::Failed)).then_some(()))
         })
         .await

@@ -117,7 +117,11 @@ fn changes(want: &RouteTableWant, have: Option<&ObservedRouteTable>) -> (RouteTa
         match other {
             Some((table, association)) if is_known(subnet) => {
                 update.relocate.push((association.clone(), subnet.clone()));
-                attrs.push(AttrChange::new("association", Some(format!("{subnet} (with {table})")), Some(subnet.clone())));
+                attrs.push(AttrChange::new(
+                    "association",
+                    Some(format!("{subnet} (with {table})")),
+                    Some(subnet.clone()),
+                ));
             }
             _ => {
                 update.associate.push(subnet.clone());
@@ -135,11 +139,7 @@ impl Resource for RouteTableKind<'_> {
     type Update = RouteTableUpdate;
     const CREATE: &'static str = "CreateRouteTable";
 
-    fn diff(
-        &self,
-        want: &RouteTableWant,
-        have: &ObservedRouteTable,
-    ) -> Result<Option<Diff<RouteTableUpdate>>, String> {
+    fn diff(&self, want: &RouteTableWant, have: &ObservedRouteTable) -> Result<Option<Diff<RouteTableUpdate>>, String> {
         let (update, attrs) = changes(want, Some(have));
         Ok((!attrs.is_empty()).then(|| Diff::new(update, attrs)))
     }

@@ -87,7 +87,8 @@ impl NetworkStep {
     }
 
     fn pass<'a>(&'a self, ctx: &'a Context, mode: Mode) -> Pass<'a> {
-        let engine = Engine::new(ctx, STEP, mode).with_recovery(self.waits.recovery).with_hold_backoff(self.waits.dependency);
+        let engine =
+            Engine::new(ctx, STEP, mode).with_recovery(self.waits.recovery).with_hold_backoff(self.waits.dependency);
         let api = self.api.as_ref();
         let env = ctx.names.env();
         Pass {
@@ -454,7 +455,12 @@ impl Pass<'_> {
     /// Before creating a NAT gateway: its Elastic IP, when it exists and is still associated (with
     /// a NAT gateway being deleted, e.g. by an interrupted destroy), is waited for until AWS frees
     /// it, instead of a `CreateNatGateway` that fails with `Resource.AlreadyAssociated`.
-    async fn wait_address_free(&self, spec: &NatSpec, observed: &Observed, allocation_id: &str) -> Result<(), StepError> {
+    async fn wait_address_free(
+        &self,
+        spec: &NatSpec,
+        observed: &Observed,
+        allocation_id: &str,
+    ) -> Result<(), StepError> {
         let held = by_component(&observed.addresses, &spec.eip_component)
             .is_some_and(|a| a.allocation_id == allocation_id && a.association_id.is_some());
         if !held {
@@ -557,9 +563,11 @@ impl Pass<'_> {
         });
         try_join_all(live.map(|n| self.engine.delete(&self.nat, n.component().unwrap_or("network/nat"), &n.id, n)))
             .await?;
-        try_join_all(addresses.iter().map(|a| {
-            self.engine.delete(&self.eip, a.component().unwrap_or("network/eip"), &a.allocation_id, a)
-        }))
+        try_join_all(
+            addresses
+                .iter()
+                .map(|a| self.engine.delete(&self.eip, a.component().unwrap_or("network/eip"), &a.allocation_id, a)),
+        )
         .await?;
         Ok(())
     }
@@ -596,9 +604,10 @@ impl Pass<'_> {
         let nats: Vec<&ObservedNat> = nats.iter().collect();
         let addresses: Vec<&ObservedAddress> = addresses.iter().collect();
         // The VPC's main route table goes with the VPC.
-        let tables = tables.iter().filter(|t| !t.is_main()).map(|t| {
-            self.engine.delete(&self.route_table, t.component().unwrap_or("network/route-table"), &t.id, t)
-        });
+        let tables = tables
+            .iter()
+            .filter(|t| !t.is_main())
+            .map(|t| self.engine.delete(&self.route_table, t.component().unwrap_or("network/route-table"), &t.id, t));
         // What holds the subnets and the VPC's public addresses.
         tokio::try_join!(
             self.delete_nats_then_addresses(&nats, &addresses),
@@ -607,12 +616,15 @@ impl Pass<'_> {
             self.ctx.wait_gone(STEP, Gone::LoadBalancer),
         )?;
         tokio::try_join!(
-            try_join_all(igws.iter().map(|g| {
-                self.engine.delete(&self.igw, g.component().unwrap_or(INTERNET_GATEWAY), &g.id, g)
-            })),
-            try_join_all(subnets.iter().map(|s| {
-                self.engine.delete(&self.subnet, s.component().unwrap_or("network/subnet"), &s.id, s)
-            })),
+            try_join_all(
+                igws.iter()
+                    .map(|g| { self.engine.delete(&self.igw, g.component().unwrap_or(INTERNET_GATEWAY), &g.id, g) })
+            ),
+            try_join_all(
+                subnets
+                    .iter()
+                    .map(|s| { self.engine.delete(&self.subnet, s.component().unwrap_or("network/subnet"), &s.id, s) })
+            ),
         )?;
         if vpcs.is_empty() {
             return Ok(());

@@ -1069,11 +1069,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     let made = vpcs.clone();
     mock.expect_create_vpc().times(1).returning(move |cidr, tags| {
         // EC2 made the VPC, then the connection dropped before its answer arrived.
-        made.lock().unwrap().push(ObservedVpc {
-            id: "vpc-1".into(),
-            cidr: cidr.into(),
-            tags: tags.to_vec(),
-        });
+        made.lock().unwrap().push(ObservedVpc { id: "vpc-1".into(), cidr: cidr.into(), tags: tags.to_vec() });
         Err(AwsError::no_answer("connection closed before message completed"))
     });
     expect_full_create_but_the_vpc(&mut mock, 3, Watch::default());
@@ -1201,7 +1197,9 @@ async fn network_drift_is_planned_exactly_as_applied_attribute_by_attribute() {
             Box::new(|w| w.tables[3].routes.retain(|r| r.destination != "0.0.0.0/0")),
             Box::new(|m| {
                 m.expect_create_route()
-                    .withf(|rt, d, t| rt == "rtb-private-3" && d == "0.0.0.0/0" && *t == RouteTarget::NatGateway("nat-3".into()))
+                    .withf(|rt, d, t| {
+                        rt == "rtb-private-3" && d == "0.0.0.0/0" && *t == RouteTarget::NatGateway("nat-3".into())
+                    })
                     .times(1)
                     .returning(|_, _, _| Ok(()));
             }),
@@ -1355,12 +1353,16 @@ async fn a_nat_gateways_address_still_held_by_a_deleting_one_is_waited_for_befor
         m2.expect_find_addresses().returning(move |_| {
             let n = p.fetch_add(1, Ordering::SeqCst) + 1;
             let free = freed_after.is_some_and(|after| n >= after);
-            Ok(held.iter().cloned().map(|mut a| {
-                if free {
-                    a.association_id = None;
-                }
-                a
-            }).collect())
+            Ok(held
+                .iter()
+                .cloned()
+                .map(|mut a| {
+                    if free {
+                        a.association_id = None;
+                    }
+                    a
+                })
+                .collect())
         });
         let p = polls.clone();
         let created = Arc::new(AtomicUsize::new(0));
@@ -1389,7 +1391,10 @@ async fn a_nat_gateways_address_still_held_by_a_deleting_one_is_waited_for_befor
             }
             None => {
                 let err = result.unwrap_err().to_string();
-                assert!(err.contains("timed out") && err.contains("Elastic IP eipalloc-") && err.contains("freed"), "{err}");
+                assert!(
+                    err.contains("timed out") && err.contains("Elastic IP eipalloc-") && err.contains("freed"),
+                    "{err}"
+                );
                 assert_eq!(created.load(Ordering::SeqCst), 0, "no NAT gateway created over a held address");
             }
         }

@@ -92,8 +92,9 @@ fn dns_changes(have: Option<&VpcState>) -> (Vec<VpcAttribute>, Vec<AttrChange>) 
         .into_iter()
         .filter_map(|attribute| {
             let now = have.and_then(|h| h.get(attribute));
-            (now != Some(true))
-                .then(|| (attribute, AttrChange::new(attribute.label(), now.map(|b| b.to_string()), Some("true".into()))))
+            (now != Some(true)).then(|| {
+                (attribute, AttrChange::new(attribute.label(), now.map(|b| b.to_string()), Some("true".into())))
+            })
         })
         .unzip()
 }

@@ -88,7 +88,10 @@ fn kill_points(probe: &TestEnv) -> Vec<(&'static str, u64)> {
         ("after the NAT gateways' deletion started", after_last("DeleteNatGateway")),
         ("in the network's teardown", at_first(&["DeleteSubnet", "DetachInternetGateway", "DeleteInternetGateway"])),
     ];
-    points.into_iter().map(|(what, n)| (what, n.unwrap_or_else(|| panic!("the probe destroy made no call {what}: {ops:?}")))).collect()
+    points
+        .into_iter()
+        .map(|(what, n)| (what, n.unwrap_or_else(|| panic!("the probe destroy made no call {what}: {ops:?}"))))
+        .collect()
 }
 
 /// Whether an Elastic IP of `env` is still associated while none of its NAT gateways is usable:
