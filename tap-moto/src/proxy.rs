@@ -563,8 +563,13 @@ fn learn_nat(shared: &Shared, region: &str, body: &str) {
     if shared.deletes.knows_nat(&id) {
         return;
     }
-    let params = [("Action", "DescribeNatGateways"), ("Version", "2016-11-15"), ("NatGatewayId.1", id.as_str())]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let params = [
+        ("Action", "DescribeNatGateways"),
+        ("Version", "2016-11-15"),
+        ("Filter.1.Name", "nat-gateway-id"),
+        ("Filter.1.Value.1", id.as_str()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
     if let Ok((200, xml)) = crate::upstream::query(shared.upstream, region, "ec2", &params) {
         shared.deletes.learn_nat(&id, region, &xml);
     }

@@ -6,9 +6,8 @@
 //! modelled ([`Faults::async_delete_window`]): a deleted NAT gateway stays `deleting` for the
 //! window and keeps its Elastic IP associated until it is `deleted` (as on AWS; moto alone never
 //! frees it), deleted load balancers' and services' network interfaces hold their subnets and
-//! groups. The destroy is stopped by the proxy's stall after N calls (then the `tap` process is
-//! killed there), at three points measured on a probe destroy: right after the ECS services'
-//! deletion, right after the NAT gateways' deletion started (the next deploy finds the addresses
+//! groups. The `tap` process of the destroy is killed (SIGKILL) as soon as the calls it made reach
+//! one of three points: right after the ECS services' deletion, right after the NAT gateways' deletion started (the next deploy finds the addresses
 //! still held and must wait for them, saying why, instead of failing with
 //! `Resource.AlreadyAssociated` on CreateNatGateway), and in the middle of the network's teardown.
 
@@ -42,11 +41,10 @@ fn deploy(env: &TestEnv, context: &str) -> Run {
     expect_success(env.tap(&["--output", "json", "deploy", "--no-wait"]), context)
 }
 
-/// Starts `tap destroy --yes` through `proxy`, which holds every call after the first `n` from
-/// now; returns the child once call `n + 1` has arrived.
-fn destroy_stalled_after(env: &TestEnv, proxy: &Proxy, n: u64) -> Child {
-    let base = proxy.call_count();
-    proxy.set_faults(Faults { stall_after: Some(base + n), ..faults() });
+/// Runs `tap destroy --yes` through `proxy` and kills it (SIGKILL) as soon as the calls it made
+/// so far satisfy `point`, given each operation's count.
+fn destroy_killed_when(env: &TestEnv, proxy: &Proxy, (what, point): Point) {
+    let base = proxy.calls().len();
     let mut child = env
         .with_endpoint(&proxy.endpoint())
         .command()
@@ -56,14 +54,18 @@ fn destroy_stalled_after(env: &TestEnv, proxy: &Proxy, n: u64) -> Child {
         .spawn()
         .expect("start tap destroy");
     let start = Instant::now();
-    while proxy.call_count() <= base + n {
-        if let Some(status) = child.try_wait().expect("poll tap") {
-            panic!("tap destroy ended ({status}) after {} calls, before call {}", proxy.call_count() - base, n + 1);
+    loop {
+        let ops: Vec<String> = proxy.calls().into_iter().skip(base).map(|c| c.operation).collect();
+        if point(&|op: &str| ops.iter().filter(|o| *o == op).count()) {
+            break;
         }
-        assert!(start.elapsed() < Duration::from_secs(180), "tap made only {} calls", proxy.call_count() - base);
-        std::thread::sleep(Duration::from_millis(5));
+        if let Some(status) = child.try_wait().expect("poll tap") {
+            panic!("tap destroy ended ({status}) before the point {what}: {ops:?}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "the destroy never got {what}: {ops:?}");
+        std::thread::sleep(Duration::from_millis(2));
     }
-    child
+    kill(child);
 }
 
 fn kill(mut child: Child) {
@@ -71,28 +73,20 @@ fn kill(mut child: Child) {
     child.wait().expect("reap tap");
 }
 
-/// Where to stop a destroy: after the ECS services' deletion, right after the NAT gateways'
-/// deletion started, and in the network's teardown (the first subnet or internet gateway call),
-/// as call counts of a probe destroy.
-fn kill_points(probe: &TestEnv) -> Vec<(&'static str, u64)> {
-    let proxy = proxy(faults());
-    let through = probe.with_endpoint(&proxy.endpoint());
-    deploy(&through, "probe deploy");
-    let base = proxy.calls().len();
-    expect_success(through.tap(&["destroy", "--yes"]), "probe destroy");
-    let ops: Vec<String> = proxy.calls().into_iter().skip(base).map(|c| c.operation).collect();
-    let after_last = |op: &str| ops.iter().rposition(|o| o == op).map(|i| i as u64 + 1);
-    let at_first = |names: &[&str]| ops.iter().position(|o| names.contains(&o.as_str())).map(|i| i as u64 + 1);
-    let points = vec![
-        ("after the services' deletion", after_last("DeleteService")),
-        ("after the NAT gateways' deletion started", after_last("DeleteNatGateway")),
-        ("in the network's teardown", at_first(&["DeleteSubnet", "DetachInternetGateway", "DeleteInternetGateway"])),
-    ];
-    points
-        .into_iter()
-        .map(|(what, n)| (what, n.unwrap_or_else(|| panic!("the probe destroy made no call {what}: {ops:?}"))))
-        .collect()
-}
+/// Where a destroy is stopped, by the calls it made: after the ECS services' deletion (the three
+/// `DeleteService`), right after the three NAT gateways' deletion started (their addresses still
+/// held), and in the network's teardown (its first subnet deletion, once the NAT gateways are
+/// gone).
+type Point = (&'static str, fn(&Count<'_>) -> bool);
+
+/// How many calls of an operation the destroy made so far.
+type Count<'a> = dyn Fn(&str) -> usize + 'a;
+
+const POINTS: [Point; 3] = [
+    ("after the services' deletion", |n| n("DeleteService") >= 3),
+    ("after the NAT gateways' deletion started", |n| n("DeleteNatGateway") >= 3),
+    ("in the network's teardown", |n| n("DeleteSubnet") >= 1),
+];
 
 /// Whether an Elastic IP of `env` is still associated while none of its NAT gateways is usable:
 /// the state an interrupted destroy leaves when it stopped after the NAT gateways' deletion.
@@ -111,19 +105,16 @@ async fn addresses_held(env: &TestEnv) -> bool {
 
 #[tokio::test]
 async fn a_destroy_killed_at_several_points_is_followed_by_a_deploy_that_converges() {
-    let probe = TestEnv::new("dkill-probe");
-    let points = kill_points(&probe);
-    let env = probe.sibling("dkill");
-    for (what, n) in points {
-        let context = format!("destroy killed {what} (after {n} calls)");
+    let env = TestEnv::new("dkill");
+    for (what, point) in POINTS {
+        let context = format!("destroy killed {what}");
         // A proxy per point, which sees the deploy: it knows what holds what.
         let proxy = proxy(faults());
         let through = env.with_endpoint(&proxy.endpoint());
         deploy(&through, &format!("{context}: first deploy"));
         env.inventory().await.assert_spec(&format!("{context}: first deploy"));
 
-        kill(destroy_stalled_after(&env, &proxy, n));
-        proxy.set_faults(faults());
+        destroy_killed_when(&env, &proxy, (what, point));
         let held = addresses_held(&env).await;
 
         let next = deploy(&through, &context);
