@@ -75,8 +75,9 @@ fn kill(mut child: Child) {
 
 /// Where a destroy is stopped, by the calls it made: after the ECS services' deletion (the three
 /// `DeleteService`), right after the three NAT gateways' deletion started (their addresses still
-/// held), and in the network's teardown (its first subnet deletion, once the NAT gateways are
-/// gone).
+/// held; the services deleted too: a service left running would make the next deploy refuse, as
+/// it must, to move it to an image its new repository does not have), and in the network's
+/// teardown (its first subnet deletion, once the NAT gateways are gone).
 type Point = (&'static str, fn(&Count<'_>) -> bool);
 
 /// How many calls of an operation the destroy made so far.
@@ -84,7 +85,7 @@ type Count<'a> = dyn Fn(&str) -> usize + 'a;
 
 const POINTS: [Point; 3] = [
     ("after the services' deletion", |n| n("DeleteService") >= 3),
-    ("after the NAT gateways' deletion started", |n| n("DeleteNatGateway") >= 3),
+    ("after the NAT gateways' deletion started", |n| n("DeleteNatGateway") >= 3 && n("DeleteService") >= 3),
     ("in the network's teardown", |n| n("DeleteSubnet") >= 1),
 ];
 
