@@ -11,7 +11,7 @@ use futures::future::try_join_all;
 use tap_core::aws::AwsSession;
 use tap_core::config::NetworkSettings;
 use tap_core::idempotent::Recovery;
-use tap_core::naming::Names;
+use tap_core::naming::{client_token, Names};
 use tap_core::outputs::{NetworkOutputs, SubnetRef, PENDING};
 use tap_core::progress::ProgressEvent;
 use tap_core::resource::Engine;

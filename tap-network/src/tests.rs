@@ -774,7 +774,7 @@ async fn failed_nat_is_not_found_and_gets_replaced_with_a_fresh_token() {
         },
         |m| {
             let first_token =
-                crate::desired::client_token(&["dev", "network/nat/2", "subnet-public-2", "eipalloc-2", "0"]);
+                tap_core::naming::client_token(&["dev", "network/nat/2", "subnet-public-2", "eipalloc-2", "0"]);
             m.expect_create_nat_gateway()
                 .withf(move |subnet, alloc, token, tags| {
                     subnet == "subnet-public-2"
