@@ -14,6 +14,22 @@
 //!
 //! A holder that was never deleted holds for good, so a destroy that deletes out of order is
 //! refused here as AWS refuses it.
+//!
+//! **A NAT gateway's Elastic IP.** AWS's `DeleteNatGateway` reference: "Deleting a public NAT
+//! gateway disassociates its Elastic IP address, but does not release the address from your
+//! account"; the address stays associated (`DescribeAddresses` shows its `AssociationId`) while the
+//! NAT gateway is `deleting`, and is free once it is `deleted`. moto marks the NAT gateway
+//! `deleted` at once and never disassociates the address, so a later `CreateNatGateway` with it
+//! fails with `Resource.AlreadyAssociated` for ever. The model frees it as AWS does: when a deleted
+//! NAT gateway's window has passed (at once without a window), the proxy sends moto
+//! `DisassociateAddress` for each of its public IPs ([`AsyncDeletes::due_frees`]), before it
+//! forwards the next call. A NAT gateway deleted through a proxy that did not see it created is
+//! learnt from moto's `DescribeNatGateways` ([`AsyncDeletes::learn_nat`]).
+//!
+//! Left out: the time AWS takes to disassociate after `deleted` (none here), secondary addresses
+//! (`DisassociateNatGatewayAddress` and its drain), and AWS's answer to a `CreateNatGateway` with an
+//! address still held (moto refuses the call with `Resource.AlreadyAssociated`; AWS may instead
+//! create the NAT gateway and fail it with that code): moto's answer is passed on as it is.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +57,12 @@ struct Holder {
     /// Whether it maps public addresses (NAT gateways, load balancers): blocks the IGW detach.
     public: bool,
     deleted_at: Option<Instant>,
+    /// A NAT gateway's public IPs (its Elastic IPs), freed once it is `deleted`.
+    public_ips: Vec<String>,
+    /// The region it lives in (moto keeps one backend per region).
+    region: String,
+    /// Whether its addresses were freed.
+    freed: bool,
 }
 
 impl Holder {
@@ -87,9 +109,36 @@ impl AsyncDeletes {
         }
     }
 
+    /// Whether the model knows the NAT gateway `id` (saw it created or learnt it).
+    pub(crate) fn knows_nat(&self, id: &str) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).holders.contains_key(&format!("nat:{id}"))
+    }
+
+    /// Learns the NAT gateway `id` of `region` from moto's `DescribeNatGateways` answer `xml` (its
+    /// subnet, Elastic IPs and their public IPs), unless it is known already.
+    pub(crate) fn learn_nat(&self, id: &str, region: &str, xml: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.holders.entry(format!("nat:{id}")).or_insert_with(|| nat_holder(xml, region));
+    }
+
+    /// The Elastic IPs to free now: the public IPs, with their region, of each deleted NAT gateway
+    /// whose window has passed (`Duration::ZERO`: deletions take effect at once) and that were not
+    /// freed yet. Each is returned once; the caller disassociates them in moto.
+    pub(crate) fn due_frees(&self, window: Duration) -> Vec<(String, String)> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = Vec::new();
+        for (key, holder) in state.holders.iter_mut() {
+            if key.starts_with("nat:") && holder.deleted_at.is_some() && !holder.holds(window) && !holder.freed {
+                holder.freed = true;
+                due.extend(holder.public_ips.iter().map(|ip| (holder.region.clone(), ip.clone())));
+            }
+        }
+        due
+    }
+
     /// After a call succeeded upstream: records what it created or deleted; `ecs` is whether the
-    /// call went to ECS (whose JSON `CreateService` is not Cloud Map's).
-    pub(crate) fn observe(&self, op: &str, ecs: bool, body: &str, response: &str) {
+    /// call went to ECS (whose JSON `CreateService` is not Cloud Map's), `region` the call's.
+    pub(crate) fn observe(&self, op: &str, ecs: bool, region: &str, body: &str, response: &str) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         match (op, ecs) {
@@ -100,12 +149,9 @@ impl AsyncDeletes {
             }
             ("CreateNatGateway", false) => {
                 if let Some(id) = xml_value(response, "natGatewayId") {
-                    let holder = Holder {
-                        subnets: form_value(body, "SubnetId").into_iter().collect(),
-                        addresses: form_value(body, "AllocationId").into_iter().collect(),
-                        public: true,
-                        ..Holder::default()
-                    };
+                    let mut holder = nat_holder(response, region);
+                    holder.subnets = form_value(body, "SubnetId").into_iter().collect();
+                    holder.addresses = form_value(body, "AllocationId").into_iter().collect();
                     state.holders.insert(format!("nat:{id}"), holder);
                 }
             }
@@ -184,6 +230,19 @@ impl AsyncDeletes {
             })
             .collect();
         [head.into_bytes(), rewritten.into_bytes()].concat()
+    }
+}
+
+/// A NAT gateway as moto describes it (`CreateNatGateway`'s or `DescribeNatGateways`' answer for
+/// one): its subnet, allocation ids and public IPs.
+fn nat_holder(xml: &str, region: &str) -> Holder {
+    Holder {
+        subnets: xml_value(xml, "subnetId").into_iter().collect(),
+        addresses: xml_values(xml, "allocationId"),
+        public_ips: xml_values(xml, "publicIp"),
+        public: true,
+        region: region.to_owned(),
+        ..Holder::default()
     }
 }
 
@@ -297,6 +356,19 @@ fn xml_value(xml: &str, tag: &str) -> Option<String> {
     Some(xml[start..end].to_owned())
 }
 
+/// The text of every `<tag>…</tag>` in an XML answer, in order.
+fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open).map(|i| i + open.len()) {
+        let Some(end) = rest[start..].find(&close).map(|i| i + start) else { break };
+        out.push(rest[start..end].to_owned());
+        rest = &rest[end..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,16 +377,24 @@ mod tests {
 
     fn model_with_nat_and_lb() -> AsyncDeletes {
         let m = AsyncDeletes::default();
-        m.observe("CreateSubnet", false, "Action=CreateSubnet&VpcId=vpc-1", "<subnetId>subnet-pub</subnetId>");
+        m.observe(
+            "CreateSubnet",
+            false,
+            "us-east-1",
+            "Action=CreateSubnet&VpcId=vpc-1",
+            "<subnetId>subnet-pub</subnetId>",
+        );
         m.observe(
             "CreateNatGateway",
             false,
+            "us-east-1",
             "Action=CreateNatGateway&SubnetId=subnet-pub&AllocationId=eipalloc-1",
-            "<natGateway><natGatewayId>nat-1</natGatewayId></natGateway>",
+            "<natGateway><natGatewayAddressSet><item><allocationId>eipalloc-1</allocationId><publicIp>1.2.3.4</publicIp></item></natGatewayAddressSet><natGatewayId>nat-1</natGatewayId></natGateway>",
         );
         m.observe(
             "CreateLoadBalancer",
             false,
+            "us-east-1",
             "Action=CreateLoadBalancer&Subnets.member.1=subnet-pub&SecurityGroups.member.1=sg-alb",
             "<LoadBalancerArn>arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/tap/1</LoadBalancerArn>",
         );
@@ -337,11 +417,13 @@ mod tests {
         m.observe(
             "DeleteLoadBalancer",
             false,
+            "us-east-1",
             "Action=DeleteLoadBalancer&LoadBalancerArn=arn%3Aaws%3Aelasticloadbalancing%3Aus-east-1%3A1%3Aloadbalancer%2Fapp%2Ftap%2F1",
             "",
         );
-        m.observe("DeleteNatGateway", false, "Action=DeleteNatGateway&NatGatewayId=nat-1", "");
+        m.observe("DeleteNatGateway", false, "us-east-1", "Action=DeleteNatGateway&NatGatewayId=nat-1", "");
         assert_eq!(refused("DeleteSecurityGroup", "GroupId=sg-alb"), Some("DependencyViolation"), "in the window");
+        assert!(m.due_frees(WINDOW).is_empty(), "the address stays associated while the NAT gateway is deleting");
         let nat = "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n<natGatewaySet><item><natGatewayAddressSet><item><allocationId>eipalloc-1</allocationId></item></natGatewayAddressSet><natGatewayId>nat-1</natGatewayId><state>deleted</state></item></natGatewaySet>";
         let shown = String::from_utf8(m.rewrite(WINDOW, "DescribeNatGateways", nat.as_bytes().to_vec())).unwrap();
         assert!(shown.contains("<state>deleting</state>"), "{shown}");
@@ -352,20 +434,43 @@ mod tests {
         assert_eq!(refused("DeleteSecurityGroup", "GroupId=sg-alb"), None, "released after the window");
         assert_eq!(refused("ReleaseAddress", "AllocationId=eipalloc-1"), None);
         assert_eq!(refused("DetachInternetGateway", "VpcId=vpc-1"), None);
+        assert_eq!(
+            m.due_frees(WINDOW),
+            [("us-east-1".to_owned(), "1.2.3.4".to_owned())],
+            "freed once the NAT gateway is deleted"
+        );
+        assert!(m.due_frees(WINDOW).is_empty(), "freed once");
         let shown = m.rewrite(WINDOW, "DescribeNatGateways", nat.as_bytes().to_vec());
         assert_eq!(shown, nat.as_bytes(), "deleted once the window has passed");
+    }
+
+    #[test]
+    fn without_a_window_a_deleted_nat_gateways_address_is_freed_at_once_and_a_live_ones_never() {
+        let m = model_with_nat_and_lb();
+        assert!(m.due_frees(Duration::ZERO).is_empty(), "a live NAT gateway holds its address");
+        let described = "<natGatewaySet><item><natGatewayAddressSet><item><allocationId>eipalloc-9</allocationId><publicIp>5.6.7.8</publicIp></item></natGatewayAddressSet><natGatewayId>nat-9</natGatewayId><subnetId>subnet-9</subnetId><state>available</state></item></natGatewaySet>";
+        assert!(!m.knows_nat("nat-9"));
+        m.learn_nat("nat-9", "eu-west-1", described);
+        assert!(m.knows_nat("nat-9"));
+        m.observe("DeleteNatGateway", false, "eu-west-1", "Action=DeleteNatGateway&NatGatewayId=nat-9", "");
+        assert_eq!(m.due_frees(Duration::ZERO), [("eu-west-1".to_owned(), "5.6.7.8".to_owned())]);
+        assert!(
+            m.refusal(Duration::ZERO, "DeleteSubnet", "SubnetId=subnet-9").is_none(),
+            "a NAT gateway learnt on its deletion holds nothing once deleted"
+        );
     }
 
     #[test]
     fn an_ecs_service_holds_its_subnets_and_group_until_the_window_after_its_deletion() {
         let m = AsyncDeletes::default();
         let create = r#"{"cluster":"c","serviceName":"tap-fe","networkConfiguration":{"awsvpcConfiguration":{"subnets":["subnet-a"],"securityGroups":["sg-fe"]}}}"#;
-        m.observe("CreateService", true, create, "{}");
-        m.observe("CreateService", false, r#"{"Name":"processing"}"#, "{}");
+        m.observe("CreateService", true, "us-east-1", create, "{}");
+        m.observe("CreateService", false, "us-east-1", r#"{"Name":"processing"}"#, "{}");
         assert!(m.refusal(WINDOW, "DeleteSecurityGroup", "GroupId=sg-fe").is_some());
         m.observe(
             "DeleteService",
             true,
+            "us-east-1",
             r#"{"cluster":"c","service":"arn:aws:ecs:r:1:service/c/tap-fe","force":true}"#,
             "{}",
         );

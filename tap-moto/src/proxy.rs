@@ -503,13 +503,19 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         client.write_all(&reply_response(&reply))?;
         return client.shutdown(Shutdown::Both);
     }
+    let window = faults.async_delete_window.unwrap_or_default();
+    free_addresses(shared, window);
     let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, shared.upstream))?;
     upstream.set_nodelay(true)?;
     upstream.write_all(&[req.head.as_slice(), req.body.as_slice()].concat())?;
     let mut response = read_response(&mut upstream)?;
     if is_success(&response) {
         let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
-        shared.deletes.observe(&op, ecs, &body, &String::from_utf8_lossy(&response[split..]));
+        if op == "DeleteNatGateway" && !ecs {
+            learn_nat(shared, &region(&req), &body);
+        }
+        shared.deletes.observe(&op, ecs, &region(&req), &body, &String::from_utf8_lossy(&response[split..]));
+        free_addresses(shared, window);
     }
     if let Some(window) = faults.async_delete_window {
         response = shared.deletes.rewrite(window, &op, response);
@@ -536,6 +542,37 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     record(Fate::Forwarded);
     client.write_all(&response)?;
     client.shutdown(Shutdown::Both)
+}
+
+/// Disassociates in moto the Elastic IPs of the NAT gateways that are now `deleted` (see
+/// [`crate::async_deletes`]); moto never does.
+fn free_addresses(shared: &Shared, window: Duration) {
+    for (region, ip) in shared.deletes.due_frees(window) {
+        let params = [("Action", "DisassociateAddress"), ("Version", "2016-11-15"), ("PublicIp", ip.as_str())]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        if let Err(e) = crate::upstream::query(shared.upstream, &region, "ec2", &params) {
+            eprintln!("tap-moto proxy: freeing {ip} in moto failed: {e}");
+        }
+    }
+}
+
+/// A NAT gateway about to be deleted that the proxy did not see created: learnt from moto, so its
+/// addresses are freed when it is `deleted`.
+fn learn_nat(shared: &Shared, region: &str, body: &str) {
+    let Some(id) = crate::async_deletes::form_value(body, "NatGatewayId") else { return };
+    if shared.deletes.knows_nat(&id) {
+        return;
+    }
+    let params = [
+        ("Action", "DescribeNatGateways"),
+        ("Version", "2016-11-15"),
+        ("Filter.1.Name", "nat-gateway-id"),
+        ("Filter.1.Value.1", id.as_str()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    if let Ok((200, xml)) = crate::upstream::query(shared.upstream, region, "ec2", &params) {
+        shared.deletes.learn_nat(&id, region, &xml);
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! small domain types (not SDK types) so unit tests can mock them.
 
 use async_trait::async_trait;
-use tap_core::naming::Tag;
+use tap_core::naming::{Tag, TAG_COMPONENT};
+use tap_core::resource::Owner;
 use tap_core::AwsError;
 
 /// A VPC of the environment.
@@ -12,8 +13,8 @@ pub struct ObservedVpc {
     pub id: String,
     /// Primary IPv4 CIDR block.
     pub cidr: String,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 /// A boolean VPC attribute; EC2 reads and modifies them one per call.
@@ -49,8 +50,8 @@ pub struct ObservedSubnet {
     pub cidr: String,
     /// Availability zone name.
     pub az: String,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 /// An internet gateway of the environment.
@@ -60,8 +61,8 @@ pub struct ObservedInternetGateway {
     pub id: String,
     /// VPCs it is attached (or attaching) to.
     pub attached_vpcs: Vec<String>,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 /// An Elastic IP of the environment.
@@ -71,8 +72,8 @@ pub struct ObservedAddress {
     pub allocation_id: String,
     /// Association id while it is mapped to a network interface (e.g. a NAT gateway's).
     pub association_id: Option<String>,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 /// Life-cycle state of a NAT gateway.
@@ -110,8 +111,8 @@ pub struct ObservedNat {
     pub state: NatState,
     /// AWS's failure message when the state is `failed`.
     pub failure: Option<String>,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 /// Where a route sends traffic.
@@ -165,8 +166,8 @@ pub struct ObservedRouteTable {
     pub routes: Vec<ObservedRoute>,
     /// Its associations.
     pub associations: Vec<ObservedAssociation>,
-    /// The `tap:component` tag.
-    pub component: Option<String>,
+    /// Its tags (`tap:component`, the environment's, `Name`).
+    pub tags: Vec<Tag>,
 }
 
 impl ObservedRouteTable {
@@ -176,17 +177,27 @@ impl ObservedRouteTable {
     }
 }
 
-/// A resource carrying the `tap:component` tag.
+/// A resource carrying tags: its logical id (`tap:component`) and its owner are read from them.
 pub trait Tagged {
+    /// Its tags.
+    fn tags(&self) -> &[Tag];
+
     /// The `tap:component` tag, if any.
-    fn component(&self) -> Option<&str>;
+    fn component(&self) -> Option<&str> {
+        self.tags().iter().find(|(k, _)| k == TAG_COMPONENT).map(|(_, v)| v.as_str())
+    }
+
+    /// Whose it is, for environment `env` ([`Owner::of`] its tags).
+    fn owner(&self, env: &str) -> Owner {
+        Owner::of(self.tags(), env)
+    }
 }
 
 macro_rules! tagged {
     ($($ty:ty),*) => {$(
         impl Tagged for $ty {
-            fn component(&self) -> Option<&str> {
-                self.component.as_deref()
+            fn tags(&self) -> &[Tag] {
+                &self.tags
             }
         }
     )*};

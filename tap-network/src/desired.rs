@@ -163,19 +163,6 @@ fn nat_spec(names: &Names, index: usize) -> NatSpec {
     }
 }
 
-/// A short deterministic token (FNV-1a over `parts`), for EC2 `ClientToken`s: the same logical
-/// create always sends the same token, so a retried request cannot create a second resource.
-pub fn client_token(parts: &[&str]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("tap-{hash:016x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,13 +207,5 @@ mod tests {
         let layout = Layout::new(&config.network, &Names::new(&config), azs());
         assert_eq!(layout.nats.len(), 1);
         assert!(layout.route_tables[1..].iter().all(|r| r.default_route == DefaultRoute::Nat(0)));
-    }
-
-    #[test]
-    fn client_tokens_are_deterministic_and_distinct() {
-        assert_eq!(client_token(&["dev", "network/nat/1"]), client_token(&["dev", "network/nat/1"]));
-        assert_ne!(client_token(&["dev", "network/nat/1"]), client_token(&["dev", "network/nat/2"]));
-        assert_ne!(client_token(&["de", "vnetwork/nat/1"]), client_token(&["dev", "network/nat/1"]));
-        assert!(client_token(&["x"]).len() <= 64);
     }
 }

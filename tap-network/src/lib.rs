@@ -17,6 +17,22 @@
 //! dependency order, waiting for NAT gateway deletion and retrying while EC2 still reports
 //! dependencies (network interfaces being released).
 //!
+//! **Every resource on the resource engine** ([`tap_core::resource`]), one module per kind: the
+//! VPC ([`vpc`], its DNS attributes included), the subnets ([`subnet`]), the internet gateway and
+//! its attachment ([`internet_gateway`]), the Elastic IPs ([`elastic_ip`]), the NAT gateways
+//! ([`nat_gateway`]) and the route tables with their default route and associations
+//! ([`route_table`]). Each kind's owner is read from the resource's tags. What a create sets by
+//! calls after it (a new VPC's DNS hostnames, the gateway's attachment, a table's route and
+//! associations) is listed on the create's change in plan and apply alike, so plan's changes are
+//! apply's, attribute by attribute. The step module only wires them: desired values from the
+//! config, what runs concurrently, what it publishes, and the order of deletion (NAT gateways then
+//! their Elastic IPs, route tables, the internet gateway and the subnets, the VPC), the engine
+//! retrying a delete EC2 refuses while something still holds the resource.
+//!
+//! A NAT gateway's Elastic IP stays associated until the NAT gateway is `deleted`: a deploy after
+//! a destroy interrupted once the NAT gateways' deletion had started waits (bounded, saying why)
+//! for the address to be freed before it creates the NAT gateway again.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use tap_core::{Config, Context, Step};
@@ -63,9 +79,15 @@
 
 pub mod api;
 pub mod desired;
+pub mod elastic_ip;
+pub mod internet_gateway;
+pub mod nat_gateway;
 pub mod quota;
+pub mod route_table;
 mod sdk;
 mod step;
+pub mod subnet;
+pub mod vpc;
 
 #[cfg(test)]
 mod tests;
@@ -75,3 +97,6 @@ pub use api::Ec2Api;
 pub use api::MockEc2Api;
 pub use sdk::SdkEc2;
 pub use step::{NetworkStep, Waits};
+
+/// The step's name, in progress events and errors.
+pub const STEP: &str = "network";

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client;
 use tap_core::idempotent::NoBlindRetry;
-use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
+use tap_core::naming::{Tag, PROJECT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::AwsError;
 
 use crate::api::*;
@@ -41,8 +41,8 @@ fn owned(tags: &[ec2::Tag], env: &str) -> bool {
     tag_value(tags, TAG_ENVIRONMENT) == Some(env) && tag_value(tags, TAG_MANAGED_BY) == Some(PROJECT)
 }
 
-fn component(tags: &[ec2::Tag]) -> Option<String> {
-    tag_value(tags, TAG_COMPONENT).map(str::to_owned)
+fn tags(tags: &[ec2::Tag]) -> Vec<Tag> {
+    tags.iter().map(|t| (s(t.key()), s(t.value()))).collect()
 }
 
 fn tag_spec(resource: ResourceType, tags: &[Tag]) -> TagSpecification {
@@ -89,7 +89,7 @@ fn observed_nat(n: &ec2::NatGateway) -> ObservedNat {
         subnet_id: s(n.subnet_id()),
         state: nat_state(n.state()),
         failure: n.failure_message().map(str::to_owned),
-        component: component(n.tags()),
+        tags: tags(n.tags()),
     }
 }
 
@@ -135,7 +135,7 @@ fn observed_route_table(rt: &ec2::RouteTable) -> ObservedRouteTable {
                 main: a.main().unwrap_or(false),
             })
             .collect(),
-        component: component(rt.tags()),
+        tags: tags(rt.tags()),
     }
 }
 
@@ -168,7 +168,7 @@ impl Ec2Api for SdkEc2 {
         let found = vpcs
             .iter()
             .filter(|v| owned(v.tags(), env))
-            .map(|v| ObservedVpc { id: s(v.vpc_id()), cidr: s(v.cidr_block()), component: component(v.tags()) })
+            .map(|v| ObservedVpc { id: s(v.vpc_id()), cidr: s(v.cidr_block()), tags: tags(v.tags()) })
             .collect();
         Ok(sorted(found, |v| &v.id))
     }
@@ -224,7 +224,7 @@ impl Ec2Api for SdkEc2 {
                 vpc_id: s(sn.vpc_id()),
                 cidr: s(sn.cidr_block()),
                 az: s(sn.availability_zone()),
-                component: component(sn.tags()),
+                tags: tags(sn.tags()),
             })
             .collect();
         Ok(sorted(found, |sn| &sn.id))
@@ -273,7 +273,7 @@ impl Ec2Api for SdkEc2 {
                     })
                     .filter_map(|a| a.vpc_id().map(str::to_owned))
                     .collect(),
-                component: component(g.tags()),
+                tags: tags(g.tags()),
             })
             .collect();
         Ok(sorted(found, |g| &g.id))
@@ -325,7 +325,7 @@ impl Ec2Api for SdkEc2 {
             .map(|a| ObservedAddress {
                 allocation_id: s(a.allocation_id()),
                 association_id: a.association_id().map(str::to_owned),
-                component: component(a.tags()),
+                tags: tags(a.tags()),
             })
             .collect();
         Ok(sorted(found, |a| &a.allocation_id))

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tap_core::config::NatMode;
-use tap_core::naming::{Tag, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_NAME};
+use tap_core::idempotent::Recovery;
+use tap_core::naming::{Tag, PROJECT, TAG_COMPONENT, TAG_ENVIRONMENT, TAG_MANAGED_BY, TAG_NAME, TAG_PROJECT};
 use tap_core::outputs::{NetworkOutputs, PENDING};
 use tap_core::wait::Backoff;
 use tap_core::{Action, AwsError, Change, Config, Context, Step};
@@ -21,7 +22,8 @@ const PRIVATE: [&str; 3] = ["10.0.10.0/24", "10.0.11.0/24", "10.0.12.0/24"];
 fn fast() -> Waits {
     let b =
         Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2), timeout: Duration::from_secs(2) };
-    Waits { nat: b, dependency: b }
+    let recovery = Recovery { attempts: 3, lookup: Duration::from_millis(20), lookup_delay: Duration::from_millis(1) };
+    Waits { nat: b, dependency: b, recovery }
 }
 
 fn step(mock: MockEc2Api) -> NetworkStep {
@@ -47,8 +49,11 @@ fn short(tags: &[Tag]) -> String {
     tag(tags, TAG_COMPONENT).rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-fn comp(c: &str) -> Option<String> {
-    Some(c.to_owned())
+/// The tags of the environment's resource with logical id `c` (environment `dev`).
+fn comp(c: &str) -> Vec<Tag> {
+    [(TAG_PROJECT, PROJECT), (TAG_MANAGED_BY, PROJECT), (TAG_ENVIRONMENT, "dev"), (TAG_COMPONENT, c)]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
 }
 
 fn route(destination: &str, target: RouteTarget) -> ObservedRoute {
@@ -65,7 +70,7 @@ fn nat(n: usize, state: NatState) -> ObservedNat {
         subnet_id: format!("subnet-public-{n}"),
         state,
         failure: None,
-        component: comp(&format!("network/nat/{n}")),
+        tags: comp(&format!("network/nat/{n}")),
     }
 }
 
@@ -78,7 +83,7 @@ fn private_table(i: usize, nat_id: &str) -> ObservedRouteTable {
             route("0.0.0.0/0", RouteTarget::NatGateway(nat_id.into())),
         ],
         associations: vec![association(&format!("rtbassoc-private-{i}"), &format!("subnet-private-{i}"))],
-        component: comp(&format!("network/route-table/private-{i}")),
+        tags: comp(&format!("network/route-table/private-{i}")),
     }
 }
 
@@ -119,7 +124,7 @@ impl World {
                     vpc_id: "vpc-1".into(),
                     cidr: (*cidr).into(),
                     az: az.into(),
-                    component: comp(&format!("network/subnet/{tier}-{}", i + 1)),
+                    tags: comp(&format!("network/subnet/{tier}-{}", i + 1)),
                 });
             }
         }
@@ -133,23 +138,23 @@ impl World {
             associations: (1..=3)
                 .map(|i| association(&format!("rtbassoc-public-{i}"), &format!("subnet-public-{i}")))
                 .collect(),
-            component: comp("network/route-table/public"),
+            tags: comp("network/route-table/public"),
         };
         let mut tables = vec![public];
         tables.extend((1..=3).map(|i| private_table(i, &format!("nat-{}", if nat_count == 1 { 1 } else { i }))));
         World {
-            vpcs: vec![ObservedVpc { id: "vpc-1".into(), cidr: "10.0.0.0/16".into(), component: comp("network/vpc") }],
+            vpcs: vec![ObservedVpc { id: "vpc-1".into(), cidr: "10.0.0.0/16".into(), tags: comp("network/vpc") }],
             subnets,
             igws: vec![ObservedInternetGateway {
                 id: "igw-1".into(),
                 attached_vpcs: vec!["vpc-1".into()],
-                component: comp("network/igw"),
+                tags: comp("network/igw"),
             }],
             addresses: (1..=nat_count)
                 .map(|i| ObservedAddress {
                     allocation_id: format!("eipalloc-{i}"),
                     association_id: Some(format!("eipassoc-{i}")),
-                    component: comp(&format!("network/eip/{i}")),
+                    tags: comp(&format!("network/eip/{i}")),
                 })
                 .collect(),
             nats: (1..=nat_count).map(|i| nat(i, NatState::Available)).collect(),
@@ -203,7 +208,7 @@ impl World {
 }
 
 fn nat_in_state(id: &str, state: NatState) -> ObservedNat {
-    ObservedNat { id: id.into(), subnet_id: String::new(), state, failure: None, component: None }
+    ObservedNat { id: id.into(), subnet_id: String::new(), state, failure: None, tags: vec![] }
 }
 
 /// Makes every mutating call fail the test.
@@ -558,7 +563,8 @@ async fn subnets_and_route_tables_outside_the_environments_vpc_are_ignored() {
 }
 
 /// Other steps start on the VPC and subnets: they are published as soon as the subnets exist,
-/// without waiting for the DNS attributes, the internet gateway, the Elastic IPs or the NAT gateways.
+/// without waiting for the internet gateway, the Elastic IPs or the NAT gateways. A new VPC's DNS
+/// hostnames are part of its create (the engine's settle after create), so they come first.
 #[tokio::test(flavor = "current_thread")]
 async fn network_outputs_are_published_as_soon_as_the_subnets_exist() {
     let mut mock = MockEc2Api::new();
@@ -574,11 +580,12 @@ async fn network_outputs_are_published_as_soon_as_the_subnets_exist() {
         log.iter().filter(|e| e.split(' ').next() == Some(op)).map(|e| e.ends_with("(published)")).collect()
     };
     assert_eq!(published("CreateVpc"), vec![false], "{log:?}");
+    assert_eq!(published("ModifyVpcAttribute"), vec![false], "{log:?}");
     assert_eq!(published("CreateSubnet"), vec![false; 6], "{log:?}");
     assert_eq!(published("CreateNatGateway"), vec![true; 3], "{log:?}");
     // The mocks answer at once and the subnets are polled first: had the publication waited for
     // the calls running beside the subnets, these would see it unpublished.
-    for op in ["ModifyVpcAttribute", "CreateInternetGateway", "AttachInternetGateway"] {
+    for op in ["CreateInternetGateway", "AttachInternetGateway"] {
         assert_eq!(published(op), vec![true], "{op}: {log:?}");
     }
     assert_eq!(published("AllocateAddress"), vec![true; 3], "{log:?}");
@@ -760,10 +767,14 @@ async fn detached_internet_gateway_is_attached() {
 #[tokio::test(flavor = "current_thread")]
 async fn failed_nat_is_not_found_and_gets_replaced_with_a_fresh_token() {
     let changes = apply_drifted(
-        |w| w.nats[1].state = NatState::Failed,
+        |w| {
+            // A NAT gateway whose creation failed holds no address.
+            w.nats[1].state = NatState::Failed;
+            w.addresses[1].association_id = None;
+        },
         |m| {
             let first_token =
-                crate::desired::client_token(&["dev", "network/nat/2", "subnet-public-2", "eipalloc-2", "0"]);
+                tap_core::naming::client_token(&["dev", "network/nat/2", "subnet-public-2", "eipalloc-2", "0"]);
             m.expect_create_nat_gateway()
                 .withf(move |subnet, alloc, token, tags| {
                     subnet == "subnet-public-2"
@@ -1058,11 +1069,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     let made = vpcs.clone();
     mock.expect_create_vpc().times(1).returning(move |cidr, tags| {
         // EC2 made the VPC, then the connection dropped before its answer arrived.
-        made.lock().unwrap().push(ObservedVpc {
-            id: "vpc-1".into(),
-            cidr: cidr.into(),
-            component: Some(tag(tags, TAG_COMPONENT).into()),
-        });
+        made.lock().unwrap().push(ObservedVpc { id: "vpc-1".into(), cidr: cidr.into(), tags: tags.to_vec() });
         Err(AwsError::no_answer("connection closed before message completed"))
     });
     expect_full_create_but_the_vpc(&mut mock, 3, Watch::default());
@@ -1129,4 +1136,267 @@ async fn destroy_starts_the_nat_gateways_at_once_and_the_rest_as_its_holders_go(
     ctx.give(Gone::Namespace);
     destroy.await.unwrap().unwrap();
     assert_eq!(order.lock().unwrap().last().map(String::as_str), Some("vpc"));
+}
+
+/// What a plan lists and what an apply does, over one world each: `(resource, action, attributes)`
+/// in a fixed order (concurrent work records in the order it ends).
+type Listed = Vec<(String, Action, Vec<(String, Option<String>, Option<String>)>)>;
+
+fn listed(changes: &[Change]) -> Listed {
+    let mut out: Listed = changes
+        .iter()
+        .map(|c| {
+            let attrs = c.attributes.iter().map(|a| (a.attribute.clone(), a.old.clone(), a.new.clone())).collect();
+            (c.resource.clone(), c.action, attrs)
+        })
+        .collect();
+    out.sort_by_key(|c| (c.0.clone(), format!("{:?}", c.1)));
+    out
+}
+
+/// Plans over `world` (no mutating call allowed), then applies over it with `expect` (the only
+/// mutating calls allowed): the two change lists.
+async fn plan_then_apply(world: World, expect: impl FnOnce(&mut MockEc2Api)) -> (Listed, Listed) {
+    let mut mock = MockEc2Api::new();
+    world.clone().install(&mut mock);
+    forbid_mutations(&mut mock);
+    let plan = step(mock).plan(&ctx()).await.unwrap();
+    let mut mock = MockEc2Api::new();
+    world.install(&mut mock);
+    expect(&mut mock);
+    let apply = step(mock).apply(&ctx()).await.unwrap();
+    (listed(&plan), listed(&apply))
+}
+
+/// Real drift of a deployed network — DNS hostnames turned off, a private table's default route
+/// deleted, a public subnet's association removed, a subnet moved to another table, the internet
+/// gateway detached, a NAT route pointing at another NAT — each planned then applied: what plan
+/// lists is exactly what apply does, attribute by attribute, and apply makes only the calls for it.
+#[tokio::test(flavor = "current_thread")]
+async fn network_drift_is_planned_exactly_as_applied_attribute_by_attribute() {
+    type Drift = Box<dyn FnOnce(&mut World)>;
+    type Expect = Box<dyn FnOnce(&mut MockEc2Api)>;
+    let cases: Vec<(&str, Drift, Expect, Listed)> = vec![
+        (
+            "DNS hostnames off",
+            Box::new(|w| w.dns_hostnames = false),
+            Box::new(|m| {
+                m.expect_set_vpc_attribute()
+                    .withf(|vpc, a, on| vpc == "vpc-1" && *a == VpcAttribute::DnsHostnames && *on)
+                    .times(1)
+                    .returning(|_, _, _| Ok(()));
+            }),
+            vec![(
+                "network/vpc".into(),
+                Action::Update,
+                vec![("enable_dns_hostnames".into(), Some("false".into()), Some("true".into()))],
+            )],
+        ),
+        (
+            "a missing default route",
+            Box::new(|w| w.tables[3].routes.retain(|r| r.destination != "0.0.0.0/0")),
+            Box::new(|m| {
+                m.expect_create_route()
+                    .withf(|rt, d, t| {
+                        rt == "rtb-private-3" && d == "0.0.0.0/0" && *t == RouteTarget::NatGateway("nat-3".into())
+                    })
+                    .times(1)
+                    .returning(|_, _, _| Ok(()));
+            }),
+            vec![(
+                "network/route-table/private-3".into(),
+                Action::Update,
+                vec![("route 0.0.0.0/0".into(), None, Some("nat-3".into()))],
+            )],
+        ),
+        (
+            "a missing association",
+            Box::new(|w| w.tables[0].associations.retain(|a| a.subnet_id.as_deref() != Some("subnet-public-2"))),
+            Box::new(|m| {
+                m.expect_associate_route_table()
+                    .withf(|rt, subnet| rt == "rtb-public" && subnet == "subnet-public-2")
+                    .times(1)
+                    .returning(|_, _| Ok("rtbassoc-new".into()));
+            }),
+            vec![(
+                "network/route-table/public".into(),
+                Action::Update,
+                vec![("association".into(), None, Some("subnet-public-2".into()))],
+            )],
+        ),
+        (
+            "a subnet associated with another table",
+            Box::new(|w| {
+                w.tables[1].associations.clear();
+                w.tables[0].associations.push(association("rtbassoc-stray", "subnet-private-1"));
+            }),
+            Box::new(|m| {
+                m.expect_replace_route_table_association()
+                    .withf(|a, rt| a == "rtbassoc-stray" && rt == "rtb-private-1")
+                    .times(1)
+                    .returning(|_, _| Ok("rtbassoc-moved".into()));
+            }),
+            vec![(
+                "network/route-table/private-1".into(),
+                Action::Update,
+                vec![(
+                    "association".into(),
+                    Some("subnet-private-1 (with rtb-public)".into()),
+                    Some("subnet-private-1".into()),
+                )],
+            )],
+        ),
+        (
+            "the internet gateway detached",
+            Box::new(|w| w.igws[0].attached_vpcs.clear()),
+            Box::new(|m| {
+                m.expect_attach_internet_gateway()
+                    .withf(|igw, vpc| igw == "igw-1" && vpc == "vpc-1")
+                    .times(1)
+                    .returning(|_, _| Ok(()));
+            }),
+            vec![("network/igw".into(), Action::Update, vec![("attached_vpc".into(), None, Some("vpc-1".into()))])],
+        ),
+        (
+            "a route to another NAT gateway",
+            Box::new(|w| {
+                let route = w.tables[2].routes.iter_mut().find(|r| r.destination == "0.0.0.0/0").unwrap();
+                route.target = Some(RouteTarget::NatGateway("nat-1".into()));
+            }),
+            Box::new(|m| {
+                m.expect_replace_route()
+                    .withf(|rt, _, t| rt == "rtb-private-2" && *t == RouteTarget::NatGateway("nat-2".into()))
+                    .times(1)
+                    .returning(|_, _, _| Ok(()));
+            }),
+            vec![(
+                "network/route-table/private-2".into(),
+                Action::Update,
+                vec![("route 0.0.0.0/0".into(), Some("nat-1".into()), Some("nat-2".into()))],
+            )],
+        ),
+    ];
+    for (what, drift, expect, want) in cases {
+        let mut world = World::deployed(NatMode::OnePerAz);
+        drift(&mut world);
+        let (plan, apply) = plan_then_apply(world, expect).await;
+        assert_eq!(plan, apply, "{what}: plan lists what apply does");
+        assert_eq!(apply, want, "{what}");
+    }
+}
+
+/// From nothing, plan lists every create with the attributes apply sets by calls after it (a new
+/// VPC's DNS hostnames, the gateway's attachment, each table's route and associations): the same
+/// resources and attribute names; plan's values name what is still to be created as pending.
+#[tokio::test(flavor = "current_thread")]
+async fn from_nothing_plan_lists_each_creates_attributes_as_apply_sets_them() {
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    forbid_mutations(&mut mock);
+    let plan = listed(&step(mock).plan(&ctx()).await.unwrap());
+    let mut mock = MockEc2Api::new();
+    World::empty().install(&mut mock);
+    expect_full_create(&mut mock, 3);
+    let apply = listed(&step(mock).apply(&ctx()).await.unwrap());
+    let names = |l: &Listed| -> Vec<(String, Vec<String>)> {
+        l.iter().map(|(r, _, attrs)| (r.clone(), attrs.iter().map(|a| a.0.clone()).collect())).collect()
+    };
+    assert_eq!(names(&plan), names(&apply));
+    let attrs = |l: &Listed, r: &str| l.iter().find(|c| c.0 == r).unwrap().2.clone();
+    assert_eq!(
+        attrs(&apply, "network/vpc"),
+        [
+            ("enable_dns_support".to_owned(), None, Some("true".to_owned())),
+            ("enable_dns_hostnames".to_owned(), None, Some("true".to_owned()))
+        ]
+    );
+    assert_eq!(attrs(&apply, "network/igw"), [("attached_vpc".to_owned(), None, Some("vpc-1".to_owned()))]);
+    assert_eq!(attrs(&apply, "network/route-table/public").len(), 4, "the route and three associations");
+    assert_eq!(attrs(&plan, "network/igw"), [("attached_vpc".to_owned(), None, Some(PENDING.to_owned()))]);
+}
+
+/// A destroy interrupted after the NAT gateways' deletion started leaves their Elastic IPs
+/// associated until AWS has deleted them. The next deploy waits for each address to be freed
+/// (polling DescribeAddresses, saying why) and only then creates the NAT gateway again, instead of
+/// a CreateNatGateway that fails with `Resource.AlreadyAssociated`; an address never freed ends the
+/// wait, bounded, with an error naming it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_nat_gateways_address_still_held_by_a_deleting_one_is_waited_for_before_the_create() {
+    for freed_after in [Some(3usize), None] {
+        let mut world = World::deployed(NatMode::OnePerAz);
+        for nat in &mut world.nats {
+            nat.state = NatState::Deleting;
+        }
+        let held = world.addresses.clone();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let w = world.clone();
+        let mut m2 = MockEc2Api::new();
+        // Every read but the addresses' from the world; the addresses stay associated until the
+        // poll `freed_after` (counting the deploy's first look).
+        {
+            let w = w.clone();
+            m2.expect_available_zones().returning(|| Ok(AZS.map(String::from).to_vec()));
+            let v = w.vpcs.clone();
+            m2.expect_find_vpcs().returning(move |_| Ok(v.clone()));
+            let v = w.subnets.clone();
+            m2.expect_find_subnets().returning(move |_, _| Ok(v.clone()));
+            let v = w.igws.clone();
+            m2.expect_find_internet_gateways().returning(move |_| Ok(v.clone()));
+            let v = w.nats.clone();
+            m2.expect_find_nat_gateways().returning(move |_| Ok(v.clone()));
+            let v = w.tables.clone();
+            m2.expect_find_route_tables().returning(move |_, _| Ok(v.clone()));
+            m2.expect_vpc_attribute().returning(|_, _| Ok(true));
+            m2.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
+        }
+        let p = polls.clone();
+        m2.expect_find_addresses().returning(move |_| {
+            let n = p.fetch_add(1, Ordering::SeqCst) + 1;
+            let free = freed_after.is_some_and(|after| n >= after);
+            Ok(held
+                .iter()
+                .cloned()
+                .map(|mut a| {
+                    if free {
+                        a.association_id = None;
+                    }
+                    a
+                })
+                .collect())
+        });
+        let p = polls.clone();
+        let created = Arc::new(AtomicUsize::new(0));
+        let c = created.clone();
+        m2.expect_create_nat_gateway().returning(move |_, _, _, tags| {
+            assert!(p.load(Ordering::SeqCst) >= 3, "created only once the address was free");
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("nat-{}b", short(tags)))
+        });
+        m2.expect_replace_route().returning(|_, _, _| Ok(()));
+        let events = Arc::new(Events::default());
+        let ctx = Context::new(Config::default()).with_progress(events.clone());
+        let result = step(m2).apply(&ctx).await;
+        let waits = events.with("network: waiting for Elastic IP");
+        match freed_after {
+            Some(_) => {
+                let changes = result.unwrap();
+                assert_eq!(created.load(Ordering::SeqCst), 3);
+                let nats: Vec<&Change> = changes.iter().filter(|c| c.resource.starts_with("network/nat/")).collect();
+                assert_eq!(nats.len(), 3, "{changes:?}");
+                assert_eq!(waits.len(), 3, "one wait per address, saying why: {waits:?}");
+                assert!(
+                    waits.iter().all(|w| w.contains("still associated") && w.contains("being deleted")),
+                    "{waits:?}"
+                );
+            }
+            None => {
+                let err = result.unwrap_err().to_string();
+                assert!(
+                    err.contains("timed out") && err.contains("Elastic IP eipalloc-") && err.contains("freed"),
+                    "{err}"
+                );
+                assert_eq!(created.load(Ordering::SeqCst), 0, "no NAT gateway created over a held address");
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ mod alone;
 mod base_steps;
 mod cli;
 mod cost_list;
+mod destroy_killed;
 mod drift;
 mod ingress;
 mod lock;
