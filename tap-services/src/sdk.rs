@@ -397,50 +397,37 @@ impl ServicesApi for SdkServices {
         }
         // Every group of the environment starts with this prefix; other groups sharing it are skipped.
         let prefix = common_prefix(names);
-        let mut token = None;
-        loop {
-            let out = self
-                .logs
-                .describe_log_groups()
-                .set_log_group_name_prefix((!prefix.is_empty()).then(|| prefix.to_string()))
-                .set_next_token(token)
-                .send()
-                .await?;
-            for g in out.log_groups() {
+        let mut pages = self
+            .logs
+            .describe_log_groups()
+            .set_log_group_name_prefix((!prefix.is_empty()).then(|| prefix.to_string()))
+            .into_paginator()
+            .send();
+        // Found them all: no need to page through the rest of the prefix.
+        while found.len() < names.len() {
+            let Some(page) = pages.next().await else { break };
+            for g in page?.log_groups() {
                 if let Some(name) = g.log_group_name().filter(|n| names.iter().any(|w| w == n)) {
                     let group =
                         ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None };
                     found.insert(name.to_string(), group);
                 }
             }
-            match out.next_token() {
-                // Found them all: no need to page through the rest of the prefix.
-                Some(t) if found.len() < names.len() => token = Some(t.to_string()),
-                _ => return Ok(found),
-            }
         }
+        Ok(found)
     }
 
     async fn list_log_groups(&self, prefix: &str) -> Result<Vec<ObservedLogGroup>, AwsError> {
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let out =
-                self.logs.describe_log_groups().log_group_name_prefix(prefix).set_next_token(token).send().await?;
-            for g in out.log_groups() {
-                if let Some(name) = g.log_group_name().filter(|n| n.starts_with(prefix)) {
-                    found.push(ObservedLogGroup {
-                        name: name.to_string(),
-                        retention_days: g.retention_in_days(),
-                        tags: None,
-                    });
-                }
-            }
-            match out.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(found),
-            }
-        }
+        let pages =
+            self.logs.describe_log_groups().log_group_name_prefix(prefix).into_paginator().send().try_collect().await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.log_groups())
+            .filter_map(|g| {
+                let name = g.log_group_name().filter(|n| n.starts_with(prefix))?;
+                Some(ObservedLogGroup { name: name.to_string(), retention_days: g.retention_in_days(), tags: None })
+            })
+            .collect())
     }
 
     async fn log_group_tags(&self, name: &str) -> Result<Vec<Tag>, AwsError> {
@@ -548,24 +535,17 @@ impl ServicesApi for SdkServices {
             RevisionStatus::Active => ecs::types::TaskDefinitionStatus::Active,
             RevisionStatus::Inactive => ecs::types::TaskDefinitionStatus::Inactive,
         };
-        let mut arns = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .ecs
-                .list_task_definitions()
-                .family_prefix(family)
-                .status(status.clone())
-                .set_next_token(token)
-                .send()
-                .await?;
-            // familyPrefix is a prefix: keep exactly this family.
-            arns.extend(out.task_definition_arns().iter().filter(|a| family_of(a) == family).cloned());
-            match out.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(arns),
-            }
-        }
+        let pages = self
+            .ecs
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(status)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        // familyPrefix is a prefix: keep exactly this family.
+        Ok(pages.iter().flat_map(|p| p.task_definition_arns()).filter(|a| family_of(a) == family).cloned().collect())
     }
 
     async fn ecs_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
@@ -607,16 +587,8 @@ impl ServicesApi for SdkServices {
     }
 
     async fn list_services(&self, cluster: &str) -> Result<Vec<String>, AwsError> {
-        let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self.ecs.list_services().cluster(cluster).set_next_token(token).send().await?;
-            names.extend(out.service_arns().iter().map(|a| a.rsplit('/').next().unwrap_or(a).to_string()));
-            match out.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(names),
-            }
-        }
+        let pages = self.ecs.list_services().cluster(cluster).into_paginator().send().try_collect().await?;
+        Ok(pages.iter().flat_map(|p| p.service_arns()).map(|a| a.rsplit('/').next().unwrap_or(a).to_string()).collect())
     }
 
     async fn create_service(&self, d: &DesiredService) -> Result<ObservedService, AwsError> {
@@ -758,29 +730,22 @@ impl ServicesApi for SdkServices {
     }
 
     async fn describe_scaling_policies(&self, resource_id: &str) -> Result<Vec<ObservedScalingPolicy>, AwsError> {
-        let mut policies = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .autoscaling
-                .describe_scaling_policies()
-                .service_namespace(aas::types::ServiceNamespace::Ecs)
-                .resource_id(resource_id)
-                .scalable_dimension(ECS_DIMENSION)
-                .set_next_token(token)
-                .send()
-                .await?;
-            policies.extend(
-                out.scaling_policies()
-                    .iter()
-                    .filter(|p| p.resource_id() == resource_id && p.scalable_dimension() == &ECS_DIMENSION)
-                    .map(observed_policy),
-            );
-            match out.next_token() {
-                Some(t) => token = Some(t.to_string()),
-                None => return Ok(policies),
-            }
-        }
+        let pages = self
+            .autoscaling
+            .describe_scaling_policies()
+            .service_namespace(aas::types::ServiceNamespace::Ecs)
+            .resource_id(resource_id)
+            .scalable_dimension(ECS_DIMENSION)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.scaling_policies())
+            .filter(|p| p.resource_id() == resource_id && p.scalable_dimension() == &ECS_DIMENSION)
+            .map(observed_policy)
+            .collect())
     }
 
     async fn describe_named_scaling_policies(&self, names: &[String]) -> Result<Vec<ObservedScalingPolicy>, AwsError> {
