@@ -61,7 +61,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         "no AWS region: pass --region, set AWS_REGION, or set `aws.region` in tap.toml (or a region in your profile)",
     )?;
     let steps = steps::all(&clients);
-    let order: Vec<&'static str> = steps.iter().map(|s| s.name()).collect();
+    let order: Vec<&'static str> = steps.iter().map(|s| s.contract().name).collect();
     let op = operation(&cli.command).unwrap_or(Operation::Plan);
     let progress = Arc::new(Progress::new(cli.progress_mode(), op));
     let ctx = Context::new(config).with_region(region).with_progress(progress.clone());

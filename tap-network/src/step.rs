@@ -11,7 +11,7 @@ use tap_core::idempotent::{create_or_adopt, Recovery};
 use tap_core::naming::Names;
 use tap_core::outputs::{is_known, NetworkOutputs, SubnetRef, PENDING};
 use tap_core::progress::ProgressEvent;
-use tap_core::step::{diff, Gone, OutputKind};
+use tap_core::step::{diff, Contract, Gone, OutputKind};
 use tap_core::wait::{poll_until, retry_while, Backoff};
 use tap_core::{Action, AttrChange, AwsError, Change, Context, Mode, Step, StepError};
 
@@ -96,20 +96,13 @@ impl NetworkStep {
 
 #[async_trait]
 impl Step for NetworkStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[]
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices, Gone::LoadBalancer, Gone::SecurityGroups, Gone::Namespace]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Network
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Network).destroy_waits(&[
+            Gone::EcsServices,
+            Gone::LoadBalancer,
+            Gone::SecurityGroups,
+            Gone::Namespace,
+        ])
     }
 
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
@@ -968,8 +961,8 @@ impl Pass<'_> {
             tokio::try_join!(
                 nats_and_addresses,
                 try_join_all(tables.iter().map(|t| self.delete_route_table(t))),
-                self.ctx.wait_gone(STEP, Gone::EcsServices),
-                self.ctx.wait_gone(STEP, Gone::LoadBalancer),
+                self.ctx.wait_gone(Gone::EcsServices),
+                self.ctx.wait_gone(Gone::LoadBalancer),
             )
             .map(drop)
         };
@@ -990,7 +983,7 @@ impl Pass<'_> {
         if vpcs.is_empty() {
             return Ok(());
         }
-        tokio::try_join!(self.ctx.wait_gone(STEP, Gone::SecurityGroups), self.ctx.wait_gone(STEP, Gone::Namespace))?;
+        tokio::try_join!(self.ctx.wait_gone(Gone::SecurityGroups), self.ctx.wait_gone(Gone::Namespace))?;
         try_join_all(vpcs.iter().map(|v| {
             let component = v.component.as_deref().unwrap_or(VPC);
             async move {
