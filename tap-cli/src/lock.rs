@@ -15,7 +15,8 @@
 //! On the happy path the lock costs two round trips: [`EnvLock::check`]'s one read (which
 //! `commands` makes while the read-only look runs) and [`EnvLock::acquire`]'s create, tried before
 //! any look (a free lock needs none; only a create refused because the group exists looks at its
-//! holder). [`EnvLock::hold`] makes no call: its heartbeat finds the lock's ARN at its first beat.
+//! holder). [`EnvLock::hold`] makes no call before it returns: its heartbeat finds the lock's ARN
+//! in the background.
 //!
 //! A lock is stale when its holder ran on this host and its pid is gone, or when its lease ended
 //! (a crash elsewhere, a lost machine). A run that finds a stale lock takes it over: it creates the
@@ -460,8 +461,8 @@ impl EnvLock {
         Ok(holder)
     }
 
-    /// Starts renewing the lease of the lock this run just took ([`EnvLock::acquire`]); no call
-    /// before the first beat.
+    /// Starts renewing the lease of the lock this run just took ([`EnvLock::acquire`]), in the
+    /// background: no call before it returns.
     pub fn hold(&self) -> HeldLock {
         let (lost_tx, lost) = watch::channel(None);
         let heartbeat = tokio::spawn(heartbeat(self.clone(), lost_tx));
@@ -533,7 +534,7 @@ impl HeldLock {
 }
 
 /// Renews the lease every third of it; reports the lock lost when it names another run, is gone,
-/// or could not be renewed for a whole lease. Its first beat finds the lock's ARN.
+/// or could not be renewed for a whole lease. It first finds the lock's ARN.
 async fn heartbeat(lock: EnvLock, lost: watch::Sender<Option<String>>) {
     let lease = lock.me.lease;
     // A steady beat: the time the calls take does not stretch the period.
@@ -541,27 +542,30 @@ async fn heartbeat(lock: EnvLock, lost: watch::Sender<Option<String>>) {
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.tick().await;
     let mut renewed = Instant::now();
-    let mut arn: Option<String> = None;
-    loop {
-        beat.tick().await;
-        let arn = match &arn {
-            Some(arn) => arn.clone(),
-            None => match lock.look(&lock.name).await {
-                Ok(Some(g)) => arn.insert(g.arn).clone(),
-                Ok(None) => {
-                    let _ = lost.send(Some("it was removed (by `tap unlock`?)".into()));
+    // The lock's ARN, found at once (beside the run's first calls, not before them).
+    let arn = loop {
+        match lock.look(&lock.name).await {
+            Ok(Some(g)) if g.holder.run.as_deref() == Some(lock.me.run.as_str()) => break g.arn,
+            Ok(Some(g)) => {
+                let _ = lost.send(Some(format!("it was taken over by {}", g.holder.describe())));
+                return;
+            }
+            Ok(None) => {
+                let _ = lost.send(Some("it was removed (by `tap unlock`?)".into()));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lock = %lock.name, error = %e, "could not read the environment lock");
+                if renewed.elapsed() >= lease {
+                    let _ = lost.send(Some(format!("its lease could not be renewed for {} s", lease.as_secs())));
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(lock = %lock.name, error = %e, "could not read the environment lock");
-                    if renewed.elapsed() >= lease {
-                        let _ = lost.send(Some(format!("its lease could not be renewed for {} s", lease.as_secs())));
-                        return;
-                    }
-                    continue;
-                }
-            },
-        };
+                beat.tick().await;
+            }
+        }
+    };
+    loop {
+        beat.tick().await;
         let tags = lock.logs.list_tags_for_resource().resource_arn(&arn).send().await.map_err(AwsError::from);
         let result = match tags {
             Ok(t) => {
