@@ -52,7 +52,7 @@ use tap_core::config::ServiceSpec;
 use tap_core::context::Gathered;
 use tap_core::outputs::{AlarmsOutputs, ClusterOutputs, IngressOutputs};
 use tap_core::resource::{Engine, Owned};
-use tap_core::step::OutputKind;
+use tap_core::step::{Contract, OutputKind};
 use tap_core::{Change, Context, Mode, Step, StepError};
 
 pub use alarm::{alarm_id, AlarmKind, What};
@@ -289,7 +289,7 @@ impl AlarmsStep {
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
         // The listing needs only the environment's name: it runs while the cluster is coming.
-        let (found, cluster) = tokio::try_join!(self.list(ctx), ctx.wait::<ClusterOutputs>(STEP))?;
+        let (found, cluster) = tokio::try_join!(self.list(ctx), ctx.wait::<ClusterOutputs>())?;
         let kind = AlarmKind::new(&*self.api);
         let engine = Engine::new(ctx, STEP, mode);
         // A service's alarm names are published (in part) once all of its alarms exist: its ECS
@@ -327,7 +327,7 @@ impl AlarmsStep {
         // load balancer is still being made; the target groups' follow once it is there.
         let ecs = converge_all(desired_in(ctx, &cluster, None, Wave::Ecs)?);
         let target_groups = async {
-            let ingress: IngressOutputs = ctx.wait(STEP).await?;
+            let ingress: IngressOutputs = ctx.wait().await?;
             converge_all(desired_in(ctx, &cluster, Some(&ingress), Wave::TargetGroups)?).await
         };
         let (mut wanted, routed) = tokio::try_join!(ecs, target_groups)?;
@@ -345,16 +345,8 @@ impl AlarmsStep {
 
 #[async_trait]
 impl Step for AlarmsStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[OutputKind::Cluster, OutputKind::Ingress]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Alarms
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Alarms).reads(&[OutputKind::Cluster, OutputKind::Ingress])
     }
 
     #[tracing::instrument(name = "alarms.plan", skip_all)]

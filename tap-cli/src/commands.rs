@@ -2,12 +2,14 @@
 //! run them, and render the result.
 //!
 //! Deploy and destroy write only under the environment lock, and take it only when they have
-//! something to write: they first read the lock (a live holder is reported before any work), then
-//! look through read-only clients ([`WriteGuard`]) — deploy plans, destroy runs its pass with every
-//! mutating call refused. Nothing to write: that look is the result (a deploy that waits for its
-//! rollouts waits in a read-only converge pass), and the run made no mutating call. Otherwise they
-//! take the lock (taking over a stale one), and converge or destroy from a fresh look at AWS while
-//! the lock's lease is renewed; a lock lost meanwhile stops the run.
+//! something to write: they read the lock while they look through read-only clients
+//! ([`WriteGuard`]) — deploy plans, destroy runs its pass with every mutating call refused. A live
+//! holder is reported before any write (the look is discarded; had the run to wait for the holder,
+//! it looks again once the holder is gone). Nothing to write: that look is the result (a deploy
+//! that waits for its rollouts waits in a read-only converge pass), and the run made no mutating
+//! call. Otherwise they take the lock (its create; taking over a stale one), and converge or
+//! destroy from a fresh look at AWS while the lock's lease is renewed; a lock lost meanwhile stops
+//! the run. So the lock adds one round trip before the first write on the happy path.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -61,7 +63,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         "no AWS region: pass --region, set AWS_REGION, or set `aws.region` in tap.toml (or a region in your profile)",
     )?;
     let steps = steps::all(&clients);
-    let order: Vec<&'static str> = steps.iter().map(|s| s.name()).collect();
+    let order: Vec<&'static str> = steps.iter().map(|s| s.contract().name).collect();
     let op = operation(&cli.command).unwrap_or(Operation::Plan);
     let progress = Arc::new(Progress::new(cli.progress_mode(), op));
     let ctx = Context::new(config).with_region(region).with_progress(progress.clone());
@@ -71,11 +73,7 @@ pub async fn run(cli: &Cli) -> Result<ExitCode> {
         Command::Deploy { lock_timeout, .. }
         | Command::Destroy { lock_timeout, .. }
         | Command::Rollback { lock_timeout, .. } => {
-            let lock = EnvLock::new(&clients, ctx.names.env(), cli.command.name());
-            let timeout = lock_timeout.map(Duration::from_secs);
-            // A lock held by a live run is reported before any work (read-only: nothing is taken yet).
-            lock.check(timeout).await?;
-            (Some(lock), timeout)
+            (Some(EnvLock::new(&clients, ctx.names.env(), cli.command.name())), lock_timeout.map(Duration::from_secs))
         }
         _ => (None, None),
     };
@@ -155,6 +153,15 @@ fn check_region_name(region: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the read-only look of a deploy or destroy saw ([`Run::look`]).
+struct Look {
+    guard: WriteGuard,
+    read_only: Runner,
+    quiet: Arc<Progress>,
+    ctx: Context,
+    looked: Option<Result<Vec<StepReport>>>,
 }
 
 /// One run of a command, with everything it needs.
@@ -346,14 +353,14 @@ impl Run<'_> {
     /// no lock is taken. Otherwise take the lock and run `op` from a fresh look at AWS.
     async fn write(&self, op: Operation) -> Result<Summary> {
         let started = Instant::now();
-        let guard = WriteGuard::new();
-        let read_only = Runner::new(steps::all(&self.clients.read_only(&guard)))?;
-        let look_op = if op == Operation::Destroy { Operation::Destroy } else { Operation::Plan };
-        let quiet = Arc::new(Progress::new(ProgressMode::Off, look_op));
-        let look_ctx = self.fresh_context(quiet.clone());
-        let looked = tokio::select! {
-            result = run_steps(&read_only, &look_ctx, look_op, quiet.as_ref()) => Some(result),
-            _ = guard.tripped() => None,
+        let lock = self.lock.context("deploy and destroy run with an environment lock")?;
+        // The lock is read while the look runs: a live holder is reported before any write.
+        let check = async { lock.check(self.lock_timeout).await.map_err(anyhow::Error::from) };
+        let (waited, first) = tokio::try_join!(check, self.look(op))?;
+        let Look { guard, read_only, quiet, ctx: look_ctx, looked } = match waited {
+            false => first,
+            // The lock was held when the look ran: its holder may have changed AWS since.
+            true => self.look(op).await?,
         };
         // Deploy refuses what its look marks `!` (e.g. a running service moving to an image its
         // repository does not have) before it takes the lock or writes anything.
@@ -398,13 +405,12 @@ impl Run<'_> {
             }
             _ => tracing::info!("changes to make: taking the environment lock"),
         }
-        let lock = self.lock.context("deploy and destroy run with an environment lock")?;
         // `--lock-timeout` bounds the whole wait: what the first look waited counts.
         let timeout = self.lock_timeout.map(|t| t.saturating_sub(self.start.elapsed()));
         if let Taken::TookOver(holder, why) = lock.acquire(timeout).await? {
             tracing::warn!("{}", took_over(&holder, why));
         }
-        let held = lock.hold().await?;
+        let held = lock.hold();
         let lost = held.lost_signal();
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
         // `self.ctx` has not run anything yet: what steps read in it comes from this pass.
@@ -465,7 +471,7 @@ impl Run<'_> {
         if let Taken::TookOver(holder, why) = lock.acquire(self.lock_timeout).await? {
             tracing::warn!("{}", took_over(&holder, why));
         }
-        let held = lock.hold().await?;
+        let held = lock.hold();
         let lost = held.lost_signal();
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
         let api = tap_services::SdkServices::from_session(self.clients);
@@ -490,6 +496,21 @@ impl Run<'_> {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// The read-only look of a deploy (a plan) or a destroy (its pass with every mutating call
+    /// refused); `looked` is `None` when the pass tried to write (the guard tripped).
+    async fn look(&self, op: Operation) -> Result<Look> {
+        let guard = WriteGuard::new();
+        let read_only = Runner::new(steps::all(&self.clients.read_only(&guard)))?;
+        let look_op = if op == Operation::Destroy { Operation::Destroy } else { Operation::Plan };
+        let quiet = Arc::new(Progress::new(ProgressMode::Off, look_op));
+        let ctx = self.fresh_context(quiet.clone());
+        let looked = tokio::select! {
+            result = run_steps(&read_only, &ctx, look_op, quiet.as_ref()) => Some(result),
+            _ = guard.tripped() => None,
+        };
+        Ok(Look { guard, read_only, quiet, ctx, looked })
     }
 
     /// A context like this run's that nothing has written to yet, reporting to `progress`.

@@ -12,6 +12,12 @@
 //! Deploy and destroy take the lock only when they have something to write (see `commands`): a
 //! run with nothing to write makes no call here but the reads of [`EnvLock::check`].
 //!
+//! On the happy path the lock costs two round trips: [`EnvLock::check`]'s one read (which
+//! `commands` makes while the read-only look runs) and [`EnvLock::acquire`]'s create, tried before
+//! any look (a free lock needs none; only a create refused because the group exists looks at its
+//! holder). [`EnvLock::hold`] makes no call before it returns: its heartbeat finds the lock's ARN
+//! in the background.
+//!
 //! A lock is stale when its holder ran on this host and its pid is gone, or when its lease ended
 //! (a crash elsewhere, a lost machine). A run that finds a stale lock takes it over: it creates the
 //! log group `/tap/locks/{s}/takeover/{stale run id}` — an atomic create only one contender wins —
@@ -237,21 +243,25 @@ impl EnvLock {
         stale(holder, &self.me.host, unix_now(), pid_alive)
     }
 
-    /// The look before any work: `Ok` when the lock is free or stale (or held by this run), the
-    /// holder otherwise — waiting for it as [`EnvLock::acquire`] would. Read-only.
-    pub async fn check(&self, timeout: Option<Duration>) -> Result<(), LockError> {
+    /// The look before any write: `Ok` when the lock is free or stale (or held by this run), the
+    /// holder otherwise — waiting for it as [`EnvLock::acquire`] would. `Ok(true)` when it waited
+    /// (the lock was held when it looked first: what the holder did since is not known). One
+    /// call when the lock is free. Read-only.
+    pub async fn check(&self, timeout: Option<Duration>) -> Result<bool, LockError> {
+        let waited = std::sync::atomic::AtomicBool::new(false);
         self.wait_while_held(timeout, || async {
             Ok(match self.look(&self.name).await? {
                 Some(g)
                     if g.holder.run.as_deref() != Some(self.me.run.as_str()) && self.staleness(&g.holder).is_none() =>
                 {
+                    waited.store(true, std::sync::atomic::Ordering::Relaxed);
                     Attempt::Held(g.holder)
                 }
                 _ => Attempt::Taken(Taken::Free),
             })
         })
-        .await
-        .map(drop)
+        .await?;
+        Ok(waited.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Takes the lock: creates it when free, takes it over when stale, and while someone else
@@ -308,10 +318,15 @@ impl EnvLock {
         }
     }
 
-    /// One look and, when it is free or stale, one try to take it.
+    /// One try to create it and, when it exists, one look: ours, stale (taken over), or held.
     async fn attempt(&self) -> Result<Attempt, LockError> {
+        // A free lock is taken by its create alone: no look before it.
+        if let Some(taken) = self.create().await? {
+            return Ok(Attempt::Taken(taken));
+        }
         let Some(lock) = self.look(&self.name).await? else {
-            return self.create().await;
+            // Removed between our create and our look: try again.
+            return Ok(Attempt::Again);
         };
         if lock.holder.run.as_deref() == Some(self.me.run.as_str()) {
             // Our own create (or takeover) whose answer was lost: the lock is ours.
@@ -325,7 +340,9 @@ impl EnvLock {
         })
     }
 
-    async fn create(&self) -> Result<Attempt, LockError> {
+    /// Creates the lock: `Some` when this run took it, `None` when it exists (someone's, or our
+    /// own create whose answer was lost and retried: the look after tells).
+    async fn create(&self) -> Result<Option<Taken>, LockError> {
         let mut req = self.logs.create_log_group().log_group_name(&self.name);
         for (k, v) in self.me.tags(&self.env) {
             req = req.tags(k, v);
@@ -333,11 +350,9 @@ impl EnvLock {
         match req.send().await.map_err(AwsError::from) {
             Ok(_) => {
                 tracing::debug!(lock = %self.name, run = %self.me.run, "lock taken");
-                Ok(Attempt::Taken(Taken::Free))
+                Ok(Some(Taken::Free))
             }
-            // Taken by another run between our look and our create (or our own lost answer):
-            // look again.
-            Err(e) if e.is("ResourceAlreadyExistsException") => Ok(Attempt::Again),
+            Err(e) if e.is("ResourceAlreadyExistsException") => Ok(None),
             Err(e) => Err(self.aws()(e)),
         }
     }
@@ -446,21 +461,12 @@ impl EnvLock {
         Ok(holder)
     }
 
-    /// Starts renewing the lease of the lock this run just took.
-    pub async fn hold(&self) -> Result<HeldLock, LockError> {
-        let arn = match self.look(&self.name).await? {
-            Some(g) if g.holder.run.as_deref() == Some(self.me.run.as_str()) => g.arn,
-            Some(g) => return Err(LockError::Held { env: self.env.clone(), holder: g.holder }),
-            None => {
-                return Err(LockError::Aws {
-                    name: self.name.clone(),
-                    source: AwsError::new("LockVanished", "the lock was removed right after it was taken"),
-                })
-            }
-        };
+    /// Starts renewing the lease of the lock this run just took ([`EnvLock::acquire`]), in the
+    /// background: no call before it returns.
+    pub fn hold(&self) -> HeldLock {
         let (lost_tx, lost) = watch::channel(None);
-        let heartbeat = tokio::spawn(heartbeat(self.clone(), arn, lost_tx));
-        Ok(HeldLock { lock: self.clone(), lost, heartbeat })
+        let heartbeat = tokio::spawn(heartbeat(self.clone(), lost_tx));
+        HeldLock { lock: self.clone(), lost, heartbeat }
     }
 }
 
@@ -528,14 +534,36 @@ impl HeldLock {
 }
 
 /// Renews the lease every third of it; reports the lock lost when it names another run, is gone,
-/// or could not be renewed for a whole lease.
-async fn heartbeat(lock: EnvLock, arn: String, lost: watch::Sender<Option<String>>) {
+/// or could not be renewed for a whole lease. It first finds the lock's ARN.
+async fn heartbeat(lock: EnvLock, lost: watch::Sender<Option<String>>) {
     let lease = lock.me.lease;
     // A steady beat: the time the calls take does not stretch the period.
     let mut beat = tokio::time::interval((lease / 3).max(Duration::from_millis(500)));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.tick().await;
     let mut renewed = Instant::now();
+    // The lock's ARN, found at once (beside the run's first calls, not before them).
+    let arn = loop {
+        match lock.look(&lock.name).await {
+            Ok(Some(g)) if g.holder.run.as_deref() == Some(lock.me.run.as_str()) => break g.arn,
+            Ok(Some(g)) => {
+                let _ = lost.send(Some(format!("it was taken over by {}", g.holder.describe())));
+                return;
+            }
+            Ok(None) => {
+                let _ = lost.send(Some("it was removed (by `tap unlock`?)".into()));
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lock = %lock.name, error = %e, "could not read the environment lock");
+                if renewed.elapsed() >= lease {
+                    let _ = lost.send(Some(format!("its lease could not be renewed for {} s", lease.as_secs())));
+                    return;
+                }
+                beat.tick().await;
+            }
+        }
+    };
     loop {
         beat.tick().await;
         let tags = lock.logs.list_tags_for_resource().resource_arn(&arn).send().await.map_err(AwsError::from);

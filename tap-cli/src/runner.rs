@@ -8,15 +8,19 @@
 //! Destroy starts every step at once too: each deletion waits, inside its step, for the
 //! [`Gone`] milestones of other steps it declares (the services gone, the load balancer gone, …),
 //! so the NAT gateways, the load balancer and the services all start deleting at once.
-//! Every step is [declared](Context::declare) to the context, which refuses (in debug builds) a
-//! wait for an input the step did not declare.
+//! The graph is built from each step's [`Contract`]: every read output produced by exactly one
+//! step, the reads acyclic (so every wait ends), every awaited milestone given by exactly one step.
+//! Each step runs with its own context handle ([`Context::for_step`]), which refuses, in every
+//! build, a read, wait, write or milestone its contract does not declare; a refused write fails
+//! the step when it ends. In apply, the [`Pruned`] milestones are expected (a step's prune waits
+//! for them); plan prunes nothing, so there a wait for one returns at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::{Change, Context, Step, StepError};
 
 /// What the runner does with each step.
@@ -66,6 +70,20 @@ pub enum GraphError {
     /// Two steps give the same milestone.
     #[error("steps `{0}` and `{1}` both give `{2}`")]
     DuplicateGiver(&'static str, &'static str, Gone),
+    /// A step's prune waits for a milestone no registered step gives.
+    #[error("step `{step}` waits for `{pruned}` before its prune, but no registered step gives it")]
+    UngivenPruned {
+        /// The waiting step.
+        step: &'static str,
+        /// The milestone nobody gives.
+        pruned: Pruned,
+    },
+    /// Two steps give the same prune milestone.
+    #[error("steps `{0}` and `{1}` both give `{2}`")]
+    DuplicatePruned(&'static str, &'static str, Pruned),
+    /// The steps' reads form a cycle: each would wait for the next forever.
+    #[error("the steps' reads form a cycle: {}", .0.join(" reads "))]
+    Cycle(Vec<&'static str>),
 }
 
 /// A step failed; the others that were running were allowed to finish.
@@ -101,34 +119,46 @@ impl RunObserver for NoObserver {}
 
 /// The registered steps, checked to form a graph.
 pub struct Runner {
-    steps: Vec<Arc<dyn Step>>,
+    steps: Vec<(Arc<dyn Step>, Contract)>,
 }
 
 impl Runner {
-    /// Checks that every input is produced by exactly one step.
+    /// Checks the steps' contracts: every output and milestone produced or given by exactly one
+    /// step, every read output produced and every awaited milestone given, and no cycle of reads.
     pub fn new(steps: Vec<Arc<dyn Step>>) -> Result<Self, GraphError> {
+        let steps: Vec<(Arc<dyn Step>, Contract)> = steps.into_iter().map(|s| (s.clone(), s.contract())).collect();
+        let contracts: Vec<Contract> = steps.iter().map(|(_, c)| *c).collect();
         let mut producers: BTreeMap<OutputKind, &'static str> = BTreeMap::new();
-        for s in &steps {
-            if let Some(other) = producers.insert(s.produces(), s.name()) {
-                return Err(GraphError::Duplicate(other, s.name(), s.produces()));
-            }
-        }
         let mut givers: BTreeMap<Gone, &'static str> = BTreeMap::new();
-        for s in &steps {
-            for &gone in s.gives() {
-                if let Some(other) = givers.insert(gone, s.name()) {
-                    return Err(GraphError::DuplicateGiver(other, s.name(), gone));
+        let mut pruners: BTreeMap<Pruned, &'static str> = BTreeMap::new();
+        for c in &contracts {
+            if let Some(other) = producers.insert(c.produces, c.name) {
+                return Err(GraphError::Duplicate(other, c.name, c.produces));
+            }
+            for &gone in c.gives {
+                if let Some(other) = givers.insert(gone, c.name) {
+                    return Err(GraphError::DuplicateGiver(other, c.name, gone));
+                }
+            }
+            for &pruned in c.prunes {
+                if let Some(other) = pruners.insert(pruned, c.name) {
+                    return Err(GraphError::DuplicatePruned(other, c.name, pruned));
                 }
             }
         }
-        for s in &steps {
-            let reads = s.needs().iter().chain(s.prune_reads());
-            if let Some(&output) = reads.into_iter().find(|n| !producers.contains_key(n)) {
-                return Err(GraphError::Unproduced { step: s.name(), output });
+        for c in &contracts {
+            if let Some(&output) = c.reads.iter().find(|n| !producers.contains_key(n)) {
+                return Err(GraphError::Unproduced { step: c.name, output });
             }
-            if let Some(&gone) = s.destroy_waits().iter().find(|g| !givers.contains_key(g)) {
-                return Err(GraphError::Ungiven { step: s.name(), gone });
+            if let Some(&gone) = c.destroy_waits.iter().find(|g| !givers.contains_key(g)) {
+                return Err(GraphError::Ungiven { step: c.name, gone });
             }
+            if let Some(&pruned) = c.prune_waits.iter().find(|p| !pruners.contains_key(p)) {
+                return Err(GraphError::UngivenPruned { step: c.name, pruned });
+            }
+        }
+        if let Some(cycle) = read_cycle(&contracts, &producers) {
+            return Err(GraphError::Cycle(cycle));
         }
         Ok(Runner { steps })
     }
@@ -149,33 +179,44 @@ impl Runner {
     ) -> Result<Vec<StepReport>, RunError> {
         let mut reports = Vec::new();
         let mut failures = Vec::new();
-        for step in &self.steps {
-            ctx.declare(step.as_ref());
-        }
-        if op == Operation::Destroy {
-            ctx.expect_gone(self.steps.iter().flat_map(|s| s.gives().iter().copied()));
-        } else {
-            ctx.expect(self.steps.iter().map(|s| s.produces()));
+        let contracts = || self.steps.iter().map(|(_, c)| c);
+        match op {
+            Operation::Destroy => ctx.expect_gone(contracts().flat_map(|c| c.gives.iter().copied())),
+            Operation::Apply => {
+                ctx.expect(contracts().map(|c| c.produces));
+                ctx.expect_pruned(contracts().flat_map(|c| c.prunes.iter().copied()));
+            }
+            // Plan prunes nothing: no prune milestone is expected, a wait for one returns at once.
+            Operation::Plan => ctx.expect(contracts().map(|c| c.produces)),
         }
         let mut running: FuturesUnordered<_> = self
             .steps
             .iter()
-            .map(|step| async move {
+            .map(|(step, contract)| async move {
                 let start = Instant::now();
-                tracing::info!(step = step.name(), "{}", verb(op));
-                observer.step_started(step.name());
-                let result = match op {
-                    Operation::Plan => step.plan(ctx).await,
-                    Operation::Apply => step.apply(ctx).await,
-                    Operation::Destroy => step.destroy(ctx).await,
+                let name = contract.name;
+                tracing::info!(step = name, "{}", verb(op));
+                observer.step_started(name);
+                // This step's handle: its reads name it, and what it does not declare is refused.
+                let ctx = ctx.for_step(*contract);
+                let mut result = match op {
+                    Operation::Plan => step.plan(&ctx).await,
+                    Operation::Apply => step.apply(&ctx).await,
+                    Operation::Destroy => step.destroy(&ctx).await,
                 };
-                let failure = result.as_ref().err().map(ToString::to_string);
-                if op == Operation::Destroy {
-                    ctx.close_gone(step.gives(), failure);
-                } else {
-                    ctx.close(step.produces(), failure);
+                if let (Ok(_), Some(refused)) = (&result, ctx.take_refused()) {
+                    result = Err(refused);
                 }
-                (step.name(), start.elapsed(), result)
+                let failure = result.as_ref().err().map(ToString::to_string);
+                match op {
+                    Operation::Destroy => ctx.close_gone(contract.gives, failure),
+                    Operation::Apply => {
+                        ctx.close(contract.produces, failure.clone());
+                        ctx.close_pruned(contract.prunes, failure);
+                    }
+                    Operation::Plan => ctx.close(contract.produces, failure),
+                }
+                (name, start.elapsed(), result)
             })
             .collect();
         while let Some((name, elapsed, result)) = running.next().await {
@@ -213,6 +254,44 @@ impl Runner {
     }
 }
 
+/// A cycle of reads among `contracts` (each step reading the next one's output), if any.
+fn read_cycle(contracts: &[Contract], producers: &BTreeMap<OutputKind, &'static str>) -> Option<Vec<&'static str>> {
+    let reads = |name: &str| -> Vec<&'static str> {
+        contracts
+            .iter()
+            .filter(|c| c.name == name)
+            .flat_map(|c| c.reads.iter().filter_map(|r| producers.get(r).copied()))
+            .collect()
+    };
+    // Depth-first, from every step, along the reads; a step met again on the path closes a cycle.
+    fn visit(
+        step: &'static str,
+        path: &mut Vec<&'static str>,
+        done: &mut Vec<&'static str>,
+        reads: &dyn Fn(&str) -> Vec<&'static str>,
+    ) -> Option<Vec<&'static str>> {
+        if let Some(at) = path.iter().position(|s| *s == step) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(step);
+            return Some(cycle);
+        }
+        if done.contains(&step) {
+            return None;
+        }
+        path.push(step);
+        for next in reads(step) {
+            if let Some(cycle) = visit(next, path, done, reads) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(step);
+        None
+    }
+    let mut done = Vec::new();
+    contracts.iter().find_map(|c| visit(c.name, &mut Vec::new(), &mut done, &reads))
+}
+
 fn verb(op: Operation) -> &'static str {
     match op {
         Operation::Plan => "planning",
@@ -239,14 +318,8 @@ mod tests {
 
     #[async_trait]
     impl Step for Fake {
-        fn name(&self) -> &'static str {
-            self.name
-        }
-        fn needs(&self) -> &'static [OutputKind] {
-            self.needs
-        }
-        fn produces(&self) -> OutputKind {
-            self.produces
+        fn contract(&self) -> Contract {
+            Contract::new(self.name, self.produces).reads(self.needs)
         }
         async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
             self.log.lock().unwrap().push(format!("plan {}", self.name));
@@ -256,8 +329,8 @@ mod tests {
         async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
             for &input in self.needs {
                 match input {
-                    OutputKind::Network => ctx.wait::<NetworkOutputs>(self.name).await.map(drop)?,
-                    OutputKind::Security => ctx.wait::<SecurityOutputs>(self.name).await.map(drop)?,
+                    OutputKind::Network => ctx.wait::<NetworkOutputs>().await.map(drop)?,
+                    OutputKind::Security => ctx.wait::<SecurityOutputs>().await.map(drop)?,
                     other => panic!("fake steps do not read {other}"),
                 }
             }
@@ -330,20 +403,8 @@ mod tests {
 
     #[async_trait]
     impl Step for Deleter {
-        fn name(&self) -> &'static str {
-            self.name
-        }
-        fn needs(&self) -> &'static [OutputKind] {
-            &[]
-        }
-        fn produces(&self) -> OutputKind {
-            self.produces
-        }
-        fn destroy_waits(&self) -> &'static [Gone] {
-            self.waits
-        }
-        fn gives(&self) -> &'static [Gone] {
-            self.gives
+        fn contract(&self) -> Contract {
+            Contract::new(self.name, self.produces).destroy_waits(self.waits).gives(self.gives)
         }
         async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
             Ok(vec![])
@@ -354,7 +415,7 @@ mod tests {
         async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
             self.log.lock().unwrap().push(format!("start {}", self.name));
             for &gone in self.waits {
-                ctx.wait_gone(self.name, gone).await?;
+                ctx.wait_gone(gone).await?;
             }
             tokio::task::yield_now().await;
             self.log.lock().unwrap().push(format!("deleted {}", self.name));
@@ -395,17 +456,8 @@ mod tests {
         struct FailingDestroy(Arc<dyn Step>);
         #[async_trait]
         impl Step for FailingDestroy {
-            fn name(&self) -> &'static str {
-                self.0.name()
-            }
-            fn needs(&self) -> &'static [OutputKind] {
-                &[]
-            }
-            fn produces(&self) -> OutputKind {
-                self.0.produces()
-            }
-            fn gives(&self) -> &'static [Gone] {
-                &[Gone::EcsServices]
+            fn contract(&self) -> Contract {
+                self.0.contract().gives(&[Gone::EcsServices])
             }
             async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
                 Ok(vec![])
@@ -450,24 +502,20 @@ mod tests {
 
     #[async_trait]
     impl Step for Sneaky {
-        fn name(&self) -> &'static str {
-            "ingress"
+        fn contract(&self) -> Contract {
+            Contract::new("ingress", OutputKind::Ingress)
         }
-        fn needs(&self) -> &'static [OutputKind] {
-            &[]
-        }
-        fn produces(&self) -> OutputKind {
-            OutputKind::Ingress
-        }
-        async fn plan(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+        /// Writes what another step produces.
+        async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            ctx.put(RegistryOutputs { repositories: Default::default() });
             Ok(vec![])
         }
         async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
-            ctx.wait::<NetworkOutputs>("ingress").await?;
+            ctx.wait::<NetworkOutputs>().await?;
             Ok(vec![])
         }
         async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
-            ctx.wait_gone("ingress", Gone::EcsServices).await?;
+            ctx.wait_gone(Gone::EcsServices).await?;
             Ok(vec![])
         }
     }
@@ -481,12 +529,99 @@ mod tests {
         let err = runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap_err();
         let [(step, StepError::Undeclared { input, .. })] = err.failures.as_slice() else { panic!("{err}") };
         assert_eq!((*step, input.as_str()), ("ingress", "network"), "{err}");
-        assert!(err.to_string().contains("needs()"), "says where to declare it: {err}");
+        assert!(err.to_string().contains("Contract::reads"), "says where to declare it: {err}");
 
         let err = runner.run(&Context::new(Config::default()), Operation::Destroy).await.unwrap_err();
         let [(step, StepError::Undeclared { input, .. })] = err.failures.as_slice() else { panic!("{err}") };
         assert_eq!((*step, input.as_str()), ("ingress", "ecs-services gone"), "{err}");
-        assert!(err.to_string().contains("destroy_waits()"), "{err}");
+        assert!(err.to_string().contains("Contract::destroy_waits"), "{err}");
+
+        // A write of another step's output is not made, and fails the step when it ends.
+        let ctx = Context::new(Config::default());
+        let err = runner.run(&ctx, Operation::Plan).await.unwrap_err();
+        let [(step, StepError::Undeclared { input, .. })] = err.failures.as_slice() else { panic!("{err}") };
+        assert_eq!((*step, input.as_str()), ("ingress", "registry"), "{err}");
+        assert!(ctx.try_get::<RegistryOutputs>().is_none());
+    }
+
+    #[test]
+    fn reads_in_a_cycle_are_refused_naming_the_cycle() {
+        let log = Arc::default();
+        let err = Runner::new(vec![
+            fake("network", &[OutputKind::Security], OutputKind::Network, &log),
+            fake("security", &[OutputKind::Network], OutputKind::Security, &log),
+        ])
+        .err()
+        .unwrap();
+        assert!(matches!(err, GraphError::Cycle(_)), "{err}");
+        assert!(err.to_string().contains("network reads security reads network"), "{err}");
+    }
+
+    /// Its prune waits for the milestones its contract awaits, then gives those it declares.
+    struct Pruner {
+        contract: Contract,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Step for Pruner {
+        fn contract(&self) -> Contract {
+            self.contract
+        }
+        /// Waits as in apply, and gives nothing (plan prunes nothing).
+        async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            for &pruned in self.contract.prune_waits {
+                ctx.wait_pruned(pruned).await?;
+            }
+            self.log.lock().unwrap().push(format!("planned {}", self.contract.name));
+            Ok(vec![])
+        }
+        async fn apply(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
+            for &pruned in self.contract.prune_waits {
+                ctx.wait_pruned(pruned).await?;
+            }
+            tokio::task::yield_now().await;
+            self.log.lock().unwrap().push(format!("pruned {}", self.contract.name));
+            for &pruned in self.contract.prunes {
+                ctx.give_pruned(pruned);
+            }
+            Ok(vec![])
+        }
+        async fn destroy(&self, _: &Context) -> Result<Vec<Change>, StepError> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn in_apply_a_prune_waits_for_the_services_pruned_milestone_and_in_plan_not() {
+        let log = Arc::new(Mutex::new(vec![]));
+        let runner = Runner::new(vec![
+            Arc::new(Pruner {
+                contract: Contract::new("security", OutputKind::Security).prune_waits(&[Pruned::Services]),
+                log: log.clone(),
+            }) as Arc<dyn Step>,
+            Arc::new(Pruner {
+                contract: Contract::new("services", OutputKind::Services).prunes(&[Pruned::Services]),
+                log: log.clone(),
+            }),
+        ])
+        .unwrap();
+        runner.run(&Context::new(Config::default()), Operation::Apply).await.unwrap();
+        assert_eq!(*log.lock().unwrap(), ["pruned services", "pruned security"]);
+        log.lock().unwrap().clear();
+        let ctx = Context::new(Config::default());
+        let plan = runner.run(&ctx, Operation::Plan);
+        tokio::time::timeout(Duration::from_secs(5), plan).await.expect("plan waits for no prune").unwrap();
+        assert_eq!(log.lock().unwrap().len(), 2, "{log:?}");
+
+        let msg = Runner::new(vec![Arc::new(Pruner {
+            contract: Contract::new("security", OutputKind::Security).prune_waits(&[Pruned::Services]),
+            log,
+        }) as Arc<dyn Step>])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(msg.contains("security") && msg.contains("services pruned"), "{msg}");
     }
 
     #[tokio::test]

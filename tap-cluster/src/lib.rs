@@ -32,7 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tap_core::outputs::{ClusterOutputs, PENDING};
 use tap_core::resource::{Engine, Resource};
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind};
 use tap_core::{Change, Context, Mode, Step, StepError};
 
 #[cfg(any(test, feature = "test-util"))]
@@ -86,20 +86,8 @@ impl ClusterStep {
 
 #[async_trait]
 impl Step for ClusterStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Cluster
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices]
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Cluster).destroy_waits(&[Gone::EcsServices])
     }
 
     #[tracing::instrument(skip_all, name = "cluster.plan")]
@@ -120,7 +108,7 @@ impl Step for ClusterStep {
         let found = cluster.find(&spec).await.map_err(StepError::aws(COMPONENT, "DescribeClusters"))?;
         if let Some(found) = found {
             // ECS refuses to delete a cluster that still has services.
-            ctx.wait_gone(STEP, Gone::EcsServices).await?;
+            ctx.wait_gone(Gone::EcsServices).await?;
             engine.delete(&cluster, COMPONENT, &spec.name, &found).await?;
         }
         Ok(engine.into_changes())

@@ -6,6 +6,12 @@
 //! its output as soon as the resources it describes exist (the network step writes the VPC and
 //! subnets before its NAT gateways are up). So the runner can start every step at once and each
 //! call still starts as soon as its inputs are known.
+//!
+//! The runner hands each step its own handle, [`Context::for_step`], which carries the step's
+//! [`Contract`]: every read names its step by construction, and a read, wait, write or milestone
+//! the contract does not declare is refused with [`StepError::Undeclared`] — in every build. A
+//! handle made with [`Context::new`] belongs to no step (a tool reading what a run wrote, or a
+//! step driven alone in its unit tests): its reads are not checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,9 +23,10 @@ use crate::error::StepError;
 use crate::naming::Names;
 use crate::outputs::*;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::step::{Gone, OutputKind, Step};
+use crate::step::{Contract, Gone, OutputKind, Pruned};
 
-/// Everything a step reads besides AWS itself.
+/// Everything a step reads besides AWS itself: the run's shared state, seen through the handle of
+/// one step ([`Context::for_step`]) or of none ([`Context::new`]).
 #[derive(Debug)]
 pub struct Context {
     /// The validated configuration.
@@ -28,22 +35,39 @@ pub struct Context {
     pub names: Names,
     /// The AWS region the run talks to (for ARNs the steps build, e.g. log group ARNs).
     pub region: String,
+    shared: Arc<Shared>,
+    /// The step this handle belongs to; `None` for a handle of no step (unchecked).
+    step: Option<Contract>,
+}
+
+/// What every handle of one run shares.
+#[derive(Debug, Default)]
+struct Shared {
     outputs: RwLock<Outputs>,
     /// Outputs written in part so far ([`Context::put_partial`]), read by [`Context::wait_for`].
     partial: RwLock<Outputs>,
     arrivals: Mutex<Arrivals>,
     published: Notify,
-    progress: ProgressSlot,
-    declared: RwLock<BTreeMap<String, Declared>>,
+    progress: RwLock<ProgressSlot>,
+    /// Writes and milestones a step's handle refused (it does not declare them), by step: the
+    /// runner fails the step with it ([`Context::take_refused`]).
+    refused: Mutex<BTreeMap<&'static str, StepError>>,
 }
 
-/// What a step declares it waits for ([`Step::needs`], [`Step::prune_reads`],
-/// [`Step::destroy_waits`]), registered by the runner with [`Context::declare`].
-#[derive(Debug, Clone)]
-struct Declared {
-    needs: &'static [OutputKind],
-    prune_reads: &'static [OutputKind],
-    destroy_waits: &'static [Gone],
+/// A milestone of either kind, as the arrivals track them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Signal {
+    Gone(Gone),
+    Pruned(Pruned),
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Signal::Gone(g) => g.fmt(f),
+            Signal::Pruned(p) => p.fmt(f),
+        }
+    }
 }
 
 /// Which outputs are still to come in this run, and which will never come.
@@ -53,10 +77,11 @@ struct Arrivals {
     coming: BTreeSet<OutputKind>,
     /// Outputs whose producer ended without writing them, and why.
     missing: BTreeMap<OutputKind, String>,
-    /// Milestones a running destroy will give: [`Context::wait_gone`] waits for these.
-    gone_coming: BTreeSet<Gone>,
+    /// Milestones a running step will give: [`Context::wait_gone`] and [`Context::wait_pruned`]
+    /// wait for these.
+    signals_coming: BTreeSet<Signal>,
     /// Milestones whose giver failed, and why.
-    gone_missing: BTreeMap<Gone, String>,
+    signals_missing: BTreeMap<Signal, String>,
 }
 
 /// The optional progress sink (a newtype only to give it a `Debug`).
@@ -109,6 +134,11 @@ step_output!(DiscoveryOutputs, Discovery, discovery);
 step_output!(ServicesOutputs, Services, services);
 step_output!(AlarmsOutputs, Alarms, alarms);
 
+/// The output a contract writes, as a list (for [`Context::check`]).
+fn produced(contract: &Contract) -> &[OutputKind] {
+    std::slice::from_ref(&contract.produces)
+}
+
 /// A step's per-service entries as they are made, for writing its output in part after each
 /// ([`Context::put_partial`]).
 #[derive(Debug)]
@@ -138,111 +168,168 @@ impl<V: Clone> Gathered<V> {
 }
 
 impl Context {
-    /// A context for `config` (which should already be validated).
+    /// A context for `config` (which should already be validated): the handle of no step.
     pub fn new(config: Config) -> Self {
         let names = Names::new(&config);
         let region = config.aws.region.clone().unwrap_or_else(|| "us-east-1".into());
+        Context { config: Arc::new(config), names, region, shared: Arc::default(), step: None }
+    }
+
+    /// The handle of the step whose contract is `contract` over the same run (the runner makes
+    /// one per step): its reads, waits, writes and milestones are checked against `contract`.
+    pub fn for_step(&self, contract: Contract) -> Context {
         Context {
-            config: Arc::new(config),
-            names,
-            region,
-            outputs: RwLock::default(),
-            partial: RwLock::default(),
-            arrivals: Mutex::default(),
-            published: Notify::new(),
-            progress: ProgressSlot::default(),
-            declared: RwLock::default(),
+            config: self.config.clone(),
+            names: self.names.clone(),
+            region: self.region.clone(),
+            shared: self.shared.clone(),
+            step: Some(contract),
         }
     }
 
-    /// Registers what `step` declares it waits for (the runner does this for each step it runs):
-    /// from then on, in debug builds, [`Context::wait`] and [`Context::wait_gone`] refuse, with
-    /// [`StepError::Undeclared`], an input that step did not declare. Steps that are not
-    /// registered (a step driven alone, e.g. in its unit tests) are not checked.
-    pub fn declare(&self, step: &dyn Step) {
-        let declared =
-            Declared { needs: step.needs(), prune_reads: step.prune_reads(), destroy_waits: step.destroy_waits() };
-        self.declared.write().unwrap_or_else(|e| e.into_inner()).insert(step.name().to_owned(), declared);
+    /// The contract of the step this handle belongs to (`None`: no step).
+    pub fn contract(&self) -> Option<&Contract> {
+        self.step.as_ref()
     }
 
-    /// `Err` when `reader` is registered and declares neither `kind` in its needs nor in its
-    /// prune reads (debug builds only).
-    fn check_output(&self, reader: &str, kind: OutputKind) -> Result<(), StepError> {
-        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
-        match declared.get(reader) {
-            Some(d) if cfg!(debug_assertions) && !d.needs.contains(&kind) && !d.prune_reads.contains(&kind) => {
-                Err(StepError::Undeclared {
-                    step: reader.into(),
-                    input: kind.to_string(),
-                    declare: "needs() if it orders the step, else prune_reads()",
-                    declared: format!("needs {:?}, prune_reads {:?}", d.needs, d.prune_reads),
-                })
-            }
-            _ => Ok(()),
-        }
+    /// The name errors give the reader: its step, or `(no step)`.
+    fn reader(&self) -> &'static str {
+        self.step.map_or("(no step)", |c| c.name)
     }
 
-    /// `Err` when `reader` is registered and does not declare `gone` in its destroy waits (debug
-    /// builds only).
-    fn check_gone(&self, reader: &str, gone: Gone) -> Result<(), StepError> {
-        let declared = self.declared.read().unwrap_or_else(|e| e.into_inner());
-        match declared.get(reader) {
-            Some(d) if cfg!(debug_assertions) && !d.destroy_waits.contains(&gone) => Err(StepError::Undeclared {
-                step: reader.into(),
-                input: gone.to_string(),
-                declare: "destroy_waits()",
-                declared: format!("destroy_waits {:?}", d.destroy_waits),
+    /// `Err` when this is a step's handle and its contract does not declare `input` where
+    /// `declared` (the contract's list, named `declare`) says.
+    fn check<T: PartialEq + std::fmt::Debug + std::fmt::Display>(
+        &self,
+        input: T,
+        declare: &'static str,
+        declared: fn(&Contract) -> &[T],
+    ) -> Result<(), StepError> {
+        match &self.step {
+            Some(contract) if !declared(contract).contains(&input) => Err(StepError::Undeclared {
+                step: contract.name.into(),
+                input: input.to_string(),
+                declare,
+                declared: format!("{declare} {:?}", declared(contract)),
             }),
             _ => Ok(()),
         }
     }
 
-    /// Declares milestones that steps of this destroy will give (the runner calls this before
+    /// Whether this handle may write or give what `check` says; when not, the refusal is kept
+    /// for the runner, which fails the step with it (a write has no error to return).
+    fn may_write(&self, check: Result<(), StepError>) -> bool {
+        match (check, &self.step) {
+            (Ok(()), _) => true,
+            (Err(e), Some(contract)) => {
+                tracing::error!(step = contract.name, error = %e, "refused");
+                self.shared.refused.lock().unwrap_or_else(|e| e.into_inner()).entry(contract.name).or_insert(e);
+                false
+            }
+            (Err(_), None) => true,
+        }
+    }
+
+    /// The first write or milestone this step's handle refused, if any (the runner asks once the
+    /// step has ended, and fails it with this error).
+    pub fn take_refused(&self) -> Option<StepError> {
+        let step = self.step.as_ref()?;
+        self.shared.refused.lock().unwrap_or_else(|e| e.into_inner()).remove(step.name)
+    }
+
+    /// Declares milestones that steps of this run will give (the runner calls this before
     /// starting them): [`Context::wait_gone`] waits for those and returns at once for any other.
     pub fn expect_gone(&self, gones: impl IntoIterator<Item = Gone>) {
-        self.arrivals().gone_coming.extend(gones);
+        self.arrivals().signals_coming.extend(gones.into_iter().map(Signal::Gone));
+    }
+
+    /// Declares [`Pruned`] milestones that steps of this apply will give (the runner calls this
+    /// in apply only): [`Context::wait_pruned`] waits for those and returns at once for any other.
+    pub fn expect_pruned(&self, pruned: impl IntoIterator<Item = Pruned>) {
+        self.arrivals().signals_coming.extend(pruned.into_iter().map(Signal::Pruned));
     }
 
     /// Gives a milestone: what it names is deleted; the steps [waiting](Context::wait_gone) for it
-    /// go on.
+    /// go on. A step's handle gives only what its contract's `gives` declares.
     pub fn give(&self, gone: Gone) {
-        self.arrivals().gone_coming.remove(&gone);
-        self.published.notify_waiters();
+        if self.may_write(self.check(gone, "Contract::gives", |c| c.gives)) {
+            self.signal(Signal::Gone(gone));
+        }
+    }
+
+    /// Gives a [`Pruned`] milestone: this step's prune is done; the steps
+    /// [waiting](Context::wait_pruned) for it go on. A step's handle gives only what its
+    /// contract's `prunes` declares.
+    pub fn give_pruned(&self, pruned: Pruned) {
+        if self.may_write(self.check(pruned, "Contract::prunes", |c| c.prunes)) {
+            self.signal(Signal::Pruned(pruned));
+        }
+    }
+
+    /// Whether `pruned` was given (or is not expected in this run).
+    pub fn is_pruned(&self, pruned: Pruned) -> bool {
+        !self.arrivals().signals_coming.contains(&Signal::Pruned(pruned))
+    }
+
+    fn signal(&self, signal: Signal) {
+        self.arrivals().signals_coming.remove(&signal);
+        self.shared.published.notify_waiters();
     }
 
     /// The giver of `gones` has ended: when it succeeded everything they name is gone; when it
     /// failed (`failure` says why) the steps still waiting for them fail naming the reason.
     pub fn close_gone(&self, gones: &[Gone], failure: Option<String>) {
+        self.close_signals(gones.iter().map(|&g| Signal::Gone(g)), failure);
+    }
+
+    /// The giver of `pruned` has ended: as [`Context::close_gone`].
+    pub fn close_pruned(&self, pruned: &[Pruned], failure: Option<String>) {
+        self.close_signals(pruned.iter().map(|&p| Signal::Pruned(p)), failure);
+    }
+
+    fn close_signals(&self, signals: impl Iterator<Item = Signal>, failure: Option<String>) {
         let mut arrivals = self.arrivals();
-        for &gone in gones {
-            if arrivals.gone_coming.remove(&gone) {
+        for signal in signals {
+            if arrivals.signals_coming.remove(&signal) {
                 if let Some(error) = &failure {
-                    arrivals.gone_missing.insert(gone, format!("the step deleting it failed ({error})"));
+                    arrivals.signals_missing.insert(signal, format!("the step giving it failed ({error})"));
                 }
             }
         }
         drop(arrivals);
-        self.published.notify_waiters();
+        self.shared.published.notify_waiters();
     }
 
     /// Waits until `gone` is given (at once when no step of this run gives it: nothing of it is
-    /// left to wait for); `reader` is the waiting step, named in the error when its giver failed.
-    pub async fn wait_gone(&self, reader: &str, gone: Gone) -> Result<(), StepError> {
-        self.check_gone(reader, gone)?;
+    /// left to wait for). A step's handle waits only for what its contract's `destroy_waits`
+    /// declares.
+    pub async fn wait_gone(&self, gone: Gone) -> Result<(), StepError> {
+        self.check(gone, "Contract::destroy_waits", |c| c.destroy_waits)?;
+        self.wait_signal(Signal::Gone(gone)).await
+    }
+
+    /// Waits until `pruned` is given (at once when no step of this run gives it, as in plan). A
+    /// step's handle waits only for what its contract's `prune_waits` declares.
+    pub async fn wait_pruned(&self, pruned: Pruned) -> Result<(), StepError> {
+        self.check(pruned, "Contract::prune_waits", |c| c.prune_waits)?;
+        self.wait_signal(Signal::Pruned(pruned)).await
+    }
+
+    async fn wait_signal(&self, signal: Signal) -> Result<(), StepError> {
         loop {
-            let published = self.published.notified();
+            let published = self.shared.published.notified();
             tokio::pin!(published);
             published.as_mut().enable();
             {
                 let arrivals = self.arrivals();
-                if let Some(why) = arrivals.gone_missing.get(&gone) {
+                if let Some(why) = arrivals.signals_missing.get(&signal) {
                     return Err(StepError::MissingOutput {
-                        step: reader.into(),
-                        output: gone.to_string(),
+                        step: self.reader().into(),
+                        output: signal.to_string(),
                         why: why.clone(),
                     });
                 }
-                if !arrivals.gone_coming.contains(&gone) {
+                if !arrivals.signals_coming.contains(&signal) {
                     return Ok(());
                 }
             }
@@ -251,15 +338,16 @@ impl Context {
     }
 
     /// Installs a sink for the [`ProgressEvent`]s steps report (see [`crate::progress`]).
-    pub fn with_progress(mut self, sink: Arc<dyn ProgressSink>) -> Self {
-        self.progress = ProgressSlot(Some(sink));
+    pub fn with_progress(self, sink: Arc<dyn ProgressSink>) -> Self {
+        *self.shared.progress.write().unwrap_or_else(|e| e.into_inner()) = ProgressSlot(Some(sink));
         self
     }
 
     /// Reports a progress event to the installed sink, if any (steps MAY call this; it is a no-op
     /// without a sink).
     pub fn progress(&self, event: ProgressEvent<'_>) {
-        if let Some(sink) = &self.progress.0 {
+        let sink = self.shared.progress.read().unwrap_or_else(|e| e.into_inner()).0.clone();
+        if let Some(sink) = sink {
             sink.event(event);
         }
     }
@@ -270,57 +358,77 @@ impl Context {
         self
     }
 
-    /// Reads an output another step wrote; `reader` is the reading step, named in the error.
+    /// Reads an output written so far, without waiting (for tests and tools; steps read with
+    /// [`Context::wait`]); `reader` names the reader in the error of a handle of no step. A
+    /// step's handle reads only what its contract's `reads` declares.
     pub fn get<T: StepOutput>(&self, reader: &str) -> Result<T, StepError> {
-        let mut outputs = self.outputs.write().unwrap_or_else(|e| e.into_inner());
-        T::slot(&mut outputs).clone().ok_or_else(|| StepError::MissingOutput {
+        self.check(T::KIND, "Contract::reads", |c| c.reads)?;
+        let reader = self.step.map_or(reader, |c| c.name);
+        self.written::<T>().ok_or_else(|| StepError::MissingOutput {
             step: reader.into(),
             output: T::KIND.to_string(),
             why: "it was not written (did the step producing it run first?)".into(),
         })
     }
 
-    /// Reads an output if it was written.
+    /// Reads an output if it was written. A step's handle reads only what its contract's `reads`
+    /// declares: an undeclared read returns `None` and fails the step.
     pub fn try_get<T: StepOutput>(&self) -> Option<T> {
-        let mut outputs = self.outputs.write().unwrap_or_else(|e| e.into_inner());
+        if !self.may_write(self.check(T::KIND, "Contract::reads", |c| c.reads)) {
+            return None;
+        }
+        self.written()
+    }
+
+    fn written<T: StepOutput>(&self) -> Option<T> {
+        let mut outputs = self.shared.outputs.write().unwrap_or_else(|e| e.into_inner());
         T::slot(&mut outputs).clone()
     }
 
     /// Writes this step's output (it may do so before it ends, as soon as the output is known),
-    /// waking the steps [waiting](Context::wait) for it.
+    /// waking the steps [waiting](Context::wait) for it. A step's handle writes only the output
+    /// its contract `produces`: another is not written, and the step fails.
     pub fn put<T: StepOutput>(&self, value: T) {
-        let mut outputs = self.outputs.write().unwrap_or_else(|e| e.into_inner());
+        if !self.may_write(self.check(T::KIND, "Contract::produces", produced)) {
+            return;
+        }
+        let mut outputs = self.shared.outputs.write().unwrap_or_else(|e| e.into_inner());
         *T::slot(&mut outputs) = Some(value);
         drop(outputs);
-        self.published.notify_waiters();
+        self.shared.published.notify_waiters();
     }
 
     /// Writes this step's output in part: what is known so far, e.g. the task roles made so far
     /// while the others are still being made. [`Context::wait`] ignores it (it waits for the whole
     /// output); [`Context::wait_for`] returns it once it holds what the reader asks for. A
-    /// producer writes the whole output with [`Context::put`] in the end, as always.
+    /// producer writes the whole output with [`Context::put`] in the end, as always. Checked as
+    /// [`Context::put`].
     pub fn put_partial<T: StepOutput>(&self, value: T) {
-        let mut partial = self.partial.write().unwrap_or_else(|e| e.into_inner());
+        if !self.may_write(self.check(T::KIND, "Contract::produces", produced)) {
+            return;
+        }
+        let mut partial = self.shared.partial.write().unwrap_or_else(|e| e.into_inner());
         *T::slot(&mut partial) = Some(value);
         drop(partial);
-        self.published.notify_waiters();
+        self.shared.published.notify_waiters();
     }
 
     /// Reads an input as soon as it holds what `ready` asks for (an entry for one service, say),
     /// whole or in part ([`Context::put_partial`]); else as [`Context::wait`]: the whole output
     /// once written, whatever `ready` says, or the error of an output that will never come.
     /// This lets one service's resources go ahead while another's inputs are still being made.
-    pub async fn wait_for<T: StepOutput>(&self, reader: &str, ready: impl Fn(&T) -> bool) -> Result<T, StepError> {
-        self.check_output(reader, T::KIND)?;
+    /// A step's handle reads only what its contract's `reads` declares.
+    pub async fn wait_for<T: StepOutput>(&self, ready: impl Fn(&T) -> bool) -> Result<T, StepError> {
+        self.check(T::KIND, "Contract::reads", |c| c.reads)?;
         loop {
-            let published = self.published.notified();
+            let published = self.shared.published.notified();
             tokio::pin!(published);
             published.as_mut().enable();
-            if let Some(value) = self.try_get::<T>() {
+            if let Some(value) = self.written::<T>() {
                 return Ok(value);
             }
             let partial = {
-                let mut partial = self.partial.write().unwrap_or_else(|e| e.into_inner());
+                let mut partial = self.shared.partial.write().unwrap_or_else(|e| e.into_inner());
                 T::slot(&mut partial).clone()
             };
             if let Some(value) = partial.filter(|v| ready(v)) {
@@ -330,13 +438,13 @@ impl Context {
                 let arrivals = self.arrivals();
                 if let Some(why) = arrivals.missing.get(&T::KIND) {
                     return Err(StepError::MissingOutput {
-                        step: reader.into(),
+                        step: self.reader().into(),
                         output: T::KIND.to_string(),
                         why: why.clone(),
                     });
                 }
                 if !arrivals.coming.contains(&T::KIND) {
-                    return self.get(reader);
+                    return self.get(self.reader());
                 }
             }
             published.await;
@@ -363,20 +471,19 @@ impl Context {
         };
         arrivals.missing.insert(kind, why);
         drop(arrivals);
-        self.published.notify_waiters();
+        self.shared.published.notify_waiters();
     }
 
-    /// Reads an input, waiting while a running step is still to write it; `reader` is the
-    /// reading step, named in the error when the input will never come. A registered reader
-    /// ([`Context::declare`]) that declares `T` neither in its needs nor its prune reads is
-    /// refused in debug builds.
-    pub async fn wait<T: StepOutput>(&self, reader: &str) -> Result<T, StepError> {
+    /// Reads an input, waiting while a running step is still to write it; the error names this
+    /// handle's step when the input will never come. A step's handle reads only what its
+    /// contract's `reads` declares.
+    pub async fn wait<T: StepOutput>(&self) -> Result<T, StepError> {
         // No part will do: only the whole output.
-        self.wait_for(reader, |_| false).await
+        self.wait_for(|_| false).await
     }
 
     fn has(&self, kind: OutputKind) -> bool {
-        let outputs = self.outputs.read().unwrap_or_else(|e| e.into_inner());
+        let outputs = self.shared.outputs.read().unwrap_or_else(|e| e.into_inner());
         match kind {
             OutputKind::Network => outputs.network.is_some(),
             OutputKind::Registry => outputs.registry.is_some(),
@@ -390,7 +497,7 @@ impl Context {
     }
 
     fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {
-        self.arrivals.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.arrivals.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -399,75 +506,83 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const SECURITY: Contract = Contract::new("security", OutputKind::Security)
+        .reads(&[OutputKind::Network])
+        .prune_waits(&[Pruned::Services])
+        .destroy_waits(&[Gone::EcsServices])
+        .gives(&[Gone::SecurityGroups]);
+    const ALARMS: Contract = Contract::new("alarms", OutputKind::Alarms).reads(&[OutputKind::Services]);
+    const SERVICES: Contract =
+        Contract::new("services", OutputKind::Services).reads(&[OutputKind::Cluster]).prunes(&[Pruned::Services]);
+    const NETWORK: Contract = Contract::new("network", OutputKind::Network)
+        .destroy_waits(&[Gone::SecurityGroups, Gone::Namespace])
+        .gives(&[]);
+
     fn network() -> NetworkOutputs {
         NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] }
     }
 
     #[tokio::test]
     async fn wait_returns_an_output_written_later_by_a_running_step() {
-        let ctx = Arc::new(Context::new(Config::default()));
+        let ctx = Context::new(Config::default());
         ctx.expect([OutputKind::Network]);
-        let reader = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.wait::<NetworkOutputs>("security").await }
-        });
+        let security = ctx.for_step(SECURITY);
+        let reader = tokio::spawn(async move { security.wait::<NetworkOutputs>().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!reader.is_finished(), "the reader waits while the producer runs");
-        ctx.put(network());
+        ctx.for_step(NETWORK).put(network());
         let got = tokio::time::timeout(Duration::from_secs(5), reader).await.unwrap().unwrap().unwrap();
         assert_eq!(got.vpc_id, "vpc-1");
     }
 
     #[tokio::test]
     async fn wait_for_takes_a_partial_output_that_holds_what_it_asks_and_wait_does_not() {
-        let ctx = Arc::new(Context::new(Config::default()));
+        let ctx = Context::new(Config::default());
         ctx.expect([OutputKind::Services]);
         let registry = |names: &[&str]| ServicesOutputs {
             service_arns: names.iter().map(|n| (n.to_string(), format!("arn/{n}"))).collect(),
         };
         let wants = |name: &'static str| {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                ctx.wait_for::<ServicesOutputs>("alarms", |r| r.service_arns.contains_key(name)).await
-            })
+            let alarms = ctx.for_step(ALARMS);
+            tokio::spawn(async move { alarms.wait_for::<ServicesOutputs>(|r| r.service_arns.contains_key(name)).await })
         };
         let (api, worker) = (wants("api"), wants("worker"));
         let whole = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.wait::<ServicesOutputs>("alarms").await }
+            let alarms = ctx.for_step(ALARMS);
+            async move { alarms.wait::<ServicesOutputs>().await }
         });
-        ctx.put_partial(registry(&["api"]));
+        let services = ctx.for_step(SERVICES);
+        services.put_partial(registry(&["api"]));
         let got = tokio::time::timeout(Duration::from_secs(5), api).await.unwrap().unwrap().unwrap();
         assert_eq!(got.service_arns.len(), 1, "the part holding `api` is enough for its reader");
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!worker.is_finished() && !whole.is_finished(), "the others wait on");
-        ctx.put(registry(&["api", "worker"]));
+        services.put(registry(&["api", "worker"]));
         let got = tokio::time::timeout(Duration::from_secs(5), worker).await.unwrap().unwrap().unwrap();
         assert_eq!(got.service_arns.len(), 2);
         let got = tokio::time::timeout(Duration::from_secs(5), whole).await.unwrap().unwrap().unwrap();
         assert_eq!(got.service_arns.len(), 2);
+        assert!(services.take_refused().is_none(), "the producer's writes are declared");
         // A whole output that still lacks the entry is returned: the reader names what is missing.
         let ctx = Context::new(Config::default());
         ctx.put(registry(&[]));
-        let got = ctx.wait_for::<ServicesOutputs>("alarms", |r| r.service_arns.contains_key("x")).await.unwrap();
+        let got = ctx.for_step(ALARMS).wait_for::<ServicesOutputs>(|r| r.service_arns.contains_key("x")).await.unwrap();
         assert!(got.service_arns.is_empty());
     }
 
     #[tokio::test]
     async fn wait_fails_when_the_producer_fails_or_nobody_produces_it() {
-        let ctx = Arc::new(Context::new(Config::default()));
+        let ctx = Context::new(Config::default());
         ctx.expect([OutputKind::Network]);
-        let reader = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.wait::<NetworkOutputs>("security").await }
-        });
+        let security = ctx.for_step(SECURITY);
+        let reader = tokio::spawn(async move { security.wait::<NetworkOutputs>().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         ctx.close(OutputKind::Network, Some("CreateVpc on network/vpc failed".into()));
         let err = tokio::time::timeout(Duration::from_secs(5), reader).await.unwrap().unwrap().unwrap_err();
         let err = err.to_string();
         assert!(err.contains("security") && err.contains("network") && err.contains("CreateVpc"), "{err}");
 
-        let err = ctx.wait::<ClusterOutputs>("services").await.unwrap_err().to_string();
+        let err = ctx.for_step(SERVICES).wait::<ClusterOutputs>().await.unwrap_err().to_string();
         assert!(err.contains("services") && err.contains("cluster"), "not expected: fails at once: {err}");
     }
 
@@ -477,7 +592,7 @@ mod tests {
         ctx.expect([OutputKind::Network]);
         ctx.put(network());
         ctx.close(OutputKind::Network, Some("a later part failed".into()));
-        assert_eq!(ctx.wait::<NetworkOutputs>("security").await.unwrap().vpc_id, "vpc-1");
+        assert_eq!(ctx.for_step(SECURITY).wait::<NetworkOutputs>().await.unwrap().vpc_id, "vpc-1");
     }
 
     #[test]
@@ -487,25 +602,93 @@ mod tests {
         assert!(err.contains("security") && err.contains("network"), "{err}");
         ctx.put(ClusterOutputs { name: "c".into(), arn: "a".into() });
         assert_eq!(ctx.get::<ClusterOutputs>("services").unwrap().name, "c");
+        let err = ctx.for_step(SECURITY).get::<NetworkOutputs>("a free string").unwrap_err().to_string();
+        assert!(err.contains("`security`") && !err.contains("free string"), "a step's handle names its step: {err}");
     }
 
     #[tokio::test]
     async fn wait_gone_waits_for_a_coming_milestone_and_not_for_one_nobody_gives() {
-        let ctx = Arc::new(Context::new(Config::default()));
-        ctx.wait_gone("network", Gone::Namespace).await.expect("no giver in this run: nothing to wait for");
+        let ctx = Context::new(Config::default());
+        let network = ctx.for_step(NETWORK);
+        network.wait_gone(Gone::Namespace).await.expect("no giver in this run: nothing to wait for");
         ctx.expect_gone([Gone::SecurityGroups]);
-        let waiter = tokio::spawn({
-            let ctx = ctx.clone();
-            async move { ctx.wait_gone("network", Gone::SecurityGroups).await }
-        });
+        let waiter = tokio::spawn(async move { network.wait_gone(Gone::SecurityGroups).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "waits while the giver runs");
-        ctx.give(Gone::SecurityGroups);
+        ctx.for_step(SECURITY).give(Gone::SecurityGroups);
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
 
         ctx.expect_gone([Gone::EcsServices]);
         ctx.close_gone(&[Gone::EcsServices], Some("DeleteService failed".into()));
-        let err = ctx.wait_gone("cluster", Gone::EcsServices).await.unwrap_err().to_string();
-        assert!(err.contains("cluster") && err.contains("ecs-services gone") && err.contains("DeleteService"), "{err}");
+        let err = ctx.for_step(SECURITY).wait_gone(Gone::EcsServices).await.unwrap_err().to_string();
+        assert!(
+            err.contains("security") && err.contains("ecs-services gone") && err.contains("DeleteService"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_pruned_waits_for_the_giver_in_apply_and_not_at_all_when_nobody_expects_it() {
+        let ctx = Context::new(Config::default());
+        let security = ctx.for_step(SECURITY);
+        // Plan: the runner expects no prune milestone.
+        security.wait_pruned(Pruned::Services).await.expect("nothing expected: at once");
+        ctx.expect_pruned([Pruned::Services]);
+        assert!(!ctx.is_pruned(Pruned::Services));
+        let waiter = tokio::spawn(async move { security.wait_pruned(Pruned::Services).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits while the services step prunes");
+        ctx.for_step(SERVICES).give_pruned(Pruned::Services);
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+        assert!(ctx.is_pruned(Pruned::Services));
+
+        ctx.expect_pruned([Pruned::Services]);
+        ctx.close_pruned(&[Pruned::Services], Some("DeleteService failed".into()));
+        let err = ctx.for_step(SECURITY).wait_pruned(Pruned::Services).await.unwrap_err().to_string();
+        assert!(err.contains("security") && err.contains("services pruned") && err.contains("DeleteService"), "{err}");
+    }
+
+    /// The guard is not a debug assertion: this test runs, and passes, under `--release` too.
+    #[tokio::test]
+    async fn a_step_handle_refuses_what_its_contract_does_not_declare_in_every_build() {
+        let ctx = Context::new(Config::default());
+        ctx.put(network());
+        ctx.put(ClusterOutputs { name: "c".into(), arn: "a".into() });
+        let alarms = ctx.for_step(ALARMS);
+        let undeclared = |err: StepError, input: &str, declare: &str| match err {
+            StepError::Undeclared { step, input: got, declare: where_, .. } => {
+                assert_eq!((step.as_str(), got.as_str(), where_), ("alarms", input, declare));
+            }
+            other => panic!("not refused: {other}"),
+        };
+        undeclared(alarms.wait::<NetworkOutputs>().await.unwrap_err(), "network", "Contract::reads");
+        undeclared(alarms.wait_for::<ClusterOutputs>(|_| true).await.unwrap_err(), "cluster", "Contract::reads");
+        undeclared(alarms.get::<NetworkOutputs>("alarms").unwrap_err(), "network", "Contract::reads");
+        undeclared(
+            alarms.wait_gone(Gone::EcsServices).await.unwrap_err(),
+            "ecs-services gone",
+            "Contract::destroy_waits",
+        );
+        undeclared(alarms.wait_pruned(Pruned::Services).await.unwrap_err(), "services pruned", "Contract::prune_waits");
+        assert!(alarms.take_refused().is_none());
+
+        // Writes have no error to return: they are not made, and the runner fails the step.
+        alarms.put_partial(network());
+        undeclared(alarms.take_refused().expect("refused"), "network", "Contract::produces");
+        alarms.put(ServicesOutputs { service_arns: Default::default() });
+        assert!(ctx.try_get::<ServicesOutputs>().is_none(), "an undeclared write is not made");
+        undeclared(alarms.take_refused().expect("refused"), "services", "Contract::produces");
+        ctx.expect_gone([Gone::SecurityGroups]);
+        alarms.give(Gone::SecurityGroups);
+        undeclared(alarms.take_refused().expect("refused"), "security-groups gone", "Contract::gives");
+        ctx.expect_pruned([Pruned::Services]);
+        alarms.give_pruned(Pruned::Services);
+        assert!(!ctx.is_pruned(Pruned::Services), "an undeclared milestone is not given");
+        undeclared(alarms.take_refused().expect("refused"), "services pruned", "Contract::prunes");
+        assert!(alarms.try_get::<NetworkOutputs>().is_none());
+        undeclared(alarms.take_refused().expect("refused"), "network", "Contract::reads");
+        // The message says where to declare it.
+        let err = alarms.wait::<NetworkOutputs>().await.unwrap_err().to_string();
+        assert!(err.contains("alarms") && err.contains("network") && err.contains("Contract::reads"), "{err}");
     }
 }

@@ -188,15 +188,16 @@ pub enum StepError {
         /// Why it is missing.
         why: String,
     },
-    /// A step waited for an input it does not declare (a bug of the step: its declarations are
-    /// the runner's and the checks' one source of truth). Only debug builds check.
-    #[error("step `{step}` waits for `{input}`, which it does not declare (declare it in its {declare}): {declared}")]
+    /// A step read, waited for, wrote or gave something its [`crate::step::Contract`] does not
+    /// declare (a bug of the step: its contract is the runner's and the checks' one source of
+    /// truth). Checked in every build, by the step's context handle.
+    #[error("step `{step}` uses `{input}`, which its contract does not declare (declare it in {declare}): {declared}")]
     Undeclared {
         /// The reading step.
         step: String,
         /// The input it waited for.
         input: String,
-        /// Where it belongs: `needs()`, `prune_reads()` or `destroy_waits()`.
+        /// Where it belongs, e.g. `Contract::reads`.
         declare: &'static str,
         /// What the step declares.
         declared: String,

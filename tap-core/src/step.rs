@@ -55,9 +55,9 @@ impl fmt::Display for OutputKind {
 }
 
 /// A milestone of a step's deletions that another step's deletions wait for (destroy runs every
-/// step at once; each deletion starts when what holds it is gone). Given by one step
-/// ([`Step::gives`]) through [`Context::give`], awaited with [`Context::wait_gone`] by the steps
-/// that declare it in [`Step::destroy_waits`]. Never a runner ordering edge.
+/// step at once; each deletion starts when what holds it is gone). Given by one step (its
+/// [`Contract::gives`]) through [`Context::give`], awaited with [`Context::wait_gone`] by the steps
+/// that declare it in their [`Contract::destroy_waits`]. Never a runner ordering edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Gone {
@@ -80,35 +80,109 @@ impl fmt::Display for Gone {
     }
 }
 
+/// A milestone of apply: one step's prune is done, so other steps may delete what it held.
+/// Given by one step (its [`Contract::prunes`]) through [`Context::give_pruned`] once its prune
+/// is done, awaited with [`Context::wait_pruned`] by the steps that declare it in their
+/// [`Contract::prune_waits`], right before their own prune. Plan prunes nothing: the runner
+/// expects no such milestone in plan, so a wait for one returns at once there. Never a runner
+/// ordering edge (the giver reads the waiters' outputs: an edge would be a cycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pruned {
+    /// The ECS services the config no longer declares are deleted (INACTIVE): their task roles,
+    /// security groups, target groups and Cloud Map services are no longer held.
+    Services,
+}
+
+impl fmt::Display for Pruned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        write!(f, "{s} pruned")
+    }
+}
+
+/// Everything a step declares, as one value: its name, the output it writes, the inputs it reads
+/// and the milestones it awaits and gives. The runner builds and checks the graph from it
+/// ([`Step::contract`]); the context hands each step a handle that carries it
+/// ([`Context::for_step`]) and refuses, in every build, a read, wait, write or milestone the
+/// contract does not declare ([`crate::StepError::Undeclared`]).
+///
+/// What each part does, exactly:
+/// - `reads`: the outputs the step reads with [`Context::wait`] / [`Context::wait_for`]. Each is
+///   produced by exactly one step, and the reads of all steps form no cycle (the runner checks
+///   both before running), so every read ends. The runner starts every step at once: a read orders
+///   the work after it, not the step's start (the graph is one of resources, not of steps).
+/// - `prune_waits`: [`Pruned`] milestones awaited in apply only, right before the step's prune.
+/// - `destroy_waits`: [`Gone`] milestones awaited in destroy before the deletions they hold.
+/// - `gives` / `prunes`: the milestones the step gives in destroy / in apply after its prune.
+///
+/// ```
+/// use tap_core::step::{Contract, Gone, OutputKind, Pruned};
+/// const SECURITY: Contract = Contract::new("security", OutputKind::Security)
+///     .reads(&[OutputKind::Network])
+///     .prune_waits(&[Pruned::Services])
+///     .destroy_waits(&[Gone::EcsServices, Gone::LoadBalancer])
+///     .gives(&[Gone::SecurityGroups]);
+/// assert!(SECURITY.may_read(OutputKind::Network) && !SECURITY.may_read(OutputKind::Ingress));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contract {
+    /// Short name, e.g. `network`.
+    pub name: &'static str,
+    /// The output this step writes (whole with [`Context::put`], in part with
+    /// [`Context::put_partial`]).
+    pub produces: OutputKind,
+    /// Outputs of other steps it reads.
+    pub reads: &'static [OutputKind],
+    /// Milestones of apply it awaits before its prune.
+    pub prune_waits: &'static [Pruned],
+    /// Milestones of other steps' deletions its destroy awaits.
+    pub destroy_waits: &'static [Gone],
+    /// Milestones its destroy gives (each at the latest when its destroy ends).
+    pub gives: &'static [Gone],
+    /// Milestones its apply gives once its prune is done (at the latest when its apply ends).
+    pub prunes: &'static [Pruned],
+}
+
+impl Contract {
+    /// A step named `name` that writes `produces` and declares nothing else yet.
+    pub const fn new(name: &'static str, produces: OutputKind) -> Self {
+        Contract { name, produces, reads: &[], prune_waits: &[], destroy_waits: &[], gives: &[], prunes: &[] }
+    }
+    /// With the outputs it reads.
+    pub const fn reads(self, reads: &'static [OutputKind]) -> Self {
+        Contract { reads, ..self }
+    }
+    /// With the milestones it awaits before its prune.
+    pub const fn prune_waits(self, prune_waits: &'static [Pruned]) -> Self {
+        Contract { prune_waits, ..self }
+    }
+    /// With the milestones its destroy awaits.
+    pub const fn destroy_waits(self, destroy_waits: &'static [Gone]) -> Self {
+        Contract { destroy_waits, ..self }
+    }
+    /// With the milestones its destroy gives.
+    pub const fn gives(self, gives: &'static [Gone]) -> Self {
+        Contract { gives, ..self }
+    }
+    /// With the milestones its apply gives after its prune.
+    pub const fn prunes(self, prunes: &'static [Pruned]) -> Self {
+        Contract { prunes, ..self }
+    }
+    /// Whether it may read `kind` (one of its `reads`).
+    pub fn may_read(&self, kind: OutputKind) -> bool {
+        self.reads.contains(&kind)
+    }
+}
+
 /// One concern of the platform (network, registry, …): converges its resources to the config.
 ///
-/// Every input a step waits for is declared once, here: [`Step::needs`] (ordering inputs, which
-/// the runner checks are produced), [`Step::prune_reads`] (outputs awaited only before deleting
-/// what the config no longer declares) and [`Step::destroy_waits`] (milestones of other steps'
-/// deletions). [`Context::wait`] and [`Context::wait_gone`] refuse, in debug builds, an input the
-/// reading step did not declare.
+/// Its [`Contract`] is everything it declares; the runner passes each method a context handle
+/// that carries it ([`Context::for_step`]), so each read names its step by construction.
 #[async_trait]
 pub trait Step: Send + Sync {
-    /// Short name, e.g. `network`.
-    fn name(&self) -> &'static str;
-    /// Outputs of other steps this one reads (the runner orders steps by them).
-    fn needs(&self) -> &'static [OutputKind];
-    /// The output this step writes into the context.
-    fn produces(&self) -> OutputKind;
-    /// Outputs this step awaits in apply only before its prune, as a signal that their producer's
-    /// own prune is done (e.g. a removed service's group waits for the service's deletion): not
-    /// ordering edges (the producer reads this step's output, so an edge would be a cycle).
-    fn prune_reads(&self) -> &'static [OutputKind] {
-        &[]
-    }
-    /// Milestones of other steps' deletions that this step's destroy waits for.
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[]
-    }
-    /// Milestones this step's destroy gives (each is given at the latest when its destroy ends).
-    fn gives(&self) -> &'static [Gone] {
-        &[]
-    }
+    /// What this step produces, reads, awaits and gives (see [`Contract`]).
+    fn contract(&self) -> Contract;
     /// Read-only: compares AWS with the desired state and lists the changes; writes its outputs
     /// (with [`crate::outputs::PENDING`] for what does not exist yet) so later steps can plan.
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError>;

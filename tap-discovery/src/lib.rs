@@ -50,9 +50,9 @@ use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::context::Gathered;
 use tap_core::naming::client_token;
-use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, ServicesOutputs, PENDING};
+use tap_core::outputs::{is_known, DiscoveryOutputs, DiscoveryService, NetworkOutputs, PENDING};
 use tap_core::resource::Engine;
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -116,7 +116,7 @@ impl DiscoveryStep {
         let engine = Engine::new(ctx, STEP, mode);
         let ns_name = ctx.names.namespace();
         // The namespace is found by name, so the lookup runs while the VPC is still coming.
-        let (found, network) = tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>(STEP))?;
+        let (found, network) = tokio::try_join!(self.find_namespaces(&ns_name), ctx.wait::<NetworkOutputs>())?;
         let existing = if is_known(&network.vpc_id) {
             found.into_iter().next()
         } else if mode.is_apply() {
@@ -197,7 +197,7 @@ impl DiscoveryStep {
         let owned = kind.owned_among(undeclared, ctx.names.env()).await?;
         if !owned.is_empty() {
             if mode.is_apply() {
-                ctx.wait::<ServicesOutputs>(STEP).await?;
+                ctx.wait_pruned(Pruned::Services).await?;
             }
             engine.prune(&kind, owned, &BTreeSet::new()).await?;
         }
@@ -207,28 +207,12 @@ impl DiscoveryStep {
 
 #[async_trait]
 impl Step for DiscoveryStep {
-    fn name(&self) -> &'static str {
-        "discovery"
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[OutputKind::Network]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Discovery
-    }
-
-    fn prune_reads(&self) -> &'static [OutputKind] {
-        &[OutputKind::Services]
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices]
-    }
-
-    fn gives(&self) -> &'static [Gone] {
-        &[Gone::Namespace]
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Discovery)
+            .reads(&[OutputKind::Network])
+            .prune_waits(&[Pruned::Services])
+            .destroy_waits(&[Gone::EcsServices])
+            .gives(&[Gone::Namespace])
     }
 
     #[tracing::instrument(skip_all, name = "discovery.plan")]
@@ -247,7 +231,7 @@ impl Step for DiscoveryStep {
         let engine = Engine::new(ctx, STEP, Mode::Apply);
         if !namespaces.is_empty() {
             // ECS deregisters a service's instances as its tasks stop.
-            ctx.wait_gone(STEP, Gone::EcsServices).await?;
+            ctx.wait_gone(Gone::EcsServices).await?;
         }
         let (namespace_kind, service_kind) = (self.namespaces(), self.services());
         for namespace in &namespaces {

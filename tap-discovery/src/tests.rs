@@ -435,7 +435,7 @@ async fn plan_lists_a_removed_service_without_waiting_for_the_services_step() {
     with_removed(&mut mock);
     no_mutations(&mut mock);
     mock.expect_list_instances().never();
-    // No ServicesOutputs in the context: plan must not wait for it.
+    // Plan must not wait for the services step's prune.
     let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx()).await.unwrap();
     assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
 }
@@ -452,7 +452,7 @@ async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
         Ok(())
     });
     let ctx = ctx();
-    ctx.expect([OutputKind::Services]);
+    ctx.expect_pruned([Pruned::Services]);
     let step = DiscoveryStep::new(Arc::new(mock));
     let apply = step.apply(&ctx);
     tokio::pin!(apply);
@@ -463,7 +463,7 @@ async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
     }
     assert!(ctx.try_get::<DiscoveryOutputs>().is_some(), "outputs published before the prune");
     assert_eq!(deleted.load(Ordering::SeqCst), 0);
-    ctx.put(ServicesOutputs { service_arns: BTreeMap::new() });
+    ctx.give_pruned(Pruned::Services);
     let changes = apply.await.unwrap();
     assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
     assert_eq!(deleted.load(Ordering::SeqCst), 1);

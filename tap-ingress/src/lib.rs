@@ -63,11 +63,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
-use tap_core::outputs::{
-    is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, ServicesOutputs, TrafficShift, PENDING,
-};
+use tap_core::outputs::{is_known, IngressOutputs, NetworkOutputs, SecurityOutputs, TrafficShift, PENDING};
 use tap_core::resource::{Engine, Owned, Resource};
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::strategy;
 use tap_core::wait::{poll_until, Backoff};
 use tap_core::{AttrChange, Change, Context, Mode, Step, StepError};
@@ -640,8 +638,7 @@ impl IngressStep {
                 .collect::<Vec<_>>();
             Ok::<_, StepError>((lb, all, configured))
         };
-        let ((observed_lb, all_tgs, observed_tgs), network) =
-            tokio::try_join!(observe, ctx.wait::<NetworkOutputs>(STEP))?;
+        let ((observed_lb, all_tgs, observed_tgs), network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>())?;
 
         let engine = self.engine(ctx, mode);
         let target_groups = async {
@@ -660,7 +657,7 @@ impl IngressStep {
         };
         let load_balancer = async {
             // Any part of the output will do: the groups come before the roles (see `Context::wait_for`).
-            let security: SecurityOutputs = ctx.wait_for(STEP, |_| true).await?;
+            let security: SecurityOutputs = ctx.wait_for(|_| true).await?;
             let desired = Desired::new(ctx, &network, &security);
             let engine = self.engine(ctx, mode);
             let lb = self.converge_load_balancer(&engine, &desired, observed_lb).await?;
@@ -711,8 +708,8 @@ impl IngressStep {
         if !undeclared.is_empty() {
             if mode.is_apply() {
                 // A removed service still uses its target group until the services step has
-                // deleted it (that step publishes its outputs once its own prune is done).
-                ctx.wait::<ServicesOutputs>(STEP).await?;
+                // deleted it.
+                ctx.wait_pruned(Pruned::Services).await?;
             }
             let prune = self.engine(ctx, mode);
             let declared: BTreeSet<String> = routed.iter().flat_map(|r| r.target_groups()).map(|(id, _)| id).collect();
@@ -725,28 +722,12 @@ impl IngressStep {
 
 #[async_trait]
 impl Step for IngressStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[OutputKind::Network, OutputKind::Security]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Ingress
-    }
-
-    fn prune_reads(&self) -> &'static [OutputKind] {
-        &[OutputKind::Services]
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices]
-    }
-
-    fn gives(&self) -> &'static [Gone] {
-        &[Gone::LoadBalancer]
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Ingress)
+            .reads(&[OutputKind::Network, OutputKind::Security])
+            .prune_waits(&[Pruned::Services])
+            .destroy_waits(&[Gone::EcsServices])
+            .gives(&[Gone::LoadBalancer])
     }
 
     #[tracing::instrument(name = "ingress.plan", skip_all)]
@@ -846,7 +827,7 @@ impl Step for IngressStep {
         };
         let (mut changes, doomed) = tokio::try_join!(load_balancer, target_groups)?;
         if !doomed.is_empty() {
-            ctx.wait_gone(STEP, Gone::EcsServices).await?;
+            ctx.wait_gone(Gone::EcsServices).await?;
         }
         // One already gone is no change.
         let engine = self.engine(ctx, Mode::Apply);

@@ -798,7 +798,7 @@ async fn plan_lists_the_target_group_and_rule_of_a_service_no_longer_routed() {
     let log = Arc::default();
     let mut m = removed_api_reads(log);
     expect_no_mutation(&mut m);
-    // No ServicesOutputs: plan does not wait for the services step.
+    // Plan does not wait for the services step's prune.
     let changes = step(m).plan(&context_with(config_without_api(), true)).await.unwrap();
     assert_eq!(
         summary_of(&changes),
@@ -814,7 +814,7 @@ async fn prune_deletes_the_rule_then_after_the_services_the_target_group_of_a_re
     let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let step = step(removed_api_reads(log.clone()));
     let ctx = Arc::new(context_with(config_without_api(), true));
-    ctx.expect([tap_core::step::OutputKind::Services]);
+    ctx.expect_pruned([tap_core::step::Pruned::Services]);
     let run = tokio::spawn({
         let ctx = ctx.clone();
         async move { step.apply(&ctx).await }
@@ -822,7 +822,7 @@ async fn prune_deletes_the_rule_then_after_the_services_the_target_group_of_a_re
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(*log.lock().unwrap(), ["rule"], "the target group waits for the services step");
     assert!(ctx.try_get::<IngressOutputs>().is_some(), "the outputs are published before the prune waits");
-    ctx.put(tap_core::outputs::ServicesOutputs { service_arns: BTreeMap::new() });
+    ctx.give_pruned(tap_core::step::Pruned::Services);
     let changes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
     assert_eq!(*log.lock().unwrap(), ["rule", "target group"]);
     assert_eq!(

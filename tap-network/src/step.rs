@@ -15,7 +15,7 @@ use tap_core::naming::{client_token, Names};
 use tap_core::outputs::{NetworkOutputs, SubnetRef, PENDING};
 use tap_core::progress::ProgressEvent;
 use tap_core::resource::Engine;
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -124,20 +124,13 @@ impl NetworkStep {
 
 #[async_trait]
 impl Step for NetworkStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[]
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices, Gone::LoadBalancer, Gone::SecurityGroups, Gone::Namespace]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Network
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Network).destroy_waits(&[
+            Gone::EcsServices,
+            Gone::LoadBalancer,
+            Gone::SecurityGroups,
+            Gone::Namespace,
+        ])
     }
 
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
@@ -612,8 +605,8 @@ impl Pass<'_> {
         tokio::try_join!(
             self.delete_nats_then_addresses(&nats, &addresses),
             try_join_all(tables),
-            self.ctx.wait_gone(STEP, Gone::EcsServices),
-            self.ctx.wait_gone(STEP, Gone::LoadBalancer),
+            self.ctx.wait_gone(Gone::EcsServices),
+            self.ctx.wait_gone(Gone::LoadBalancer),
         )?;
         tokio::try_join!(
             try_join_all(
@@ -629,7 +622,7 @@ impl Pass<'_> {
         if vpcs.is_empty() {
             return Ok(());
         }
-        tokio::try_join!(self.ctx.wait_gone(STEP, Gone::SecurityGroups), self.ctx.wait_gone(STEP, Gone::Namespace))?;
+        tokio::try_join!(self.ctx.wait_gone(Gone::SecurityGroups), self.ctx.wait_gone(Gone::Namespace))?;
         try_join_all(vpcs.into_iter().map(|vpc| async move {
             let component = vpc.component().unwrap_or(VPC).to_owned();
             let id = vpc.id.clone();

@@ -38,7 +38,7 @@ use tap_core::context::Gathered;
 use tap_core::error::IfFound;
 use tap_core::outputs::{RegistryOutputs, Repository, PENDING};
 use tap_core::resource::{self, owned, Engine};
-use tap_core::step::OutputKind;
+use tap_core::step::{Contract, OutputKind};
 use tap_core::{Change, Context, Mode, Step, StepError};
 
 #[cfg(any(test, feature = "test-util"))]
@@ -196,16 +196,8 @@ struct Owned {
 
 #[async_trait]
 impl Step for RegistryStep {
-    fn name(&self) -> &'static str {
-        "registry"
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Registry
+    fn contract(&self) -> Contract {
+        Contract::new("registry", OutputKind::Registry)
     }
 
     #[tracing::instrument(skip_all, name = "registry.plan")]

@@ -428,7 +428,7 @@ pub async fn converge(
             .await
             .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))
     };
-    let (observed, network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>("security"))?;
+    let (observed, network) = tokio::try_join!(observe, ctx.wait::<NetworkOutputs>())?;
     let vpc = network.vpc_id;
     let observed: Vec<ObservedGroup> = observed.into_iter().filter(|g| is_known(&vpc) && g.vpc_id == vpc).collect();
     let desired = desired_groups(ctx);
@@ -571,10 +571,8 @@ pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Resul
         .into_iter()
         .filter(|g| owned_group(g, env).is_some())
         .collect();
-    let holders_gone = async {
-        tokio::try_join!(ctx.wait_gone("security", Gone::EcsServices), ctx.wait_gone("security", Gone::LoadBalancer))
-            .map(drop)
-    };
+    let holders_gone =
+        async { tokio::try_join!(ctx.wait_gone(Gone::EcsServices), ctx.wait_gone(Gone::LoadBalancer)).map(drop) };
     let deleted = delete_groups(api, ctx, &groups, backoff, holders_gone).await?;
     ctx.give(Gone::SecurityGroups);
     Ok(deleted)

@@ -60,8 +60,8 @@ use std::collections::BTreeMap;
 
 use tap_core::aws::AwsSession;
 use tap_core::context::Gathered;
-use tap_core::outputs::{SecurityOutputs, ServicesOutputs};
-use tap_core::step::{Gone, OutputKind};
+use tap_core::outputs::SecurityOutputs;
+use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -201,8 +201,8 @@ impl SecurityStep {
             !groups.undeclared.is_empty() || !roles.is_empty() || secrets::prune_deletes(ctx, &secrets.undeclared);
         if mode.is_apply() && deletes {
             // A removed service's group is held by its tasks' network interfaces and its role by
-            // its tasks: the services step publishes its outputs once its own prune is done.
-            ctx.wait::<ServicesOutputs>(STEP).await?;
+            // its tasks: wait for the services step's own prune.
+            ctx.wait_pruned(Pruned::Services).await?;
         }
         let (pruned_groups, pruned_roles, pruned_secrets) = tokio::try_join!(
             groups::prune(&*self.ec2, ctx, mode, &groups.undeclared, self.dependency_backoff),
@@ -216,28 +216,12 @@ impl SecurityStep {
 
 #[async_trait]
 impl Step for SecurityStep {
-    fn name(&self) -> &'static str {
-        "security"
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[OutputKind::Network]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Security
-    }
-
-    fn prune_reads(&self) -> &'static [OutputKind] {
-        &[OutputKind::Services]
-    }
-
-    fn destroy_waits(&self) -> &'static [Gone] {
-        &[Gone::EcsServices, Gone::LoadBalancer]
-    }
-
-    fn gives(&self) -> &'static [Gone] {
-        &[Gone::SecurityGroups]
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Security)
+            .reads(&[OutputKind::Network])
+            .prune_waits(&[Pruned::Services])
+            .destroy_waits(&[Gone::EcsServices, Gone::LoadBalancer])
+            .gives(&[Gone::SecurityGroups])
     }
 
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {

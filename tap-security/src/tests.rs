@@ -978,12 +978,12 @@ fn world_with_leftovers() -> World {
 }
 
 fn services_done(ctx: &Context) {
-    ctx.put(tap_core::outputs::ServicesOutputs { service_arns: BTreeMap::new() });
+    ctx.give_pruned(tap_core::step::Pruned::Services);
 }
 
 #[tokio::test]
 async fn plan_lists_a_removed_services_group_and_role_as_deleted_and_an_undeclared_secret_as_kept() {
-    // No ServicesOutputs: plan lists the prune without waiting for the services step.
+    // Plan lists the prune without waiting for the services step's prune.
     let ctx = ctx_without_processing(false);
     let changes = Mocks::reading(&world_with_leftovers()).forbid_mutations().step().plan(&ctx).await.unwrap();
     assert_eq!(
@@ -1036,7 +1036,7 @@ async fn prune_deletes_a_removed_services_group_and_role_after_the_services_and_
     let step = m.forbid_mutations().step();
 
     let ctx = Arc::new(ctx_without_processing(false));
-    ctx.expect([tap_core::step::OutputKind::Services]);
+    ctx.expect_pruned([tap_core::step::Pruned::Services]);
     let run = tokio::spawn({
         let ctx = ctx.clone();
         async move { step.apply(&ctx).await }

@@ -5,7 +5,7 @@
 //! the cluster (cluster), the security groups, roles and secret ARNs (security), the ALB DNS name and
 //! target groups (ingress), the Cloud Map services (discovery) and each service's CloudWatch alarm
 //! names (alarms), which it names in `deploymentConfiguration.alarms` with rollback on.
-//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN (in apply mode after the prune).
+//! **Writes** [`ServicesOutputs`]: service name → ECS service ARN; gives [`Pruned::Services`] once its prune is done.
 //!
 //! Per service, concurrently across services:
 //! - [`logs`]: log group `/ecs/tap-{service}-{s}` with the configured retention.
@@ -33,9 +33,8 @@
 //! tags) and the cluster's scalable targets and their policies (by resource id) — is listed by
 //! plan and removed by deploy: the scaling and, alongside, the ECS service (scaled to 0, deleted
 //! with force, waited for until INACTIVE), then its task definition family and log group. In apply
-//! mode [`ServicesOutputs`] is published only after that, so steps that delete a removed service's
-//! Cloud Map service, target group, security group or role can wait for it (their
-//! `Step::prune_reads`). `destroy` removes everything these listings find, whatever the config
+//! mode it gives [`Pruned::Services`] after that, so steps that delete a removed service's Cloud
+//! Map service, target group, security group or role wait for it (their `Contract::prune_waits`). `destroy` removes everything these listings find, whatever the config
 //! says, and gives [`Gone::EcsServices`] as soon as the ECS services are INACTIVE.
 //!
 //! [`image`]: a service that already runs is never moved to an image its repository does not
@@ -83,7 +82,7 @@ use tap_core::outputs::{
     SecurityOutputs, ServicesOutputs,
 };
 use tap_core::resource::Engine;
-use tap_core::step::{Gone, OutputKind};
+use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
@@ -164,18 +163,18 @@ impl Inputs {
         let reads_load_balancer = task_definition::reads_load_balancer(spec);
         let ingress = async {
             match reads_load_balancer {
-                true => ctx.wait::<IngressOutputs>(STEP).await.map(Some),
+                true => ctx.wait::<IngressOutputs>().await.map(Some),
                 false => Ok(None),
             }
         };
         let (network, registry, cluster, security, ingress, discovery, alarms) = tokio::try_join!(
-            ctx.wait::<NetworkOutputs>(STEP),
-            ctx.wait_for::<RegistryOutputs>(STEP, |r| r.repositories.contains_key(name)),
-            ctx.wait::<ClusterOutputs>(STEP),
-            ctx.wait_for::<SecurityOutputs>(STEP, |s| s.task_role_arns.contains_key(name)),
+            ctx.wait::<NetworkOutputs>(),
+            ctx.wait_for::<RegistryOutputs>(|r| r.repositories.contains_key(name)),
+            ctx.wait::<ClusterOutputs>(),
+            ctx.wait_for::<SecurityOutputs>(|s| s.task_role_arns.contains_key(name)),
             ingress,
-            ctx.wait_for::<DiscoveryOutputs>(STEP, |d| !spec.discovery || d.services.contains_key(name)),
-            ctx.wait_for::<AlarmsOutputs>(STEP, |a| a.alarm_names.contains_key(name)),
+            ctx.wait_for::<DiscoveryOutputs>(|d| !spec.discovery || d.services.contains_key(name)),
+            ctx.wait_for::<AlarmsOutputs>(|a| a.alarm_names.contains_key(name)),
         )?;
         Ok(Inputs { network, registry, cluster, security, ingress, discovery, alarms })
     }
@@ -338,12 +337,12 @@ impl ServicesStep {
         // One batched read of every service's log group, ECS service and auto scaling, shared
         // below. It needs only the cluster, so it runs while the other inputs are still coming.
         let observed = async {
-            let cluster: ClusterOutputs = ctx.wait(STEP).await?;
+            let cluster: ClusterOutputs = ctx.wait().await?;
             api::Observed::read(api, ctx, &cluster).await
         };
         let task_definitions = api::latest_task_definitions(api, ctx);
         let (cluster, mut observed, (task_definitions, families)) =
-            tokio::try_join!(ctx.wait::<ClusterOutputs>(STEP), observed, task_definitions)?;
+            tokio::try_join!(ctx.wait::<ClusterOutputs>(), observed, task_definitions)?;
         observed.task_definitions = task_definitions;
         observed.listed.families = families;
         let converged = try_join_all(ctx.config.services.iter().map(|spec| {
@@ -356,19 +355,15 @@ impl ServicesStep {
         .await?;
         let outputs =
             ServicesOutputs { service_arns: converged.iter().map(|c| (c.name.clone(), c.arn.clone())).collect() };
-        if !mode.is_apply() {
-            ctx.put(outputs.clone());
-        }
+        ctx.put(outputs);
         // What the environment owns and the config no longer declares. The other steps delete a
         // removed service's Cloud Map service, target group, security group and role once this
-        // step has published its outputs, so in apply mode they are published after the prune.
+        // step gives `Pruned::Services`, after its prune (plan prunes nothing: nobody waits).
         let declared: BTreeSet<String> = ctx.config.services.iter().map(|s| s.name.clone()).collect();
         let cluster = &cluster.name;
         let found = prune::undeclared(api, ctx, cluster, &observed.listed, &declared).await?;
         prune::remove(api, &engine, cluster, found, &|| ()).await?;
-        if mode.is_apply() {
-            ctx.put(outputs);
-        }
+        ctx.give_pruned(Pruned::Services);
         if mode.is_apply() && ctx.config.deploy.wait {
             let backoff = Backoff {
                 initial: self.wait_poll.0,
@@ -410,28 +405,19 @@ impl ServicesStep {
 
 #[async_trait]
 impl Step for ServicesStep {
-    fn name(&self) -> &'static str {
-        STEP
-    }
-
-    fn needs(&self) -> &'static [OutputKind] {
-        &[
-            OutputKind::Network,
-            OutputKind::Registry,
-            OutputKind::Cluster,
-            OutputKind::Security,
-            OutputKind::Ingress,
-            OutputKind::Discovery,
-            OutputKind::Alarms,
-        ]
-    }
-
-    fn produces(&self) -> OutputKind {
-        OutputKind::Services
-    }
-
-    fn gives(&self) -> &'static [Gone] {
-        &[Gone::EcsServices]
+    fn contract(&self) -> Contract {
+        Contract::new(STEP, OutputKind::Services)
+            .reads(&[
+                OutputKind::Network,
+                OutputKind::Registry,
+                OutputKind::Cluster,
+                OutputKind::Security,
+                OutputKind::Ingress,
+                OutputKind::Discovery,
+                OutputKind::Alarms,
+            ])
+            .gives(&[Gone::EcsServices])
+            .prunes(&[Pruned::Services])
     }
 
     async fn plan(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {

@@ -1457,12 +1457,13 @@ fn without_processing() -> (Arc<Context>, World) {
 }
 
 #[tokio::test]
-async fn a_removed_service_is_pruned_scaling_first_and_outputs_come_after() {
+async fn a_removed_service_is_pruned_scaling_first_and_the_pruned_milestone_comes_after() {
     let (ctx, world) = without_processing();
+    ctx.expect_pruned([tap_core::step::Pruned::Services]);
     let deleted = world.deleted_services.clone();
     let mut api = read_mock(world.clone());
     let gone = "processing-service";
-    let published = |ctx: &Arc<Context>| ctx.try_get::<ServicesOutputs>().is_some();
+    let published = |ctx: &Arc<Context>| ctx.is_pruned(tap_core::step::Pruned::Services);
     let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
     let policies = world.policies.clone();
     api.expect_describe_scaling_policies()
@@ -1474,7 +1475,7 @@ async fn a_removed_service_is_pruned_scaling_first_and_outputs_come_after() {
         .withf(move |r, name| *r == rid(gone) && name == "tap-cpu-processing-service-dev")
         .times(1)
         .returning(move |_, _| {
-            assert!(!published(&c), "outputs are published after the prune");
+            assert!(!published(&c), "the milestone is given after the prune");
             o.lock().unwrap().push("policy");
             Ok(())
         });
@@ -1547,6 +1548,7 @@ async fn a_removed_service_is_pruned_scaling_first_and_outputs_come_after() {
     assert_eq!(&order[..4], ["policy", "target", "scale to 0", "delete service"], "{order:?}");
     let outputs: ServicesOutputs = ctx.get("test").unwrap();
     assert_eq!(outputs.service_arns.len(), 2);
+    assert!(published(&ctx), "given once the prune is done");
 }
 
 #[tokio::test]
