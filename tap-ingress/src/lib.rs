@@ -526,7 +526,8 @@ impl IngressStep {
                 arns
             }
             now => {
-                // A new listener has no rule: each one is created (in plan mode: listed).
+                // A new listener has no rule (`have` is `None`): each one is created (in plan
+                // mode: listed).
                 let arn = now.map_or_else(|| PENDING.to_owned(), |l| l.arn);
                 let (kind, engine) = (RuleKind::new(&*self.api), self.engine(ctx, mode));
                 let created = try_join_all(wanted.rules.iter().map(|(rid, rule)| {
@@ -534,7 +535,7 @@ impl IngressStep {
                     let rname = rule_name(&name, rule);
                     let (kind, engine) = (&kind, &engine);
                     async move {
-                        let now = engine.create(kind, rid, &rname, &want).await?;
+                        let now = engine.converge(kind, rid, &rname, &want, None).await?;
                         Ok::<_, StepError>((rid.clone(), now.map_or_else(|| PENDING.to_owned(), |r| r.arn)))
                     }
                 }))

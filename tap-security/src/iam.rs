@@ -22,9 +22,10 @@ use tap_core::config::ServiceSpec;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, PROJECT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, PENDING};
-use tap_core::resource::{Engine, Owned, Resource};
+use tap_core::resource::{Engine, Owned};
 use tap_core::{AwsError, Change, Context, Mode, StepError};
 
+use crate::inline_policy::{InlinePolicy, PolicyObserved, PolicyWant};
 use crate::policy::{self, ArnParts};
 use crate::role::{PoliciesFn, Role, RoleObserved, RolePolicies, RoleSpec};
 use crate::STEP;
@@ -285,6 +286,7 @@ pub async fn converge_infrastructure_role(
         policies: Box::new(|arn: &ArnParts| RolePolicies {
             managed: Some(BTreeSet::from([policy::infrastructure_managed_policy_arn(&arn.partition)])),
             inline: Some(BTreeMap::new()),
+            inline_apart: BTreeSet::new(),
         }),
     };
     let have = roles.get(&name).map(|d| observed(&name, d));
@@ -292,58 +294,47 @@ pub async fn converge_infrastructure_role(
     Ok(Some(role.map(|r| r.detail.arn).unwrap_or_else(|| PENDING.into())))
 }
 
-fn conflict(id: &str, name: &str) -> impl FnOnce(String) -> StepError {
-    let (id, name) = (id.to_string(), name.to_string());
-    move |message| StepError::Conflict { resource: id, message: format!("{name}: {message}") }
-}
+/// Logical id of the execution role's inline policy `read-secrets` (see [`crate::inline_policy`]).
+pub const EXECUTION_SECRETS_COMPONENT: &str = "security/role/task-execution/read-secrets";
 
 /// The execution role after its first phase (beside the secrets).
 #[derive(Debug, Clone)]
-pub enum ExecutionRole {
-    /// It exists: converged once the secret ARNs are known.
-    Existing(RoleObserved),
-    /// It was created with its managed policy (`None` in plan mode: it would be).
-    Created(Option<RoleObserved>),
+pub struct ExecutionRole {
+    /// What exists now (`None` in plan mode when it would be created, or when it is another's).
+    pub role: Option<RoleObserved>,
+    /// It is another environment's (or not tap's): plan lists the conflict, and nothing under it.
+    pub conflict: bool,
 }
 
-/// The execution role's managed policy, and its inline policy when `secret_arns` are given.
-fn execution_spec(ctx: &Context, managed: bool, secret_arns: Option<&[String]>) -> RoleSpec {
-    let inline = secret_arns.map(|arns| {
-        policy::execution_secrets_policy(arns)
-            .map(|doc| BTreeMap::from([(policy::EXECUTION_SECRETS_POLICY.to_string(), doc)]))
-            .unwrap_or_default()
-    });
-    let name = ctx.names.execution_role();
-    spec(
-        ctx,
-        EXECUTION_COMPONENT,
-        &name,
-        Box::new(move |arn: &ArnParts| RolePolicies {
-            managed: managed.then(|| BTreeSet::from([policy::execution_managed_policy_arn(&arn.partition)])),
-            inline: inline.clone(),
-        }),
-    )
-}
-
-/// Phase one of the execution role (it needs the secret ARNs only for its inline policy): a
-/// missing one is created with its managed policy; `roles` is what [`read_roles`] read.
-pub async fn ensure_execution_role(
+/// Phase one of the execution role, on `engine`: trust and managed policy, created when missing;
+/// `roles` is what [`read_roles`] read. Its inline policy `read-secrets` names the secret ARNs and
+/// so follows once they are known ([`finish_execution_role`]): it is left alone here.
+pub async fn converge_execution_role(
     api: &dyn IamApi,
     ctx: &Context,
     engine: &Engine<'_>,
     roles: &BTreeMap<String, RoleDetail>,
 ) -> Result<ExecutionRole, StepError> {
     let name = ctx.names.execution_role();
-    if let Some(detail) = roles.get(&name) {
-        return Ok(ExecutionRole::Existing(observed(&name, detail)));
-    }
-    let want = execution_spec(ctx, true, None);
-    Ok(ExecutionRole::Created(engine.create(&kind(api, ctx), EXECUTION_COMPONENT, &name, &want).await?))
+    let want = spec(
+        ctx,
+        EXECUTION_COMPONENT,
+        &name,
+        Box::new(|arn: &ArnParts| RolePolicies {
+            managed: Some(BTreeSet::from([policy::execution_managed_policy_arn(&arn.partition)])),
+            inline: Some(BTreeMap::new()),
+            inline_apart: BTreeSet::from([policy::EXECUTION_SECRETS_POLICY.to_string()]),
+        }),
+    );
+    let have = roles.get(&name).map(|d| observed(&name, d));
+    let existed = have.is_some();
+    let role = engine.converge(&kind(api, ctx), EXECUTION_COMPONENT, &name, &want, have).await?;
+    Ok(ExecutionRole { conflict: existed && role.is_none(), role })
 }
 
-/// Phase two of the execution role: an existing one is converged (trust, managed policy, inline
-/// policy reading exactly `secret_arns`); a created one gets its inline policy. Returns its ARN
-/// ([`PENDING`] in plan mode when it would be created).
+/// Phase two of the execution role, on `engine`: its inline policy `read-secrets` reading exactly
+/// `secret_arns` (put, updated, or deleted when there is no secret), as the kind
+/// [`InlinePolicy`]. Returns the role's ARN ([`PENDING`] in plan mode when it would be created).
 pub async fn finish_execution_role(
     api: &dyn IamApi,
     ctx: &Context,
@@ -351,31 +342,37 @@ pub async fn finish_execution_role(
     role: ExecutionRole,
     secret_arns: &[String],
 ) -> Result<String, StepError> {
-    let (id, name) = (EXECUTION_COMPONENT, ctx.names.execution_role());
+    let id = EXECUTION_SECRETS_COMPONENT;
     if engine.mode().is_apply() && secret_arns.iter().any(|a| !is_known(a)) {
         return Err(StepError::Conflict {
             resource: id.into(),
             message: "a secret ARN is unknown after apply; the execution role policy cannot name it".into(),
         });
     }
-    let role_kind = kind(api, ctx);
-    match role {
-        ExecutionRole::Existing(have) => {
-            let want = execution_spec(ctx, true, Some(secret_arns));
-            let have = engine.converge(&role_kind, id, &name, &want, Some(have)).await?;
-            Ok(have.map(|h| h.detail.arn).unwrap_or_else(|| PENDING.into()))
+    if role.conflict {
+        return Ok(PENDING.into());
+    }
+    let role_name = ctx.names.execution_role();
+    let policy_name = policy::EXECUTION_SECRETS_POLICY;
+    let name = format!("{role_name}/{policy_name}");
+    let role_new = role.role.as_ref().is_some_and(|r| r.new);
+    let have = role.role.as_ref().and_then(|r| {
+        let document = r.detail.inline.get(policy_name)?.clone();
+        Some(PolicyObserved { role: role_name.clone(), name: policy_name.into(), document, role_new })
+    });
+    let kind = InlinePolicy { api };
+    match policy::execution_secrets_policy(secret_arns) {
+        Some(document) => {
+            let want = PolicyWant { role: role_name.clone(), name: policy_name.into(), document, role_new };
+            engine.converge(&kind, id, &name, &want, have).await?;
         }
-        ExecutionRole::Created(None) => Ok(PENDING.into()),
-        ExecutionRole::Created(Some(created)) => {
-            // Its create is recorded; what is left is the inline policy (as the engine settles a
-            // create: the same diff and update).
-            let want = execution_spec(ctx, false, Some(secret_arns));
-            if let Some(diff) = role_kind.diff(&want, &created).map_err(conflict(id, &name))? {
-                role_kind.update(&created, &diff.update).await.map_err(|e| e.on(id))?;
+        None => {
+            if let Some(have) = have {
+                engine.delete(&kind, id, &name, &have).await?;
             }
-            Ok(created.detail.arn)
         }
     }
+    Ok(role.role.map(|r| r.detail.arn).unwrap_or_else(|| PENDING.into()))
 }
 
 /// Converges one service's task role; `observed` is its detail from [`read_roles`]. Returns its
@@ -399,6 +396,7 @@ pub async fn converge_task_role(
                 policy::TASK_POLICY.to_string(),
                 policy::task_policy(&names, &spec_of, arn),
             )])),
+            inline_apart: BTreeSet::new(),
         }),
     );
     let have = detail.map(|d| observed(&name, d));

@@ -2,9 +2,11 @@
 //!
 //! - [`groups`]: the load balancer's security group (TCP 80 and 443 from anywhere) and one group per
 //!   service (its port from the load balancer's group when routed, and from the groups of the
-//!   services in its `allow_from`); rules converge exactly, extra rules are revoked.
+//!   services in its `allow_from`); rules converge exactly, extra rules are revoked. The kind is
+//!   [`security_group`], its EC2 calls [`ec2`], a rule [`rule`].
 //! - [`iam`] and [`policy`]: the shared task-execution role (managed
-//!   `AmazonECSTaskExecutionRolePolicy` + `secretsmanager:GetSecretValue` on exactly the secrets)
+//!   `AmazonECSTaskExecutionRolePolicy` + `secretsmanager:GetSecretValue` on exactly the secrets,
+//!   its inline policy `read-secrets`, a kind of its own: [`inline_policy`])
 //!   and one task role per service (its own log group, plus its `permissions`), all trusted by
 //!   `ecs-tasks.amazonaws.com`; typed policy documents compared semantically.
 //! - The ECS infrastructure role for load balancers (trust `ecs.amazonaws.com`, the AWS-managed
@@ -45,11 +47,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ec2;
 pub mod groups;
 pub mod iam;
+pub mod inline_policy;
 pub mod policy;
 pub mod quota;
 pub mod role;
+pub mod rule;
 pub mod secrets;
 pub mod security_group;
 
@@ -65,7 +70,7 @@ use tap_core::step::{Contract, Gone, OutputKind, Pruned};
 use tap_core::wait::Backoff;
 use tap_core::{Change, Context, Mode, Step, StepError};
 
-pub use groups::{Ec2Api, SdkEc2};
+pub use ec2::{Ec2Api, SdkEc2};
 pub use iam::{IamApi, SdkIam};
 pub use secrets::{SdkSecrets, SecretValue, SecretsApi};
 
@@ -122,7 +127,7 @@ impl SecurityStep {
         let execution = async {
             let engine = &execution_engine;
             let (secrets, role) = tokio::try_join!(secrets::converge(&*self.secrets, ctx, mode), async {
-                iam::ensure_execution_role(&*self.iam, ctx, engine, roles().await?).await
+                iam::converge_execution_role(&*self.iam, ctx, engine, roles().await?).await
             })?;
             let arns: Vec<String> =
                 ctx.config.secrets.iter().filter_map(|s| secrets.arns.get(&s.name).cloned()).collect();

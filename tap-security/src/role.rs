@@ -4,8 +4,9 @@
 //!
 //! What a role should have depends on its ARN (the partition of the managed policy, the account of
 //! the task policy's log group), so [`RoleSpec::policies`] gives them from the role's
-//! [`ArnParts`]; either half may be left out (`None`), which leaves it alone (the execution role's
-//! inline policy waits for the secret ARNs).
+//! [`ArnParts`]; either half may be left out (`None`), which leaves it alone, and an inline policy
+//! another kind converges is named apart (the execution role's `read-secrets`, see
+//! [`crate::inline_policy`]).
 //!
 //! [`RoleUpdate`] is what [`Resource::diff`] finds: the trust policy to set, the managed policies
 //! to attach and detach and the inline policies to put and delete; plan prints exactly its
@@ -33,6 +34,9 @@ pub struct RolePolicies {
     pub managed: Option<BTreeSet<String>>,
     /// Exactly these inline policies, name → document (`None`: left alone).
     pub inline: Option<BTreeMap<String, PolicyDocument>>,
+    /// Inline policies another kind converges ([`crate::inline_policy`]): left alone here, not
+    /// deleted as extra.
+    pub inline_apart: BTreeSet<String>,
 }
 
 /// The policies of a role from its ARN's parts.
@@ -97,14 +101,14 @@ impl Role<'_> {
 }
 
 /// A document as IAM returned it, decoded for people when it can be.
-fn readable(raw: &str) -> String {
+pub(crate) fn readable(raw: &str) -> String {
     policy::decode_document(raw).map(|v| v.to_string()).unwrap_or_else(|| raw.to_string())
 }
 
 /// IAM is eventually consistent: a role created a moment ago may still be unknown to the call
 /// that attaches or puts a policy on it. Retries `op` while it says `NoSuchEntity` (or is
 /// throttled), only when `new`.
-async fn on_role<F, Fut>(new: bool, name: &str, action: &'static str, mut op: F) -> Result<(), ActionError>
+pub(crate) async fn on_role<F, Fut>(new: bool, name: &str, action: &'static str, mut op: F) -> Result<(), ActionError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), AwsError>>,
@@ -175,7 +179,13 @@ impl Resource for Role<'_> {
                 ));
                 update.put_inline.insert(policy_name.clone(), json);
             }
-            update.delete_inline = have.detail.inline.keys().filter(|p| !inline.contains_key(*p)).cloned().collect();
+            update.delete_inline = have
+                .detail
+                .inline
+                .keys()
+                .filter(|p| !inline.contains_key(*p) && !policies.inline_apart.contains(*p))
+                .cloned()
+                .collect();
             for policy_name in &update.delete_inline {
                 attributes.push(AttrChange::new(
                     format!("inline_policy.{policy_name}"),
@@ -305,6 +315,7 @@ mod tests {
                         ("task-permissions".to_string(), doc("s3:GetObject")),
                         ("kept".to_string(), doc("sqs:SendMessage")),
                     ])),
+                    inline_apart: BTreeSet::new(),
                 }
             }),
         }

@@ -7,14 +7,15 @@
 //! - **find** (adoption after a create whose outcome is unknown, or `InvalidGroup.Duplicate`): the
 //!   environment's groups in the VPC, by `tap:component` tag, then by name.
 //! - **create**: the group, tagged at creation (AWS gives it the default egress rule); its rules
-//!   are the diff of the new group, applied by the step once every group's id is known (rules
+//!   are listed with the create and added by the step once every group's id is known (rules
 //!   reference each other's groups).
 //! - Authorizing is done exactly once: after a lost answer, or `InvalidPermission.Duplicate`, the
 //!   group is read again and the rules count as added when all of them are there.
 //!
-//! Deletion of several groups (prune, destroy) first revokes every rule by which they reference
-//! other groups, then deletes each, retrying while a dependency remains: see
-//! [`crate::groups::prune`].
+//! - **delete**: `DeleteSecurityGroup`; while AWS answers `DependencyViolation` (network
+//!   interfaces still released) the engine sends it again, backing off. Deletion of several
+//!   groups (prune, destroy) first revokes every rule by which they reference other groups: see
+//!   [`crate::groups::prune`].
 
 use std::collections::BTreeSet;
 
@@ -24,7 +25,8 @@ use tap_core::naming::Tag;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::{AttrChange, AwsError};
 
-use crate::groups::{Ec2Api, ObservedGroup, Rule, RuleSource};
+use crate::ec2::{Ec2Api, ObservedGroup};
+use crate::rule::{Rule, RuleSource};
 
 /// What the config asks of one group.
 #[derive(Debug, Clone)]
@@ -174,6 +176,24 @@ impl Resource for SecurityGroupKind<'_> {
 
     fn already_exists(&self, error: &AwsError) -> bool {
         error.is("InvalidGroup.Duplicate")
+    }
+
+    /// The rules of `want`: the step adds them to a created group once every group's id is known
+    /// (rules reference each other's groups), so the create lists them.
+    fn create_attributes(&self, want: &GroupWant) -> Vec<AttrChange> {
+        want.ingress.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))).collect()
+    }
+
+    /// Not here: the rules of a new group name other groups, some still being created; the step
+    /// adds them once every id is known ([`crate::groups::converge`]).
+    fn settle_after_create(&self) -> bool {
+        false
+    }
+
+    /// `DependencyViolation`: network interfaces (of a load balancer or tasks just deleted) or
+    /// another group's rule still hold the group; they are released asynchronously.
+    fn held(&self, error: &AwsError) -> bool {
+        error.is("DependencyViolation")
     }
 
     async fn update(&self, have: &ObservedGroup, fix: &RuleFix) -> Result<ObservedGroup, ActionError> {

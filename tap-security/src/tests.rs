@@ -10,9 +10,10 @@ use tap_core::outputs::{NetworkOutputs, SecurityOutputs, PENDING};
 use tap_core::wait::Backoff;
 use tap_core::{Action, AwsError, Config, Context, Step};
 
-use crate::groups::{MockEc2Api, ObservedGroup, Rule, RuleSource};
+use crate::ec2::{MockEc2Api, ObservedGroup};
 use crate::iam::{MockIamApi, ObservedRole, RoleDetail};
 use crate::policy::{self, ArnParts};
+use crate::rule::{Rule, RuleSource};
 use crate::secrets::{MockSecretsApi, NewSecret, ObservedSecret, SecretValue, TaggedSecret};
 use crate::SecurityStep;
 
@@ -307,6 +308,15 @@ fn all_resources(action: Action) -> Vec<(String, Action)> {
     v
 }
 
+/// Everything from nothing, created: the resources and the execution role's inline policy, which
+/// follows the secrets (listed by plan as by apply).
+fn all_created() -> Vec<(String, Action)> {
+    let mut v = all_resources(Action::Create);
+    v.push((crate::iam::EXECUTION_SECRETS_COMPONENT.into(), Action::Create));
+    v.sort();
+    v
+}
+
 fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
     tags.iter().any(|(k, v)| k == key && v == value)
 }
@@ -427,7 +437,7 @@ async fn from_nothing_creates_exactly_the_spec_resources() {
 
     let ctx = ctx();
     let changes = m.step().apply(&ctx).await.unwrap();
-    assert_eq!(summary(&changes), all_resources(Action::Create));
+    assert_eq!(summary(&changes), all_created());
 
     let created = created.lock().unwrap().clone();
     let by_name: BTreeMap<&str, &NewSecret> = created.iter().map(|s| (s.name.as_str(), s)).collect();
@@ -643,8 +653,10 @@ async fn deleted_inline_policy_is_put_back() {
         .times(1)
         .returning(|_, _, _| Ok(()));
     let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
-    assert_eq!(summary(&changes), vec![("security/role/task-execution".to_string(), Action::Update)]);
-    assert_eq!(changes[0].attributes[0].attribute, "inline_policy.read-secrets");
+    // The execution role's `read-secrets` is its own resource (it follows the secrets): put back.
+    let id = crate::iam::EXECUTION_SECRETS_COMPONENT.to_string();
+    assert_eq!(summary(&changes), vec![(id, Action::Create)]);
+    assert_eq!(changes[0].attributes[0].attribute, "document");
     assert_eq!(changes[0].attributes[0].old, None);
 }
 
@@ -720,7 +732,7 @@ async fn all_four_roles_are_read_once_per_converge() {
         let step = m.forbid_mutations().step();
         let ctx = ctx();
         let changes = if apply { step.apply(&ctx).await } else { step.plan(&ctx).await }.unwrap();
-        let roles = changes.iter().filter(|c| c.resource.starts_with("security/role/")).count();
+        let roles = crate::quota::needs(&changes).first().map_or(0, |n| n.amount as usize);
         assert_eq!(roles, if world.roles.is_empty() { 4 } else { 0 }, "{changes:?}");
         let mut asked = asked.lock().unwrap().clone();
         asked.iter_mut().for_each(|names| names.sort());
@@ -734,7 +746,7 @@ async fn all_four_roles_are_read_once_per_converge() {
 async fn plan_from_nothing_lists_creates_without_mutating() {
     let ctx = ctx();
     let changes = Mocks::reading(&World::default()).forbid_mutations().step().plan(&ctx).await.unwrap();
-    assert_eq!(summary(&changes), all_resources(Action::Create));
+    assert_eq!(summary(&changes), all_created());
     let alb = changes.iter().find(|c| c.resource == "security/sg/alb").unwrap();
     let rules: Vec<&str> = alb.attributes.iter().filter_map(|a| a.new.as_deref()).collect();
     assert_eq!(rules, vec!["tcp 80 from 0.0.0.0/0", "tcp 443 from 0.0.0.0/0"]);
@@ -759,7 +771,7 @@ async fn plan_with_pending_vpc_does_not_call_ec2_with_it() {
     let other_vpc = converged().groups;
     m.ec2.expect_describe_security_groups().withf(|_, vpc| vpc.is_none()).returning(move |_, _| Ok(other_vpc.clone()));
     let changes = m.forbid_mutations().step().plan(&ctx).await.unwrap();
-    assert_eq!(changes.len(), 10);
+    assert_eq!(summary(&changes), all_created());
 }
 
 #[tokio::test]
@@ -1109,4 +1121,64 @@ async fn destroy_with_a_shorter_config_finds_every_role_group_and_secret_by_tags
         !deleted.iter().any(|d| d == "sg-hand-made" || d.ends_with("-prod")),
         "not this environment's: {deleted:?}"
     );
+}
+
+/// The execution role's `read-secrets` naming a secret less than the config: plan lists the
+/// policy's document as an update (calling nothing), apply puts exactly that document once and
+/// reports exactly what plan listed.
+#[tokio::test]
+async fn the_execution_roles_secrets_policy_is_planned_and_applied_as_listed() {
+    let mut world = converged();
+    let old = policy::execution_secrets_policy(&secret_arns()[..1]).unwrap();
+    let exec = world.roles.get_mut("tap-task-execution-dev").unwrap();
+    exec.2.insert("read-secrets".into(), url_encode(&old.to_json()));
+    let planned = Mocks::reading(&world).forbid_mutations().step().plan(&ctx()).await.unwrap();
+    let id = crate::iam::EXECUTION_SECRETS_COMPONENT.to_string();
+    assert_eq!(summary(&planned), vec![(id, Action::Update)]);
+    let attributes: Vec<&str> = planned[0].attributes.iter().map(|a| a.attribute.as_str()).collect();
+    assert_eq!(attributes, ["document"]);
+
+    let mut m = Mocks::reading(&world);
+    let want = policy::execution_secrets_policy(&secret_arns()).unwrap().to_value();
+    m.iam
+        .expect_put_role_policy()
+        .withf(move |role, name, doc| {
+            role == "tap-task-execution-dev"
+                && name == "read-secrets"
+                && serde_json::from_str::<Value>(doc).unwrap() == want
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    let applied = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
+    assert_eq!(applied, planned, "apply reports exactly what plan listed");
+}
+
+/// A group's delete AWS refuses while network interfaces still hold it is sent again by the
+/// engine until it goes through; a group already gone is no error and no change.
+#[tokio::test]
+async fn a_held_group_is_deleted_once_let_go_and_one_already_gone_is_no_change() {
+    let ctx = ctx();
+    let groups = converged().groups;
+    let held = groups.iter().find(|g| g.id == "sg-frontend").unwrap().clone();
+    let gone = groups.iter().find(|g| g.id == "sg-api-gateway").unwrap().clone();
+    let mut ec2 = MockEc2Api::new();
+    let tries = Arc::new(Mutex::new(0));
+    let t = tries.clone();
+    ec2.expect_delete_security_group().withf(|g| g == "sg-frontend").times(3).returning(move |_| {
+        let mut t = t.lock().unwrap();
+        *t += 1;
+        match *t {
+            1 | 2 => Err(AwsError::new("DependencyViolation", "resource sg-frontend has a dependent object")),
+            _ => Ok(()),
+        }
+    });
+    ec2.expect_delete_security_group()
+        .withf(|g| g == "sg-api-gateway")
+        .times(1)
+        .returning(|g| Err(AwsError::new("InvalidGroup.NotFound", format!("The security group '{g}' does not exist"))));
+    // Their rules reference the load balancer's group: revoked first.
+    ec2.expect_revoke_ingress().times(2).returning(|_, _| Ok(()));
+    let changes = crate::groups::prune(&ec2, &ctx, tap_core::Mode::Apply, &[held, gone], fast()).await.unwrap();
+    assert_eq!(changes, vec![tap_core::Change::delete("security/sg/frontend", "tap-frontend-sg-dev")]);
+    assert_eq!(*tries.lock().unwrap(), 3, "refused twice, then deleted");
 }

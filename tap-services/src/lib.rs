@@ -9,8 +9,8 @@
 //!
 //! Per service, concurrently across services:
 //! - [`logs`]: log group `/ecs/tap-{service}-{s}` with the configured retention.
-//! - [`task_definition`]: the desired definition is rendered and compared with the family's latest
-//!   ACTIVE revision; a revision is registered only when it differs.
+//! - [`task_definition`] and [`task_family`]: the desired definition is rendered and compared with
+//!   the family's latest ACTIVE revision; a revision is registered only when it differs.
 //! - [`service`]: the ECS service, created with the cluster's capacity-provider strategy and read
 //!   back so fields an endpoint dropped on create are set in the same run; later updated only on
 //!   difference, never touching the desired count (auto scaling owns it).
@@ -18,9 +18,9 @@
 //! - [`quota`]: for the quota preflight, the Fargate vCPUs (on demand and Spot) the services a plan
 //!   creates would run, and what the region's running tasks use.
 //!
-//! Log groups, ECS services and scaling run through the resource engine ([`tap_core::resource`]);
-//! task definition revisions are registered by [`task_definition`] itself (the service needs the
-//! new revision's ARN), the engine deletes them.
+//! Log groups, task definition families ([`task_family`]: an update registers the next revision
+//! and returns it, whose ARN the service then runs), ECS services and scaling all run through the
+//! resource engine ([`tap_core::resource`]).
 //!
 //! **AWS SDK crates**: ECS, CloudWatch Logs and Application Auto Scaling, and also ECR and ELBv2,
 //! declared as this crate's own rather than reached through traits implemented elsewhere: the
@@ -68,6 +68,7 @@ pub mod service;
 pub mod service_deployment;
 pub mod status;
 pub mod task_definition;
+pub mod task_family;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -184,7 +185,8 @@ impl Inputs {
 struct Converged {
     name: String,
     arn: String,
-    changes: Vec<Change>,
+    /// The refusal to move a running service to a missing image (plan lists it; see [`image`]).
+    refusal: Option<Change>,
     /// Deploy should wait for this service's rollout (it exists and its image is in ECR).
     wait: bool,
     /// The revision the service is to run (registered by this run, or the current one).
@@ -239,14 +241,14 @@ impl ServicesStep {
                 };
                 engine.converge(&LogGroup(api), &id, &name, &want, observed.log_groups.get(&name).cloned()).await
             };
-            let (_, (task_definition, changes)) =
-                tokio::try_join!(log_group, task_definition::converge(api, ctx, mode, inputs, spec, observed))?;
+            let (_, task_definition) =
+                tokio::try_join!(log_group, task_family::converge(engine, api, inputs, spec, observed))?;
             let mut svc = service::converge(engine, api, inputs, spec, &task_definition, observed).await?;
             tokio::try_join!(
                 scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
                 service::finish(api, spec, svc.fix.take()),
             )?;
-            Ok::<_, StepError>((svc.arn, changes, task_definition))
+            Ok::<_, StepError>((svc.arn, task_definition))
         };
         // The image check decides whether to wait for the rollout, and warns when the image is
         // missing: a no-op under `--no-wait` needs neither. When the answer is sure to be needed
@@ -264,18 +266,17 @@ impl ServicesStep {
             .get(&ctx.names.ecs_service(&spec.name))
             .filter(|s| s.is_active())
             .and_then(|s| s.task_definition.clone());
-        let (image_found, (arn, mut changes, task_definition)) = tokio::try_join!(early_check, work)?;
-        // This service's changes: its own and those the engine recorded under its logical ids.
+        let (image_found, (arn, task_definition)) = tokio::try_join!(early_check, work)?;
+        // This service's changes: those the engine recorded under its logical ids.
         let mine = |c: &Change| c.resource.rsplit('/').next() == Some(spec.name.as_str());
-        let changed = !changes.is_empty() || engine.changes().iter().any(mine);
+        let changed = engine.changes().iter().any(mine);
         let wait = mode.is_apply()
             && (ctx.config.deploy.wait || changed)
             && match image_found {
                 Some(found) => found,
                 None => self.check_image(ctx, inputs, spec).await?,
             };
-        changes.extend(refusal);
-        Ok(Converged { name: spec.name.clone(), arn, changes, wait, task_definition, previous })
+        Ok(Converged { name: spec.name.clone(), arn, refusal, wait, task_definition, previous })
     }
 
     /// For a running service this deploy would move (see [`image`]): whether its image is in the
@@ -397,7 +398,7 @@ impl ServicesStep {
                 return Err(err);
             }
         }
-        let mut changes: Vec<Change> = converged.into_iter().flat_map(|c| c.changes).collect();
+        let mut changes: Vec<Change> = converged.into_iter().filter_map(|c| c.refusal).collect();
         changes.extend(engine.into_changes());
         Ok(changes)
     }

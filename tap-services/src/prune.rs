@@ -17,7 +17,8 @@ use crate::component;
 use crate::logs::{LogGroup, ObservedLogGroup};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicy, ScalingTarget, Target};
 use crate::service::{wait_inactive, EcsService, ObservedService};
-use crate::task_definition::{ObservedFamily, ObservedTaskDefinition, TaskFamily};
+use crate::task_definition::ObservedTaskDefinition;
+use crate::task_family::{ObservedFamily, TaskFamily};
 
 /// One listing per kind of what may belong to the environment.
 #[derive(Debug, Clone, Default)]
@@ -229,7 +230,7 @@ pub(crate) async fn remove(
             try_join_all(deleted.iter().map(|s| wait_inactive(api, cluster, &s.name, &s.id))).await?;
         }
         services_gone();
-        let (families, log_groups) = (TaskFamily(api), LogGroup(api));
+        let (families, log_groups) = (TaskFamily::new(api, engine.ctx().names.env()), LogGroup(api));
         tokio::try_join!(
             engine.prune(&families, found.families, &none),
             engine.prune(&log_groups, found.log_groups, &none),

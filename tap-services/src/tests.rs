@@ -972,6 +972,57 @@ async fn a_register_answered_500_that_did_not_take_effect_is_sent_again() {
     assert_eq!(changes.len(), 2, "{changes:#?}");
 }
 
+/// A drifted task definition (cpu and image changed by hand): plan lists the family's update with
+/// its attributes and the service's move, calling nothing; apply registers exactly one revision
+/// (with this environment's tags), moves the service to it, and reports what plan listed.
+#[tokio::test]
+async fn a_drifted_task_definition_registers_exactly_one_revision_listed_attribute_by_attribute() {
+    let ctx = deployed_ctx(config(false));
+    let mut world = converged_world(&ctx);
+    let drifted = world.task_definitions.get_mut("tap-frontend-dev").unwrap();
+    drifted.definition.cpu = "256".into();
+    drifted.definition.containers[0].image = format!("{}:hand-made", repo_uri("frontend"));
+    let mut plan_api = read_mock(world.clone());
+    no_mutations(&mut plan_api);
+    let planned = step(plan_api).plan(&ctx).await.unwrap();
+    let td = |changes: &[Change]| changes.iter().find(|c| c.resource == "services/task-definition/frontend").cloned();
+    let planned_td = td(&planned).expect("plan lists the family's update");
+    assert_eq!(planned_td.action, Action::Update);
+    let attributes: Vec<&str> = planned_td.attributes.iter().map(|a| a.attribute.as_str()).collect();
+    assert_eq!(attributes, ["cpu", "container.image"], "{planned:#?}");
+
+    let mut api = read_mock(world);
+    type Registered = (TaskDefinitionSpec, Vec<tap_core::naming::Tag>);
+    let registered: Arc<Mutex<Vec<Registered>>> = Arc::default();
+    let reg = registered.clone();
+    api.expect_register_task_definition().times(1).returning(move |def, tags| {
+        reg.lock().unwrap().push((def.clone(), tags.to_vec()));
+        Ok(ObservedTaskDefinition {
+            arn: td_arn("frontend", 2),
+            revision: 2,
+            active: true,
+            definition: def.clone(),
+            tags: tags.to_vec(),
+        })
+    });
+    api.expect_update_service()
+        .withf(|u| u.service == "tap-frontend-dev" && u.task_definition == Some(td_arn("frontend", 2)))
+        .times(1)
+        .returning(|_| {
+            let ctx = deployed_ctx(config(false));
+            Ok(observed_from(&desired_service(&ctx, "frontend", &td_arn("frontend", 2))))
+        });
+    let applied = step(api).apply(&ctx).await.unwrap();
+    assert_eq!(td(&applied), Some(planned_td), "apply reports exactly what plan listed");
+    let actions = |changes: &[Change]| changes.iter().map(|c| (c.resource.clone(), c.action)).collect::<Vec<_>>();
+    assert_eq!(actions(&planned), actions(&applied), "and nothing else (the service moves to the revision)");
+    let registered = registered.lock().unwrap();
+    let (def, tags) = &registered[0];
+    assert_eq!(def.cpu, "512");
+    assert!(def.containers[0].image.ends_with(":latest"), "{def:?}");
+    assert!(tags.contains(&("Environment".into(), "dev".into())), "tagged as this environment's: {tags:?}");
+}
+
 #[tokio::test]
 async fn a_create_service_answered_500_that_took_effect_is_adopted_not_created_again() {
     let ctx = deployed_ctx(config(false));

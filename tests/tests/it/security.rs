@@ -174,10 +174,12 @@ async fn security_step_converges_keeps_secrets_and_destroys() {
     let env = TestEnv::new("sec-e2e");
     let s = env.suffix.clone();
 
-    // First deploy creates the 4 groups, 4 roles and 2 secrets.
+    // First deploy creates the 4 groups, 4 roles, 2 secrets and the execution role's inline
+    // policy naming them (a resource of its own: it follows the secrets).
     let (first, first_logs) = tap_run(&env, &["deploy", "--no-wait"]);
     let created = security_changes(&first);
-    assert_eq!(created.len(), 10, "{created:?}");
+    assert_eq!(created.len(), 11, "{created:?}");
+    assert!(created.iter().any(|(id, _)| id == "security/role/task-execution/read-secrets"), "{created:?}");
     assert!(created.iter().all(|(_, a)| a == "create"), "{created:?}");
 
     // Security groups: exactly the SPEC's rules.
