@@ -404,9 +404,10 @@ pub async fn converge_task_role(
     Ok(role.map(|r| r.detail.arn).unwrap_or_else(|| PENDING.into()))
 }
 
-/// Every task role, concurrently, each with its own engine: (service, ARN, changes), in the
-/// config's order; `roles` is what [`read_roles`] read. `made` hears of each role (service, ARN)
-/// as soon as it is done.
+/// Every task role, each with its own engine, started in the config's order and `aws.max_in_flight`
+/// at a time (under IAM's rate limit each role gets its policy before new roles are made, see
+/// `tap_core::fanout`): (service, ARN, changes), in the config's order; `roles` is what
+/// [`read_roles`] read. `made` hears of each role (service, ARN) as soon as it is done.
 pub async fn converge_task_roles(
     api: &dyn IamApi,
     ctx: &Context,
@@ -414,14 +415,14 @@ pub async fn converge_task_roles(
     roles: &BTreeMap<String, RoleDetail>,
     made: &(dyn Fn(&str, &str) + Sync),
 ) -> Result<Vec<(String, String, Vec<Change>)>, StepError> {
-    try_join_all(ctx.config.services.iter().map(|s| async move {
+    let roles = ctx.config.services.iter().map(|s| async move {
         let engine = Engine::new(ctx, STEP, mode);
         let detail = roles.get(&ctx.names.task_role(&s.name));
         let arn = converge_task_role(api, ctx, &engine, s, detail).await?;
         made(&s.name, &arn);
         Ok::<_, StepError>((s.name.clone(), arn, engine.into_changes()))
-    }))
-    .await
+    });
+    tap_core::fanout::in_order(roles, ctx.config.aws.max_in_flight).await
 }
 
 /// The logical id of a role when its tags say this environment owns it and it is one of tap's
