@@ -404,7 +404,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Creates one resource (in plan mode: lists it and returns `None`).
-    pub async fn create<R: Resource>(
+    async fn create<R: Resource>(
         &self,
         resource: &R,
         id: &str,
@@ -629,17 +629,17 @@ impl<'a> Engine<'a> {
     }
 
     /// Reports a resource that exists and was compared (unchanged unless a change names it too).
-    pub fn found(&self, id: &str) {
+    fn found(&self, id: &str) {
         self.ctx.progress(ProgressEvent::Found { step: self.step, resource: id });
     }
 
     /// Reports that work on `id` starts.
-    pub fn working(&self, id: &str, action: Action) {
+    fn working(&self, id: &str, action: Action) {
         self.ctx.progress(ProgressEvent::Working { step: self.step, resource: id, action });
     }
 
     /// Records a change made (or, in plan mode, to be made) and reports it.
-    pub fn record(&self, change: Change) {
+    fn record(&self, change: Change) {
         self.ctx.progress(ProgressEvent::Changed { step: self.step, change: &change });
         self.changes.lock().unwrap_or_else(|e| e.into_inner()).push(change);
     }
