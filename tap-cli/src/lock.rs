@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudwatchlogs::Client;
 use tap_core::aws::AwsSession;
 use tap_core::naming::{TAG_COMPONENT, TAG_ENVIRONMENT};
+use tap_core::wait::Backoff;
 use tap_core::AwsError;
 use tokio::sync::watch;
 
@@ -278,22 +279,23 @@ impl EnvLock {
         Fut: std::future::Future<Output = Result<Attempt, LockError>>,
     {
         let start = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        // The deadline is decided below (the timeout, or the holder's lease), not by the backoff.
+        let mut pauses =
+            Backoff { initial: Duration::from_millis(100), max: MAX_POLL, timeout: Duration::MAX }.pauses();
         let mut told = None;
         loop {
             let holder = match attempt().await? {
                 Attempt::Taken(taken) => return Ok(taken),
                 Attempt::Again => {
                     // Changed under us (or a listing that lags behind a create): look again soon.
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_POLL);
+                    pauses.pause().await;
                     continue;
                 }
                 Attempt::Held(holder) => holder,
             };
             let waited = start.elapsed();
             let may_wait = match timeout {
-                Some(limit) => waited + delay <= limit,
+                Some(limit) => waited + pauses.next() <= limit,
                 // A holder that renews keeps more than half its lease ahead: one that has less
                 // stopped renewing, and its lease ends soon.
                 None => holder
@@ -313,8 +315,7 @@ impl EnvLock {
                 );
                 told = Some(holder.describe());
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_POLL);
+            pauses.pause().await;
         }
     }
 

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::ServiceSpec;
+use tap_core::error::IfFound;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, PROJECT, TAG_MANAGED_BY};
 use tap_core::outputs::{is_known, PENDING};
@@ -91,18 +92,10 @@ pub trait IamApi: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SdkIam(pub aws_sdk_iam::Client);
 
-fn none_if_not_found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 #[async_trait]
 impl IamApi for SdkIam {
     async fn get_role(&self, name: &str) -> Result<Option<ObservedRole>, AwsError> {
-        let out = none_if_not_found(self.0.get_role().role_name(name).send().await.map_err(AwsError::from))?;
+        let out = self.0.get_role().role_name(name).send().await.map_err(AwsError::from).if_found()?;
         Ok(out.and_then(|o| {
             o.role().map(|r| ObservedRole {
                 arn: r.arn().to_string(),

@@ -152,18 +152,19 @@ impl SecretsApi for SdkSecrets {
             Filter::builder().key(FilterNameStringType::TagKey).values(TAG_ENVIRONMENT).build(),
             Filter::builder().key(FilterNameStringType::TagValue).values(env).build(),
         ];
-        let mut found = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .0
-                .list_secrets()
-                .set_filters(Some(filters.to_vec()))
-                .include_planned_deletion(true)
-                .set_next_token(token)
-                .send()
-                .await?;
-            found.extend(page.secret_list().iter().map(|entry| {
+        let pages = self
+            .0
+            .list_secrets()
+            .set_filters(Some(filters.to_vec()))
+            .include_planned_deletion(true)
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await?;
+        Ok(pages
+            .iter()
+            .flat_map(|page| page.secret_list())
+            .map(|entry| {
                 let tags: Vec<Tag> = entry
                     .tags()
                     .iter()
@@ -178,12 +179,8 @@ impl SecretsApi for SdkSecrets {
                     },
                     tags,
                 }
-            }));
-            token = page.next_token().map(str::to_owned);
-            if token.is_none() {
-                return Ok(found);
-            }
-        }
+            })
+            .collect())
     }
 
     async fn get_random_password(&self, length: i64, exclude_characters: &str) -> Result<SecretValue, AwsError> {
@@ -237,19 +234,10 @@ pub fn component(logical: &str) -> String {
 }
 
 /// The `CreateSecret` idempotency token of a secret: the same for every run of the same
-/// environment, so a retried create does not make a second version (32-64 characters).
+/// environment (and the value earlier releases sent), so a retried create does not make a second
+/// version.
 pub fn client_request_token(env: &str, logical: &str) -> String {
-    let seed = format!("tap/{env}/secret/{logical}/initial-version");
-    format!(
-        "tap-{:016x}{:016x}",
-        fnv1a64(seed.as_bytes(), 0xcbf2_9ce4_8422_2325),
-        fnv1a64(seed.as_bytes(), 0x6c62_272e_07bb_0142)
-    )
-}
-
-// FNV-1a: small, stable across Rust releases (unlike `DefaultHasher`).
-fn fnv1a64(bytes: &[u8], offset: u64) -> u64 {
-    bytes.iter().fold(offset, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+    tap_core::naming::client_token(&["tap", env, "secret", logical, "initial-version"])
 }
 
 /// A secret as the engine knows it: its name and metadata.
