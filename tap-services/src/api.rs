@@ -59,8 +59,6 @@ pub trait ServicesApi: Send + Sync {
     async fn list_task_definitions(&self, family: &str, status: RevisionStatus) -> Result<Vec<String>, AwsError>;
     /// `ListTaskDefinitionFamilies` with ACTIVE revisions whose name starts with `prefix`, all pages.
     async fn list_task_families(&self, prefix: &str) -> Result<Vec<String>, AwsError>;
-    /// The tags of an ECS resource (a task definition revision) by ARN.
-    async fn ecs_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError>;
     /// Deregisters one revision.
     async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError>;
     /// Deletes deregistered revisions (at most 10 per call).

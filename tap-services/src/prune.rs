@@ -17,7 +17,6 @@ use crate::component;
 use crate::logs::{LogGroup, ObservedLogGroup};
 use crate::scaling::{ObservedScalableTarget, ObservedScalingPolicy, ScalingPolicy, ScalingTarget, Target};
 use crate::service::{wait_inactive, EcsService, ObservedService};
-use crate::task_definition::ObservedTaskDefinition;
 use crate::task_family::{ObservedFamily, TaskFamily};
 
 /// One listing per kind of what may belong to the environment.
@@ -159,10 +158,9 @@ pub(crate) async fn undeclared(
                     .describe_task_definition(family)
                     .await
                     .map_err(StepError::aws(&id, "DescribeTaskDefinition"))?;
+                // Its tags come with it (`include=TAGS`): whose the family is needs no other call.
                 let Some(latest) = latest.filter(|t| t.active) else { return Ok(None) };
-                let tags = api.ecs_tags(&latest.arn).await.map_err(StepError::aws(&id, "ListTagsForResource"))?;
-                let Some(id) = owned(&tags, env, || id.clone()) else { return Ok(None) };
-                let latest = ObservedTaskDefinition { tags, ..latest };
+                let Some(id) = owned(&latest.tags, env, || id.clone()) else { return Ok(None) };
                 Ok::<_, StepError>(Some(Owned {
                     id,
                     name: family.clone(),

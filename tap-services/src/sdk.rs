@@ -548,15 +548,6 @@ impl ServicesApi for SdkServices {
         Ok(pages.iter().flat_map(|p| p.task_definition_arns()).filter(|a| family_of(a) == family).cloned().collect())
     }
 
-    async fn ecs_tags(&self, arn: &str) -> Result<Vec<Tag>, AwsError> {
-        let out = self.ecs.list_tags_for_resource().resource_arn(arn).send().await?;
-        Ok(out
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
-            .collect())
-    }
-
     async fn deregister_task_definition(&self, arn: &str) -> Result<(), AwsError> {
         self.ecs.deregister_task_definition().task_definition(arn).send().await?;
         Ok(())

@@ -281,6 +281,8 @@ fn converged_world(ctx: &Context) -> World {
             ObservedLogGroup { name: log_group, retention_days: Some(30), tags: Some(dev_tags()) },
         );
         let family = ctx.names.task_family(s);
+        // Tagged as tap tags a revision (DescribeTaskDefinition include=TAGS returns them).
+        let tags = tags_of("dev", &format!("services/task-definition/{s}"), &family);
         w.task_definitions.insert(
             family,
             ObservedTaskDefinition {
@@ -288,7 +290,7 @@ fn converged_world(ctx: &Context) -> World {
                 revision: 1,
                 active: true,
                 definition: desired_td(ctx, s),
-                tags: dev_tags(),
+                tags,
             },
         );
         let svc = observed_from(&desired_service(ctx, s, &td_arn(s, 1)));
@@ -1317,7 +1319,6 @@ async fn destroy_removes_everything_of_the_environment() {
         latest.arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:2");
         Ok(Some(latest))
     });
-    api.expect_ecs_tags().returning(|arn| Ok(tags_of("dev", "services/task-definition/x", arn)));
     api.expect_list_task_definitions().returning(|family, status| {
         let service = family.strip_prefix("tap-").and_then(|f| f.strip_suffix("-dev")).unwrap().to_string();
         Ok(match status {
@@ -1553,10 +1554,6 @@ async fn a_removed_service_is_pruned_scaling_first_and_the_pruned_milestone_come
             Ok(())
         },
     );
-    api.expect_ecs_tags()
-        .withf(|arn| arn == td_arn("processing-service", 1))
-        .times(1)
-        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
     api.expect_list_task_definitions().withf(|family, _| family == "tap-processing-service-dev").times(2).returning(
         |_, status| {
             Ok(match status {
@@ -1609,9 +1606,6 @@ async fn plan_lists_a_removed_services_resources_without_touching_them() {
     no_mutations(&mut api);
     let policies = world.policies.clone();
     api.expect_describe_scaling_policies().times(1).returning(move |r| Ok(policies[r].clone()));
-    api.expect_ecs_tags()
-        .times(1)
-        .returning(|arn| Ok(tags_of("dev", "services/task-definition/processing-service", arn)));
     api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("dev", "services/log-group/processing-service", n)));
     api.expect_list_task_definitions().never();
     let changes = step(api).plan(&ctx).await.unwrap();
@@ -1639,10 +1633,10 @@ async fn nothing_is_pruned_without_this_environments_tags() {
         .insert(group.clone(), ObservedLogGroup { name: group, retention_days: None, tags: Some(dev_tags()) });
     let mut foreign = world.task_definitions["tap-frontend-dev"].clone();
     foreign.arn = "arn:aws:ecs:eu-west-1:123456789012:task-definition/tap-frontend-x-dev:1".into();
+    foreign.tags = tags_of("x-dev", "services/task-definition/frontend", "tap-frontend-x-dev");
     world.task_definitions.insert("tap-frontend-x-dev".into(), foreign);
     let mut api = read_mock(world);
     no_mutations(&mut api);
-    api.expect_ecs_tags().times(1).returning(|arn| Ok(tags_of("x-dev", "services/task-definition/frontend", arn)));
     api.expect_log_group_tags().times(1).returning(|n| Ok(tags_of("x-dev", "services/log-group/frontend", n)));
     assert_eq!(step(api).apply(&ctx).await.unwrap(), vec![]);
 }
