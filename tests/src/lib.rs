@@ -156,10 +156,15 @@ impl Run {
 
     /// Panics with both streams unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
+        self.expect_code_in(code, "tap")
+    }
+
+    /// Panics with `context` and both streams unless the exit code is `code`.
+    pub fn expect_code_in(self, code: i32, context: &str) -> Run {
         assert_eq!(
             self.code,
             Some(code),
-            "tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            "{context}: tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
             self.code,
             self.stdout,
             self.stderr
@@ -170,6 +175,11 @@ impl Run {
     /// Panics unless it succeeded.
     pub fn success(self) -> Run {
         self.expect_code(0)
+    }
+
+    /// Panics with `context` unless it succeeded.
+    pub fn success_in(self, context: &str) -> Run {
+        self.expect_code_in(0, context)
     }
 
     /// Stdout parsed as one JSON document.

@@ -25,20 +25,8 @@ fn faults() -> Faults {
     Faults { async_delete_window: Some(WINDOW), ..Faults::default() }
 }
 
-fn expect_success(run: Run, context: &str) -> Run {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "{context}: tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code,
-        run.stdout,
-        run.stderr
-    );
-    run
-}
-
 fn deploy(env: &TestEnv, context: &str) -> Run {
-    expect_success(env.tap(&["--output", "json", "deploy", "--no-wait"]), context)
+    env.tap(&["--output", "json", "deploy", "--no-wait"]).success_in(context)
 }
 
 /// Runs `tap destroy --yes` through `proxy` and kills it (SIGKILL) as soon as the calls it made
@@ -135,7 +123,7 @@ async fn a_destroy_killed_at_several_points_is_followed_by_a_deploy_that_converg
         let plan = env.tap(&["--output", "json", "plan", "--detailed-exitcode"]);
         assert_eq!(plan.code, Some(0), "{context}: plan wants changes:\n{}\n--- stderr\n{}", plan.stdout, plan.stderr);
 
-        expect_success(through.tap(&["destroy", "--yes"]), &format!("{context}: destroy"));
+        through.tap(&["destroy", "--yes"]).success_in(&format!("{context}: destroy"));
         env.inventory().await.assert_empty(&format!("{context}: destroy"));
     }
 }

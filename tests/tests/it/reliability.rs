@@ -163,7 +163,7 @@ async fn internal_errors_after_creates(seed: u64) {
     };
 
     // Required: the first deploy already succeeds, with exactly one of each resource.
-    expect_success(deploy_through_proxy(), &format!("{context}: the first deploy"));
+    deploy_through_proxy().success_in(&format!("{context}: the first deploy"));
     let faulted = fates(&proxy, Fate::InternalErrorAfterEffect);
     assert!(faulted.len() >= 10, "{context}: the proxy answered only {faulted:?} with 500");
     eprintln!("{context}: {} creates answered 500 after taking effect: {faulted:?}", faulted.len());
@@ -174,7 +174,7 @@ async fn internal_errors_after_creates(seed: u64) {
     assert!(extra.is_empty(), "{context}: task definition revisions registered twice: {extra:?}");
 
     // A rerun under the same faults adds nothing and changes nothing.
-    let rerun = expect_success(deploy_through_proxy(), &format!("{context}: the rerun")).json();
+    let rerun = deploy_through_proxy().success_in(&format!("{context}: the rerun")).json();
     let summary = &rerun["summary"];
     assert_eq!(
         (&summary["create"], &summary["update"], &summary["delete"]),
@@ -244,7 +244,7 @@ async fn a_deploy_killed_at_any_point_is_finished_by_the_next_one() {
         // A run killed after taking the lock leaves it; the next plain deploy takes it over.
         let left = env.inventory().await.counts["logs:lock"] == 1;
         let next = env.tap(&["--output", "json", "deploy", "--no-wait"]);
-        let next = expect_success(next, &context);
+        let next = next.success_in(&context);
         if left {
             locks_left += 1;
             assert!(
@@ -261,18 +261,6 @@ async fn a_deploy_killed_at_any_point_is_finished_by_the_next_one() {
         destroy_and_assert_empty(&env, &format!("{context}: destroy")).await;
     }
     assert!(locks_left >= 3, "only {locks_left} of the kill points came after the lock was taken");
-}
-
-fn expect_success(run: Run, context: &str) -> Run {
-    assert_eq!(
-        run.code,
-        Some(0),
-        "{context}: tap exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        run.code,
-        run.stdout,
-        run.stderr
-    );
-    run
 }
 
 #[tokio::test]
@@ -334,7 +322,7 @@ async fn a_second_deploy_is_refused_or_waits_while_one_runs() {
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
     };
-    let run = expect_success(run, "the waiting deploy");
+    let run = run.success_in("the waiting deploy");
     assert_eq!(run.json()["command"], "deploy");
     assert!(
         run.stderr.contains("took over the lock of run") && run.stderr.contains(&format!("pid {first_pid} (deploy)")),
