@@ -571,29 +571,10 @@ impl Pass<'_> {
     /// balancer are gone ([`Gone`]), the engine retrying while EC2 says something still holds
     /// them; the VPC last, once the security groups and the Cloud Map namespace are gone too.
     async fn destroy(&self) -> Result<(), StepError> {
-        let env = self.env();
-        let (nats, addresses, tables, igws, subnets, vpcs) = tokio::try_join!(
-            async {
-                self.api.find_nat_gateways(env).await.map_err(StepError::aws("network/nat", "DescribeNatGateways"))
-            },
-            async { self.api.find_addresses(env).await.map_err(StepError::aws("network/eip", "DescribeAddresses")) },
-            async {
-                self.api
-                    .find_route_tables(env, None)
-                    .await
-                    .map_err(StepError::aws("network/route-table", "DescribeRouteTables"))
-            },
-            async {
-                self.api
-                    .find_internet_gateways(env)
-                    .await
-                    .map_err(StepError::aws(INTERNET_GATEWAY, "DescribeInternetGateways"))
-            },
-            async {
-                self.api.find_subnets(env, None).await.map_err(StepError::aws("network/subnet", "DescribeSubnets"))
-            },
-            async { self.api.find_vpcs(env).await.map_err(StepError::aws(VPC, "DescribeVpcs")) },
-        )?;
+        let (observed, vpcs) = tokio::try_join!(self.observe(), async {
+            self.api.find_vpcs(self.env()).await.map_err(StepError::aws(VPC, "DescribeVpcs"))
+        })?;
+        let Observed { subnets, internet_gateways: igws, addresses, nats, route_tables: tables } = observed;
         let nats: Vec<&ObservedNat> = nats.iter().collect();
         let addresses: Vec<&ObservedAddress> = addresses.iter().collect();
         // The VPC's main route table goes with the VPC.
