@@ -637,11 +637,8 @@ async fn secret_scheduled_for_deletion_is_restored_not_recreated() {
     assert_eq!(out.secret_arns["api-keys"], secret_arn("tap-api-keys-dev"));
 }
 
-#[tokio::test]
-async fn deleted_inline_policy_is_put_back() {
-    let mut world = converged();
-    world.roles.get_mut("tap-task-execution-dev").unwrap().2.clear();
-    let mut m = Mocks::reading(&world);
+/// Expects the execution role's `read-secrets` policy put exactly once, with the secrets' ARNs.
+fn expect_read_secrets_put_once(m: &mut Mocks) {
     let want = policy::execution_secrets_policy(&secret_arns()).unwrap().to_value();
     m.iam
         .expect_put_role_policy()
@@ -652,6 +649,14 @@ async fn deleted_inline_policy_is_put_back() {
         })
         .times(1)
         .returning(|_, _, _| Ok(()));
+}
+
+#[tokio::test]
+async fn deleted_inline_policy_is_put_back() {
+    let mut world = converged();
+    world.roles.get_mut("tap-task-execution-dev").unwrap().2.clear();
+    let mut m = Mocks::reading(&world);
+    expect_read_secrets_put_once(&mut m);
     let changes = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
     // The execution role's `read-secrets` is its own resource (it follows the secrets): put back.
     let id = crate::iam::EXECUTION_SECRETS_COMPONENT.to_string();
@@ -1139,16 +1144,7 @@ async fn the_execution_roles_secrets_policy_is_planned_and_applied_as_listed() {
     assert_eq!(attributes, ["document"]);
 
     let mut m = Mocks::reading(&world);
-    let want = policy::execution_secrets_policy(&secret_arns()).unwrap().to_value();
-    m.iam
-        .expect_put_role_policy()
-        .withf(move |role, name, doc| {
-            role == "tap-task-execution-dev"
-                && name == "read-secrets"
-                && serde_json::from_str::<Value>(doc).unwrap() == want
-        })
-        .times(1)
-        .returning(|_, _, _| Ok(()));
+    expect_read_secrets_put_once(&mut m);
     let applied = m.forbid_mutations().step().apply(&ctx()).await.unwrap();
     assert_eq!(applied, planned, "apply reports exactly what plan listed");
 }
