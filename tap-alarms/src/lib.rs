@@ -14,9 +14,11 @@
 //! `alarms.period_seconds`, and treats missing data as not breaching: a service without tasks or
 //! traffic publishes nothing, and that alone is no reason to roll a deployment back.
 //!
-//! - **Reads** from the [`Context`]: [`ClusterOutputs`] (the cluster name) and [`IngressOutputs`]
-//!   (the target groups, the alternate ones of traffic-shifting services, and the load balancer);
-//!   the config's `alarms` and `services`.
+//! - **Reads** from the [`Context`]: [`IngressOutputs`] (the target groups, the alternate ones of
+//!   traffic-shifting services, and the load balancer); the config's `alarms` and `services`. The
+//!   ECS metrics' dimensions are names the environment gives (`Names::cluster`, `ecs_service`):
+//!   CloudWatch takes an alarm on a service that does not exist yet, so those alarms wait for
+//!   nothing (CloudWatch writes them at only 3 a second, and every service waits for its own).
 //! - **Adds**: [`AlarmsOutputs`] — service name → its alarm names, which the services step names in
 //!   `deploymentConfiguration.alarms` (with rollback on). Published once the alarms exist (in plan
 //!   mode: the names they will have), before the prune.
@@ -50,7 +52,7 @@ use futures::future::try_join_all;
 use tap_core::aws::AwsSession;
 use tap_core::config::ServiceSpec;
 use tap_core::context::Gathered;
-use tap_core::outputs::{AlarmsOutputs, ClusterOutputs, IngressOutputs};
+use tap_core::outputs::{AlarmsOutputs, IngressOutputs};
 use tap_core::resource::{Engine, Owned};
 use tap_core::step::{Contract, OutputKind};
 use tap_core::{Change, Context, Mode, Step, StepError};
@@ -91,9 +93,8 @@ pub fn arn_suffix(arn: &str) -> &str {
     }
 }
 
-/// The alarms of one service.
-/// Which of a service's alarms: those on its ECS metrics need only the cluster, those on its
-/// target groups need the load balancer's too.
+/// Which of a service's alarms: those on its ECS metrics need only names, those on its target
+/// groups need the load balancer's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wave {
     Ecs,
@@ -110,10 +111,10 @@ impl Wave {
     }
 }
 
+/// The alarms of one service.
 fn service_alarms(
     ctx: &Context,
     service: &ServiceSpec,
-    cluster: &ClusterOutputs,
     ingress: Option<&IngressOutputs>,
     wave: Wave,
 ) -> Result<Vec<DesiredAlarm>, StepError> {
@@ -123,10 +124,9 @@ fn service_alarms(
     }
     let settings = &ctx.config.alarms;
     let thresholds = ctx.config.alarm_thresholds(service);
-    let ecs_service = ctx.names.ecs_service(&service.name);
+    let (cluster, ecs_service) = (ctx.names.cluster(), ctx.names.ecs_service(&service.name));
     let ecs = |metric: &str| {
-        let dims =
-            vec![("ClusterName".to_owned(), cluster.name.clone()), ("ServiceName".to_owned(), ecs_service.clone())];
+        let dims = vec![("ClusterName".to_owned(), cluster.clone()), ("ServiceName".to_owned(), ecs_service.clone())];
         AlarmMetric::Single(MetricStat::new("AWS/ECS", metric, dims, "Average"))
     };
     // Routed: its target group, and the alternate one while its deployments shift traffic.
@@ -214,32 +214,19 @@ fn service_alarms(
 }
 
 /// Every alarm the config asks for (none when `alarms.enabled` is off).
-pub fn desired(
-    ctx: &Context,
-    cluster: &ClusterOutputs,
-    ingress: &IngressOutputs,
-) -> Result<Vec<DesiredAlarm>, StepError> {
-    let mut all = desired_in(ctx, cluster, None, Wave::Ecs)?;
-    all.extend(desired_in(ctx, cluster, Some(ingress), Wave::TargetGroups)?);
+pub fn desired(ctx: &Context, ingress: &IngressOutputs) -> Result<Vec<DesiredAlarm>, StepError> {
+    let mut all = desired_in(ctx, None, Wave::Ecs)?;
+    all.extend(desired_in(ctx, Some(ingress), Wave::TargetGroups)?);
     Ok(all)
 }
 
 /// The alarms of one wave.
-fn desired_in(
-    ctx: &Context,
-    cluster: &ClusterOutputs,
-    ingress: Option<&IngressOutputs>,
-    wave: Wave,
-) -> Result<Vec<DesiredAlarm>, StepError> {
+fn desired_in(ctx: &Context, ingress: Option<&IngressOutputs>, wave: Wave) -> Result<Vec<DesiredAlarm>, StepError> {
     if !ctx.config.alarms.enabled {
         return Ok(vec![]);
     }
-    let per_service = ctx
-        .config
-        .services
-        .iter()
-        .map(|s| service_alarms(ctx, s, cluster, ingress, wave))
-        .collect::<Result<Vec<_>, _>>()?;
+    let per_service =
+        ctx.config.services.iter().map(|s| service_alarms(ctx, s, ingress, wave)).collect::<Result<Vec<_>, _>>()?;
     Ok(per_service.into_iter().flatten().collect())
 }
 
@@ -288,8 +275,7 @@ impl AlarmsStep {
     }
 
     async fn converge(&self, ctx: &Context, mode: Mode) -> Result<Vec<Change>, StepError> {
-        // The listing needs only the environment's name: it runs while the cluster is coming.
-        let (found, cluster) = tokio::try_join!(self.list(ctx), ctx.wait::<ClusterOutputs>())?;
+        let found = self.list(ctx).await?;
         let kind = AlarmKind::new(&*self.api);
         let engine = Engine::new(ctx, STEP, mode);
         // A service's alarm names are published (in part) once all of its alarms exist: its ECS
@@ -325,10 +311,10 @@ impl AlarmsStep {
         };
         // The ECS metrics' alarms (most of them, written at CloudWatch's 3 a second) go while the
         // load balancer is still being made; the target groups' follow once it is there.
-        let ecs = converge_all(desired_in(ctx, &cluster, None, Wave::Ecs)?);
+        let ecs = converge_all(desired_in(ctx, None, Wave::Ecs)?);
         let target_groups = async {
             let ingress: IngressOutputs = ctx.wait().await?;
-            converge_all(desired_in(ctx, &cluster, Some(&ingress), Wave::TargetGroups)?).await
+            converge_all(desired_in(ctx, Some(&ingress), Wave::TargetGroups)?).await
         };
         let (mut wanted, routed) = tokio::try_join!(ecs, target_groups)?;
         wanted.extend(routed);
@@ -346,7 +332,7 @@ impl AlarmsStep {
 #[async_trait]
 impl Step for AlarmsStep {
     fn contract(&self) -> Contract {
-        Contract::new(STEP, OutputKind::Alarms).reads(&[OutputKind::Cluster, OutputKind::Ingress])
+        Contract::new(STEP, OutputKind::Alarms).reads(&[OutputKind::Ingress])
     }
 
     #[tracing::instrument(name = "alarms.plan", skip_all)]

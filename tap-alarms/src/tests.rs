@@ -16,10 +16,6 @@ const API_ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123:targetgroup/ta
 
 fn context_with(config: Config, shifts: BTreeMap<String, TrafficShift>) -> Context {
     let ctx = Context::new(config);
-    ctx.put(ClusterOutputs {
-        name: "tap-cluster-dev".into(),
-        arn: "arn:aws:ecs:us-east-1:123:cluster/tap-cluster-dev".into(),
-    });
     ctx.put(IngressOutputs {
         load_balancer_arn: LB_ARN.into(),
         dns_name: "tap-alb-dev.example".into(),
@@ -44,7 +40,7 @@ fn stored(spec: &AlarmSpec) -> ObservedAlarm {
 
 /// Every alarm of the default config, as the step wants them.
 fn wanted(ctx: &Context) -> Vec<DesiredAlarm> {
-    desired(ctx, &ctx.get(STEP).unwrap(), &ctx.get(STEP).unwrap()).unwrap()
+    desired(ctx, &ctx.get(STEP).unwrap()).unwrap()
 }
 
 /// A mock whose CloudWatch holds `alarms` (name → alarm, tags by ARN) and records every write.
@@ -339,8 +335,8 @@ async fn thresholds_come_from_the_service_then_the_alarms_section() {
 
 #[tokio::test]
 async fn plan_with_inputs_still_to_come_lists_creates_and_puts_nothing() {
+    // No cluster yet either: the ECS metrics' alarms name it by the environment's names.
     let ctx = Context::new(Config::default());
-    ctx.put(ClusterOutputs { name: "tap-cluster-dev".into(), arn: PENDING.into() });
     ctx.put(IngressOutputs {
         load_balancer_arn: PENDING.into(),
         dns_name: PENDING.into(),

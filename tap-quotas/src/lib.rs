@@ -156,22 +156,21 @@ fn describe(e: &AwsError) -> String {
     }
 }
 
-/// The value of each quota in `keys`, asked concurrently: the applied value, else AWS's default,
-/// else the documented one (never an error: a value that cannot be read falls back).
+/// The value of each quota in `keys`: the applied value, else AWS's default, else the documented
+/// one (never an error: a value that cannot be read falls back). Every quota, and both of a
+/// quota's values, are asked at once: the preflight stands between deploy's look and its first
+/// write, and a second round trip there would hold every step back.
 pub async fn limits(api: &dyn QuotasApi, keys: &[QuotaKey]) -> Vec<Limit> {
     futures::future::join_all(keys.iter().map(|&key| async move {
         let quota = key.quota();
-        let documented = |why: String| Limit { key, value: quota.default, source: Source::Documented { why } };
-        let applied_failure = match api.get_service_quota(quota).await {
+        let (applied, default) = futures::join!(api.get_service_quota(quota), api.get_aws_default_service_quota(quota));
+        let applied_failure = match applied {
             Ok(Some(value)) => return Limit { key, value, source: Source::Applied },
             Ok(None) => "GetServiceQuota gave no value".to_owned(),
-            // Not permitted: the default call is not either.
-            Err(e) if e.code.as_deref().is_some_and(|c| c.contains("AccessDenied")) => {
-                return documented(format!("GetServiceQuota: {}", describe(&e)))
-            }
             Err(e) => format!("GetServiceQuota: {}", describe(&e)),
         };
-        match api.get_aws_default_service_quota(quota).await {
+        let documented = |why: String| Limit { key, value: quota.default, source: Source::Documented { why } };
+        match default {
             Ok(Some(value)) => Limit { key, value, source: Source::AwsDefault },
             Ok(None) => documented(format!("{applied_failure}; GetAWSDefaultServiceQuota gave no value")),
             Err(e) => documented(format!("{applied_failure}; GetAWSDefaultServiceQuota: {}", describe(&e))),

@@ -77,7 +77,7 @@ async fn the_applied_value_wins_then_the_aws_default_then_the_documented_one_say
     });
     api.expect_get_aws_default_service_quota().returning(|q| match q.key {
         QuotaKey::Vpcs => Ok(Some(7.0)),
-        QuotaKey::LoadBalancers => panic!("not asked after AccessDenied"),
+        QuotaKey::LoadBalancers => Err(AwsError::new("AccessDeniedException", "not permitted")),
         _ => Err(AwsError::server_error("InternalFailure", "not implemented")),
     });
     let keys = [QuotaKey::ElasticIps, QuotaKey::Vpcs, QuotaKey::LoadBalancers, QuotaKey::TargetGroups];
@@ -85,7 +85,11 @@ async fn the_applied_value_wins_then_the_aws_default_then_the_documented_one_say
     assert_eq!(limits[0], applied(QuotaKey::ElasticIps, 5.0));
     assert_eq!((limits[1].value, &limits[1].source), (7.0, &Source::AwsDefault));
     assert_eq!(limits[2].value, 50.0, "the documented default");
-    assert!(limits[2].source.to_string().contains("documented default (GetServiceQuota: AccessDeniedException)"));
+    let denied = limits[2].source.to_string();
+    assert!(
+        denied.contains("GetServiceQuota: AccessDeniedException; GetAWSDefaultServiceQuota: AccessDeniedException"),
+        "{denied}"
+    );
     assert_eq!(limits[3].value, 3000.0);
     let said = limits[3].source.to_string();
     assert!(

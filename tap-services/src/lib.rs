@@ -126,7 +126,6 @@ pub(crate) struct Inputs {
     /// in its environment): it does not wait for it.
     pub ingress: Option<IngressOutputs>,
     pub discovery: DiscoveryOutputs,
-    pub alarms: AlarmsOutputs,
 }
 
 impl Inputs {
@@ -140,7 +139,6 @@ impl Inputs {
             security: ctx.get(STEP)?,
             ingress: Some(ctx.get(STEP)?),
             discovery: ctx.get(STEP)?,
-            alarms: ctx.get(STEP)?,
         })
     }
 
@@ -154,11 +152,12 @@ impl Inputs {
     }
 
     /// What `spec` reads of the other steps, as soon as its own part is there: its repository,
-    /// its task role, its Cloud Map service and its alarms (their steps write their outputs in
-    /// part, see `Context::wait_for`), so that one service's task definition, ECS service and
-    /// scaling go ahead while the next one's role is still being made. At a hundred services
-    /// this overlaps IAM's, ECR's and Cloud Map's few writes a second with ECS's and
-    /// Application Auto Scaling's instead of running them one after another.
+    /// its task role and its Cloud Map service (their steps write their outputs in part, see
+    /// `Context::wait_for`), so that one service's task definition, ECS service and scaling go
+    /// ahead while the next one's role is still being made. At a hundred services this overlaps
+    /// IAM's, ECR's and Cloud Map's few writes a second with ECS's and Application Auto Scaling's
+    /// instead of running them one after another. Its alarms are awaited apart, by the ECS
+    /// service alone ([`ServicesStep::converge_service`]).
     async fn for_service(ctx: &Context, spec: &ServiceSpec) -> Result<Self, StepError> {
         let name = spec.name.as_str();
         let reads_load_balancer = task_definition::reads_load_balancer(spec);
@@ -168,16 +167,15 @@ impl Inputs {
                 false => Ok(None),
             }
         };
-        let (network, registry, cluster, security, ingress, discovery, alarms) = tokio::try_join!(
+        let (network, registry, cluster, security, ingress, discovery) = tokio::try_join!(
             ctx.wait::<NetworkOutputs>(),
             ctx.wait_for::<RegistryOutputs>(|r| r.repositories.contains_key(name)),
             ctx.wait::<ClusterOutputs>(),
             ctx.wait_for::<SecurityOutputs>(|s| s.task_role_arns.contains_key(name)),
             ingress,
             ctx.wait_for::<DiscoveryOutputs>(|d| !spec.discovery || d.services.contains_key(name)),
-            ctx.wait_for::<AlarmsOutputs>(|a| a.alarm_names.contains_key(name)),
         )?;
-        Ok(Inputs { network, registry, cluster, security, ingress, discovery, alarms })
+        Ok(Inputs { network, registry, cluster, security, ingress, discovery })
     }
 }
 
@@ -241,9 +239,12 @@ impl ServicesStep {
                 };
                 engine.converge(&LogGroup(api), &id, &name, &want, observed.log_groups.get(&name).cloned()).await
             };
-            let (_, task_definition) =
-                tokio::try_join!(log_group, task_family::converge(engine, api, inputs, spec, observed))?;
-            let mut svc = service::converge(engine, api, inputs, spec, &task_definition, observed).await?;
+            // Only the ECS service names the alarms, which CloudWatch makes at 3 a second: the log
+            // group and the task definition do not wait for them.
+            let alarms = ctx.wait_for::<AlarmsOutputs>(|a| a.alarm_names.contains_key(&spec.name));
+            let (_, task_definition, alarms) =
+                tokio::try_join!(log_group, task_family::converge(engine, api, inputs, spec, observed), alarms)?;
+            let mut svc = service::converge(engine, api, inputs, &alarms, spec, &task_definition, observed).await?;
             tokio::try_join!(
                 scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
                 service::finish(api, spec, svc.fix.take()),

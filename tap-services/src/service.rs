@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tap_core::config::ServiceSpec;
 use tap_core::error::IfFound;
 use tap_core::naming::Tag;
-use tap_core::outputs::PENDING;
+use tap_core::outputs::{AlarmsOutputs, PENDING};
 use tap_core::resource::{ActionError, Deleted, Diff, During, Engine, Owner, Resource};
 use tap_core::step::{diff, AttrChange, OutputKind};
 use tap_core::strategy::{self, Strategy, StrategySettings};
@@ -367,6 +367,7 @@ pub(crate) async fn finish(
 pub(crate) fn desired(
     ctx: &Context,
     inputs: &Inputs,
+    alarms: &AlarmsOutputs,
     service: &ServiceSpec,
     task_definition: &str,
 ) -> Result<DesiredService, StepError> {
@@ -438,12 +439,11 @@ pub(crate) fn desired(
         service_registries,
         circuit_breaker: CircuitBreaker { enable: true, rollback: true },
         strategy,
-        alarms: inputs
-            .alarms
-            .alarm_names
-            .get(&service.name)
-            .filter(|names| !names.is_empty())
-            .map(|names| DeploymentAlarms { alarm_names: sorted(names), enable: true, rollback: true }),
+        alarms: alarms.alarm_names.get(&service.name).filter(|names| !names.is_empty()).map(|names| DeploymentAlarms {
+            alarm_names: sorted(names),
+            enable: true,
+            rollback: true,
+        }),
         tags: names.tags(&component("ecs-service", &service.name), &name),
         client_token: tap_core::naming::client_token(&[names.env(), &service.name, task_definition]),
         name,
@@ -579,13 +579,14 @@ pub(crate) async fn converge(
     engine: &Engine<'_>,
     api: &dyn ServicesApi,
     inputs: &Inputs,
+    alarms: &AlarmsOutputs,
     service: &ServiceSpec,
     task_definition: &str,
     observed: &Observed,
 ) -> Result<ServiceOutcome, StepError> {
     let ctx = engine.ctx();
     let resource = component("ecs-service", &service.name);
-    let desired = desired(ctx, inputs, service, task_definition)?;
+    let desired = desired(ctx, inputs, alarms, service, task_definition)?;
     let current = observed.services.get(&desired.name);
     let have = current.filter(|s| s.is_active()).cloned();
     let creating = have.is_none();

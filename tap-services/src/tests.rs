@@ -181,7 +181,7 @@ fn desired_td(ctx: &Context, service: &str) -> TaskDefinitionSpec {
 }
 
 fn desired_service(ctx: &Context, service: &str, td: &str) -> DesiredService {
-    service::desired(ctx, &Inputs::read(ctx).unwrap(), spec(ctx, service), td).unwrap()
+    service::desired(ctx, &Inputs::read(ctx).unwrap(), &ctx.get(STEP).unwrap(), spec(ctx, service), td).unwrap()
 }
 
 /// What ECS reports for a service that matches `desired` exactly.
