@@ -1175,6 +1175,8 @@ async fn a_held_group_is_deleted_once_let_go_and_one_already_gone_is_no_change()
     // Their rules reference the load balancer's group: revoked first.
     ec2.expect_revoke_ingress().times(2).returning(|_, _| Ok(()));
     let changes = crate::groups::prune(&ec2, &ctx, tap_core::Mode::Apply, &[held, gone], fast()).await.unwrap();
-    assert_eq!(changes, vec![tap_core::Change::delete("security/sg/frontend", "tap-frontend-sg-dev")]);
+    let revoked = tap_core::AttrChange::new("ingress", Some("tcp 3000 from sg-alb".into()), None);
+    let deleted = tap_core::Change::delete("security/sg/frontend", "tap-frontend-sg-dev");
+    assert_eq!(changes, vec![tap_core::Change { attributes: vec![revoked], ..deleted }], "its release listed");
     assert_eq!(*tries.lock().unwrap(), 3, "refused twice, then deleted");
 }
