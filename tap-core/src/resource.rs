@@ -475,9 +475,9 @@ impl<'a> Engine<'a> {
 
     /// The second half of a create whose `want` could not be whole at creation (a security group's
     /// rules name groups created beside it): the update from what the create `made` to `want`,
-    /// whose attributes the create listed ([`Resource::create_attributes`]). Whatever it does
-    /// beyond those is recorded as an update, so apply reports all it does. Nothing in plan mode,
-    /// where the create is only listed.
+    /// whose attributes the create listed ([`Resource::create_attributes`]). Whatever it sets
+    /// beyond those (an attribute, or a value, the create did not list) is recorded as an update,
+    /// so apply reports all it does. Nothing in plan mode, where the create is only listed.
     pub async fn complete<R: Resource>(
         &self,
         resource: &R,
@@ -495,9 +495,11 @@ impl<'a> Engine<'a> {
         tracing::info!(step = self.step, resource = id, name, "completed");
         let unlisted: Vec<AttrChange> = {
             let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
-            let listed = |a: &AttrChange| {
-                changes.iter().any(|c| c.resource == id && c.action == Action::Create && c.attributes.contains(a))
-            };
+            // By attribute and value set: the create's lists no old value, the update's what the
+            // create made (a default).
+            let created = changes.iter().filter(|c| c.resource == id && c.action == Action::Create);
+            let listed: Vec<&AttrChange> = created.flat_map(|c| &c.attributes).collect();
+            let listed = |a: &AttrChange| listed.iter().any(|l| l.attribute == a.attribute && l.new == a.new);
             attributes.into_iter().filter(|a| !listed(a)).collect()
         };
         if !unlisted.is_empty() {
@@ -793,6 +795,8 @@ mod tests {
         drop_size_on_create: bool,
         /// Deletes refused with `DependencyViolation` before one goes through.
         holds: Mutex<u32>,
+        /// Creates are not settled in the same call: the caller completes them.
+        two_halves: bool,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -802,6 +806,8 @@ mod tests {
         colour: String,
         data: bool,
         tags: Vec<Tag>,
+        /// Records it names, which hold them: a record named by another is not deleted.
+        links: Vec<String>,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -899,7 +905,11 @@ mod tests {
                 *holds -= 1;
                 return Err(AwsError::new("DependencyViolation", "still in use")).during("DeleteRecord");
             }
-            match self.aws.records.lock().unwrap().remove(&have.name) {
+            let mut records = self.aws.records.lock().unwrap();
+            if records.values().any(|r| r.links.contains(&have.name)) {
+                return Err(AwsError::new("DependencyViolation", "named by another")).during("DeleteRecord");
+            }
+            match records.remove(&have.name) {
                 Some(_) => Ok(Deleted::Now),
                 None if have.name.starts_with("going") => Ok(Deleted::AlreadyGone),
                 None => Err(AwsError::new("RecordNotFound", "no such record")).during("DeleteRecord"),
@@ -908,6 +918,25 @@ mod tests {
 
         fn held(&self, error: &AwsError) -> bool {
             error.is("DependencyViolation")
+        }
+
+        fn settle_after_create(&self) -> bool {
+            !self.aws.two_halves
+        }
+
+        fn release_attributes(&self, have: &Record) -> Vec<AttrChange> {
+            have.links.iter().map(|l| AttrChange::new("link", Some(l.clone()), None)).collect()
+        }
+
+        async fn release(&self, have: &Record) -> Result<(), ActionError> {
+            self.call(format!("release {}", have.name));
+            match self.aws.records.lock().unwrap().get_mut(&have.name) {
+                Some(r) => {
+                    r.links.clear();
+                    Ok(())
+                }
+                None => Err(AwsError::new("RecordNotFound", "no such record")).during("Unlink"),
+            }
         }
 
         async fn holds_data(&self, have: &Record) -> Result<bool, ActionError> {
@@ -997,6 +1026,7 @@ mod tests {
             size,
             colour: "blue".into(),
             data: false,
+            links: vec![],
             tags: vec![
                 (TAG_PROJECT.into(), PROJECT.into()),
                 (TAG_MANAGED_BY.into(), PROJECT.into()),
@@ -1241,6 +1271,91 @@ mod tests {
         assert_eq!(deleted, [true, false, true]);
         assert_eq!(pairs.calls.lock().unwrap().clone(), [vec!["a".to_owned(), "b".to_owned()]]);
         assert_eq!(pairs.names.lock().unwrap().iter().collect::<Vec<_>>(), ["theirs"]);
+    }
+
+    /// A create in two halves: the second ([`Engine::complete`]) runs the update to what the
+    /// create listed and records nothing more; what it sets beyond that is recorded as an update.
+    #[tokio::test]
+    async fn a_creates_second_half_does_what_the_create_listed_and_records_the_rest() {
+        let aws = FakeAws { drop_size_on_create: true, two_halves: true, ..FakeAws::default() };
+        let (ctx, fake) = (ctx("dev"), Fake { aws: &aws });
+        let mut want = record("dev", "a", 4);
+        let plan = Engine::new(&ctx, "fake", Mode::Plan);
+        assert_eq!(plan.converge(&fake, "fake/record/a", "a", &want, None).await.unwrap(), None);
+        let made = record("dev", "a", 0);
+        assert_eq!(plan.complete(&fake, "fake/record/a", "a", &want, made).await.unwrap().size, 0, "plan: nothing");
+
+        let apply = Engine::new(&ctx, "fake", Mode::Apply);
+        let made = apply.converge(&fake, "fake/record/a", "a", &want, None).await.unwrap().unwrap();
+        assert_eq!(made.size, 0, "the first half leaves the size unset");
+        let now = apply.complete(&fake, "fake/record/a", "a", &want, made).await.unwrap();
+        assert_eq!(now.size, 4);
+        assert_eq!(aws.calls.lock().unwrap().clone(), ["create a", "update a Resize(4)"]);
+        assert_eq!(apply.changes(), plan.into_changes(), "the create listed all the second half did");
+
+        // A second half that sets more than the create listed (its colour): recorded.
+        want.name = "b".into();
+        let made = apply.converge(&fake, "fake/record/b", "b", &want, None).await.unwrap().unwrap();
+        want.colour = "red".into();
+        apply.complete(&fake, "fake/record/b", "b", &want, made).await.unwrap();
+        let changes = apply.into_changes();
+        let colour = AttrChange::new("colour", Some("\"blue\"".into()), Some("\"red\"".into()));
+        assert_eq!(changes.last(), Some(&Change::update("fake/record/b", "b", vec![colour])), "{changes:?}");
+    }
+
+    /// Records of a set that name each other: every release runs once, before any delete (and
+    /// before `ready`), each listed on its delete as in plan; a release that finds its record
+    /// gone is no error, and the gone record no change.
+    #[tokio::test]
+    async fn a_set_is_released_before_any_delete_once_each_and_a_gone_one_is_no_error() {
+        let aws = FakeAws::default();
+        let linked = |name: &str, links: &[&str]| Record {
+            links: links.iter().map(|l| l.to_string()).collect(),
+            ..record("dev", name, 1)
+        };
+        let (a, b, c) = (linked("a", &["b", "c"]), linked("b", &["a"]), linked("c", &["a"]));
+        aws.records.lock().unwrap().extend([a.clone(), b.clone(), c.clone()].map(|r| (r.name.clone(), r)));
+        let doomed =
+            [a, b, c].map(|r| Owned { id: format!("fake/record/{}", r.name), name: r.name.clone(), observed: r });
+        let doomed: Vec<&Owned<Record>> = doomed.iter().collect();
+        let (ctx, fake) = (ctx("dev"), Fake { aws: &aws });
+        let plan = Engine::new(&ctx, "fake", Mode::Plan);
+        plan.delete_all(&fake, &doomed).await.unwrap();
+        assert!(aws.calls.lock().unwrap().is_empty(), "plan calls nothing");
+        let plan = plan.into_changes();
+        assert_eq!(
+            plan[0].attributes,
+            [("b", None), ("c", None)].map(|(l, n)| AttrChange::new("link", Some(l.into()), n))
+        );
+
+        let quick = Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            timeout: Duration::from_secs(5),
+        };
+        let apply = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick);
+        let ready = async {
+            fake.call("ready".into());
+            Ok(())
+        };
+        assert_eq!(apply.delete_all_when(&fake, &doomed, ready).await.unwrap(), [true; 3]);
+        let mut apply = apply.into_changes();
+        apply.sort_by(|x, y| x.resource.cmp(&y.resource));
+        assert_eq!(apply, plan, "apply lists what plan did, attribute by attribute");
+        let calls = aws.calls.lock().unwrap().clone();
+        assert_eq!(calls[3], "ready", "{calls:?}");
+        let mut released = calls[..3].to_vec();
+        released.sort();
+        assert_eq!(released, ["release a", "release b", "release c"], "once each, before any delete: {calls:?}");
+        assert_eq!(calls[4..].iter().filter(|c| c.starts_with("delete")).count(), 3, "{calls:?}");
+
+        // Gone before its release: no error, no change.
+        aws.calls.lock().unwrap().clear();
+        let gone = Owned { id: "fake/record/x".into(), name: "x".into(), observed: linked("x", &["a"]) };
+        let engine = Engine::new(&ctx, "fake", Mode::Apply);
+        assert_eq!(engine.delete_all(&fake, &[&gone]).await.unwrap(), [false]);
+        assert!(engine.changes().is_empty());
+        assert_eq!(aws.calls.lock().unwrap().clone(), ["release x", "delete x"]);
     }
 
     #[test]
