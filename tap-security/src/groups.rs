@@ -238,13 +238,10 @@ pub fn dependency_backoff() -> Backoff {
 /// released; then [`Gone::SecurityGroups`] is given.
 pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, mode: Mode, backoff: Backoff) -> Result<Vec<Change>, StepError> {
     let env = ctx.names.env();
-    let groups: Vec<ObservedGroup> = api
+    let groups = api
         .describe_security_groups(env, None)
         .await
-        .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
-        .into_iter()
-        .filter(|g| owned_group(g, env).is_some())
-        .collect();
+        .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?;
     let holders_gone =
         async { tokio::try_join!(ctx.wait_gone(Gone::EcsServices), ctx.wait_gone(Gone::LoadBalancer)).map(drop) };
     let deleted = delete_groups(api, ctx, mode, &groups, backoff, holders_gone).await?;
@@ -264,11 +261,12 @@ pub async fn prune(
     delete_groups(api, ctx, mode, groups, backoff, async { Ok(()) }).await
 }
 
-/// Deletes `groups` with the engine (in plan mode: lists them): in apply mode first the rules by
-/// which they reference other groups, at once ([`SecurityGroupKind::release`], listed on each
-/// delete), then, once `holders_gone` is done, each group; AWS refuses a group's delete while
-/// network interfaces still hold it (released asynchronously), and the engine sends it again,
-/// backing off, for `backoff` ([`SecurityGroupKind::held`]). A group already gone is no change.
+/// Deletes the environment's `groups` (by their tags, [`owned_group`]) with the engine (in plan
+/// mode: lists them): in apply mode first the rules by which they reference other groups, at once
+/// ([`SecurityGroupKind::release`], listed on each delete), then, once `holders_gone` is done, each
+/// group; AWS refuses a group's delete while network interfaces still hold it (released
+/// asynchronously), and the engine sends it again, backing off, for `backoff`
+/// ([`SecurityGroupKind::held`]). A group already gone is no change.
 async fn delete_groups(
     api: &dyn Ec2Api,
     ctx: &Context,
