@@ -24,7 +24,13 @@
 //! - **prune** ([`Engine::prune`]): what the environment owns (found by its tags, see [`owned`])
 //!   and the config no longer declares is deleted, except a data-bearing resource
 //!   ([`Resource::holds_data`]) without consent (`deploy --prune-data`), which is listed as kept.
-//! - **delete** ([`Engine::delete`]): one resource; one already gone is no error and no change.
+//! - **complete** ([`Engine::complete`]): the second half of a create that cannot be whole at
+//!   creation (a security group's rules name groups created beside it): its update runs through
+//!   the engine, and what it does beyond what the create listed is recorded as an update.
+//! - **delete** ([`Engine::delete`], [`Engine::delete_all`]): one already gone is no error and no
+//!   change. What a resource holds of the others deleted with it ([`Resource::release`]: a
+//!   security group's rules naming other groups) is taken back from every one before any is
+//!   deleted, and listed on its delete, in plan and apply alike.
 //! - every step: progress events ([`ProgressEvent`]) per resource, the error context (resource +
 //!   AWS action) and the change list the step returns.
 //!
@@ -65,9 +71,11 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use futures::future::try_join_all;
 
 use crate::context::Context;
 use crate::error::{AwsError, StepError};
@@ -197,6 +205,21 @@ pub trait Resource: Send + Sync {
     /// Deletes `have`. A resource already gone is no error: say [`Deleted::AlreadyGone`], or fail
     /// with AWS's not-found error ([`AwsError::is_not_found`]), which the engine takes the same way.
     async fn delete(&self, have: &Self::Observed) -> Result<Deleted, ActionError>;
+
+    /// What deleting `have` first takes back from the others deleted with it: a security group's
+    /// rules naming other groups, which would hold those. Listed on the delete's change, in plan
+    /// and apply alike; nothing by default.
+    fn release_attributes(&self, have: &Self::Observed) -> Vec<AttrChange> {
+        let _ = have;
+        vec![]
+    }
+
+    /// Takes back exactly what [`Resource::release_attributes`] lists. The engine runs it for
+    /// every resource of a set before it deletes any; not-found is taken as already released.
+    async fn release(&self, have: &Self::Observed) -> Result<(), ActionError> {
+        let _ = have;
+        Ok(())
+    }
 
     /// Whether AWS refused a delete because something still holds the resource for a while
     /// (`DependencyViolation` while network interfaces are released, `ResourceInUse`): the engine
@@ -387,10 +410,9 @@ impl<'a> Engine<'a> {
             return self.conflict(id, name, &owner);
         }
         self.found(id);
-        let diff = resource
-            .diff(want, &have)
-            .map_err(|message| StepError::Conflict { resource: id.into(), message: format!("{name}: {message}") })?;
-        let Some(Diff { update, attributes }) = diff else { return Ok(Some(have)) };
+        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &have)? else {
+            return Ok(Some(have));
+        };
         let now = if self.mode.is_apply() {
             self.working(id, Action::Update);
             let now = resource.update(&have, &update).await.map_err(|e| e.on(id))?;
@@ -440,11 +462,7 @@ impl<'a> Engine<'a> {
         // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
         // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
         if resource.settle_after_create() {
-            let fix = resource.diff(want, &made).map_err(|message| StepError::Conflict {
-                resource: id.into(),
-                message: format!("{name}: {message}"),
-            })?;
-            if let Some(Diff { update, attributes }) = fix {
+            if let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? {
                 let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
                 tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
                 made = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
@@ -455,10 +473,58 @@ impl<'a> Engine<'a> {
         Ok(Some(made))
     }
 
-    /// Deletes one resource (in plan mode: lists it). One already gone (AWS answers not-found) is
-    /// not an error and not a change: someone else deleted it. Returns whether it was (or, in
-    /// plan mode, would be) deleted.
+    /// The second half of a create whose `want` could not be whole at creation (a security group's
+    /// rules name groups created beside it): the update from what the create `made` to `want`,
+    /// whose attributes the create listed ([`Resource::create_attributes`]). Whatever it sets
+    /// beyond those (an attribute, or a value, the create did not list) is recorded as an update,
+    /// so apply reports all it does. Nothing in plan mode, where the create is only listed.
+    pub async fn complete<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+        made: R::Observed,
+    ) -> Result<R::Observed, StepError> {
+        if !self.mode.is_apply() {
+            return Ok(made);
+        }
+        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? else { return Ok(made) };
+        self.working(id, Action::Create);
+        let now = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
+        tracing::info!(step = self.step, resource = id, name, "completed");
+        let unlisted: Vec<AttrChange> = {
+            let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            // By attribute and value set: the create's lists no old value, the update's what the
+            // create made (a default).
+            let created = changes.iter().filter(|c| c.resource == id && c.action == Action::Create);
+            let listed: Vec<&AttrChange> = created.flat_map(|c| &c.attributes).collect();
+            let listed = |a: &AttrChange| listed.iter().any(|l| l.attribute == a.attribute && l.new == a.new);
+            attributes.into_iter().filter(|a| !listed(a)).collect()
+        };
+        if !unlisted.is_empty() {
+            tracing::warn!(step = self.step, resource = id, ?unlisted, "done beyond what the create listed");
+            self.record(Change::update(id, name, unlisted));
+        }
+        Ok(now)
+    }
+
+    /// Deletes one resource (in plan mode: lists it), after its [`Resource::release`]. One already
+    /// gone (AWS answers not-found) is not an error and not a change: someone else deleted it.
+    /// Returns whether it was (or, in plan mode, would be) deleted.
     pub async fn delete<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        have: &R::Observed,
+    ) -> Result<bool, StepError> {
+        self.release(resource, id, name, have).await?;
+        self.delete_one(resource, id, name, have).await
+    }
+
+    /// [`Engine::delete`] of one already released.
+    async fn delete_one<R: Resource>(
         &self,
         resource: &R,
         id: &str,
@@ -488,26 +554,64 @@ impl<'a> Engine<'a> {
             }
             tracing::info!(step = self.step, resource = id, name, "deleted");
         }
-        self.record(Change::delete(id, name));
+        self.record(Change { attributes: resource.release_attributes(have), ..Change::delete(id, name) });
         Ok(true)
     }
 
+    /// Runs `have`'s [`Resource::release`] (apply mode, when it lists something and `have` is this
+    /// environment's). Not-found is already released.
+    async fn release<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        have: &R::Observed,
+    ) -> Result<(), StepError> {
+        if !self.mode.is_apply()
+            || resource.release_attributes(have).is_empty()
+            || !self.deletable(resource, id, name, have).await?
+        {
+            return Ok(());
+        }
+        self.working(id, Action::Delete);
+        match resource.release(have).await {
+            Err(e) if !e.source.is_not_found() => Err(e.on(id)),
+            _ => {
+                tracing::info!(step = self.step, resource = id, name, "released what it holds of others");
+                Ok(())
+            }
+        }
+    }
+
     /// Deletes `doomed` (in plan mode: lists them), concurrently, [`Resource::DELETE_BATCH`] at a
-    /// time where the kind's API takes a list. A batch AWS refuses because one of them is already
-    /// gone is deleted again one by one, so what is gone stays no error and no change. Returns,
-    /// for each, whether it was (or would be) deleted.
+    /// time where the kind's API takes a list, after every one's [`Resource::release`]. A batch AWS
+    /// refuses because one of them is already gone is deleted again one by one, so what is gone
+    /// stays no error and no change. Returns, for each, whether it was (or would be) deleted.
     pub async fn delete_all<R: Resource>(
         &self,
         resource: &R,
         doomed: &[&Owned<R::Observed>],
     ) -> Result<Vec<bool>, StepError> {
+        self.delete_all_when(resource, doomed, async { Ok(()) }).await
+    }
+
+    /// [`Engine::delete_all`] whose deletes (in apply mode) wait for `ready` (what holds them to
+    /// go), while the releases run at once, before it.
+    pub async fn delete_all_when<R: Resource>(
+        &self,
+        resource: &R,
+        doomed: &[&Owned<R::Observed>],
+        ready: impl Future<Output = Result<(), StepError>>,
+    ) -> Result<Vec<bool>, StepError> {
+        if self.mode.is_apply() {
+            try_join_all(doomed.iter().map(|o| self.release(resource, &o.id, &o.name, &o.observed))).await?;
+            ready.await?;
+        }
         if R::DELETE_BATCH <= 1 || doomed.len() <= 1 || !self.mode.is_apply() {
             return self.delete_each(resource, doomed).await;
         }
         // Only what is this environment's goes into a batch; the rest is skipped (and said so).
-        let mine =
-            futures::future::try_join_all(doomed.iter().map(|o| self.deletable(resource, &o.id, &o.name, &o.observed)))
-                .await?;
+        let mine = try_join_all(doomed.iter().map(|o| self.deletable(resource, &o.id, &o.name, &o.observed))).await?;
         let ours: Vec<&Owned<R::Observed>> = doomed.iter().zip(&mine).filter(|(_, m)| **m).map(|(o, _)| *o).collect();
         let mut deleted = self.delete_batches(resource, &ours).await?.into_iter();
         Ok(mine.iter().map(|m| *m && deleted.next().unwrap_or(false)).collect())
@@ -520,7 +624,7 @@ impl<'a> Engine<'a> {
         resource: &R,
         doomed: &[&Owned<R::Observed>],
     ) -> Result<Vec<bool>, StepError> {
-        let batches = futures::future::try_join_all(doomed.chunks(R::DELETE_BATCH).map(|chunk| async move {
+        let batches = try_join_all(doomed.chunks(R::DELETE_BATCH).map(|chunk| async move {
             for o in chunk {
                 self.working(&o.id, Action::Delete);
             }
@@ -529,7 +633,8 @@ impl<'a> Engine<'a> {
                 Ok(()) => {
                     for o in chunk {
                         tracing::info!(step = self.step, resource = o.id, name = o.name, "deleted");
-                        self.record(Change::delete(&o.id, &o.name));
+                        let attributes = resource.release_attributes(&o.observed);
+                        self.record(Change { attributes, ..Change::delete(&o.id, &o.name) });
                     }
                     Ok(vec![true; chunk.len()])
                 }
@@ -550,7 +655,7 @@ impl<'a> Engine<'a> {
         resource: &R,
         doomed: &[&Owned<R::Observed>],
     ) -> Result<Vec<bool>, StepError> {
-        futures::future::try_join_all(doomed.iter().map(|o| self.delete(resource, &o.id, &o.name, &o.observed))).await
+        try_join_all(doomed.iter().map(|o| self.delete_one(resource, &o.id, &o.name, &o.observed))).await
     }
 
     /// Deletes every owned resource whose id is not `declared` ([`Engine::delete_all`]). A
@@ -564,7 +669,7 @@ impl<'a> Engine<'a> {
     ) -> Result<Vec<Owned<R::Observed>>, StepError> {
         let undeclared: Vec<Owned<R::Observed>> = owned.into_iter().filter(|o| !declared.contains(&o.id)).collect();
         let prune_data = self.ctx.config.deploy.prune_data;
-        let kept = futures::future::try_join_all(undeclared.iter().map(|o| async move {
+        let kept = try_join_all(undeclared.iter().map(|o| async move {
             let keep = !prune_data && resource.holds_data(&o.observed).await.map_err(|e| e.on(&o.id))?;
             if keep {
                 self.record(Change::keep(&o.id, &o.name));
@@ -576,6 +681,20 @@ impl<'a> Engine<'a> {
             undeclared.iter().zip(&kept).filter(|(_, keep)| !**keep).map(|(o, _)| o).collect();
         let deleted = self.delete_all(resource, &doomed).await?;
         Ok(doomed.into_iter().zip(deleted).filter(|(_, d)| *d).map(|(o, _)| o.clone()).collect())
+    }
+
+    /// `resource.diff`, what cannot converge in place a conflict on `id`.
+    fn diff<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+        have: &R::Observed,
+    ) -> Result<Option<Diff<R::Update>>, StepError> {
+        resource
+            .diff(want, have)
+            .map_err(|message| StepError::Conflict { resource: id.into(), message: format!("{name}: {message}") })
     }
 
     /// Whose `have` is, for this engine's environment.
@@ -676,6 +795,8 @@ mod tests {
         drop_size_on_create: bool,
         /// Deletes refused with `DependencyViolation` before one goes through.
         holds: Mutex<u32>,
+        /// Creates are not settled in the same call: the caller completes them.
+        two_halves: bool,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -685,6 +806,8 @@ mod tests {
         colour: String,
         data: bool,
         tags: Vec<Tag>,
+        /// Records it names, which hold them: a record named by another is not deleted.
+        links: Vec<String>,
     }
 
     #[derive(Debug, Clone, PartialEq)]
@@ -782,7 +905,11 @@ mod tests {
                 *holds -= 1;
                 return Err(AwsError::new("DependencyViolation", "still in use")).during("DeleteRecord");
             }
-            match self.aws.records.lock().unwrap().remove(&have.name) {
+            let mut records = self.aws.records.lock().unwrap();
+            if records.values().any(|r| r.links.contains(&have.name)) {
+                return Err(AwsError::new("DependencyViolation", "named by another")).during("DeleteRecord");
+            }
+            match records.remove(&have.name) {
                 Some(_) => Ok(Deleted::Now),
                 None if have.name.starts_with("going") => Ok(Deleted::AlreadyGone),
                 None => Err(AwsError::new("RecordNotFound", "no such record")).during("DeleteRecord"),
@@ -791,6 +918,25 @@ mod tests {
 
         fn held(&self, error: &AwsError) -> bool {
             error.is("DependencyViolation")
+        }
+
+        fn settle_after_create(&self) -> bool {
+            !self.aws.two_halves
+        }
+
+        fn release_attributes(&self, have: &Record) -> Vec<AttrChange> {
+            have.links.iter().map(|l| AttrChange::new("link", Some(l.clone()), None)).collect()
+        }
+
+        async fn release(&self, have: &Record) -> Result<(), ActionError> {
+            self.call(format!("release {}", have.name));
+            match self.aws.records.lock().unwrap().get_mut(&have.name) {
+                Some(r) => {
+                    r.links.clear();
+                    Ok(())
+                }
+                None => Err(AwsError::new("RecordNotFound", "no such record")).during("Unlink"),
+            }
         }
 
         async fn holds_data(&self, have: &Record) -> Result<bool, ActionError> {
@@ -880,6 +1026,7 @@ mod tests {
             size,
             colour: "blue".into(),
             data: false,
+            links: vec![],
             tags: vec![
                 (TAG_PROJECT.into(), PROJECT.into()),
                 (TAG_MANAGED_BY.into(), PROJECT.into()),
@@ -1124,6 +1271,91 @@ mod tests {
         assert_eq!(deleted, [true, false, true]);
         assert_eq!(pairs.calls.lock().unwrap().clone(), [vec!["a".to_owned(), "b".to_owned()]]);
         assert_eq!(pairs.names.lock().unwrap().iter().collect::<Vec<_>>(), ["theirs"]);
+    }
+
+    /// A create in two halves: the second ([`Engine::complete`]) runs the update to what the
+    /// create listed and records nothing more; what it sets beyond that is recorded as an update.
+    #[tokio::test]
+    async fn a_creates_second_half_does_what_the_create_listed_and_records_the_rest() {
+        let aws = FakeAws { drop_size_on_create: true, two_halves: true, ..FakeAws::default() };
+        let (ctx, fake) = (ctx("dev"), Fake { aws: &aws });
+        let mut want = record("dev", "a", 4);
+        let plan = Engine::new(&ctx, "fake", Mode::Plan);
+        assert_eq!(plan.converge(&fake, "fake/record/a", "a", &want, None).await.unwrap(), None);
+        let made = record("dev", "a", 0);
+        assert_eq!(plan.complete(&fake, "fake/record/a", "a", &want, made).await.unwrap().size, 0, "plan: nothing");
+
+        let apply = Engine::new(&ctx, "fake", Mode::Apply);
+        let made = apply.converge(&fake, "fake/record/a", "a", &want, None).await.unwrap().unwrap();
+        assert_eq!(made.size, 0, "the first half leaves the size unset");
+        let now = apply.complete(&fake, "fake/record/a", "a", &want, made).await.unwrap();
+        assert_eq!(now.size, 4);
+        assert_eq!(aws.calls.lock().unwrap().clone(), ["create a", "update a Resize(4)"]);
+        assert_eq!(apply.changes(), plan.into_changes(), "the create listed all the second half did");
+
+        // A second half that sets more than the create listed (its colour): recorded.
+        want.name = "b".into();
+        let made = apply.converge(&fake, "fake/record/b", "b", &want, None).await.unwrap().unwrap();
+        want.colour = "red".into();
+        apply.complete(&fake, "fake/record/b", "b", &want, made).await.unwrap();
+        let changes = apply.into_changes();
+        let colour = AttrChange::new("colour", Some("\"blue\"".into()), Some("\"red\"".into()));
+        assert_eq!(changes.last(), Some(&Change::update("fake/record/b", "b", vec![colour])), "{changes:?}");
+    }
+
+    /// Records of a set that name each other: every release runs once, before any delete (and
+    /// before `ready`), each listed on its delete as in plan; a release that finds its record
+    /// gone is no error, and the gone record no change.
+    #[tokio::test]
+    async fn a_set_is_released_before_any_delete_once_each_and_a_gone_one_is_no_error() {
+        let aws = FakeAws::default();
+        let linked = |name: &str, links: &[&str]| Record {
+            links: links.iter().map(|l| l.to_string()).collect(),
+            ..record("dev", name, 1)
+        };
+        let (a, b, c) = (linked("a", &["b", "c"]), linked("b", &["a"]), linked("c", &["a"]));
+        aws.records.lock().unwrap().extend([a.clone(), b.clone(), c.clone()].map(|r| (r.name.clone(), r)));
+        let doomed =
+            [a, b, c].map(|r| Owned { id: format!("fake/record/{}", r.name), name: r.name.clone(), observed: r });
+        let doomed: Vec<&Owned<Record>> = doomed.iter().collect();
+        let (ctx, fake) = (ctx("dev"), Fake { aws: &aws });
+        let plan = Engine::new(&ctx, "fake", Mode::Plan);
+        plan.delete_all(&fake, &doomed).await.unwrap();
+        assert!(aws.calls.lock().unwrap().is_empty(), "plan calls nothing");
+        let plan = plan.into_changes();
+        assert_eq!(
+            plan[0].attributes,
+            [("b", None), ("c", None)].map(|(l, n)| AttrChange::new("link", Some(l.into()), n))
+        );
+
+        let quick = Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+            timeout: Duration::from_secs(5),
+        };
+        let apply = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick);
+        let ready = async {
+            fake.call("ready".into());
+            Ok(())
+        };
+        assert_eq!(apply.delete_all_when(&fake, &doomed, ready).await.unwrap(), [true; 3]);
+        let mut apply = apply.into_changes();
+        apply.sort_by(|x, y| x.resource.cmp(&y.resource));
+        assert_eq!(apply, plan, "apply lists what plan did, attribute by attribute");
+        let calls = aws.calls.lock().unwrap().clone();
+        assert_eq!(calls[3], "ready", "{calls:?}");
+        let mut released = calls[..3].to_vec();
+        released.sort();
+        assert_eq!(released, ["release a", "release b", "release c"], "once each, before any delete: {calls:?}");
+        assert_eq!(calls[4..].iter().filter(|c| c.starts_with("delete")).count(), 3, "{calls:?}");
+
+        // Gone before its release: no error, no change.
+        aws.calls.lock().unwrap().clear();
+        let gone = Owned { id: "fake/record/x".into(), name: "x".into(), observed: linked("x", &["a"]) };
+        let engine = Engine::new(&ctx, "fake", Mode::Apply);
+        assert_eq!(engine.delete_all(&fake, &[&gone]).await.unwrap(), [false]);
+        assert!(engine.changes().is_empty());
+        assert_eq!(aws.calls.lock().unwrap().clone(), ["release x", "delete x"]);
     }
 
     #[test]

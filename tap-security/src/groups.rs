@@ -4,10 +4,13 @@
 //! (someone opened port 22) is revoked. Egress is the default "all traffic to anywhere" rule.
 //!
 //! This module is the step's wiring for groups: the desired groups from the config, the two
-//! phases (every group exists, then every group's rules, which reference each other's ids), the
-//! prune and destroy. The life cycle of one group is the resource kind
-//! [`crate::security_group::SecurityGroupKind`], run by the engine; the EC2 calls are
-//! [`crate::ec2`], a rule is [`crate::rule`].
+//! phases (every group exists, then every group's rules, which reference each other's ids: on a
+//! group just created the engine's second half of its create, [`Engine::complete`]), the prune and
+//! destroy (the engine's [`Engine::delete_all_when`]: every group's rules naming other groups
+//! revoked at once, the deletes once what holds the groups is gone). Every call goes through the
+//! engine; the life cycle of one group is the resource kind
+//! [`crate::security_group::SecurityGroupKind`], the EC2 calls are [`crate::ec2`], a rule is
+//! [`crate::rule`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,15 +18,15 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use tap_core::outputs::{is_known, NetworkOutputs, PENDING};
-use tap_core::resource::{Engine, Owned, Resource};
+use tap_core::resource::{Engine, Owned};
 use tap_core::step::Gone;
 use tap_core::wait::Backoff;
-use tap_core::{AwsError, Change, Context, Mode, StepError};
+use tap_core::{Change, Context, Mode, StepError};
 use tokio::sync::oneshot;
 
 use crate::ec2::{Ec2Api, ObservedGroup};
 use crate::rule::{Rule, RuleSource};
-use crate::security_group::{GroupWant, RuleFix, SecurityGroupKind};
+use crate::security_group::{GroupWant, SecurityGroupKind};
 use crate::STEP;
 
 /// Logical id of the load balancer's group.
@@ -154,7 +157,7 @@ pub async fn converge(
     let labels: BTreeMap<&str, &str> = desired.iter().map(|d| (d.component.as_str(), d.name.as_str())).collect();
     // The rules of `d`, each with the label plan shows (from names, so known before the ids),
     // its peers' ids taken from `ids` (PENDING while unknown).
-    let rules_of = |d: &DesiredGroup, ids: &BTreeMap<&str, &str>| -> Vec<(Rule, String)> {
+    let rules_of = |d: &DesiredGroup, ids: &BTreeMap<&str, String>| -> Vec<(Rule, String)> {
         let rules = d.ingress.iter().map(|(port, peer)| match peer {
             Peer::Anywhere => {
                 let rule = Rule::tcp(*port, RuleSource::Cidr("0.0.0.0/0".into()));
@@ -162,8 +165,8 @@ pub async fn converge(
                 (rule, label)
             }
             Peer::Group(c) => {
-                let rule =
-                    Rule::tcp(*port, RuleSource::Group(ids.get(c.as_str()).copied().unwrap_or(PENDING).to_string()));
+                let peer = ids.get(c.as_str()).map_or(PENDING, String::as_str);
+                let rule = Rule::tcp(*port, RuleSource::Group(peer.into()));
                 (rule, format!("tcp {port} from {}", labels.get(c.as_str()).copied().unwrap_or(c)))
             }
         });
@@ -172,66 +175,52 @@ pub async fn converge(
         rules.filter(|r| seen.insert(r.clone())).collect()
     };
 
-    // Phase one: every group exists (the rules reference each other's ids). A group created
-    // lists the rules phase two gives it ([`SecurityGroupKind::create_attributes`]), in plan and
-    // apply alike.
-    let creates = Engine::new(ctx, STEP, mode);
+    // Phase one: every group exists (the rules reference each other's ids, maybe in a cycle). A
+    // group created lists the rules phase two gives it ([`SecurityGroupKind::create_attributes`]),
+    // in plan and apply alike.
+    let engine = Engine::new(ctx, STEP, mode);
     let no_ids = BTreeMap::new();
     let found = try_join_all(desired.iter().map(|d| {
         let existing = find(d);
-        let (kind, creates) = (&kind, &creates);
+        let (kind, engine) = (&kind, &engine);
         let want = want(d, rules_of(d, &no_ids));
         async move {
             match existing {
-                Some(g) => Ok::<_, StepError>((g.id.clone(), Some(g), false)),
-                None => match creates.converge(kind, &d.component, &d.name, &want, None).await? {
-                    Some(g) => Ok((g.id.clone(), Some(g), true)),
-                    None => Ok((PENDING.to_string(), None, true)),
-                },
+                Some(g) => Ok::<_, StepError>((Some(g), false)),
+                None => Ok((engine.converge(kind, &d.component, &d.name, &want, None).await?, true)),
             }
         }
     }))
     .await?;
-    let ids: BTreeMap<&str, &str> =
-        desired.iter().zip(&found).map(|(d, (id, _, _))| (d.component.as_str(), id.as_str())).collect();
+    let id = |g: &Option<ObservedGroup>| g.as_ref().map_or(PENDING, |g| g.id.as_str()).to_owned();
+    let ids: BTreeMap<&str, String> =
+        desired.iter().zip(&found).map(|(d, (g, _))| (d.component.as_str(), id(g))).collect();
     let mut group_ids = GroupIds::default();
-    for (d, (id, _, _)) in desired.iter().zip(&found) {
-        if d.component == ALB_COMPONENT {
+    for (component, id) in &ids {
+        if *component == ALB_COMPONENT {
             group_ids.alb = id.clone();
-        } else if let Some(service) = d.component.strip_prefix("security/sg/") {
+        } else if let Some(service) = component.strip_prefix("security/sg/") {
             group_ids.services.insert(service.to_string(), id.clone());
         }
     }
     // Nobody listening is fine (the receiver only speeds up the publishing of the outputs).
     let _ = ids_known.send(group_ids.clone());
 
-    // Phase two: exactly the desired rules on every group.
-    let engine = Engine::new(ctx, STEP, mode);
-    try_join_all(desired.iter().zip(&found).map(|(d, (_, observed, created))| {
+    // Phase two: exactly the desired rules on every group; on one phase one created, the second
+    // half of its create (the rules it listed).
+    try_join_all(desired.iter().zip(found).map(|(d, (observed, created))| {
         let want = want(d, rules_of(d, &ids));
         let (kind, engine) = (&kind, &engine);
         async move {
             match (observed, created) {
-                (observed, false) => {
-                    engine.converge(kind, &d.component, &d.name, &want, observed.clone()).await?;
-                }
-                // A group created by phase one: its create listed these rules (AWS gave it the
-                // default egress rule), added now that their peers' ids are known.
-                (Some(group), true) => {
-                    let fix = RuleFix {
-                        authorize: want.ingress.iter().map(|(r, _)| r.clone()).collect(),
-                        ..RuleFix::default()
-                    };
-                    kind.update(group, &fix).await.map_err(|e| e.on(&d.component))?;
-                }
-                (None, true) => {}
+                (Some(made), true) => engine.complete(kind, &d.component, &d.name, &want, made).await.map(drop),
+                (None, true) => Ok(()),
+                (observed, false) => engine.converge(kind, &d.component, &d.name, &want, observed).await.map(drop),
             }
-            Ok::<_, StepError>(())
         }
     }))
     .await?;
-    let mut changes = creates.into_changes();
-    changes.extend(engine.into_changes());
+    let changes = engine.into_changes();
 
     Ok(GroupsResult { ids: group_ids, changes, undeclared })
 }
@@ -243,22 +232,19 @@ pub fn dependency_backoff() -> Backoff {
     Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(5), timeout: Duration::from_secs(900) }
 }
 
-/// Deletes every security group of the environment (found by tags): rules that reference other
-/// groups are revoked at once; each group is deleted once the services and the load balancer are
-/// gone ([`Gone`]), retrying while their network interfaces are still released; then
-/// [`Gone::SecurityGroups`] is given.
-pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, backoff: Backoff) -> Result<Vec<Change>, StepError> {
+/// Deletes (in plan mode: lists) every security group of the environment (found by tags): rules
+/// that reference other groups are revoked at once; each group is deleted once the services and
+/// the load balancer are gone ([`Gone`]), retrying while their network interfaces are still
+/// released; then [`Gone::SecurityGroups`] is given.
+pub async fn destroy(api: &dyn Ec2Api, ctx: &Context, mode: Mode, backoff: Backoff) -> Result<Vec<Change>, StepError> {
     let env = ctx.names.env();
-    let groups: Vec<ObservedGroup> = api
+    let groups = api
         .describe_security_groups(env, None)
         .await
-        .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?
-        .into_iter()
-        .filter(|g| owned_group(g, env).is_some())
-        .collect();
+        .map_err(StepError::aws("security/sg", "DescribeSecurityGroups"))?;
     let holders_gone =
         async { tokio::try_join!(ctx.wait_gone(Gone::EcsServices), ctx.wait_gone(Gone::LoadBalancer)).map(drop) };
-    let deleted = delete_groups(api, ctx, Mode::Apply, &groups, backoff, holders_gone).await?;
+    let deleted = delete_groups(api, ctx, mode, &groups, backoff, holders_gone).await?;
     ctx.give(Gone::SecurityGroups);
     Ok(deleted)
 }
@@ -275,10 +261,11 @@ pub async fn prune(
     delete_groups(api, ctx, mode, groups, backoff, async { Ok(()) }).await
 }
 
-/// Deletes `groups` with the engine's prune (in plan mode: lists them): in apply mode first the
-/// rules by which they reference other groups (so no group of the set holds another), then, once
-/// `holders_gone` is done, each group; AWS refuses a group's delete while network interfaces still
-/// hold it (released asynchronously), and the engine sends it again, backing off, for `backoff`
+/// Deletes the environment's `groups` (by their tags, [`owned_group`]) with the engine (in plan
+/// mode: lists them): in apply mode first the rules by which they reference other groups, at once
+/// ([`SecurityGroupKind::release`], listed on each delete), then, once `holders_gone` is done, each
+/// group; AWS refuses a group's delete while network interfaces still hold it (released
+/// asynchronously), and the engine sends it again, backing off, for `backoff`
 /// ([`SecurityGroupKind::held`]). A group already gone is no change.
 async fn delete_groups(
     api: &dyn Ec2Api,
@@ -293,34 +280,8 @@ async fn delete_groups(
         .iter()
         .filter_map(|g| Some(Owned { id: owned_group(g, env)?, name: g.name.clone(), observed: g.clone() }))
         .collect();
-    if mode.is_apply() {
-        try_join_all(owned.iter().map(|o| revoke_group_references(api, &o.id, &o.observed))).await?;
-        holders_gone.await?;
-    }
     let engine = Engine::new(ctx, STEP, mode).with_hold_backoff(backoff);
-    engine.prune(&SecurityGroupKind::new(api, env), owned, &BTreeSet::new()).await?;
+    let doomed: Vec<&Owned<ObservedGroup>> = owned.iter().collect();
+    engine.delete_all_when(&SecurityGroupKind::new(api, env), &doomed, holders_gone).await?;
     Ok(engine.into_changes())
-}
-
-/// Revokes the rules by which `g` (logical id `id`) references other groups: what would hold
-/// those groups while they are deleted together with it.
-async fn revoke_group_references(api: &dyn Ec2Api, id: &str, g: &ObservedGroup) -> Result<(), StepError> {
-    let ingress: Vec<Rule> = g.ingress.iter().filter(|r| r.references_group()).cloned().collect();
-    let egress: Vec<Rule> = g.egress.iter().filter(|r| r.references_group()).cloned().collect();
-    if !ingress.is_empty() {
-        ignore_not_found(api.revoke_ingress(&g.id, &ingress).await)
-            .map_err(StepError::aws(id, "RevokeSecurityGroupIngress"))?;
-    }
-    if !egress.is_empty() {
-        ignore_not_found(api.revoke_egress(&g.id, &egress).await)
-            .map_err(StepError::aws(id, "RevokeSecurityGroupEgress"))?;
-    }
-    Ok(())
-}
-
-fn ignore_not_found(result: Result<(), AwsError>) -> Result<(), AwsError> {
-    match result {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other,
-    }
 }

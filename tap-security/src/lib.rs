@@ -240,7 +240,7 @@ impl Step for SecurityStep {
     #[tracing::instrument(name = "security.destroy", skip_all)]
     async fn destroy(&self, ctx: &Context) -> Result<Vec<Change>, StepError> {
         let (groups, roles, secrets) = tokio::try_join!(
-            groups::destroy(&*self.ec2, ctx, self.dependency_backoff),
+            groups::destroy(&*self.ec2, ctx, Mode::Apply, self.dependency_backoff),
             iam::destroy(&*self.iam, ctx),
             secrets::destroy(&*self.secrets, ctx),
         )?;

@@ -7,15 +7,16 @@
 //! - **find** (adoption after a create whose outcome is unknown, or `InvalidGroup.Duplicate`): the
 //!   environment's groups in the VPC, by `tap:component` tag, then by name.
 //! - **create**: the group, tagged at creation (AWS gives it the default egress rule); its rules
-//!   are listed with the create and added by the step once every group's id is known (rules
-//!   reference each other's groups).
+//!   are listed with the create and added by the engine's second half of the create
+//!   ([`tap_core::resource::Engine::complete`]) once every group's id is known (rules reference
+//!   each other's groups, maybe in a cycle).
 //! - Authorizing is done exactly once: after a lost answer, or `InvalidPermission.Duplicate`, the
 //!   group is read again and the rules count as added when all of them are there.
 //!
+//! - **release** (before any group of a set is deleted, listed on each delete): the rules by
+//!   which the group references other groups, revoked, so that no group of the set holds another.
 //! - **delete**: `DeleteSecurityGroup`; while AWS answers `DependencyViolation` (network
-//!   interfaces still released) the engine sends it again, backing off. Deletion of several
-//!   groups (prune, destroy) first revokes every rule by which they reference other groups: see
-//!   [`crate::groups::prune`].
+//!   interfaces still released) the engine sends it again, backing off.
 
 use std::collections::BTreeSet;
 
@@ -57,6 +58,26 @@ pub struct RuleFix {
     pub authorize_egress: Vec<Rule>,
     /// Egress rules to revoke.
     pub revoke_egress: Vec<Rule>,
+}
+
+impl RuleFix {
+    /// The revokes of the rules by which `group` references other groups (its release).
+    fn release(group: &ObservedGroup) -> RuleFix {
+        let naming_groups = |rules: &[Rule]| rules.iter().filter(|r| r.references_group()).cloned().collect();
+        RuleFix {
+            revoke: naming_groups(&group.ingress),
+            revoke_egress: naming_groups(&group.egress),
+            ..Default::default()
+        }
+    }
+
+    /// The attributes it changes, but the authorized ingress rules (whose labels name their peers).
+    fn attributes_but_authorize(&self) -> Vec<AttrChange> {
+        let revoke = self.revoke.iter().map(|r| AttrChange::new("ingress", Some(r.ingress_label()), None));
+        let add_egress = self.authorize_egress.iter().map(|r| AttrChange::new("egress", None, Some(r.egress_label())));
+        let revoke_egress = self.revoke_egress.iter().map(|r| AttrChange::new("egress", Some(r.egress_label()), None));
+        revoke.chain(add_egress).chain(revoke_egress).collect()
+    }
 }
 
 /// The one egress rule every group has: all traffic to anywhere.
@@ -135,21 +156,16 @@ impl Resource for SecurityGroupKind<'_> {
             .into_iter()
             .collect();
 
-        let mut attributes: Vec<AttrChange> = Vec::new();
-        attributes.extend(authorize.iter().map(|(_, label)| AttrChange::new("ingress", None, Some(label.clone()))));
-        attributes.extend(revoke.iter().map(|r| AttrChange::new("ingress", Some(r.ingress_label()), None)));
-        attributes.extend(authorize_egress.iter().map(|r| AttrChange::new("egress", None, Some(r.egress_label()))));
-        attributes.extend(revoke_egress.iter().map(|r| AttrChange::new("egress", Some(r.egress_label()), None)));
-        if attributes.is_empty() {
-            return Ok(None);
-        }
+        let labels = authorize.iter().map(|(_, label)| label.clone());
+        let attributes: Vec<AttrChange> = labels.map(|l| AttrChange::new("ingress", None, Some(l))).collect();
         let fix = RuleFix {
             authorize: authorize.into_iter().map(|(r, _)| r.clone()).collect(),
             revoke,
             authorize_egress,
             revoke_egress,
         };
-        Ok(Some(Diff::new(fix, attributes)))
+        let attributes = [attributes, fix.attributes_but_authorize()].concat();
+        Ok((!attributes.is_empty()).then(|| Diff::new(fix, attributes)))
     }
 
     async fn find(&self, want: &GroupWant) -> Result<Option<ObservedGroup>, AwsError> {
@@ -185,7 +201,7 @@ impl Resource for SecurityGroupKind<'_> {
     }
 
     /// Not here: the rules of a new group name other groups, some still being created; the step
-    /// adds them once every id is known ([`crate::groups::converge`]).
+    /// has the engine add them once every id is known ([`crate::groups::converge`]).
     fn settle_after_create(&self) -> bool {
         false
     }
@@ -224,6 +240,16 @@ impl Resource for SecurityGroupKind<'_> {
         };
         tokio::try_join!(authorize, revoke, authorize_egress, revoke_egress)?;
         Ok(have.clone())
+    }
+
+    /// Its rules naming other groups (`- ingress: tcp 8080 from sg-…`).
+    fn release_attributes(&self, have: &ObservedGroup) -> Vec<AttrChange> {
+        RuleFix::release(have).attributes_but_authorize()
+    }
+
+    /// Revokes them, with the update's calls.
+    async fn release(&self, have: &ObservedGroup) -> Result<(), ActionError> {
+        self.update(have, &RuleFix::release(have)).await.map(drop)
     }
 
     async fn delete(&self, have: &ObservedGroup) -> Result<Deleted, ActionError> {

@@ -1150,7 +1150,8 @@ async fn the_execution_roles_secrets_policy_is_planned_and_applied_as_listed() {
 }
 
 /// A group's delete AWS refuses while network interfaces still hold it is sent again by the
-/// engine until it goes through; a group already gone is no error and no change.
+/// engine until it goes through; a group already gone (its release and its delete answered
+/// not-found) is no error and no change.
 #[tokio::test]
 async fn a_held_group_is_deleted_once_let_go_and_one_already_gone_is_no_change() {
     let ctx = ctx();
@@ -1172,9 +1173,158 @@ async fn a_held_group_is_deleted_once_let_go_and_one_already_gone_is_no_change()
         .withf(|g| g == "sg-api-gateway")
         .times(1)
         .returning(|g| Err(AwsError::new("InvalidGroup.NotFound", format!("The security group '{g}' does not exist"))));
-    // Their rules reference the load balancer's group: revoked first.
-    ec2.expect_revoke_ingress().times(2).returning(|_, _| Ok(()));
+    // Their rules reference the load balancer's group: revoked first (the gone one's release
+    // finds it gone: no error).
+    ec2.expect_revoke_ingress().withf(|g, _| g == "sg-frontend").times(1).returning(|_, _| Ok(()));
+    ec2.expect_revoke_ingress().withf(|g, _| g == "sg-api-gateway").times(1).returning(|g, _| {
+        Err(AwsError::new("InvalidGroup.NotFound", format!("The security group '{g}' does not exist")))
+    });
     let changes = crate::groups::prune(&ec2, &ctx, tap_core::Mode::Apply, &[held, gone], fast()).await.unwrap();
-    assert_eq!(changes, vec![tap_core::Change::delete("security/sg/frontend", "tap-frontend-sg-dev")]);
+    let revoked = tap_core::AttrChange::new("ingress", Some("tcp 3000 from sg-alb".into()), None);
+    let deleted = tap_core::Change::delete("security/sg/frontend", "tap-frontend-sg-dev");
+    assert_eq!(changes, vec![tap_core::Change { attributes: vec![revoked], ..deleted }], "its release listed");
     assert_eq!(*tries.lock().unwrap(), 3, "refused twice, then deleted");
+}
+
+/// The security groups' changes of `changes`, by resource.
+fn group_changes(mut changes: Vec<tap_core::Change>) -> Vec<tap_core::Change> {
+    changes.retain(|c| c.resource.starts_with("security/sg/"));
+    changes.sort_by(|a, b| a.resource.cmp(&b.resource));
+    changes
+}
+
+/// A new environment whose api-gateway and processing-service allow each other (a cycle: no
+/// order of creates gives every rule its peer's id): every group is created, then each gets
+/// exactly the rules its create listed, and apply reports exactly what plan listed.
+#[tokio::test]
+async fn a_new_environment_whose_services_allow_each_other_is_applied_exactly_as_planned() {
+    let mut config = Config::default();
+    config.services[1].allow_from = vec!["processing-service".into()];
+    let ctx = Context::new(config).with_region(REGION);
+    ctx.put(NetworkOutputs { vpc_id: "vpc-1".into(), public_subnets: vec![], private_subnets: vec![] });
+    let converge = |ec2: MockEc2Api, mode| {
+        let ctx = &ctx;
+        async move {
+            let (ids, _) = tokio::sync::oneshot::channel();
+            crate::groups::converge(&ec2, ctx, mode, ids).await.unwrap().changes
+        }
+    };
+    let plan = converge(Mocks::reading(&World::default()).forbid_mutations().ec2, tap_core::Mode::Plan).await;
+
+    let mut m = Mocks::reading(&World::default());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    m.ec2.expect_create_security_group().times(4).returning(move |name, _, _, _| {
+        l.lock().unwrap().push(format!("create {name}"));
+        Ok(sg_id(name))
+    });
+    let authorized: Arc<Mutex<BTreeMap<String, Vec<Rule>>>> = Arc::default();
+    let (a, l) = (authorized.clone(), log.clone());
+    m.ec2.expect_authorize_ingress().times(4).returning(move |g, rules| {
+        l.lock().unwrap().push(format!("authorize {g}"));
+        assert!(a.lock().unwrap().insert(g.to_string(), rules.to_vec()).is_none(), "once per group");
+        Ok(())
+    });
+    let apply = converge(m.forbid_mutations().ec2, tap_core::Mode::Apply).await;
+    assert_eq!(group_changes(apply.clone()), group_changes(plan.clone()), "attribute by attribute");
+    assert_eq!(apply.len(), 4, "four creates, nothing more: {apply:?}");
+
+    // What each group got is what its create listed, its peers named by their new ids.
+    let listed = |resource: &str| -> Vec<String> {
+        let change = apply.iter().find(|c| c.resource == resource).unwrap();
+        change.attributes.iter().map(|a| a.new.clone().unwrap()).collect()
+    };
+    assert_eq!(
+        listed("security/sg/api-gateway"),
+        ["tcp 8080 from tap-alb-sg-dev", "tcp 8080 from tap-processing-service-sg-dev"]
+    );
+    assert_eq!(listed("security/sg/processing-service"), ["tcp 9000 from tap-api-gateway-sg-dev"]);
+    let authorized = authorized.lock().unwrap().clone();
+    assert_eq!(authorized["sg-api-gateway"], [from_group(8080, "sg-alb"), from_group(8080, "sg-processing-service")]);
+    assert_eq!(authorized["sg-processing-service"], [from_group(9000, "sg-api-gateway")]);
+    assert_eq!(authorized["sg-frontend"], [from_group(3000, "sg-alb")]);
+    assert_eq!(authorized["sg-alb"], [anywhere(80), anywhere(443)]);
+    let log = log.lock().unwrap().clone();
+    assert!(log[..4].iter().all(|l| l.starts_with("create")), "every group exists before any rule: {log:?}");
+}
+
+/// Two groups the config no longer declares, each allowing the other: plan lists each delete
+/// with the rule its release revokes; apply revokes both before deleting either and reports
+/// exactly what plan listed.
+#[tokio::test]
+async fn a_prune_of_two_groups_naming_each_other_is_applied_exactly_as_planned() {
+    let mut world = converged();
+    let old = |name: &str, peer: &str| ObservedGroup {
+        id: format!("sg-{name}"),
+        name: format!("tap-{name}-sg-dev"),
+        vpc_id: "vpc-1".into(),
+        component: Some(format!("security/sg/{name}")),
+        tags: dev_tags(&format!("security/sg/{name}"), &format!("tap-{name}-sg-dev")),
+        ingress: vec![from_group(7000, &format!("sg-{peer}")), anywhere(7001)],
+        egress: vec![egress_all()],
+    };
+    world.groups.extend([old("old-a", "old-b"), old("old-b", "old-a")]);
+    let plan = Mocks::reading(&world).forbid_mutations().step().plan(&ctx()).await.unwrap();
+
+    let mut m = Mocks::reading(&world);
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    m.ec2.expect_revoke_ingress().times(2).returning(move |g, rules| {
+        let peer = if g == "sg-old-a" { "sg-old-b" } else { "sg-old-a" };
+        assert_eq!(rules, [from_group(7000, peer)], "only the rule naming a group");
+        l.lock().unwrap().push(format!("revoke {g}"));
+        Ok(())
+    });
+    let l = log.clone();
+    m.ec2.expect_delete_security_group().times(2).returning(move |g| {
+        l.lock().unwrap().push(format!("delete {g}"));
+        Ok(())
+    });
+    let ctx = ctx();
+    services_done(&ctx);
+    let apply = m.forbid_mutations().step().apply(&ctx).await.unwrap();
+    assert_eq!(group_changes(apply), group_changes(plan.clone()), "attribute by attribute");
+    let listed = group_changes(plan);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let revoked = tap_core::AttrChange::new("ingress", Some("tcp 7000 from sg-old-b".into()), None);
+    assert_eq!((listed[0].action, &listed[0].attributes), (Action::Delete, &vec![revoked]));
+    let log = log.lock().unwrap().clone();
+    assert!(log[..2].iter().all(|l| l.starts_with("revoke")) && log.len() == 4, "{log:?}");
+}
+
+/// Destroy lists (plan) and does (apply) the same: each group's delete with the rules its
+/// release revokes. The revokes go out at once, while the services and the load balancer are
+/// still going; the deletes once they are gone.
+#[tokio::test]
+async fn destroy_revokes_while_the_holders_go_and_lists_what_it_does() {
+    let ec2 = Mocks::reading(&converged()).forbid_mutations().ec2;
+    let plan = crate::groups::destroy(&ec2, &ctx(), tap_core::Mode::Plan, fast()).await.unwrap();
+    assert_eq!(plan.len(), 4);
+
+    let mut m = Mocks::reading(&converged());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l = log.clone();
+    m.ec2.expect_revoke_ingress().times(3).returning(move |g, _| {
+        l.lock().unwrap().push(format!("revoke {g}"));
+        Ok(())
+    });
+    let l = log.clone();
+    m.ec2.expect_delete_security_group().times(4).returning(move |g| {
+        l.lock().unwrap().push(format!("delete {g}"));
+        Ok(())
+    });
+    let ec2 = m.forbid_mutations().ec2;
+    let ctx = ctx();
+    ctx.expect_gone([tap_core::step::Gone::EcsServices, tap_core::step::Gone::LoadBalancer]);
+    let destroy = crate::groups::destroy(&ec2, &ctx, tap_core::Mode::Apply, fast());
+    let holders = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = log.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "the revokes, no delete, while the holders go: {seen:?}");
+        ctx.give(tap_core::step::Gone::EcsServices);
+        ctx.give(tap_core::step::Gone::LoadBalancer);
+    };
+    let (apply, ()) = tokio::join!(destroy, holders);
+    assert_eq!(group_changes(apply.unwrap()), group_changes(plan), "attribute by attribute");
+    assert_eq!(log.lock().unwrap().len(), 7);
 }

@@ -523,3 +523,67 @@ async fn removed_services_lose_their_groups_roles_target_groups_and_rules_and_de
     let left = owned_names(&env).await;
     assert!(left.values().all(BTreeSet::is_empty), "left behind: {left:?}");
 }
+
+/// The security groups' changes of a run's document, attribute by attribute, by resource (`alb`,
+/// `api-gateway`, …).
+fn group_changes(doc: &Value) -> Vec<Value> {
+    let mut v: Vec<Value> = doc["changes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["resource"].as_str().is_some_and(|r| r.starts_with("security/sg/")))
+        .cloned()
+        .collect();
+    v.sort_by_key(|c| c["resource"].as_str().unwrap_or_default().to_owned());
+    v
+}
+
+/// `api-gateway` and `processing-service` allowing each other (a cycle: no order of creates
+/// knows every peer's id): deploy creates the groups and their rules exactly as plan listed them,
+/// a second deploy changes nothing, and destroy lists on each group's delete the rules naming
+/// other groups it revoked first, and leaves no group.
+#[tokio::test]
+async fn groups_allowing_each_other_are_deployed_as_planned_and_destroyed_with_their_revokes_listed() {
+    let env = TestEnv::new("sec-cycle");
+    let s = env.suffix.clone();
+    let api_gateway = format!("{API_GATEWAY}allow_from = [\"processing-service\"]\n");
+    let config = env.config_file("cycle", &[SECRETS_TOML, FRONTEND, &api_gateway, PROCESSING].concat());
+    let config = config.display().to_string();
+    let plan = tap_json(&env, &["--config", &config, "plan"]);
+    let deploy = tap_json(&env, &["--config", &config, "deploy", "--no-wait"]);
+    assert_eq!(group_changes(&deploy), group_changes(&plan), "deploy did what plan listed");
+    let api_rules = &group_changes(&plan)[1]["attributes"];
+    assert_eq!(
+        *api_rules,
+        json!([
+            {"attribute": "ingress", "old": null, "new": format!("tcp 8080 from tap-alb-sg-{s}")},
+            {"attribute": "ingress", "old": null, "new": format!("tcp 8080 from tap-processing-service-sg-{s}")},
+        ]),
+        "{plan}"
+    );
+
+    let sgs = groups(&env).await;
+    let id = |name: &str| sgs[&format!("tap-{name}-sg-{s}")].0.clone();
+    let ingress = |name: &str| sgs[&format!("tap-{name}-sg-{s}")].1.clone();
+    let (alb, api, processing) = (id("alb"), id("api-gateway"), id("processing-service"));
+    assert_eq!(ingress("api-gateway"), set(&[&format!("tcp 8080-8080 {alb}"), &format!("tcp 8080-8080 {processing}")]));
+    assert_eq!(ingress("processing-service"), set(&[&format!("tcp 9000-9000 {api}")]));
+
+    let again = tap_json(&env, &["--config", &config, "deploy", "--no-wait"]);
+    assert!(security_mutations(&again).is_empty(), "{:?}", security_mutations(&again));
+
+    let destroy = tap_json(&env, &["--config", &config, "destroy", "--yes"]);
+    let deleted = group_changes(&destroy);
+    assert_eq!(deleted.len(), 4, "{destroy}");
+    let revoked = |i: usize| -> BTreeSet<String> {
+        let attributes = deleted[i]["attributes"].as_array().cloned().unwrap_or_default();
+        attributes.iter().map(|a| format!("{} {}", a["attribute"], a["old"].as_str().unwrap())).collect()
+    };
+    assert_eq!(
+        revoked(1),
+        set(&[&format!("\"ingress\" tcp 8080 from {alb}"), &format!("\"ingress\" tcp 8080 from {processing}")]),
+        "api-gateway's delete lists its release: {destroy}"
+    );
+    assert_eq!(revoked(0), set(&[]), "the load balancer's group names no group");
+    assert!(groups(&env).await.is_empty(), "no group left");
+}
