@@ -244,8 +244,8 @@ pub trait Resource: Send + Sync {
     }
 
     /// Whether the engine compares what a create returned (or adopted) with `want` and runs the
-    /// update for what differs, in the same run. Turn it off for a kind whose step sets that
-    /// itself (e.g. beside other calls, to keep the run's chain of calls short).
+    /// update for what differs, right after the create. Turn it off for a kind whose step calls
+    /// [`Engine::settle`] itself (beside other calls, to keep the run's chain of calls short).
     fn settle_after_create(&self) -> bool {
         true
     }
@@ -462,15 +462,33 @@ impl<'a> Engine<'a> {
         // answer was lost) lacks what the create's follow-up calls set, and some endpoints drop
         // fields on create. It is converged in this same run, so plan's `+` is what deploy leaves.
         if resource.settle_after_create() {
-            if let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? {
-                let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
-                tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
-                made = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
-            }
+            made = self.settle(resource, id, name, want, made).await?;
         }
         tracing::info!(step = self.step, resource = id, name, "created");
         self.record(created);
         Ok(Some(made))
+    }
+
+    /// Sets what a create just `made` lacks of `want` (an adopted resource misses its create's
+    /// follow-up calls; some endpoints drop fields on create), recording nothing: the create's
+    /// change already stands for `want`. The engine runs it right after the create, unless the
+    /// kind turns [`Resource::settle_after_create`] off so that its step runs it beside other
+    /// calls (the ECS service, beside its scaling). Nothing in plan mode.
+    pub async fn settle<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+        made: R::Observed,
+    ) -> Result<R::Observed, StepError> {
+        if !self.mode.is_apply() {
+            return Ok(made);
+        }
+        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? else { return Ok(made) };
+        let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
+        tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
+        resource.update(&made, &update).await.map_err(|e| e.on(id))
     }
 
     /// The second half of a create whose `want` could not be whole at creation (a security group's

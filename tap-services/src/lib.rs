@@ -244,10 +244,10 @@ impl ServicesStep {
             let alarms = ctx.wait_for::<AlarmsOutputs>(|a| a.alarm_names.contains_key(&spec.name));
             let (_, task_definition, alarms) =
                 tokio::try_join!(log_group, task_family::converge(engine, api, inputs, spec, observed), alarms)?;
-            let mut svc = service::converge(engine, api, inputs, &alarms, spec, &task_definition, observed).await?;
+            let svc = service::converge(engine, api, inputs, &alarms, spec, &task_definition, observed).await?;
             tokio::try_join!(
                 scaling::converge(engine, api, &inputs.cluster.name, spec, svc.exists, observed),
-                service::finish(api, spec, svc.fix.take()),
+                service::settle(engine, api, spec, svc.created),
             )?;
             Ok::<_, StepError>((svc.arn, task_definition))
         };

@@ -345,20 +345,22 @@ pub(crate) struct ServiceOutcome {
     pub arn: String,
     /// Whether the service exists now (after apply) or already existed (plan).
     pub exists: bool,
-    /// What CreateService did not store, to be set with [`finish`] (beside the scaling calls,
-    /// which need only the service to exist).
-    pub fix: Option<ServiceUpdate>,
+    /// A service this run created, with what it was created from: [`settle`] sets what
+    /// CreateService did not store, beside the scaling calls (which need only the service).
+    pub created: Option<(DesiredService, ObservedService)>,
 }
 
-/// Sets what CreateService did not store (see [`ServiceOutcome::fix`]).
-pub(crate) async fn finish(
+/// Sets what CreateService did not store of a service this run created ([`Engine::settle`]).
+pub(crate) async fn settle(
+    engine: &Engine<'_>,
     api: &dyn ServicesApi,
-    service: &ServiceSpec,
-    fix: Option<ServiceUpdate>,
+    spec: &ServiceSpec,
+    created: Option<(DesiredService, ObservedService)>,
 ) -> Result<(), StepError> {
-    if let Some(update) = fix {
-        let resource = component("ecs-service", &service.name);
-        api.update_service(&update).await.map_err(StepError::aws(&resource, "UpdateService"))?;
+    if let Some((desired, made)) = created {
+        let kind = EcsService { api, cluster: &desired.cluster };
+        let id = component("ecs-service", &spec.name);
+        engine.settle(&kind, &id, &desired.name, &desired, made).await?;
     }
     Ok(())
 }
@@ -596,15 +598,10 @@ pub(crate) async fn converge(
     }
     let kind = EcsService { api, cluster: &desired.cluster };
     let Some(now) = engine.converge(&kind, &resource, &desired.name, &desired, have).await? else {
-        return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, fix: None });
+        return Ok(ServiceOutcome { arn: PENDING.into(), exists: false, created: None });
     };
-    // Read back what was stored: fields dropped on create are set by `finish`, so one run converges.
-    let fix = creating.then(|| update_for(&desired, &now)).flatten().map(|(update, attrs)| {
-        let fixed: Vec<&str> = attrs.iter().map(|a| a.attribute.as_str()).collect();
-        tracing::info!(service = %desired.name, ?fixed, "setting what CreateService did not store");
-        update
-    });
-    Ok(ServiceOutcome { arn: now.arn, exists: true, fix })
+    let arn = now.arn.clone();
+    Ok(ServiceOutcome { arn, exists: true, created: creating.then_some((desired, now)) })
 }
 
 /// The ECS service kind. Its delete scales the service to zero and deletes it; the caller then
@@ -633,7 +630,7 @@ impl Resource for EcsService<'_> {
         Ok(Owner::of(&have.tags, env))
     }
 
-    /// What CreateService dropped is set by [`finish`] beside the scaling calls, not right after
+    /// What CreateService dropped is set by [`settle`] beside the scaling calls, not right after
     /// the create: the deploy's chain of calls stays one call shorter.
     fn settle_after_create(&self) -> bool {
         false
