@@ -753,23 +753,16 @@ impl Alarms {
     /// Reads every alarm of environment `suffix` through `clients`.
     pub async fn read(clients: &AwsClients, suffix: &str) -> Alarms {
         let cw = &clients.cloudwatch;
-        let (mut all, mut token) = (Vec::new(), None::<String>);
-        loop {
-            let out = cw
-                .describe_alarms()
-                .alarm_name_prefix(format!("tap-{suffix}-"))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .expect("DescribeAlarms");
-            all.extend(out.metric_alarms().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        let pages: Vec<_> = cw
+            .describe_alarms()
+            .alarm_name_prefix(format!("tap-{suffix}-"))
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .expect("DescribeAlarms");
         let mut ours = Vec::new();
-        for alarm in all {
+        for alarm in pages.iter().flat_map(|page| page.metric_alarms()).cloned() {
             let tags = cw
                 .list_tags_for_resource()
                 .resource_arn(alarm.alarm_arn().unwrap_or_default())

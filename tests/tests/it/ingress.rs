@@ -39,15 +39,8 @@ fn ingress_changes(doc: &Value) -> Vec<(String, String)> {
 
 /// Mutating ELBv2 operations and their counts.
 fn elb_mutations(doc: &Value) -> Vec<(String, u64)> {
-    doc["calls"]["by_operation"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, n)| {
-            let op = key.strip_prefix(ELB)?.strip_prefix(':')?;
-            tap_core::aws::is_mutating(op).then(|| (op.to_string(), n.as_u64().unwrap_or(0)))
-        })
-        .collect()
+    let ops = tests::mutating_calls(doc).into_iter();
+    ops.filter_map(|(key, n)| Some((key.strip_prefix(ELB)?.strip_prefix(':')?.to_string(), n))).collect()
 }
 
 async fn load_balancer(elb: &aws_sdk_elasticloadbalancingv2::Client, name: &str) -> Option<LoadBalancer> {
