@@ -742,25 +742,8 @@ mod tests {
 
     #[test]
     fn forwards_throttles_and_drops() {
-        // A one-shot upstream that answers 200 to every connection.
-        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let up_port = upstream.local_addr().unwrap().port();
-        thread::spawn(move || {
-            for s in upstream.incoming().flatten() {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let _ = read_request(&mut r);
-                let mut s = s;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            }
-        });
-        let proxy = Proxy::start(up_port, Faults::default()).unwrap();
-        let call = |body: &str| {
-            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port)).unwrap();
-            write!(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out
-        };
+        let proxy = proxy_over_ok_upstream();
+        let call = |body: &str| send(&proxy, None, body);
         assert!(call("Action=DescribeVpcs&Version=2016-11-15").ends_with("ok"));
         proxy.set_faults(Faults { throttle_percent: 100, ..Faults::default() });
         assert!(call("Action=DescribeVpcs&Version=2016-11-15").contains("RequestLimitExceeded"));
