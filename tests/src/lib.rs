@@ -89,6 +89,22 @@ pub fn mutating_calls(doc: &serde_json::Value) -> std::collections::BTreeMap<Str
         .collect()
 }
 
+/// `tap --output json <args>` in `env` that must exit with `code`: its JSON document.
+pub fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    env.tap(&all).expect_code(code).json()
+}
+
+/// (resource, action) of `step`'s changes in a run's JSON document, sorted.
+pub fn changes_of(doc: &serde_json::Value, step: &str) -> Vec<(String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let changes = doc["changes"].as_array().into_iter().flatten().filter(|c| c["step"] == step);
+    let mut v: Vec<_> = changes.map(|c| (text(&c["resource"]), text(&c["action"]))).collect();
+    v.sort();
+    v
+}
+
 /// Records `suffix` as taken by a test of this binary. IAM is global and the harness finds an
 /// environment's roles by name (`tap-…-{suffix}`), so no suffix may equal another or end with
 /// `-` + another (`base-drift` would count as `drift`'s).

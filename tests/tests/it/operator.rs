@@ -12,20 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{Filter, NatGatewayState, RouteTable, Tag};
 use serde_json::Value;
-use tests::{tap_binary, Run, TestEnv};
+use tests::{tap_binary, tap_json, Run, TestEnv};
 
 /// The `tap` binary, never asking the instance-metadata address.
 fn tap_command() -> Command {
     let mut cmd = Command::new(tap_binary());
     cmd.env("AWS_EC2_METADATA_DISABLED", "true");
     cmd
-}
-
-/// `tap --output json <args>` that must exit with `code`.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
 }
 
 /// `tap <args>` with extra environment variables.
@@ -555,13 +548,7 @@ impl Nats {
 
 /// (resource, action) of the network step's changes.
 fn network_changes(doc: &Value) -> BTreeSet<(String, String)> {
-    doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == "network")
-        .map(|c| (c["resource"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
-        .collect()
+    tests::changes_of(doc, "network").into_iter().collect()
 }
 
 fn pairs(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {
