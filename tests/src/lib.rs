@@ -24,6 +24,14 @@ pub fn moto() -> &'static Moto {
     })
 }
 
+/// The `tap` binary, never asking the instance-metadata address: no test does (the credential and
+/// region chain would probe it when something is missing).
+pub fn tap_command() -> Command {
+    let mut cmd = Command::new(tap_binary());
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
 /// The `tap` binary of this build, built by this test run (`TAP_BIN` overrides).
 ///
 /// The first call has Cargo build it as `cargo test --workspace` (what `cargo xtask ci` runs)
@@ -161,7 +169,7 @@ pub struct Run {
     pub stderr: String,
 }
 
-impl Run {
+impl From<Output> for Run {
     fn from(out: Output) -> Run {
         Run {
             code: out.status.code(),
@@ -169,7 +177,9 @@ impl Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
 
+impl Run {
     /// Panics with both streams unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
         self.expect_code_in(code, "tap")
@@ -268,7 +278,7 @@ impl TestEnv {
 
     /// The `tap` command with this environment's suffix, region, endpoint and dummy credentials.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(tap_binary());
+        let mut cmd = tap_command();
         cmd.args(["--env", &self.suffix, "--region", &self.region, "--endpoint-url", &self.endpoint])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -276,9 +286,6 @@ impl TestEnv {
             .env_remove("AWS_ENDPOINT_URL")
             // `TAP_*` variables are configuration to tap; this one only tells the harness where tap is.
             .env_remove("TAP_BIN")
-            // No test ever asks the instance-metadata address (the credential and region chain
-            // would probe it when something is missing).
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .current_dir(std::env::temp_dir())

@@ -12,23 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{Filter, NatGatewayState, RouteTable, Tag};
 use serde_json::Value;
-use tests::{tap_binary, tap_json, Run, TestEnv};
-
-/// The `tap` binary, never asking the instance-metadata address.
-fn tap_command() -> Command {
-    let mut cmd = Command::new(tap_binary());
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
+use tests::{tap_binary, tap_command, tap_json, Run, TestEnv};
 
 /// `tap <args>` with extra environment variables.
 fn tap_with(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let out = env.command().envs(vars.iter().copied()).args(args).output().expect("run tap");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(env.command().envs(vars.iter().copied()).args(args).output().expect("run tap"))
 }
 
 fn workspace_root() -> PathBuf {
