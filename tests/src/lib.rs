@@ -97,6 +97,22 @@ pub fn mutating_calls(doc: &serde_json::Value) -> std::collections::BTreeMap<Str
         .collect()
 }
 
+/// The 12 stack outputs of SPEC.md's platform, as `tap outputs` names them.
+pub const SPEC_OUTPUT_KEYS: [&str; 12] = [
+    "vpcId",
+    "albDnsName",
+    "clusterName",
+    "clusterArn",
+    "frontendServiceArn",
+    "apiGatewayServiceArn",
+    "processingServiceArn",
+    "frontendEcrUrl",
+    "apiGatewayEcrUrl",
+    "processingServiceEcrUrl",
+    "publicSubnetIds",
+    "privateSubnetIds",
+];
+
 /// `tap --output json <args>` in `env` that must exit with `code`: its JSON document.
 pub fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> serde_json::Value {
     let mut all = vec!["--output", "json"];

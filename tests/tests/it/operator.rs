@@ -142,21 +142,7 @@ async fn json_documents_and_exit_codes_of_every_command() {
 
     // outputs: exactly the 12 stack outputs.
     let outputs = tap_json(&env, &["outputs"], 0);
-    let expected = set(&[
-        "vpcId",
-        "albDnsName",
-        "clusterName",
-        "clusterArn",
-        "frontendServiceArn",
-        "apiGatewayServiceArn",
-        "processingServiceArn",
-        "frontendEcrUrl",
-        "apiGatewayEcrUrl",
-        "processingServiceEcrUrl",
-        "publicSubnetIds",
-        "privateSubnetIds",
-    ]);
-    assert_eq!(keys(&outputs), expected);
+    assert_eq!(keys(&outputs), set(&tests::SPEC_OUTPUT_KEYS));
     for (k, v) in outputs.as_object().unwrap() {
         match v {
             Value::String(s) => assert!(!s.is_empty(), "{k}"),

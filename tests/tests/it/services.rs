@@ -309,23 +309,7 @@ fn repo_key(service: &str) -> &'static str {
 async fn assert_outputs_match_aws(aws: &Aws, outputs: &Value) {
     let s = &aws.s;
     let keys: BTreeSet<&str> = outputs.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from([
-            "vpcId",
-            "albDnsName",
-            "clusterName",
-            "clusterArn",
-            "frontendServiceArn",
-            "apiGatewayServiceArn",
-            "processingServiceArn",
-            "frontendEcrUrl",
-            "apiGatewayEcrUrl",
-            "processingServiceEcrUrl",
-            "publicSubnetIds",
-            "privateSubnetIds",
-        ])
-    );
+    assert_eq!(keys, BTreeSet::from(tests::SPEC_OUTPUT_KEYS));
     let c = &aws.c;
     let vpcs = c
         .ec2
