@@ -12,6 +12,20 @@ use std::sync::OnceLock;
 
 use tap_core::aws::AwsSession;
 
+/// Every item of a paginated SDK listing (`$request.into_paginator().items()`); panics naming `$op`.
+macro_rules! all_items {
+    ($request:expr, $op:literal) => {
+        $request.into_paginator().items().send().try_collect().await.expect($op)
+    };
+}
+
+/// Every page of a paginated SDK listing; panics naming `$op`.
+macro_rules! all_pages {
+    ($request:expr, $op:literal) => {
+        $request.into_paginator().send().try_collect().await.expect($op)
+    };
+}
+
 pub use tap_moto::Moto;
 
 /// The emulator shared by the tests of this binary, started (and emptied) on first use.
@@ -546,29 +560,18 @@ impl Inventory {
             groups.security_groups().iter().filter(|g| ours(g.tags()) && g.group_name() != Some("default")).count(),
         );
 
-        let roles: Vec<_> =
-            clients.iam.list_roles().into_paginator().items().send().try_collect().await.expect("ListRoles");
+        let roles: Vec<_> = all_items!(clients.iam.list_roles(), "ListRoles");
         counts.insert("iam:role", roles.iter().filter(|r| named(r.role_name())).count());
-        let pages: Vec<_> =
-            clients.secrets.list_secrets().into_paginator().send().try_collect().await.expect("ListSecrets");
+        let pages: Vec<_> = all_pages!(clients.secrets.list_secrets(), "ListSecrets");
         let secrets: Vec<_> = pages.iter().flat_map(|p| p.secret_list()).collect();
         counts.insert(
             "secretsmanager:secret",
             secrets.iter().filter(|s| s.name().is_some_and(named) && s.deleted_date().is_none()).count(),
         );
-        let repos: Vec<_> = clients
-            .ecr
-            .describe_repositories()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeRepositories");
+        let repos: Vec<_> = all_items!(clients.ecr.describe_repositories(), "DescribeRepositories");
         counts.insert("ecr:repository", repos.iter().filter(|r| r.repository_name().is_some_and(named)).count());
 
-        let cluster_arns: Vec<String> =
-            clients.ecs.list_clusters().into_paginator().items().send().try_collect().await.expect("ListClusters");
+        let cluster_arns: Vec<String> = all_items!(clients.ecs.list_clusters(), "ListClusters");
         let clusters = if cluster_arns.is_empty() {
             vec![]
         } else {
@@ -587,16 +590,7 @@ impl Inventory {
         let mut ecs_services = Vec::new();
         for cluster in &active_clusters {
             let arn = cluster.cluster_arn().unwrap_or_default();
-            let arns: Vec<String> = clients
-                .ecs
-                .list_services()
-                .cluster(arn)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .expect("ListServices");
+            let arns: Vec<String> = all_items!(clients.ecs.list_services().cluster(arn), "ListServices");
             for chunk in arns.chunks(10) {
                 let out = clients
                     .ecs
@@ -610,17 +604,14 @@ impl Inventory {
             }
         }
         counts.insert("ecs:service", ecs_services.len());
-        let families: Vec<String> = clients
-            .ecs
-            .list_task_definition_families()
-            .family_prefix("tap-")
-            .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListTaskDefinitionFamilies");
+        let families: Vec<String> = all_items!(
+            clients
+                .ecs
+                .list_task_definition_families()
+                .family_prefix("tap-")
+                .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active),
+            "ListTaskDefinitionFamilies"
+        );
         // moto keeps a family listed (ignoring the status filter) after its revisions are deleted,
         // so a family counts only while it has an ACTIVE revision.
         let mut active_families = 0;
@@ -639,14 +630,7 @@ impl Inventory {
         }
         counts.insert("ecs:task-definition-family", active_families);
 
-        let pages: Vec<_> = clients
-            .servicediscovery
-            .list_namespaces()
-            .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListNamespaces");
+        let pages: Vec<_> = all_pages!(clients.servicediscovery.list_namespaces(), "ListNamespaces");
         let namespaces: Vec<_> = pages.iter().flat_map(|p| p.namespaces()).collect();
         let namespace_name = format!("tap-{suffix}.local");
         let all_namespace_ids: Vec<String> = namespaces.iter().filter_map(|n| n.id().map(str::to_owned)).collect();
@@ -656,14 +640,7 @@ impl Inventory {
             .filter_map(|n| n.id().map(str::to_owned))
             .collect();
         counts.insert("servicediscovery:namespace", env_namespace_ids.len());
-        let pages: Vec<_> = clients
-            .servicediscovery
-            .list_services()
-            .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListServices (Cloud Map)");
+        let pages: Vec<_> = all_pages!(clients.servicediscovery.list_services(), "ListServices (Cloud Map)");
         let sd_services: Vec<_> = pages.iter().flat_map(|p| p.services()).collect();
         let mut sd_count = 0;
         for s in &sd_services {
@@ -677,24 +654,10 @@ impl Inventory {
         counts.insert("servicediscovery:service", sd_count);
 
         let elbv2 = &clients.elbv2;
-        let lbs: Vec<_> = elbv2
-            .describe_load_balancers()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeLoadBalancers");
+        let lbs: Vec<_> = all_items!(elbv2.describe_load_balancers(), "DescribeLoadBalancers");
         let env_lbs: Vec<_> = lbs.iter().filter(|l| l.load_balancer_name().is_some_and(named)).collect();
         counts.insert("elbv2:load-balancer", env_lbs.len());
-        let tgs: Vec<_> = elbv2
-            .describe_target_groups()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeTargetGroups");
+        let tgs: Vec<_> = all_items!(elbv2.describe_target_groups(), "DescribeTargetGroups");
         counts.insert("elbv2:target-group", tgs.iter().filter(|t| t.target_group_name().is_some_and(named)).count());
         let (mut listeners, mut rules) = (0, 0);
         for lb in env_lbs {
@@ -718,16 +681,8 @@ impl Inventory {
         counts.insert("elbv2:listener", listeners);
         counts.insert("elbv2:rule", rules);
 
-        let groups: Vec<_> = clients
-            .logs
-            .describe_log_groups()
-            .log_group_name_prefix("/ecs/tap-")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeLogGroups");
+        let groups: Vec<_> =
+            all_items!(clients.logs.describe_log_groups().log_group_name_prefix("/ecs/tap-"), "DescribeLogGroups");
         let log_group_suffix = format!("-{suffix}");
         counts.insert(
             "logs:log-group",
@@ -748,30 +703,18 @@ impl Inventory {
 
         use aws_sdk_applicationautoscaling::types::ServiceNamespace;
         let resource_prefix = format!("service/tap-cluster-{suffix}/");
-        let targets: Vec<_> = clients
-            .autoscaling
-            .describe_scalable_targets()
-            .service_namespace(ServiceNamespace::Ecs)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeScalableTargets");
+        let targets: Vec<_> = all_items!(
+            clients.autoscaling.describe_scalable_targets().service_namespace(ServiceNamespace::Ecs),
+            "DescribeScalableTargets"
+        );
         counts.insert(
             "autoscaling:scalable-target",
             targets.iter().filter(|t| t.resource_id().starts_with(&resource_prefix)).count(),
         );
-        let policies: Vec<_> = clients
-            .autoscaling
-            .describe_scaling_policies()
-            .service_namespace(ServiceNamespace::Ecs)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeScalingPolicies");
+        let policies: Vec<_> = all_items!(
+            clients.autoscaling.describe_scaling_policies().service_namespace(ServiceNamespace::Ecs),
+            "DescribeScalingPolicies"
+        );
         counts.insert(
             "autoscaling:scaling-policy",
             policies.iter().filter(|p| p.resource_id().starts_with(&resource_prefix)).count(),
@@ -792,14 +735,8 @@ impl Alarms {
     /// Reads every alarm of environment `suffix` through `clients`.
     pub async fn read(clients: &AwsClients, suffix: &str) -> Alarms {
         let cw = &clients.cloudwatch;
-        let pages: Vec<_> = cw
-            .describe_alarms()
-            .alarm_name_prefix(format!("tap-{suffix}-"))
-            .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeAlarms");
+        let pages: Vec<_> =
+            all_pages!(cw.describe_alarms().alarm_name_prefix(format!("tap-{suffix}-")), "DescribeAlarms");
         let mut ours = Vec::new();
         for alarm in pages.iter().flat_map(|page| page.metric_alarms()).cloned() {
             let tags = cw
