@@ -374,21 +374,8 @@ pub fn render_text(command: &str, err: &anyhow::Error) -> String {
 
 /// The error as one JSON document (stdout with `--output json`).
 pub fn render_json(command: &str, environment: Option<&str>, err: &anyhow::Error) -> Value {
-    let completed: Vec<Value> = err
-        .downcast_ref::<RunError>()
-        .map(|run| {
-            run.completed
-                .iter()
-                .flat_map(|r| {
-                    r.changes.iter().map(move |c| {
-                        let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-                        v["step"] = json!(r.step);
-                        v
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let completed =
+        err.downcast_ref::<RunError>().map(|run| crate::render::step_changes_json(&run.completed)).unwrap_or_default();
     json!({
         "command": command,
         "environment": environment,

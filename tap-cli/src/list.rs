@@ -22,6 +22,17 @@ use tap_core::{AwsError, Config, StepError};
 
 use crate::cost::{self, Billable, Part, Prices, Strategy};
 
+/// Every item (`items`) or every page (`pages`) of a paginated SDK listing; an error names the
+/// resources and the operation (see [`aws`]).
+macro_rules! listed {
+    (items $request:expr, $what:literal, $op:literal) => {
+        $request.into_paginator().items().send().try_collect().await.map_err(aws($what, $op))?
+    };
+    (pages $request:expr, $what:literal, $op:literal) => {
+        $request.into_paginator().send().try_collect().await.map_err(aws($what, $op))?
+    };
+}
+
 /// One environment found in the region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Environment {
@@ -70,15 +81,7 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
         servicediscovery: tap_core::sdk_client!(aws_sdk_servicediscovery, session),
     };
     let ec2 = &clients.ec2;
-    let vpcs: Vec<_> = ec2
-        .describe_vpcs()
-        .filters(managed_filter())
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("vpcs", "DescribeVpcs"))?;
+    let vpcs: Vec<_> = listed!(items ec2.describe_vpcs().filters(managed_filter()), "vpcs", "DescribeVpcs");
     let mut found: BTreeMap<String, Environment> = BTreeMap::new();
     for vpc in &vpcs {
         let tags = vpc.tags().iter().map(|t| (t.key(), t.value()));
@@ -97,15 +100,8 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
     }
     let mut created: BTreeMap<String, Vec<aws_sdk_ec2::primitives::DateTime>> = BTreeMap::new();
 
-    let nats: Vec<_> = ec2
-        .describe_nat_gateways()
-        .filter(managed_filter())
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("nat-gateways", "DescribeNatGateways"))?;
+    let nats: Vec<_> =
+        listed!(items ec2.describe_nat_gateways().filter(managed_filter()), "nat-gateways", "DescribeNatGateways");
     for nat in nats.iter().filter(|n| {
         !matches!(n.state(), Some(NatGatewayState::Deleted | NatGatewayState::Deleting | NatGatewayState::Failed))
     }) {
@@ -133,15 +129,7 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
         }
     }
 
-    let lbs: Vec<_> = clients
-        .elbv2
-        .describe_load_balancers()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("load-balancers", "DescribeLoadBalancers"))?;
+    let lbs: Vec<_> = listed!(items clients.elbv2.describe_load_balancers(), "load-balancers", "DescribeLoadBalancers");
     for e in found.values_mut() {
         let name = format!("tap-alb-{}", e.name);
         if let Some(lb) = lbs.iter().find(|l| l.load_balancer_name() == Some(name.as_str())) {
@@ -157,14 +145,7 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
         }
     }
 
-    let secrets: Vec<_> = clients
-        .secrets
-        .list_secrets()
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("secrets", "ListSecrets"))?;
+    let secrets: Vec<_> = listed!(pages clients.secrets.list_secrets(), "secrets", "ListSecrets");
     for secret in secrets.iter().flat_map(|p| p.secret_list()).filter(|s| s.deleted_date().is_none()) {
         let tags: Vec<_> = secret.tags().iter().map(|t| (t.key(), t.value())).collect();
         if tag(tags.iter().copied(), TAG_MANAGED_BY) != Some(PROJECT) {
@@ -177,24 +158,8 @@ pub async fn environments(session: &AwsSession, config: &Config) -> Result<Vec<E
         }
     }
 
-    let groups: Vec<_> = clients
-        .logs
-        .describe_log_groups()
-        .log_group_name_prefix("/ecs/tap-")
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("log-groups", "DescribeLogGroups"))?;
-    let namespaces: Vec<_> = clients
-        .servicediscovery
-        .list_namespaces()
-        .into_paginator()
-        .send()
-        .try_collect()
-        .await
-        .map_err(aws("namespaces", "ListNamespaces"))?;
+    let groups: Vec<_> = listed!(items clients.logs.describe_log_groups().log_group_name_prefix("/ecs/tap-"), "log-groups", "DescribeLogGroups");
+    let namespaces: Vec<_> = listed!(pages clients.servicediscovery.list_namespaces(), "namespaces", "ListNamespaces");
     let namespace_names: Vec<&str> = namespaces.iter().flat_map(|p| p.namespaces()).filter_map(|n| n.name()).collect();
 
     let alarms = tap_alarms::SdkAlarms::from_session(session)

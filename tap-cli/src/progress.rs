@@ -268,27 +268,19 @@ pub fn counts_phrase(op: Operation, create: usize, update: usize, delete: usize,
     parts.join(", ")
 }
 
-fn verb(op: Operation) -> &'static str {
-    match op {
-        Operation::Plan => "planning",
-        Operation::Apply => "applying",
-        Operation::Destroy => "destroying",
-    }
-}
-
 impl RunObserver for Progress {
     fn step_started(&self, step: &'static str) {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(Self::spinner_style());
             bar.set_prefix(step);
-            bar.set_message(format!("{}…", verb(self.op)));
+            bar.set_message(format!("{}…", self.op.verb()));
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
         lock(&self.steps).insert(step.to_owned(), StepState::new(bar));
         if self.mode == ProgressMode::Plain {
-            self.line(&format!("{} {step:<10} {}", self.stamp(), verb(self.op)));
+            self.line(&format!("{} {step:<10} {}", self.stamp(), self.op.verb()));
         }
     }
 

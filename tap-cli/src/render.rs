@@ -203,19 +203,19 @@ pub struct ChangesDoc<'a> {
     pub cost: Option<Value>,
 }
 
+/// Every change of `reports` as JSON, with its step.
+pub fn step_changes_json<'a>(reports: impl IntoIterator<Item = &'a StepReport>) -> Vec<Value> {
+    let with_step = |r: &StepReport, c: &Change| {
+        let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+        v["step"] = json!(r.step);
+        v
+    };
+    reports.into_iter().flat_map(|r| r.changes.iter().map(move |c| with_step(r, c))).collect()
+}
+
 /// The JSON document of a plan, deploy or destroy.
 pub fn changes_json(d: &ChangesDoc<'_>) -> Value {
-    let changes: Vec<Value> = d
-        .reports
-        .iter()
-        .flat_map(|r| {
-            r.changes.iter().map(move |c| {
-                let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-                v["step"] = json!(r.step);
-                v
-            })
-        })
-        .collect();
+    let changes = step_changes_json(d.reports.iter().copied());
     let mut doc = json!({
         "format_version": FORMAT_VERSION,
         "command": d.command,

@@ -34,6 +34,17 @@ pub enum Operation {
     Destroy,
 }
 
+impl Operation {
+    /// What a step is doing: `planning`, `applying` or `destroying`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Operation::Plan => "planning",
+            Operation::Apply => "applying",
+            Operation::Destroy => "destroying",
+        }
+    }
+}
+
 /// The outcome of one step.
 #[derive(Debug)]
 pub struct StepReport {
@@ -195,7 +206,7 @@ impl Runner {
             .map(|(step, contract)| async move {
                 let start = Instant::now();
                 let name = contract.name;
-                tracing::info!(step = name, "{}", verb(op));
+                tracing::info!(step = name, "{}", op.verb());
                 observer.step_started(name);
                 // This step's handle: its reads name it, and what it does not declare is refused.
                 let ctx = ctx.for_step(*contract);
@@ -290,14 +301,6 @@ fn read_cycle(contracts: &[Contract], producers: &BTreeMap<OutputKind, &'static 
     }
     let mut done = Vec::new();
     contracts.iter().find_map(|c| visit(c.name, &mut Vec::new(), &mut done, &reads))
-}
-
-fn verb(op: Operation) -> &'static str {
-    match op {
-        Operation::Plan => "planning",
-        Operation::Apply => "applying",
-        Operation::Destroy => "destroying",
-    }
 }
 
 #[cfg(test)]

@@ -49,8 +49,6 @@ pub const COMPONENT: &str = "cluster/ecs-cluster";
 pub const FARGATE: &str = "FARGATE";
 /// The Fargate Spot capacity provider.
 pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
-/// Name of the Container Insights cluster setting.
-pub const CONTAINER_INSIGHTS: &str = "containerInsights";
 
 /// The ECS cluster of an environment.
 pub struct ClusterStep {

@@ -116,15 +116,6 @@ impl CallCounts {
     pub fn retries(&self) -> u64 {
         self.attempts.saturating_sub(self.total)
     }
-
-    /// The mutating operations and their counts.
-    pub fn mutating_operations(&self) -> BTreeMap<String, u64> {
-        self.by_operation
-            .iter()
-            .filter(|(op, _)| is_mutating(op.rsplit(':').next().unwrap_or(op)))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
 }
 
 impl CallCounter {

@@ -115,24 +115,34 @@ pub trait StepOutput: Clone + Send + Sync + 'static {
     fn slot(outputs: &mut Outputs) -> &mut Option<Self>;
 }
 
-macro_rules! step_output {
-    ($ty:ty, $kind:ident, $field:ident) => {
-        impl StepOutput for $ty {
+macro_rules! step_outputs {
+    ($($ty:ty => $kind:ident, $field:ident;)*) => {
+        $(impl StepOutput for $ty {
             const KIND: OutputKind = OutputKind::$kind;
             fn slot(outputs: &mut Outputs) -> &mut Option<Self> {
                 &mut outputs.$field
             }
+        })*
+
+        impl Outputs {
+            fn has(&self, kind: OutputKind) -> bool {
+                match kind {
+                    $(OutputKind::$kind => self.$field.is_some(),)*
+                }
+            }
         }
     };
 }
-step_output!(NetworkOutputs, Network, network);
-step_output!(RegistryOutputs, Registry, registry);
-step_output!(ClusterOutputs, Cluster, cluster);
-step_output!(SecurityOutputs, Security, security);
-step_output!(IngressOutputs, Ingress, ingress);
-step_output!(DiscoveryOutputs, Discovery, discovery);
-step_output!(ServicesOutputs, Services, services);
-step_output!(AlarmsOutputs, Alarms, alarms);
+step_outputs! {
+    NetworkOutputs => Network, network;
+    RegistryOutputs => Registry, registry;
+    ClusterOutputs => Cluster, cluster;
+    SecurityOutputs => Security, security;
+    IngressOutputs => Ingress, ingress;
+    DiscoveryOutputs => Discovery, discovery;
+    ServicesOutputs => Services, services;
+    AlarmsOutputs => Alarms, alarms;
+}
 
 /// The output a contract writes, as a list (for [`Context::check`]).
 fn produced(contract: &Contract) -> &[OutputKind] {
@@ -381,21 +391,14 @@ impl Context {
     }
 
     fn written<T: StepOutput>(&self) -> Option<T> {
-        let mut outputs = self.shared.outputs.write().unwrap_or_else(|e| e.into_inner());
-        T::slot(&mut outputs).clone()
+        T::slot(&mut self.shared.outputs.write().unwrap_or_else(|e| e.into_inner())).clone()
     }
 
     /// Writes this step's output (it may do so before it ends, as soon as the output is known),
     /// waking the steps [waiting](Context::wait) for it. A step's handle writes only the output
     /// its contract `produces`: another is not written, and the step fails.
     pub fn put<T: StepOutput>(&self, value: T) {
-        if !self.may_write(self.check(T::KIND, "Contract::produces", produced)) {
-            return;
-        }
-        let mut outputs = self.shared.outputs.write().unwrap_or_else(|e| e.into_inner());
-        *T::slot(&mut outputs) = Some(value);
-        drop(outputs);
-        self.shared.published.notify_waiters();
+        self.store(&self.shared.outputs, value);
     }
 
     /// Writes this step's output in part: what is known so far, e.g. the task roles made so far
@@ -404,13 +407,16 @@ impl Context {
     /// producer writes the whole output with [`Context::put`] in the end, as always. Checked as
     /// [`Context::put`].
     pub fn put_partial<T: StepOutput>(&self, value: T) {
-        if !self.may_write(self.check(T::KIND, "Contract::produces", produced)) {
-            return;
+        self.store(&self.shared.partial, value);
+    }
+
+    /// Writes `value` into `slots` (whole or partial outputs) when the contract allows it, waking
+    /// the waiters.
+    fn store<T: StepOutput>(&self, slots: &RwLock<Outputs>, value: T) {
+        if self.may_write(self.check(T::KIND, "Contract::produces", produced)) {
+            *T::slot(&mut slots.write().unwrap_or_else(|e| e.into_inner())) = Some(value);
+            self.shared.published.notify_waiters();
         }
-        let mut partial = self.shared.partial.write().unwrap_or_else(|e| e.into_inner());
-        *T::slot(&mut partial) = Some(value);
-        drop(partial);
-        self.shared.published.notify_waiters();
     }
 
     /// Reads an input as soon as it holds what `ready` asks for (an entry for one service, say),
@@ -427,10 +433,7 @@ impl Context {
             if let Some(value) = self.written::<T>() {
                 return Ok(value);
             }
-            let partial = {
-                let mut partial = self.shared.partial.write().unwrap_or_else(|e| e.into_inner());
-                T::slot(&mut partial).clone()
-            };
+            let partial = T::slot(&mut self.shared.partial.write().unwrap_or_else(|e| e.into_inner())).clone();
             if let Some(value) = partial.filter(|v| ready(v)) {
                 return Ok(value);
             }
@@ -462,7 +465,7 @@ impl Context {
     pub fn close(&self, kind: OutputKind, failure: Option<String>) {
         let mut arrivals = self.arrivals();
         arrivals.coming.remove(&kind);
-        if self.has(kind) {
+        if self.shared.outputs.read().unwrap_or_else(|e| e.into_inner()).has(kind) {
             return;
         }
         let why = match failure {
@@ -480,20 +483,6 @@ impl Context {
     pub async fn wait<T: StepOutput>(&self) -> Result<T, StepError> {
         // No part will do: only the whole output.
         self.wait_for(|_| false).await
-    }
-
-    fn has(&self, kind: OutputKind) -> bool {
-        let outputs = self.shared.outputs.read().unwrap_or_else(|e| e.into_inner());
-        match kind {
-            OutputKind::Network => outputs.network.is_some(),
-            OutputKind::Registry => outputs.registry.is_some(),
-            OutputKind::Cluster => outputs.cluster.is_some(),
-            OutputKind::Security => outputs.security.is_some(),
-            OutputKind::Ingress => outputs.ingress.is_some(),
-            OutputKind::Discovery => outputs.discovery.is_some(),
-            OutputKind::Services => outputs.services.is_some(),
-            OutputKind::Alarms => outputs.alarms.is_some(),
-        }
     }
 
     fn arrivals(&self) -> std::sync::MutexGuard<'_, Arrivals> {

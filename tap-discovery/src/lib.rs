@@ -6,19 +6,14 @@
 //! - Reads from the [`Context`]: the config, the names, and [`NetworkOutputs`] for the VPC id.
 //! - Adds: [`DiscoveryOutputs`] — the namespace's id, ARN and name, and each service's id and ARN.
 //! - Finds the namespace by name among the private DNS namespaces (`ListNamespaces`) and the
-//!   services by name within it (`ListServices` filtered by the namespace). A listed service whose
-//!   description names this namespace (tap writes it on create) is compared as listed; any other
-//!   service of a wanted name (one created before tap wrote descriptions, or one an endpoint that
-//!   ignores the filter lists from another namespace) is read with `GetService` and kept only when
-//!   it is in this namespace. Namespace creation and deletion are asynchronous in Cloud Map:
-//!   the kind polls the operation until it succeeds (and fails clearly when it fails). A drifted
-//!   TTL is repaired with `UpdateService`; a routing policy or health-check type, which Cloud Map
-//!   cannot change in place, is reported as a conflict.
-//! - Both kinds run on the resource engine ([`tap_core::resource`]): the namespace
-//!   ([`namespace`]) and the services ([`service`]). Layout: [`api`] (the narrow Cloud Map seam,
-//!   mocked in tests), [`sdk`] (its implementation over `aws_sdk_servicediscovery`), the kinds,
-//!   and this module, which only wires the step: the desired values from the config, what runs
-//!   concurrently, what it publishes.
+//!   services by name within it (`ListServices` filtered by the namespace, checked with
+//!   `GetService` where the listing does not show the namespace: [`service`]). Both kinds run on
+//!   the resource engine ([`tap_core::resource`]): the namespace ([`namespace`]; Cloud Map creates
+//!   and deletes it asynchronously, the kind polls the operation) and the services ([`service`]; a
+//!   drifted TTL is updated, a routing policy or health-check type Cloud Map cannot change in
+//!   place is a conflict). Layout: [`api`] (the narrow Cloud Map seam, mocked in tests), [`sdk`]
+//!   (its implementation over `aws_sdk_servicediscovery`), the kinds, and this module, which only
+//!   wires the step: the desired values from the config, what runs concurrently, what it publishes.
 //! - Prune: a service of the namespace that no configured service declares and whose tags say it
 //!   is this environment's (`ListTagsForResource`, read only for such services) is listed by plan
 //!   as a delete, and deleted by deploy once the services step has published its outputs (it does

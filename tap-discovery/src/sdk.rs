@@ -45,20 +45,28 @@ fn sdk_records(records: &[DnsRecordSpec]) -> Result<Vec<DnsRecord>, AwsError> {
         .collect()
 }
 
+/// An [`ObservedService`] from a `Service` (`GetService`, `CreateService`) or a `ServiceSummary`
+/// (`ListServices`, which carries no namespace id): the two SDK types share these getters.
+macro_rules! observed_service {
+    ($s:expr, $namespace_id:expr) => {{
+        let dns = $s.dns_config();
+        ObservedService {
+            id: $s.id().unwrap_or_default().to_owned(),
+            arn: $s.arn().unwrap_or_default().to_owned(),
+            name: $s.name().unwrap_or_default().to_owned(),
+            namespace_id: $namespace_id,
+            dns_records: dns.map(records_of).unwrap_or_default(),
+            routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
+            custom_health_check: $s.health_check_custom_config().map(|c| c.failure_threshold()),
+            description: $s.description().map(str::to_owned),
+        }
+    }};
+}
+
 // `FailureThreshold` is deprecated (AWS keeps it at 1) but still part of the API; the SPEC sets it.
 #[allow(deprecated)]
 fn observed_service(s: &aws_sdk_servicediscovery::types::Service) -> ObservedService {
-    let dns = s.dns_config();
-    ObservedService {
-        id: s.id().unwrap_or_default().to_owned(),
-        arn: s.arn().unwrap_or_default().to_owned(),
-        name: s.name().unwrap_or_default().to_owned(),
-        namespace_id: s.namespace_id().map(str::to_owned),
-        dns_records: dns.map(records_of).unwrap_or_default(),
-        routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
-        custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
-        description: s.description().map(str::to_owned),
-    }
+    observed_service!(s, s.namespace_id().map(str::to_owned))
 }
 
 /// The DNS records of a service's DNS config, as tap compares them.
@@ -67,22 +75,6 @@ fn records_of(dns: &aws_sdk_servicediscovery::types::DnsConfig) -> Vec<DnsRecord
         .iter()
         .map(|r| DnsRecordSpec { record_type: r.r#type().as_str().to_owned(), ttl: r.ttl() })
         .collect()
-}
-
-/// A service as `ListServices` summarizes it: the same settings, without the namespace id.
-#[allow(deprecated)]
-fn listed_service(s: &aws_sdk_servicediscovery::types::ServiceSummary) -> ObservedService {
-    let dns = s.dns_config();
-    ObservedService {
-        id: s.id().unwrap_or_default().to_owned(),
-        arn: s.arn().unwrap_or_default().to_owned(),
-        name: s.name().unwrap_or_default().to_owned(),
-        namespace_id: None,
-        dns_records: dns.map(records_of).unwrap_or_default(),
-        routing_policy: dns.and_then(|d| d.routing_policy()).map(|p| p.as_str().to_owned()),
-        custom_health_check: s.health_check_custom_config().map(|c| c.failure_threshold()),
-        description: s.description().map(str::to_owned),
-    }
 }
 
 #[async_trait]
@@ -171,7 +163,9 @@ impl CloudMapApi for SdkCloudMap {
             .build()
             .map_err(build_error)?;
         let pages: Vec<_> = self.0.list_services().filters(filter).into_paginator().send().try_collect().await?;
-        Ok(pages.iter().flat_map(|page| page.services()).map(listed_service).collect())
+        #[allow(deprecated)] // `FailureThreshold`, as in `observed_service`.
+        let services = pages.iter().flat_map(|page| page.services()).map(|s| observed_service!(s, None)).collect();
+        Ok(services)
     }
 
     async fn get_service(&self, id: &str) -> Result<Option<ObservedService>, AwsError> {

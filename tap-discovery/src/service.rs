@@ -45,10 +45,11 @@ pub(crate) struct CloudMapService<'a> {
 }
 
 impl CloudMapService<'_> {
-    /// The services of namespace `namespace_id`, by name (one `ListServices`). A listed service whose description names this namespace is taken as
-    /// listed; `GetService` reads any other, which is kept only when it is in this namespace (the
-    /// filter by namespace is the API's job, but a listing that ignored it must not mix up two
-    /// environments' services of the same name).
+    /// The services of namespace `namespace_id`, by name (one `ListServices`). A listed service
+    /// whose description names this namespace (tap writes it on create) is taken as listed;
+    /// `GetService` reads any other (one created before tap wrote descriptions, or another
+    /// namespace's, listed by an endpoint that ignores the filter), kept only when it is in this
+    /// namespace: two environments' services of the same name are never mixed up.
     pub async fn find_in(&self, namespace_id: &str) -> Result<BTreeMap<String, ObservedService>, StepError> {
         let listed =
             self.api.list_services(namespace_id).await.map_err(StepError::aws(NAMESPACE_COMPONENT, "ListServices"))?;

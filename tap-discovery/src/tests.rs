@@ -18,6 +18,15 @@ fn ctx_with_vpc(vpc_id: &str) -> Context {
     ctx
 }
 
+fn step(mock: MockCloudMapApi) -> DiscoveryStep {
+    DiscoveryStep::new(Arc::new(mock))
+}
+
+/// destroy reads no other step's outputs: a context without them.
+fn no_outputs() -> Context {
+    Context::new(Config::default())
+}
+
 fn ctx() -> Context {
     ctx_with_vpc("vpc-123")
 }
@@ -58,13 +67,16 @@ fn foreign() -> ObservedService {
     }
 }
 
+fn operation(status: &str) -> OperationState {
+    OperationState { status: status.into(), error_code: None, error_message: None, targets: BTreeMap::new() }
+}
+
 fn success(target: &str, id: &str) -> OperationState {
-    OperationState {
-        status: "SUCCESS".into(),
-        error_code: None,
-        error_message: None,
-        targets: BTreeMap::from([(target.into(), id.into())]),
-    }
+    OperationState { targets: BTreeMap::from([(target.into(), id.into())]), ..operation("SUCCESS") }
+}
+
+fn failed(code: &str, message: &str) -> OperationState {
+    OperationState { error_code: Some(code.into()), error_message: Some(message.into()), ..operation("FAIL") }
 }
 
 fn no_mutations(mock: &mut MockCloudMapApi) {
@@ -109,12 +121,7 @@ async fn creates_namespace_in_the_vpc_then_the_service() {
     let polls = AtomicUsize::new(0);
     mock.expect_get_operation().withf(|id: &str| id == "op-1").times(2).returning(move |_| {
         if polls.fetch_add(1, Ordering::SeqCst) == 0 {
-            Ok(OperationState {
-                status: "SUBMITTED".into(),
-                error_code: None,
-                error_message: None,
-                targets: BTreeMap::new(),
-            })
+            Ok(operation("SUBMITTED"))
         } else {
             Ok(success("NAMESPACE", "ns-1"))
         }
@@ -138,7 +145,7 @@ async fn creates_namespace_in_the_vpc_then_the_service() {
         .returning(|_, _| Ok(service(10)));
     mock.expect_update_service_dns().never();
     let ctx = ctx();
-    let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+    let changes = step(mock).apply(&ctx).await.unwrap();
     assert_eq!(
         changes,
         vec![
@@ -158,7 +165,7 @@ async fn matching_namespace_and_service_get_no_mutating_call() {
     existing(&mut mock, service(10));
     no_mutations(&mut mock);
     let ctx = ctx();
-    assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+    assert!(step(mock).apply(&ctx).await.unwrap().is_empty());
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].arn, service(10).arn);
 }
 
@@ -176,7 +183,7 @@ async fn a_listed_service_without_the_description_is_read_with_get_service() {
         .returning(|_| Ok(Some(ObservedService { description: None, ..service(10) })));
     no_mutations(&mut mock);
     let ctx = ctx();
-    assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+    assert!(step(mock).apply(&ctx).await.unwrap().is_empty());
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
 }
 
@@ -193,7 +200,7 @@ async fn another_namespaces_service_in_the_listing_is_not_taken_for_ours() {
         .returning(|_, _| Ok(service(10)));
     mock.expect_update_service_dns().never();
     let ctx = ctx();
-    let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+    let changes = step(mock).apply(&ctx).await.unwrap();
     assert_eq!(changes, vec![Change::create("discovery/service/processing-service", "processing-service")]);
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
 
@@ -204,7 +211,7 @@ async fn another_namespaces_service_in_the_listing_is_not_taken_for_ours() {
     mock.expect_get_service().never();
     no_mutations(&mut mock);
     let ctx = ctx_with_vpc("vpc-123");
-    assert!(DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap().is_empty());
+    assert!(step(mock).apply(&ctx).await.unwrap().is_empty());
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().services["processing-service"].id, "srv-1");
 }
 
@@ -221,7 +228,7 @@ async fn drifted_ttl_gets_exactly_one_update() {
     mock.expect_get_operation().withf(|id: &str| id == "op-2").times(1).returning(|_| Ok(success("SERVICE", "srv-1")));
     mock.expect_create_private_dns_namespace().never();
     mock.expect_create_service().never();
-    let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+    let changes = step(mock).apply(&ctx()).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].action, Action::Update);
     assert_eq!(
@@ -235,7 +242,7 @@ async fn routing_policy_cannot_be_changed_in_place() {
     let mut mock = MockCloudMapApi::new();
     existing(&mut mock, ObservedService { routing_policy: Some("WEIGHTED".into()), ..service(10) });
     no_mutations(&mut mock);
-    let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+    let err = step(mock).apply(&ctx()).await.unwrap_err();
     assert!(matches!(err, StepError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("WEIGHTED"), "{err}");
 }
@@ -245,16 +252,9 @@ async fn failed_operation_fails_clearly() {
     let mut mock = MockCloudMapApi::new();
     mock.expect_list_private_dns_namespaces().returning(|| Ok(vec![]));
     mock.expect_create_private_dns_namespace().returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
-    mock.expect_get_operation().returning(|_| {
-        Ok(OperationState {
-            status: "FAIL".into(),
-            error_code: Some("CANNOT_CREATE_HOSTED_ZONE".into()),
-            error_message: Some("the VPC has no DNS support".into()),
-            targets: BTreeMap::new(),
-        })
-    });
+    mock.expect_get_operation().returning(|_| Ok(failed("CANNOT_CREATE_HOSTED_ZONE", "the VPC has no DNS support")));
     mock.expect_create_service().never();
-    let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err().to_string();
+    let err = step(mock).apply(&ctx()).await.unwrap_err().to_string();
     assert!(
         err.contains("CreatePrivateDnsNamespace")
             && err.contains("CANNOT_CREATE_HOSTED_ZONE")
@@ -268,7 +268,7 @@ async fn throttling_surfaces_as_retryable() {
     let mut mock = MockCloudMapApi::new();
     mock.expect_list_private_dns_namespaces().returning(|| Err(AwsError::throttling()));
     no_mutations(&mut mock);
-    let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap_err();
+    let err = step(mock).apply(&ctx()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("ListNamespaces"), "{err}");
 }
@@ -279,7 +279,7 @@ async fn plan_makes_no_mutating_call() {
     mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
     no_mutations(&mut mock);
     let ctx = ctx();
-    let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+    let changes = step(mock).plan(&ctx).await.unwrap();
     assert_eq!(changes.len(), 2);
     assert!(changes.iter().all(|c| c.action == Action::Create));
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_id, PENDING);
@@ -287,7 +287,7 @@ async fn plan_makes_no_mutating_call() {
     let mut mock = MockCloudMapApi::new();
     existing(&mut mock, service(300));
     no_mutations(&mut mock);
-    let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+    let changes = step(mock).plan(&ctx).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].action, Action::Update);
 }
@@ -308,7 +308,7 @@ async fn a_namespace_whose_create_answer_was_lost_is_adopted() {
     mock.expect_list_services().never();
     mock.expect_create_service().times(1).returning(|d, _| Ok(service(d.dns_records[0].ttl)));
     let ctx = ctx_with_vpc("vpc-123");
-    DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+    step(mock).apply(&ctx).await.unwrap();
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_id, "ns-1");
 }
 
@@ -318,7 +318,7 @@ async fn plan_with_a_pending_vpc_calls_nothing_with_it() {
     let mut mock = MockCloudMapApi::new();
     mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
     let ctx = ctx_with_vpc(PENDING);
-    let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx).await.unwrap();
+    let changes = step(mock).plan(&ctx).await.unwrap();
     assert_eq!(changes.len(), 2);
     let out = ctx.get::<DiscoveryOutputs>("t").unwrap();
     assert_eq!((out.namespace_id.as_str(), out.services["processing-service"].id.as_str()), (PENDING, PENDING));
@@ -328,7 +328,7 @@ async fn plan_with_a_pending_vpc_calls_nothing_with_it() {
 async fn apply_with_a_pending_vpc_is_refused() {
     let mut mock = MockCloudMapApi::new();
     mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
-    let err = DiscoveryStep::new(Arc::new(mock)).apply(&ctx_with_vpc(PENDING)).await.unwrap_err();
+    let err = step(mock).apply(&ctx_with_vpc(PENDING)).await.unwrap_err();
     assert!(matches!(err, StepError::MissingOutput { .. }), "{err}");
 }
 
@@ -337,8 +337,7 @@ async fn destroy_on_an_empty_environment_succeeds() {
     let mut mock = MockCloudMapApi::new();
     mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![]));
     no_mutations(&mut mock);
-    // destroy reads no other step's outputs: a context without network outputs works.
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert!(changes.is_empty());
 }
 
@@ -371,7 +370,7 @@ async fn destroy_deregisters_deletes_services_then_namespace() {
     });
     mock.expect_delete_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok("op-n".into()));
     mock.expect_get_operation().withf(|id: &str| id == "op-n").times(1).returning(|_| Ok(success("NAMESPACE", "ns-1")));
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert_eq!(
         changes,
         vec![
@@ -390,31 +389,23 @@ async fn destroy_treats_not_found_as_done() {
     mock.expect_list_instances().returning(|_| Ok(vec![]));
     mock.expect_delete_service().times(1).returning(|_| Err(AwsError::new("ServiceNotFound", "gone")));
     mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert!(changes.is_empty());
 }
 
-/// A tap-made Cloud Map service of this environment that the config no longer declares.
-fn removed() -> ObservedService {
-    ObservedService {
-        id: "srv-5".into(),
-        arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-5".into(),
-        name: "old-worker".into(),
-        ..service(10)
-    }
+/// Another service of namespace `ns-1`, `id` named `name`.
+fn other_service(id: &str, name: &str) -> ObservedService {
+    let arn = format!("arn:aws:servicediscovery:us-east-1:123456789012:service/{id}");
+    ObservedService { id: id.into(), arn, name: name.into(), ..service(10) }
 }
 
 fn with_removed(mock: &mut MockCloudMapApi) {
     mock.expect_list_private_dns_namespaces().times(1).returning(|| Ok(vec![namespace()]));
-    let hand_made = ObservedService {
-        id: "srv-6".into(),
-        arn: "arn:aws:servicediscovery:us-east-1:123456789012:service/srv-6".into(),
-        name: "hand-made".into(),
-        ..service(10)
-    };
+    // srv-5: a tap-made service of this environment that the config no longer declares.
+    let (removed, hand_made) = (other_service("srv-5", "old-worker"), other_service("srv-6", "hand-made"));
     mock.expect_list_services()
         .times(1)
-        .returning(move |_| Ok(vec![listed(service(10)), listed(removed()), listed(hand_made.clone())]));
+        .returning(move |_| Ok(vec![listed(service(10)), listed(removed.clone()), listed(hand_made.clone())]));
     mock.expect_get_service().never();
     mock.expect_list_tags().times(2).returning(|arn| {
         Ok(if arn.ends_with("srv-5") {
@@ -436,7 +427,7 @@ async fn plan_lists_a_removed_service_without_waiting_for_the_services_step() {
     no_mutations(&mut mock);
     mock.expect_list_instances().never();
     // Plan must not wait for the services step's prune.
-    let changes = DiscoveryStep::new(Arc::new(mock)).plan(&ctx()).await.unwrap();
+    let changes = step(mock).plan(&ctx()).await.unwrap();
     assert_eq!(changes, vec![Change::delete("discovery/service/old-worker", "old-worker")]);
 }
 
@@ -453,7 +444,7 @@ async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
     });
     let ctx = ctx();
     ctx.expect_pruned([Pruned::Services]);
-    let step = DiscoveryStep::new(Arc::new(mock));
+    let step = step(mock);
     let apply = step.apply(&ctx);
     tokio::pin!(apply);
     // The step publishes its outputs, then waits for the services step before deleting.
@@ -479,7 +470,7 @@ async fn plan_lists_exactly_the_changes_apply_makes() {
     let mut plan_mock = MockCloudMapApi::new();
     empty(&mut plan_mock);
     no_mutations(&mut plan_mock);
-    let planned = DiscoveryStep::new(Arc::new(plan_mock)).plan(&ctx()).await.unwrap();
+    let planned = step(plan_mock).plan(&ctx()).await.unwrap();
     let mut mock = MockCloudMapApi::new();
     empty(&mut mock);
     mock.expect_create_private_dns_namespace()
@@ -488,7 +479,7 @@ async fn plan_lists_exactly_the_changes_apply_makes() {
     mock.expect_get_operation().times(1).returning(|_| Ok(success("NAMESPACE", "ns-1")));
     mock.expect_get_namespace().times(1).returning(|_| Ok(Some(namespace())));
     mock.expect_create_service().times(1).returning(|_, _| Ok(service(10)));
-    let applied = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+    let applied = step(mock).apply(&ctx()).await.unwrap();
     assert_eq!(planned, applied);
     assert_eq!(
         applied,
@@ -502,13 +493,13 @@ async fn plan_lists_exactly_the_changes_apply_makes() {
     let mut plan_mock = MockCloudMapApi::new();
     existing(&mut plan_mock, service(60));
     no_mutations(&mut plan_mock);
-    let planned = DiscoveryStep::new(Arc::new(plan_mock)).plan(&ctx()).await.unwrap();
+    let planned = step(plan_mock).plan(&ctx()).await.unwrap();
     let mut mock = MockCloudMapApi::new();
     existing(&mut mock, service(60));
     mock.expect_update_service_dns().times(1).returning(|_, _| Ok("op-2".into()));
     mock.expect_get_operation().times(1).returning(|_| Ok(success("SERVICE", "srv-1")));
     mock.expect_create_private_dns_namespace().never();
-    let applied = DiscoveryStep::new(Arc::new(mock)).apply(&ctx()).await.unwrap();
+    let applied = step(mock).apply(&ctx()).await.unwrap();
     assert_eq!(planned, applied);
     assert_eq!(applied.len(), 1);
 }
@@ -525,10 +516,6 @@ fn impatient(mock: MockCloudMapApi) -> DiscoveryStep {
     }
 }
 
-fn running() -> OperationState {
-    OperationState { status: "PENDING".into(), error_code: None, error_message: None, targets: BTreeMap::new() }
-}
-
 #[tokio::test]
 async fn a_namespace_creation_that_never_ends_times_out_naming_the_create() {
     let mut mock = MockCloudMapApi::new();
@@ -536,7 +523,7 @@ async fn a_namespace_creation_that_never_ends_times_out_naming_the_create() {
     mock.expect_create_private_dns_namespace()
         .times(1)
         .returning(|_, _, _, _| Ok(NamespaceCreation::Operation("op-1".into())));
-    mock.expect_get_operation().returning(|_| Ok(running()));
+    mock.expect_get_operation().returning(|_| Ok(operation("PENDING")));
     mock.expect_get_namespace().never();
     mock.expect_create_service().never();
     let err = impatient(mock).apply(&ctx()).await.unwrap_err().to_string();
@@ -556,7 +543,7 @@ async fn an_existing_namespace_answered_by_the_create_is_read_and_taken() {
     mock.expect_get_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok(Some(namespace())));
     mock.expect_create_service().times(1).returning(|_, _| Ok(service(10)));
     let ctx = ctx();
-    let changes = DiscoveryStep::new(Arc::new(mock)).apply(&ctx).await.unwrap();
+    let changes = step(mock).apply(&ctx).await.unwrap();
     assert_eq!(changes[0], Change::create(NAMESPACE_COMPONENT, "tap-dev.local"));
     assert_eq!(ctx.get::<DiscoveryOutputs>("t").unwrap().namespace_arn, namespace().arn);
 }
@@ -575,9 +562,9 @@ async fn a_namespace_deletion_is_polled_until_it_succeeds() {
     mock.expect_delete_namespace().withf(|id: &str| id == "ns-1").times(1).returning(|_| Ok("op-n".into()));
     let polls = AtomicUsize::new(0);
     mock.expect_get_operation().withf(|id: &str| id == "op-n").times(3).returning(move |_| {
-        Ok(if polls.fetch_add(1, Ordering::SeqCst) < 2 { running() } else { success("NAMESPACE", "ns-1") })
+        Ok(if polls.fetch_add(1, Ordering::SeqCst) < 2 { operation("PENDING") } else { success("NAMESPACE", "ns-1") })
     });
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert_eq!(changes, vec![Change::delete(NAMESPACE_COMPONENT, "tap-dev.local")]);
 }
 
@@ -586,15 +573,10 @@ async fn a_failed_namespace_deletion_fails_naming_the_delete() {
     let mut mock = MockCloudMapApi::new();
     empty_namespace(&mut mock);
     mock.expect_delete_namespace().times(1).returning(|_| Ok("op-n".into()));
-    mock.expect_get_operation().times(1).returning(|_| {
-        Ok(OperationState {
-            status: "FAIL".into(),
-            error_code: Some("INTERNAL_FAILURE".into()),
-            error_message: Some("hosted zone could not be deleted".into()),
-            targets: BTreeMap::new(),
-        })
-    });
-    let err = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap_err();
+    mock.expect_get_operation()
+        .times(1)
+        .returning(|_| Ok(failed("INTERNAL_FAILURE", "hosted zone could not be deleted")));
+    let err = step(mock).destroy(&no_outputs()).await.unwrap_err();
     let err = err.to_string();
     assert!(
         err.contains("DeleteNamespace") && err.contains("INTERNAL_FAILURE") && err.contains("hosted zone"),
@@ -608,7 +590,7 @@ async fn a_namespace_already_gone_on_delete_is_no_change() {
     empty_namespace(&mut mock);
     mock.expect_delete_namespace().times(1).returning(|_| Err(AwsError::new("NamespaceNotFound", "gone")));
     mock.expect_get_operation().never();
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert!(changes.is_empty(), "{changes:?}");
 }
 
@@ -625,6 +607,6 @@ async fn a_namespace_still_in_use_is_deleted_once_freed() {
         }
     });
     mock.expect_get_operation().times(1).returning(|_| Ok(success("NAMESPACE", "ns-1")));
-    let changes = DiscoveryStep::new(Arc::new(mock)).destroy(&Context::new(Config::default())).await.unwrap();
+    let changes = step(mock).destroy(&no_outputs()).await.unwrap();
     assert_eq!(changes, vec![Change::delete(NAMESPACE_COMPONENT, "tap-dev.local")]);
 }

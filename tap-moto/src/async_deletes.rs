@@ -350,10 +350,7 @@ fn percent_decode(s: &str) -> String {
 
 /// The text of the first `<tag>…</tag>` in an XML answer.
 fn xml_value(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = xml[start..].find(&format!("</{tag}>"))? + start;
-    Some(xml[start..end].to_owned())
+    crate::upstream::tag(xml, tag).map(str::to_owned)
 }
 
 /// The text of every `<tag>…</tag>` in an XML answer, in order.

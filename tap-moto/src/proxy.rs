@@ -365,40 +365,34 @@ fn error_response(req: &Request, shape: &ErrorShape) -> Vec<u8> {
         let code = shape.json_code;
         ("application/x-amz-json-1.1", code, format!(r#"{{"__type":"{code}","message":"{message}"}}"#))
     } else if body_text.contains("Version=2016-11-15") {
-        let code = shape.ec2_code;
-        (
-            "text/xml",
-            code,
-            format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>"),
-        )
+        ("text/xml", shape.ec2_code, ec2_error_body(shape.ec2_code, message, "tap-proxy"))
     } else {
-        let (code, fault) = (shape.query_code, shape.query_type);
-        (
-            "text/xml",
-            code,
-            format!("<ErrorResponse><Error><Type>{fault}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>tap-proxy</RequestId></ErrorResponse>"),
-        )
+        ("text/xml", shape.query_code, query_error_body(shape.query_type, shape.query_code, message, "tap-proxy"))
     };
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {error_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        shape.status,
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
+    http_response(shape.status, content_type, &format!("x-amzn-ErrorType: {error_type}\r\n"), &body)
+}
+
+/// An HTTP/1.1 answer that closes the connection: `status` (e.g. `400 Bad Request`), the content
+/// type, `headers` (each ending in `\r\n`) and `body`.
+pub(crate) fn http_response(status: &str, content_type: &str, headers: &str, body: &str) -> Vec<u8> {
+    let length = body.len();
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{headers}Content-Length: {length}\r\n");
+    format!("{head}Connection: close\r\n\r\n{body}").into_bytes()
+}
+
+/// EC2's XML error body.
+pub(crate) fn ec2_error_body(code: &str, message: &str, request_id: &str) -> String {
+    format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
+}
+
+/// The other query services' XML error body (`fault`: `Sender` or `Receiver`).
+pub(crate) fn query_error_body(fault: &str, code: &str, message: &str, request_id: &str) -> String {
+    format!("<ErrorResponse><Error><Type>{fault}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>")
 }
 
 /// An EC2 error answer (`400`, EC2's XML shape) with this code and message.
 fn ec2_error(code: &str, message: &str) -> Vec<u8> {
-    let body = format!("<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>tap-proxy</RequestID></Response>");
-    let mut out = format!(
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
+    http_response("400 Bad Request", "text/xml", "", &ec2_error_body(code, message, "tap-proxy"))
 }
 
 /// Whether an upstream response is a success (`HTTP/1.1 2xx`).
@@ -429,13 +423,8 @@ fn with_body(response: &[u8], body: &str) -> Vec<u8> {
 fn reply_response(reply: &Reply) -> Vec<u8> {
     let status = if reply.status == 200 { "200 OK".to_string() } else { format!("{} Bad Request", reply.status) };
     let error = reply.error_type.as_ref().map(|e| format!("x-amzn-ErrorType: {e}\r\n")).unwrap_or_default();
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nx-amzn-RequestId: tap-rollout-double\r\n{error}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-        reply.content_type,
-        reply.body.len(),
-        reply.body
-    )
-    .into_bytes()
+    let headers = format!("x-amzn-RequestId: tap-rollout-double\r\n{error}");
+    http_response(&status, reply.content_type, &headers, &reply.body)
 }
 
 fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
@@ -742,25 +731,8 @@ mod tests {
 
     #[test]
     fn forwards_throttles_and_drops() {
-        // A one-shot upstream that answers 200 to every connection.
-        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let up_port = upstream.local_addr().unwrap().port();
-        thread::spawn(move || {
-            for s in upstream.incoming().flatten() {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let _ = read_request(&mut r);
-                let mut s = s;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            }
-        });
-        let proxy = Proxy::start(up_port, Faults::default()).unwrap();
-        let call = |body: &str| {
-            let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, proxy.port)).unwrap();
-            write!(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out
-        };
+        let proxy = proxy_over_ok_upstream();
+        let call = |body: &str| send(&proxy, None, body);
         assert!(call("Action=DescribeVpcs&Version=2016-11-15").ends_with("ok"));
         proxy.set_faults(Faults { throttle_percent: 100, ..Faults::default() });
         assert!(call("Action=DescribeVpcs&Version=2016-11-15").contains("RequestLimitExceeded"));

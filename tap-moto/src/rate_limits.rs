@@ -114,7 +114,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Fate, SeenCall};
+use crate::proxy::{ec2_error_body, http_response, query_error_body, Fate, SeenCall};
 
 /// An AWS service whose request rates are modelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -871,16 +871,12 @@ pub fn throttling_response(service: Service, op: &str) -> Vec<u8> {
     let (status, content_type, code, body) = match service {
         Service::Ec2 => {
             let code = "RequestLimitExceeded";
-            let body = format!(
-                "<Response><Errors><Error><Code>{code}</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>tap-proxy-rate-limit</RequestID></Response>"
-            );
+            let body = ec2_error_body(code, "Request limit exceeded.", "tap-proxy-rate-limit");
             ("503 Service Unavailable", "text/xml", code, body)
         }
         s if !s.speaks_json() => {
             let code = "Throttling";
-            let body = format!(
-                "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>Rate exceeded</Message></Error><RequestId>tap-proxy-rate-limit</RequestId></ErrorResponse>"
-            );
+            let body = query_error_body("Sender", code, "Rate exceeded", "tap-proxy-rate-limit");
             ("400 Bad Request", "text/xml", code, body)
         }
         s => {
@@ -897,13 +893,8 @@ pub fn throttling_response(service: Service, op: &str) -> Vec<u8> {
             )
         }
     };
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {code}\r\nx-amzn-RequestId: tap-proxy-rate-limit\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body.as_bytes());
-    out
+    let headers = format!("x-amzn-ErrorType: {code}\r\nx-amzn-RequestId: tap-proxy-rate-limit\r\n");
+    http_response(status, content_type, &headers, &body)
 }
 
 #[cfg(test)]

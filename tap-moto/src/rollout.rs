@@ -69,6 +69,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::async_deletes::form_value;
 use crate::service_deployments::{self as sds, Revision, Sd};
 use crate::tasks::{describe_tasks, get_log_events, is_running, is_stopped, list_tasks, stop};
 use crate::upstream;
@@ -303,31 +304,6 @@ pub(crate) fn last_part(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-/// Percent-decoding of a form value.
-fn form_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The traffic-shifting load balancer of a service's `loadBalancers` (the first with an
 /// `advancedConfiguration`), keeping which target group is live when the pair is unchanged.
 fn shift_of(load_balancers: &Value, before: Option<&Shift>) -> Option<Shift> {
@@ -470,7 +446,7 @@ impl Double {
         self.advance(&mut state, now);
         if operation == "DescribeTargetHealth" {
             let form = String::from_utf8_lossy(body);
-            let arn = form.split('&').find_map(|kv| kv.strip_prefix("TargetGroupArn=")).map(form_decode)?;
+            let arn = form_value(&form, "TargetGroupArn")?;
             return self.target_health(&state, &arn, now).map(|b| Reply {
                 status: 200,
                 content_type: "text/xml",
@@ -905,7 +881,8 @@ mod tests {
 
     #[test]
     fn form_values_and_exit_codes() {
-        assert_eq!(form_decode("arn%3Aaws%3Aelasticloadbalancing%2Fx+y"), "arn:aws:elasticloadbalancing/x y");
+        let form = "Action=DescribeTargetHealth&TargetGroupArn=arn%3Aaws%3Aelasticloadbalancing%2Fx+y";
+        assert_eq!(form_value(form, "TargetGroupArn").unwrap(), "arn:aws:elasticloadbalancing/x y");
         assert_eq!(exit_code_of(&["sh".into(), "-c".into(), "migrate && exit 3".into()]), 3);
         assert_eq!(exit_code_of(&["migrate".into()]), 0);
     }

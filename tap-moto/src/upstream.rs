@@ -84,7 +84,8 @@ pub struct Alarm {
     pub window_seconds: u64,
 }
 
-fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+/// The text of the first `<name>…</name>` in an XML answer.
+pub(crate) fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
     let start = xml.find(&open)? + open.len();
     let end = xml[start..].find(&format!("</{name}>"))? + start;

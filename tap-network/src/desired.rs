@@ -93,8 +93,6 @@ pub struct RouteTableSpec {
 /// The whole desired layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
-    /// Availability zones, in order.
-    pub azs: Vec<String>,
     /// Public subnets then private subnets, each in AZ order.
     pub subnets: Vec<SubnetSpec>,
     /// NAT gateways (one per AZ, or one in the first AZ).
@@ -131,12 +129,7 @@ impl Layout {
             tier: Tier::Private,
             subnets: vec![i],
         }));
-        Layout { azs, subnets, nats, route_tables }
-    }
-
-    /// The subnet of `tier` in AZ position `index`.
-    pub fn subnet(&self, tier: Tier, index: usize) -> Option<&SubnetSpec> {
-        self.subnets.iter().find(|s| s.tier == tier && s.index == index)
+        Layout { subnets, nats, route_tables }
     }
 }
 

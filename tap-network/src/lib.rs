@@ -13,25 +13,16 @@
 //!   what deploy would create).
 //!
 //! Every resource is found again by its tags (`Environment`, `ManagedBy`, `tap:component`), never
-//! from local state; `destroy` finds everything of the environment the same way and removes it in
-//! dependency order, waiting for NAT gateway deletion and retrying while EC2 still reports
-//! dependencies (network interfaces being released).
-//!
-//! **Every resource on the resource engine** ([`tap_core::resource`]), one module per kind: the
-//! VPC ([`vpc`], its DNS attributes included), the subnets ([`subnet`]), the internet gateway and
-//! its attachment ([`internet_gateway`]), the Elastic IPs ([`elastic_ip`]), the NAT gateways
-//! ([`nat_gateway`]) and the route tables with their default route and associations
-//! ([`route_table`]). Each kind's owner is read from the resource's tags. What a create sets by
-//! calls after it (a new VPC's DNS hostnames, the gateway's attachment, a table's route and
-//! associations) is listed on the create's change in plan and apply alike, so plan's changes are
-//! apply's, attribute by attribute. The step module only wires them: desired values from the
-//! config, what runs concurrently, what it publishes, and the order of deletion (NAT gateways then
-//! their Elastic IPs, route tables, the internet gateway and the subnets, the VPC), the engine
-//! retrying a delete EC2 refuses while something still holds the resource.
-//!
-//! A NAT gateway's Elastic IP stays associated until the NAT gateway is `deleted`: a deploy after
-//! a destroy interrupted once the NAT gateways' deletion had started waits (bounded, saying why)
-//! for the address to be freed before it creates the NAT gateway again.
+//! from local state, and runs on the resource engine ([`tap_core::resource`]), one module per
+//! kind: [`vpc`] (its DNS attributes included), [`subnet`], [`internet_gateway`] (its attachment
+//! included), [`elastic_ip`], [`nat_gateway`] and [`route_table`] (its default route and
+//! associations included). What a create sets by calls after it is listed on the create's change
+//! in plan and apply alike, so plan's changes are apply's, attribute by attribute. The step only
+//! wires them: the desired values from the config ([`desired`]), what runs concurrently, what it
+//! publishes, and the order of deletion (NAT gateways then their Elastic IPs, route tables, the
+//! internet gateway and the subnets, the VPC), the engine retrying a delete EC2 refuses while
+//! something still holds the resource. A deploy after an interrupted destroy waits, bounded and
+//! saying why, for an Elastic IP a deleting NAT gateway still holds ([`elastic_ip`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -22,6 +22,13 @@ fn no_blind_retry() -> aws_sdk_ec2::config::Builder {
     aws_sdk_ec2::Config::builder().retry_classifier(NoBlindRetry)
 }
 
+/// Every item of a paginated listing, all pages.
+macro_rules! all_items {
+    ($request:expr) => {
+        $request.into_paginator().items().send().try_collect().await?
+    };
+}
+
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
 }
@@ -156,15 +163,7 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn find_vpcs(&self, env: &str) -> Result<Vec<ObservedVpc>, AwsError> {
-        let vpcs = self
-            .0
-            .describe_vpcs()
-            .set_filters(Some(env_filters(env)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await?;
+        let vpcs = all_items!(self.0.describe_vpcs().set_filters(Some(env_filters(env))));
         let found = vpcs
             .iter()
             .filter(|v| owned(v.tags(), env))
@@ -214,8 +213,7 @@ impl Ec2Api for SdkEc2 {
     async fn find_subnets<'a>(&self, env: &str, vpc_id: Option<&'a str>) -> Result<Vec<ObservedSubnet>, AwsError> {
         let mut filters = env_filters(env);
         filters.extend(vpc_id.map(|v| filter("vpc-id", v)));
-        let subnets =
-            self.0.describe_subnets().set_filters(Some(filters)).into_paginator().items().send().try_collect().await?;
+        let subnets = all_items!(self.0.describe_subnets().set_filters(Some(filters)));
         let found = subnets
             .iter()
             .filter(|sn| owned(sn.tags(), env) && vpc_id.is_none_or(|v| sn.vpc_id() == Some(v)))
@@ -251,15 +249,7 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn find_internet_gateways(&self, env: &str) -> Result<Vec<ObservedInternetGateway>, AwsError> {
-        let igws = self
-            .0
-            .describe_internet_gateways()
-            .set_filters(Some(env_filters(env)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await?;
+        let igws = all_items!(self.0.describe_internet_gateways().set_filters(Some(env_filters(env))));
         let found = igws
             .iter()
             .filter(|g| owned(g.tags(), env))
@@ -350,15 +340,7 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn find_nat_gateways(&self, env: &str) -> Result<Vec<ObservedNat>, AwsError> {
-        let nats = self
-            .0
-            .describe_nat_gateways()
-            .set_filter(Some(env_filters(env)))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await?;
+        let nats = all_items!(self.0.describe_nat_gateways().set_filter(Some(env_filters(env))));
         let found = nats.iter().filter(|n| owned(n.tags(), env)).map(observed_nat).collect();
         Ok(sorted(found, |n| &n.id))
     }
@@ -411,15 +393,7 @@ impl Ec2Api for SdkEc2 {
     ) -> Result<Vec<ObservedRouteTable>, AwsError> {
         let mut filters = env_filters(env);
         filters.extend(vpc_id.map(|v| filter("vpc-id", v)));
-        let tables = self
-            .0
-            .describe_route_tables()
-            .set_filters(Some(filters))
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await?;
+        let tables = all_items!(self.0.describe_route_tables().set_filters(Some(filters)));
         let found = tables
             .iter()
             .filter(|rt| owned(rt.tags(), env) && vpc_id.is_none_or(|v| rt.vpc_id() == Some(v)))

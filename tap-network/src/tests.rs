@@ -205,6 +205,20 @@ impl World {
         self.install_reads(mock);
         mock.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
     }
+
+    /// A mock answering every read from this world ([`World::install`]).
+    fn mock(self) -> MockEc2Api {
+        let mut mock = MockEc2Api::new();
+        self.install(&mut mock);
+        mock
+    }
+
+    /// [`World::mock`], on which every mutating call fails the test.
+    fn read_only(self) -> MockEc2Api {
+        let mut mock = self.mock();
+        forbid_mutations(&mut mock);
+        mock
+    }
 }
 
 fn nat_in_state(id: &str, state: NatState) -> ObservedNat {
@@ -455,8 +469,7 @@ async fn from_nothing_creates_exactly_the_spec() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn single_nat_mode_creates_one_nat_and_routes_every_private_table_through_it() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
+    let mut mock = World::empty().mock();
     let created = expect_full_create(&mut mock, 1);
     let ctx = ctx_with(NatMode::Single);
 
@@ -472,9 +485,7 @@ async fn single_nat_mode_creates_one_nat_and_routes_every_private_table_through_
 #[tokio::test(flavor = "current_thread")]
 async fn matching_environment_makes_no_mutating_call() {
     for mode in [NatMode::OnePerAz, NatMode::Single] {
-        let mut mock = MockEc2Api::new();
-        World::deployed(mode).install(&mut mock);
-        forbid_mutations(&mut mock);
+        let mock = World::deployed(mode).read_only();
         let ctx = ctx_with(mode);
         let changes = step(mock).apply(&ctx).await.unwrap();
         assert!(changes.is_empty(), "{mode:?}: {changes:#?}");
@@ -491,9 +502,7 @@ async fn matching_environment_makes_exactly_the_expected_reads() {
         // that exist name the zones.
         let world = World { zones_asked: Some(0), exact_reads: true, ..World::deployed(mode) };
         let calls = world.calls.clone();
-        let mut mock = MockEc2Api::new();
-        world.install(&mut mock);
-        forbid_mutations(&mut mock);
+        let mock = world.read_only();
         let ctx = ctx_with(mode);
         let changes = step(mock).apply(&ctx).await.unwrap();
         assert!(changes.is_empty(), "{mode:?}: {changes:#?}");
@@ -508,9 +517,7 @@ async fn matching_environment_makes_exactly_the_expected_reads() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_no_op_plan_or_deploy_never_asks_for_the_availability_zones() {
     for plan in [true, false] {
-        let mut mock = MockEc2Api::new();
-        World { zones_asked: Some(0), ..World::deployed(NatMode::OnePerAz) }.install(&mut mock);
-        forbid_mutations(&mut mock);
+        let mock = World { zones_asked: Some(0), ..World::deployed(NatMode::OnePerAz) }.read_only();
         let ctx = ctx();
         let step = step(mock);
         let changes = if plan { step.plan(&ctx).await } else { step.apply(&ctx).await }.unwrap();
@@ -543,9 +550,7 @@ async fn subnets_and_route_tables_outside_the_environments_vpc_are_ignored() {
     // Deployed: nothing to do, and the outputs name the subnets of the environment's VPC.
     let mut world = World::deployed(NatMode::OnePerAz);
     (world.subnets, world.tables) = stray(&world);
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = world.read_only();
     let ctx = ctx();
     let changes = step(mock).apply(&ctx).await.unwrap();
     assert!(changes.is_empty(), "{changes:#?}");
@@ -555,8 +560,7 @@ async fn subnets_and_route_tables_outside_the_environments_vpc_are_ignored() {
     // No VPC: nothing can be in it, so everything is created.
     let mut world = World::empty();
     (world.subnets, world.tables) = stray(&world);
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     expect_full_create(&mut mock, 3);
     let changes = step(mock).apply(&ctx).await.unwrap();
     assert_eq!(creates(&changes), expected_creates(3));
@@ -567,8 +571,7 @@ async fn subnets_and_route_tables_outside_the_environments_vpc_are_ignored() {
 /// hostnames are part of its create (the engine's settle after create), so they come first.
 #[tokio::test(flavor = "current_thread")]
 async fn network_outputs_are_published_as_soon_as_the_subnets_exist() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
+    let mut mock = World::empty().mock();
     let ctx = Arc::new(ctx());
     let watch = Watch { ctx: Some(ctx.clone()), log: Log::default() };
     expect_full_create_watched(&mut mock, 3, watch.clone());
@@ -596,8 +599,7 @@ async fn availability_zones_are_asked_when_a_subnet_is_missing() {
     let mut world = World { zones_asked: Some(1), ..World::deployed(NatMode::OnePerAz) };
     world.subnets.retain(|s| s.id != "subnet-private-2");
     world.tables[2].associations.clear();
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     mock.expect_create_subnet()
         .withf(|vpc, cidr, az, tags| {
             vpc == "vpc-1" && cidr == "10.0.11.0/24" && az == "us-east-1b" && short(tags) == "private-2"
@@ -614,9 +616,7 @@ async fn availability_zones_are_asked_when_a_subnet_is_missing() {
     // Subnets that disagree about a position's zone do not name it either.
     let mut world = World { zones_asked: Some(1), ..World::deployed(NatMode::OnePerAz) };
     world.subnets.iter_mut().find(|s| s.id == "subnet-private-2").unwrap().az = "us-east-1d".into();
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = world.read_only();
     let err = step(mock).plan(&ctx()).await.unwrap_err();
     assert!(err.to_string().contains("subnet-private-2"), "{err}");
 }
@@ -626,8 +626,7 @@ async fn availability_zones_are_asked_when_a_subnet_is_missing() {
 async fn apply_drifted(drift: impl FnOnce(&mut World), expect: impl FnOnce(&mut MockEc2Api)) -> Vec<Change> {
     let mut world = World::deployed(NatMode::OnePerAz);
     drift(&mut world);
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     expect(&mut mock);
     step(mock).apply(&ctx()).await.unwrap()
 }
@@ -864,8 +863,7 @@ async fn throttling_surfaces_as_a_retryable_error() {
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("DescribeVpcs") && err.to_string().contains("network/vpc"), "{err}");
 
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
+    let mut mock = World::empty().mock();
     mock.expect_create_vpc().returning(|_, _| Err(AwsError::throttling()));
     let err = step(mock).apply(&ctx()).await.unwrap_err();
     assert!(err.is_retryable() && err.to_string().contains("CreateVpc"), "{err}");
@@ -873,9 +871,7 @@ async fn throttling_surfaces_as_a_retryable_error() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn plan_makes_no_mutating_call_and_reports_pending_ids() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = World::empty().read_only();
     let ctx = ctx();
     let changes = step(mock).plan(&ctx).await.unwrap();
     assert_eq!(creates(&changes), expected_creates(3));
@@ -890,9 +886,7 @@ async fn plan_makes_no_mutating_call_and_reports_pending_ids() {
     let mut world = World::deployed(NatMode::OnePerAz);
     world.tables[1].routes.clear();
     world.dns_hostnames = false;
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = world.read_only();
     let changes = step(mock).plan(&ctx).await.unwrap();
     let updated: BTreeSet<String> = changes.iter().map(|c| c.resource.clone()).collect();
     assert_eq!(updated, BTreeSet::from(["network/vpc".into(), "network/route-table/private-1".into()]));
@@ -901,9 +895,7 @@ async fn plan_makes_no_mutating_call_and_reports_pending_ids() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn destroy_on_an_empty_environment_succeeds() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = World::empty().read_only();
     let changes = step(mock).destroy(&ctx()).await.unwrap();
     assert!(changes.is_empty());
 }
@@ -982,8 +974,7 @@ async fn destroy_removes_everything_in_order_and_retries_dependency_violations()
 async fn destroy_gives_up_on_a_lasting_dependency_violation_naming_the_resource() {
     let mut world = World::empty();
     world.vpcs = World::deployed(NatMode::OnePerAz).vpcs;
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     mock.expect_delete_vpc().returning(|_| Err(AwsError::new("DependencyViolation", "has dependencies")));
     let err = step(mock).destroy(&ctx()).await.unwrap_err();
     assert!(err.to_string().contains("DeleteVpc") && err.to_string().contains("network/vpc"), "{err}");
@@ -993,8 +984,7 @@ async fn destroy_gives_up_on_a_lasting_dependency_violation_naming_the_resource(
 async fn destroy_treats_not_found_as_done() {
     let mut world = World::empty();
     world.subnets = World::deployed(NatMode::OnePerAz).subnets;
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     mock.expect_delete_subnet()
         .times(6)
         .returning(|id| Err(AwsError::new("InvalidSubnetID.NotFound", format!("{id} does not exist"))));
@@ -1020,9 +1010,7 @@ impl Events {
 
 #[tokio::test(flavor = "current_thread")]
 async fn progress_reports_every_resource_found_when_nothing_changes() {
-    let mut mock = MockEc2Api::new();
-    World::deployed(NatMode::OnePerAz).install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = World::deployed(NatMode::OnePerAz).read_only();
     let events = Arc::new(Events::default());
     let ctx = Context::new(Config::default()).with_progress(events.clone());
     step(mock).apply(&ctx).await.unwrap();
@@ -1033,8 +1021,7 @@ async fn progress_reports_every_resource_found_when_nothing_changes() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn progress_reports_each_create_as_it_happens_and_the_nat_waits() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
+    let mut mock = World::empty().mock();
     expect_full_create(&mut mock, 1);
     let events = Arc::new(Events::default());
     let ctx = ctx_with(NatMode::Single).with_progress(events.clone());
@@ -1157,12 +1144,9 @@ fn listed(changes: &[Change]) -> Listed {
 /// Plans over `world` (no mutating call allowed), then applies over it with `expect` (the only
 /// mutating calls allowed): the two change lists.
 async fn plan_then_apply(world: World, expect: impl FnOnce(&mut MockEc2Api)) -> (Listed, Listed) {
-    let mut mock = MockEc2Api::new();
-    world.clone().install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = world.clone().read_only();
     let plan = step(mock).plan(&ctx()).await.unwrap();
-    let mut mock = MockEc2Api::new();
-    world.install(&mut mock);
+    let mut mock = world.mock();
     expect(&mut mock);
     let apply = step(mock).apply(&ctx()).await.unwrap();
     (listed(&plan), listed(&apply))
@@ -1290,12 +1274,9 @@ async fn network_drift_is_planned_exactly_as_applied_attribute_by_attribute() {
 /// resources and attribute names; plan's values name what is still to be created as pending.
 #[tokio::test(flavor = "current_thread")]
 async fn from_nothing_plan_lists_each_creates_attributes_as_apply_sets_them() {
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
-    forbid_mutations(&mut mock);
+    let mock = World::empty().read_only();
     let plan = listed(&step(mock).plan(&ctx()).await.unwrap());
-    let mut mock = MockEc2Api::new();
-    World::empty().install(&mut mock);
+    let mut mock = World::empty().mock();
     expect_full_create(&mut mock, 3);
     let apply = listed(&step(mock).apply(&ctx()).await.unwrap());
     let names = |l: &Listed| -> Vec<(String, Vec<String>)> {

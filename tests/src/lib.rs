@@ -12,6 +12,20 @@ use std::sync::OnceLock;
 
 use tap_core::aws::AwsSession;
 
+/// Every item of a paginated SDK listing (`$request.into_paginator().items()`); panics naming `$op`.
+macro_rules! all_items {
+    ($request:expr, $op:literal) => {
+        $request.into_paginator().items().send().try_collect().await.expect($op)
+    };
+}
+
+/// Every page of a paginated SDK listing; panics naming `$op`.
+macro_rules! all_pages {
+    ($request:expr, $op:literal) => {
+        $request.into_paginator().send().try_collect().await.expect($op)
+    };
+}
+
 pub use tap_moto::Moto;
 
 /// The emulator shared by the tests of this binary, started (and emptied) on first use.
@@ -22,6 +36,14 @@ pub fn moto() -> &'static Moto {
         moto.reset().expect("reset moto_server");
         moto
     })
+}
+
+/// The `tap` binary, never asking the instance-metadata address: no test does (the credential and
+/// region chain would probe it when something is missing).
+pub fn tap_command() -> Command {
+    let mut cmd = Command::new(tap_binary());
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
 }
 
 /// The `tap` binary of this build, built by this test run (`TAP_BIN` overrides).
@@ -89,6 +111,38 @@ pub fn mutating_calls(doc: &serde_json::Value) -> std::collections::BTreeMap<Str
         .collect()
 }
 
+/// The 12 stack outputs of SPEC.md's platform, as `tap outputs` names them.
+pub const SPEC_OUTPUT_KEYS: [&str; 12] = [
+    "vpcId",
+    "albDnsName",
+    "clusterName",
+    "clusterArn",
+    "frontendServiceArn",
+    "apiGatewayServiceArn",
+    "processingServiceArn",
+    "frontendEcrUrl",
+    "apiGatewayEcrUrl",
+    "processingServiceEcrUrl",
+    "publicSubnetIds",
+    "privateSubnetIds",
+];
+
+/// `tap --output json <args>` in `env` that must exit with `code`: its JSON document.
+pub fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    env.tap(&all).expect_code(code).json()
+}
+
+/// (resource, action) of `step`'s changes in a run's JSON document, sorted.
+pub fn changes_of(doc: &serde_json::Value, step: &str) -> Vec<(String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let changes = doc["changes"].as_array().into_iter().flatten().filter(|c| c["step"] == step);
+    let mut v: Vec<_> = changes.map(|c| (text(&c["resource"]), text(&c["action"]))).collect();
+    v.sort();
+    v
+}
+
 /// Records `suffix` as taken by a test of this binary. IAM is global and the harness finds an
 /// environment's roles by name (`tap-…-{suffix}`), so no suffix may equal another or end with
 /// `-` + another (`base-drift` would count as `drift`'s).
@@ -145,7 +199,7 @@ pub struct Run {
     pub stderr: String,
 }
 
-impl Run {
+impl From<Output> for Run {
     fn from(out: Output) -> Run {
         Run {
             code: out.status.code(),
@@ -153,7 +207,9 @@ impl Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
 
+impl Run {
     /// Panics with both streams unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
         self.expect_code_in(code, "tap")
@@ -252,7 +308,7 @@ impl TestEnv {
 
     /// The `tap` command with this environment's suffix, region, endpoint and dummy credentials.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(tap_binary());
+        let mut cmd = tap_command();
         cmd.args(["--env", &self.suffix, "--region", &self.region, "--endpoint-url", &self.endpoint])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -260,9 +316,6 @@ impl TestEnv {
             .env_remove("AWS_ENDPOINT_URL")
             // `TAP_*` variables are configuration to tap; this one only tells the harness where tap is.
             .env_remove("TAP_BIN")
-            // No test ever asks the instance-metadata address (the credential and region chain
-            // would probe it when something is missing).
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .current_dir(std::env::temp_dir())
@@ -507,29 +560,18 @@ impl Inventory {
             groups.security_groups().iter().filter(|g| ours(g.tags()) && g.group_name() != Some("default")).count(),
         );
 
-        let roles: Vec<_> =
-            clients.iam.list_roles().into_paginator().items().send().try_collect().await.expect("ListRoles");
+        let roles: Vec<_> = all_items!(clients.iam.list_roles(), "ListRoles");
         counts.insert("iam:role", roles.iter().filter(|r| named(r.role_name())).count());
-        let pages: Vec<_> =
-            clients.secrets.list_secrets().into_paginator().send().try_collect().await.expect("ListSecrets");
+        let pages: Vec<_> = all_pages!(clients.secrets.list_secrets(), "ListSecrets");
         let secrets: Vec<_> = pages.iter().flat_map(|p| p.secret_list()).collect();
         counts.insert(
             "secretsmanager:secret",
             secrets.iter().filter(|s| s.name().is_some_and(named) && s.deleted_date().is_none()).count(),
         );
-        let repos: Vec<_> = clients
-            .ecr
-            .describe_repositories()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeRepositories");
+        let repos: Vec<_> = all_items!(clients.ecr.describe_repositories(), "DescribeRepositories");
         counts.insert("ecr:repository", repos.iter().filter(|r| r.repository_name().is_some_and(named)).count());
 
-        let cluster_arns: Vec<String> =
-            clients.ecs.list_clusters().into_paginator().items().send().try_collect().await.expect("ListClusters");
+        let cluster_arns: Vec<String> = all_items!(clients.ecs.list_clusters(), "ListClusters");
         let clusters = if cluster_arns.is_empty() {
             vec![]
         } else {
@@ -548,16 +590,7 @@ impl Inventory {
         let mut ecs_services = Vec::new();
         for cluster in &active_clusters {
             let arn = cluster.cluster_arn().unwrap_or_default();
-            let arns: Vec<String> = clients
-                .ecs
-                .list_services()
-                .cluster(arn)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .expect("ListServices");
+            let arns: Vec<String> = all_items!(clients.ecs.list_services().cluster(arn), "ListServices");
             for chunk in arns.chunks(10) {
                 let out = clients
                     .ecs
@@ -571,17 +604,14 @@ impl Inventory {
             }
         }
         counts.insert("ecs:service", ecs_services.len());
-        let families: Vec<String> = clients
-            .ecs
-            .list_task_definition_families()
-            .family_prefix("tap-")
-            .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListTaskDefinitionFamilies");
+        let families: Vec<String> = all_items!(
+            clients
+                .ecs
+                .list_task_definition_families()
+                .family_prefix("tap-")
+                .status(aws_sdk_ecs::types::TaskDefinitionFamilyStatus::Active),
+            "ListTaskDefinitionFamilies"
+        );
         // moto keeps a family listed (ignoring the status filter) after its revisions are deleted,
         // so a family counts only while it has an ACTIVE revision.
         let mut active_families = 0;
@@ -600,14 +630,7 @@ impl Inventory {
         }
         counts.insert("ecs:task-definition-family", active_families);
 
-        let pages: Vec<_> = clients
-            .servicediscovery
-            .list_namespaces()
-            .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListNamespaces");
+        let pages: Vec<_> = all_pages!(clients.servicediscovery.list_namespaces(), "ListNamespaces");
         let namespaces: Vec<_> = pages.iter().flat_map(|p| p.namespaces()).collect();
         let namespace_name = format!("tap-{suffix}.local");
         let all_namespace_ids: Vec<String> = namespaces.iter().filter_map(|n| n.id().map(str::to_owned)).collect();
@@ -617,14 +640,7 @@ impl Inventory {
             .filter_map(|n| n.id().map(str::to_owned))
             .collect();
         counts.insert("servicediscovery:namespace", env_namespace_ids.len());
-        let pages: Vec<_> = clients
-            .servicediscovery
-            .list_services()
-            .into_paginator()
-            .send()
-            .try_collect()
-            .await
-            .expect("ListServices (Cloud Map)");
+        let pages: Vec<_> = all_pages!(clients.servicediscovery.list_services(), "ListServices (Cloud Map)");
         let sd_services: Vec<_> = pages.iter().flat_map(|p| p.services()).collect();
         let mut sd_count = 0;
         for s in &sd_services {
@@ -638,24 +654,10 @@ impl Inventory {
         counts.insert("servicediscovery:service", sd_count);
 
         let elbv2 = &clients.elbv2;
-        let lbs: Vec<_> = elbv2
-            .describe_load_balancers()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeLoadBalancers");
+        let lbs: Vec<_> = all_items!(elbv2.describe_load_balancers(), "DescribeLoadBalancers");
         let env_lbs: Vec<_> = lbs.iter().filter(|l| l.load_balancer_name().is_some_and(named)).collect();
         counts.insert("elbv2:load-balancer", env_lbs.len());
-        let tgs: Vec<_> = elbv2
-            .describe_target_groups()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeTargetGroups");
+        let tgs: Vec<_> = all_items!(elbv2.describe_target_groups(), "DescribeTargetGroups");
         counts.insert("elbv2:target-group", tgs.iter().filter(|t| t.target_group_name().is_some_and(named)).count());
         let (mut listeners, mut rules) = (0, 0);
         for lb in env_lbs {
@@ -679,16 +681,8 @@ impl Inventory {
         counts.insert("elbv2:listener", listeners);
         counts.insert("elbv2:rule", rules);
 
-        let groups: Vec<_> = clients
-            .logs
-            .describe_log_groups()
-            .log_group_name_prefix("/ecs/tap-")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeLogGroups");
+        let groups: Vec<_> =
+            all_items!(clients.logs.describe_log_groups().log_group_name_prefix("/ecs/tap-"), "DescribeLogGroups");
         let log_group_suffix = format!("-{suffix}");
         counts.insert(
             "logs:log-group",
@@ -709,30 +703,18 @@ impl Inventory {
 
         use aws_sdk_applicationautoscaling::types::ServiceNamespace;
         let resource_prefix = format!("service/tap-cluster-{suffix}/");
-        let targets: Vec<_> = clients
-            .autoscaling
-            .describe_scalable_targets()
-            .service_namespace(ServiceNamespace::Ecs)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeScalableTargets");
+        let targets: Vec<_> = all_items!(
+            clients.autoscaling.describe_scalable_targets().service_namespace(ServiceNamespace::Ecs),
+            "DescribeScalableTargets"
+        );
         counts.insert(
             "autoscaling:scalable-target",
             targets.iter().filter(|t| t.resource_id().starts_with(&resource_prefix)).count(),
         );
-        let policies: Vec<_> = clients
-            .autoscaling
-            .describe_scaling_policies()
-            .service_namespace(ServiceNamespace::Ecs)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .expect("DescribeScalingPolicies");
+        let policies: Vec<_> = all_items!(
+            clients.autoscaling.describe_scaling_policies().service_namespace(ServiceNamespace::Ecs),
+            "DescribeScalingPolicies"
+        );
         counts.insert(
             "autoscaling:scaling-policy",
             policies.iter().filter(|p| p.resource_id().starts_with(&resource_prefix)).count(),
@@ -753,23 +735,10 @@ impl Alarms {
     /// Reads every alarm of environment `suffix` through `clients`.
     pub async fn read(clients: &AwsClients, suffix: &str) -> Alarms {
         let cw = &clients.cloudwatch;
-        let (mut all, mut token) = (Vec::new(), None::<String>);
-        loop {
-            let out = cw
-                .describe_alarms()
-                .alarm_name_prefix(format!("tap-{suffix}-"))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .expect("DescribeAlarms");
-            all.extend(out.metric_alarms().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
-                _ => break,
-            }
-        }
+        let pages: Vec<_> =
+            all_pages!(cw.describe_alarms().alarm_name_prefix(format!("tap-{suffix}-")), "DescribeAlarms");
         let mut ours = Vec::new();
-        for alarm in all {
+        for alarm in pages.iter().flat_map(|page| page.metric_alarms()).cloned() {
             let tags = cw
                 .list_tags_for_resource()
                 .resource_arn(alarm.alarm_arn().unwrap_or_default())

@@ -145,6 +145,17 @@ fn invalid(field: impl Into<String>, value: impl ToString, rule: impl Into<Strin
     ConfigError::Invalid { field: field.into(), value: value.to_string(), rule: rule.into() }
 }
 
+/// The problem of `field` when `value` is outside `range`: "must be between {start} and {end}{unit}".
+fn between<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Option<ConfigError> {
+    let rule = || format!("must be between {} and {}{unit}", range.start(), range.end());
+    (!range.contains(&value)).then(|| invalid(field, &value, rule()))
+}
+
 impl Config {
     /// The figment layering: defaults → `file` (or `tap.toml` when present) → `TAP_*` env vars →
     /// `overrides` (the command-line flags that were given).
@@ -235,12 +246,8 @@ impl Config {
                 p.push(invalid("aws.endpoint_url", url, "must be an http:// or https:// URL"));
             }
         }
-        if !(1..=20).contains(&self.aws.max_attempts) {
-            p.push(invalid("aws.max_attempts", self.aws.max_attempts, "must be between 1 and 20"));
-        }
-        if !(1..=256).contains(&self.aws.max_in_flight) {
-            p.push(invalid("aws.max_in_flight", self.aws.max_in_flight, "must be between 1 and 256"));
-        }
+        p.extend(between("aws.max_attempts", self.aws.max_attempts, 1..=20, ""));
+        p.extend(between("aws.max_in_flight", self.aws.max_in_flight, 1..=256, ""));
         if self.aws.throttle_patience_seconds > 3600 {
             p.push(invalid(
                 "aws.throttle_patience_seconds",

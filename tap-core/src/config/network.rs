@@ -61,9 +61,7 @@ impl Config {
                 p.push(invalid("network.vpc_cidr", &n.vpc_cidr, "a VPC block must be between /16 and /28"));
             }
         }
-        if !(1..=6).contains(&n.az_count) {
-            p.push(invalid("network.az_count", n.az_count, "must be between 1 and 6"));
-        }
+        p.extend(between("network.az_count", n.az_count, 1..=6, ""));
         let mut seen: Vec<(String, Ipv4Net)> = Vec::new();
         for (list_name, list) in
             [("public_subnet_cidrs", &n.public_subnet_cidrs), ("private_subnet_cidrs", &n.private_subnet_cidrs)]

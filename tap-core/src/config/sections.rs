@@ -161,9 +161,7 @@ impl Config {
                 format!("CloudWatch accepts only {LOG_RETENTION_DAYS:?}"),
             ));
         }
-        if !(1..=100).contains(&self.deploy.max_failed_tasks) {
-            p.push(invalid("deploy.max_failed_tasks", self.deploy.max_failed_tasks, "must be between 1 and 100"));
-        }
+        p.extend(between("deploy.max_failed_tasks", self.deploy.max_failed_tasks, 1..=100, ""));
         if self.registry.keep_images == 0 {
             p.push(invalid("registry.keep_images", 0, "must be at least 1"));
         }
@@ -175,40 +173,16 @@ impl Config {
             p.push(invalid("cluster.on_demand_base", c.on_demand_base, "must be at most 100000"));
         }
         let i = &self.ingress;
-        if !(2..=10).contains(&i.healthy_threshold) {
-            p.push(invalid("ingress.healthy_threshold", i.healthy_threshold, "must be between 2 and 10"));
-        }
-        if !(2..=10).contains(&i.unhealthy_threshold) {
-            p.push(invalid("ingress.unhealthy_threshold", i.unhealthy_threshold, "must be between 2 and 10"));
-        }
-        if !(5..=300).contains(&i.health_check_interval) {
-            p.push(invalid(
-                "ingress.health_check_interval",
-                i.health_check_interval,
-                "must be between 5 and 300 seconds",
-            ));
-        }
-        if !(0..=3600).contains(&i.deregistration_delay_seconds) {
-            p.push(invalid(
-                "ingress.deregistration_delay_seconds",
-                i.deregistration_delay_seconds,
-                "must be between 0 and 3600 seconds",
-            ));
-        }
+        p.extend(between("ingress.healthy_threshold", i.healthy_threshold, 2..=10, ""));
+        p.extend(between("ingress.unhealthy_threshold", i.unhealthy_threshold, 2..=10, ""));
+        p.extend(between("ingress.health_check_interval", i.health_check_interval, 5..=300, " seconds"));
+        p.extend(between("ingress.deregistration_delay_seconds", i.deregistration_delay_seconds, 0..=3600, " seconds"));
         if let Some(arn) = &i.certificate_arn {
             if !arn.starts_with("arn:") {
                 p.push(invalid("ingress.certificate_arn", arn, "must be an ACM certificate ARN (arn:...)"));
             }
         }
-        if !(0..=2_147_483_647).contains(&self.discovery.dns_ttl) {
-            p.push(invalid("discovery.dns_ttl", self.discovery.dns_ttl, "must be between 0 and 2147483647"));
-        }
-        if !(1..=10).contains(&self.discovery.failure_threshold) {
-            p.push(invalid(
-                "discovery.failure_threshold",
-                self.discovery.failure_threshold,
-                "must be between 1 and 10",
-            ));
-        }
+        p.extend(between("discovery.dns_ttl", self.discovery.dns_ttl, 0..=2_147_483_647, ""));
+        p.extend(between("discovery.failure_threshold", self.discovery.failure_threshold, 1..=10, ""));
     }
 }

@@ -46,18 +46,29 @@ fn explicit_config_file_must_exist_and_unknown_keys_are_rejected() {
     });
 }
 
+/// The field of each problem of `err` (each must be a single problem).
+fn fields(err: &ConfigError) -> Vec<String> {
+    let field = |p: &ConfigError| match p {
+        ConfigError::Invalid { field, .. } => field.clone(),
+        other => panic!("not a single problem: {other:?}"),
+    };
+    err.problems().into_iter().map(field).collect()
+}
+
+/// Every problem `validate` finds in `c`, as text.
+fn problems(c: &Config) -> Vec<String> {
+    c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
+}
+
+fn route(short_name: &str, path_pattern: &str, priority: i32) -> RouteSpec {
+    let path_pattern = Some(path_pattern.into());
+    RouteSpec { short_name: short_name.into(), path_pattern, priority, health_check_path: "/".into() }
+}
+
 fn rejects(mutate: impl FnOnce(&mut Config), field: &str) {
     let mut c = Config::default();
     mutate(&mut c);
-    let err = c.validate().expect_err(field);
-    let fields: Vec<&str> = err
-        .problems()
-        .into_iter()
-        .map(|p| match p {
-            ConfigError::Invalid { field, .. } => field.as_str(),
-            other => panic!("not a single problem: {other:?}"),
-        })
-        .collect();
+    let fields = fields(&c.validate().expect_err(field));
     assert!(fields.iter().any(|f| f.starts_with(field)), "expected field {field}, got {fields:?}");
 }
 
@@ -69,16 +80,9 @@ fn validation_reports_every_problem_not_only_the_first() {
     c.logs.retention_days = 31;
     c.scaling.cpu_target = 0.0;
     let err = c.validate().unwrap_err();
-    let ConfigError::Problems(all) = &err else { panic!("several problems: {err:?}") };
-    let fields: Vec<String> = all
-        .iter()
-        .map(|p| match p {
-            ConfigError::Invalid { field, .. } => field.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    assert!(matches!(err, ConfigError::Problems(_)), "several problems: {err:?}");
     assert_eq!(
-        fields,
+        fields(&err),
         ["environment", "network.vpc_cidr", "services[1].cpu", "scaling.cpu_target", "logs.retention_days"]
     );
     let text = err.to_string();
@@ -231,9 +235,6 @@ fn long_suffix_error_names_the_limited_name() {
 #[test]
 fn strategies_are_checked_before_any_call() {
     use crate::strategy::{Strategy, StrategyOverrides};
-    let problems = |c: &Config| -> Vec<String> {
-        c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
-    };
     // Every routed service may shift traffic; the defaults leave room for the test rules.
     let all = Config {
         deploy: DeploySettings { strategy: Strategy::Canary, ..DeploySettings::default() },
@@ -264,12 +265,7 @@ fn strategies_are_checked_before_any_call() {
     extra.name = "admin".into();
     extra.port = 8081;
     extra.deploy = StrategyOverrides::default();
-    extra.route = Some(RouteSpec {
-        short_name: "adm".into(),
-        path_pattern: Some("/admin/*".into()),
-        priority: 9,
-        health_check_path: "/".into(),
-    });
+    extra.route = Some(route("adm", "/admin/*", 9));
     c.services.push(extra);
     let found = problems(&c);
     assert!(found.iter().any(|p| p.contains("services[1].route.priority") && p.contains("priority 9")), "{found:?}");
@@ -279,9 +275,6 @@ fn strategies_are_checked_before_any_call() {
 /// count and the 100-rule limit, before any AWS call. 100 rules exactly are accepted.
 #[test]
 fn more_routed_services_than_a_listener_takes_rules_are_refused() {
-    let problems = |c: &Config| -> Vec<String> {
-        c.validate().err().map(|e| e.problems().iter().map(|p| p.to_string()).collect()).unwrap_or_default()
-    };
     let with_routed = |n: usize| {
         let mut c = Config::default();
         c.services.truncate(1);
@@ -290,12 +283,7 @@ fn more_routed_services_than_a_listener_takes_rules_are_refused() {
             let mut s = template.clone();
             s.name = format!("svc-{i}");
             s.port = 20000 + i as u16;
-            s.route = Some(RouteSpec {
-                short_name: format!("s{i}"),
-                path_pattern: Some(format!("/s{i}/*")),
-                priority: 100 + i as i32,
-                health_check_path: "/".into(),
-            });
+            s.route = Some(route(&format!("s{i}"), &format!("/s{i}/*"), 100 + i as i32));
             c.services.push(s);
         }
         c

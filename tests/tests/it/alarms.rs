@@ -13,27 +13,7 @@ use std::collections::BTreeMap;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, MetricAlarm, StateValue, Statistic};
 use serde_json::Value;
 use tests::services_toml::{API_GATEWAY, FRONTEND};
-use tests::{Alarms, TestEnv};
-
-/// `tap --output json <args>` with exit code `code`: the JSON document.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
-}
-
-/// (resource, action) of the changes of `step`, sorted.
-fn changes_of(doc: &Value, step: &str) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == step)
-        .map(|c| (c["resource"].as_str().unwrap_or_default().into(), c["action"].as_str().unwrap_or_default().into()))
-        .collect();
-    v.sort();
-    v
-}
+use tests::{changes_of, tap_json, Alarms, TestEnv};
 
 fn dimensions(alarm: &MetricAlarm) -> BTreeMap<String, String> {
     alarm

@@ -6,20 +6,13 @@ use std::net::TcpStream;
 
 use aws_sdk_ecs::types::ClusterField;
 use serde_json::Value;
-use tests::TestEnv;
+use tests::{tap_json, TestEnv};
 
 const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
 
 /// A fresh environment (the harness only hands out regions with three or more AZs).
 fn test_env(suffix: &str) -> TestEnv {
     TestEnv::new(suffix)
-}
-
-/// `tap --output json <args>`, expecting success, as JSON.
-fn tap_json(env: &TestEnv, args: &[&str]) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).success().json()
 }
 
 /// The changes of a run's document made by `step`.
@@ -40,13 +33,7 @@ fn own_mutating_calls(doc: &Value) -> Vec<(String, u64)> {
             ]
             .contains(&op)
     };
-    doc["calls"]["by_operation"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(op, _)| ours(op) && tap_core::aws::is_mutating(op.rsplit(':').next().unwrap_or(op)))
-        .map(|(op, n)| (op.clone(), n.as_u64().unwrap_or(0)))
-        .collect()
+    tests::mutating_calls(doc).into_iter().filter(|(op, _)| ours(op)).collect()
 }
 
 /// moto's own view of its models (`/moto-api/data.json`), for what the AWS API does not show
@@ -123,7 +110,7 @@ async fn discovery_service(env: &TestEnv, namespace_id: &str, name: &str) -> aws
 #[tokio::test]
 async fn deploy_builds_repositories_cluster_and_namespace_then_converges() {
     let env = test_env("base-deploy");
-    let first = tap_json(&env, &["deploy", "--no-wait"]);
+    let first = tap_json(&env, &["deploy", "--no-wait"], 0);
     assert_eq!(changes_of(&first, "registry").len(), 3, "{first:#}");
     assert_eq!(changes_of(&first, "cluster").len(), 1, "{first:#}");
     assert_eq!(changes_of(&first, "discovery").len(), 2, "{first:#}");
@@ -192,7 +179,7 @@ async fn deploy_builds_repositories_cluster_and_namespace_then_converges() {
     assert_eq!(threshold, Some(1));
 
     // A second deploy right away changes nothing.
-    let second = tap_json(&env, &["deploy", "--no-wait"]);
+    let second = tap_json(&env, &["deploy", "--no-wait"], 0);
     for step in ["registry", "cluster", "discovery"] {
         assert!(changes_of(&second, step).is_empty(), "{step} changed on the second deploy: {second:#}");
     }
@@ -202,7 +189,7 @@ async fn deploy_builds_repositories_cluster_and_namespace_then_converges() {
 #[tokio::test]
 async fn drift_is_planned_then_repaired() {
     let env = test_env("base-drift");
-    tap_json(&env, &["deploy", "--no-wait"]);
+    tap_json(&env, &["deploy", "--no-wait"], 0);
     let clients = env.clients().await;
     let repo = format!("tap-frontend-{}", env.suffix);
     let cluster = format!("tap-cluster-{}", env.suffix);
@@ -263,7 +250,7 @@ async fn drift_is_planned_then_repaired() {
     assert!(lifecycle_policy(&env, &repo).await.is_none(), "plan repaired nothing");
 
     // deploy repairs them with exactly the fixing calls.
-    let deploy = tap_json(&env, &["deploy", "--no-wait"]);
+    let deploy = tap_json(&env, &["deploy", "--no-wait"], 0);
     let mut fixes = own_mutating_calls(&deploy);
     fixes.sort();
     assert_eq!(
@@ -291,8 +278,8 @@ async fn drift_is_planned_then_repaired() {
 #[tokio::test]
 async fn destroy_leaves_no_repository_cluster_or_namespace() {
     let env = test_env("base-destroy");
-    tap_json(&env, &["deploy", "--no-wait"]);
-    let destroyed = tap_json(&env, &["destroy", "--yes"]);
+    tap_json(&env, &["deploy", "--no-wait"], 0);
+    let destroyed = tap_json(&env, &["destroy", "--yes"], 0);
     assert_eq!(changes_of(&destroyed, "registry").len(), 3, "{destroyed:#}");
     assert_eq!(changes_of(&destroyed, "cluster").len(), 1, "{destroyed:#}");
     assert_eq!(changes_of(&destroyed, "discovery").len(), 2, "{destroyed:#}");
@@ -315,7 +302,7 @@ async fn destroy_leaves_no_repository_cluster_or_namespace() {
     assert!(services.services().iter().all(|s| s.name() != Some("processing-service")), "Cloud Map service left");
 
     // Destroying again finds nothing and succeeds.
-    let again = tap_json(&env, &["destroy", "--yes"]);
+    let again = tap_json(&env, &["destroy", "--yes"], 0);
     for step in ["registry", "cluster", "discovery"] {
         assert!(changes_of(&again, step).is_empty(), "{again:#}");
     }

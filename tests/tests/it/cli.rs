@@ -6,19 +6,11 @@
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tests::tap_binary;
-
-/// The `tap` binary, never asking the instance-metadata address.
-fn tap_command() -> Command {
-    let mut cmd = Command::new(tap_binary());
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
+use tests::tap_command;
 
 /// A loopback listener that counts every connection made to it.
 struct CallTrap {

@@ -8,12 +8,7 @@ use tests::{Run, TestEnv};
 
 /// `tap <args>` with extra environment variables and without `RUST_LOG` (tap's own defaults).
 fn tap_quiet(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let out = env.command().env_remove("RUST_LOG").envs(vars.iter().copied()).args(args).output().expect("run tap");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(env.command().env_remove("RUST_LOG").envs(vars.iter().copied()).args(args).output().expect("run tap"))
 }
 
 fn json(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Value {

@@ -8,46 +8,14 @@ use std::collections::BTreeSet;
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, LoadBalancer, TargetGroup};
 use serde_json::Value;
-use tests::TestEnv;
+use tests::{changes_of, tap_json, TestEnv};
 
 const ELB: &str = "Elastic Load Balancing v2";
 
-/// `tap --output json <args>` that must exit with `code`.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
-}
-
-/// (resource, action) of the ingress step's changes.
-fn ingress_changes(doc: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == "ingress")
-        .map(|c| {
-            (
-                c["resource"].as_str().unwrap_or_default().to_string(),
-                c["action"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Mutating ELBv2 operations and their counts.
 fn elb_mutations(doc: &Value) -> Vec<(String, u64)> {
-    doc["calls"]["by_operation"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(key, n)| {
-            let op = key.strip_prefix(ELB)?.strip_prefix(':')?;
-            tap_core::aws::is_mutating(op).then(|| (op.to_string(), n.as_u64().unwrap_or(0)))
-        })
-        .collect()
+    let ops = tests::mutating_calls(doc).into_iter();
+    ops.filter_map(|(key, n)| Some((key.strip_prefix(ELB)?.strip_prefix(':')?.to_string(), n))).collect()
 }
 
 async fn load_balancer(elb: &aws_sdk_elasticloadbalancingv2::Client, name: &str) -> Option<LoadBalancer> {
@@ -79,7 +47,7 @@ async fn ingress_step_builds_the_spec_repairs_drift_and_destroys() {
     let (lb_name, fe_name, api_name) = (format!("tap-alb-{s}"), format!("tap-fe-{s}"), format!("tap-api-{s}"));
 
     let first = tap_json(&env, &["deploy", "--no-wait"], 0);
-    let created = ingress_changes(&first);
+    let created = changes_of(&first, "ingress");
     for resource in [
         "ingress/load-balancer",
         "ingress/target-group/frontend",
@@ -172,18 +140,21 @@ async fn ingress_step_builds_the_spec_repairs_drift_and_destroys() {
     );
 
     let repair = tap_json(&env, &["deploy", "--no-wait"], 0);
-    assert_eq!(ingress_changes(&repair), [("ingress/target-group/api-gateway".to_string(), "update".to_string())]);
+    assert_eq!(
+        changes_of(&repair, "ingress"),
+        [("ingress/target-group/api-gateway".to_string(), "update".to_string())]
+    );
     assert_eq!(elb_mutations(&repair), [("ModifyTargetGroup".to_string(), 1)], "{}", repair["calls"]);
     assert_eq!(target_group(elb, &api_name).await.unwrap().health_check_path(), Some("/health"));
 
     // A deploy right after makes no mutating ELB call and changes nothing.
     let again = tap_json(&env, &["deploy", "--no-wait"], 0);
-    assert!(ingress_changes(&again).is_empty(), "{:?}", ingress_changes(&again));
+    assert!(changes_of(&again, "ingress").is_empty(), "{:?}", changes_of(&again, "ingress"));
     assert!(elb_mutations(&again).is_empty(), "{:?}", elb_mutations(&again));
 
     // Destroy leaves no load balancer or target group of the environment.
     let destroyed = tap_json(&env, &["destroy", "--yes"], 0);
-    let deleted = ingress_changes(&destroyed);
+    let deleted = changes_of(&destroyed, "ingress");
     for resource in ["ingress/load-balancer", "ingress/target-group/frontend", "ingress/target-group/api-gateway"] {
         assert!(deleted.contains(&(resource.to_string(), "delete".to_string())), "{resource} not deleted: {deleted:?}");
     }
@@ -197,5 +168,5 @@ async fn ingress_step_builds_the_spec_repairs_drift_and_destroys() {
 
     // Destroying again is a no-op.
     let again = tap_json(&env, &["destroy", "--yes"], 0);
-    assert!(ingress_changes(&again).is_empty(), "{:?}", ingress_changes(&again));
+    assert!(changes_of(&again, "ingress").is_empty(), "{:?}", changes_of(&again, "ingress"));
 }

@@ -85,12 +85,7 @@ async fn lock_groups(clients: &AwsClients, env: &str) -> Vec<String> {
 }
 
 fn wait_output(child: Child) -> Run {
-    let out = child.wait_with_output().expect("wait for tap");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    Run::from(child.wait_with_output().expect("wait for tap"))
 }
 
 fn spawn(env: &TestEnv, args: &[&str]) -> Child {

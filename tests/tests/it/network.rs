@@ -11,29 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::{Filter, NatGatewayState, RouteTable, Tag, VpcAttributeName};
 use aws_sdk_ec2::Client;
 use serde_json::Value;
-use tests::TestEnv;
+use tests::{tap_json, TestEnv};
 
 const PUBLIC: [&str; 3] = ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"];
 const PRIVATE: [&str; 3] = ["10.0.10.0/24", "10.0.11.0/24", "10.0.12.0/24"];
 
-/// `tap --output json <args>` that must exit with `code`.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
-}
-
 /// (resource, action) of the network step's changes.
 fn network_changes(doc: &Value) -> BTreeSet<(String, String)> {
-    doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == "network")
-        .map(|c| {
-            (c["resource"].as_str().unwrap_or_default().to_owned(), c["action"].as_str().unwrap_or_default().to_owned())
-        })
-        .collect()
+    tests::changes_of(doc, "network").into_iter().collect()
 }
 
 fn tag<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {

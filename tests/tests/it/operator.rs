@@ -12,30 +12,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ec2::types::{Filter, NatGatewayState, RouteTable, Tag};
 use serde_json::Value;
-use tests::{tap_binary, Run, TestEnv};
-
-/// The `tap` binary, never asking the instance-metadata address.
-fn tap_command() -> Command {
-    let mut cmd = Command::new(tap_binary());
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
-
-/// `tap --output json <args>` that must exit with `code`.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
-}
+use tests::{tap_binary, tap_command, tap_json, Run, TestEnv};
 
 /// `tap <args>` with extra environment variables.
 fn tap_with(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let out = env.command().envs(vars.iter().copied()).args(args).output().expect("run tap");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(env.command().envs(vars.iter().copied()).args(args).output().expect("run tap"))
 }
 
 fn workspace_root() -> PathBuf {
@@ -161,21 +142,7 @@ async fn json_documents_and_exit_codes_of_every_command() {
 
     // outputs: exactly the 12 stack outputs.
     let outputs = tap_json(&env, &["outputs"], 0);
-    let expected = set(&[
-        "vpcId",
-        "albDnsName",
-        "clusterName",
-        "clusterArn",
-        "frontendServiceArn",
-        "apiGatewayServiceArn",
-        "processingServiceArn",
-        "frontendEcrUrl",
-        "apiGatewayEcrUrl",
-        "processingServiceEcrUrl",
-        "publicSubnetIds",
-        "privateSubnetIds",
-    ]);
-    assert_eq!(keys(&outputs), expected);
+    assert_eq!(keys(&outputs), set(&tests::SPEC_OUTPUT_KEYS));
     for (k, v) in outputs.as_object().unwrap() {
         match v {
             Value::String(s) => assert!(!s.is_empty(), "{k}"),
@@ -555,13 +522,7 @@ impl Nats {
 
 /// (resource, action) of the network step's changes.
 fn network_changes(doc: &Value) -> BTreeSet<(String, String)> {
-    doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == "network")
-        .map(|c| (c["resource"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
-        .collect()
+    tests::changes_of(doc, "network").into_iter().collect()
 }
 
 fn pairs(items: &[(&str, &str)]) -> BTreeSet<(String, String)> {

@@ -9,14 +9,7 @@
 //!   AWS call.
 
 use serde_json::Value;
-use tests::{proxy, Faults, TestEnv};
-
-/// `tap --output json <args>` that must exit with `code`.
-fn tap_json(env: &TestEnv, args: &[&str], code: i32) -> Value {
-    let mut all = vec!["--output", "json"];
-    all.extend_from_slice(args);
-    env.tap(&all).expect_code(code).json()
-}
+use tests::{proxy, tap_json, Faults, TestEnv};
 
 /// The `quotas` row of `quota_code` in a plan's or deploy's JSON.
 fn row<'a>(doc: &'a Value, quota_code: &str) -> &'a Value {

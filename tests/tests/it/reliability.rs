@@ -149,17 +149,9 @@ async fn internal_errors_after_creates(seed: u64) {
     // test gives the SDK 10 attempts, so that only tap's own handling of unknown outcomes is
     // measured. The creates that must not be resent never use those attempts (NoBlindRetry).
     let deploy_through_proxy = || {
-        let out = through_proxy
-            .command()
-            .args(["--output", "json", "deploy", "--no-wait"])
-            .env("TAP_AWS__MAX_ATTEMPTS", "10")
-            .output()
-            .expect("run tap");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        let mut command = through_proxy.command();
+        command.args(["--output", "json", "deploy", "--no-wait"]).env("TAP_AWS__MAX_ATTEMPTS", "10");
+        Run::from(command.output().expect("run tap"))
     };
 
     // Required: the first deploy already succeeds, with exactly one of each resource.
@@ -316,13 +308,7 @@ async fn a_second_deploy_is_refused_or_waits_while_one_runs() {
     // The first dies holding the lock: the waiting deploy takes it over (no `tap unlock`).
     let first_pid = first.id();
     kill(first);
-    let out = second.wait_with_output().expect("waiting deploy");
-    let run = Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    };
-    let run = run.success_in("the waiting deploy");
+    let run = Run::from(second.wait_with_output().expect("waiting deploy")).success_in("the waiting deploy");
     assert_eq!(run.json()["command"], "deploy");
     assert!(
         run.stderr.contains("took over the lock of run") && run.stderr.contains(&format!("pid {first_pid} (deploy)")),

@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{TaskDefinitionField, TaskDefinitionStatus};
 use serde_json::Value;
 use tap_core::aws::is_mutating;
 use tap_core::AwsError;
-use tests::{proxy, Faults, TestEnv};
+use tests::{changes_of, proxy, Faults, TestEnv};
 
 const SERVICES: [&str; 3] = ["frontend", "api-gateway", "processing-service"];
 
@@ -22,19 +22,6 @@ fn tap_run(env: &TestEnv, args: &[&str]) -> (Value, String) {
     all.extend_from_slice(args);
     let run = env.tap(&all).success();
     (run.json(), run.stderr)
-}
-
-/// (resource, action) of the services step's changes.
-fn services_changes(doc: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = doc["changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["step"] == "services")
-        .map(|c| (c["resource"].as_str().unwrap_or_default().into(), c["action"].as_str().unwrap_or_default().into()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// Operation → count of a run's calls.
@@ -322,23 +309,7 @@ fn repo_key(service: &str) -> &'static str {
 async fn assert_outputs_match_aws(aws: &Aws, outputs: &Value) {
     let s = &aws.s;
     let keys: BTreeSet<&str> = outputs.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from([
-            "vpcId",
-            "albDnsName",
-            "clusterName",
-            "clusterArn",
-            "frontendServiceArn",
-            "apiGatewayServiceArn",
-            "processingServiceArn",
-            "frontendEcrUrl",
-            "apiGatewayEcrUrl",
-            "processingServiceEcrUrl",
-            "publicSubnetIds",
-            "privateSubnetIds",
-        ])
-    );
+    assert_eq!(keys, BTreeSet::from(tests::SPEC_OUTPUT_KEYS));
     let c = &aws.c;
     let vpcs = c
         .ec2
@@ -394,13 +365,13 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
     // Plan from empty: every services resource is a create, nothing is touched.
     let (plan, _) = tap_run(&env, &["plan"]);
     assert_eq!(plan["calls"]["mutating"], 0, "{:?}", tests::mutating_calls(&plan));
-    let planned = services_changes(&plan);
+    let planned = changes_of(&plan, "services");
     assert_eq!(planned.len(), 15, "{planned:?}");
     assert!(planned.iter().all(|(_, a)| a == "create"));
 
     // Deploy from empty builds the whole stack, converging the ECS services in the same run.
     let (first, logs) = tap_run(&env, &["deploy", "--no-wait"]);
-    assert_eq!(services_changes(&first), planned, "deploy does what plan showed");
+    assert_eq!(changes_of(&first, "services"), planned, "deploy does what plan showed");
     let ops = calls(&first);
     assert_eq!(ops.get("ECS:RegisterTaskDefinition"), Some(&3), "{ops:?}");
     assert_eq!(ops.get("ECS:CreateService"), Some(&3));
@@ -440,7 +411,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
         "second deploy makes no mutating call: {:?}",
         tests::mutating_calls(&second)
     );
-    assert_eq!(services_changes(&second), vec![]);
+    assert_eq!(changes_of(&second, "services"), vec![]);
     for svc in SERVICES {
         assert_eq!(aws.active_revisions(svc).await.len(), 1, "{svc}");
     }
@@ -462,7 +433,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
 
     // Destroy leaves nothing of the services behind.
     let (destroyed, _) = tap_run(&env, &["destroy", "--yes"]);
-    let removed = services_changes(&destroyed);
+    let removed = changes_of(&destroyed, "services");
     assert!(removed.iter().all(|(_, a)| a == "delete"), "{removed:?}");
     assert!(removed.iter().any(|(r, _)| r == "services/ecs-service/frontend"), "{removed:?}");
     assert!(aws.services().await.iter().all(|s| s.status() != Some("ACTIVE")), "no service is ACTIVE");
@@ -479,7 +450,7 @@ async fn services_deploy_converges_in_one_run_is_idempotent_rolls_new_images_and
 
     // Destroying again is a no-op.
     let (again, _) = tap_run(&env, &["destroy", "--yes"]);
-    assert_eq!(services_changes(&again), vec![]);
+    assert_eq!(changes_of(&again, "services"), vec![]);
 }
 
 #[tokio::test]
@@ -487,7 +458,9 @@ async fn a_running_service_is_never_moved_to_an_image_its_repository_does_not_ha
     let env = TestEnv::new("svc-image");
     // A first deploy into new, empty repositories creates the services and says how to push.
     let (first, logs) = tap_run(&env, &["deploy", "--no-wait"]);
-    assert!(services_changes(&first).iter().any(|(r, a)| r == "services/ecs-service/api-gateway" && a == "create"));
+    assert!(changes_of(&first, "services")
+        .iter()
+        .any(|(r, a)| r == "services/ecs-service/api-gateway" && a == "create"));
     assert!(logs.contains("is not in ECR") && logs.contains("docker push"), "{logs}");
     env.push_image(&SERVICES, "v1").await;
     env.push_image(&SERVICES, "v2").await;
@@ -553,7 +526,7 @@ async fn a_running_service_is_never_moved_to_an_image_its_repository_does_not_ha
         tests::mutating_calls(&moved)
     );
     assert!(logs.contains("is not in ECR") && logs.contains("anyway"), "{logs}");
-    assert!(services_changes(&moved).iter().all(|(_, a)| a != "refuse"), "{:?}", services_changes(&moved));
+    assert!(changes_of(&moved, "services").iter().all(|(_, a)| a != "refuse"), "{:?}", changes_of(&moved, "services"));
 
     env.tap(&["destroy", "--yes"]).success();
 }
