@@ -765,6 +765,13 @@ fn removed_api_reads(log: Arc<std::sync::Mutex<Vec<String>>>) -> MockElbApi {
     m
 }
 
+/// The deletes of the api-gateway's rule and target group.
+fn api_deleted() -> Vec<(String, Action)> {
+    ["ingress/listener/http/rule/api-gateway", "ingress/target-group/api-gateway"]
+        .map(|id| (id.to_string(), Action::Delete))
+        .to_vec()
+}
+
 fn summary_of(changes: &[Change]) -> Vec<(String, Action)> {
     let mut v: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
     v.sort();
@@ -778,13 +785,7 @@ async fn plan_lists_the_target_group_and_rule_of_a_service_no_longer_routed() {
     expect_no_mutation(&mut m);
     // Plan does not wait for the services step's prune.
     let changes = step(m).plan(&context_with(config_without_api(), true)).await.unwrap();
-    assert_eq!(
-        summary_of(&changes),
-        vec![
-            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
-            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
-        ]
-    );
+    assert_eq!(summary_of(&changes), api_deleted());
 }
 
 #[tokio::test]
@@ -803,13 +804,7 @@ async fn prune_deletes_the_rule_then_after_the_services_the_target_group_of_a_re
     ctx.give_pruned(tap_core::step::Pruned::Services);
     let changes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
     assert_eq!(*log.lock().unwrap(), ["rule", "target group"]);
-    assert_eq!(
-        summary_of(&changes),
-        vec![
-            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
-            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
-        ]
-    );
+    assert_eq!(summary_of(&changes), api_deleted());
 }
 
 #[tokio::test]
