@@ -147,25 +147,30 @@ fn has(tags: &[Tag], k: &str, v: &str) -> bool {
 
 /// Mocks the reads of a fully converged environment (HTTP only).
 fn converged() -> MockElbApi {
-    reads_with(observed_tgs())
+    reads_with(observed_tgs(), 30)
 }
 
 /// The reads of [`converged`], but for the frontend group's health check path, which drifted.
 fn path_drifted() -> MockElbApi {
     let mut tgs = observed_tgs();
     tgs[0].health_check.path = "/drifted".into();
-    reads_with(tgs)
+    reads_with(tgs, 30)
 }
 
-/// The reads of [`converged`], its target groups as `tgs`.
-fn reads_with(tgs: Vec<ObservedTargetGroup>) -> MockElbApi {
+/// The reads of [`converged`], but for the frontend group, which drains for AWS's default of 300 s.
+fn delay_drifted() -> MockElbApi {
+    reads_with(observed_tgs(), 300)
+}
+
+/// The reads of [`converged`], its target groups as `tgs`, the frontend's draining `fe_delay` s.
+fn reads_with(tgs: Vec<ObservedTargetGroup>, fe_delay: i32) -> MockElbApi {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().withf(|n| n == "tap-alb-dev").returning(|_| Ok(Some(observed_lb())));
     // Every target group from one listing of the region; none described by name.
     m.expect_describe_target_groups().never();
     m.expect_list_target_groups().times(1).returning(move || Ok(tgs.clone()));
-    // One DescribeTargetGroupAttributes per routed group: the delay is what the config asks.
-    m.expect_deregistration_delay().times(2).returning(|_| Ok(Some(30)));
+    // One DescribeTargetGroupAttributes per routed group (the config asks for 30 s).
+    m.expect_deregistration_delay().times(2).returning(move |arn| Ok(Some(if arn == FE_ARN { fe_delay } else { 30 })));
     m.expect_list_listeners()
         .withf(|arn| arn == LB_ARN)
         .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
@@ -899,17 +904,6 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
     assert_eq!(diff.update, LoadBalancerUpdate { subnets: Some(subnets()), security_groups: None });
     let internal = ObservedLoadBalancer { scheme: Some("internal".into()), ..observed_lb() };
     assert!(kind.diff(&want, &internal).unwrap_err().contains("scheme `internal`"), "a conflict");
-}
-
-/// Reads of a converged environment whose frontend group drains for AWS's default of 300 s.
-fn delay_drifted() -> MockElbApi {
-    let mut m = MockElbApi::new();
-    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
-    m.expect_deregistration_delay().times(2).returning(|arn| Ok(Some(if arn == FE_ARN { 300 } else { 30 })));
-    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
-    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
-    m
 }
 
 #[tokio::test]
