@@ -1009,14 +1009,19 @@ mod tests {
         }
     }
 
+    fn pairs_named(names: &[&str]) -> Vec<Owned<String>> {
+        names
+            .iter()
+            .map(|n| Owned { id: format!("fake/pair/{n}"), name: n.to_string(), observed: n.to_string() })
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_kind_whose_delete_takes_a_list_is_deleted_in_batches_and_one_gone_is_no_change() {
         let pairs = Pairs::default();
         pairs.names.lock().unwrap().extend(["a", "b", "c", "e"].map(String::from));
         // `d` is already gone: its batch is refused whole, then deleted one by one.
-        let doomed: Vec<Owned<String>> = ["a", "b", "c", "d", "e"]
-            .map(|n| Owned { id: format!("fake/pair/{n}"), name: n.to_string(), observed: n.to_string() })
-            .to_vec();
+        let doomed = pairs_named(&["a", "b", "c", "d", "e"]);
         let ctx = Context::new(Config::default());
         let engine = Engine::new(&ctx, "fake", Mode::Apply);
         let deleted = engine.delete_all(&pairs, &doomed.iter().collect::<Vec<_>>()).await.unwrap();
@@ -1056,6 +1061,11 @@ mod tests {
 
     fn fast() -> Recovery {
         Recovery { attempts: 3, lookup: Duration::from_millis(20), lookup_delay: Duration::from_millis(1) }
+    }
+
+    /// Sends a held delete again within milliseconds, for five seconds.
+    fn quick() -> Backoff {
+        Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2), timeout: Duration::from_secs(5) }
     }
 
     /// Plans, then applies, a converge of `want` (name → record) over what `aws` holds, and prunes
@@ -1200,12 +1210,7 @@ mod tests {
         aws.records.lock().unwrap().insert("a".into(), record("dev", "a", 1));
         let ctx = ctx("dev");
         let fake = Fake { aws: &aws };
-        let quick = Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-            timeout: Duration::from_secs(5),
-        };
-        let engine = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick);
+        let engine = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick());
         assert!(engine.delete(&fake, "fake/record/a", "a", &record("dev", "a", 1)).await.unwrap());
         let deletes = aws.calls.lock().unwrap().iter().filter(|c| *c == "delete a").count();
         assert_eq!(deletes, 3, "two refusals, then the delete that went through");
@@ -1215,7 +1220,7 @@ mod tests {
         // Held past the deadline: the error names the resource and what AWS said.
         *aws.holds.lock().unwrap() = u32::MAX;
         aws.records.lock().unwrap().insert("b".into(), record("dev", "b", 1));
-        let brief = Backoff { timeout: Duration::from_millis(20), ..quick };
+        let brief = Backoff { timeout: Duration::from_millis(20), ..quick() };
         let engine = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(brief);
         let err = engine.delete(&fake, "fake/record/b", "b", &record("dev", "b", 1)).await.unwrap_err();
         assert!(err.to_string().contains("fake/record/b") && err.to_string().contains("DependencyViolation"), "{err}");
@@ -1280,9 +1285,7 @@ mod tests {
     async fn a_batch_delete_leaves_out_what_is_not_the_environments() {
         let pairs = Pairs::default();
         pairs.names.lock().unwrap().extend(["a", "b", "theirs"].map(String::from));
-        let doomed: Vec<Owned<String>> = ["a", "theirs", "b"]
-            .map(|n| Owned { id: format!("fake/pair/{n}"), name: n.to_string(), observed: n.to_string() })
-            .to_vec();
+        let doomed = pairs_named(&["a", "theirs", "b"]);
         let ctx = Context::new(Config::default());
         let engine = Engine::new(&ctx, "fake", Mode::Apply);
         let deleted = engine.delete_all(&pairs, &doomed.iter().collect::<Vec<_>>()).await.unwrap();
@@ -1346,12 +1349,7 @@ mod tests {
             [("b", None), ("c", None)].map(|(l, n)| AttrChange::new("link", Some(l.into()), n))
         );
 
-        let quick = Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(2),
-            timeout: Duration::from_secs(5),
-        };
-        let apply = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick);
+        let apply = Engine::new(&ctx, "fake", Mode::Apply).with_hold_backoff(quick());
         let ready = async {
             fake.call("ready".into());
             Ok(())

@@ -79,6 +79,8 @@ fn failed(code: &str, message: &str) -> OperationState {
     OperationState { error_code: Some(code.into()), error_message: Some(message.into()), ..operation("FAIL") }
 }
 
+/// Forbids every write not expected before this call: mockall answers a call with the first
+/// expectation that matches it and is not used up.
 fn no_mutations(mock: &mut MockCloudMapApi) {
     mock.expect_create_private_dns_namespace().never();
     mock.expect_create_service().never();
@@ -226,8 +228,7 @@ async fn drifted_ttl_gets_exactly_one_update() {
         .times(1)
         .returning(|_, _| Ok("op-2".into()));
     mock.expect_get_operation().withf(|id: &str| id == "op-2").times(1).returning(|_| Ok(success("SERVICE", "srv-1")));
-    mock.expect_create_private_dns_namespace().never();
-    mock.expect_create_service().never();
+    no_mutations(&mut mock);
     let changes = step(mock).apply(&ctx()).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].action, Action::Update);
@@ -415,9 +416,6 @@ fn with_removed(mock: &mut MockCloudMapApi) {
             vec![("Environment".into(), "dev".into())]
         })
     });
-    mock.expect_create_service().never();
-    mock.expect_update_service_dns().never();
-    mock.expect_delete_namespace().never();
 }
 
 #[tokio::test]
@@ -442,6 +440,7 @@ async fn a_removed_service_is_deleted_once_the_services_step_is_done() {
         d.fetch_add(1, Ordering::SeqCst);
         Ok(())
     });
+    no_mutations(&mut mock);
     let ctx = ctx();
     ctx.expect_pruned([Pruned::Services]);
     let step = step(mock);

@@ -11,6 +11,7 @@ use elbv2::types::{
     RedirectActionConfig, RedirectActionStatusCodeEnum, RuleCondition, TargetGroupAttribute, TargetGroupTuple,
     TargetTypeEnum,
 };
+use tap_core::error::IfFound;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::AwsError;
@@ -537,21 +538,11 @@ fn no_blind_retry() -> elbv2::config::Builder {
 #[async_trait]
 impl ElbApi for SdkElb {
     async fn find_load_balancer(&self, name: &str) -> Result<Option<ObservedLoadBalancer>, AwsError> {
-        match self.0.describe_load_balancers().names(name).send().await {
-            Ok(out) => Ok(out
-                .load_balancers()
-                .iter()
-                .find(|lb| lb.load_balancer_name() == Some(name))
-                .map(observed_load_balancer)),
-            Err(e) => {
-                let e = AwsError::from(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let Some(out) = self.0.describe_load_balancers().names(name).send().await.map_err(AwsError::from).if_found()?
+        else {
+            return Ok(None);
+        };
+        Ok(out.load_balancers().iter().find(|lb| lb.load_balancer_name() == Some(name)).map(observed_load_balancer))
     }
 
     async fn create_load_balancer(&self, spec: &LoadBalancerSpec) -> Result<ObservedLoadBalancer, AwsError> {

@@ -147,13 +147,30 @@ fn has(tags: &[Tag], k: &str, v: &str) -> bool {
 
 /// Mocks the reads of a fully converged environment (HTTP only).
 fn converged() -> MockElbApi {
+    reads_with(observed_tgs(), 30)
+}
+
+/// The reads of [`converged`], but for the frontend group's health check path, which drifted.
+fn path_drifted() -> MockElbApi {
+    let mut tgs = observed_tgs();
+    tgs[0].health_check.path = "/drifted".into();
+    reads_with(tgs, 30)
+}
+
+/// The reads of [`converged`], but for the frontend group, which drains for AWS's default of 300 s.
+fn delay_drifted() -> MockElbApi {
+    reads_with(observed_tgs(), 300)
+}
+
+/// The reads of [`converged`], its target groups as `tgs`, the frontend's draining `fe_delay` s.
+fn reads_with(tgs: Vec<ObservedTargetGroup>, fe_delay: i32) -> MockElbApi {
     let mut m = MockElbApi::new();
     m.expect_find_load_balancer().withf(|n| n == "tap-alb-dev").returning(|_| Ok(Some(observed_lb())));
     // Every target group from one listing of the region; none described by name.
     m.expect_describe_target_groups().never();
-    m.expect_list_target_groups().times(1).returning(|| Ok(observed_tgs()));
-    // One DescribeTargetGroupAttributes per routed group: the delay is what the config asks.
-    m.expect_deregistration_delay().times(2).returning(|_| Ok(Some(30)));
+    m.expect_list_target_groups().times(1).returning(move || Ok(tgs.clone()));
+    // One DescribeTargetGroupAttributes per routed group (the config asks for 30 s).
+    m.expect_deregistration_delay().times(2).returning(move |arn| Ok(Some(if arn == FE_ARN { fe_delay } else { 30 })));
     m.expect_list_listeners()
         .withf(|arn| arn == LB_ARN)
         .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
@@ -163,6 +180,8 @@ fn converged() -> MockElbApi {
     m
 }
 
+/// Forbids every write not expected before this call: mockall answers a call with the first
+/// expectation that matches it and is not used up, so this goes after the writes a test expects.
 fn expect_no_mutation(m: &mut MockElbApi) {
     m.expect_create_load_balancer().never();
     m.expect_set_subnets().never();
@@ -258,11 +277,7 @@ async fn creates_exactly_the_spec_from_nothing() {
         })
         .times(1)
         .returning(|_, _| Ok(RULE_ARN.into()));
-    m.expect_set_subnets().never();
-    m.expect_set_security_groups().never();
-    m.expect_modify_target_group().never();
-    m.expect_modify_listener().never();
-    m.expect_modify_rule().never();
+    expect_no_mutation(&mut m);
 
     let ctx = context();
     let changes = step(m).apply(&ctx).await.unwrap();
@@ -305,29 +320,12 @@ async fn matching_environment_makes_no_mutating_call() {
 
 #[tokio::test]
 async fn health_check_path_drift_is_fixed_alone() {
-    let mut m = MockElbApi::new();
-    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_list_target_groups().returning(|| {
-        let mut tgs = observed_tgs();
-        tgs[0].health_check.path = "/drifted".into();
-        Ok(tgs)
-    });
-    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
-    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
-    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    let mut m = path_drifted();
     m.expect_modify_target_group()
         .withf(|arn, hc| arn == API_ARN && *hc == health("/health"))
         .times(1)
         .returning(|_, _| Ok(()));
-    m.expect_create_load_balancer().never();
-    m.expect_set_subnets().never();
-    m.expect_set_security_groups().never();
-    m.expect_create_target_group().never();
-    m.expect_create_listener().never();
-    m.expect_modify_listener().never();
-    m.expect_create_rule().never();
-    m.expect_modify_rule().never();
-    m.expect_delete_rule().never();
+    expect_no_mutation(&mut m);
 
     let changes = step(m).apply(&context()).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
@@ -358,9 +356,7 @@ async fn security_group_drift_waits_for_active_then_is_fixed() {
         .withf(|arn, sgs| arn == LB_ARN && sgs == ["sg-alb".to_string()])
         .times(1)
         .returning(|_, _| Ok(()));
-    m.expect_set_subnets().never();
-    m.expect_modify_target_group().never();
-    m.expect_modify_listener().never();
+    expect_no_mutation(&mut m);
 
     let changes = step(m).apply(&context()).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:?}");
@@ -410,8 +406,7 @@ async fn listener_and_rule_drift_are_converged() {
         .times(1)
         .returning(|_, _| Ok(()));
     m.expect_delete_rule().withf(|arn| arn == "rule-stale").times(1).returning(|_| Ok(()));
-    m.expect_create_rule().never();
-    m.expect_create_listener().never();
+    expect_no_mutation(&mut m);
 
     let changes = step(m).apply(&context()).await.unwrap();
     let summary: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
@@ -462,16 +457,7 @@ async fn plan_makes_no_mutating_call_and_writes_pending_outputs() {
 
 #[tokio::test]
 async fn plan_of_drift_lists_it_without_fixing_it() {
-    let mut m = MockElbApi::new();
-    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_list_target_groups().returning(|| {
-        let mut tgs = observed_tgs();
-        tgs[0].health_check.path = "/drifted".into();
-        Ok(tgs)
-    });
-    m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
-    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
-    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
+    let mut m = path_drifted();
     expect_no_mutation(&mut m);
     let changes = step(m).plan(&context()).await.unwrap();
     assert_eq!(changes.len(), 1);
@@ -613,10 +599,7 @@ async fn adding_a_certificate_converts_http_listener_to_redirect() {
         .times(1)
         .returning(|_, _| Ok(L443_ARN.into()));
     m.expect_create_rule().withf(|l, _| l == L443_ARN).times(1).returning(|_, _| Ok("rule-443".into()));
-    m.expect_create_load_balancer().never();
-    m.expect_create_target_group().never();
-    m.expect_modify_target_group().never();
-    m.expect_modify_rule().never();
+    expect_no_mutation(&mut m);
 
     let changes = step(m).apply(&context_with_certificate()).await.unwrap();
     let summary: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
@@ -787,6 +770,13 @@ fn removed_api_reads(log: Arc<std::sync::Mutex<Vec<String>>>) -> MockElbApi {
     m
 }
 
+/// The deletes of the api-gateway's rule and target group.
+fn api_deleted() -> Vec<(String, Action)> {
+    ["ingress/listener/http/rule/api-gateway", "ingress/target-group/api-gateway"]
+        .map(|id| (id.to_string(), Action::Delete))
+        .to_vec()
+}
+
 fn summary_of(changes: &[Change]) -> Vec<(String, Action)> {
     let mut v: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
     v.sort();
@@ -800,13 +790,7 @@ async fn plan_lists_the_target_group_and_rule_of_a_service_no_longer_routed() {
     expect_no_mutation(&mut m);
     // Plan does not wait for the services step's prune.
     let changes = step(m).plan(&context_with(config_without_api(), true)).await.unwrap();
-    assert_eq!(
-        summary_of(&changes),
-        vec![
-            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
-            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
-        ]
-    );
+    assert_eq!(summary_of(&changes), api_deleted());
 }
 
 #[tokio::test]
@@ -825,13 +809,7 @@ async fn prune_deletes_the_rule_then_after_the_services_the_target_group_of_a_re
     ctx.give_pruned(tap_core::step::Pruned::Services);
     let changes = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
     assert_eq!(*log.lock().unwrap(), ["rule", "target group"]);
-    assert_eq!(
-        summary_of(&changes),
-        vec![
-            ("ingress/listener/http/rule/api-gateway".to_string(), Action::Delete),
-            ("ingress/target-group/api-gateway".to_string(), Action::Delete),
-        ]
-    );
+    assert_eq!(summary_of(&changes), api_deleted());
 }
 
 #[tokio::test]
@@ -883,7 +861,6 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
             .returning(|_| Ok(Some(ObservedLoadBalancer { subnet_ids: vec!["subnet-a".into()], ..observed_lb() })));
         m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
         m.expect_deregistration_delay().returning(|_| Ok(Some(30)));
-        m.expect_set_deregistration_delay().never();
         m.expect_list_listeners()
             .returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(API_ARN))]));
         m.expect_list_rules()
@@ -891,21 +868,13 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
         m.expect_describe_tags().never();
         let times = usize::from(apply);
         m.expect_set_subnets().withf(|arn, s| arn == LB_ARN && s == subnets()).times(times).returning(|_, _| Ok(()));
-        m.expect_set_security_groups().never();
         m.expect_modify_listener()
             .withf(|arn, s| {
                 arn == L80_ARN && s.default_action == ListenerAction::forward(FE_ARN) && s.protocol == "HTTP"
             })
             .times(times)
             .returning(|_, _| Ok(()));
-        m.expect_create_load_balancer().never();
-        m.expect_create_target_group().never();
-        m.expect_modify_target_group().never();
-        m.expect_create_listener().never();
-        m.expect_delete_listener().never();
-        m.expect_create_rule().never();
-        m.expect_modify_rule().never();
-        m.expect_delete_rule().never();
+        expect_no_mutation(&mut m);
         m
     }
     let plan = step(drifted(false)).plan(&context()).await.unwrap();
@@ -937,17 +906,6 @@ async fn plan_lists_exactly_what_apply_changes_on_a_drifted_load_balancer_and_li
     assert!(kind.diff(&want, &internal).unwrap_err().contains("scheme `internal`"), "a conflict");
 }
 
-/// Reads of a converged environment whose frontend group drains for AWS's default of 300 s.
-fn delay_drifted() -> MockElbApi {
-    let mut m = MockElbApi::new();
-    m.expect_find_load_balancer().returning(|_| Ok(Some(observed_lb())));
-    m.expect_list_target_groups().returning(|| Ok(observed_tgs()));
-    m.expect_deregistration_delay().times(2).returning(|arn| Ok(Some(if arn == FE_ARN { 300 } else { 30 })));
-    m.expect_list_listeners().returning(|_| Ok(vec![listener(L80_ARN, 80, "HTTP", ListenerAction::forward(FE_ARN))]));
-    m.expect_list_rules().returning(|_| Ok(vec![api_rule(), default_rule(L80_ARN, ListenerAction::forward(FE_ARN))]));
-    m
-}
-
 #[tokio::test]
 async fn deregistration_delay_drift_is_repaired_with_one_call() {
     let mut m = delay_drifted();
@@ -955,16 +913,7 @@ async fn deregistration_delay_drift_is_repaired_with_one_call() {
         .withf(|arn, seconds| arn == FE_ARN && *seconds == 30)
         .times(1)
         .returning(|_, _| Ok(()));
-    m.expect_create_load_balancer().never();
-    m.expect_set_subnets().never();
-    m.expect_set_security_groups().never();
-    m.expect_create_target_group().never();
-    m.expect_modify_target_group().never();
-    m.expect_create_listener().never();
-    m.expect_modify_listener().never();
-    m.expect_create_rule().never();
-    m.expect_modify_rule().never();
-    m.expect_delete_rule().never();
+    expect_no_mutation(&mut m);
 
     let applied = step(m).apply(&context()).await.unwrap();
     assert_eq!(applied.len(), 1, "{applied:?}");

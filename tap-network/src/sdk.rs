@@ -5,6 +5,7 @@ use aws_sdk_ec2::types::{
     self as ec2, DomainType, Filter, NatGatewayState, ResourceType, TagSpecification, VpcAttributeName,
 };
 use aws_sdk_ec2::Client;
+use tap_core::error::IfFound;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::{Tag, PROJECT, TAG_ENVIRONMENT, TAG_MANAGED_BY};
 use tap_core::AwsError;
@@ -346,17 +347,10 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn nat_gateway(&self, nat_id: &str) -> Result<Option<ObservedNat>, AwsError> {
-        match self.0.describe_nat_gateways().nat_gateway_ids(nat_id).send().await {
-            Ok(out) => Ok(out.nat_gateways().iter().find(|n| n.nat_gateway_id() == Some(nat_id)).map(observed_nat)),
-            Err(e) => {
-                let e = AwsError::from(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let found =
+            self.0.describe_nat_gateways().nat_gateway_ids(nat_id).send().await.map_err(AwsError::from).if_found()?;
+        Ok(found
+            .and_then(|out| out.nat_gateways().iter().find(|n| n.nat_gateway_id() == Some(nat_id)).map(observed_nat)))
     }
 
     async fn create_nat_gateway(

@@ -97,6 +97,8 @@ struct World {
     nats: Vec<ObservedNat>,
     tables: Vec<ObservedRouteTable>,
     dns_hostnames: bool,
+    /// The VPC's DNS support is off (it is on in a new VPC, as on AWS).
+    dns_support_off: bool,
     /// `Some(n)`: DescribeAvailabilityZones must be called exactly `n` times.
     zones_asked: Option<usize>,
     /// Every other read must be made exactly once (the VPC attributes twice when the VPC exists,
@@ -164,7 +166,8 @@ impl World {
         }
     }
 
-    /// Answers every read call from this world except `nat_gateway(id)`.
+    /// Answers every read call from this world except `nat_gateway(id)`. Expectations set before
+    /// it come first: mockall answers a call with the first that matches and is not used up.
     fn install_reads(self, mock: &mut MockEc2Api) {
         let zones = mock
             .expect_available_zones()
@@ -191,13 +194,13 @@ impl World {
             w.calls.lock().unwrap().push(format!("find_route_tables {vpc:?}"));
             Ok(w.tables.clone())
         });
-        let hostnames = self.dns_hostnames;
+        let (support, hostnames) = (!self.dns_support_off, self.dns_hostnames);
         // A VPC created by the pass is not read; an existing one is read once per attribute.
         let reads = if self.vpcs.is_empty() { 0 } else { 2 };
         let attribute_reads = if self.exact_reads { reads..reads + 1 } else { 0..usize::MAX };
         mock.expect_vpc_attribute()
             .times(attribute_reads)
-            .returning(move |_, attribute| Ok(attribute == VpcAttribute::DnsSupport || hostnames));
+            .returning(move |_, attribute| Ok(if attribute == VpcAttribute::DnsSupport { support } else { hostnames }));
     }
 
     /// Answers every read call from this world; NAT gateways read by id are `available`.
@@ -724,25 +727,20 @@ async fn dns_hostnames_off_is_the_one_fix() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn dns_support_off_is_turned_on_before_hostnames() {
-    let mut mock = MockEc2Api::new();
-    let World { vpcs, subnets, igws, addresses, nats, tables, .. } = World::deployed(NatMode::OnePerAz);
-    mock.expect_available_zones().never();
-    mock.expect_find_vpcs().returning(move |_| Ok(vpcs.clone()));
-    mock.expect_find_subnets().returning(move |_, _| Ok(subnets.clone()));
-    mock.expect_find_internet_gateways().returning(move |_| Ok(igws.clone()));
-    mock.expect_find_addresses().returning(move |_| Ok(addresses.clone()));
-    mock.expect_find_nat_gateways().returning(move |_| Ok(nats.clone()));
-    mock.expect_find_route_tables().returning(move |_, _| Ok(tables.clone()));
-    mock.expect_vpc_attribute().times(2).returning(|_, _| Ok(false));
     let order: Log<VpcAttribute> = Arc::default();
     let log = order.clone();
-    mock.expect_set_vpc_attribute().withf(|vpc, _, value| vpc == "vpc-1" && *value).times(2).returning(
-        move |_, attribute, _| {
-            log.lock().unwrap().push(attribute);
-            Ok(())
+    let changes = apply_drifted(
+        |w| (w.dns_support_off, w.dns_hostnames, w.exact_reads, w.zones_asked) = (true, false, true, Some(0)),
+        |m| {
+            m.expect_set_vpc_attribute().withf(|vpc, _, value| vpc == "vpc-1" && *value).times(2).returning(
+                move |_, attribute, _| {
+                    log.lock().unwrap().push(attribute);
+                    Ok(())
+                },
+            );
         },
-    );
-    let changes = step(mock).apply(&ctx()).await.unwrap();
+    )
+    .await;
     assert_eq!(*order.lock().unwrap(), VpcAttribute::ALL);
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!(changes[0].attributes.len(), 2);
@@ -850,14 +848,9 @@ async fn switching_to_single_nat_repoints_routes_then_removes_extra_nats_and_eip
 #[tokio::test(flavor = "current_thread")]
 async fn throttling_surfaces_as_a_retryable_error() {
     let mut mock = MockEc2Api::new();
-    mock.expect_available_zones().returning(|| Ok(AZS.iter().map(|s| s.to_string()).collect()));
     mock.expect_find_vpcs().returning(|_| Err(AwsError::throttling()));
     // The other lookups run at the same time as DescribeVpcs.
-    mock.expect_find_subnets().returning(|_, _| Ok(vec![]));
-    mock.expect_find_internet_gateways().returning(|_| Ok(vec![]));
-    mock.expect_find_addresses().returning(|_| Ok(vec![]));
-    mock.expect_find_nat_gateways().returning(|_| Ok(vec![]));
-    mock.expect_find_route_tables().returning(|_, _| Ok(vec![]));
+    World::empty().install(&mut mock);
     forbid_mutations(&mut mock);
     let err = step(mock).apply(&ctx()).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -1042,17 +1035,11 @@ async fn progress_reports_each_create_as_it_happens_and_the_nat_waits() {
 async fn a_lost_create_answer_is_adopted_not_repeated() {
     let mut mock = MockEc2Api::new();
     let vpcs: Log<ObservedVpc> = Arc::default();
-    mock.expect_available_zones().returning(|| Ok(AZS.iter().map(|z| z.to_string()).collect()));
     let seen = vpcs.clone();
     mock.expect_find_vpcs().returning(move |_| Ok(seen.lock().unwrap().clone()));
-    mock.expect_find_subnets().returning(|_, _| Ok(vec![]));
-    mock.expect_find_internet_gateways().returning(|_| Ok(vec![]));
-    mock.expect_find_addresses().returning(|_| Ok(vec![]));
-    mock.expect_find_nat_gateways().returning(|_| Ok(vec![]));
-    mock.expect_find_route_tables().returning(|_, _| Ok(vec![]));
     // The adopted VPC was made by this pass: it is new, so its attributes are not read.
     mock.expect_vpc_attribute().never();
-    mock.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
+    World::empty().install(&mut mock);
     let made = vpcs.clone();
     mock.expect_create_vpc().times(1).returning(move |cidr, tags| {
         // EC2 made the VPC, then the connection dropped before its answer arrived.
@@ -1310,26 +1297,9 @@ async fn a_nat_gateways_address_still_held_by_a_deleting_one_is_waited_for_befor
         }
         let held = world.addresses.clone();
         let polls = Arc::new(AtomicUsize::new(0));
-        let w = world.clone();
         let mut m2 = MockEc2Api::new();
         // Every read but the addresses' from the world; the addresses stay associated until the
         // poll `freed_after` (counting the deploy's first look).
-        {
-            let w = w.clone();
-            m2.expect_available_zones().returning(|| Ok(AZS.map(String::from).to_vec()));
-            let v = w.vpcs.clone();
-            m2.expect_find_vpcs().returning(move |_| Ok(v.clone()));
-            let v = w.subnets.clone();
-            m2.expect_find_subnets().returning(move |_, _| Ok(v.clone()));
-            let v = w.igws.clone();
-            m2.expect_find_internet_gateways().returning(move |_| Ok(v.clone()));
-            let v = w.nats.clone();
-            m2.expect_find_nat_gateways().returning(move |_| Ok(v.clone()));
-            let v = w.tables.clone();
-            m2.expect_find_route_tables().returning(move |_, _| Ok(v.clone()));
-            m2.expect_vpc_attribute().returning(|_, _| Ok(true));
-            m2.expect_nat_gateway().returning(|id| Ok(Some(nat_in_state(id, NatState::Available))));
-        }
         let p = polls.clone();
         m2.expect_find_addresses().returning(move |_| {
             let n = p.fetch_add(1, Ordering::SeqCst) + 1;
@@ -1345,6 +1315,7 @@ async fn a_nat_gateways_address_still_held_by_a_deleting_one_is_waited_for_befor
                 })
                 .collect())
         });
+        world.install(&mut m2);
         let p = polls.clone();
         let created = Arc::new(AtomicUsize::new(0));
         let c = created.clone();

@@ -19,6 +19,7 @@ use std::fmt;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use tap_core::config::SecretSpec;
+use tap_core::error::IfFound;
 use tap_core::naming::{Tag, TAG_ENVIRONMENT};
 use tap_core::outputs::PENDING;
 use tap_core::resource::{owned, ActionError, Deleted, Diff, During, Engine, Owned, Owner, Resource};
@@ -125,25 +126,16 @@ pub struct SdkSecrets(pub aws_sdk_secretsmanager::Client);
 #[async_trait]
 impl SecretsApi for SdkSecrets {
     async fn describe_secret(&self, name: &str) -> Result<Option<ObservedSecret>, AwsError> {
-        match self.0.describe_secret().secret_id(name).send().await {
-            Ok(out) => Ok(Some(ObservedSecret {
-                arn: out.arn().unwrap_or_default().to_string(),
-                scheduled_for_deletion: out.deleted_date().is_some(),
-                tags: out
-                    .tags()
-                    .iter()
-                    .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
-                    .collect(),
-            })),
-            Err(e) => {
-                let e = AwsError::from(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let found = self.0.describe_secret().secret_id(name).send().await.map_err(AwsError::from).if_found()?;
+        Ok(found.map(|out| ObservedSecret {
+            arn: out.arn().unwrap_or_default().to_string(),
+            scheduled_for_deletion: out.deleted_date().is_some(),
+            tags: out
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+                .collect(),
+        }))
     }
 
     async fn list_owned_secrets(&self, env: &str) -> Result<Vec<TaggedSecret>, AwsError> {

@@ -261,7 +261,8 @@ impl Mocks {
         Mocks { ec2, iam, secrets }
     }
 
-    /// Every mutating call is forbidden.
+    /// Every mutating call not expected before this one is forbidden: mockall answers a call with
+    /// the first expectation that matches it and is not used up.
     fn forbid_mutations(mut self) -> Self {
         self.ec2.expect_create_security_group().never();
         self.ec2.expect_authorize_ingress().never();
@@ -365,9 +366,6 @@ async fn from_nothing_creates_exactly_the_spec_resources() {
         .withf(rules("sg-processing-service", vec![from_group(9000, "sg-api-gateway")]))
         .times(1)
         .returning(|_, _| Ok(()));
-    m.ec2.expect_revoke_ingress().never();
-    m.ec2.expect_authorize_egress().never();
-    m.ec2.expect_revoke_egress().never();
 
     // Roles: ECS tasks trust, tags, the managed policy on the execution role only.
     let trust = policy::ecs_tasks_trust_policy().to_value();
@@ -433,10 +431,9 @@ async fn from_nothing_creates_exactly_the_spec_resources() {
         log.lock().unwrap().push(s.clone());
         Ok(secret_arn(&s.name))
     });
-    m.secrets.expect_restore_secret().never();
 
     let ctx = ctx();
-    let changes = m.step().apply(&ctx).await.unwrap();
+    let changes = m.forbid_mutations().step().apply(&ctx).await.unwrap();
     assert_eq!(summary(&changes), all_created());
 
     let created = created.lock().unwrap().clone();

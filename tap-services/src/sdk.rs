@@ -9,6 +9,7 @@ use aws_sdk_ecr as ecr;
 use aws_sdk_ecs as ecs;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use tap_core::aws::AwsSession;
+use tap_core::error::IfFound;
 use tap_core::idempotent::NoBlindRetry;
 use tap_core::naming::Tag;
 use tap_core::AwsError;
@@ -808,18 +809,10 @@ impl ServicesApi for SdkServices {
             .repository_name(repository)
             .image_ids(ecr::types::ImageIdentifier::builder().image_tag(tag).build())
             .send()
-            .await;
-        match result {
-            Ok(out) => Ok(!out.image_details().is_empty()),
-            Err(e) => {
-                let e = AwsError::from(e);
-                if e.is_not_found() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+            .await
+            .map_err(AwsError::from)
+            .if_found()?;
+        Ok(result.is_some_and(|out| !out.image_details().is_empty()))
     }
 
     async fn repository_images(&self, repository: &str) -> Result<Vec<RepositoryImage>, AwsError> {
@@ -834,23 +827,14 @@ impl ServicesApi for SdkServices {
             .send()
             .try_collect()
             .await;
-        match result {
-            Ok(images) => Ok(images
-                .iter()
-                .map(|i| RepositoryImage {
-                    tags: i.image_tags().to_vec(),
-                    pushed_at: i.image_pushed_at().map(|t| t.secs()),
-                })
-                .collect()),
-            Err(e) => {
-                let e = AwsError::from(e);
-                if e.is_not_found() {
-                    Ok(vec![])
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let images = result.map_err(AwsError::from).if_found()?.unwrap_or_default();
+        Ok(images
+            .iter()
+            .map(|i| RepositoryImage {
+                tags: i.image_tags().to_vec(),
+                pushed_at: i.image_pushed_at().map(|t| t.secs()),
+            })
+            .collect())
     }
 
     async fn target_health(&self, target_group_arn: &str) -> Result<Vec<TargetState>, AwsError> {

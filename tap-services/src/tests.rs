@@ -402,6 +402,8 @@ fn mock_reads(world: World, runs: Option<usize>) -> MockServicesApi {
     api
 }
 
+/// Forbids every write not expected before this call: mockall answers a call with the first
+/// expectation that matches it and is not used up, so this goes after the writes a test expects.
 fn no_mutations(api: &mut MockServicesApi) {
     api.expect_create_log_group().never();
     api.expect_put_retention_policy().never();
@@ -416,6 +418,24 @@ fn no_mutations(api: &mut MockServicesApi) {
     api.expect_deregister_scalable_target().never();
     api.expect_put_scaling_policy().never();
     api.expect_delete_scaling_policy().never();
+}
+
+/// What ECS answers a register of `def` with: its revision `n`, tagged for `dev`.
+fn revision(def: &TaskDefinitionSpec, n: i32) -> ObservedTaskDefinition {
+    let service = &def.containers[0].name;
+    ObservedTaskDefinition {
+        arn: td_arn(service, n),
+        revision: n,
+        active: true,
+        definition: def.clone(),
+        tags: dev_tags(),
+    }
+}
+
+/// What ECS answers an update that moves a service to its revision 2 with.
+fn moved_to_2(u: &ServiceUpdate) -> Result<ObservedService, AwsError> {
+    let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
+    Ok(observed_from(&desired_service(&deployed_ctx(config(false)), service, &td_arn(service, 2))))
 }
 
 fn step(api: MockServicesApi) -> ServicesStep {
@@ -522,14 +542,7 @@ async fn deploy_from_nothing_creates_the_spec_resources() {
         .times(3)
         .returning(move |def, _| {
             reg.lock().unwrap().push(def.clone());
-            let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition {
-                arn: td_arn(&service, 1),
-                revision: 1,
-                active: true,
-                definition: def.clone(),
-                tags: dev_tags(),
-            })
+            Ok(revision(def, 1))
         });
 
     let created: Arc<Mutex<Vec<DesiredService>>> = Arc::default();
@@ -751,9 +764,7 @@ async fn only_this_environments_policy_on_this_service_counts() {
         .withf(|r, p| *r == rid("frontend") && *p == expected_policy("frontend"))
         .times(1)
         .returning(|_, _| Ok(()));
-    api.expect_register_scalable_target().never();
-    api.expect_put_retention_policy().never();
-    api.expect_update_service().never();
+    no_mutations(&mut api);
     let changes = step(api).apply(&ctx).await.unwrap();
     assert_eq!(changes.len(), 1, "{changes:#?}");
     assert_eq!((changes[0].resource.as_str(), changes[0].action), ("services/scaling-policy/frontend", Action::Create));
@@ -810,9 +821,7 @@ async fn drifted_settings_get_exactly_their_fix() {
         .withf(|r, p| *r == rid("frontend") && *p == expected_policy("frontend"))
         .times(1)
         .returning(|_, _| Ok(()));
-    api.expect_create_log_group().never();
-    api.expect_register_task_definition().never();
-    api.expect_create_service().never();
+    no_mutations(&mut api);
 
     let changes = step(api).apply(&ctx).await.unwrap();
     assert_eq!(changes.len(), 4, "{changes:#?}");
@@ -830,18 +839,10 @@ async fn new_image_tag_registers_one_revision_and_updates_the_service() {
     // The world was deployed with `latest`.
     let world = converged_world(&deployed_ctx(self::config(false)));
     let mut api = read_mock(world);
-    api.expect_register_task_definition().withf(|def, _| def.containers[0].image.ends_with(":v2")).times(3).returning(
-        |def, _| {
-            let service = def.containers[0].name.clone();
-            Ok(ObservedTaskDefinition {
-                arn: td_arn(&service, 2),
-                revision: 2,
-                active: true,
-                definition: def.clone(),
-                tags: dev_tags(),
-            })
-        },
-    );
+    api.expect_register_task_definition()
+        .withf(|def, _| def.containers[0].image.ends_with(":v2"))
+        .times(3)
+        .returning(|def, _| Ok(revision(def, 2)));
     api.expect_update_service()
         .withf(|u| {
             let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap_or("");
@@ -853,15 +854,8 @@ async fn new_image_tag_registers_one_revision_and_updates_the_service() {
             }
         })
         .times(3)
-        .returning(|u| {
-            let ctx = deployed_ctx(self::config(false));
-            let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
-            Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
-        });
-    api.expect_create_service().never();
-    api.expect_put_retention_policy().never();
-    api.expect_register_scalable_target().never();
-    api.expect_put_scaling_policy().never();
+        .returning(moved_to_2);
+    no_mutations(&mut api);
 
     let changes = step(api).apply(&ctx).await.unwrap();
     assert_eq!(changes.len(), 6, "{changes:#?}");
@@ -878,15 +872,7 @@ async fn an_inactive_latest_revision_or_service_counts_as_missing() {
     world.task_definitions.get_mut("tap-frontend-dev").unwrap().active = false;
     world.services.get_mut("tap-frontend-dev").unwrap().status = "INACTIVE".into();
     let mut api = read_mock(world);
-    api.expect_register_task_definition().times(1).returning(|def, _| {
-        Ok(ObservedTaskDefinition {
-            arn: td_arn("frontend", 2),
-            revision: 2,
-            active: true,
-            definition: def.clone(),
-            tags: dev_tags(),
-        })
-    });
+    api.expect_register_task_definition().times(1).returning(|def, _| Ok(revision(def, 2)));
     api.expect_create_service()
         .withf(|d| d.name == "tap-frontend-dev" && d.task_definition == td_arn("frontend", 2) && d.desired_count == 2)
         .times(1)
@@ -917,29 +903,14 @@ async fn a_register_answered_500_that_took_effect_is_adopted_not_registered_agai
     let mut api = read_mock(world);
     // ECS registers revision 2, then answers 500: the outcome is unknown.
     api.expect_register_task_definition().times(3).returning(move |def, _| {
-        let service = def.containers[0].name.clone();
-        let registered = ObservedTaskDefinition {
-            arn: td_arn(&service, 2),
-            revision: 2,
-            active: true,
-            definition: def.clone(),
-            tags: dev_tags(),
-        };
-        made.lock().unwrap().task_definitions.insert(def.family.clone(), registered);
+        made.lock().unwrap().task_definitions.insert(def.family.clone(), revision(def, 2));
         Err(internal_error())
     });
     api.expect_update_service()
         .withf(|u| u.task_definition.as_deref().is_some_and(|td| td.ends_with(":2")))
         .times(3)
-        .returning(|u| {
-            let ctx = deployed_ctx(self::config(false));
-            let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
-            Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
-        });
-    api.expect_create_service().never();
-    api.expect_put_retention_policy().never();
-    api.expect_register_scalable_target().never();
-    api.expect_put_scaling_policy().never();
+        .returning(moved_to_2);
+    no_mutations(&mut api);
     let changes = step(api).apply(&ctx).await.unwrap();
     assert_eq!(changes.len(), 6, "{changes:#?}");
 }
@@ -953,15 +924,7 @@ async fn a_register_answered_500_that_did_not_take_effect_is_sent_again() {
     // The first register did nothing (the latest revision is still 1, with the old cpu).
     let mut seq = mockall::Sequence::new();
     api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|_, _| Err(internal_error()));
-    api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|def, _| {
-        Ok(ObservedTaskDefinition {
-            arn: td_arn("frontend", 2),
-            revision: 2,
-            active: true,
-            definition: def.clone(),
-            tags: dev_tags(),
-        })
-    });
+    api.expect_register_task_definition().times(1).in_sequence(&mut seq).returning(|def, _| Ok(revision(def, 2)));
     api.expect_update_service()
         .withf(|u| u.task_definition.as_deref() == Some(td_arn("frontend", 2).as_str()))
         .times(1)
@@ -1036,8 +999,7 @@ async fn a_create_service_answered_500_that_took_effect_is_adopted_not_created_a
         made.lock().unwrap().services.insert(d.name.clone(), observed_from(d));
         Err(internal_error())
     });
-    api.expect_update_service().never();
-    api.expect_register_task_definition().never();
+    no_mutations(&mut api);
     let changes = step(api).apply(&ctx).await.unwrap();
     assert_eq!(
         changes.iter().map(|c| (c.resource.as_str(), c.action)).collect::<Vec<_>>(),
@@ -1235,14 +1197,7 @@ async fn destroy_on_an_empty_environment_succeeds() {
     api.expect_describe_services().never();
     api.expect_describe_scaling_policies().never();
     api.expect_list_task_definitions().never();
-    api.expect_create_log_group().never();
-    api.expect_update_service().never();
-    api.expect_delete_service().never();
-    api.expect_deregister_task_definition().never();
-    api.expect_delete_task_definitions().never();
-    api.expect_delete_scaling_policy().never();
-    api.expect_deregister_scalable_target().never();
-    api.expect_delete_log_group().never();
+    no_mutations(&mut api);
     assert_eq!(step(api).destroy(&ctx).await.unwrap(), vec![]);
 }
 
@@ -1579,9 +1534,7 @@ async fn a_removed_service_is_pruned_scaling_first_and_the_pruned_milestone_come
             Ok(())
         },
     );
-    api.expect_create_service().never();
-    api.expect_register_task_definition().never();
-    api.expect_create_log_group().never();
+    no_mutations(&mut api);
 
     let changes = step(api).apply(&ctx).await.unwrap();
     let mut got: Vec<(String, Action)> = changes.iter().map(|c| (c.resource.clone(), c.action)).collect();
@@ -1737,21 +1690,8 @@ fn pushed_v1_v2(repository: &str) -> Vec<image::RepositoryImage> {
 
 /// Registers revision 2 of whatever is asked and moves the services to it.
 fn expect_moves(api: &mut MockServicesApi, times: usize) {
-    api.expect_register_task_definition().times(times).returning(|def, _| {
-        let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition {
-            arn: td_arn(&service, 2),
-            revision: 2,
-            active: true,
-            definition: def.clone(),
-            tags: dev_tags(),
-        })
-    });
-    api.expect_update_service().times(times).returning(|u| {
-        let ctx = deployed_ctx(config(false));
-        let service = u.service.strip_prefix("tap-").and_then(|n| n.strip_suffix("-dev")).unwrap();
-        Ok(observed_from(&desired_service(&ctx, service, &td_arn(service, 2))))
-    });
+    api.expect_register_task_definition().times(times).returning(|def, _| Ok(revision(def, 2)));
+    api.expect_update_service().times(times).returning(moved_to_2);
 }
 
 #[tokio::test]
@@ -1801,16 +1741,7 @@ async fn services_still_to_create_are_created_with_a_missing_tag() {
     world.services.clear();
     let mut api = read_mock(world);
     api.expect_repository_images().never();
-    api.expect_register_task_definition().times(3).returning(|def, _| {
-        let service = def.containers[0].name.clone();
-        Ok(ObservedTaskDefinition {
-            arn: td_arn(&service, 2),
-            revision: 2,
-            active: true,
-            definition: def.clone(),
-            tags: dev_tags(),
-        })
-    });
+    api.expect_register_task_definition().times(3).returning(|def, _| Ok(revision(def, 2)));
     api.expect_create_service().times(3).returning(|d| Ok(observed_from(d)));
     let changes = step(api).apply(&ctx).await.unwrap();
     assert!(changes.iter().all(|c| c.action != Action::Refuse), "{changes:#?}");
