@@ -482,13 +482,29 @@ impl<'a> Engine<'a> {
         want: &R::Desired,
         made: R::Observed,
     ) -> Result<R::Observed, StepError> {
+        Ok(self.update_created(resource, id, name, want, made).await?.0)
+    }
+
+    /// The update from what a create `made` to `want` (apply mode only): what exists afterwards and
+    /// the attributes it set. The tail of [`Engine::settle`] and [`Engine::complete`].
+    async fn update_created<R: Resource>(
+        &self,
+        resource: &R,
+        id: &str,
+        name: &str,
+        want: &R::Desired,
+        made: R::Observed,
+    ) -> Result<(R::Observed, Vec<AttrChange>), StepError> {
         if !self.mode.is_apply() {
-            return Ok(made);
+            return Ok((made, vec![]));
         }
-        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? else { return Ok(made) };
-        let fixed: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
-        tracing::info!(step = self.step, resource = id, ?fixed, "setting what the create did not");
-        resource.update(&made, &update).await.map_err(|e| e.on(id))
+        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? else {
+            return Ok((made, vec![]));
+        };
+        let set: Vec<&str> = attributes.iter().map(|a| a.attribute.as_str()).collect();
+        tracing::info!(step = self.step, resource = id, ?set, "setting what the create did not");
+        let now = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
+        Ok((now, attributes))
     }
 
     /// The second half of a create whose `want` could not be whole at creation (a security group's
@@ -504,13 +520,7 @@ impl<'a> Engine<'a> {
         want: &R::Desired,
         made: R::Observed,
     ) -> Result<R::Observed, StepError> {
-        if !self.mode.is_apply() {
-            return Ok(made);
-        }
-        let Some(Diff { update, attributes }) = self.diff(resource, id, name, want, &made)? else { return Ok(made) };
-        self.working(id, Action::Create);
-        let now = resource.update(&made, &update).await.map_err(|e| e.on(id))?;
-        tracing::info!(step = self.step, resource = id, name, "completed");
+        let (now, attributes) = self.update_created(resource, id, name, want, made).await?;
         let unlisted: Vec<AttrChange> = {
             let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
             // By attribute and value set: the create's lists no old value, the update's what the
