@@ -15,11 +15,13 @@
 
 use async_trait::async_trait;
 use tap_core::naming::Tag;
+use tap_core::progress::ProgressEvent;
 use tap_core::resource::{ActionError, Deleted, Diff, During, Owner, Resource};
 use tap_core::wait::{poll_until, Backoff};
-use tap_core::{AwsError, StepError};
+use tap_core::{AwsError, Context, StepError};
 
 use crate::api::{Ec2Api, ObservedAddress, Tagged};
+use crate::STEP;
 
 /// An Elastic IP the config asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,13 +45,23 @@ impl<'a> ElasticIpKind<'a> {
     }
 
     /// Waits, within `backoff`, until the address `allocation_id` (logical id `component`) is no
-    /// longer associated: AWS disassociates a NAT gateway's address only once the NAT gateway is
-    /// `deleted`. An address gone meanwhile counts as free (its create comes next).
-    pub async fn wait_free(&self, component: &str, allocation_id: &str, backoff: Backoff) -> Result<(), StepError> {
+    /// longer associated, saying why (progress and log) before `next`: AWS disassociates a NAT
+    /// gateway's address only once the NAT gateway is `deleted`. An address gone meanwhile counts
+    /// as free (its create comes next).
+    pub async fn wait_free(
+        &self,
+        ctx: &Context,
+        component: &str,
+        allocation_id: &str,
+        next: &str,
+        backoff: Backoff,
+    ) -> Result<(), StepError> {
         let what = format!(
-            "Elastic IP {allocation_id} ({component}) to be freed: it is still associated, with a NAT gateway being \
-             deleted (e.g. by an interrupted destroy); AWS frees it once that NAT gateway is deleted"
+            "Elastic IP {allocation_id} ({component}) to be freed before {next}: it is still associated, with a NAT \
+             gateway being deleted (e.g. by an interrupted destroy), and AWS frees it once that NAT gateway is deleted"
         );
+        ctx.progress(ProgressEvent::Waiting { step: STEP, what: &what });
+        tracing::info!(resource = component, allocation_id, "waiting for the Elastic IP to be freed");
         poll_until(&what, backoff, || async {
             let found =
                 self.api.find_addresses(self.env).await.map_err(StepError::aws(component, "DescribeAddresses"))?;

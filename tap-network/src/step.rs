@@ -13,7 +13,6 @@ use tap_core::config::NetworkSettings;
 use tap_core::idempotent::Recovery;
 use tap_core::naming::{client_token, Names};
 use tap_core::outputs::{NetworkOutputs, SubnetRef, PENDING};
-use tap_core::progress::ProgressEvent;
 use tap_core::resource::Engine;
 use tap_core::step::{Contract, Gone, OutputKind};
 use tap_core::wait::Backoff;
@@ -459,14 +458,8 @@ impl Pass<'_> {
         if !held {
             return Ok(());
         }
-        let what = format!(
-            "Elastic IP {allocation_id} ({}) to be freed before creating {}: it is still associated, with a NAT \
-             gateway being deleted (e.g. by an interrupted destroy), and AWS frees it once that NAT gateway is deleted",
-            spec.eip_component, spec.component
-        );
-        self.ctx.progress(ProgressEvent::Waiting { step: STEP, what: &what });
-        tracing::info!(resource = spec.eip_component, allocation_id, "waiting for the Elastic IP to be freed");
-        self.eip.wait_free(&spec.eip_component, allocation_id, self.waits.nat).await
+        let next = format!("creating {}", spec.component);
+        self.eip.wait_free(self.ctx, &spec.eip_component, allocation_id, &next, self.waits.nat).await
     }
 
     /// The public route table and the private ones, together.
