@@ -340,11 +340,11 @@ impl ServicesStep {
         // below. It needs only the cluster, so it runs while the other inputs are still coming.
         let observed = async {
             let cluster: ClusterOutputs = ctx.wait().await?;
-            api::Observed::read(api, ctx, &cluster).await
+            let observed = api::Observed::read(api, ctx, &cluster).await?;
+            Ok::<_, StepError>((cluster, observed))
         };
         let task_definitions = api::latest_task_definitions(api, ctx);
-        let (cluster, mut observed, (task_definitions, families)) =
-            tokio::try_join!(ctx.wait::<ClusterOutputs>(), observed, task_definitions)?;
+        let ((cluster, mut observed), (task_definitions, families)) = tokio::try_join!(observed, task_definitions)?;
         observed.task_definitions = task_definitions;
         observed.listed.families = families;
         let converged = try_join_all(ctx.config.services.iter().map(|spec| {
